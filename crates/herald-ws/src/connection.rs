@@ -1,0 +1,542 @@
+//! [`WebSocket`]: one server-side connection on a TCP socket — reading into a buffer shared by
+//! the thread, answering pings, the close handshake, timeouts, and writing everything queued in
+//! its [`Outbox`] with vectored writes.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::Compress;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::decoder::{Decoder, Event, Limits};
+use crate::deflate::{self, DeflateParams};
+use crate::error::{CloseCode, Error, ProtocolError};
+use crate::frame::{Frame, OpCode};
+use crate::handshake::Negotiated;
+use crate::message::{Incoming, Message};
+use crate::outbox::{Outbox, Outgoing};
+
+/// Size of the per-thread read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Most frames handed to one `writev`.
+const MAX_IOVECS: usize = 128;
+
+thread_local! {
+    /// The read buffer shared by every connection on this thread. A connection reads into it
+    /// and decodes at once, before any await, so it never needs one of its own.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_BUF].into_boxed_slice());
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// What the peer may send.
+    pub limits: Limits,
+    /// Time a peer has to finish a frame (or fragmented message) it started.
+    pub read_timeout: Duration,
+    /// Time the socket may stay unwritable while output is waiting; then the connection is
+    /// dropped, since the peer stopped reading.
+    pub write_timeout: Duration,
+    /// Time to wait for the peer's close frame, and then for its TCP close, after ours.
+    pub close_timeout: Duration,
+    /// Hand pong frames to the application (for WebSocket-level keepalive).
+    pub deliver_pongs: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(3),
+            deliver_pongs: false,
+        }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// We sent a close frame; waiting for the peer's.
+    CloseSent { deadline: Instant },
+    /// Close frames went both ways (or the connection failed); flushing, then half-closing
+    /// and waiting for the peer to close TCP.
+    Closing,
+    /// Our side is shut; reading until EOF or the deadline.
+    Draining { deadline: Instant },
+    Closed,
+}
+
+/// A server-side WebSocket connection.
+///
+/// Drive it with [`WebSocket::recv`], which also writes what other tasks queue in its
+/// [`Outbox`]; to send, push into the outbox (from anywhere) or call [`WebSocket::send`].
+pub struct WebSocket {
+    stream: TcpStream,
+    config: Arc<Config>,
+    decoder: Decoder,
+    events: VecDeque<Event>,
+    outbox: Arc<Outbox>,
+    /// Items taken from the outbox and not yet fully written.
+    writing: VecDeque<Outgoing>,
+    /// Bytes of `writing[0]` already written.
+    written: usize,
+    deflate: Option<DeflateParams>,
+    /// Compressor with context takeover, only when the client allowed it and the server chose it.
+    compressor: Option<Box<Compress>>,
+    phase: Phase,
+    /// Since when the socket refused output that is waiting.
+    stalled_since: Option<Instant>,
+    /// Since when a started frame is unfinished.
+    partial_since: Option<Instant>,
+    eof: bool,
+    peer_close: Option<(CloseCode, String)>,
+    failure: Option<Error>,
+}
+
+impl std::fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl WebSocket {
+    /// Takes over the socket of an upgraded hyper connection. `Upgraded` must wrap a
+    /// `TokioIo<TcpStream>` (hyper's own server over tokio); bytes hyper read past the request
+    /// are decoded first.
+    pub fn from_upgraded(
+        upgraded: Upgraded,
+        negotiated: &Negotiated,
+        config: Arc<Config>,
+        outbox: Arc<Outbox>,
+    ) -> Result<WebSocket, Error> {
+        let parts = upgraded
+            .downcast::<TokioIo<TcpStream>>()
+            .map_err(|_| {
+                Error::Io(io::Error::other(
+                    "WebSocket upgrade on a transport other than plain TCP is not supported",
+                ))
+            })?;
+        WebSocket::from_stream(parts.io.into_inner(), &parts.read_buf, negotiated, config, outbox)
+    }
+
+    /// Wraps a TCP stream whose handshake is done; `already_read` holds bytes read past it.
+    pub fn from_stream(
+        stream: TcpStream,
+        already_read: &[u8],
+        negotiated: &Negotiated,
+        config: Arc<Config>,
+        outbox: Arc<Outbox>,
+    ) -> Result<WebSocket, Error> {
+        // Latency matters more than packet count here; batching is done by writev.
+        stream.set_nodelay(true)?;
+        let deflate = negotiated.deflate;
+        let compressor = deflate
+            .filter(|p| !p.shares_compression())
+            .map(|p| Box::new(deflate::new_compressor(p.server_max_window_bits, p.level)));
+        let mut ws = WebSocket {
+            stream,
+            decoder: Decoder::new(config.limits.clone(), deflate),
+            config,
+            events: VecDeque::new(),
+            outbox,
+            writing: VecDeque::new(),
+            written: 0,
+            deflate,
+            compressor,
+            phase: Phase::Open,
+            stalled_since: None,
+            partial_since: None,
+            eof: false,
+            peer_close: None,
+            failure: None,
+        };
+        if !already_read.is_empty() {
+            ws.decode(already_read);
+        }
+        Ok(ws)
+    }
+
+    /// The connection's outbound queue, to hand to publishers.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Queues a message (see [`Outbox::push`]).
+    pub fn send(&self, message: Arc<Message>) -> Result<(), crate::outbox::PushError> {
+        self.outbox.push(message)
+    }
+
+    /// Starts the close handshake after what is already queued.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.outbox.close(code, reason);
+    }
+
+    /// The code and reason of the peer's close frame, once received.
+    pub fn peer_close(&self) -> Option<&(CloseCode, String)> {
+        self.peer_close.as_ref()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Waits for the next message, writing queued output meanwhile.
+    ///
+    /// Returns `Ok(None)` once the connection closed cleanly (close handshake done), and an
+    /// error when it ended any other way. Cancel-safe: it can sit in a `select!` and be dropped
+    /// at any await without losing a message.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>, Error> {
+        loop {
+            if let Some(message) = self.next_event() {
+                return Ok(Some(message));
+            }
+            if self.phase == Phase::Closed {
+                return match self.failure.take() {
+                    Some(error) => Err(error),
+                    None => Ok(None),
+                };
+            }
+            if self.eof && self.phase == Phase::Open {
+                self.fail(Error::ClosedAbnormally);
+                continue;
+            }
+            let flushed = match self.flush() {
+                Ok(flushed) => flushed,
+                Err(e) => {
+                    self.fail(e);
+                    continue;
+                }
+            };
+            if flushed && self.phase == Phase::Closing {
+                self.shut_write();
+                continue;
+            }
+            if self.eof && matches!(self.phase, Phase::Draining { .. } | Phase::CloseSent { .. }) {
+                self.phase = Phase::Closed;
+                continue;
+            }
+            let deadline = self.deadline(flushed);
+            let reading = matches!(
+                self.phase,
+                Phase::Open | Phase::CloseSent { .. } | Phase::Draining { .. }
+            ) && !self.eof;
+            let accepting = self.phase == Phase::Open;
+            tokio::select! {
+                biased;
+                ready = self.stream.readable(), if reading => {
+                    if let Err(e) = ready.map_err(Error::Io).and_then(|()| self.read_ready()) {
+                        self.fail(e);
+                    }
+                }
+                ready = self.stream.writable(), if !flushed => {
+                    if let Err(e) = ready {
+                        self.fail(Error::Io(e));
+                    }
+                }
+                () = self.outbox.notified(), if flushed && accepting => {}
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.on_deadline(flushed);
+                }
+            }
+        }
+    }
+
+    /// Handles decoded events until one is a message for the application.
+    fn next_event(&mut self) -> Option<Incoming> {
+        while let Some(event) = self.events.pop_front() {
+            match event {
+                Event::Message(message) => {
+                    if self.phase == Phase::Open {
+                        return Some(message);
+                    }
+                }
+                Event::Ping(payload) => {
+                    if self.phase == Phase::Open {
+                        let pong = Frame::new(OpCode::Pong, &payload);
+                        self.writing.push_back(Outgoing::Frame(pong));
+                    }
+                }
+                Event::Pong(payload) => {
+                    if self.config.deliver_pongs && self.phase == Phase::Open {
+                        return Some(Incoming::Pong(payload));
+                    }
+                }
+                Event::Close(close) => self.on_peer_close(close),
+            }
+        }
+        None
+    }
+
+    fn on_peer_close(&mut self, close: Option<(CloseCode, String)>) {
+        match self.phase {
+            Phase::Open => {
+                // Echo the code (RFC 6455 §5.5.1); queued data is dropped, partly written
+                // frames are finished first so the stream stays well formed.
+                self.truncate_queue();
+                let reply = match &close {
+                    Some((code, _)) => Frame::close(*code, ""),
+                    None => Frame::new(OpCode::Close, &[]),
+                };
+                self.writing.push_back(Outgoing::Frame(reply));
+                self.outbox.shut();
+                self.phase = Phase::Closing;
+            }
+            Phase::CloseSent { .. } => self.phase = Phase::Closing,
+            _ => {}
+        }
+        self.peer_close = close;
+        self.events.clear();
+    }
+
+    /// Drops queued items that have not started to be written.
+    fn truncate_queue(&mut self) {
+        let keep = usize::from(self.written > 0);
+        self.writing.truncate(keep);
+    }
+
+    /// Sends a close frame and waits for the peer's.
+    fn start_close(&mut self, code: CloseCode, reason: &str) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.writing.push_back(Outgoing::Frame(Frame::close(code, reason)));
+        self.outbox.shut();
+        self.phase = Phase::CloseSent {
+            deadline: Instant::now() + self.config.close_timeout,
+        };
+    }
+
+    /// Ends the connection because of `error`. A protocol error is answered with a close frame
+    /// carrying its code; the socket is then half-closed without waiting for the peer's reply
+    /// (RFC 6455 §7.1.7, "fail the WebSocket connection").
+    fn fail(&mut self, error: Error) {
+        if let Phase::Draining { .. } = self.phase {
+            // The close handshake already happened; a reset now changes nothing.
+            self.phase = Phase::Closed;
+            return;
+        }
+        let answered = match &error {
+            Error::Protocol(ProtocolError { code, reason }) if self.phase == Phase::Open => {
+                self.truncate_queue();
+                self.writing
+                    .push_back(Outgoing::Frame(Frame::close(*code, reason)));
+                self.phase = Phase::Closing;
+                true
+            }
+            _ => false,
+        };
+        self.failure.get_or_insert(error);
+        self.outbox.shut();
+        if !answered {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Reads what the socket has into the thread's buffer and decodes it.
+    fn read_ready(&mut self) -> Result<(), Error> {
+        loop {
+            let read = READ_BUFFER.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                match self.stream.try_read(&mut buf[..]) {
+                    Ok(0) => Ok(0),
+                    Ok(n) => {
+                        self.decode(&buf[..n]);
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match read {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                // A short read means the socket is (almost certainly) empty: stop before a
+                // system call that would only say "would block".
+                Ok(n) if n < READ_BUF => return Ok(()),
+                Ok(_) => {
+                    if self.failure.is_some() || !self.events.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    fn decode(&mut self, data: &[u8]) {
+        if let Err(e) = self.decoder.feed(data, &mut self.events) {
+            self.fail(Error::Protocol(e));
+        }
+        self.partial_since = match (self.decoder.in_progress(), self.partial_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(Instant::now()),
+        };
+    }
+
+    /// Moves the outbox into the write queue.
+    fn drain_outbox(&mut self) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let start = self.writing.len();
+        let close = if start == 0 {
+            self.outbox.drain_into(&mut self.writing)
+        } else {
+            let mut more = VecDeque::new();
+            let close = self.outbox.drain_into(&mut more);
+            self.writing.extend(more);
+            close
+        };
+        if let Some(compress) = &mut self.compressor {
+            // Context takeover: each message must be compressed in order, by this connection.
+            for item in self.writing.iter_mut().skip(start) {
+                if let Outgoing::Shared(message) = item {
+                    if message.needs_own_compression(self.deflate.as_ref()) {
+                        *item = Outgoing::Frame(message.compress_with(compress));
+                    }
+                }
+            }
+        }
+        if let Some(close) = close {
+            self.start_close(close.code, &close.reason);
+        }
+    }
+
+    /// Writes as much as the socket takes. Returns whether everything was written.
+    fn flush(&mut self) -> Result<bool, Error> {
+        loop {
+            self.drain_outbox();
+            if self.writing.is_empty() {
+                self.stalled_since = None;
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for item in self.writing.iter().take(MAX_IOVECS) {
+                let bytes: &Bytes = match item {
+                    Outgoing::Shared(message) => message.frame_for(self.deflate.as_ref()).as_bytes(),
+                    Outgoing::Frame(frame) => frame.as_bytes(),
+                };
+                let bytes = if count == 0 { &bytes[self.written..] } else { &bytes[..] };
+                slices[count] = IoSlice::new(bytes);
+                count += 1;
+            }
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.stalled_since = None;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stalled_since.get_or_insert_with(Instant::now);
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    /// Drops `n` written bytes from the front of the write queue.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.writing.front() else {
+                return;
+            };
+            let len = match front {
+                Outgoing::Shared(message) => message.frame_for(self.deflate.as_ref()).len(),
+                Outgoing::Frame(frame) => frame.len(),
+            } - self.written;
+            if n >= len {
+                n -= len;
+                self.written = 0;
+                self.writing.pop_front();
+            } else {
+                self.written += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Half-closes the socket after the close handshake, then waits for the peer's FIN.
+    fn shut_write(&mut self) {
+        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        self.phase = Phase::Draining {
+            deadline: Instant::now() + self.config.close_timeout,
+        };
+    }
+
+    /// The earliest moment a timeout fires, if any applies.
+    fn deadline(&self, flushed: bool) -> Option<Instant> {
+        let mut deadline = match self.phase {
+            Phase::CloseSent { deadline } | Phase::Draining { deadline } => Some(deadline),
+            _ => None,
+        };
+        let mut earliest = |t: Instant| {
+            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        };
+        if !flushed {
+            if let Some(since) = self.stalled_since {
+                earliest(since + self.config.write_timeout);
+            }
+        }
+        if self.phase == Phase::Open {
+            if let Some(since) = self.partial_since {
+                earliest(since + self.config.read_timeout);
+            }
+        }
+        deadline
+    }
+
+    fn on_deadline(&mut self, flushed: bool) {
+        let now = Instant::now();
+        if !flushed
+            && self
+                .stalled_since
+                .is_some_and(|since| now >= since + self.config.write_timeout)
+        {
+            self.failure.get_or_insert(Error::WriteTimeout);
+            self.phase = Phase::Closed;
+            self.outbox.shut();
+            return;
+        }
+        match self.phase {
+            Phase::CloseSent { deadline } | Phase::Draining { deadline } if now >= deadline => {
+                self.phase = Phase::Closed;
+            }
+            Phase::Open
+                if self
+                    .partial_since
+                    .is_some_and(|since| now >= since + self.config.read_timeout) =>
+            {
+                self.failure = Some(Error::ReadTimeout);
+                self.start_close(CloseCode::POLICY, "read timeout");
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        self.outbox.shut();
+    }
+}

@@ -1,0 +1,575 @@
+//! [`Decoder`]: turns the bytes a client sends into messages and control events, without doing
+//! any I/O.
+//!
+//! It is fed whatever a read returned — a byte, half a header, ten frames — and keeps only what
+//! a partial frame needs: at most 13 header bytes, and the payload of the message being
+//! received. Payload bytes are unmasked while they are copied out of the read buffer, so the
+//! connection can read into a buffer shared by all connections on a thread.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use flate2::Decompress;
+
+use crate::deflate::{self, DeflateParams};
+use crate::error::{CloseCode, ProtocolError};
+use crate::frame::{FrameHeader, OpCode, apply_mask};
+use crate::message::Incoming;
+
+/// Limits on what a peer may send.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest message, after reassembly and decompression (over it: close 1009).
+    pub max_message_size: usize,
+    /// Largest single frame payload (over it: close 1009).
+    pub max_frame_size: usize,
+    /// Most frames one message may be split into; 0 means no limit (over it: close 1009).
+    pub max_fragments: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_fragments: 1024,
+        }
+    }
+}
+
+/// What the peer sent, as the connection must act on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Incoming),
+    /// A ping; the connection answers with a pong carrying the same payload.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// A close frame: its code and reason, or `None` when it had no payload.
+    Close(Option<(CloseCode, String)>),
+}
+
+/// The frame whose payload is being received.
+#[derive(Debug)]
+struct CurrentFrame {
+    header: FrameHeader,
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already received (the masking key's phase).
+    received: usize,
+}
+
+/// A data message being reassembled.
+#[derive(Debug)]
+struct Assembly {
+    opcode: OpCode,
+    compressed: bool,
+    buf: Vec<u8>,
+    /// Length of the prefix of `buf` known to be valid UTF-8 (text, uncompressed): the check
+    /// runs as bytes arrive, so invalid text fails fast, even mid-frame.
+    utf8_valid: usize,
+    fragments: usize,
+}
+
+/// The sans-IO frame decoder of one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    deflate: Option<DeflateParams>,
+    /// Whether frames must be masked (true for a server; RFC 6455 §5.1).
+    require_mask: bool,
+    header: [u8; 14],
+    header_len: u8,
+    frame: Option<CurrentFrame>,
+    control: Vec<u8>,
+    message: Option<Assembly>,
+    /// Decompressor kept between messages when the client compresses with context takeover.
+    inflater: Option<Box<Decompress>>,
+    failed: bool,
+}
+
+impl Decoder {
+    /// A decoder for the server side of a connection.
+    pub fn new(limits: Limits, deflate: Option<DeflateParams>) -> Decoder {
+        Decoder {
+            limits,
+            deflate,
+            require_mask: true,
+            header: [0; 14],
+            header_len: 0,
+            frame: None,
+            control: Vec::new(),
+            message: None,
+            inflater: None,
+            failed: false,
+        }
+    }
+
+    /// Whether a frame or a fragmented message has started and not finished (the connection's
+    /// read timeout applies only then).
+    pub fn in_progress(&self) -> bool {
+        self.header_len > 0 || self.frame.is_some() || self.message.is_some()
+    }
+
+    /// Decodes `input`, appending what it completes to `events`. After an error the decoder
+    /// stays failed and ignores further input.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ProtocolError> {
+        if self.failed {
+            return Ok(());
+        }
+        let result = (|| {
+            while !input.is_empty() {
+                if self.frame.is_none() {
+                    let Some(used) = self.read_header(input)? else {
+                        return Ok(());
+                    };
+                    input = &input[used..];
+                    if let Some(frame) = &self.frame {
+                        if frame.remaining == 0 {
+                            self.finish_frame(events)?;
+                        }
+                    }
+                } else {
+                    let used = self.read_payload(input)?;
+                    input = &input[used..];
+                    if self.frame.as_ref().is_some_and(|f| f.remaining == 0) {
+                        self.finish_frame(events)?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.failed = true;
+            self.message = None;
+            self.frame = None;
+        }
+        result
+    }
+
+    /// Consumes header bytes; returns how many bytes of `input` were used once a header is
+    /// complete, or `None` when all of `input` went into a still-partial header.
+    fn read_header(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let (header, used) = if self.header_len == 0 {
+            match FrameHeader::parse(input)? {
+                Some(parsed) => parsed,
+                None => {
+                    self.header[..input.len()].copy_from_slice(input);
+                    self.header_len = input.len() as u8;
+                    return Ok(None);
+                }
+            }
+        } else {
+            let old = usize::from(self.header_len);
+            let take = input.len().min(self.header.len() - old);
+            self.header[old..old + take].copy_from_slice(&input[..take]);
+            match FrameHeader::parse(&self.header[..old + take])? {
+                Some((header, len)) => {
+                    self.header_len = 0;
+                    (header, len - old)
+                }
+                None => {
+                    self.header_len = (old + take) as u8;
+                    return Ok(None);
+                }
+            }
+        };
+        self.start_frame(header)?;
+        Ok(Some(used))
+    }
+
+    /// Checks a new frame against the connection state and limits.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if self.require_mask && header.mask.is_none() {
+            return Err(ProtocolError::new(
+                CloseCode::PROTOCOL,
+                "client frames must be masked",
+            ));
+        }
+        let len = header.payload_len;
+        if header.opcode.is_control() {
+            if header.rsv1 {
+                return Err(ProtocolError::new(
+                    CloseCode::PROTOCOL,
+                    "RSV1 set on a control frame",
+                ));
+            }
+            self.control.clear();
+        } else {
+            if len > self.limits.max_frame_size as u64 {
+                return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
+            }
+            match (header.opcode, &mut self.message) {
+                (OpCode::Continuation, None) => {
+                    return Err(ProtocolError::new(
+                        CloseCode::PROTOCOL,
+                        "continuation frame without a message to continue",
+                    ));
+                }
+                (OpCode::Continuation, Some(message)) => {
+                    if header.rsv1 {
+                        return Err(ProtocolError::new(
+                            CloseCode::PROTOCOL,
+                            "RSV1 set on a continuation frame",
+                        ));
+                    }
+                    message.fragments += 1;
+                    if self.limits.max_fragments != 0
+                        && message.fragments > self.limits.max_fragments
+                    {
+                        return Err(ProtocolError::new(
+                            CloseCode::TOO_BIG,
+                            "message split into too many fragments",
+                        ));
+                    }
+                    if message.buf.len() as u64 + len > self.limits.max_message_size as u64 {
+                        return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(ProtocolError::new(
+                        CloseCode::PROTOCOL,
+                        "new message started before the fragmented one finished",
+                    ));
+                }
+                (opcode, None) => {
+                    if header.rsv1 && self.deflate.is_none() {
+                        return Err(ProtocolError::new(
+                            CloseCode::PROTOCOL,
+                            "RSV1 set without a negotiated extension",
+                        ));
+                    }
+                    if len > self.limits.max_message_size as u64 {
+                        return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
+                    }
+                    // Reserve what the header announces, up to a cap, so a lying length
+                    // cannot make the server allocate memory it was never sent.
+                    let reserve = (len as usize).min(64 * 1024);
+                    self.message = Some(Assembly {
+                        opcode,
+                        compressed: header.rsv1,
+                        buf: Vec::with_capacity(reserve),
+                        utf8_valid: 0,
+                        fragments: 1,
+                    });
+                }
+            }
+        }
+        self.frame = Some(CurrentFrame {
+            header,
+            remaining: len,
+            received: 0,
+        });
+        Ok(())
+    }
+
+    /// Copies and unmasks payload bytes; returns how many bytes of `input` were used.
+    fn read_payload(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
+        let Some(frame) = &mut self.frame else {
+            return Ok(0);
+        };
+        let take = input.len().min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        let dst = if frame.header.opcode.is_control() {
+            &mut self.control
+        } else {
+            match &mut self.message {
+                Some(message) => &mut message.buf,
+                None => return Ok(0),
+            }
+        };
+        let start = dst.len();
+        dst.extend_from_slice(&input[..take]);
+        if let Some(key) = frame.header.mask {
+            apply_mask(&mut dst[start..], key, frame.received);
+        }
+        frame.received += take;
+        frame.remaining -= take as u64;
+        if !frame.header.opcode.is_control() {
+            self.check_utf8_so_far(false)?;
+        }
+        Ok(take)
+    }
+
+    /// Validates the text received so far; incomplete code points at the end are allowed
+    /// unless the message is complete.
+    fn check_utf8_so_far(&mut self, complete: bool) -> Result<(), ProtocolError> {
+        let Some(message) = &mut self.message else {
+            return Ok(());
+        };
+        if message.opcode != OpCode::Text || message.compressed {
+            return Ok(());
+        }
+        match std::str::from_utf8(&message.buf[message.utf8_valid..]) {
+            Ok(_) => message.utf8_valid = message.buf.len(),
+            Err(e) => {
+                if e.error_len().is_some() || complete {
+                    return Err(ProtocolError::new(
+                        CloseCode::INVALID_PAYLOAD,
+                        "text message is not valid UTF-8",
+                    ));
+                }
+                message.utf8_valid += e.valid_up_to();
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on a frame whose payload is complete.
+    fn finish_frame(&mut self, events: &mut VecDeque<Event>) -> Result<(), ProtocolError> {
+        let Some(frame) = self.frame.take() else {
+            return Ok(());
+        };
+        match frame.header.opcode {
+            OpCode::Ping => events.push_back(Event::Ping(Bytes::copy_from_slice(&self.control))),
+            OpCode::Pong => events.push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
+            OpCode::Close => events.push_back(Event::Close(parse_close(&self.control)?)),
+            _ if frame.header.fin => {
+                if let Some(message) = self.message.take() {
+                    events.push_back(Event::Message(self.complete(message)?));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Decompresses and validates a reassembled message.
+    fn complete(&mut self, message: Assembly) -> Result<Incoming, ProtocolError> {
+        let data = if message.compressed {
+            let limit = self.limits.max_message_size;
+            let mut out = Vec::with_capacity((message.buf.len() * 3).min(limit).max(64));
+            match self.deflate {
+                Some(params) if !params.client_no_context_takeover => {
+                    let inflater = self
+                        .inflater
+                        .get_or_insert_with(|| Box::new(deflate::new_decompressor()));
+                    deflate::decompress_into(inflater, &message.buf, limit, &mut out)?;
+                }
+                _ => deflate::decompress_shared(&message.buf, limit, &mut out)?,
+            }
+            if message.opcode == OpCode::Text && std::str::from_utf8(&out).is_err() {
+                return Err(ProtocolError::new(
+                    CloseCode::INVALID_PAYLOAD,
+                    "text message is not valid UTF-8",
+                ));
+            }
+            out
+        } else {
+            if message.opcode == OpCode::Text
+                && std::str::from_utf8(&message.buf[message.utf8_valid..]).is_err()
+            {
+                return Err(ProtocolError::new(
+                    CloseCode::INVALID_PAYLOAD,
+                    "text message is not valid UTF-8",
+                ));
+            }
+            message.buf
+        };
+        let data = Bytes::from(data);
+        Ok(match message.opcode {
+            OpCode::Text => Incoming::Text(data),
+            _ => Incoming::Binary(data),
+        })
+    }
+}
+
+/// Parses a close frame's payload (RFC 6455 §5.5.1, §7.4).
+fn parse_close(payload: &[u8]) -> Result<Option<(CloseCode, String)>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::new(
+            CloseCode::PROTOCOL,
+            "close frame with a one-byte payload",
+        )),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_allowed_on_wire() {
+                return Err(ProtocolError::new(
+                    CloseCode::PROTOCOL,
+                    "close frame with an invalid status code",
+                ));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| {
+                ProtocolError::new(CloseCode::INVALID_PAYLOAD, "close reason is not UTF-8")
+            })?;
+            Ok(Some((code, reason.to_owned())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MAX_SERVER_HEADER;
+
+    /// Encodes a masked client frame.
+    pub(crate) fn client_frame(
+        fin: bool,
+        rsv1: bool,
+        opcode: u8,
+        payload: &[u8],
+        key: [u8; 4],
+    ) -> Vec<u8> {
+        let mut header = [0u8; MAX_SERVER_HEADER];
+        let op = OpCode::from_u8(opcode).unwrap_or(OpCode::Binary);
+        let n = crate::frame::encode_header(&mut header, fin, rsv1, op, payload.len());
+        header[0] = (header[0] & 0xF0) | opcode;
+        let mut out = header[..n].to_vec();
+        out[1] |= 0x80;
+        out.extend_from_slice(&key);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    fn decode_all(chunks: &[&[u8]], limits: Limits) -> Result<Vec<Event>, ProtocolError> {
+        let mut decoder = Decoder::new(limits, None);
+        let mut events = VecDeque::new();
+        for chunk in chunks {
+            decoder.feed(chunk, &mut events)?;
+        }
+        Ok(events.into_iter().collect())
+    }
+
+    #[test]
+    fn decodes_a_frame_split_at_every_byte_boundary() {
+        let mut stream = client_frame(true, false, 1, "héllo wörld".as_bytes(), [1, 2, 3, 4]);
+        stream.extend(client_frame(true, false, 9, b"ping", [9, 8, 7, 6]));
+        stream.extend(client_frame(false, false, 2, &[0u8; 300], [5, 5, 5, 5]));
+        stream.extend(client_frame(true, false, 0, &[1u8; 70000], [0, 1, 0, 1]));
+        let expected = decode_all(&[&stream], Limits::default()).unwrap();
+        assert_eq!(expected.len(), 3);
+        for split in 0..=stream.len().min(800) {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(
+                decode_all(&[a, b], Limits::default()).unwrap(),
+                expected,
+                "split at {split}"
+            );
+        }
+        // Every boundary of the small frames, one byte at a time.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(decode_all(&bytes, Limits::default()).unwrap(), expected);
+    }
+
+    #[test]
+    fn reassembles_fragments_with_interleaved_control_frames() {
+        let mut stream = client_frame(false, false, 1, b"frag", [1, 1, 1, 1]);
+        stream.extend(client_frame(true, false, 9, b"p", [2, 2, 2, 2]));
+        stream.extend(client_frame(false, false, 0, b"men", [3, 3, 3, 3]));
+        stream.extend(client_frame(true, false, 0, b"ted", [4, 4, 4, 4]));
+        let events = decode_all(&[&stream], Limits::default()).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Message(Incoming::Text(Bytes::from_static(b"fragmented"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_mid_message() {
+        let mut decoder = Decoder::new(Limits::default(), None);
+        let mut events = VecDeque::new();
+        let frame = client_frame(false, false, 1, &[b'a', 0xFF, b'b'], [0, 0, 0, 0]);
+        // The frame is not final, yet the invalid byte is reported at once.
+        let err = decoder.feed(&frame, &mut events).unwrap_err();
+        assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+        // A code point split across fragments is fine.
+        let euro = "€".as_bytes();
+        let mut stream = client_frame(false, false, 1, &euro[..1], [1, 2, 3, 4]);
+        stream.extend(client_frame(true, false, 0, &euro[1..], [1, 2, 3, 4]));
+        let events = decode_all(&[&stream], Limits::default()).unwrap();
+        assert_eq!(
+            events,
+            vec![Event::Message(Incoming::Text(Bytes::from_static(
+                "€".as_bytes()
+            )))]
+        );
+        // But not a truncated one at the end of the message.
+        let stream = client_frame(true, false, 1, &euro[..2], [1, 2, 3, 4]);
+        assert!(decode_all(&[&stream], Limits::default()).is_err());
+    }
+
+    #[test]
+    fn enforces_limits_with_1009() {
+        let limits = Limits {
+            max_message_size: 100,
+            max_frame_size: 60,
+            max_fragments: 3,
+        };
+        let big_frame = client_frame(true, false, 2, &[0; 61], [0; 4]);
+        let mut big_message = client_frame(false, false, 2, &[0; 60], [0; 4]);
+        big_message.extend(client_frame(true, false, 0, &[0; 41], [0; 4]));
+        let mut many = Vec::new();
+        for i in 0..4 {
+            many.extend(client_frame(i == 3, false, if i == 0 { 2 } else { 0 }, b"x", [0; 4]));
+        }
+        for stream in [big_frame, big_message, many] {
+            let err = decode_all(&[&stream], limits.clone()).unwrap_err();
+            assert_eq!(err.code, CloseCode::TOO_BIG);
+        }
+    }
+
+    #[test]
+    fn protocol_violations_are_1002() {
+        let cases: Vec<Vec<u8>> = vec![
+            // unmasked
+            vec![0x81, 0x01, b'a'],
+            // continuation with nothing to continue
+            client_frame(true, false, 0, b"a", [0; 4]),
+            // RSV1 without deflate
+            client_frame(true, true, 1, b"a", [0; 4]),
+            // new message inside a fragmented one
+            [
+                client_frame(false, false, 1, b"a", [0; 4]),
+                client_frame(true, false, 1, b"b", [0; 4]),
+            ]
+            .concat(),
+            // close with a one-byte payload and with a forbidden code
+            client_frame(true, false, 8, &[3], [0; 4]),
+            client_frame(true, false, 8, &1005u16.to_be_bytes(), [0; 4]),
+        ];
+        for stream in cases {
+            let err = decode_all(&[&stream], Limits::default()).unwrap_err();
+            assert_eq!(err.code, CloseCode::PROTOCOL, "{stream:?}");
+        }
+    }
+
+    #[test]
+    fn decodes_compressed_messages() {
+        let params = crate::deflate::negotiate(
+            &[crate::deflate::Offer::default()],
+            &crate::deflate::DeflateConfig {
+                server_no_context_takeover: false,
+                client_no_context_takeover: false,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .0;
+        let text = "compress me ".repeat(50);
+        let mut compressor = crate::deflate::new_compressor(15, 6);
+        let mut stream = Vec::new();
+        // Two messages with context takeover: the second refers back into the first.
+        for _ in 0..2 {
+            let mut compressed = Vec::new();
+            crate::deflate::compress_into(&mut compressor, text.as_bytes(), &mut compressed);
+            stream.extend(client_frame(true, true, 1, &compressed, [7, 7, 7, 7]));
+        }
+        let mut decoder = Decoder::new(Limits::default(), Some(params));
+        let mut events = VecDeque::new();
+        for byte in stream.chunks(3) {
+            decoder.feed(byte, &mut events).unwrap();
+        }
+        let expected = Event::Message(Incoming::Text(Bytes::from(text)));
+        assert_eq!(Vec::from(events), vec![expected.clone(), expected]);
+    }
+}

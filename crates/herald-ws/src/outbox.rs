@@ -1,0 +1,215 @@
+//! [`Outbox`]: a connection's bounded outbound queue, the one place other tasks hand it work.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::error::CloseCode;
+use crate::frame::Frame;
+use crate::message::Message;
+
+/// One queued item: a message shared with other connections, or a frame for this connection
+/// only (control frames, per-connection replies).
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    Shared(Arc<Message>),
+    Frame(Frame),
+}
+
+impl Outgoing {
+    /// Uncompressed size, used for the queue's byte budget.
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Shared(m) => m.frame().len(),
+            Outgoing::Frame(f) => f.len(),
+        }
+    }
+
+    /// Never true (every frame has a header); provided for API completeness.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a push was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The connection is closing or closed; the item was dropped.
+    #[error("connection is closed")]
+    Closed,
+    /// The queue would exceed its byte budget; the connection is now being closed with the
+    /// code given to [`Outbox::new`] (a slow consumer must not hold memory for everyone).
+    #[error("outbound queue full: connection closed as a slow consumer")]
+    Full,
+}
+
+/// A request, from any task, to close the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: CloseCode,
+    pub reason: String,
+}
+
+/// The bounded outbound queue of one connection.
+///
+/// Publishers push into it from any task or thread; the connection's own task drains all of it
+/// at once and writes it with one vectored write. The byte budget protects the server from a
+/// client that stops reading: going over it closes that connection with `overflow_code`, and
+/// nobody else waits. The lock is held only to push or swap the queue, never across an await.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    max_bytes: usize,
+    overflow: CloseRequest,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+    closed: bool,
+}
+
+impl Outbox {
+    /// A queue holding at most `max_bytes` of frames; a push over it closes the connection with
+    /// `overflow_code` and `overflow_reason`.
+    pub fn new(max_bytes: usize, overflow_code: CloseCode, overflow_reason: &str) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            max_bytes,
+            overflow: CloseRequest {
+                code: overflow_code,
+                reason: overflow_reason.to_owned(),
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every critical
+        // section is a single push or swap), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message shared with other connections.
+    pub fn push(&self, message: Arc<Message>) -> Result<(), PushError> {
+        self.push_item(Outgoing::Shared(message))
+    }
+
+    /// Queues a frame for this connection only.
+    pub fn push_frame(&self, frame: Frame) -> Result<(), PushError> {
+        self.push_item(Outgoing::Frame(frame))
+    }
+
+    /// Queues an item, enforcing the byte budget.
+    pub fn push_item(&self, item: Outgoing) -> Result<(), PushError> {
+        let len = item.len();
+        let was_empty = {
+            let mut state = self.lock();
+            if state.closed || state.close.is_some() {
+                return Err(PushError::Closed);
+            }
+            if state.bytes + len > self.max_bytes {
+                state.close = Some(self.overflow.clone());
+                drop(state);
+                self.notify.notify_one();
+                return Err(PushError::Full);
+            }
+            state.bytes += len;
+            state.queue.push_back(item);
+            state.queue.len() == 1
+        };
+        // The writer drains the whole queue per wake-up, so only the first item needs a wake.
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Asks the connection to close with `code` and `reason` after what is already queued.
+    /// Returns false if it was already closing.
+    pub fn close(&self, code: CloseCode, reason: &str) -> bool {
+        {
+            let mut state = self.lock();
+            if state.closed || state.close.is_some() {
+                return false;
+            }
+            state.close = Some(CloseRequest {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    /// Whether the connection is closing or closed (pushes are refused).
+    pub fn is_closed(&self) -> bool {
+        let state = self.lock();
+        state.closed || state.close.is_some()
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Waits until something was pushed or a close was requested.
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Moves everything queued into `into` (which must be empty; swapping keeps both buffers'
+    /// capacity, so steady-state draining allocates nothing) and returns a pending close
+    /// request.
+    pub(crate) fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
+        let mut state = self.lock();
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut state.queue, into);
+        state.bytes = 0;
+        state.close.take().inspect(|_| state.closed = true)
+    }
+
+    /// Marks the outbox closed and drops whatever is queued.
+    pub(crate) fn shut(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.queue.clear();
+        state.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_budget_closes_with_the_overflow_code() {
+        let outbox = Outbox::new(100, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(40)));
+        outbox.push(msg.clone()).unwrap();
+        outbox.push(msg.clone()).unwrap();
+        assert_eq!(outbox.push(msg.clone()), Err(PushError::Full));
+        assert_eq!(outbox.push(msg), Err(PushError::Closed));
+        let mut drained = VecDeque::new();
+        let close = outbox.drain_into(&mut drained).unwrap();
+        assert_eq!(close.code, CloseCode(3008));
+        assert_eq!(drained.len(), 2);
+        assert!(outbox.is_closed());
+    }
+
+    #[test]
+    fn draining_resets_the_budget() {
+        let outbox = Outbox::new(100, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(60)));
+        let mut drained = VecDeque::new();
+        for _ in 0..10 {
+            outbox.push(msg.clone()).unwrap();
+            assert!(outbox.drain_into(&mut drained).is_none());
+            drained.clear();
+        }
+    }
+}

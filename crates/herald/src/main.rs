@@ -1,0 +1,3 @@
+fn main() {
+    println!("herald {}", env!("CARGO_PKG_VERSION"));
+}
