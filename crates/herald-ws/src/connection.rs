@@ -100,6 +100,9 @@ pub struct WebSocket {
     partial_since: Option<Instant>,
     eof: bool,
     peer_close: Option<(CloseCode, String)>,
+    /// A protocol error found while decoding, acted on once the messages decoded before it
+    /// were handed out (so a peer's valid messages are answered before the connection fails).
+    decode_error: Option<ProtocolError>,
     failure: Option<Error>,
 }
 
@@ -161,6 +164,7 @@ impl WebSocket {
             partial_since: None,
             eof: false,
             peer_close: None,
+            decode_error: None,
             failure: None,
         };
         if !already_read.is_empty() {
@@ -203,6 +207,9 @@ impl WebSocket {
         loop {
             if let Some(message) = self.next_event() {
                 return Ok(Some(message));
+            }
+            if let Some(error) = self.decode_error.take() {
+                self.fail(Error::Protocol(error));
             }
             if self.phase == Phase::Closed {
                 return match self.failure.take() {
@@ -331,9 +338,12 @@ impl WebSocket {
         }
         let answered = match &error {
             Error::Protocol(ProtocolError { code, reason }) if self.phase == Phase::Open => {
-                self.truncate_queue();
-                self.writing
-                    .push_back(Outgoing::Frame(Frame::close(*code, reason)));
+                // What the application queued before the failure still goes out first.
+                self.drain_outbox();
+                if self.phase == Phase::Open {
+                    self.writing
+                        .push_back(Outgoing::Frame(Frame::close(*code, reason)));
+                }
                 self.phase = Phase::Closing;
                 true
             }
@@ -369,7 +379,7 @@ impl WebSocket {
                 // system call that would only say "would block".
                 Ok(n) if n < READ_BUF => return Ok(()),
                 Ok(_) => {
-                    if self.failure.is_some() || !self.events.is_empty() {
+                    if self.decode_error.is_some() || !self.events.is_empty() {
                         return Ok(());
                     }
                 }
@@ -382,7 +392,7 @@ impl WebSocket {
 
     fn decode(&mut self, data: &[u8]) {
         if let Err(e) = self.decoder.feed(data, &mut self.events) {
-            self.fail(Error::Protocol(e));
+            self.decode_error = Some(e);
         }
         self.partial_since = match (self.decoder.in_progress(), self.partial_since) {
             (false, _) => None,

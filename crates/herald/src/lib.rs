@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod cli;
 pub mod config;
 pub mod protocol;
 
