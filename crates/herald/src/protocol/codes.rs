@@ -310,7 +310,10 @@ mod tests {
             (113, "concurrent pagination", true),
         ];
         for (e, (code, message, temporary)) in Error::ALL.iter().zip(expected) {
-            assert_eq!((e.code, &*e.message, e.temporary), (code, message, temporary));
+            assert_eq!(
+                (e.code, &*e.message, e.temporary),
+                (code, message, temporary)
+            );
             assert_eq!(Error::from_code(code).as_ref(), Some(e));
         }
         assert_eq!(Error::from_code(114), None);
@@ -331,17 +334,18 @@ mod tests {
             serde_json::to_string(&custom).unwrap(),
             r#"{"code":4001,"message":"custom","temporary":true}"#
         );
-        let back: Error = serde_json::from_str(r#"{"code":102,"message":"unknown channel"}"#).unwrap();
+        let back: Error =
+            serde_json::from_str(r#"{"code":102,"message":"unknown channel"}"#).unwrap();
         assert_eq!(back, Error::UNKNOWN_CHANNEL);
         assert_eq!(Error::BAD_REQUEST.to_string(), "107: bad request");
     }
 
     #[test]
     fn disconnect_codes_and_reconnect_advice() {
-        let reconnect = [3000, 3001, 3004, 3005, 3006, 3008, 3009, 3010, 3011, 3012, 3013, 3014];
-        let terminal = [
-            3500, 3501, 3502, 3503, 3504, 3505, 3506, 3507, 3508, 3509,
+        let reconnect = [
+            3000, 3001, 3004, 3005, 3006, 3008, 3009, 3010, 3011, 3012, 3013, 3014,
         ];
+        let terminal = [3500, 3501, 3502, 3503, 3504, 3505, 3506, 3507, 3508, 3509];
         assert_eq!(Disconnect::ALL.len(), reconnect.len() + terminal.len());
         for code in reconnect {
             let d = Disconnect::from_code(code).unwrap();
@@ -396,7 +400,10 @@ mod tests {
             assert!(u.resubscribe());
         }
         assert_eq!(
-            (Unsubscribe::INSUFFICIENT_STATE.code, Unsubscribe::EXPIRED.code),
+            (
+                Unsubscribe::INSUFFICIENT_STATE.code,
+                Unsubscribe::EXPIRED.code
+            ),
             (2500, 2501)
         );
         assert_eq!(Unsubscribe::STATE_INVALIDATED.code, 2502);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Raw, is_default, nullable};
+use super::{Raw, is_default, nullable, object};
 
 /// One client → server message. Exactly one request field is expected; the server handles the
 /// first present one in the order of [`Command::method`].
@@ -23,40 +23,40 @@ pub struct Command {
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub id: u32,
     /// `connect` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectRequest>,
     /// `subscribe` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<SubscribeRequest>,
     /// `unsubscribe` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub unsubscribe: Option<UnsubscribeRequest>,
     /// `publish` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishRequest>,
     /// `presence` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub presence: Option<PresenceRequest>,
     /// `presence_stats` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub presence_stats: Option<PresenceStatsRequest>,
     /// `history` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryRequest>,
     /// `ping` request (defined by the schema, not used by v2 SDKs).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub ping: Option<PingRequest>,
     /// `send` request: fire-and-forget, no reply.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub send: Option<SendRequest>,
     /// `rpc` request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub rpc: Option<RpcRequest>,
     /// `refresh` request (connection token renewal).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshRequest>,
     /// `sub_refresh` request (subscription token renewal).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub sub_refresh: Option<SubRefreshRequest>,
 }
 
@@ -165,31 +165,55 @@ impl Command {
 #[serde(default)]
 pub struct ConnectRequest {
     /// Connection JWT; empty for anonymous / connect-proxy connections.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub token: String,
     /// Custom payload (for the connect proxy), raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::ser_raw")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser_raw"
+    )]
     pub data: Option<Raw>,
     /// Positions to recover for server-side subscriptions, by channel.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "HashMap::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "HashMap::is_empty"
+    )]
     pub subs: HashMap<String, SubscribeRequest>,
     /// App/SDK name (≤ 16 chars by convention).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
     /// App version (≤ 64 chars by convention).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub version: String,
     /// Header emulation for proxies.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "HashMap::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "HashMap::is_empty"
+    )]
     pub headers: HashMap<String, String>,
     /// Connection feature bitmask the client supports (newer SDKs).
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub flag: i64,
     /// Id of a compression dictionary the client holds (newer SDKs).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub dict: String,
     /// Application context hint (newer SDKs; untrusted).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub profile: String,
 }
 
@@ -199,22 +223,34 @@ pub struct ConnectRequest {
 #[serde(default)]
 pub struct SubscribeRequest {
     /// Channel name (required).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
     /// Subscription JWT (private channels).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub token: String,
     /// Client asks to recover from `epoch` + `offset`.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub recover: bool,
     /// Last known stream epoch.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub epoch: String,
     /// Last known stream offset.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub offset: u64,
     /// Custom payload for the subscribe proxy, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::ser_raw")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser_raw"
+    )]
     pub data: Option<Raw>,
     /// Client asks for position tracking.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
@@ -226,10 +262,13 @@ pub struct SubscribeRequest {
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub join_leave: bool,
     /// Requested delta type (e.g. `"fossil"`).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub delta: String,
     /// Server-side publication tags filter.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub tf: Option<FilterNode>,
     /// Subscription feature bits (newer SDKs).
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
@@ -249,16 +288,28 @@ pub struct SubscribeRequest {
 #[serde(default)]
 pub struct FilterNode {
     /// `""` (leaf), `"and"`, `"or"` or `"not"`.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub op: String,
     /// Tag key (leaf).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub key: String,
     /// Comparison (leaf): eq, neq, in, nin, ex, nex, sw, ew, ct, lt, lte, gt, gte.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cmp: String,
     /// Single comparison value.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub val: String,
     /// Values for `in` / `nin`.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
@@ -273,7 +324,10 @@ pub struct FilterNode {
 #[serde(default)]
 pub struct UnsubscribeRequest {
     /// Channel name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
 }
 
@@ -282,10 +336,16 @@ pub struct UnsubscribeRequest {
 #[serde(default)]
 pub struct PublishRequest {
     /// Channel name (required).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
     /// Payload, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::ser_raw")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser_raw"
+    )]
     pub data: Option<Raw>,
     /// 0 = stream publish; 1 = map publish (newer extension).
     #[serde(
@@ -295,7 +355,10 @@ pub struct PublishRequest {
     )]
     pub kind: i32,
     /// Map publish key (newer extension).
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub key: String,
     /// Map publish: remove `key` (newer extension).
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
@@ -307,7 +370,10 @@ pub struct PublishRequest {
 #[serde(default)]
 pub struct PresenceRequest {
     /// Channel name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
 }
 
@@ -316,7 +382,10 @@ pub struct PresenceRequest {
 #[serde(default)]
 pub struct PresenceStatsRequest {
     /// Channel name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
 }
 
@@ -328,7 +397,10 @@ pub struct StreamPosition {
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub offset: u64,
     /// Stream incarnation id.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub epoch: String,
 }
 
@@ -337,13 +409,16 @@ pub struct StreamPosition {
 #[serde(default)]
 pub struct HistoryRequest {
     /// Channel name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
     /// 0 → only the current position; −1 → as many as allowed; N → at most N.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub limit: i32,
     /// Page from this position (exclusive).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     pub since: Option<StreamPosition>,
     /// Page backwards (newest first).
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
@@ -359,7 +434,10 @@ pub struct PingRequest {}
 #[serde(default)]
 pub struct SendRequest {
     /// Payload, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::ser_raw")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser_raw"
+    )]
     pub data: Option<Raw>,
 }
 
@@ -368,10 +446,16 @@ pub struct SendRequest {
 #[serde(default)]
 pub struct RpcRequest {
     /// Payload, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::ser_raw")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser_raw"
+    )]
     pub data: Option<Raw>,
     /// RPC method name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub method: String,
 }
 
@@ -380,7 +464,10 @@ pub struct RpcRequest {
 #[serde(default)]
 pub struct RefreshRequest {
     /// New connection JWT.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub token: String,
 }
 
@@ -389,10 +476,16 @@ pub struct RefreshRequest {
 #[serde(default)]
 pub struct SubRefreshRequest {
     /// Channel name.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub channel: String,
     /// New subscription JWT.
-    #[serde(deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub token: String,
     /// 0 = token refresh; 1 / 2 = shared-poll track / untrack (newer extension).
     #[serde(
@@ -426,9 +519,12 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes one JSON command.
+/// Decodes one JSON command (a JSON object; arrays are rejected, as by the reference decoder).
 pub fn decode_command(json: &[u8]) -> Result<Command, serde_json::Error> {
-    serde_json::from_slice(json)
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let command = super::Object::<Command>::deserialize(&mut deserializer)?.0;
+    deserializer.end()?;
+    Ok(command)
 }
 
 /// Decodes a newline-batched JSON frame: commands separated by a single `\n`, with at most one
@@ -491,4 +587,3 @@ impl Iterator for Commands<'_> {
 }
 
 impl std::iter::FusedIterator for Commands<'_> {}
-

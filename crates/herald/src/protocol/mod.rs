@@ -27,9 +27,9 @@ use serde_json::value::RawValue;
 pub use codes::{Disconnect, Error, Unsubscribe};
 pub use command::{
     Command, Commands, ConnectRequest, DecodeError, FilterNode, HistoryRequest, Method,
-    PingRequest, PresenceRequest, PresenceStatsRequest, PublishRequest, RefreshRequest,
-    RpcRequest, SendRequest, StreamPosition, SubRefreshRequest, SubscribeRequest,
-    UnsubscribeRequest, decode_command, decode_commands,
+    PingRequest, PresenceRequest, PresenceStatsRequest, PublishRequest, RefreshRequest, RpcRequest,
+    SendRequest, StreamPosition, SubRefreshRequest, SubscribeRequest, UnsubscribeRequest,
+    decode_command, decode_commands,
 };
 pub use encode::{
     PING_REPLY, ReplyBatch, encode_bare_push, encode_publication_push,
@@ -37,9 +37,9 @@ pub use encode::{
 };
 pub use reply::{
     ClientInfo, ConnectPush, ConnectResult, DisconnectPush, HistoryResult, JoinPush, LeavePush,
-    MessagePush, PingResult, PresenceResult, PresenceStatsResult, Publication, PublishResult,
-    Push, RefreshPush, RefreshResult, Reply, ReplyResult, RpcResult, SubRefreshResult,
-    SubscribePush, SubscribeResult, UnsubscribePush, UnsubscribeResult,
+    MessagePush, PingResult, PresenceResult, PresenceStatsResult, Publication, PublishResult, Push,
+    RefreshPush, RefreshResult, Reply, ReplyResult, RpcResult, SubRefreshResult, SubscribePush,
+    SubscribeResult, UnsubscribePush, UnsubscribeResult,
 };
 
 /// A raw JSON payload kept verbatim (always valid JSON by construction).
@@ -84,8 +84,47 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// Deserializes `T` only from a JSON object. Derived `Deserialize` impls also accept arrays
+/// (`[1]` as a struct with its first field 1); the reference decoder does not.
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// `deserialize_with` helper for optional nested messages: a JSON object, or `null` / absent
+/// for `None`.
+pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Object<T>>::deserialize(deserializer)?.map(|object| object.0))
+}
+
 /// `serialize_with` helper for raw fields: verbatim, minus raw `\n` bytes.
-pub(crate) fn ser_raw<S: Serializer>(value: &Option<Raw>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_raw<S: Serializer>(
+    value: &Option<Raw>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(raw) => ser_raw_value(raw, serializer),
         None => serializer.serialize_none(),
