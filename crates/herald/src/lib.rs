@@ -2,9 +2,14 @@
 
 pub mod auth;
 pub mod channel;
+pub mod client;
 pub mod cli;
 pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod node;
 pub mod protocol;
+pub mod server;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.
 pub use herald_ws as ws;

@@ -1,3 +1,113 @@
+//! The `herald` command: runs the server, or one of the helper subcommands (`genconfig`,
+//! `gentoken`, `checktoken`, `publish`…).
+
+use clap::Parser;
+
+use herald::cli::Cli;
+use herald::config::{Config, LogFormat};
+use herald::node::Node;
+use herald::server::Server;
+
 fn main() {
-    println!("herald {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    if !cli.is_serve() {
+        if let Err(e) = herald::cli::run_command(&cli) {
+            eprintln!("herald: {e}");
+            std::process::exit(e.exit_code());
+        }
+        return;
+    }
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(serve(config, cli.config_path())) {
+        tracing::error!("{e}");
+        eprintln!("herald: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_filter()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
+    for warning in config.load_warnings.iter().chain(config.unsupported_options().iter()) {
+        tracing::warn!("{warning}");
+    }
+    let anonymous = config.client.allow_anonymous_connect_without_token;
+    let has_key = config.client.token.has_key();
+    let node = Node::new(config)?;
+    let server = Server::bind(node.clone()).await.map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        "herald {} listening on http://{addr} (WebSocket: ws://{addr}{})",
+        env!("CARGO_PKG_VERSION"),
+        herald::server::WEBSOCKET_PATH
+    );
+    match &config_path {
+        Some(path) => tracing::info!("config: {}", path.display()),
+        None => tracing::info!("no config file: running on embedded defaults (herald genconfig writes one)"),
+    }
+    if has_key {
+        tracing::info!("get a connection token with: herald gentoken -u USER");
+    } else if anonymous {
+        tracing::info!("anonymous connections allowed without a token");
+    } else {
+        tracing::warn!(
+            "no client.token.hmac_secret_key: clients cannot connect. Run `herald genconfig` \
+             and start with `herald -c config.json`, then `herald gentoken -u USER`"
+        );
+    }
+    let shutdown = node.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing clients with 3001");
+        shutdown.cancel();
+    });
+    server.run().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,0 +1,551 @@
+//! One connected client: the Centrifugo client protocol's state machine on a WebSocket —
+//! connect, command dispatch, subscriptions, ping/pong and the timers that close a client
+//! that is stale, silent or expired.
+//!
+//! Each client runs in its own task. Replies to the commands of one frame are batched,
+//! newline-separated, into one frame; publications reach the client through its outbox,
+//! pushed there by the hub from whatever task published.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::auth::TokenError;
+use crate::hub::ClientHandle;
+use crate::node::{Node, PublishOptions, unix_now};
+use crate::protocol::{
+    self, Command, ConnectRequest, ConnectResult, Disconnect, Error, Method, PublishRequest,
+    PublishResult, RefreshRequest, RefreshResult, Reply, ReplyResult, SubscribeRequest,
+    SubscribeResult, UnsubscribeRequest, UnsubscribeResult, decode_commands, encode_reply,
+};
+use crate::ws::{CloseCode, FrameBuf, Incoming, Message, OpCode, WebSocket};
+
+/// The server ping, an empty reply, encoded once for every client.
+static PING: LazyLock<Arc<Message>> =
+    LazyLock::new(|| Arc::new(Message::new(OpCode::Text, protocol::PING_REPLY)));
+
+/// The server version reported in connect replies.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where a client is in the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for `connect`.
+    Connecting,
+    /// `connect` failed with an error reply; the next frame closes the connection.
+    Failed,
+    Connected,
+    /// A close was started; nothing more is processed.
+    Closing,
+}
+
+/// What ends the processing of a frame early: close the connection with this code.
+type Close = Disconnect;
+
+/// A client connection's protocol state.
+struct Client {
+    node: Arc<Node>,
+    id: String,
+    state: State,
+    handle: Option<Arc<ClientHandle>>,
+    user: String,
+    /// Replies to the frame being processed.
+    replies: FrameBuf,
+    stale_at: Option<Instant>,
+    ping_at: Option<Instant>,
+    pong_by: Option<Instant>,
+    /// When the connection expires unless refreshed (with the close delay added).
+    expire_at: Option<Instant>,
+}
+
+/// Serves one upgraded WebSocket connection until it ends.
+pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
+    node.metrics.connection_opened();
+    let stale = node.config.client.stale_close_delay;
+    let mut client = Client {
+        id: uuid::Uuid::new_v4().to_string(),
+        state: State::Connecting,
+        handle: None,
+        user: String::new(),
+        replies: FrameBuf::new(),
+        stale_at: Some(Instant::now() + stale),
+        ping_at: None,
+        pong_by: None,
+        expire_at: None,
+        node,
+    };
+    let shutdown = client.node.shutdown.clone();
+    let mut shutting_down = false;
+    loop {
+        let deadline = client.next_deadline();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                client.close(&ws, Disconnect::SHUTDOWN);
+            }
+            received = ws.recv() => match received {
+                Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
+                    if client.state != State::Closing {
+                        if let Err(close) = client.on_frame(&data, &ws) {
+                            client.close(&ws, close);
+                        }
+                    }
+                }
+                Ok(Some(Incoming::Pong(_))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = %client.id, "connection ended: {e}");
+                    break;
+                }
+            },
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if let Some(close) = client.on_timer(&ws) {
+                    client.close(&ws, close);
+                }
+            }
+        }
+    }
+    if let Some(handle) = client.handle.take() {
+        client.node.hub.remove_client(&handle);
+    }
+    let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
+    client.node.metrics.connection_closed(code);
+}
+
+impl Client {
+    /// The earliest timer, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.stale_at, self.ping_at, self.pong_by, self.expire_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on timers that are due.
+    fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
+        let now = Instant::now();
+        if self.stale_at.is_some_and(|t| t <= now) {
+            return Some(Disconnect::STALE);
+        }
+        if self.pong_by.is_some_and(|t| t <= now) {
+            return Some(Disconnect::NO_PONG);
+        }
+        if self.expire_at.is_some_and(|t| t <= now) {
+            return Some(Disconnect::EXPIRED);
+        }
+        if self.ping_at.is_some_and(|t| t <= now) {
+            let client = &self.node.config.client;
+            // A full queue closes the connection by itself; nothing more to do here.
+            let _ = ws.send(PING.clone());
+            self.ping_at = Some(now + client.ping_interval);
+            if self.pong_by.is_none() {
+                self.pong_by = Some(now + client.pong_timeout);
+            }
+        }
+        None
+    }
+
+    /// Starts closing the connection with a protocol disconnect code.
+    fn close(&mut self, ws: &WebSocket, close: Close) {
+        if self.state == State::Closing {
+            return;
+        }
+        self.state = State::Closing;
+        self.stale_at = None;
+        self.ping_at = None;
+        self.pong_by = None;
+        self.expire_at = None;
+        ws.close(CloseCode(close.code), close.reason);
+    }
+
+    /// Processes one frame of newline-separated commands and sends the replies as one frame.
+    fn on_frame(&mut self, data: &[u8], ws: &WebSocket) -> Result<(), Close> {
+        if self.state == State::Failed {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let mut count = 0;
+        let result = (|| {
+            for command in decode_commands(data) {
+                count += 1;
+                let command = command.map_err(|_| Disconnect::BAD_REQUEST)?;
+                self.dispatch(command, ws)?;
+            }
+            Ok(())
+        })();
+        self.node.metrics.commands_in(count);
+        self.flush_replies(ws);
+        result
+    }
+
+    /// Sends the replies gathered so far as one frame.
+    fn flush_replies(&mut self, ws: &WebSocket) {
+        if self.replies.payload_len() == 0 {
+            return;
+        }
+        let replies = std::mem::take(&mut self.replies);
+        // A closed queue means the connection is going away; its replies do not matter.
+        let _ = ws
+            .outbox()
+            .push_frame(replies.finish(OpCode::Text));
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        if self.replies.payload_len() > 0 {
+            let _ = std::io::Write::write_all(&mut self.replies, b"\n");
+        }
+        if encode_reply(reply, &mut self.replies).is_err() {
+            tracing::error!(client = %self.id, "could not encode a reply");
+        }
+    }
+
+    fn reply_result(&mut self, id: u32, result: Result<impl ReplyResult, Error>) {
+        let reply = match result {
+            Ok(result) => Reply::result(id, result),
+            Err(error) => Reply::error(id, error),
+        };
+        self.reply(&reply);
+    }
+
+    /// Applies the dispatch rules of the protocol (protocol.md §2) to one command.
+    fn dispatch(&mut self, command: Command, ws: &WebSocket) -> Result<(), Close> {
+        let started = std::time::Instant::now();
+        let method = command.method();
+        if self.state == State::Connecting && method != Method::Connect {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        if command.id == 0 {
+            return match method {
+                Method::Send => Err(Disconnect::NOT_AVAILABLE),
+                _ if self.pong_by.is_some() => {
+                    self.pong_by = None;
+                    Ok(())
+                }
+                _ => Err(Disconnect::BAD_REQUEST),
+            };
+        }
+        let id = command.id;
+        match method {
+            Method::Connect => {
+                let request = command.connect.unwrap_or_default();
+                self.connect(id, request, ws)?;
+            }
+            Method::Subscribe => {
+                let request = command.subscribe.unwrap_or_default();
+                self.subscribe(id, request, ws)?;
+            }
+            Method::Unsubscribe => {
+                let request = command.unsubscribe.unwrap_or_default();
+                let result = self.unsubscribe(request)?;
+                self.reply_result(id, Ok(result));
+            }
+            Method::Publish => {
+                let request = command.publish.unwrap_or_default();
+                let result = self.publish(request)?;
+                self.reply_result(id, result);
+            }
+            Method::Refresh => {
+                let request = command.refresh.unwrap_or_default();
+                let result = self.refresh(request)?;
+                self.reply_result(id, result);
+            }
+            Method::Presence | Method::PresenceStats | Method::History => {
+                let channel = match &command {
+                    c if c.presence.is_some() => c.presence.as_ref().map(|r| r.channel.as_str()),
+                    c if c.presence_stats.is_some() => {
+                        c.presence_stats.as_ref().map(|r| r.channel.as_str())
+                    }
+                    c => c.history.as_ref().map(|r| r.channel.as_str()),
+                };
+                if channel.is_none_or(str::is_empty) {
+                    return Err(Disconnect::BAD_REQUEST);
+                }
+                // Presence and history arrive with their own issues; until then the
+                // namespace option is off, which the protocol answers with 108.
+                self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
+            }
+            Method::Ping | Method::Rpc | Method::SubRefresh => {
+                self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
+            }
+            Method::Send => return Err(Disconnect::NOT_AVAILABLE),
+            Method::None => return Err(Disconnect::BAD_REQUEST),
+        }
+        self.node.metrics.command(method.as_str(), started.elapsed());
+        Ok(())
+    }
+
+    fn connect(&mut self, id: u32, request: ConnectRequest, ws: &WebSocket) -> Result<(), Close> {
+        if self.state != State::Connecting {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let node = self.node.clone();
+        let config = &node.config.client;
+        let mut expires_at = None;
+        let mut conn_info = None;
+        let mut channels = Vec::new();
+        if request.token.is_empty() {
+            if !config.allow_anonymous_connect_without_token {
+                tracing::debug!(client = %self.id, "connect without a token refused");
+                return Err(Disconnect::BAD_REQUEST);
+            }
+        } else {
+            match node
+                .tokens
+                .verify_connection_token(&request.token, SystemTime::now())
+            {
+                Ok(claims) => {
+                    if claims.sub.is_empty() && config.disallow_anonymous_connection_tokens {
+                        return Err(Disconnect::INVALID_TOKEN);
+                    }
+                    expires_at = claims.expires_at();
+                    self.user = claims.sub;
+                    conn_info = claims.info.map(protocol::strip_newlines);
+                    channels = claims.channels;
+                }
+                Err(TokenError::Expired) => {
+                    self.state = State::Failed;
+                    self.reply(&Reply::error(id, Error::TOKEN_EXPIRED));
+                    return Ok(());
+                }
+                Err(TokenError::Invalid(reason)) => {
+                    tracing::info!(client = %self.id, "invalid connection token: {reason}");
+                    return Err(Disconnect::INVALID_TOKEN);
+                }
+            }
+        }
+        if config.user_connection_limit > 0
+            && !self.user.is_empty()
+            && node.hub.user_clients(&self.user).len() >= config.user_connection_limit
+        {
+            return Err(Disconnect::CONNECTION_LIMIT);
+        }
+        // Server-side subscriptions from the token must all be valid channels.
+        for channel in &channels {
+            if let Err(error) = node.resolve_channel(channel) {
+                self.state = State::Failed;
+                self.reply(&Reply::error(id, error));
+                return Ok(());
+            }
+        }
+
+        let handle = Arc::new(ClientHandle::new(
+            self.id.clone(),
+            self.user.clone(),
+            conn_info,
+            ws.outbox().clone(),
+        ));
+        node.hub.add_client(handle.clone());
+        let now = unix_now();
+        let mut result = ConnectResult {
+            client: self.id.clone(),
+            version: VERSION.to_owned(),
+            node: node.id.clone(),
+            ..ConnectResult::default()
+        };
+        if let Some(at) = expires_at {
+            result.expires = true;
+            result.ttl = at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
+            self.expire_at = Some(
+                Instant::now() + Duration::from_secs(at.saturating_sub(now)) + config.expired_close_delay,
+            );
+        }
+        if config.ping_interval > Duration::ZERO {
+            result.ping = config.ping_interval.as_secs().max(1) as u32;
+            result.pong = true;
+            // The first ping comes at a random point of the second half of the interval, so
+            // that clients connected together do not ping together.
+            let half = config.ping_interval / 2;
+            let jitter = rand::rng().random_range(Duration::ZERO..=half);
+            self.ping_at = Some(Instant::now() + half + jitter);
+        }
+        for channel in channels {
+            node.hub.subscribe(&channel, &handle);
+            result.subs.insert(channel, SubscribeResult::default());
+        }
+        self.handle = Some(handle);
+        self.state = State::Connected;
+        self.stale_at = None;
+        self.reply(&Reply::result(id, result));
+        Ok(())
+    }
+
+    fn subscribe(&mut self, id: u32, request: SubscribeRequest, ws: &WebSocket) -> Result<(), Close> {
+        if request.channel.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let node = self.node.clone();
+        let Some(handle) = self.handle.clone() else {
+            return Err(Disconnect::BAD_REQUEST);
+        };
+        let result = self.check_subscribe(&request, &handle);
+        let result = match result {
+            Ok(result) => result,
+            Err(SubscribeFailure::Error(error)) => {
+                self.reply(&Reply::error(id, error));
+                return Ok(());
+            }
+            Err(SubscribeFailure::Close(close)) => return Err(close),
+        };
+        // The reply goes out before any publication of the channel can be queued behind it.
+        self.reply(&Reply::result(id, result));
+        self.flush_replies(ws);
+        node.hub.subscribe(&request.channel, &handle);
+        Ok(())
+    }
+
+    fn check_subscribe(
+        &self,
+        request: &SubscribeRequest,
+        handle: &ClientHandle,
+    ) -> Result<SubscribeResult, SubscribeFailure> {
+        let node = &self.node;
+        let (channel, options) = node
+            .resolve_channel(&request.channel)
+            .map_err(SubscribeFailure::Error)?;
+        if handle.is_subscribed(&request.channel) {
+            return Err(SubscribeFailure::Error(Error::ALREADY_SUBSCRIBED));
+        }
+        let limit = node.config.client.channel_limit;
+        if limit > 0 && handle.channels().len() >= limit {
+            return Err(SubscribeFailure::Error(Error::LIMIT_EXCEEDED));
+        }
+        let anonymous = self.user.is_empty();
+        let mut result = SubscribeResult::default();
+        if !request.token.is_empty() {
+            // A subscription token grants the channel (and is required for private ones).
+            let claims = node
+                .tokens
+                .verify_subscription_token(&request.token, SystemTime::now())
+                .map_err(|e| match e {
+                    TokenError::Expired => SubscribeFailure::Error(Error::TOKEN_EXPIRED),
+                    TokenError::Invalid(reason) => {
+                        tracing::info!(client = %self.id, "invalid subscription token: {reason}");
+                        SubscribeFailure::Close(Disconnect::INVALID_TOKEN)
+                    }
+                })?;
+            claims
+                .check_for(&self.user, &request.channel, &self.id)
+                .map_err(|_| SubscribeFailure::Close(Disconnect::INVALID_TOKEN))?;
+            if let Some(at) = claims.expires_at() {
+                result.expires = true;
+                result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
+            }
+            return Ok(result);
+        }
+        if channel.private {
+            return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
+        }
+        if options.allow_user_limited_channels && channel.is_user_limited() {
+            return if channel.allows_user(&self.user) {
+                Ok(result)
+            } else {
+                Err(SubscribeFailure::Error(Error::PERMISSION_DENIED))
+            };
+        }
+        // As in Centrifugo v6: `allow_subscribe_for_anonymous` extends
+        // `allow_subscribe_for_client` to users without an id.
+        let allowed = options.allow_subscribe_for_client
+            && (!anonymous || options.allow_subscribe_for_anonymous);
+        if !allowed {
+            return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
+        }
+        Ok(result)
+    }
+
+    fn unsubscribe(&mut self, request: UnsubscribeRequest) -> Result<UnsubscribeResult, Close> {
+        if request.channel.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        if let Some(handle) = &self.handle {
+            self.node.hub.unsubscribe(&request.channel, handle);
+        }
+        Ok(UnsubscribeResult::default())
+    }
+
+    fn publish(&mut self, request: PublishRequest) -> Result<Result<PublishResult, Error>, Close> {
+        if request.channel.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let Some(data) = request.data else {
+            return Ok(Err(Error::BAD_REQUEST));
+        };
+        let node = &self.node;
+        let (channel, options) = match node.resolve_channel(&request.channel) {
+            Ok(resolved) => resolved,
+            Err(error) => return Ok(Err(error)),
+        };
+        let subscribed = self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.is_subscribed(&request.channel));
+        let anonymous = self.user.is_empty();
+        // `allow_publish_for_anonymous` extends the other two to users without an id; a
+        // private channel needs a subscription whatever the options say.
+        let allowed = (options.allow_publish_for_client
+            || (options.allow_publish_for_subscriber && subscribed))
+            && (!anonymous || options.allow_publish_for_anonymous)
+            && (!channel.private || subscribed);
+        if !allowed {
+            return Ok(Err(Error::PERMISSION_DENIED));
+        }
+        let info = self.handle.as_ref().map(|h| h.info());
+        node.metrics.publication("client");
+        let published = node.publish(
+            &request.channel,
+            data,
+            PublishOptions {
+                info,
+                ..PublishOptions::default()
+            },
+        );
+        Ok(published.map(|_| PublishResult::default()))
+    }
+
+    fn refresh(&mut self, request: RefreshRequest) -> Result<Result<RefreshResult, Error>, Close> {
+        if request.token.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let claims = match self
+            .node
+            .tokens
+            .verify_connection_token(&request.token, SystemTime::now())
+        {
+            Ok(claims) => claims,
+            Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
+            Err(TokenError::Invalid(reason)) => {
+                tracing::info!(client = %self.id, "invalid refresh token: {reason}");
+                return Err(Disconnect::INVALID_TOKEN);
+            }
+        };
+        if claims.sub != self.user {
+            return Err(Disconnect::INVALID_TOKEN);
+        }
+        let now = unix_now();
+        let mut result = RefreshResult {
+            client: self.id.clone(),
+            version: VERSION.to_owned(),
+            ..RefreshResult::default()
+        };
+        match claims.expires_at() {
+            Some(at) => {
+                result.expires = true;
+                result.ttl = at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
+                self.expire_at = Some(
+                    Instant::now()
+                        + Duration::from_secs(at.saturating_sub(now))
+                        + self.node.config.client.expired_close_delay,
+                );
+            }
+            None => self.expire_at = None,
+        }
+        Ok(Ok(result))
+    }
+}
+
+/// How a subscribe attempt failed: an error reply, or a reason to close the connection.
+enum SubscribeFailure {
+    Error(Error),
+    Close(Close),
+}

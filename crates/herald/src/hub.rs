@@ -1,0 +1,320 @@
+//! [`Hub`]: who is connected on this node and who is subscribed to what, and fan-out of an
+//! encoded message to every local subscriber of a channel.
+//!
+//! The hub never encodes per recipient and never awaits: [`Hub::broadcast`] takes one shared
+//! [`Message`] and pushes a reference to it into each subscriber's outbound queue under a read
+//! lock. A subscriber whose queue is over budget is closed by its own queue (3008) and nobody
+//! else notices.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::protocol::{ClientInfo, Raw};
+use crate::ws::{Message, Outbox, PushError};
+
+/// Channel maps are split into shards so that subscribes in one channel do not block fan-out in
+/// another.
+const SHARDS: usize = 64;
+
+/// What the hub (and the server API) knows of one connected client: enough to deliver to it,
+/// list it, and act on it from outside its own task.
+pub struct ClientHandle {
+    /// Connection id (a UUID), as sent in the connect reply.
+    pub id: String,
+    /// User id; empty for anonymous connections.
+    pub user: String,
+    /// Connection info from the token, for presence and publication `info`.
+    pub conn_info: Option<Raw>,
+    /// The connection's outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// The channels this client is subscribed to. The client task and server-side operations
+    /// (API subscribe/unsubscribe) both change it, each together with the hub's channel map.
+    channels: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    /// A handle for a newly connected client.
+    pub fn new(id: String, user: String, conn_info: Option<Raw>, outbox: Arc<Outbox>) -> Self {
+        ClientHandle {
+            id,
+            user,
+            conn_info,
+            outbox,
+            channels: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The channels this client is subscribed to.
+    pub fn channels(&self) -> MutexGuard<'_, HashSet<String>> {
+        // Each critical section is one set operation, so a poisoned lock is still consistent.
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the client is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels().contains(channel)
+    }
+
+    /// The client as others see it (presence, publication info).
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            user: self.user.clone(),
+            client: self.id.clone(),
+            conn_info: self.conn_info.clone(),
+            chan_info: None,
+        }
+    }
+}
+
+/// Subscribers of one channel. A vector: fan-out walks it front to back, which is what it is
+/// optimised for; removal is a linear search plus `swap_remove`.
+type Subscribers = Vec<Arc<ClientHandle>>;
+
+/// The node's registry of clients, users and channel subscriptions.
+pub struct Hub {
+    shards: Box<[RwLock<HashMap<String, Subscribers>>]>,
+    clients: RwLock<HashMap<String, Arc<ClientHandle>>>,
+    users: RwLock<HashMap<String, Vec<Arc<ClientHandle>>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("clients", &self.num_clients())
+            .finish()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Hub critical sections are single map operations; a poisoned lock is still consistent.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Result of delivering one message to a channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Subscribers the message was queued for.
+    pub delivered: usize,
+    /// Subscribers closed because their queue was over budget.
+    pub overflowed: usize,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            clients: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<HashMap<String, Subscribers>> {
+        let mut h = self.hasher.build_hasher();
+        channel.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Registers a connected client.
+    pub fn add_client(&self, client: Arc<ClientHandle>) {
+        write(&self.users)
+            .entry(client.user.clone())
+            .or_default()
+            .push(client.clone());
+        write(&self.clients).insert(client.id.clone(), client);
+    }
+
+    /// Removes a client and all its subscriptions; returns the channels it was in.
+    pub fn remove_client(&self, client: &ClientHandle) -> Vec<String> {
+        let channels: Vec<String> = client.channels().drain().collect();
+        for channel in &channels {
+            self.remove_subscriber(channel, &client.id);
+        }
+        write(&self.clients).remove(&client.id);
+        let mut users = write(&self.users);
+        if let Some(list) = users.get_mut(&client.user) {
+            list.retain(|c| c.id != client.id);
+            if list.is_empty() {
+                users.remove(&client.user);
+            }
+        }
+        channels
+    }
+
+    /// Subscribes a client to a channel. Returns false if it already was.
+    pub fn subscribe(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
+        if !client.channels().insert(channel.to_owned()) {
+            return false;
+        }
+        write(self.shard(channel))
+            .entry(channel.to_owned())
+            .or_default()
+            .push(client.clone());
+        true
+    }
+
+    /// Unsubscribes a client from a channel. Returns false if it was not subscribed.
+    pub fn unsubscribe(&self, channel: &str, client: &ClientHandle) -> bool {
+        if !client.channels().remove(channel) {
+            return false;
+        }
+        self.remove_subscriber(channel, &client.id);
+        true
+    }
+
+    fn remove_subscriber(&self, channel: &str, client_id: &str) {
+        let mut shard = write(self.shard(channel));
+        if let Some(subscribers) = shard.get_mut(channel) {
+            if let Some(i) = subscribers.iter().position(|c| c.id == client_id) {
+                subscribers.swap_remove(i);
+            }
+            if subscribers.is_empty() {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    /// Queues `message` for every local subscriber of `channel`.
+    pub fn broadcast(&self, channel: &str, message: &Arc<Message>) -> Delivery {
+        let shard = read(self.shard(channel));
+        let Some(subscribers) = shard.get(channel) else {
+            return Delivery::default();
+        };
+        let mut delivery = Delivery::default();
+        for client in subscribers {
+            match client.outbox.push(message.clone()) {
+                Ok(()) => delivery.delivered += 1,
+                Err(PushError::Full) => delivery.overflowed += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        delivery
+    }
+
+    /// Number of local subscribers of `channel`.
+    pub fn num_subscribers(&self, channel: &str) -> usize {
+        read(self.shard(channel)).get(channel).map_or(0, Vec::len)
+    }
+
+    /// Every channel with at least one local subscriber, with its subscriber count.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(read(shard).iter().map(|(name, subs)| (name.clone(), subs.len())));
+        }
+        out
+    }
+
+    /// Number of channels with local subscribers.
+    pub fn num_channels(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Total number of subscriptions on this node.
+    pub fn num_subscriptions(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| read(s).values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    /// Number of connected clients.
+    pub fn num_clients(&self) -> usize {
+        read(&self.clients).len()
+    }
+
+    /// Number of distinct users connected (anonymous counts as one user, as in Centrifugo).
+    pub fn num_users(&self) -> usize {
+        read(&self.users).len()
+    }
+
+    /// A connected client by id.
+    pub fn client(&self, id: &str) -> Option<Arc<ClientHandle>> {
+        read(&self.clients).get(id).cloned()
+    }
+
+    /// The connected clients of a user.
+    pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
+        read(&self.users).get(user).cloned().unwrap_or_default()
+    }
+
+    /// Every connected client (for shutdown).
+    pub fn all_clients(&self) -> Vec<Arc<ClientHandle>> {
+        read(&self.clients).values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::CloseCode;
+
+    fn client(id: &str, user: &str, budget: usize) -> Arc<ClientHandle> {
+        Arc::new(ClientHandle::new(
+            id.into(),
+            user.into(),
+            None,
+            Arc::new(Outbox::new(budget, CloseCode(3008), "slow")),
+        ))
+    }
+
+    #[test]
+    fn broadcast_reaches_subscribers_only_and_shares_the_frame() {
+        let hub = Hub::new();
+        let (a, b, c) = (client("a", "u1", 1 << 20), client("b", "u1", 1 << 20), client("c", "u2", 1 << 20));
+        for x in [&a, &b, &c] {
+            hub.add_client(x.clone());
+        }
+        assert!(hub.subscribe("news", &a));
+        assert!(hub.subscribe("news", &b));
+        assert!(!hub.subscribe("news", &b));
+        let message = Arc::new(Message::text("{\"x\":1}"));
+        let delivery = hub.broadcast("news", &message);
+        assert_eq!(delivery.delivered, 2);
+        // Two queues plus ours hold the same message: no copies were made.
+        assert_eq!(Arc::strong_count(&message), 3);
+        assert_eq!(c.outbox.queued_bytes(), 0);
+        assert_eq!(hub.num_users(), 2);
+        assert_eq!(hub.user_clients("u1").len(), 2);
+        assert_eq!(hub.remove_client(&a), vec!["news".to_owned()]);
+        assert_eq!(hub.num_subscribers("news"), 1);
+        assert!(hub.unsubscribe("news", &b));
+        assert_eq!(hub.num_channels(), 0);
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_cut_off_alone() {
+        let hub = Hub::new();
+        let (slow, fast) = (client("slow", "", 100), client("fast", "", 1 << 20));
+        hub.subscribe("ch", &slow);
+        hub.subscribe("ch", &fast);
+        let message = Arc::new(Message::text(&"x".repeat(60)));
+        assert_eq!(hub.broadcast("ch", &message).overflowed, 0);
+        let second = hub.broadcast("ch", &message);
+        assert_eq!((second.delivered, second.overflowed), (1, 1));
+        assert!(slow.outbox.is_closed());
+        assert!(!fast.outbox.is_closed());
+    }
+}

@@ -1,0 +1,154 @@
+//! [`Node`]: the state one Herald process shares between its client connections, its server
+//! API and its background tasks, and the one publish path they all use.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenVerifier;
+use crate::channel::{self, ParsedChannel};
+use crate::config::{Config, NamespaceOptions};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::{self, ClientInfo, Publication, Raw, encode_publication_push};
+use crate::ws::{FrameBuf, Message, OpCode};
+
+/// One Herald process.
+pub struct Node {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Local clients and subscriptions.
+    pub hub: Hub,
+    /// Connection and subscription token verification.
+    pub tokens: TokenVerifier,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// This node's id (a UUID), as reported by `/api/info`.
+    pub id: String,
+    /// Human name of the node (host name and port).
+    pub name: String,
+    /// When the node started, for uptime.
+    pub started: Instant,
+    /// Cancelled when the node shuts down; client tasks watch it.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+/// What a publication turned into.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Stream offset (0 when the channel keeps no history).
+    pub offset: u64,
+    /// Stream epoch (empty when the channel keeps no history).
+    pub epoch: String,
+    /// Local subscribers it was queued for.
+    pub delivered: usize,
+}
+
+/// Options of one publication beyond channel and data.
+#[derive(Debug, Default)]
+pub struct PublishOptions {
+    /// Publisher, for client-side publishes.
+    pub info: Option<ClientInfo>,
+    /// Publication tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Do not keep this publication in history.
+    pub skip_history: bool,
+}
+
+impl Node {
+    /// A node for `config`, which must have been validated.
+    pub fn new(config: Config) -> Result<Arc<Node>, String> {
+        let tokens = TokenVerifier::new(&config.client.token).map_err(|e| e.to_string())?;
+        let name = format!(
+            "{}_{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
+            config.http_server.port
+        );
+        Ok(Arc::new(Node {
+            config: Arc::new(config),
+            hub: Hub::new(),
+            tokens,
+            metrics: Metrics::new(),
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Parses and validates a channel name and finds its namespace options.
+    pub fn resolve_channel<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Result<(ParsedChannel<'a>, &'a NamespaceOptions), protocol::Error> {
+        let parsed =
+            channel::parse(name, self.config.channel.max_length).map_err(|e| e.to_error())?;
+        let options = self
+            .config
+            .namespace(parsed.namespace)
+            .ok_or(protocol::Error::UNKNOWN_CHANNEL)?;
+        Ok((parsed, options))
+    }
+
+    /// Publishes `data` to `channel`: encodes the push once and queues it for every local
+    /// subscriber. Callers have checked permissions; the channel must resolve.
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: Raw,
+        options: PublishOptions,
+    ) -> Result<Published, protocol::Error> {
+        self.resolve_channel(channel)?;
+        let publication = Publication {
+            data: Some(protocol::strip_newlines(data)),
+            info: options.info,
+            tags: options.tags,
+            ..Publication::default()
+        };
+        let message = encode_push_message(channel, &publication)?;
+        let delivery = self.hub.broadcast(channel, &message);
+        self.metrics.messages_out(delivery.delivered as u64);
+        if delivery.overflowed > 0 {
+            self.metrics.slow_consumers(delivery.overflowed as u64);
+        }
+        Ok(Published {
+            offset: publication.offset,
+            epoch: String::new(),
+            delivered: delivery.delivered,
+        })
+    }
+
+    /// Seconds since the node started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// Encodes a publication push once, as a WebSocket text frame ready for any number of clients.
+pub fn encode_push_message(
+    channel: &str,
+    publication: &Publication,
+) -> Result<Arc<Message>, protocol::Error> {
+    let mut buf = FrameBuf::with_capacity(64 + channel.len() + publication_len(publication));
+    encode_publication_push(channel, publication, &mut buf)
+        .map_err(|_| protocol::Error::INTERNAL)?;
+    Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
+}
+
+fn publication_len(publication: &Publication) -> usize {
+    publication.data.as_ref().map_or(0, |d| d.get().len())
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

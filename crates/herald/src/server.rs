@@ -1,0 +1,245 @@
+//! The HTTP listener: accepts connections, routes requests (WebSocket, server API, health,
+//! metrics) and shuts down gracefully.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming as Body;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::node::Node;
+use crate::ws::{self, CloseCode, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
+
+/// Path of the bidirectional WebSocket endpoint (Centrifugo's).
+pub const WEBSOCKET_PATH: &str = "/connection/websocket";
+
+/// How long shutdown waits for clients to take their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A response body: small, complete bodies only.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Settings derived once from the config for every WebSocket connection.
+struct WsSettings {
+    handshake: HandshakeConfig,
+    connection: Arc<ws::Config>,
+}
+
+/// The HTTP server of a node.
+pub struct Server {
+    node: Arc<Node>,
+    listener: TcpListener,
+    ws: Arc<WsSettings>,
+}
+
+impl Server {
+    /// Binds the configured address. Port 0 picks a free port (see [`Server::local_addr`]).
+    pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
+        let http = &node.config.http_server;
+        let host = match http.address.as_str() {
+            "" => "0.0.0.0",
+            other => other,
+        };
+        let listener = TcpListener::bind((host, http.port)).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {host}:{}: {e} (is another server running? change \
+                     http_server.port or pass --port)",
+                    http.port
+                ),
+            )
+        })?;
+        let ws = Arc::new(ws_settings(&node));
+        Ok(Server { node, listener, ws })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `node.shutdown` is cancelled, then closes every client with 3001 and waits
+    /// (a bounded time) for them to go.
+    pub async fn run(self) {
+        let Server { node, listener, ws } = self;
+        loop {
+            tokio::select! {
+                () = node.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tokio::spawn(serve_http(node.clone(), ws.clone(), stream, peer));
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while node.hub.num_clients() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!("shut down; {} clients remained", node.hub.num_clients());
+    }
+}
+
+fn ws_settings(node: &Node) -> WsSettings {
+    let websocket = &node.config.websocket;
+    let message_limit = websocket.message_size_limit.max(1024);
+    let decompressed_limit = if websocket.decompressed_message_size_limit > 0 {
+        websocket.decompressed_message_size_limit
+    } else {
+        message_limit
+    };
+    WsSettings {
+        handshake: HandshakeConfig {
+            protocols: vec!["centrifuge-json".to_owned()],
+            deflate: DeflateConfig {
+                enabled: websocket.compression,
+                min_size: websocket.compression_min_size,
+                level: websocket.compression_level.clamp(1, 9),
+                ..DeflateConfig::default()
+            },
+            origin: None,
+        },
+        connection: Arc::new(ws::Config {
+            limits: Limits {
+                max_message_size: decompressed_limit,
+                max_frame_size: message_limit,
+                max_fragments: 1024,
+            },
+            write_timeout: websocket.write_timeout.max(Duration::from_millis(100)),
+            ..ws::Config::default()
+        }),
+    }
+}
+
+async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, peer: SocketAddr) {
+    let service = service_fn(move |req| route(node.clone(), ws.clone(), req, peer));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, "http connection: {e}");
+    }
+}
+
+async fn route(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, Infallible> {
+    let path = req.uri().path();
+    let api_prefix = node.config.http_api.handler_prefix.as_str();
+    let response = if path == WEBSOCKET_PATH && !node.config.websocket.disabled {
+        upgrade(node, ws, req, peer)
+    } else if !node.config.http_api.disabled
+        && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
+    {
+        json_error(StatusCode::NOT_FOUND, "api: TODO") /*API*/
+    } else if path == "/health" && req.method() == Method::GET {
+        json(StatusCode::OK, "{}".into())
+    } else if path == "/metrics" && req.method() == Method::GET {
+        let mut response = Response::new(Full::new(Bytes::from(node.metrics.render(&node.hub))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    } else {
+        json_error(StatusCode::NOT_FOUND, "no such endpoint")
+    };
+    Ok(response)
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A JSON error response `{"error":{"code":<status>,"message":...}}`.
+pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+    let body = serde_json::json!({"error": {"code": status.as_u16(), "message": message}});
+    json(status, body.to_string())
+}
+
+/// Whether a browser page from `origin` may connect (`client.allowed_origins`; when empty, only
+/// pages served by the same host, as in Centrifugo).
+fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true; // not a browser
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let client = &node.config.client;
+    if !client.allowed_origins.is_empty() {
+        return client.origin_allowed(origin);
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+fn upgrade(node: Arc<Node>, ws: Arc<WsSettings>, mut req: Request<Body>, peer: SocketAddr) -> HttpResponse {
+    if ws::handshake::is_upgrade_request(&req) && !origin_allowed(&node, &req) {
+        tracing::info!(%peer, "WebSocket refused: origin not in client.allowed_origins");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: add it to client.allowed_origins",
+        );
+    }
+    if let Some(query) = req.uri().query() {
+        if query.split('&').any(|p| p == "format=protobuf" || p == "cf_protocol=protobuf") {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "the protobuf format is not supported yet: use JSON",
+            );
+        }
+    }
+    let (response, negotiated) = match ws::handshake::accept(&req, &ws.handshake) {
+        Ok(accepted) => accepted,
+        Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),
+        };
+        let outbox = Arc::new(Outbox::new(
+            node.config.client.queue_max_size.max(1024),
+            CloseCode(crate::protocol::Disconnect::SLOW.code),
+            crate::protocol::Disconnect::SLOW.reason,
+        ));
+        match WebSocket::from_upgraded(upgraded, &negotiated, ws.connection.clone(), outbox) {
+            Ok(socket) => crate::client::serve(node, socket).await,
+            Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
+        }
+    });
+    response.map(|()| Full::new(Bytes::new()))
+}
