@@ -407,14 +407,7 @@ impl WebSocket {
             return;
         }
         let start = self.writing.len();
-        let close = if start == 0 {
-            self.outbox.drain_into(&mut self.writing)
-        } else {
-            let mut more = VecDeque::new();
-            let close = self.outbox.drain_into(&mut more);
-            self.writing.extend(more);
-            close
-        };
+        let close = self.outbox.drain_into(&mut self.writing);
         if let Some(compress) = &mut self.compressor {
             // Context takeover: each message must be compressed in order, by this connection.
             for item in self.writing.iter_mut().skip(start) {

@@ -572,4 +572,106 @@ mod tests {
         let expected = Event::Message(Incoming::Text(Bytes::from(text)));
         assert_eq!(Vec::from(events), vec![expected.clone(), expected]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A message split into fragments at the given cut points, each fragment masked with
+        /// its own key, with a ping interleaved after chosen fragments.
+        fn encode_message(
+            text: bool,
+            payload: &[u8],
+            cuts: &[usize],
+            keys: &[[u8; 4]],
+            pings_after: &[bool],
+        ) -> Vec<u8> {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (payload.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut bounds = vec![0];
+            bounds.extend(points.into_iter().filter(|&p| p > 0 && p < payload.len()));
+            bounds.push(payload.len());
+            let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &payload[w[0]..w[1]]).collect();
+            let mut out = Vec::new();
+            for (i, piece) in pieces.iter().enumerate() {
+                let first = i == 0;
+                let last = i + 1 == pieces.len();
+                let opcode = if !first { 0 } else if text { 1 } else { 2 };
+                out.extend(client_frame(last, false, opcode, piece, keys[i % keys.len()]));
+                if !last && pings_after.get(i).copied().unwrap_or(false) {
+                    out.extend(client_frame(true, false, 9, b"hi", keys[0]));
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn any_message_and_fragmentation_round_trips(
+                text in any::<bool>(),
+                ascii in "[ -~]{0,300}",
+                binary in proptest::collection::vec(any::<u8>(), 0..300),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+                keys in proptest::collection::vec(any::<[u8; 4]>(), 1..4),
+                pings_after in proptest::collection::vec(any::<bool>(), 0..6),
+                read_size in 1usize..64,
+            ) {
+                let payload = if text { ascii.into_bytes() } else { binary };
+                let stream = encode_message(text, &payload, &cuts, &keys, &pings_after);
+                let mut decoder = Decoder::new(Limits::default(), None);
+                let mut events = VecDeque::new();
+                for chunk in stream.chunks(read_size) {
+                    decoder.feed(chunk, &mut events).unwrap();
+                }
+                let messages: Vec<Event> = events
+                    .into_iter()
+                    .filter(|e| !matches!(e, Event::Ping(_)))
+                    .collect();
+                let data = Bytes::from(payload);
+                let expected = if text { Incoming::Text(data) } else { Incoming::Binary(data) };
+                prop_assert_eq!(messages, vec![Event::Message(expected)]);
+                prop_assert!(!decoder.in_progress());
+            }
+
+            #[test]
+            fn server_frames_parse_back(
+                payload in proptest::collection::vec(any::<u8>(), 0..70_000),
+                fin in any::<bool>(),
+                rsv1 in any::<bool>(),
+            ) {
+                let frame = crate::frame::Frame::with_flags(fin, rsv1, OpCode::Binary, &payload);
+                let (header, len) = FrameHeader::parse(frame.as_bytes()).unwrap().unwrap();
+                prop_assert_eq!(header.fin, fin);
+                prop_assert_eq!(header.rsv1, rsv1);
+                prop_assert_eq!(header.mask, None);
+                prop_assert_eq!(header.payload_len as usize, payload.len());
+                prop_assert_eq!(&frame.as_bytes()[len..], &payload[..]);
+            }
+
+            #[test]
+            fn compressed_messages_round_trip(
+                words in proptest::collection::vec("[a-e]{1,8}", 0..200),
+                read_size in 1usize..100,
+            ) {
+                let text = words.join(" ");
+                let mut compressed = Vec::new();
+                crate::deflate::compress_shared(15, 1, text.as_bytes(), &mut compressed);
+                let stream = client_frame(true, true, 1, &compressed, [1, 2, 3, 4]);
+                let params = crate::deflate::negotiate(
+                    &[crate::deflate::Offer { client_no_context_takeover: true, ..Default::default() }],
+                    &crate::deflate::DeflateConfig::default(),
+                ).unwrap().0;
+                let mut decoder = Decoder::new(Limits::default(), Some(params));
+                let mut events = VecDeque::new();
+                for chunk in stream.chunks(read_size) {
+                    decoder.feed(chunk, &mut events).unwrap();
+                }
+                prop_assert_eq!(
+                    Vec::from(events),
+                    vec![Event::Message(Incoming::Text(Bytes::from(text)))]
+                );
+            }
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl Message {
 
     /// The frame to send on a connection with the given deflate parameters, compressing it on
     /// first use for this window size when the connection shares compression.
-    pub(crate) fn frame_for(&self, deflate: Option<&DeflateParams>) -> &Frame {
+    pub fn frame_for(&self, deflate: Option<&DeflateParams>) -> &Frame {
         let Some(params) = deflate else {
             return &self.plain;
         };

@@ -162,13 +162,17 @@ impl Outbox {
         self.notify.notified().await
     }
 
-    /// Moves everything queued into `into` (which must be empty; swapping keeps both buffers'
-    /// capacity, so steady-state draining allocates nothing) and returns a pending close
-    /// request.
-    pub(crate) fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
+    /// Moves everything queued to the end of `into` and returns a pending close request.
+    ///
+    /// When `into` is empty the two queues are swapped, which keeps both buffers' capacity:
+    /// a writer that drains into an empty queue allocates nothing in steady state.
+    pub fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
         let mut state = self.lock();
-        debug_assert!(into.is_empty());
-        std::mem::swap(&mut state.queue, into);
+        if into.is_empty() {
+            std::mem::swap(&mut state.queue, into);
+        } else {
+            into.extend(state.queue.drain(..));
+        }
         state.bytes = 0;
         state.close.take().inspect(|_| state.closed = true)
     }
