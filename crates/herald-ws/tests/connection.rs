@@ -1,0 +1,308 @@
+//! The connection over real loopback sockets, with a hand-written client: echo, ping/pong,
+//! batched output, both close handshakes, protocol failures, timeouts and compression.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_ws::frame::{apply_mask, encode_header};
+use herald_ws::handshake::{HandshakeConfig, accept, parse_request};
+use herald_ws::{
+    CloseCode, Config, DeflateConfig, Error, FrameHeader, Incoming, Limits, Message, OpCode, Outbox,
+    WebSocket,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A masked client frame.
+fn client_frame(fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 10];
+    let n = encode_header(&mut header, fin, rsv1, opcode, payload.len());
+    let mut out = header[..n].to_vec();
+    out[1] |= 0x80;
+    let key = [0xA1, 0xB2, 0xC3, 0xD4];
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key, 0);
+    out
+}
+
+/// Client side of a test connection.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("client write");
+    }
+
+    /// Reads one server frame: (fin, rsv1, opcode, payload). `None` on EOF.
+    async fn frame(&mut self) -> Option<(bool, bool, OpCode, Vec<u8>)> {
+        loop {
+            if let Ok(Some((header, len))) = FrameHeader::parse(&self.buf) {
+                let total = len + header.payload_len as usize;
+                if self.buf.len() >= total {
+                    let payload = self.buf[len..total].to_vec();
+                    self.buf.drain(..total);
+                    return Some((header.fin, header.rsv1, header.opcode, payload));
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = timeout(LIMIT, self.stream.read(&mut chunk))
+                .await
+                .expect("server answered in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn expect_eof(&mut self) {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match timeout(LIMIT, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("server did not close the TCP connection"),
+            }
+        }
+    }
+}
+
+/// Connects a client and a server-side `WebSocket` through a real handshake.
+async fn pair(config: Config, extensions: Option<&str>) -> (Client, WebSocket) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    let (mut server, _) = listener.accept().await.expect("accept");
+    let ext = extensions
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
+    );
+    client.write_all(request.as_bytes()).await.expect("send request");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(server.read_u8().await.expect("read request"));
+    }
+    let req = parse_request(&head).expect("request parses");
+    let handshake = HandshakeConfig {
+        deflate: DeflateConfig {
+            min_size: 0,
+            ..DeflateConfig::default()
+        },
+        ..HandshakeConfig::default()
+    };
+    let (response, negotiated) = accept(&req, &handshake).expect("handshake accepted");
+    let mut head = format!("HTTP/1.1 101 Switching Protocols\r\n");
+    for (name, value) in response.headers() {
+        head.push_str(&format!("{}: {}\r\n", name, value.to_str().expect("ascii")));
+    }
+    head.push_str("\r\n");
+    server.write_all(head.as_bytes()).await.expect("send response");
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"\r\n\r\n") {
+        reply.push(client.read_u8().await.expect("read response"));
+    }
+    let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+    let ws = WebSocket::from_stream(server, &[], &negotiated, Arc::new(config), outbox)
+        .expect("websocket");
+    (
+        Client {
+            stream: client,
+            buf: Vec::new(),
+        },
+        ws,
+    )
+}
+
+/// Runs the server side as an echo loop and returns how it ended.
+fn echo(mut ws: WebSocket) -> tokio::task::JoinHandle<Result<(), Error>> {
+    tokio::spawn(async move {
+        loop {
+            match ws.recv().await? {
+                Some(Incoming::Text(t)) => {
+                    let _ = ws.send(Arc::new(Message::new(OpCode::Text, &t)));
+                }
+                Some(Incoming::Binary(b)) => {
+                    let _ = ws.send(Arc::new(Message::new(OpCode::Binary, &b)));
+                }
+                Some(Incoming::Pong(_)) => {}
+                None => return Ok(()),
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn echoes_answers_pings_and_closes_cleanly() {
+    let (mut client, ws) = pair(Config::default(), None).await;
+    let server = echo(ws);
+    client.send(&client_frame(true, false, OpCode::Text, b"hello")).await;
+    client.send(&client_frame(true, false, OpCode::Ping, b"are you there")).await;
+    assert_eq!(client.frame().await, Some((true, false, OpCode::Text, b"hello".to_vec())));
+    assert_eq!(
+        client.frame().await,
+        Some((true, false, OpCode::Pong, b"are you there".to_vec()))
+    );
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    client.send(&client_frame(true, false, OpCode::Close, &close)).await;
+    let (_, _, opcode, payload) = client.frame().await.expect("close reply");
+    assert_eq!(opcode, OpCode::Close);
+    assert_eq!(&payload[..2], &1000u16.to_be_bytes());
+    client.expect_eof().await;
+    let result = timeout(LIMIT, server).await.expect("server ended").expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn writes_a_backlog_in_order() {
+    let (mut client, mut ws) = pair(Config::default(), None).await;
+    let outbox = ws.outbox().clone();
+    let messages: Vec<Arc<Message>> = (0..2000)
+        .map(|i| Arc::new(Message::text(&format!("message {i}"))))
+        .collect();
+    for message in &messages {
+        outbox.push(message.clone()).expect("queued");
+    }
+    let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+    for i in 0..2000 {
+        let (_, _, _, payload) = client.frame().await.expect("frame");
+        assert_eq!(payload, format!("message {i}").into_bytes());
+    }
+    // The shared messages were written without copies: only the test still holds them.
+    assert!(messages.iter().all(|m| Arc::strong_count(m) == 1));
+    server.abort();
+}
+
+#[tokio::test]
+async fn server_close_carries_code_and_reason() {
+    let (mut client, ws) = pair(Config::default(), None).await;
+    ws.close(CloseCode(3001), "shutdown");
+    let server = echo(ws);
+    let (_, _, opcode, payload) = client.frame().await.expect("close frame");
+    assert_eq!(opcode, OpCode::Close);
+    assert_eq!(&payload[..2], &3001u16.to_be_bytes());
+    assert_eq!(&payload[2..], b"shutdown");
+    client.send(&client_frame(true, false, OpCode::Close, &payload[..2])).await;
+    client.expect_eof().await;
+    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn protocol_errors_fail_the_connection_with_their_code() {
+    for (bytes, code) in [
+        (vec![0x81, 0x02, b'h', b'i'], 1002u16), // unmasked
+        (client_frame(true, false, OpCode::Text, &[0xC3, 0x28]), 1007),
+        (client_frame(true, false, OpCode::Binary, &[0u8; 2048]), 1009),
+    ] {
+        let config = Config {
+            limits: Limits {
+                max_message_size: 1024,
+                max_frame_size: 1024,
+                max_fragments: 8,
+            },
+            ..Config::default()
+        };
+        let (mut client, ws) = pair(config, None).await;
+        let server = echo(ws);
+        client.send(&bytes).await;
+        let (_, _, opcode, payload) = client.frame().await.expect("close frame");
+        assert_eq!(opcode, OpCode::Close);
+        assert_eq!(&payload[..2], &code.to_be_bytes());
+        client.expect_eof().await;
+        drop(client); // the server half-closed first and now sees our FIN
+        let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+        assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unfinished_frame_times_out() {
+    let config = Config {
+        read_timeout: Duration::from_millis(200),
+        close_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let (mut client, ws) = pair(config, None).await;
+    let server = echo(ws);
+    let frame = client_frame(true, false, OpCode::Text, b"never finished");
+    client.send(&frame[..5]).await;
+    let (_, _, opcode, payload) = client.frame().await.expect("close frame");
+    assert_eq!(opcode, OpCode::Close);
+    assert_eq!(&payload[..2], &1008u16.to_be_bytes());
+    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    assert!(matches!(result, Err(Error::ReadTimeout)), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_times_out() {
+    let config = Config {
+        write_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (client, mut ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let big = Arc::new(Message::binary(&vec![0u8; 60_000]));
+    let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+    // Keep the queue topped up until the kernel buffers are full and the writer stalls.
+    let filler = tokio::spawn(async move {
+        while outbox.push(big.clone()).is_ok() || !outbox.is_closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    assert!(matches!(result, Err(Error::WriteTimeout)), "{result:?}");
+    filler.abort();
+    drop(client);
+}
+
+#[tokio::test]
+async fn compresses_once_and_the_client_can_inflate() {
+    let (mut client, ws) = pair(
+        Config::default(),
+        Some("permessage-deflate; client_no_context_takeover"),
+    )
+    .await;
+    let text = "fan-out fan-out fan-out ".repeat(100);
+    let message = Arc::new(Message::text(&text));
+    ws.send(message.clone()).expect("queued");
+    ws.send(message).expect("queued");
+    let server = echo(ws);
+    for _ in 0..2 {
+        let (fin, rsv1, opcode, payload) = client.frame().await.expect("frame");
+        assert!(fin && rsv1, "compressed frames have RSV1");
+        assert_eq!(opcode, OpCode::Text);
+        assert!(payload.len() < text.len() / 10);
+        let mut inflater = flate2::Decompress::new(false);
+        let mut input = payload.clone();
+        input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+        let mut out = Vec::with_capacity(text.len() + 64);
+        inflater
+            .decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+            .expect("valid deflate");
+        assert_eq!(out, text.as_bytes());
+    }
+    // And a compressed message from the client is understood.
+    let mut deflater = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut compressed = Vec::with_capacity(256);
+    deflater
+        .compress_vec(b"from the client", &mut compressed, flate2::FlushCompress::Sync)
+        .expect("deflate");
+    compressed.truncate(compressed.len() - 4);
+    client.send(&client_frame(true, true, OpCode::Text, &compressed)).await;
+    let (_, _, _, payload) = client.frame().await.expect("echo");
+    assert!(!payload.is_empty());
+    server.abort();
+}
