@@ -419,6 +419,9 @@ impl WebSocket {
             }
         }
         if let Some(close) = close {
+            if close.discard_queued {
+                self.truncate_queue();
+            }
             self.start_close(close.code, &close.reason);
         }
     }

@@ -49,6 +49,9 @@ pub enum PushError {
 pub struct CloseRequest {
     pub code: CloseCode,
     pub reason: String,
+    /// Drop what is queued and not yet being written: set for a slow consumer, whose backlog
+    /// would only delay the close frame that tells it why it is cut off.
+    pub discard_queued: bool,
 }
 
 /// The bounded outbound queue of one connection.
@@ -84,6 +87,7 @@ impl Outbox {
             overflow: CloseRequest {
                 code: overflow_code,
                 reason: overflow_reason.to_owned(),
+                discard_queued: true,
             },
         }
     }
@@ -140,6 +144,7 @@ impl Outbox {
             state.close = Some(CloseRequest {
                 code,
                 reason: reason.to_owned(),
+                discard_queued: false,
             });
         }
         self.notify.notify_one();
@@ -168,7 +173,9 @@ impl Outbox {
     /// a writer that drains into an empty queue allocates nothing in steady state.
     pub fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
         let mut state = self.lock();
-        if into.is_empty() {
+        if state.close.as_ref().is_some_and(|c| c.discard_queued) {
+            state.queue.clear();
+        } else if into.is_empty() {
             std::mem::swap(&mut state.queue, into);
         } else {
             into.extend(state.queue.drain(..));
@@ -201,7 +208,9 @@ mod tests {
         let mut drained = VecDeque::new();
         let close = outbox.drain_into(&mut drained).unwrap();
         assert_eq!(close.code, CloseCode(3008));
-        assert_eq!(drained.len(), 2);
+        // The backlog is dropped so the close frame goes out at once.
+        assert!(close.discard_queued);
+        assert!(drained.is_empty());
         assert!(outbox.is_closed());
     }
 
