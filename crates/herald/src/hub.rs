@@ -7,7 +7,7 @@
 //! else notices.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::protocol::{ClientInfo, Raw};
@@ -132,9 +132,7 @@ impl Hub {
     }
 
     fn shard(&self, channel: &str) -> &RwLock<HashMap<String, Subscribers>> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Registers a connected client.

@@ -605,19 +605,31 @@ mod tests {
         let text = m.render(&Hub::new());
         let p = "herald_client_command_duration_seconds";
         assert_eq!(
-            sample(&text, &format!("{p}_bucket{{method=\"publish\",le=\"0.0001\"}}")),
+            sample(
+                &text,
+                &format!("{p}_bucket{{method=\"publish\",le=\"0.0001\"}}")
+            ),
             Some("1")
         );
         assert_eq!(
-            sample(&text, &format!("{p}_bucket{{method=\"publish\",le=\"0.005\"}}")),
+            sample(
+                &text,
+                &format!("{p}_bucket{{method=\"publish\",le=\"0.005\"}}")
+            ),
             Some("2")
         );
         assert_eq!(
-            sample(&text, &format!("{p}_bucket{{method=\"publish\",le=\"10\"}}")),
+            sample(
+                &text,
+                &format!("{p}_bucket{{method=\"publish\",le=\"10\"}}")
+            ),
             Some("2")
         );
         assert_eq!(
-            sample(&text, &format!("{p}_bucket{{method=\"publish\",le=\"+Inf\"}}")),
+            sample(
+                &text,
+                &format!("{p}_bucket{{method=\"publish\",le=\"+Inf\"}}")
+            ),
             Some("3")
         );
         assert_eq!(

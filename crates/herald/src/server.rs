@@ -150,14 +150,14 @@ async fn route(
     } else if !node.config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
     {
-        json_error(StatusCode::NOT_FOUND, "api: TODO") /*API*/
+        crate::api::handle(&node, req).await
     } else if path == "/health" && req.method() == Method::GET {
         json(StatusCode::OK, "{}".into())
     } else if path == "/metrics" && req.method() == Method::GET {
         let mut response = Response::new(Full::new(Bytes::from(node.metrics.render(&node.hub))));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         );
         response
     } else {

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!(ErrorMode::of("", &headers), ErrorMode::Body);
         assert_eq!(ErrorMode::of("transport", &headers), ErrorMode::Transport);
         assert_eq!(ErrorMode::of("TRANSPORT", &headers), ErrorMode::Transport);
-        headers.insert("X-Centrifugo-Error-Mode", HeaderValue::from_static("transport"));
+        headers.insert(
+            "X-Centrifugo-Error-Mode",
+            HeaderValue::from_static("transport"),
+        );
         assert_eq!(ErrorMode::of("", &headers), ErrorMode::Transport);
         headers.insert("X-Centrifugo-Error-Mode", HeaderValue::from_static("body"));
         assert_eq!(ErrorMode::of("", &headers), ErrorMode::Body);

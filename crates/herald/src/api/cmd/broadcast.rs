@@ -1,0 +1,177 @@
+//! `broadcast`: the same message published to many channels in one call (e.g. one personal
+//! channel per recipient). Each channel succeeds or fails on its own.
+//!
+//! `POST /api/broadcast {"channels": ["a", "b"], "data": {…}}` →
+//! `{"result": {"responses": [{"result": {}}, {"error": {…}}]}}`, one response per channel,
+//! in order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::publish::{PublishResult, publish_one};
+use super::{bad_request, check_channel, publication_data};
+use crate::api::reply::ApiError;
+use crate::node::Node;
+use crate::protocol::{self, Raw, nullable};
+
+/// Request of `broadcast`: `publish` with a list of channels.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BroadcastRequest {
+    /// Channels to publish to. At least one.
+    #[serde(deserialize_with = "nullable")]
+    pub channels: Vec<String>,
+    /// The payload: any JSON value. Required.
+    pub data: Option<Raw>,
+    /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
+    #[serde(deserialize_with = "nullable")]
+    pub b64data: String,
+    /// Do not keep the publications in history.
+    #[serde(deserialize_with = "nullable")]
+    pub skip_history: bool,
+    /// Tags attached to every publication.
+    #[serde(deserialize_with = "nullable")]
+    pub tags: BTreeMap<String, String>,
+    /// Per-channel de-duplication key. Accepted; not de-duplicated yet.
+    #[serde(deserialize_with = "nullable")]
+    pub idempotency_key: String,
+    /// Delta compression. Accepted; full payloads are always sent.
+    #[serde(deserialize_with = "nullable")]
+    pub delta: bool,
+}
+
+/// Result of `broadcast`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BroadcastResult {
+    /// One response per requested channel, in request order.
+    pub responses: Vec<PublishResponse>,
+}
+
+/// The outcome of publishing to one channel of a broadcast: `{"result": {…}}` or
+/// `{"error": {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishResponse {
+    /// Set when publishing to this channel failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    /// Set when publishing to this channel succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<PublishResult>,
+}
+
+/// Publishes `req.data` to each of `req.channels`.
+///
+/// Errors for the whole call: 107 when there are no channels, or the data is missing or
+/// binary. A bad or unknown channel is an error in its own response only.
+pub fn execute(node: &Node, req: BroadcastRequest) -> Result<BroadcastResult, protocol::Error> {
+    if req.channels.is_empty() {
+        return Err(bad_request(
+            "channels is required (a list of channel names)",
+        ));
+    }
+    let data = publication_data(req.data, &req.b64data)?;
+    let responses = req
+        .channels
+        .iter()
+        .map(|channel| {
+            let outcome = check_channel(node, channel).and_then(|()| {
+                publish_one(
+                    node,
+                    channel,
+                    data.clone(),
+                    req.tags.clone(),
+                    req.skip_history,
+                )
+            });
+            match outcome {
+                Ok(result) => PublishResponse {
+                    error: None,
+                    result: Some(result),
+                },
+                Err(e) => PublishResponse {
+                    error: Some(e.into()),
+                    result: None,
+                },
+            }
+        })
+        .collect();
+    Ok(BroadcastResult { responses })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn publishes_to_each_channel_and_reports_each() {
+        let node = node();
+        let a = client(&node, "a", "alice");
+        let b = client(&node, "b", "bob");
+        node.hub.subscribe("personal#alice", &a);
+        node.hub.subscribe("chat:b", &b);
+        let result = execute(
+            &node,
+            BroadcastRequest {
+                channels: vec![
+                    "personal#alice".into(),
+                    "nope:x".into(),
+                    "chat:b".into(),
+                    "".into(),
+                ],
+                data: Some(raw(r#"{"n":1}"#)),
+                ..BroadcastRequest::default()
+            },
+        )
+        .unwrap();
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["responses"].as_array().unwrap().len(), 4);
+        assert_eq!(json["responses"][0], serde_json::json!({"result": {}}));
+        assert_eq!(json["responses"][1]["error"]["code"], 102);
+        assert_eq!(json["responses"][2], serde_json::json!({"result": {}}));
+        assert_eq!(json["responses"][3]["error"]["code"], 107);
+        assert_eq!(
+            a.outbox.queued_bytes(),
+            frame_len(r#"{"push":{"channel":"personal#alice","pub":{"data":{"n":1}}}}"#)
+        );
+        assert_eq!(
+            b.outbox.queued_bytes(),
+            frame_len(r#"{"push":{"channel":"chat:b","pub":{"data":{"n":1}}}}"#)
+        );
+    }
+
+    #[test]
+    fn whole_call_errors() {
+        let node = node();
+        let e = execute(
+            &node,
+            BroadcastRequest {
+                data: Some(raw("1")),
+                ..BroadcastRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 107);
+        let e = execute(
+            &node,
+            BroadcastRequest {
+                channels: vec!["a".into()],
+                ..BroadcastRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 107);
+        let e = execute(
+            &node,
+            BroadcastRequest {
+                channels: vec!["a".into()],
+                data: Some(raw("1")),
+                b64data: "AA==".into(),
+                ..BroadcastRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("b64data"), "{}", e.message);
+    }
+}

@@ -1,0 +1,182 @@
+//! `publish`: the application's backend sends one message to a channel; every subscriber of
+//! the channel receives it as a publication push.
+//!
+//! `POST /api/publish {"channel": "news", "data": {"text": "hi"}}` → `{"result": {}}` (with
+//! `offset` and `epoch` when the channel keeps history).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_channel, publication_data};
+use crate::node::{Node, PublishOptions};
+use crate::protocol::{self, Raw, nullable};
+
+/// Request of `publish`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PublishRequest {
+    /// Channel to publish to. Required.
+    #[serde(deserialize_with = "nullable")]
+    pub channel: String,
+    /// The payload: any JSON value. Required.
+    pub data: Option<Raw>,
+    /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
+    #[serde(deserialize_with = "nullable")]
+    pub b64data: String,
+    /// Do not keep this publication in the channel's history.
+    #[serde(deserialize_with = "nullable")]
+    pub skip_history: bool,
+    /// Tags attached to the publication and delivered to subscribers.
+    #[serde(deserialize_with = "nullable")]
+    pub tags: BTreeMap<String, String>,
+    /// Per-channel de-duplication key for retries. Accepted; publications are not
+    /// de-duplicated yet.
+    #[serde(deserialize_with = "nullable")]
+    pub idempotency_key: String,
+    /// Delta compression for subscribers that negotiated it. Accepted; full payloads are
+    /// always sent.
+    #[serde(deserialize_with = "nullable")]
+    pub delta: bool,
+    /// Version, to drop stale publications (needs history). Accepted, not used yet.
+    #[serde(deserialize_with = "nullable")]
+    pub version: u64,
+    /// Epoch of `version`. Accepted, not used yet.
+    #[serde(deserialize_with = "nullable")]
+    pub version_epoch: String,
+}
+
+/// Result of `publish`: the publication's stream position when the channel keeps history,
+/// `{}` otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishResult {
+    /// Offset of the publication in the channel's stream.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    /// Epoch of the channel's stream.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Publishes `req.data` to `req.channel`.
+///
+/// Errors: 107 when the channel is missing or malformed, the data is missing or binary;
+/// 102 when the channel's namespace is not configured.
+pub fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, protocol::Error> {
+    check_channel(node, &req.channel)?;
+    let data = publication_data(req.data, &req.b64data)?;
+    publish_one(node, &req.channel, data, req.tags, req.skip_history)
+}
+
+/// Publishes one payload to one channel (shared with `broadcast`).
+pub(super) fn publish_one(
+    node: &Node,
+    channel: &str,
+    data: Raw,
+    tags: BTreeMap<String, String>,
+    skip_history: bool,
+) -> Result<PublishResult, protocol::Error> {
+    let published = node.publish(
+        channel,
+        data,
+        PublishOptions {
+            info: None,
+            tags,
+            skip_history,
+        },
+    )?;
+    node.metrics.publication("api");
+    Ok(PublishResult {
+        offset: published.offset,
+        epoch: published.epoch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    fn request(channel: &str, data: &str) -> PublishRequest {
+        PublishRequest {
+            channel: channel.into(),
+            data: Some(raw(data)),
+            ..PublishRequest::default()
+        }
+    }
+
+    #[test]
+    fn publishes_to_subscribers_only() {
+        let node = node();
+        let a = client(&node, "a", "alice");
+        let b = client(&node, "b", "bob");
+        node.hub.subscribe("news", &a);
+        let result = execute(&node, request("news", r#"{"text":"hi"}"#)).unwrap();
+        assert_eq!(result, PublishResult::default());
+        assert_eq!(serde_json::to_string(&result).unwrap(), "{}");
+        assert_eq!(
+            a.outbox.queued_bytes(),
+            frame_len(r#"{"push":{"channel":"news","pub":{"data":{"text":"hi"}}}}"#)
+        );
+        assert_eq!(b.outbox.queued_bytes(), 0);
+        // Nobody subscribed: still fine.
+        assert!(execute(&node, request("chat:empty", "1")).is_ok());
+    }
+
+    #[test]
+    fn tags_reach_the_publication() {
+        let node = node();
+        let a = client(&node, "a", "alice");
+        node.hub.subscribe("news", &a);
+        let mut req = request("news", "1");
+        req.tags.insert("k".into(), "v".into());
+        execute(&node, req).unwrap();
+        assert_eq!(
+            a.outbox.queued_bytes(),
+            frame_len(r#"{"push":{"channel":"news","pub":{"data":1,"tags":{"k":"v"}}}}"#)
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let node = node();
+        let e = execute(&node, request("", "1")).unwrap_err();
+        assert_eq!(e.code, 107);
+        assert!(e.message.contains("channel is required"), "{}", e.message);
+        assert_eq!(
+            execute(&node, request("nope:x", "1")).unwrap_err().code,
+            102
+        );
+        let e = execute(
+            &node,
+            PublishRequest {
+                channel: "news".into(),
+                ..PublishRequest::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 107);
+        assert!(e.message.contains("data is required"), "{}", e.message);
+        let mut req = request("news", "1");
+        req.b64data = "aGk=".into();
+        let e = execute(&node, req).unwrap_err();
+        assert_eq!(e.code, 107);
+        assert!(e.message.contains("b64data"), "{}", e.message);
+    }
+
+    #[test]
+    fn result_shows_position_when_there_is_one() {
+        let r = PublishResult {
+            offset: 3,
+            epoch: "xyz".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"offset":3,"epoch":"xyz"}"#
+        );
+    }
+}

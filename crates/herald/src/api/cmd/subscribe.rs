@@ -1,0 +1,213 @@
+//! `subscribe`: the backend subscribes a user's live connections to a channel (a server-side
+//! subscription). Each connection gets a `subscribe` push, so its SDK knows about the
+//! subscription, and from then on the channel's publications.
+//!
+//! `POST /api/subscribe {"user": "42", "channel": "news"}` → `{"result": {}}`. Only connections
+//! that are live on this node now are subscribed; a user with none is not an error.
+
+use serde::Deserialize;
+
+use super::{binary_refused, check_channel, not_available, push_message, target_clients};
+use crate::node::Node;
+use crate::protocol::{self, Push, Raw, SubscribePush, nullable, strip_newlines};
+
+/// Request of `subscribe`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SubscribeRequest {
+    /// Channel to subscribe to. Required.
+    #[serde(deserialize_with = "nullable")]
+    pub channel: String,
+    /// User whose connections are subscribed. Required unless `client` is given.
+    #[serde(deserialize_with = "nullable")]
+    pub user: String,
+    /// Only this connection (which must belong to `user`).
+    #[serde(deserialize_with = "nullable")]
+    pub client: String,
+    /// Centrifugo session targeting: refused with 108 (Herald connections have no session).
+    #[serde(deserialize_with = "nullable")]
+    pub session: String,
+    /// Subscription expiry: refused with 108 when set (not supported yet).
+    #[serde(deserialize_with = "nullable")]
+    pub expire_at: i64,
+    /// Channel info for presence and join/leave. Accepted; not used until presence exists.
+    pub info: Option<Raw>,
+    /// Binary channel info: refused with 107.
+    #[serde(deserialize_with = "nullable")]
+    pub b64info: String,
+    /// Data sent to the connections in the `subscribe` push.
+    pub data: Option<Raw>,
+    /// Binary data: refused with 107.
+    #[serde(deserialize_with = "nullable")]
+    pub b64data: String,
+    /// Position to recover from. Accepted; channels keep no history yet.
+    pub recover_since: Option<serde::de::IgnoredAny>,
+    /// Channel option overrides. Accepted; the options it overrides are not implemented yet.
+    #[serde(rename = "override")]
+    pub override_: Option<serde::de::IgnoredAny>,
+}
+
+/// Result of `subscribe`: always `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SubscribeResult {}
+
+/// Subscribes the targeted connections to the channel and queues a `subscribe` push to each
+/// one that was not subscribed yet.
+///
+/// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
+/// an unknown namespace; 108 for `session` or `expire_at`.
+pub fn execute(node: &Node, req: SubscribeRequest) -> Result<SubscribeResult, protocol::Error> {
+    check_channel(node, &req.channel)?;
+    if !req.b64info.is_empty() {
+        return Err(binary_refused("b64info"));
+    }
+    if !req.b64data.is_empty() {
+        return Err(binary_refused("b64data"));
+    }
+    if req.expire_at > 0 {
+        return Err(not_available(
+            "subscription expiry (expire_at) is not supported yet",
+        ));
+    }
+    let targets = target_clients(node, &req.user, &req.client, &req.session)?;
+    if targets.is_empty() {
+        return Ok(SubscribeResult {});
+    }
+    let message = push_message(&Push::subscribe(
+        req.channel.as_str(),
+        SubscribePush {
+            data: req.data.map(strip_newlines),
+            ..SubscribePush::default()
+        },
+    ))?;
+    for client in targets {
+        if client.is_subscribed(&req.channel) {
+            continue;
+        }
+        // The push goes first, so that the connection learns about the subscription before
+        // any publication of the channel reaches it. A closed or overflowing queue means the
+        // connection is going away: leave it alone.
+        if client.outbox.push(message.clone()).is_ok() {
+            node.hub.subscribe(&req.channel, &client);
+        }
+    }
+    Ok(SubscribeResult {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    fn request(user: &str, channel: &str) -> SubscribeRequest {
+        SubscribeRequest {
+            user: user.into(),
+            channel: channel.into(),
+            ..SubscribeRequest::default()
+        }
+    }
+
+    #[test]
+    fn subscribes_every_connection_of_the_user() {
+        let node = node();
+        let a1 = client(&node, "a1", "alice");
+        let a2 = client(&node, "a2", "alice");
+        let b = client(&node, "b", "bob");
+        execute(&node, request("alice", "news")).unwrap();
+        let push = frame_len(r#"{"push":{"channel":"news","subscribe":{}}}"#);
+        assert_eq!(a1.outbox.queued_bytes(), push);
+        assert_eq!(a2.outbox.queued_bytes(), push);
+        assert_eq!(b.outbox.queued_bytes(), 0);
+        assert!(a1.is_subscribed("news") && a2.is_subscribed("news"));
+        assert_eq!(node.hub.num_subscribers("news"), 2);
+        // Again: nothing new is queued.
+        execute(&node, request("alice", "news")).unwrap();
+        assert_eq!(a1.outbox.queued_bytes(), push);
+        // Publications now reach them, after the subscribe push.
+        node.publish("news", raw("1"), Default::default()).unwrap();
+        assert_eq!(
+            drain(&a1).0,
+            [
+                r#"{"push":{"channel":"news","subscribe":{}}}"#,
+                r#"{"push":{"channel":"news","pub":{"data":1}}}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn one_connection_with_data() {
+        let node = node();
+        let a1 = client(&node, "a1", "alice");
+        let a2 = client(&node, "a2", "alice");
+        let mut req = request("alice", "chat:1");
+        req.client = "a2".into();
+        req.data = Some(raw("{\"welcome\":\ntrue}"));
+        req.info = Some(raw(r#"{"role":"admin"}"#));
+        execute(&node, req).unwrap();
+        assert_eq!(a1.outbox.queued_bytes(), 0);
+        assert_eq!(
+            a2.outbox.queued_bytes(),
+            frame_len(r#"{"push":{"channel":"chat:1","subscribe":{"data":{"welcome":true}}}}"#)
+        );
+        assert!(a2.is_subscribed("chat:1") && !a1.is_subscribed("chat:1"));
+        assert_eq!(
+            drain(&a2).0,
+            [r#"{"push":{"channel":"chat:1","subscribe":{"data":{"welcome":true}}}}"#]
+        );
+    }
+
+    #[test]
+    fn no_live_connection_is_fine() {
+        let node = node();
+        assert_eq!(
+            execute(&node, request("ghost", "news")),
+            Ok(SubscribeResult {})
+        );
+        assert_eq!(node.hub.num_channels(), 0);
+    }
+
+    #[test]
+    fn closed_connections_are_skipped() {
+        let node = node();
+        let a = client(&node, "a", "alice");
+        a.outbox.close(crate::ws::CloseCode(3001), "bye");
+        execute(&node, request("alice", "news")).unwrap();
+        assert!(!a.is_subscribed("news"));
+    }
+
+    #[test]
+    fn errors() {
+        let node = node();
+        let _a = client(&node, "a", "alice");
+        assert_eq!(execute(&node, request("", "news")).unwrap_err().code, 107);
+        assert_eq!(execute(&node, request("alice", "")).unwrap_err().code, 107);
+        assert_eq!(
+            execute(&node, request("alice", "nope:x")).unwrap_err().code,
+            102
+        );
+        let mut req = request("alice", "news");
+        req.b64data = "AA==".into();
+        assert_eq!(execute(&node, req).unwrap_err().code, 107);
+        let mut req = request("alice", "news");
+        req.b64info = "AA==".into();
+        assert_eq!(execute(&node, req).unwrap_err().code, 107);
+        let mut req = request("alice", "news");
+        req.expire_at = 1;
+        assert_eq!(execute(&node, req).unwrap_err().code, 108);
+        let mut req = request("alice", "news");
+        req.session = "s".into();
+        assert_eq!(execute(&node, req).unwrap_err().code, 108);
+        assert_eq!(node.hub.num_subscriptions(), 0);
+    }
+
+    #[test]
+    fn decodes_cent_requests() {
+        let req: SubscribeRequest = super::super::decode(
+            br#"{"user":"u","channel":"c","recover_since":{"offset":1,"epoch":"e"},
+                 "override":{"presence":{"value":true}},"info":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!((req.user.as_str(), req.channel.as_str()), ("u", "c"));
+        assert!(req.recover_since.is_some() && req.override_.is_some());
+    }
+}
