@@ -2,6 +2,7 @@
 //! API and its background tasks, and the one publish path they all use.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,9 @@ pub struct Node {
     pub started: Instant,
     /// Cancelled when the node shuts down; client tasks watch it.
     pub shutdown: CancellationToken,
+    /// Open client connections, connected or not yet (shutdown waits for all of them to
+    /// take their close frame; the hub only knows connected ones).
+    pub live_connections: AtomicUsize,
 }
 
 impl std::fmt::Debug for Node {
@@ -80,6 +84,7 @@ impl Node {
             name,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            live_connections: AtomicUsize::new(0),
         }))
     }
 
@@ -151,4 +156,21 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Counts a connection in [`Node::live_connections`] for as long as it exists.
+pub struct LiveConnection(Arc<Node>);
+
+impl LiveConnection {
+    /// Starts counting a connection.
+    pub fn new(node: Arc<Node>) -> LiveConnection {
+        node.live_connections.fetch_add(1, Ordering::Relaxed);
+        LiveConnection(node)
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.live_connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }

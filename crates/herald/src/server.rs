@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::node::Node;
+use crate::node::{LiveConnection, Node};
 use crate::ws::{self, CloseCode, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -87,10 +87,11 @@ impl Server {
         }
         drop(listener);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while node.hub.num_clients() > 0 && tokio::time::Instant::now() < deadline {
+        let live = || node.live_connections.load(std::sync::atomic::Ordering::Relaxed);
+        while live() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::info!("shut down; {} clients remained", node.hub.num_clients());
+        tracing::info!("shut down; {} connections remained", live());
     }
 }
 
@@ -226,7 +227,10 @@ fn upgrade(node: Arc<Node>, ws: Arc<WsSettings>, mut req: Request<Body>, peer: S
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // Counted from the handshake on, so that shutdown waits for this connection too.
+    let live = LiveConnection::new(node.clone());
     tokio::spawn(async move {
+        let _live = live;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),

@@ -17,7 +17,10 @@ async fn connect_with_valid_token() {
     let result = &reply["connect"];
     let client = result["client"].as_str().expect("client id");
     assert_eq!(client.len(), 36, "client id should be a UUID: {client}");
-    assert!(result["version"].as_str().is_some_and(|v| !v.is_empty()), "{reply}");
+    assert!(
+        result["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{reply}"
+    );
     assert!(result["ping"].as_u64().is_some_and(|p| p > 0), "{reply}");
     assert_eq!(result["pong"], true, "{reply}");
     // No exp in the token: the connection does not expire.
@@ -98,7 +101,8 @@ async fn empty_line_inside_batch_closes_3501() {
 async fn one_trailing_newline_is_allowed() {
     let server = Server::start(json!({})).await;
     let mut ws = server.client("alice").await;
-    ws.send_text("{\"id\":2,\"rpc\":{\"method\":\"a\"}}\n").await;
+    ws.send_text("{\"id\":2,\"rpc\":{\"method\":\"a\"}}\n")
+        .await;
     let values = ws.next_values().await;
     assert_eq!(values.len(), 1);
     assert_eq!(values[0]["id"], 2);
@@ -119,7 +123,8 @@ async fn forged_token_closes_3500() {
     let server = Server::start(json!({})).await;
     let mut ws = server.ws().await;
     let forged = herald::auth::generate_token("alice", None, "some-other-secret", None).unwrap();
-    ws.send(&json!({"id": 1, "connect": {"token": forged}})).await;
+    ws.send(&json!({"id": 1, "connect": {"token": forged}}))
+        .await;
     assert_eq!(ws.expect_close().await, (3500, "invalid token".into()));
 }
 
@@ -199,7 +204,11 @@ async fn batched_commands_get_batched_replies_in_one_frame() {
     ws.send_text(&frame).await;
     let replies = ws.next_values().await;
     let ids: Vec<u64> = replies.iter().map(|r| r["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids, [1, 2, 3, 4, 5], "all replies in one frame, in order: {replies:?}");
+    assert_eq!(
+        ids,
+        [1, 2, 3, 4, 5],
+        "all replies in one frame, in order: {replies:?}"
+    );
     assert!(replies[0]["connect"]["client"].is_string());
     assert_eq!(replies[1]["publish"], json!({}));
     assert_error(&replies[2], 108);
@@ -234,4 +243,35 @@ async fn ping_command_answers_108() {
     let reply = ws.call(json!({"ping": {}})).await;
     assert_error(&reply, 108);
     ws.assert_alive().await;
+}
+
+#[tokio::test]
+async fn token_channels_are_server_side_subscriptions() {
+    let server = Server::start(json!({})).await;
+    let mut ws = server.ws().await;
+    let token =
+        herald::auth::sign_hs256(&json!({"sub": "alice", "channels": ["news"]}), SECRET).unwrap();
+    let reply = ws.connect(&token).await;
+    assert!(reply["connect"]["subs"]["news"].is_object(), "{reply}");
+    // Already subscribed server-side.
+    assert_error(&ws.subscribe("news").await, 105);
+}
+
+#[tokio::test]
+async fn token_info_is_publication_conn_info() {
+    let server = Server::start(json!({
+        "channel": {"without_namespace": {"allow_publish_for_client": true}}
+    }))
+    .await;
+    let mut ws = server.ws().await;
+    let info = json!({"name": "Alice"});
+    let token = herald::auth::generate_token("alice", None, SECRET, Some(&info)).unwrap();
+    ws.connect(&token).await;
+    ws.subscribe_ok("news").await;
+    assert_eq!(
+        ws.publish("news", json!({"n": 1})).await["publish"],
+        json!({})
+    );
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["info"]["conn_info"], info, "{push}");
 }

@@ -371,7 +371,9 @@ impl Ws {
     pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()?;
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
             return Some(match next {
                 None => Frame::Ended("stream ended".into()),
                 Some(Err(e)) => Frame::Ended(e.to_string()),
@@ -508,7 +510,20 @@ impl Ws {
             match self.next_frame_within(left).await {
                 None => panic!("no close frame within {wait:?}"),
                 Some(Frame::Text(_)) => continue,
-                Some(Frame::Close(code, reason)) => return (code, reason),
+                Some(Frame::Close(code, reason)) => {
+                    // Keep polling so that tungstenite sends its close reply and the server
+                    // sees a clean closing handshake (it would otherwise wait for it).
+                    let _ = tokio::time::timeout(STEP, async {
+                        while self.stream.next().await.is_some() {}
+                    })
+                    .await;
+                    // Then end our side of the TCP connection, as a client that closes does
+                    // (the server waits for this FIN before it forgets the connection).
+                    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.stream.get_mut() {
+                        let _ = tcp.shutdown().await;
+                    }
+                    return (code, reason);
+                }
                 Some(Frame::Ended(why)) => panic!("connection ended without a close frame: {why}"),
             }
         }
@@ -530,9 +545,7 @@ impl Ws {
 pub fn split_values(text: &str) -> Vec<Value> {
     text.split('\n')
         .filter(|line| !line.is_empty())
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")))
         .collect()
 }
 
@@ -579,7 +592,11 @@ pub async fn raw_handshake(port: u16, extra: &[(&str, &str)]) -> (Head, RawWs) {
 }
 
 /// [`raw_handshake`] on an already connected socket.
-pub async fn raw_handshake_on(stream: TcpStream, port: u16, extra: &[(&str, &str)]) -> (Head, RawWs) {
+pub async fn raw_handshake_on(
+    stream: TcpStream,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> (Head, RawWs) {
     let mut request = format!(
         "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -622,7 +639,11 @@ impl RawWs {
                 return Head { status, text };
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await.expect("read response head");
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .expect("read response head");
             assert!(n > 0, "connection closed before the response head");
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -663,7 +684,8 @@ impl RawWs {
                     } else {
                         1005
                     };
-                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
+                    let reason =
+                        String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
                     return Some((code, reason));
                 }
             }
@@ -716,7 +738,10 @@ fn decode_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
             if buf.len() < 10 {
                 return None;
             }
-            (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
+            (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            )
         }
         n => (n as usize, 2),
     };
@@ -791,10 +816,11 @@ pub async fn http(
     body: Option<&[u8]>,
 ) -> HttpResponse {
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-        );
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
         for (k, v) in headers {
             request.push_str(&format!("{k}: {v}\r\n"));
         }

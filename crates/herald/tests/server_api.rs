@@ -1,0 +1,319 @@
+//! The server HTTP API (`/api/<method>`) against a running server with real WebSocket clients.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+async fn server() -> Server {
+    Server::start(json!({
+        "channel": {"namespaces": [{"name": "chat", "allow_subscribe_for_client": true}]}
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn api_without_key_is_401() {
+    let server = server().await;
+    let body = br#"{"channel":"news","data":{}}"#;
+    let response = http(server.port, "POST", "/api/publish", &[], Some(body)).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+}
+
+#[tokio::test]
+async fn api_with_wrong_key_is_401() {
+    let server = server().await;
+    let body = br#"{"channel":"news","data":{}}"#;
+    for headers in [
+        vec![("X-API-Key", "wrong")],
+        vec![("Authorization", "apikey wrong")],
+        vec![("X-API-Key", "")],
+    ] {
+        let response = http(server.port, "POST", "/api/publish", &headers, Some(body)).await;
+        assert_eq!(response.status, 401, "{headers:?}: {}", response.text());
+    }
+    let response = http(
+        server.port,
+        "POST",
+        "/api/publish?api_key=wrong",
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.status, 401, "{}", response.text());
+}
+
+#[tokio::test]
+async fn api_key_in_header_authorization_or_query() {
+    let server = server().await;
+    let body = br#"{"channel":"news","data":{"n":1}}"#;
+    let authorization = format!("apikey {API_KEY}");
+    for (path, headers) in [
+        ("/api/publish".to_owned(), vec![("X-API-Key", API_KEY)]),
+        (
+            "/api/publish".to_owned(),
+            vec![("Authorization", authorization.as_str())],
+        ),
+        (format!("/api/publish?api_key={API_KEY}"), vec![]),
+    ] {
+        let response = http(server.port, "POST", &path, &headers, Some(body)).await;
+        assert_eq!(
+            response.status,
+            200,
+            "{path} {headers:?}: {}",
+            response.text()
+        );
+        assert!(response.json()["result"].is_object(), "{}", response.text());
+    }
+}
+
+#[tokio::test]
+async fn api_malformed_json_is_400_with_json_body() {
+    let server = server().await;
+    let response = http(
+        server.port,
+        "POST",
+        "/api/publish",
+        &[("X-API-Key", API_KEY)],
+        Some(b"{\"channel\": \"news\", "),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(response.json().is_object(), "{}", response.text());
+}
+
+#[tokio::test]
+async fn api_publish_reaches_subscriber() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    ws.subscribe_ok("chat:1").await;
+    let result = server
+        .api_ok(
+            "publish",
+            json!({"channel": "chat:1", "data": {"text": "from api"}}),
+        )
+        .await;
+    assert!(result.is_object(), "{result}");
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["channel"], "chat:1", "{push}");
+    assert_eq!(
+        push["push"]["pub"]["data"],
+        json!({"text": "from api"}),
+        "{push}"
+    );
+    assert!(
+        push["push"]["pub"].get("info").is_none(),
+        "API publications have no info: {push}"
+    );
+}
+
+#[tokio::test]
+async fn api_publish_to_unknown_namespace_is_error_102() {
+    let server = server().await;
+    let response = server
+        .api("publish", json!({"channel": "nope:1", "data": {}}))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["error"]["code"], 102, "{}", response.text());
+}
+
+#[tokio::test]
+async fn api_broadcast_to_two_channels() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    ws.subscribe_ok("chat:a").await;
+    ws.subscribe_ok("chat:b").await;
+    let result = server
+        .api_ok(
+            "broadcast",
+            json!({"channels": ["chat:a", "chat:b"], "data": {"all": true}}),
+        )
+        .await;
+    let responses = result["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 2, "{result}");
+    for r in responses {
+        assert!(r.get("error").is_none(), "{result}");
+    }
+    let mut channels = vec![
+        ws.next_push().await["push"]["channel"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        ws.next_push().await["push"]["channel"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ];
+    channels.sort();
+    assert_eq!(channels, ["chat:a", "chat:b"]);
+}
+
+#[tokio::test]
+async fn api_channels_lists_num_clients() {
+    let server = server().await;
+    let mut a = server.client("alice").await;
+    let mut b = server.client("bob").await;
+    a.subscribe_ok("news").await;
+    b.subscribe_ok("news").await;
+    a.subscribe_ok("chat:1").await;
+    let result = server.api_ok("channels", json!({})).await;
+    assert_eq!(result["channels"]["news"]["num_clients"], 2, "{result}");
+    assert_eq!(result["channels"]["chat:1"]["num_clients"], 1, "{result}");
+    let result = server
+        .api_ok("channels", json!({"pattern": "chat:*"}))
+        .await;
+    let names: Vec<&String> = result["channels"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["chat:1"], "{result}");
+}
+
+#[tokio::test]
+async fn api_info_counts_clients() {
+    let server = server().await;
+    let _a = server.client("alice").await;
+    let _b = server.client("bob").await;
+    let result = server.api_ok("info", json!({})).await;
+    let node = &result["nodes"][0];
+    assert_eq!(node["num_clients"], 2, "{result}");
+    assert_eq!(node["num_users"], 2, "{result}");
+    assert!(node["uid"].is_string(), "{result}");
+}
+
+#[tokio::test]
+async fn api_disconnect_user_closes_all_their_connections_3503() {
+    let server = server().await;
+    let mut alice1 = server.client("alice").await;
+    let mut alice2 = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let result = server.api_ok("disconnect", json!({"user": "alice"})).await;
+    assert!(result.is_object(), "{result}");
+    assert_eq!(
+        alice1.expect_close().await,
+        (3503, "force disconnect".into())
+    );
+    assert_eq!(alice2.expect_close().await.0, 3503);
+    bob.assert_alive().await;
+}
+
+#[tokio::test]
+async fn api_subscribe_pushes_subscribe_then_publications() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    let mut other = server.client("bob").await;
+    server
+        .api_ok("subscribe", json!({"channel": "news", "user": "alice"}))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["channel"], "news", "{push}");
+    assert!(push["push"]["subscribe"].is_object(), "{push}");
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
+    // Only alice was subscribed: bob's first push is the one of a channel he did subscribe
+    // to, published after.
+    other.subscribe_ok("other").await;
+    server
+        .api_ok("publish", json!({"channel": "other", "data": {"n": 2}}))
+        .await;
+    assert_eq!(other.next_push().await["push"]["channel"], "other");
+    // The client now counts as subscribed: subscribing again is refused.
+    assert_error(&ws.subscribe("news").await, 105);
+}
+
+#[tokio::test]
+async fn api_unsubscribe_pushes_unsubscribe_2000() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    ws.subscribe_ok("news").await;
+    ws.subscribe_ok("chat:1").await;
+    server
+        .api_ok("unsubscribe", json!({"channel": "news", "user": "alice"}))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["channel"], "news", "{push}");
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000, "{push}");
+    assert_eq!(
+        push["push"]["unsubscribe"]["reason"], "server unsubscribe",
+        "{push}"
+    );
+    // No more publications from news: chat:1's comes first.
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    server
+        .api_ok("publish", json!({"channel": "chat:1", "data": {"n": 2}}))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["channel"], "chat:1", "{push}");
+}
+
+#[tokio::test]
+async fn api_batch() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    ws.subscribe_ok("news").await;
+    // As Centrifugo's: the batch answer is `{"replies": [...]}` itself, not under `result`.
+    let response = server
+        .api(
+            "batch",
+            json!({"commands": [
+                {"publish": {"channel": "news", "data": {"n": 1}}},
+                {"publish": {"channel": "nope:x", "data": {"n": 2}}},
+                {"publish": {"channel": "news", "data": {"n": 3}}}
+            ]}),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let result = response.json();
+    let replies = result["replies"].as_array().expect("replies");
+    assert_eq!(replies.len(), 3, "{result}");
+    assert!(replies[0]["publish"].is_object(), "{result}");
+    assert_eq!(replies[1]["error"]["code"], 102, "{result}");
+    assert!(replies[2]["publish"].is_object(), "{result}");
+    assert_eq!(ws.next_push().await["push"]["pub"]["data"], json!({"n": 1}));
+    assert_eq!(ws.next_push().await["push"]["pub"]["data"], json!({"n": 3}));
+}
+
+#[tokio::test]
+async fn api_disconnect_with_custom_code_and_client_filter() {
+    let server = server().await;
+    let mut alice1 = server.ws().await;
+    let reply = alice1.connect(&token("alice")).await;
+    let alice1_id = reply["connect"]["client"].as_str().unwrap().to_owned();
+    let mut alice2 = server.client("alice").await;
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "alice", "client": alice1_id, "disconnect": {"code": 4000, "reason": "bye"}}),
+        )
+        .await;
+    assert_eq!(alice1.expect_close().await, (4000, "bye".into()));
+    // Only the named connection of the user.
+    alice2.assert_alive().await;
+}
+
+#[tokio::test]
+async fn api_channels_forgets_channels_of_gone_clients() {
+    let server = server().await;
+    let mut a = server.client("alice").await;
+    a.subscribe_ok("news").await;
+    let result = server.api_ok("channels", json!({})).await;
+    assert_eq!(result["channels"]["news"]["num_clients"], 1, "{result}");
+    server.api_ok("disconnect", json!({"user": "alice"})).await;
+    assert_eq!(a.expect_close().await.0, 3503);
+    // The server forgets the client when its connection task ends: poll (bounded).
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let channels = server.api_ok("channels", json!({})).await;
+        let info = server.api_ok("info", json!({})).await;
+        if channels["channels"].get("news").is_none() && info["nodes"][0]["num_clients"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listed after disconnect: {channels} {info}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
