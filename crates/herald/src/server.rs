@@ -47,7 +47,7 @@ impl Server {
             "" => "0.0.0.0",
             other => other,
         };
-        let listener = TcpListener::bind((host, http.port)).await.map_err(|e| {
+        let listener = listen((host, http.port)).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!(
@@ -93,6 +93,28 @@ impl Server {
         }
         tracing::info!("shut down; {} connections remained", live());
     }
+}
+
+/// Pending connections the kernel may hold before `accept`: the default of 128 drops SYNs when
+/// thousands of clients reconnect at once (each drop costs that client a 1 s retry).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
+async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
 fn ws_settings(node: &Node) -> WsSettings {

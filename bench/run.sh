@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Runs Herald's standard benchmarks with herald-bench and writes bench/RESULTS.md.
+#
+#   bench/run.sh              # the standard set (~6 minutes)
+#   QUICK=1 bench/run.sh      # one small fan-out only (smoke test, ~20 s)
+#
+# Environment knobs:
+#   RUNS=3            runs of each fan-out scenario
+#   DURATION=10       seconds of publishing per fan-out run
+#   IDLE_SUBS=15000   connections of the idle scenario (client + server sockets: keep the
+#                     server process under its open-file limit)
+#   PUBLISH_VIA=auto  api | client | auto (api when /api/publish works, else client publish)
+#   PORT=8000         first port tried for the server (the next free one is used)
+#   OUT=bench/RESULTS.md
+#   QUIET_IDLE=0      if > 0: before each run wait (at most QUIET_WAIT=300 s) until the CPUs
+#                     were at least this many percent idle over 2 s (for shared machines)
+#
+# Every scenario gets a freshly started server, so memory and state do not carry over.
+# Traffic goes to 127.0.0.1 only; every run is bounded in time.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CONFIG=bench/config.json
+OUT=${OUT:-bench/RESULTS.md}
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+IDLE_SUBS=${IDLE_SUBS:-15000}
+PUBLISH_VIA=${PUBLISH_VIA:-auto}
+QUICK=${QUICK:-0}
+PORT=${PORT:-8000}
+WORK=bench/out
+mkdir -p "$WORK"
+RESULTS="$WORK/results.jsonl"
+COMMANDS="$WORK/commands.txt"
+: >"$RESULTS"
+: >"$COMMANDS"
+
+SECRET=$(sed -n 's/.*"hmac_secret_key": *"\([^"]*\)".*/\1/p' "$CONFIG")
+API_KEY=$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' "$CONFIG")
+[ -n "$SECRET" ] && [ -n "$API_KEY" ] || { echo "run.sh: cannot read the secret and API key from $CONFIG" >&2; exit 1; }
+
+echo "== building (release)" >&2
+cargo build --release -p herald -p herald-bench >&2
+HERALD="$ROOT/target/release/herald"
+BENCH="$ROOT/target/release/herald-bench"
+
+# The server and each worker hold one descriptor per connection.
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+while port_in_use "$PORT"; do PORT=$((PORT + 1)); done
+URL="ws://127.0.0.1:$PORT/connection/websocket"
+API="http://127.0.0.1:$PORT/api"
+
+SERVER_PID=""
+start_server() {
+    "$HERALD" -c "$CONFIG" --port "$PORT" >>"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        if port_in_use "$PORT"; then return 0; fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "run.sh: herald did not start; see $WORK/server.log" >&2
+    exit 1
+}
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+trap stop_server EXIT
+
+# api_works: does POST /api/publish answer with a result?
+api_works() {
+    local body
+    body=$(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && {
+        local data='{"channel":"bench-probe","data":{}}'
+        printf 'POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+            "$API_KEY" "${#data}" "$data" >&3
+        timeout 5 cat <&3
+    }) || return 1
+    printf '%s' "$body" | grep -q '"result"'
+}
+
+if [ "$PUBLISH_VIA" = auto ]; then
+    start_server
+    if api_works; then PUBLISH_VIA=api; else PUBLISH_VIA=client; fi
+    stop_server
+    echo "== publishing through: $PUBLISH_VIA" >&2
+fi
+
+QUIET_IDLE=${QUIET_IDLE:-0}
+QUIET_WAIT=${QUIET_WAIT:-300}
+# cpu_idle_pct: percentage of CPU time idle over the next 2 s (all CPUs).
+cpu_idle_pct() {
+    local a b
+    a=($(head -n 1 /proc/stat))
+    sleep 2
+    b=($(head -n 1 /proc/stat))
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    local idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $((total > 0 ? 100 * idle / total : 0))
+}
+wait_quiet() {
+    [ "$QUIET_IDLE" -gt 0 ] || return 0
+    local waited=0 idle
+    while idle=$(cpu_idle_pct); [ "$idle" -lt "$QUIET_IDLE" ]; do
+        if [ "$waited" -ge "$QUIET_WAIT" ]; then
+            echo "== CPUs only ${idle}% idle after waiting ${waited} s; running anyway" >&2
+            return 0
+        fi
+        sleep 3
+        waited=$((waited + 5))
+    done
+}
+
+# run LABEL SCENARIO ARGS...: one run on a fresh server; the result line goes to $RESULTS.
+run() {
+    local label=$1 scenario=$2
+    shift 2
+    wait_quiet
+    start_server
+    local args=("$scenario" --url "$URL" --hmac-secret "$SECRET" --server-pid "$SERVER_PID" --label "$label" "$@")
+    if [ "$scenario" = fanout ]; then
+        args+=(--api "$API" --api-key "$API_KEY" --publish-via "$PUBLISH_VIA")
+    fi
+    echo "== $label: herald-bench ${args[*]}" >&2
+    echo "herald-bench ${args[*]}" | sed "s/$SECRET/\$SECRET/; s/$API_KEY/\$API_KEY/" >>"$COMMANDS"
+    if "$BENCH" "${args[@]}" | tee "$WORK/$label.txt"; then
+        tail -n 1 "$WORK/$label.txt" >>"$RESULTS"
+    else
+        echo "run.sh: $label failed" >&2
+        echo "{\"scenario\":\"failed\",\"label\":\"$label\"}" >>"$RESULTS"
+    fi
+    stop_server
+    sleep 1
+}
+
+START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+PSI_START=$(sed -n 's/^some avg10=\([^ ]*\) avg60=\([^ ]*\) avg300=\([^ ]*\).*/\1 \2 \3/p' /proc/pressure/cpu 2>/dev/null || echo "n/a")
+if [ "$QUICK" = 1 ]; then
+    run fanout-100x100 fanout --subs 100 --rate 100 --duration 3 --payload-size 64
+else
+    for i in $(seq 1 "$RUNS"); do
+        run "fanout-1k-subs-1k-msg" fanout --subs 1000 --rate 1000 --duration "$DURATION" --payload-size 64 \
+            --plot "$WORK/fanout-1k-1k-$i.svg"
+    done
+    for i in $(seq 1 "$RUNS"); do
+        run "fanout-1k-subs-5k-msg" fanout --subs 1000 --rate 5000 --duration "$DURATION" --payload-size 64 \
+            --plot "$WORK/fanout-1k-5k-$i.svg"
+    done
+    for i in $(seq 1 "$RUNS"); do
+        run "fanout-10k-subs-100-msg" fanout --subs 10000 --rate 100 --duration "$DURATION" --payload-size 64 \
+            --plot "$WORK/fanout-10k-100-$i.svg"
+    done
+    run "idle-$IDLE_SUBS" idle --subs "$IDLE_SUBS" --hold 15
+    run "connect-5k" connect --subs 5000 --concurrency 100
+fi
+END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+{
+    echo "# Herald benchmark results"
+    echo
+    echo "Written by \`bench/run.sh\` from $START to $END (UTC). Raw output: \`bench/out/\` (one"
+    echo "\`.txt\` per run, \`results.jsonl\` with the JSON result lines, latency plots as SVG)."
+    echo
+    echo "## Machine"
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| CPUs (nproc) | $(nproc) |"
+    echo "| CPU model | $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1) |"
+    echo "| kernel | $(uname -r) |"
+    echo "| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
+    echo "| open-file limit (ulimit -n) | $NOFILE |"
+    echo "| load average (1, 5, 15 min) at start | $LOAD_START |"
+    echo "| CPU pressure (PSI some avg10/60/300) at start | $PSI_START |"
+    echo "| rustc | $(rustc --version) |"
+    echo "| herald commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' (with uncommitted changes)') |"
+    echo
+    echo "Server and load generator share this machine (and its cores): the numbers measure both"
+    echo "together. \`bench CPU %\` and \`server CPU %\` are percentages of one core. \`CPU pressure %\`"
+    echo "is Linux PSI (\`/proc/pressure/cpu\`, some avg10) at the end of the run: the share of time"
+    echo "in which some runnable task waited for a CPU. Well above what server + bench explain"
+    echo "(or a load average above the core count) means other work competed for the CPUs, and"
+    echo "latency then measures that contention more than the server."
+    echo
+    echo "## Set-up"
+    echo
+    echo "* server: \`target/release/herald -c bench/config.json --port $PORT\`, restarted for every run"
+    echo "  (config: HMAC connection tokens, API key, \`channel.without_namespace.allow_subscribe_for_client\`,"
+    echo "  \`client.queue_max_size\` 64 MiB, log level warn)"
+    echo "* publications: $PUBLISH_VIA ($( [ "$PUBLISH_VIA" = api ] && echo "POST /api/publish over keep-alive HTTP/1.1" || echo "client \`publish\` command over WebSocket"  )),"
+    echo "  64-byte data objects \`{\"ts\":…,\"seq\":…,\"pad\":\"…\"}\` at a fixed rate; latency = receive time − \`ts\`"
+    echo "  (both from CLOCK_MONOTONIC of this machine)"
+    echo "* subscribers: one user per connection (HS256 token signed by the bench), one channel"
+    echo
+    echo "## Commands"
+    echo
+    echo '```'
+    echo "ulimit -n $NOFILE"
+    cat "$COMMANDS"
+    echo '```'
+    echo
+    echo "## Results"
+    echo
+    "$BENCH" table "$RESULTS"
+    if grep -q '"scenario":"failed"' "$RESULTS"; then
+        echo "Failed runs: $(grep '"scenario":"failed"' "$RESULTS" | sed 's/.*"label":"\([^"]*\)".*/\1/' | tr '\n' ' ')"
+        echo
+    fi
+} >"$OUT"
+echo "== wrote $OUT" >&2

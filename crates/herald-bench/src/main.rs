@@ -1,0 +1,222 @@
+//! `herald-bench`: a load generator for Herald (or any server speaking the Centrifugo client
+//! protocol v2 JSON and the Centrifugo HTTP API).
+//!
+//! Scenarios:
+//! * `fanout` — N subscribers on one channel, publications at a fixed rate through the HTTP
+//!   API; delivery latency percentiles, deliveries/s and loss.
+//! * `idle` — N connected, subscribed clients held for a while; server memory per connection.
+//! * `connect` — how fast N clients can connect and subscribe, with latency percentiles.
+//!
+//! Connections live in worker processes (`--procs`), each a re-execution of this binary with
+//! the hidden `worker` subcommand, so more sockets can be held than one process may open.
+
+mod proto;
+mod publisher;
+mod report;
+mod scenario;
+mod stats;
+mod sys;
+mod token;
+mod worker;
+mod ws;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Load generator for Herald and other Centrifugo-protocol servers: fan-out latency, \
+             idle connection memory, connect rate",
+    after_help = "Examples:\n  herald-bench fanout --hmac-secret S --api-key K --subs 1000 --rate 1000 --duration 10\n  \
+                  herald-bench idle --hmac-secret S --subs 15000 --hold 15 --server-pid $(pidof herald)\n  \
+                  herald-bench connect --hmac-secret S --subs 5000 --concurrency 200"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Subscribers on one channel receive publications sent at a fixed rate: latency and loss.
+    Fanout(FanoutArgs),
+    /// Hold connected, subscribed clients: server memory per connection.
+    Idle(IdleArgs),
+    /// Connect (and subscribe) clients as fast as allowed: rate and latency.
+    Connect(ConnectArgs),
+    /// Print Markdown tables of the JSON result lines in FILE (output of earlier runs).
+    Table {
+        /// A file holding result lines (other lines are skipped); `-` for stdin.
+        file: PathBuf,
+    },
+    /// Internal: one worker process (started by the others).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Options every scenario has.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    pub url: String,
+    /// Connection token used by every client.
+    #[arg(long, env = "HERALD_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// HMAC secret (client.token.hmac_secret_key): sign an HS256 token per client, user
+    /// `bench-<n>`.
+    #[arg(long, env = "HERALD_BENCH_HMAC_SECRET", hide_env_values = true)]
+    pub hmac_secret: Option<String>,
+    /// Channel to subscribe to (and publish to).
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Number of client connections.
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Worker processes holding the connections (default: one per 15,000 connections).
+    #[arg(long)]
+    pub procs: Option<usize>,
+    /// Runtime threads per worker process (default: CPUs / procs, at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Local source addresses: a count N (127.0.0.1 … 127.0.0.N), a comma list, `none`, or
+    /// `auto` (one loopback address per 25,000 connections to a loopback server).
+    #[arg(long, default_value = "auto")]
+    pub source_ips: String,
+    /// Connections being set up at once (over all workers).
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Seconds allowed for one client's handshake + connect + subscribe.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Read buffer per connection, bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub read_buf: usize,
+    /// PID of the server, for its memory and CPU use (default: found by the URL's port when
+    /// the server is local).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write a latency percentile plot (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// A label copied into the JSON result (e.g. the server name).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// How the publisher publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishVia {
+    /// `POST <api>/publish` with `X-API-Key`.
+    Api,
+    /// A client connection's `publish` command (namespace needs `allow_publish_for_client`).
+    Client,
+}
+
+/// `fanout` options.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Server HTTP API prefix.
+    #[arg(long, default_value = "http://127.0.0.1:8000/api")]
+    pub api: String,
+    /// Server API key (http_api.key).
+    #[arg(long, env = "HERALD_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Publications per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of publishing (a publisher behind schedule stops 1 s after this).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Size of each publication's data object, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// Concurrent publisher connections, each with one request in flight (default: enough for
+    /// --rate if a publish takes 2 ms + 2 µs per subscriber; 1..32).
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Publish through the HTTP API or through a client connection.
+    #[arg(long, value_enum, default_value_t = PublishVia::Api)]
+    pub publish_via: PublishVia,
+    /// Seconds to wait for the last deliveries after publishing ends.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+}
+
+/// `idle` options.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Seconds to hold the connections.
+    #[arg(long, default_value_t = 15.0)]
+    pub hold: f64,
+}
+
+/// `connect` options.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only connect; do not subscribe.
+    #[arg(long)]
+    pub no_subscribe: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Worker => return worker::main(),
+        Cmd::Table { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(file)
+            };
+            return match text {
+                Ok(t) => {
+                    print!("{}", report::markdown_tables(&t));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("herald-bench: {}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Fanout(a) => scenario::fanout(a).await,
+            Cmd::Idle(a) => scenario::idle(a).await,
+            Cmd::Connect(a) => scenario::connect(a).await,
+            Cmd::Worker | Cmd::Table { .. } => unreachable!("handled above"),
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
