@@ -127,6 +127,10 @@ export class Herald {
       env: { ...process.env, NO_COLOR: '1' },
     });
     this.proc = proc;
+    // Never leave a server behind, even if the test process ends without running `after`.
+    const reap = () => proc.kill('SIGKILL');
+    process.once('exit', reap);
+    proc.once('exit', () => process.removeListener('exit', reap));
     const started = new Promise((resolve, reject) => {
       let seen = '';
       const onData = (chunk) => {
@@ -227,5 +231,11 @@ export class Herald {
 
 /** Starts a herald with `config` merged over the test defaults. */
 export async function startHerald(config = {}) {
-  return new Herald(config).start();
+  const herald = new Herald(config);
+  try {
+    return await herald.start();
+  } catch (e) {
+    await herald.close();
+    throw e;
+  }
 }

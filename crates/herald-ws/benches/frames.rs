@@ -36,23 +36,38 @@ fn decode(c: &mut Criterion) {
         let frames: Vec<u8> = (0..(256 * 1024 / (size + 14)).max(1))
             .flat_map(|_| client_frame(&payload))
             .collect();
-        let count = frames.len() / (size + if size < 126 { 6 } else if size < 65536 { 8 } else { 14 });
+        let count = frames.len()
+            / (size
+                + if size < 126 {
+                    6
+                } else if size < 65536 {
+                    8
+                } else {
+                    14
+                });
         group.throughput(Throughput::Bytes(frames.len() as u64));
-        group.bench_with_input(BenchmarkId::new("text_frames", size), &frames, |b, frames| {
-            let mut events = VecDeque::with_capacity(count);
-            b.iter(|| {
-                let mut decoder = Decoder::new(Limits::default(), None);
-                decoder.feed(black_box(frames), &mut events).unwrap_or_default();
-                events.clear();
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("text_frames", size),
+            &frames,
+            |b, frames| {
+                let mut events = VecDeque::with_capacity(count);
+                b.iter(|| {
+                    let mut decoder = Decoder::new(Limits::default(), None);
+                    decoder
+                        .feed(black_box(frames), &mut events)
+                        .unwrap_or_default();
+                    events.clear();
+                });
+            },
+        );
     }
     group.finish();
 }
 
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
-    let json = br#"{"push":{"channel":"news","pub":{"data":{"text":"hello, world","n":12345678}}}}"#;
+    let json =
+        br#"{"push":{"channel":"news","pub":{"data":{"text":"hello, world","n":12345678}}}}"#;
     group.throughput(Throughput::Elements(1));
     group.bench_function("frame_new_64B", |b| {
         b.iter(|| Frame::new(OpCode::Text, black_box(&json[..64])))
@@ -84,20 +99,26 @@ fn fanout(c: &mut Criterion) {
             .map(|_| Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow")))
             .collect();
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("push_shared_message", n), &outboxes, |b, outboxes| {
-            let message = Arc::new(Message::text(r#"{"push":{"channel":"news","pub":{"data":{"x":1}}}}"#));
-            let mut drained = VecDeque::new();
-            b.iter(|| {
-                for outbox in outboxes {
-                    let _ = outbox.push(message.clone());
-                }
-                // What each connection's writer does before its writev.
-                for outbox in outboxes {
-                    outbox.drain_into(&mut drained);
-                    drained.clear();
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("push_shared_message", n),
+            &outboxes,
+            |b, outboxes| {
+                let message = Arc::new(Message::text(
+                    r#"{"push":{"channel":"news","pub":{"data":{"x":1}}}}"#,
+                ));
+                let mut drained = VecDeque::new();
+                b.iter(|| {
+                    for outbox in outboxes {
+                        let _ = outbox.push(message.clone());
+                    }
+                    // What each connection's writer does before its writev.
+                    for outbox in outboxes {
+                        outbox.drain_into(&mut drained);
+                        drained.clear();
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -124,7 +145,9 @@ fn writev(c: &mut Criterion) {
             let mut written = socket.write_vectored(&slices).unwrap_or(total);
             // Loopback takes it all at once in practice; finish the rest plainly if not.
             while written < total {
-                let n = socket.write(&frame.as_bytes()[written % frame.len()..]).unwrap_or(total);
+                let n = socket
+                    .write(&frame.as_bytes()[written % frame.len()..])
+                    .unwrap_or(total);
                 written += n.max(1);
             }
         })

@@ -67,12 +67,16 @@ impl Default for Config {
 enum Phase {
     Open,
     /// We sent a close frame; waiting for the peer's.
-    CloseSent { deadline: Instant },
+    CloseSent {
+        deadline: Instant,
+    },
     /// Close frames went both ways (or the connection failed); flushing, then half-closing
     /// and waiting for the peer to close TCP.
     Closing,
     /// Our side is shut; reading until EOF or the deadline.
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
     Closed,
 }
 
@@ -125,14 +129,18 @@ impl WebSocket {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
-        let parts = upgraded
-            .downcast::<TokioIo<TcpStream>>()
-            .map_err(|_| {
-                Error::Io(io::Error::other(
-                    "WebSocket upgrade on a transport other than plain TCP is not supported",
-                ))
-            })?;
-        WebSocket::from_stream(parts.io.into_inner(), &parts.read_buf, negotiated, config, outbox)
+        let parts = upgraded.downcast::<TokioIo<TcpStream>>().map_err(|_| {
+            Error::Io(io::Error::other(
+                "WebSocket upgrade on a transport other than plain TCP is not supported",
+            ))
+        })?;
+        WebSocket::from_stream(
+            parts.io.into_inner(),
+            &parts.read_buf,
+            negotiated,
+            config,
+            outbox,
+        )
     }
 
     /// Wraps a TCP stream whose handshake is done; `already_read` holds bytes read past it.
@@ -320,7 +328,8 @@ impl WebSocket {
         if self.phase != Phase::Open {
             return;
         }
-        self.writing.push_back(Outgoing::Frame(Frame::close(code, reason)));
+        self.writing
+            .push_back(Outgoing::Frame(Frame::close(code, reason)));
         self.outbox.shut();
         self.phase = Phase::CloseSent {
             deadline: Instant::now() + self.config.close_timeout,
@@ -438,10 +447,16 @@ impl WebSocket {
             let mut count = 0;
             for item in self.writing.iter().take(MAX_IOVECS) {
                 let bytes: &Bytes = match item {
-                    Outgoing::Shared(message) => message.frame_for(self.deflate.as_ref()).as_bytes(),
+                    Outgoing::Shared(message) => {
+                        message.frame_for(self.deflate.as_ref()).as_bytes()
+                    }
                     Outgoing::Frame(frame) => frame.as_bytes(),
                 };
-                let bytes = if count == 0 { &bytes[self.written..] } else { &bytes[..] };
+                let bytes = if count == 0 {
+                    &bytes[self.written..]
+                } else {
+                    &bytes[..]
+                };
                 slices[count] = IoSlice::new(bytes);
                 count += 1;
             }

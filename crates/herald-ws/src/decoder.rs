@@ -273,7 +273,9 @@ impl Decoder {
         let Some(frame) = &mut self.frame else {
             return Ok(0);
         };
-        let take = input.len().min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        let take = input
+            .len()
+            .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
         let dst = if frame.header.opcode.is_control() {
             &mut self.control
         } else {
@@ -510,7 +512,13 @@ mod tests {
         big_message.extend(client_frame(true, false, 0, &[0; 41], [0; 4]));
         let mut many = Vec::new();
         for i in 0..4 {
-            many.extend(client_frame(i == 3, false, if i == 0 { 2 } else { 0 }, b"x", [0; 4]));
+            many.extend(client_frame(
+                i == 3,
+                false,
+                if i == 0 { 2 } else { 0 },
+                b"x",
+                [0; 4],
+            ));
         }
         for stream in [big_frame, big_message, many] {
             let err = decode_all(&[&stream], limits.clone()).unwrap_err();
@@ -597,8 +605,20 @@ mod tests {
             for (i, piece) in pieces.iter().enumerate() {
                 let first = i == 0;
                 let last = i + 1 == pieces.len();
-                let opcode = if !first { 0 } else if text { 1 } else { 2 };
-                out.extend(client_frame(last, false, opcode, piece, keys[i % keys.len()]));
+                let opcode = if !first {
+                    0
+                } else if text {
+                    1
+                } else {
+                    2
+                };
+                out.extend(client_frame(
+                    last,
+                    false,
+                    opcode,
+                    piece,
+                    keys[i % keys.len()],
+                ));
                 if !last && pings_after.get(i).copied().unwrap_or(false) {
                     out.extend(client_frame(true, false, 9, b"hi", keys[0]));
                 }

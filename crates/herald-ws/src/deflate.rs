@@ -275,7 +275,11 @@ pub(crate) fn decompress_into(
                         "decompressed message too big",
                     ));
                 }
-                out.reserve((out.len().max(256)).min(limit + 1 - out.len().min(limit)).max(64));
+                out.reserve(
+                    (out.len().max(256))
+                        .min(limit + 1 - out.len().min(limit))
+                        .max(64),
+                );
             }
             let before_out = out.len();
             let status = decompress
@@ -388,8 +392,11 @@ mod tests {
     #[test]
     fn negotiation_honours_the_offer_and_the_policy() {
         let config = DeflateConfig::default();
-        let (params, offer) =
-            negotiate(&offers("permessage-deflate; server_max_window_bits=8"), &config).unwrap();
+        let (params, offer) = negotiate(
+            &offers("permessage-deflate; server_max_window_bits=8"),
+            &config,
+        )
+        .unwrap();
         assert_eq!(params.server_max_window_bits, 8);
         assert!(params.server_no_context_takeover);
         assert_eq!(

@@ -81,7 +81,10 @@ impl HandshakeError {
             HeaderValue::from_static("application/json"),
         );
         if self.status == StatusCode::UPGRADE_REQUIRED {
-            headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         response
@@ -131,7 +134,11 @@ pub fn accept<B>(
             });
         }
     }
-    let key = match headers.get_all(header::SEC_WEBSOCKET_KEY).iter().collect::<Vec<_>>()[..] {
+    let key = match headers
+        .get_all(header::SEC_WEBSOCKET_KEY)
+        .iter()
+        .collect::<Vec<_>>()[..]
+    {
         [key] if is_valid_key(key.as_bytes()) => key.as_bytes(),
         _ => {
             return Err(HandshakeError::bad_request(
@@ -283,7 +290,10 @@ mod tests {
             ..HandshakeConfig::default()
         };
         let req = request(&[
-            ("Sec-WebSocket-Protocol", "centrifuge-protobuf, centrifuge-json"),
+            (
+                "Sec-WebSocket-Protocol",
+                "centrifuge-protobuf, centrifuge-json",
+            ),
             (
                 "Sec-WebSocket-Extensions",
                 "permessage-deflate; client_max_window_bits",
@@ -291,7 +301,10 @@ mod tests {
         ]);
         let (resp, negotiated) = accept(&req, &config).unwrap();
         assert_eq!(negotiated.protocol.as_deref(), Some("centrifuge-json"));
-        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_PROTOCOL], "centrifuge-json");
+        assert_eq!(
+            resp.headers()[header::SEC_WEBSOCKET_PROTOCOL],
+            "centrifuge-json"
+        );
         assert!(negotiated.deflate.is_some());
         assert!(
             resp.headers()[header::SEC_WEBSOCKET_EXTENSIONS]

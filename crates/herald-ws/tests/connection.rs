@@ -7,8 +7,8 @@ use std::time::Duration;
 use herald_ws::frame::{apply_mask, encode_header};
 use herald_ws::handshake::{HandshakeConfig, accept, parse_request};
 use herald_ws::{
-    CloseCode, Config, DeflateConfig, Error, FrameHeader, Incoming, Limits, Message, OpCode, Outbox,
-    WebSocket,
+    CloseCode, Config, DeflateConfig, Error, FrameHeader, Incoming, Limits, Message, OpCode,
+    Outbox, WebSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -89,7 +89,10 @@ async fn pair(config: Config, extensions: Option<&str>) -> (Client, WebSocket) {
         "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
     );
-    client.write_all(request.as_bytes()).await.expect("send request");
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(server.read_u8().await.expect("read request"));
@@ -103,12 +106,15 @@ async fn pair(config: Config, extensions: Option<&str>) -> (Client, WebSocket) {
         ..HandshakeConfig::default()
     };
     let (response, negotiated) = accept(&req, &handshake).expect("handshake accepted");
-    let mut head = format!("HTTP/1.1 101 Switching Protocols\r\n");
+    let mut head = String::from("HTTP/1.1 101 Switching Protocols\r\n");
     for (name, value) in response.headers() {
         head.push_str(&format!("{}: {}\r\n", name, value.to_str().expect("ascii")));
     }
     head.push_str("\r\n");
-    server.write_all(head.as_bytes()).await.expect("send response");
+    server
+        .write_all(head.as_bytes())
+        .await
+        .expect("send response");
     let mut reply = Vec::new();
     while !reply.ends_with(b"\r\n\r\n") {
         reply.push(client.read_u8().await.expect("read response"));
@@ -147,21 +153,33 @@ fn echo(mut ws: WebSocket) -> tokio::task::JoinHandle<Result<(), Error>> {
 async fn echoes_answers_pings_and_closes_cleanly() {
     let (mut client, ws) = pair(Config::default(), None).await;
     let server = echo(ws);
-    client.send(&client_frame(true, false, OpCode::Text, b"hello")).await;
-    client.send(&client_frame(true, false, OpCode::Ping, b"are you there")).await;
-    assert_eq!(client.frame().await, Some((true, false, OpCode::Text, b"hello".to_vec())));
+    client
+        .send(&client_frame(true, false, OpCode::Text, b"hello"))
+        .await;
+    client
+        .send(&client_frame(true, false, OpCode::Ping, b"are you there"))
+        .await;
+    assert_eq!(
+        client.frame().await,
+        Some((true, false, OpCode::Text, b"hello".to_vec()))
+    );
     assert_eq!(
         client.frame().await,
         Some((true, false, OpCode::Pong, b"are you there".to_vec()))
     );
     let mut close = 1000u16.to_be_bytes().to_vec();
     close.extend_from_slice(b"bye");
-    client.send(&client_frame(true, false, OpCode::Close, &close)).await;
+    client
+        .send(&client_frame(true, false, OpCode::Close, &close))
+        .await;
     let (_, _, opcode, payload) = client.frame().await.expect("close reply");
     assert_eq!(opcode, OpCode::Close);
     assert_eq!(&payload[..2], &1000u16.to_be_bytes());
     client.expect_eof().await;
-    let result = timeout(LIMIT, server).await.expect("server ended").expect("no panic");
+    let result = timeout(LIMIT, server)
+        .await
+        .expect("server ended")
+        .expect("no panic");
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -194,9 +212,14 @@ async fn server_close_carries_code_and_reason() {
     assert_eq!(opcode, OpCode::Close);
     assert_eq!(&payload[..2], &3001u16.to_be_bytes());
     assert_eq!(&payload[2..], b"shutdown");
-    client.send(&client_frame(true, false, OpCode::Close, &payload[..2])).await;
+    client
+        .send(&client_frame(true, false, OpCode::Close, &payload[..2]))
+        .await;
     client.expect_eof().await;
-    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    let result = timeout(LIMIT, server)
+        .await
+        .expect("ended")
+        .expect("no panic");
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -205,7 +228,10 @@ async fn protocol_errors_fail_the_connection_with_their_code() {
     for (bytes, code) in [
         (vec![0x81, 0x02, b'h', b'i'], 1002u16), // unmasked
         (client_frame(true, false, OpCode::Text, &[0xC3, 0x28]), 1007),
-        (client_frame(true, false, OpCode::Binary, &[0u8; 2048]), 1009),
+        (
+            client_frame(true, false, OpCode::Binary, &[0u8; 2048]),
+            1009,
+        ),
     ] {
         let config = Config {
             limits: Limits {
@@ -223,7 +249,10 @@ async fn protocol_errors_fail_the_connection_with_their_code() {
         assert_eq!(&payload[..2], &code.to_be_bytes());
         client.expect_eof().await;
         drop(client); // the server half-closed first and now sees our FIN
-        let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+        let result = timeout(LIMIT, server)
+            .await
+            .expect("ended")
+            .expect("no panic");
         assert!(matches!(result, Err(Error::Protocol(_))), "{result:?}");
     }
 }
@@ -242,7 +271,10 @@ async fn an_unfinished_frame_times_out() {
     let (_, _, opcode, payload) = client.frame().await.expect("close frame");
     assert_eq!(opcode, OpCode::Close);
     assert_eq!(&payload[..2], &1008u16.to_be_bytes());
-    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    let result = timeout(LIMIT, server)
+        .await
+        .expect("ended")
+        .expect("no panic");
     assert!(matches!(result, Err(Error::ReadTimeout)), "{result:?}");
 }
 
@@ -262,7 +294,10 @@ async fn a_peer_that_stops_reading_times_out() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let result = timeout(LIMIT, server).await.expect("ended").expect("no panic");
+    let result = timeout(LIMIT, server)
+        .await
+        .expect("ended")
+        .expect("no panic");
     assert!(matches!(result, Err(Error::WriteTimeout)), "{result:?}");
     filler.abort();
     drop(client);
@@ -298,10 +333,16 @@ async fn compresses_once_and_the_client_can_inflate() {
     let mut deflater = flate2::Compress::new(flate2::Compression::default(), false);
     let mut compressed = Vec::with_capacity(256);
     deflater
-        .compress_vec(b"from the client", &mut compressed, flate2::FlushCompress::Sync)
+        .compress_vec(
+            b"from the client",
+            &mut compressed,
+            flate2::FlushCompress::Sync,
+        )
         .expect("deflate");
     compressed.truncate(compressed.len() - 4);
-    client.send(&client_frame(true, true, OpCode::Text, &compressed)).await;
+    client
+        .send(&client_frame(true, true, OpCode::Text, &compressed))
+        .await;
     let (_, _, _, payload) = client.frame().await.expect("echo");
     assert!(!payload.is_empty());
     server.abort();

@@ -85,7 +85,10 @@ async fn serve_http(stream: tokio::net::TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn upgrade(mut req: Request<Body>, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn upgrade(
+    mut req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (response, negotiated) = match handshake::accept(&req, &HANDSHAKE) {
         Ok(accepted) => accepted,
         Err(e) => return Ok(e.to_response().map(|body| Full::new(Bytes::from(body)))),

@@ -187,9 +187,7 @@ impl Client {
         }
         let replies = std::mem::take(&mut self.replies);
         // A closed queue means the connection is going away; its replies do not matter.
-        let _ = ws
-            .outbox()
-            .push_frame(replies.finish(OpCode::Text));
+        let _ = ws.outbox().push_frame(replies.finish(OpCode::Text));
     }
 
     fn reply(&mut self, reply: &Reply) {
@@ -272,7 +270,9 @@ impl Client {
             Method::Send => return Err(Disconnect::NOT_AVAILABLE),
             Method::None => return Err(Disconnect::BAD_REQUEST),
         }
-        self.node.metrics.command(method.as_str(), started.elapsed());
+        self.node
+            .metrics
+            .command(method.as_str(), started.elapsed());
         Ok(())
     }
 
@@ -348,7 +348,9 @@ impl Client {
             result.expires = true;
             result.ttl = at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
             self.expire_at = Some(
-                Instant::now() + Duration::from_secs(at.saturating_sub(now)) + config.expired_close_delay,
+                Instant::now()
+                    + Duration::from_secs(at.saturating_sub(now))
+                    + config.expired_close_delay,
             );
         }
         if config.ping_interval > Duration::ZERO {
@@ -371,7 +373,12 @@ impl Client {
         Ok(())
     }
 
-    fn subscribe(&mut self, id: u32, request: SubscribeRequest, ws: &WebSocket) -> Result<(), Close> {
+    fn subscribe(
+        &mut self,
+        id: u32,
+        request: SubscribeRequest,
+        ws: &WebSocket,
+    ) -> Result<(), Close> {
         if request.channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }

@@ -220,7 +220,11 @@ impl Hub {
     pub fn channels(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(read(shard).iter().map(|(name, subs)| (name.clone(), subs.len())));
+            out.extend(
+                read(shard)
+                    .iter()
+                    .map(|(name, subs)| (name.clone(), subs.len())),
+            );
         }
         out
     }
@@ -281,7 +285,11 @@ mod tests {
     #[test]
     fn broadcast_reaches_subscribers_only_and_shares_the_frame() {
         let hub = Hub::new();
-        let (a, b, c) = (client("a", "u1", 1 << 20), client("b", "u1", 1 << 20), client("c", "u2", 1 << 20));
+        let (a, b, c) = (
+            client("a", "u1", 1 << 20),
+            client("b", "u1", 1 << 20),
+            client("c", "u2", 1 << 20),
+        );
         for x in [&a, &b, &c] {
             hub.add_client(x.clone());
         }

@@ -1,10 +1,12 @@
 //! Herald: a real-time push server speaking the Centrifugo client protocol and server API.
 
+pub mod api;
 pub mod auth;
 pub mod channel;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod node;

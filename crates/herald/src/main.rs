@@ -1,6 +1,8 @@
 //! The `herald` command: runs the server, or one of the helper subcommands (`genconfig`,
 //! `gentoken`, `checktoken`, `publish`…).
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use herald::cli::Cli;
@@ -25,7 +27,10 @@ fn main() {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("herald: cannot start the async runtime: {e}");
@@ -40,10 +45,15 @@ fn main() {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+    // RUST_LOG (the ecosystem's convention) refines `log.level` per module when set.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_filter()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        // A closed stderr must not turn a log line into a panic (which would kill, e.g., the
+        // task that handles SIGTERM).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -52,13 +62,28 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
-    for warning in config.load_warnings.iter().chain(config.unsupported_options().iter()) {
+    for warning in config
+        .load_warnings
+        .iter()
+        .chain(config.unsupported_options().iter())
+    {
         tracing::warn!("{warning}");
     }
     let anonymous = config.client.allow_anonymous_connect_without_token;
     let has_key = config.client.token.has_key();
     let node = Node::new(config)?;
-    let server = Server::bind(node.clone()).await.map_err(|e| e.to_string())?;
+    // Signals are handled from before the first log line on, so that a SIGTERM right after
+    // start-up still shuts down gracefully.
+    let shutdown = node.shutdown.clone();
+    let signals = signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    tokio::spawn(async move {
+        signals.await;
+        tracing::info!("shutting down: closing clients with 3001");
+        shutdown.cancel();
+    });
+    let server = Server::bind(node.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         "herald {} listening on http://{addr} (WebSocket: ws://{addr}{})",
@@ -67,7 +92,9 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
     );
     match &config_path {
         Some(path) => tracing::info!("config: {}", path.display()),
-        None => tracing::info!("no config file: running on embedded defaults (herald genconfig writes one)"),
+        None => tracing::info!(
+            "no config file: running on embedded defaults (herald genconfig writes one)"
+        ),
     }
     if has_key {
         tracing::info!("get a connection token with: herald gentoken -u USER");
@@ -79,35 +106,28 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
              and start with `herald -c config.json`, then `herald gentoken -u USER`"
         );
     }
-    let shutdown = node.shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: closing clients with 3001");
-        shutdown.cancel();
-    });
     server.run().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers SIGTERM and SIGINT now and returns a future that completes on the first of them.
+fn signal_handlers() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -87,7 +87,10 @@ impl Server {
         }
         drop(listener);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        let live = || node.live_connections.load(std::sync::atomic::Ordering::Relaxed);
+        let live = || {
+            node.live_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
         while live() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -109,7 +112,10 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
-        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
             Ok(listener) => return Ok(listener),
             Err(e) => last_error = Some(e),
         }
@@ -228,7 +234,12 @@ fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
     origin_host.eq_ignore_ascii_case(host)
 }
 
-fn upgrade(node: Arc<Node>, ws: Arc<WsSettings>, mut req: Request<Body>, peer: SocketAddr) -> HttpResponse {
+fn upgrade(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    mut req: Request<Body>,
+    peer: SocketAddr,
+) -> HttpResponse {
     if ws::handshake::is_upgrade_request(&req) && !origin_allowed(&node, &req) {
         tracing::info!(%peer, "WebSocket refused: origin not in client.allowed_origins");
         return json_error(
@@ -237,7 +248,10 @@ fn upgrade(node: Arc<Node>, ws: Arc<WsSettings>, mut req: Request<Body>, peer: S
         );
     }
     if let Some(query) = req.uri().query() {
-        if query.split('&').any(|p| p == "format=protobuf" || p == "cf_protocol=protobuf") {
+        if query
+            .split('&')
+            .any(|p| p == "format=protobuf" || p == "cf_protocol=protobuf")
+        {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "the protobuf format is not supported yet: use JSON",

@@ -1,0 +1,243 @@
+//! The on-disk format: schema, connections, row encoding, and the reads both the writer and the
+//! readers make.
+//!
+//! ```sql
+//! streams(channel PK, epoch, top_offset, meta_expires_at)          -- one row per live stream
+//! publications(channel, "offset", data, info, tags, time_ms, expires_at, PK(channel, "offset"))
+//! idempotency(channel, key, epoch, "offset", expires_at, PK(channel, key))
+//! ```
+//!
+//! Times are Unix milliseconds; `meta_expires_at` 0 means the meta never expires. `data` is the
+//! raw JSON payload, `info` the publisher's `ClientInfo` as JSON, `tags` a JSON object (NULL
+//! when empty), so that the database stays readable with the `sqlite3` shell.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::value::RawValue;
+
+use crate::engine::StoredPublication;
+use crate::protocol::ClientInfo;
+
+/// Bumped when the schema changes incompatibly.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS streams (
+    channel TEXT NOT NULL PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    top_offset INTEGER NOT NULL,
+    meta_expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS streams_meta_expiry ON streams(meta_expires_at)
+    WHERE meta_expires_at > 0;
+CREATE TABLE IF NOT EXISTS publications (
+    channel TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    info BLOB,
+    tags BLOB,
+    time_ms INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, "offset")
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS publications_expiry ON publications(expires_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+    channel TEXT NOT NULL,
+    key TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+"#;
+
+/// Opens (creating if needed) the database at `path` for writing: WAL mode, schema in place.
+///
+/// Commits never sync by themselves (`synchronous=NORMAL`): in `fsync` durability the writer's
+/// syncer makes the WAL durable before acknowledging, which lets the next group commit proceed
+/// while the previous one is being flushed. Automatic checkpoints are off; a checkpointer
+/// thread runs them without stalling the writer.
+pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(open_error(format!(
+            "cannot switch {} to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "cache_size", -32 * 1024)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(open_error(format!(
+            "{} has schema version {version}, newer than this Herald ({SCHEMA_VERSION})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))?;
+    Ok(conn)
+}
+
+fn open_error(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(message),
+    )
+}
+
+/// Opens a connection for reads (or checkpoints) on an existing database.
+pub(super) fn open_reader(path: &Path, query_only: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -8 * 1024)?;
+    if query_only {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// A stream's row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct StreamRow {
+    pub epoch: String,
+    pub top: u64,
+    pub meta_expires_at: i64,
+}
+
+impl StreamRow {
+    /// Whether the meta has expired at `now_ms` (and the stream must be treated as lost).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.meta_expires_at > 0 && self.meta_expires_at <= now_ms
+    }
+}
+
+/// The stream row of `channel`, if any (expired or not).
+pub(super) fn load_stream(conn: &Connection, channel: &str) -> rusqlite::Result<Option<StreamRow>> {
+    conn.prepare_cached(
+        "SELECT epoch, top_offset, meta_expires_at FROM streams WHERE channel = ?1",
+    )?
+    .query_row([channel], |r| {
+        Ok(StreamRow {
+            epoch: r.get(0)?,
+            top: r.get::<_, i64>(1)? as u64,
+            meta_expires_at: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// A publication as read from disk, with its expiry (Unix ms).
+pub(super) struct Row {
+    pub publication: Arc<StoredPublication>,
+    pub expires_at: i64,
+}
+
+/// Reads publications of `channel` with `lo < offset <= hi` still unexpired at `now_ms`, in
+/// offset order (descending when `reverse`), at most `limit` (negative: all).
+pub(super) fn load_range(
+    conn: &Connection,
+    channel: &str,
+    lo: u64,
+    hi: u64,
+    now_ms: i64,
+    reverse: bool,
+    limit: i64,
+) -> rusqlite::Result<Vec<Row>> {
+    if hi <= lo || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = if reverse {
+        const Q: &str = r#"SELECT "offset", data, info, tags, time_ms, expires_at FROM publications
+            WHERE channel = ?1 AND "offset" > ?2 AND "offset" <= ?3 AND expires_at > ?4
+            ORDER BY "offset" DESC LIMIT ?5"#;
+        Q
+    } else {
+        const Q: &str = r#"SELECT "offset", data, info, tags, time_ms, expires_at FROM publications
+            WHERE channel = ?1 AND "offset" > ?2 AND "offset" <= ?3 AND expires_at > ?4
+            ORDER BY "offset" ASC LIMIT ?5"#;
+        Q
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(
+        params![channel, lo as i64, hi as i64, now_ms, limit],
+        decode_publication,
+    )?;
+    rows.collect()
+}
+
+/// Decodes a row of `"offset", data, info, tags, time_ms, expires_at`.
+pub(super) fn decode_publication(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let offset = r.get::<_, i64>(0)? as u64;
+    let data: Vec<u8> = r.get(1)?;
+    let data = String::from_utf8(data)
+        .map_err(|e| conversion_error(1, e))
+        .and_then(|s| RawValue::from_string(s).map_err(|e| conversion_error(1, e)))?;
+    let info: Option<Vec<u8>> = r.get(2)?;
+    let info = match info {
+        Some(bytes) => {
+            Some(serde_json::from_slice::<ClientInfo>(&bytes).map_err(|e| conversion_error(2, e))?)
+        }
+        None => None,
+    };
+    let tags: Option<Vec<u8>> = r.get(3)?;
+    let tags = match tags {
+        Some(bytes) => serde_json::from_slice::<BTreeMap<String, String>>(&bytes)
+            .map_err(|e| conversion_error(3, e))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Row {
+        publication: Arc::new(StoredPublication {
+            offset,
+            data,
+            info,
+            tags,
+            time_ms: r.get(4)?,
+        }),
+        expires_at: r.get(5)?,
+    })
+}
+
+fn conversion_error(
+    column: usize,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, Box::new(e))
+}
+
+/// Encodes a publisher for the `info` column.
+pub(super) fn encode_info(info: &Option<ClientInfo>) -> Option<Vec<u8>> {
+    info.as_ref()
+        .map(|i| serde_json::to_vec(i).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// Encodes tags for the `tags` column.
+pub(super) fn encode_tags(tags: &BTreeMap<String, String>) -> Option<Vec<u8>> {
+    if tags.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_vec(tags).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+}

@@ -1,0 +1,299 @@
+//! The engine boundary: where a channel's history lives ([`History`]) and how a publication
+//! reaches every node ([`Broker`]).
+//!
+//! The client and hub code talk to these two traits only, so that other engines (Redis, NATS)
+//! can be swapped in later without touching them. The embedded engine is the default:
+//! [`embedded::EmbeddedHistory`] keeps durable per-channel streams in SQLite under `data_dir`,
+//! and [`LocalBroker`] delivers to this node only.
+//!
+//! # Streams, offsets and epochs
+//!
+//! A channel's history is a bounded, ordered stream: every appended publication gets the next
+//! offset (1, 2, 3…), offsets continue across restarts, and the stream's `epoch` names one life
+//! of it. The epoch changes only when the stream is really lost (its meta expired after
+//! `history_meta_ttl` of inactivity, or the database was lost); `history_remove` drops the
+//! publications but keeps epoch and offset, as Centrifugo does. A position is therefore either
+//! provably complete (same epoch, nothing after it trimmed) or reported as unrecoverable, never
+//! silently wrong.
+//!
+//! # Calling it (node / client)
+//!
+//! * publish: [`History::append`] when the namespace keeps history (and the publish does not
+//!   `skip_history`), then fan out [`AppendResult::publication`] (absent for an idempotent
+//!   duplicate, which must not be delivered again) with the returned position;
+//! * subscribe on a positioned / recoverable channel: [`History::top`] for the reply's
+//!   `epoch`+`offset`, or [`History::recover`] when the client asks to recover;
+//! * `history` command / API: [`History::read`];
+//! * `history_remove`: [`History::remove`];
+//! * `idempotency_key` on a publish that does not go to history: [`RecentKeys::insert`].
+
+pub mod embedded;
+
+mod broker;
+mod idempotency;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use broker::{Broker, BrokerHandler, LocalBroker};
+pub use embedded::{EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
+pub use idempotency::RecentKeys;
+
+use crate::config::NamespaceOptions;
+use crate::protocol::{self, ClientInfo, Publication, Raw};
+
+/// A boxed, sendable future: what the engine traits return, so that they stay dyn-compatible
+/// (`Arc<dyn History>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A position in a channel's stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// Offset of the last publication (0 before the first).
+    pub offset: u64,
+    /// The stream's epoch.
+    pub epoch: String,
+}
+
+impl StreamPosition {
+    /// A position.
+    pub fn new(offset: u64, epoch: impl Into<String>) -> Self {
+        StreamPosition {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+}
+
+/// Retention of one channel's history: from the namespace's `history_size`, `history_ttl` and
+/// `history_meta_ttl` (see [`HistoryOptions::for_namespace`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// How many publications the stream keeps (the newest).
+    pub size: usize,
+    /// How long each publication is kept.
+    pub ttl: Duration,
+    /// How long the stream's meta (epoch, offset) outlives its last publication; zero means
+    /// forever.
+    pub meta_ttl: Duration,
+}
+
+impl HistoryOptions {
+    /// The options of a channel in namespace `ns`; `default_meta_ttl` is
+    /// `channel.history_meta_ttl`, used when the namespace sets none.
+    pub fn for_namespace(ns: &NamespaceOptions, default_meta_ttl: Duration) -> Self {
+        HistoryOptions {
+            size: ns.history_size,
+            ttl: ns.history_ttl,
+            meta_ttl: if ns.history_meta_ttl.is_zero() {
+                default_meta_ttl
+            } else {
+                ns.history_meta_ttl
+            },
+        }
+    }
+
+    /// Whether these options keep a history at all (size and TTL both set).
+    pub fn enabled(&self) -> bool {
+        self.size > 0 && !self.ttl.is_zero()
+    }
+}
+
+/// One publication as stored in a stream.
+#[derive(Debug)]
+pub struct StoredPublication {
+    /// Its offset in the stream.
+    pub offset: u64,
+    /// Payload, raw JSON.
+    pub data: Raw,
+    /// Publisher (client-side publishes).
+    pub info: Option<ClientInfo>,
+    /// Publication tags.
+    pub tags: BTreeMap<String, String>,
+    /// When it was appended, Unix milliseconds.
+    pub time_ms: i64,
+}
+
+impl StoredPublication {
+    /// The protocol publication (data, info, offset, tags; `time` left for the caller to set
+    /// if it emits publish times).
+    pub fn to_publication(&self) -> Publication {
+        Publication {
+            data: Some(self.data.clone()),
+            info: self.info.clone(),
+            offset: self.offset,
+            tags: self.tags.clone(),
+            ..Publication::default()
+        }
+    }
+
+    /// Rough heap footprint, for the cache's memory budget.
+    pub(crate) fn approx_size(&self) -> usize {
+        let info = self.info.as_ref().map_or(0, |i| {
+            48 + i.user.len()
+                + i.client.len()
+                + i.conn_info.as_ref().map_or(0, |r| r.get().len())
+                + i.chan_info.as_ref().map_or(0, |r| r.get().len())
+        });
+        let tags: usize = self.tags.iter().map(|(k, v)| 48 + k.len() + v.len()).sum();
+        96 + self.data.get().len() + info + tags
+    }
+}
+
+/// A publication to append to a channel's stream.
+#[derive(Debug)]
+pub struct AppendRequest {
+    /// The channel.
+    pub channel: String,
+    /// Payload, raw JSON (already normalised by the caller, e.g. `protocol::strip_newlines`).
+    pub data: Raw,
+    /// Publisher (client-side publishes).
+    pub info: Option<ClientInfo>,
+    /// Publication tags.
+    pub tags: BTreeMap<String, String>,
+    /// The channel's retention; must be [`HistoryOptions::enabled`].
+    pub options: HistoryOptions,
+    /// Publish `idempotency_key`: a second append with the same key in the same channel within
+    /// the idempotency window returns the first result, marked `duplicate`.
+    pub idempotency_key: Option<String>,
+}
+
+impl AppendRequest {
+    /// A request with no publisher info, tags or idempotency key.
+    pub fn new(channel: impl Into<String>, data: Raw, options: HistoryOptions) -> Self {
+        AppendRequest {
+            channel: channel.into(),
+            data,
+            info: None,
+            tags: BTreeMap::new(),
+            options,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What an append turned into. Returned only once the publication is durable (per
+/// `history.durability`).
+#[derive(Clone, Debug)]
+pub struct AppendResult {
+    /// The publication's position (for a duplicate: the first publication's).
+    pub position: StreamPosition,
+    /// The idempotency key was seen before: nothing was appended, and nothing must be
+    /// delivered.
+    pub duplicate: bool,
+    /// The stored publication to fan out; `None` exactly when `duplicate`.
+    pub publication: Option<Arc<StoredPublication>>,
+}
+
+/// Which publications a history read returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// Start after (forward) or before (reverse) this position; its epoch, when not empty,
+    /// must be the stream's.
+    pub since: Option<StreamPosition>,
+    /// At most this many publications; 0 = only the position; negative = no limit (callers
+    /// cap it, e.g. `client.history_max_publication_limit`).
+    pub limit: i64,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+impl Default for HistoryFilter {
+    fn default() -> Self {
+        HistoryFilter {
+            since: None,
+            limit: -1,
+            reverse: false,
+        }
+    }
+}
+
+/// A history read.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryResult {
+    /// The publications, in the requested order.
+    pub publications: Vec<Arc<StoredPublication>>,
+    /// The stream's current top.
+    pub position: StreamPosition,
+}
+
+/// The outcome of a recovery (protocol §6).
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// Every publication after the client's offset, oldest first, when `recovered`; empty
+    /// otherwise (never a partial set).
+    pub publications: Vec<Arc<StoredPublication>>,
+    /// The stream's current top (for the subscribe reply's `epoch` and `offset`).
+    pub position: StreamPosition,
+    /// The client missed nothing that is not in `publications`.
+    pub recovered: bool,
+}
+
+/// Engine failures.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The `since` position is not in this stream (wrong epoch). Protocol code 112.
+    #[error("unrecoverable position")]
+    UnrecoverablePosition,
+    /// The request makes no sense (e.g. reverse from offset 0, history not enabled). Code 107.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The engine cannot serve the request now (storage error, shutting down). Code 100.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// The protocol error to send for it.
+    pub fn to_protocol(&self) -> protocol::Error {
+        match self {
+            EngineError::UnrecoverablePosition => protocol::Error::UNRECOVERABLE_POSITION,
+            EngineError::BadRequest(_) => protocol::Error::BAD_REQUEST,
+            EngineError::Unavailable(_) => protocol::Error::INTERNAL,
+        }
+    }
+}
+
+/// Per-channel history streams. Implementations are shared (`Arc<dyn History>`) by every
+/// client task and the server API.
+pub trait History: Send + Sync + 'static {
+    /// Appends a publication: assigns the next offset and stores it durably before the
+    /// future resolves. Appends to one channel are ordered as they were called.
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendResult, EngineError>>;
+
+    /// Reads publications per `filter`, plus the current top. A `since` with another epoch is
+    /// [`EngineError::UnrecoverablePosition`]; reverse from offset 0 is a bad request.
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        filter: HistoryFilter,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<HistoryResult, EngineError>>;
+
+    /// The current top of the stream; a stream that does not exist yet is created (with a new
+    /// epoch, offset 0) so that later publications keep the epoch given out here.
+    fn top<'a>(
+        &'a self,
+        channel: &'a str,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>>;
+
+    /// Recovery (protocol §6): `recovered` when `since.epoch` is the stream's (or empty),
+    /// every publication after `since.offset` is still retained, and there are at most `limit`
+    /// of them; those publications are returned oldest first. Otherwise `recovered: false`
+    /// with no publications. The position is the current top either way.
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        since: StreamPosition,
+        limit: usize,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<Recovery, EngineError>>;
+
+    /// Removes the channel's publications (`history_remove`); epoch and offset stay, so
+    /// positions before the removal become unrecoverable and later ones keep working.
+    fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
