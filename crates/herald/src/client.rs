@@ -13,12 +13,14 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::auth::TokenError;
+use crate::engine::{HistoryFilter, StreamPosition};
 use crate::hub::ClientHandle;
 use crate::node::{Node, PublishOptions, unix_now};
 use crate::protocol::{
-    self, Command, ConnectRequest, ConnectResult, Disconnect, Error, Method, PublishRequest,
-    PublishResult, RefreshRequest, RefreshResult, Reply, ReplyResult, SubscribeRequest,
-    SubscribeResult, UnsubscribeRequest, UnsubscribeResult, decode_commands, encode_reply,
+    self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
+    Method, PublishRequest, PublishResult, RefreshRequest, RefreshResult, Reply, ReplyResult,
+    SubscribeRequest, SubscribeResult, UnsubscribeRequest, UnsubscribeResult, decode_commands,
+    encode_reply,
 };
 use crate::ws::{CloseCode, FrameBuf, Incoming, Message, OpCode, WebSocket};
 
@@ -89,7 +91,7 @@ pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
             received = ws.recv() => match received {
                 Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
                     if client.state != State::Closing {
-                        if let Err(close) = client.on_frame(&data, &ws) {
+                        if let Err(close) = client.on_frame(&data, &ws).await {
                             client.close(&ws, close);
                         }
                     }
@@ -162,19 +164,23 @@ impl Client {
     }
 
     /// Processes one frame of newline-separated commands and sends the replies as one frame.
-    fn on_frame(&mut self, data: &[u8], ws: &WebSocket) -> Result<(), Close> {
+    async fn on_frame(&mut self, data: &[u8], ws: &WebSocket) -> Result<(), Close> {
         if self.state == State::Failed {
             return Err(Disconnect::BAD_REQUEST);
         }
         let mut count = 0;
-        let result = (|| {
-            for command in decode_commands(data) {
-                count += 1;
-                let command = command.map_err(|_| Disconnect::BAD_REQUEST)?;
-                self.dispatch(command, ws)?;
+        let mut result = Ok(());
+        for command in decode_commands(data) {
+            count += 1;
+            let Ok(command) = command else {
+                result = Err(Disconnect::BAD_REQUEST);
+                break;
+            };
+            if let Err(close) = self.dispatch(command, ws).await {
+                result = Err(close);
+                break;
             }
-            Ok(())
-        })();
+        }
         self.node.metrics.commands_in(count);
         self.flush_replies(ws);
         result
@@ -208,7 +214,7 @@ impl Client {
     }
 
     /// Applies the dispatch rules of the protocol (protocol.md §2) to one command.
-    fn dispatch(&mut self, command: Command, ws: &WebSocket) -> Result<(), Close> {
+    async fn dispatch(&mut self, command: Command, ws: &WebSocket) -> Result<(), Close> {
         let started = std::time::Instant::now();
         let method = command.method();
         if self.state == State::Connecting && method != Method::Connect {
@@ -232,7 +238,7 @@ impl Client {
             }
             Method::Subscribe => {
                 let request = command.subscribe.unwrap_or_default();
-                self.subscribe(id, request, ws)?;
+                self.subscribe(id, request, ws).await?;
             }
             Method::Unsubscribe => {
                 let request = command.unsubscribe.unwrap_or_default();
@@ -241,7 +247,7 @@ impl Client {
             }
             Method::Publish => {
                 let request = command.publish.unwrap_or_default();
-                let result = self.publish(request)?;
+                let result = self.publish(request).await?;
                 self.reply_result(id, result);
             }
             Method::Refresh => {
@@ -249,19 +255,21 @@ impl Client {
                 let result = self.refresh(request)?;
                 self.reply_result(id, result);
             }
-            Method::Presence | Method::PresenceStats | Method::History => {
+            Method::History => {
+                let request = command.history.unwrap_or_default();
+                let result = self.history(request).await?;
+                self.reply_result(id, result);
+            }
+            Method::Presence | Method::PresenceStats => {
                 let channel = match &command {
                     c if c.presence.is_some() => c.presence.as_ref().map(|r| r.channel.as_str()),
-                    c if c.presence_stats.is_some() => {
-                        c.presence_stats.as_ref().map(|r| r.channel.as_str())
-                    }
-                    c => c.history.as_ref().map(|r| r.channel.as_str()),
+                    c => c.presence_stats.as_ref().map(|r| r.channel.as_str()),
                 };
                 if channel.is_none_or(str::is_empty) {
                     return Err(Disconnect::BAD_REQUEST);
                 }
-                // Presence and history arrive with their own issues; until then the
-                // namespace option is off, which the protocol answers with 108.
+                // Presence arrives with its own issue; until then the namespace option is
+                // off, which the protocol answers with 108.
                 self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
             }
             Method::Ping | Method::Rpc | Method::SubRefresh => {
@@ -373,7 +381,7 @@ impl Client {
         Ok(())
     }
 
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         id: u32,
         request: SubscribeRequest,
@@ -386,8 +394,7 @@ impl Client {
         let Some(handle) = self.handle.clone() else {
             return Err(Disconnect::BAD_REQUEST);
         };
-        let result = self.check_subscribe(&request, &handle);
-        let result = match result {
+        let mut result = match self.check_subscribe(&request, &handle) {
             Ok(result) => result,
             Err(SubscribeFailure::Error(error)) => {
                 self.reply(&Reply::error(id, error));
@@ -395,11 +402,120 @@ impl Client {
             }
             Err(SubscribeFailure::Close(close)) => return Err(close),
         };
-        // The reply goes out before any publication of the channel can be queued behind it.
+        let channel = request.channel.as_str();
+        let stream = match node.resolve_channel(channel) {
+            Ok((_, options)) if options.history_enabled() => node
+                .history
+                .clone()
+                .map(|history| (history, node.history_options(options), options)),
+            _ => None,
+        };
+        let Some((history, history_options, options)) = stream else {
+            // The reply goes out before any publication of the channel can be queued behind it.
+            self.reply(&Reply::result(id, result));
+            self.flush_replies(ws);
+            node.hub.subscribe(channel, &handle);
+            return Ok(());
+        };
+        result.recoverable =
+            options.force_recovery || (options.allow_recovery && request.recoverable);
+        result.positioned = result.recoverable
+            || options.force_positioning
+            || (options.allow_positioning && request.positioned);
+        // Publications from now on are held back until the reply (with the stream position,
+        // and the missed publications when recovering) is queued; then those after that
+        // position follow it, so none is lost or doubled.
+        node.hub.subscribe_pending(channel, &handle);
+        let position = if request.recover && result.recoverable {
+            let since = StreamPosition::new(request.offset, request.epoch.clone());
+            let limit = node.config.client.recovery_max_publication_limit;
+            history
+                .recover(channel, since, limit, history_options)
+                .await
+                .map(|recovery| {
+                    result.was_recovering = true;
+                    result.recovered = recovery.recovered;
+                    result.publications = recovery
+                        .publications
+                        .iter()
+                        .map(|p| p.to_publication())
+                        .collect();
+                    recovery.position
+                })
+        } else {
+            history.top(channel, history_options).await
+        };
+        let position = match position {
+            Ok(position) => position,
+            Err(e) => {
+                node.hub.unsubscribe(channel, &handle);
+                self.reply(&Reply::error(id, e.to_protocol()));
+                return Ok(());
+            }
+        };
+        if result.positioned {
+            result.offset = position.offset;
+            result.epoch = position.epoch;
+        }
         self.reply(&Reply::result(id, result));
         self.flush_replies(ws);
-        node.hub.subscribe(&request.channel, &handle);
+        node.hub.activate(channel, &handle, position.offset);
         Ok(())
+    }
+
+    /// `history`: a page of the channel's stream (protocol.md §3).
+    async fn history(
+        &mut self,
+        request: HistoryRequest,
+    ) -> Result<Result<HistoryResult, Error>, Close> {
+        if request.channel.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let node = self.node.clone();
+        let (_, options) = match node.resolve_channel(&request.channel) {
+            Ok(resolved) => resolved,
+            Err(error) => return Ok(Err(error)),
+        };
+        let Some(history) = node.history.clone().filter(|_| options.history_enabled()) else {
+            return Ok(Err(Error::NOT_AVAILABLE));
+        };
+        let subscribed = self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.is_subscribed(&request.channel));
+        let anonymous = self.user.is_empty();
+        let allowed = (options.allow_history_for_client
+            || (options.allow_history_for_subscriber && subscribed))
+            && (!anonymous || options.allow_history_for_anonymous);
+        if !allowed {
+            return Ok(Err(Error::PERMISSION_DENIED));
+        }
+        let cap = node.config.client.history_max_publication_limit as i64;
+        let limit = match i64::from(request.limit) {
+            n if n < 0 => cap,
+            n => n.min(cap),
+        };
+        let filter = HistoryFilter {
+            since: request
+                .since
+                .map(|p| StreamPosition::new(p.offset, p.epoch)),
+            limit,
+            reverse: request.reverse,
+        };
+        let read = history
+            .read(&request.channel, filter, node.history_options(options))
+            .await;
+        Ok(read
+            .map(|page| HistoryResult {
+                publications: page
+                    .publications
+                    .iter()
+                    .map(|p| p.to_publication())
+                    .collect(),
+                epoch: page.position.epoch,
+                offset: page.position.offset,
+            })
+            .map_err(|e| e.to_protocol()))
     }
 
     fn check_subscribe(
@@ -471,14 +587,17 @@ impl Client {
         Ok(UnsubscribeResult::default())
     }
 
-    fn publish(&mut self, request: PublishRequest) -> Result<Result<PublishResult, Error>, Close> {
+    async fn publish(
+        &mut self,
+        request: PublishRequest,
+    ) -> Result<Result<PublishResult, Error>, Close> {
         if request.channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
         let Some(data) = request.data else {
             return Ok(Err(Error::BAD_REQUEST));
         };
-        let node = &self.node;
+        let node = self.node.clone();
         let (channel, options) = match node.resolve_channel(&request.channel) {
             Ok(resolved) => resolved,
             Err(error) => return Ok(Err(error)),
@@ -499,14 +618,16 @@ impl Client {
         }
         let info = self.handle.as_ref().map(|h| h.info());
         node.metrics.publication("client");
-        let published = node.publish(
-            &request.channel,
-            data,
-            PublishOptions {
-                info,
-                ..PublishOptions::default()
-            },
-        );
+        let published = node
+            .publish(
+                &request.channel,
+                data,
+                PublishOptions {
+                    info,
+                    ..PublishOptions::default()
+                },
+            )
+            .await;
         Ok(published.map(|_| PublishResult::default()))
     }
 

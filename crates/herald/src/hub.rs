@@ -76,9 +76,21 @@ impl ClientHandle {
     }
 }
 
+/// Publications held back, with their offsets, while a subscription is being set up.
+type Held = Arc<Mutex<Vec<(u64, Arc<Message>)>>>;
+
+/// One subscription of a channel, as fan-out sees it.
+struct Subscriber {
+    client: Arc<ClientHandle>,
+    /// Set while the subscription is being set up with a stream position (recovery): what is
+    /// published meanwhile is held here with its offset, and handed over by
+    /// [`Hub::activate`] after the subscribe reply, without duplicates.
+    pending: Option<Held>,
+}
+
 /// Subscribers of one channel. A vector: fan-out walks it front to back, which is what it is
 /// optimised for; removal is a linear search plus `swap_remove`.
-type Subscribers = Vec<Arc<ClientHandle>>;
+type Subscribers = Vec<Subscriber>;
 
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
@@ -163,14 +175,55 @@ impl Hub {
 
     /// Subscribes a client to a channel. Returns false if it already was.
     pub fn subscribe(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
+        self.add_subscriber(channel, client, None)
+    }
+
+    /// Subscribes a client whose subscribe reply is not sent yet: publications are held back
+    /// until [`Hub::activate`]. Returns false if it was already subscribed.
+    pub fn subscribe_pending(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
+        self.add_subscriber(channel, client, Some(Arc::default()))
+    }
+
+    fn add_subscriber(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        pending: Option<Held>,
+    ) -> bool {
         if !client.channels().insert(channel.to_owned()) {
             return false;
         }
         write(self.shard(channel))
             .entry(channel.to_owned())
             .or_default()
-            .push(client.clone());
+            .push(Subscriber {
+                client: client.clone(),
+                pending,
+            });
         true
+    }
+
+    /// Ends the set-up of a [`Hub::subscribe_pending`] subscription: queues what was held back
+    /// with an offset above `after` (the client already has the rest from its subscribe
+    /// reply), then lets publications through directly.
+    pub fn activate(&self, channel: &str, client: &ClientHandle, after: u64) {
+        let mut shard = write(self.shard(channel));
+        let Some(subscribers) = shard.get_mut(channel) else {
+            return;
+        };
+        let Some(subscriber) = subscribers.iter_mut().find(|s| s.client.id == client.id) else {
+            return;
+        };
+        let Some(pending) = subscriber.pending.take() else {
+            return;
+        };
+        let held = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (offset, message) in held {
+            if offset == 0 || offset > after {
+                // A full queue closes the connection by itself.
+                let _ = client.outbox.push(message);
+            }
+        }
     }
 
     /// Unsubscribes a client from a channel. Returns false if it was not subscribed.
@@ -185,7 +238,7 @@ impl Hub {
     fn remove_subscriber(&self, channel: &str, client_id: &str) {
         let mut shard = write(self.shard(channel));
         if let Some(subscribers) = shard.get_mut(channel) {
-            if let Some(i) = subscribers.iter().position(|c| c.id == client_id) {
+            if let Some(i) = subscribers.iter().position(|s| s.client.id == client_id) {
                 subscribers.swap_remove(i);
             }
             if subscribers.is_empty() {
@@ -194,15 +247,23 @@ impl Hub {
         }
     }
 
-    /// Queues `message` for every local subscriber of `channel`.
-    pub fn broadcast(&self, channel: &str, message: &Arc<Message>) -> Delivery {
+    /// Queues `message` (the publication at `offset` of the channel's stream, 0 without
+    /// history) for every local subscriber of `channel`.
+    pub fn broadcast(&self, channel: &str, message: &Arc<Message>, offset: u64) -> Delivery {
         let shard = read(self.shard(channel));
         let Some(subscribers) = shard.get(channel) else {
             return Delivery::default();
         };
         let mut delivery = Delivery::default();
-        for client in subscribers {
-            match client.outbox.push(message.clone()) {
+        for subscriber in subscribers {
+            if let Some(pending) = &subscriber.pending {
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((offset, message.clone()));
+                continue;
+            }
+            match subscriber.client.outbox.push(message.clone()) {
                 Ok(()) => delivery.delivered += 1,
                 Err(PushError::Full) => delivery.overflowed += 1,
                 Err(PushError::Closed) => {}
@@ -297,7 +358,7 @@ mod tests {
         assert!(hub.subscribe("news", &b));
         assert!(!hub.subscribe("news", &b));
         let message = Arc::new(Message::text("{\"x\":1}"));
-        let delivery = hub.broadcast("news", &message);
+        let delivery = hub.broadcast("news", &message, 0);
         assert_eq!(delivery.delivered, 2);
         // Two queues plus ours hold the same message: no copies were made.
         assert_eq!(Arc::strong_count(&message), 3);
@@ -317,10 +378,34 @@ mod tests {
         hub.subscribe("ch", &slow);
         hub.subscribe("ch", &fast);
         let message = Arc::new(Message::text(&"x".repeat(60)));
-        assert_eq!(hub.broadcast("ch", &message).overflowed, 0);
-        let second = hub.broadcast("ch", &message);
+        assert_eq!(hub.broadcast("ch", &message, 0).overflowed, 0);
+        let second = hub.broadcast("ch", &message, 0);
         assert_eq!((second.delivered, second.overflowed), (1, 1));
         assert!(slow.outbox.is_closed());
         assert!(!fast.outbox.is_closed());
+    }
+
+    #[test]
+    fn a_pending_subscription_gets_what_came_after_its_position_once() {
+        let hub = Hub::new();
+        let c = client("c", "u", 1 << 20);
+        assert!(hub.subscribe_pending("ch", &c));
+        for offset in 5..=8 {
+            hub.broadcast("ch", &Arc::new(Message::text(&offset.to_string())), offset);
+        }
+        assert_eq!(c.outbox.queued_bytes(), 0, "held back until activated");
+        // The subscribe reply carried offsets up to 6: 7 and 8 follow it.
+        hub.activate("ch", &c, 6);
+        hub.broadcast("ch", &Arc::new(Message::text("9")), 9);
+        let mut queued = std::collections::VecDeque::new();
+        c.outbox.drain_into(&mut queued);
+        let payloads: Vec<Vec<u8>> = queued
+            .iter()
+            .map(|item| match item {
+                crate::ws::Outgoing::Shared(m) => m.payload().to_vec(),
+                crate::ws::Outgoing::Frame(f) => f.payload().to_vec(),
+            })
+            .collect();
+        assert_eq!(payloads, vec![b"7".to_vec(), b"8".to_vec(), b"9".to_vec()]);
     }
 }

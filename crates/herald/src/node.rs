@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenVerifier;
 use crate::channel::{self, ParsedChannel};
 use crate::config::{Config, NamespaceOptions};
+use crate::engine::embedded::EmbeddedHistory;
+use crate::engine::{AppendRequest, History, HistoryOptions};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientInfo, Publication, Raw, encode_publication_push};
@@ -33,6 +35,9 @@ pub struct Node {
     pub started: Instant,
     /// Cancelled when the node shuts down; client tasks watch it.
     pub shutdown: CancellationToken,
+    /// Channel history streams, when some namespace keeps history (`history_size` and
+    /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
+    pub history: Option<Arc<dyn History>>,
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
     pub live_connections: AtomicUsize,
@@ -64,10 +69,14 @@ pub struct PublishOptions {
     pub tags: std::collections::BTreeMap<String, String>,
     /// Do not keep this publication in history.
     pub skip_history: bool,
+    /// A publication with the same key in the same channel within the idempotency window is
+    /// not stored or delivered again; the first one's result is returned.
+    pub idempotency_key: Option<String>,
 }
 
 impl Node {
-    /// A node for `config`, which must have been validated.
+    /// A node for `config`, which must have been validated. Opens the history database in
+    /// `data_dir` when some namespace keeps history.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
         let tokens = TokenVerifier::new(&config.client.token).map_err(|e| e.to_string())?;
         let name = format!(
@@ -75,16 +84,41 @@ impl Node {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
             config.http_server.port
         );
-        Ok(Arc::new(Node {
-            config: Arc::new(config),
-            hub: Hub::new(),
-            tokens,
-            metrics: Metrics::new(),
-            id: uuid::Uuid::new_v4().to_string(),
-            name,
-            started: Instant::now(),
-            shutdown: CancellationToken::new(),
-            live_connections: AtomicUsize::new(0),
+        let keeps_history = std::iter::once(&config.channel.without_namespace)
+            .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
+            .any(NamespaceOptions::history_enabled);
+        let history: Option<Arc<dyn History>> = if keeps_history {
+            let engine = EmbeddedHistory::from_config(&config).map_err(|e| {
+                format!(
+                    "cannot open the history database in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+            Some(Arc::new(engine))
+        } else {
+            None
+        };
+        Ok(Arc::new_cyclic(|node: &std::sync::Weak<Node>| {
+            if let Some(history) = &history {
+                let node = node.clone();
+                history.set_delivery(Arc::new(move |channel, publication| {
+                    if let Some(node) = node.upgrade() {
+                        node.deliver(channel, &publication.to_publication());
+                    }
+                }));
+            }
+            Node {
+                config: Arc::new(config),
+                hub: Hub::new(),
+                tokens,
+                metrics: Metrics::new(),
+                id: uuid::Uuid::new_v4().to_string(),
+                name,
+                started: Instant::now(),
+                shutdown: CancellationToken::new(),
+                history,
+                live_connections: AtomicUsize::new(0),
+            }
         }))
     }
 
@@ -102,32 +136,77 @@ impl Node {
         Ok((parsed, options))
     }
 
-    /// Publishes `data` to `channel`: encodes the push once and queues it for every local
-    /// subscriber. Callers have checked permissions; the channel must resolve.
-    pub fn publish(
+    /// Publishes `data` to `channel`. Callers have checked permissions.
+    ///
+    /// In a namespace with history the publication is appended durably first (offset and
+    /// epoch assigned) and reaches subscribers from the engine, in offset order; otherwise its
+    /// push is encoded once and queued for every local subscriber at once.
+    pub async fn publish(
         &self,
         channel: &str,
         data: Raw,
         options: PublishOptions,
     ) -> Result<Published, protocol::Error> {
-        self.resolve_channel(channel)?;
+        let (_, namespace) = self.resolve_channel(channel)?;
+        let data = protocol::strip_newlines(data);
+        if let Some(history) = &self.history {
+            if namespace.history_enabled() && !options.skip_history {
+                let request = AppendRequest {
+                    channel: channel.to_owned(),
+                    data,
+                    info: options.info,
+                    tags: options.tags,
+                    options: HistoryOptions::for_namespace(
+                        namespace,
+                        self.config.channel.history_meta_ttl,
+                    ),
+                    idempotency_key: options.idempotency_key.filter(|k| !k.is_empty()),
+                };
+                let appended = history.append(request).await.map_err(|e| {
+                    tracing::error!(channel, "history append failed: {e}");
+                    e.to_protocol()
+                })?;
+                return Ok(Published {
+                    offset: appended.position.offset,
+                    epoch: appended.position.epoch,
+                    delivered: 0,
+                });
+            }
+        }
         let publication = Publication {
-            data: Some(protocol::strip_newlines(data)),
+            data: Some(data),
             info: options.info,
             tags: options.tags,
             ..Publication::default()
         };
-        let message = encode_push_message(channel, &publication)?;
-        let delivery = self.hub.broadcast(channel, &message);
+        let delivered = self.deliver(channel, &publication);
+        Ok(Published {
+            delivered,
+            ..Published::default()
+        })
+    }
+
+    /// Encodes a publication's push once and queues it for every local subscriber; returns
+    /// how many it was queued for.
+    pub fn deliver(&self, channel: &str, publication: &Publication) -> usize {
+        let message = match encode_push_message(channel, publication) {
+            Ok(message) => message,
+            Err(_) => {
+                tracing::error!(channel, "could not encode a publication");
+                return 0;
+            }
+        };
+        let delivery = self.hub.broadcast(channel, &message, publication.offset);
         self.metrics.messages_out(delivery.delivered as u64);
         if delivery.overflowed > 0 {
             self.metrics.slow_consumers(delivery.overflowed as u64);
         }
-        Ok(Published {
-            offset: publication.offset,
-            epoch: String::new(),
-            delivered: delivery.delivered,
-        })
+        delivery.delivered
+    }
+
+    /// History options of a namespace.
+    pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
+        HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
     }
 
     /// Seconds since the node started.

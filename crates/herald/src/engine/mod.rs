@@ -296,4 +296,15 @@ pub trait History: Send + Sync + 'static {
     /// Removes the channel's publications (`history_remove`); epoch and offset stay, so
     /// positions before the removal become unrecoverable and later ones keep working.
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Sets what is done with each appended publication once it is durable: called once per
+    /// non-duplicate publication, in offset order per channel, before its publisher's append
+    /// resolves. This is how publications reach subscribers in exactly the order of their
+    /// offsets, however many publishers race (a subscriber that saw offset 7 before 6 would
+    /// recover 7 again after a reconnect).
+    fn set_delivery(&self, delivery: Delivery);
 }
+
+/// The delivery hook of [`History::set_delivery`]: channel and publication. It runs on the
+/// engine's own thread, so it must be quick and must not block (queue, don't write).
+pub type Delivery = Arc<dyn Fn(&str, &StoredPublication) + Send + Sync>;

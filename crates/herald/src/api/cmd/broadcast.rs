@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::publish::{PublishResult, publish_one};
 use super::{bad_request, check_channel, publication_data};
 use crate::api::reply::ApiError;
-use crate::node::Node;
+use crate::node::{Node, PublishOptions};
 use crate::protocol::{self, Raw, nullable};
 
 /// Request of `broadcast`: `publish` with a list of channels.
@@ -64,38 +64,41 @@ pub struct PublishResponse {
 ///
 /// Errors for the whole call: 107 when there are no channels, or the data is missing or
 /// binary. A bad or unknown channel is an error in its own response only.
-pub fn execute(node: &Node, req: BroadcastRequest) -> Result<BroadcastResult, protocol::Error> {
+pub async fn execute(
+    node: &Node,
+    req: BroadcastRequest,
+) -> Result<BroadcastResult, protocol::Error> {
     if req.channels.is_empty() {
         return Err(bad_request(
             "channels is required (a list of channel names)",
         ));
     }
     let data = publication_data(req.data, &req.b64data)?;
-    let responses = req
-        .channels
-        .iter()
-        .map(|channel| {
-            let outcome = check_channel(node, channel).and_then(|()| {
-                publish_one(
-                    node,
-                    channel,
-                    data.clone(),
-                    req.tags.clone(),
-                    req.skip_history,
-                )
-            });
-            match outcome {
-                Ok(result) => PublishResponse {
-                    error: None,
-                    result: Some(result),
-                },
-                Err(e) => PublishResponse {
-                    error: Some(e.into()),
-                    result: None,
-                },
+    let mut responses = Vec::with_capacity(req.channels.len());
+    for channel in &req.channels {
+        let outcome = match check_channel(node, channel) {
+            Ok(()) => {
+                let options = PublishOptions {
+                    info: None,
+                    tags: req.tags.clone(),
+                    skip_history: req.skip_history,
+                    idempotency_key: Some(req.idempotency_key.clone()).filter(|k| !k.is_empty()),
+                };
+                publish_one(node, channel, data.clone(), options).await
             }
-        })
-        .collect();
+            Err(e) => Err(e),
+        };
+        responses.push(match outcome {
+            Ok(result) => PublishResponse {
+                error: None,
+                result: Some(result),
+            },
+            Err(e) => PublishResponse {
+                error: Some(e.into()),
+                result: None,
+            },
+        });
+    }
     Ok(BroadcastResult { responses })
 }
 
@@ -104,8 +107,8 @@ mod tests {
     use super::super::test_support::*;
     use super::*;
 
-    #[test]
-    fn publishes_to_each_channel_and_reports_each() {
+    #[tokio::test]
+    async fn publishes_to_each_channel_and_reports_each() {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
@@ -124,6 +127,7 @@ mod tests {
                 ..BroadcastRequest::default()
             },
         )
+        .await
         .unwrap();
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["responses"].as_array().unwrap().len(), 4);
@@ -141,8 +145,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn whole_call_errors() {
+    #[tokio::test]
+    async fn whole_call_errors() {
         let node = node();
         let e = execute(
             &node,
@@ -151,6 +155,7 @@ mod tests {
                 ..BroadcastRequest::default()
             },
         )
+        .await
         .unwrap_err();
         assert_eq!(e.code, 107);
         let e = execute(
@@ -160,6 +165,7 @@ mod tests {
                 ..BroadcastRequest::default()
             },
         )
+        .await
         .unwrap_err();
         assert_eq!(e.code, 107);
         let e = execute(
@@ -171,6 +177,7 @@ mod tests {
                 ..BroadcastRequest::default()
             },
         )
+        .await
         .unwrap_err();
         assert!(e.message.contains("b64data"), "{}", e.message);
     }

@@ -9,6 +9,8 @@ pub mod batch;
 pub mod broadcast;
 pub mod channels;
 pub mod disconnect;
+pub mod history;
+pub mod history_remove;
 pub mod info;
 pub mod publish;
 pub mod subscribe;
@@ -32,14 +34,7 @@ use crate::ws::{FrameBuf, Message, OpCode};
 
 /// Methods of the Centrifugo server API that Herald does not implement yet: they answer
 /// error 108 "not available", so that a client knows at once.
-pub const NOT_YET_AVAILABLE: &[&str] = &[
-    "presence",
-    "presence_stats",
-    "history",
-    "history_remove",
-    "refresh",
-    "rpc",
-];
+pub const NOT_YET_AVAILABLE: &[&str] = &["presence", "presence_stats", "refresh", "rpc"];
 
 /// One decoded server API command (any method except `batch`).
 #[derive(Debug)]
@@ -58,6 +53,10 @@ pub enum Command {
     Channels(channels::ChannelsRequest),
     /// `info`: see [`info`].
     Info(info::InfoRequest),
+    /// `history`: see [`history`].
+    History(history::HistoryRequest),
+    /// `history_remove`: see [`history_remove`].
+    HistoryRemove(history_remove::HistoryRemoveRequest),
     /// A known method that is not implemented yet (one of [`NOT_YET_AVAILABLE`]).
     NotAvailable(&'static str),
 }
@@ -76,6 +75,8 @@ impl Command {
             "disconnect" => Command::Disconnect(decode(json)?),
             "channels" => Command::Channels(decode(json)?),
             "info" => Command::Info(decode(json)?),
+            "history" => Command::History(decode(json)?),
+            "history_remove" => Command::HistoryRemove(decode(json)?),
             _ => match NOT_YET_AVAILABLE.iter().find(|m| **m == method) {
                 Some(m) => Command::NotAvailable(m),
                 None => return Ok(None),
@@ -93,6 +94,8 @@ impl Command {
             Command::Disconnect(_) => "disconnect",
             Command::Channels(_) => "channels",
             Command::Info(_) => "info",
+            Command::History(_) => "history",
+            Command::HistoryRemove(_) => "history_remove",
             Command::NotAvailable(method) => method,
         }
     }
@@ -100,13 +103,15 @@ impl Command {
     /// Runs the command and returns its result as JSON.
     pub async fn execute(self, node: &Arc<Node>) -> Result<Box<RawValue>, protocol::Error> {
         match self {
-            Command::Publish(req) => to_raw(&publish::execute(node, req)?),
-            Command::Broadcast(req) => to_raw(&broadcast::execute(node, req)?),
+            Command::Publish(req) => to_raw(&publish::execute(node, req).await?),
+            Command::Broadcast(req) => to_raw(&broadcast::execute(node, req).await?),
             Command::Subscribe(req) => to_raw(&subscribe::execute(node, req)?),
             Command::Unsubscribe(req) => to_raw(&unsubscribe::execute(node, req)?),
             Command::Disconnect(req) => to_raw(&disconnect::execute(node, req)?),
             Command::Channels(req) => to_raw(&channels::execute(node, req)?),
             Command::Info(req) => to_raw(&info::execute(node, req)?),
+            Command::History(req) => to_raw(&history::execute(node, req).await?),
+            Command::HistoryRemove(req) => to_raw(&history_remove::execute(node, req).await?),
             Command::NotAvailable(method) => Err(protocol::Error::new(
                 108,
                 format!("not available: Herald does not support the {method} API method yet"),

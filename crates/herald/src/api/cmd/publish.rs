@@ -30,8 +30,9 @@ pub struct PublishRequest {
     /// Tags attached to the publication and delivered to subscribers.
     #[serde(deserialize_with = "nullable")]
     pub tags: BTreeMap<String, String>,
-    /// Per-channel de-duplication key for retries. Accepted; publications are not
-    /// de-duplicated yet.
+    /// Per-channel de-duplication key for retries: within the idempotency window a repeated
+    /// key returns the first publication's result and is not delivered again (channels with
+    /// history).
     #[serde(deserialize_with = "nullable")]
     pub idempotency_key: String,
     /// Delta compression for subscribers that negotiated it. Accepted; full payloads are
@@ -66,29 +67,26 @@ fn is_zero(n: &u64) -> bool {
 ///
 /// Errors: 107 when the channel is missing or malformed, the data is missing or binary;
 /// 102 when the channel's namespace is not configured.
-pub fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, protocol::Error> {
+pub async fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, protocol::Error> {
     check_channel(node, &req.channel)?;
     let data = publication_data(req.data, &req.b64data)?;
-    publish_one(node, &req.channel, data, req.tags, req.skip_history)
+    let options = PublishOptions {
+        info: None,
+        tags: req.tags,
+        skip_history: req.skip_history,
+        idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+    };
+    publish_one(node, &req.channel, data, options).await
 }
 
 /// Publishes one payload to one channel (shared with `broadcast`).
-pub(super) fn publish_one(
+pub(super) async fn publish_one(
     node: &Node,
     channel: &str,
     data: Raw,
-    tags: BTreeMap<String, String>,
-    skip_history: bool,
+    options: PublishOptions,
 ) -> Result<PublishResult, protocol::Error> {
-    let published = node.publish(
-        channel,
-        data,
-        PublishOptions {
-            info: None,
-            tags,
-            skip_history,
-        },
-    )?;
+    let published = node.publish(channel, data, options).await?;
     node.metrics.publication("api");
     Ok(PublishResult {
         offset: published.offset,
@@ -109,13 +107,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn publishes_to_subscribers_only() {
+    #[tokio::test]
+    async fn publishes_to_subscribers_only() {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
         node.hub.subscribe("news", &a);
-        let result = execute(&node, request("news", r#"{"text":"hi"}"#)).unwrap();
+        let result = execute(&node, request("news", r#"{"text":"hi"}"#))
+            .await
+            .unwrap();
         assert_eq!(result, PublishResult::default());
         assert_eq!(serde_json::to_string(&result).unwrap(), "{}");
         assert_eq!(
@@ -124,31 +124,34 @@ mod tests {
         );
         assert_eq!(b.outbox.queued_bytes(), 0);
         // Nobody subscribed: still fine.
-        assert!(execute(&node, request("chat:empty", "1")).is_ok());
+        assert!(execute(&node, request("chat:empty", "1")).await.is_ok());
     }
 
-    #[test]
-    fn tags_reach_the_publication() {
+    #[tokio::test]
+    async fn tags_reach_the_publication() {
         let node = node();
         let a = client(&node, "a", "alice");
         node.hub.subscribe("news", &a);
         let mut req = request("news", "1");
         req.tags.insert("k".into(), "v".into());
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert_eq!(
             a.outbox.queued_bytes(),
             frame_len(r#"{"push":{"channel":"news","pub":{"data":1,"tags":{"k":"v"}}}}"#)
         );
     }
 
-    #[test]
-    fn errors() {
+    #[tokio::test]
+    async fn errors() {
         let node = node();
-        let e = execute(&node, request("", "1")).unwrap_err();
+        let e = execute(&node, request("", "1")).await.unwrap_err();
         assert_eq!(e.code, 107);
         assert!(e.message.contains("channel is required"), "{}", e.message);
         assert_eq!(
-            execute(&node, request("nope:x", "1")).unwrap_err().code,
+            execute(&node, request("nope:x", "1"))
+                .await
+                .unwrap_err()
+                .code,
             102
         );
         let e = execute(
@@ -158,18 +161,19 @@ mod tests {
                 ..PublishRequest::default()
             },
         )
+        .await
         .unwrap_err();
         assert_eq!(e.code, 107);
         assert!(e.message.contains("data is required"), "{}", e.message);
         let mut req = request("news", "1");
         req.b64data = "aGk=".into();
-        let e = execute(&node, req).unwrap_err();
+        let e = execute(&node, req).await.unwrap_err();
         assert_eq!(e.code, 107);
         assert!(e.message.contains("b64data"), "{}", e.message);
     }
 
-    #[test]
-    fn result_shows_position_when_there_is_one() {
+    #[tokio::test]
+    async fn result_shows_position_when_there_is_one() {
         let r = PublishResult {
             offset: 3,
             epoch: "xyz".into(),

@@ -107,8 +107,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn subscribes_every_connection_of_the_user() {
+    #[tokio::test]
+    async fn subscribes_every_connection_of_the_user() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -124,7 +124,9 @@ mod tests {
         execute(&node, request("alice", "news")).unwrap();
         assert_eq!(a1.outbox.queued_bytes(), push);
         // Publications now reach them, after the subscribe push.
-        node.publish("news", raw("1"), Default::default()).unwrap();
+        node.publish("news", raw("1"), Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             drain(&a1).0,
             [

@@ -72,8 +72,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unsubscribes_and_tells_the_connection() {
+    #[tokio::test]
+    async fn unsubscribes_and_tells_the_connection() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -94,7 +94,9 @@ mod tests {
         assert_eq!(b.outbox.queued_bytes(), 0);
         assert_eq!(node.hub.num_subscribers("news"), 1);
         // Publications no longer reach alice.
-        node.publish("news", raw("1"), Default::default()).unwrap();
+        node.publish("news", raw("1"), Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             drain(&a1).0,
             [

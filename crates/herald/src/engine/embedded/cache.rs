@@ -141,6 +141,8 @@ pub(super) struct Shared {
     pub failed: AtomicBool,
     /// Frames in the WAL as last seen by the checkpointer.
     pub wal_frames: AtomicU64,
+    /// Where durable publications go, in commit order ([`crate::engine::History::set_delivery`]).
+    pub delivery: std::sync::OnceLock<crate::engine::Delivery>,
 }
 
 impl Shared {
@@ -154,6 +156,7 @@ impl Shared {
             started: Instant::now(),
             counters: Counters::default(),
             failed: AtomicBool::new(false),
+            delivery: std::sync::OnceLock::new(),
             wal_frames: AtomicU64::new(0),
         }
     }

@@ -674,6 +674,12 @@ fn from_cache(
 }
 
 impl History for EmbeddedHistory {
+    fn set_delivery(&self, delivery: crate::engine::Delivery) {
+        if self.shared.delivery.set(delivery).is_err() {
+            tracing::warn!("history: the delivery hook was already set; keeping the first");
+        }
+    }
+
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendResult, EngineError>> {
         let (tx, rx) = oneshot::channel();
         // Sent now, not when first polled: appends are ordered as called.

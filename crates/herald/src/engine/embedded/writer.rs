@@ -74,6 +74,8 @@ enum Reply {
     Append(
         oneshot::Sender<Result<AppendResult, EngineError>>,
         Result<AppendResult, EngineError>,
+        /// The channel, for the delivery hook.
+        String,
     ),
     Position(
         oneshot::Sender<Result<StreamPosition, EngineError>>,
@@ -90,7 +92,7 @@ impl Reply {
     fn send(self) {
         // A caller that stopped waiting is no error.
         match self {
-            Reply::Append(tx, r) => drop(tx.send(r)),
+            Reply::Append(tx, r, _) => drop(tx.send(r)),
             Reply::Position(tx, r) => drop(tx.send(r)),
             Reply::Unit(tx, r) => drop(tx.send(r)),
             Reply::Done(tx) => drop(tx.send(())),
@@ -99,7 +101,7 @@ impl Reply {
 
     fn fail(self, e: &EngineError) -> Reply {
         match self {
-            Reply::Append(tx, _) => Reply::Append(tx, Err(e.clone())),
+            Reply::Append(tx, _, channel) => Reply::Append(tx, Err(e.clone()), channel),
             Reply::Position(tx, _) => Reply::Position(tx, Err(e.clone())),
             Reply::Unit(tx, _) => Reply::Unit(tx, Err(e.clone())),
             done => done,
@@ -119,6 +121,18 @@ pub(super) struct Committed {
 impl Committed {
     /// The batch is durable: update the cache, clear pending marks, answer the callers.
     fn ack(self, shared: &Shared) {
+        // Subscribers get the publications before readers can see them: a subscriber that
+        // reads the stream's top during its set-up then holds back exactly the publications
+        // above that top (see `Hub::activate`), never one it already has.
+        if let Some(deliver) = shared.delivery.get() {
+            for r in &self.replies {
+                if let Reply::Append(_, Ok(result), channel) = r {
+                    if let Some(publication) = &result.publication {
+                        deliver(channel, publication);
+                    }
+                }
+            }
+        }
         shared.apply(self.effects);
         for (channel, last) in &self.pending {
             shared.clear_pending(channel, *last, self.seq);
@@ -543,9 +557,10 @@ impl Writer {
                 open.replies.push(Reply::Append(
                     tx,
                     Err(EngineError::Unavailable(String::new())),
+                    req.channel.clone(),
                 ));
                 let r = self.append(req, now, open)?;
-                if let Some(Reply::Append(_, slot)) = open.replies.last_mut() {
+                if let Some(Reply::Append(_, slot, _)) = open.replies.last_mut() {
                     *slot = r;
                 }
             }

@@ -1,0 +1,91 @@
+//! `history`: a page of a channel's stream, for backends that rebuild state or show what was
+//! said before.
+//!
+//! `POST /api/history {"channel": "chat:1", "limit": 10, "since": {"offset": 5, "epoch": "…"},
+//! "reverse": false}` → `{"result": {"publications": [...], "epoch": "…", "offset": 42}}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::check_channel;
+use crate::engine::{HistoryFilter, StreamPosition};
+use crate::node::Node;
+use crate::protocol::{self, Publication, nullable};
+
+/// Request of `history`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HistoryRequest {
+    /// Channel whose stream to read. Required.
+    #[serde(deserialize_with = "nullable")]
+    pub channel: String,
+    /// Most publications to return: 0 only the stream position, −1 as many as allowed.
+    #[serde(deserialize_with = "nullable")]
+    pub limit: i64,
+    /// Return the publications after this position (before it with `reverse`).
+    pub since: Option<Position>,
+    /// Newest first.
+    #[serde(deserialize_with = "nullable")]
+    pub reverse: bool,
+}
+
+/// A stream position in a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Position {
+    /// Offset of a publication.
+    #[serde(deserialize_with = "nullable")]
+    pub offset: u64,
+    /// Epoch of the stream the offset belongs to.
+    #[serde(deserialize_with = "nullable")]
+    pub epoch: String,
+}
+
+/// Result of `history`; the three fields are always present.
+#[derive(Debug, Default, Serialize)]
+pub struct HistoryResult {
+    /// The publications, oldest first (newest first with `reverse`).
+    pub publications: Vec<Publication>,
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The stream's top offset.
+    pub offset: u64,
+}
+
+/// Reads the history of `req.channel`.
+///
+/// Errors: 107 for a missing or malformed channel; 102 for an unknown namespace; 108 when the
+/// namespace keeps no history; 112 when `since` names another epoch.
+pub async fn execute(node: &Node, req: HistoryRequest) -> Result<HistoryResult, protocol::Error> {
+    check_channel(node, &req.channel)?;
+    let (_, options) = node.resolve_channel(&req.channel)?;
+    let Some(history) = node.history.clone().filter(|_| options.history_enabled()) else {
+        return Err(protocol::Error::new(
+            108,
+            "not available: the channel's namespace keeps no history (set history_size and \
+             history_ttl)",
+        ));
+    };
+    let cap = node.config.client.history_max_publication_limit as i64;
+    let filter = HistoryFilter {
+        since: req.since.map(|p| StreamPosition::new(p.offset, p.epoch)),
+        limit: if req.limit < 0 {
+            cap
+        } else {
+            req.limit.min(cap)
+        },
+        reverse: req.reverse,
+    };
+    let page = history
+        .read(&req.channel, filter, node.history_options(options))
+        .await
+        .map_err(|e| e.to_protocol())?;
+    Ok(HistoryResult {
+        publications: page
+            .publications
+            .iter()
+            .map(|p| p.to_publication())
+            .collect(),
+        epoch: page.position.epoch,
+        offset: page.position.offset,
+    })
+}

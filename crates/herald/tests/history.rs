@@ -1,0 +1,266 @@
+//! Durable history through the real server: offsets and epochs on publish, the `history`
+//! command and API, exact recovery after a disconnect and after a restart, the offline inbox,
+//! ordered delivery under concurrent publishers, and idempotent publishes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A config whose `chat` and `inbox` namespaces keep history in `data_dir`.
+fn history_config(data_dir: &std::path::Path, history_size: u64) -> Value {
+    json!({
+        "data_dir": data_dir,
+        "channel": {"namespaces": [
+            {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_client": true,
+             "allow_history_for_client": true, "history_size": history_size,
+             "history_ttl": "1h", "force_recovery": true},
+            {"name": "inbox", "allow_user_limited_channels": true, "allow_publish_for_client": true,
+             "history_size": 1000, "history_ttl": "720h", "force_recovery": true}
+        ]}
+    })
+}
+
+async fn publish(server: &Server, channel: &str, n: u64) -> Value {
+    server
+        .api_ok("publish", json!({"channel": channel, "data": {"n": n}}))
+        .await
+}
+
+fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| p["offset"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn publish_assigns_offsets_and_history_returns_them() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    let first = publish(&server, "chat:1", 1).await;
+    assert_eq!(first["offset"], 1, "{first}");
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    assert!(!epoch.is_empty());
+    for n in 2..=5 {
+        let result = publish(&server, "chat:1", n).await;
+        assert_eq!(result["offset"], n);
+        assert_eq!(result["epoch"], epoch.as_str());
+    }
+    let page = server
+        .api_ok("history", json!({"channel": "chat:1", "limit": -1}))
+        .await;
+    assert_eq!(offsets(&page["publications"]), vec![1, 2, 3, 4, 5]);
+    assert_eq!(page["epoch"], epoch.as_str());
+    assert_eq!(page["offset"], 5);
+    let page = server
+        .api_ok(
+            "history",
+            json!({"channel": "chat:1", "limit": 2, "since": {"offset": 2, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(offsets(&page["publications"]), vec![3, 4]);
+    let reverse = server
+        .api_ok(
+            "history",
+            json!({"channel": "chat:1", "limit": 2, "reverse": true}),
+        )
+        .await;
+    assert_eq!(offsets(&reverse["publications"]), vec![5, 4]);
+    // A wrong epoch is 112; a namespace without history is 108.
+    let wrong = server
+        .api(
+            "history",
+            json!({"channel": "chat:1", "since": {"offset": 1, "epoch": "nope"}}),
+        )
+        .await
+        .json();
+    assert_eq!(wrong["error"]["code"], 112, "{wrong}");
+    let none = server
+        .api("history", json!({"channel": "news"}))
+        .await
+        .json();
+    assert_eq!(none["error"]["code"], 108, "{none}");
+
+    // The client command sees the same stream.
+    let mut ws = server.client("alice").await;
+    let reply = ws
+        .call(json!({"history": {"channel": "chat:1", "limit": 10}}))
+        .await;
+    assert_eq!(
+        offsets(&reply["history"]["publications"]),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(reply["history"]["epoch"], epoch.as_str());
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_recovers_exactly_what_it_missed() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    publish(&server, "chat:r", 1).await;
+    let mut ws = server.client("bob").await;
+    let reply = ws.subscribe("chat:r").await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recoverable"], true, "{reply}");
+    assert_eq!(sub["offset"], 1);
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    drop(ws);
+    for n in 2..=6 {
+        publish(&server, "chat:r", n).await;
+    }
+    let mut ws = server.client("bob").await;
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "chat:r", "recover": true, "offset": 1, "epoch": epoch}}))
+        .await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(sub["was_recovering"], true);
+    assert_eq!(offsets(&sub["publications"]), vec![2, 3, 4, 5, 6]);
+    assert_eq!(sub["publications"][0]["data"], json!({"n": 2}));
+    // Live publications continue after the recovered ones, once each.
+    publish(&server, "chat:r", 7).await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["offset"], 7, "{push}");
+    assert!(
+        ws.next_push_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_gap_larger_than_the_history_is_not_recovered() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 3)).await;
+    let first = publish(&server, "chat:g", 1).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    for n in 2..=10 {
+        publish(&server, "chat:g", n).await;
+    }
+    let mut ws = server.client("bob").await;
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "chat:g", "recover": true, "offset": 1, "epoch": epoch}}))
+        .await;
+    let sub = &reply["subscribe"];
+    assert_eq!(
+        sub["recovered"],
+        Value::Null,
+        "recovered is false (omitted): {reply}"
+    );
+    assert_eq!(sub["publications"], Value::Null, "no partial set: {reply}");
+    assert_eq!(sub["offset"], 10);
+    let page = server
+        .api_ok("history", json!({"channel": "chat:g", "limit": -1}))
+        .await;
+    assert_eq!(offsets(&page["publications"]), vec![8, 9, 10]);
+}
+
+#[tokio::test]
+async fn recovery_and_offsets_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let config = history_config(data.path(), 100);
+    let mut server = Server::start(config.clone()).await;
+    let first = publish(&server, "chat:s", 1).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    publish(&server, "chat:s", 2).await;
+    // kill -9: acknowledged publications are on disk.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGKILL) };
+    server.wait_exit(Duration::from_secs(10)).await;
+    let server = Server::start(config).await;
+    let third = publish(&server, "chat:s", 3).await;
+    assert_eq!(third["offset"], 3, "offsets continue: {third}");
+    assert_eq!(third["epoch"], epoch.as_str(), "same stream");
+    let mut ws = server.client("bob").await;
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "chat:s", "recover": true, "offset": 1, "epoch": epoch}}))
+        .await;
+    assert_eq!(reply["subscribe"]["recovered"], true, "{reply}");
+    assert_eq!(offsets(&reply["subscribe"]["publications"]), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn the_offline_inbox_delivers_everything_once_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    let mut alice = server.client("alice").await;
+    for n in 1..=20 {
+        let reply = alice.publish("inbox:#bob", json!({"text": n})).await;
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    // Only bob may read his inbox.
+    assert_error(&alice.subscribe("inbox:#bob").await, 103);
+    // Bob was never connected: he asks for everything since the start of the stream.
+    let mut bob = server.client("bob").await;
+    let reply = bob
+        .call(json!({"subscribe": {"channel": "inbox:#bob", "recover": true, "offset": 0, "epoch": ""}}))
+        .await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(
+        offsets(&sub["publications"]),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert_eq!(sub["publications"][19]["data"], json!({"text": 20}));
+    assert_eq!(sub["publications"][0]["info"]["user"], "alice");
+}
+
+#[tokio::test]
+async fn concurrent_publishers_are_delivered_in_offset_order() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 1000)).await;
+    let mut ws = server.client("bob").await;
+    ws.subscribe_ok("chat:o").await;
+    let port = server.port;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            tokio::spawn(async move {
+                for n in 0..25 {
+                    let body = json!({"channel": "chat:o", "data": {"t": t, "n": n}}).to_string();
+                    let response = http(
+                        port,
+                        "POST",
+                        "/api/publish",
+                        &[("X-API-Key", API_KEY), ("Content-Type", "application/json")],
+                        Some(body.as_bytes()),
+                    )
+                    .await;
+                    assert!(response.json().get("result").is_some());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 200 {
+        let push = ws.next_push().await;
+        seen.push(push["push"]["pub"]["offset"].as_u64().unwrap());
+    }
+    assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_is_stored_and_delivered_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    let mut ws = server.client("bob").await;
+    ws.subscribe_ok("chat:i").await;
+    let body = json!({"channel": "chat:i", "data": {"n": 1}, "idempotency_key": "order-1"});
+    let first = server.api_ok("publish", body.clone()).await;
+    let retry = server.api_ok("publish", body).await;
+    assert_eq!(first, retry);
+    assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 1);
+    assert!(
+        ws.next_push_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
