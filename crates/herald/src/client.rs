@@ -234,7 +234,7 @@ impl Client {
         match method {
             Method::Connect => {
                 let request = command.connect.unwrap_or_default();
-                self.connect(id, request, ws)?;
+                self.connect(id, request, ws).await?;
             }
             Method::Subscribe => {
                 let request = command.subscribe.unwrap_or_default();
@@ -284,7 +284,12 @@ impl Client {
         Ok(())
     }
 
-    fn connect(&mut self, id: u32, request: ConnectRequest, ws: &WebSocket) -> Result<(), Close> {
+    async fn connect(
+        &mut self,
+        id: u32,
+        request: ConnectRequest,
+        ws: &WebSocket,
+    ) -> Result<(), Close> {
         if self.state != State::Connecting {
             return Err(Disconnect::BAD_REQUEST);
         }
@@ -370,14 +375,37 @@ impl Client {
             let jitter = rand::rng().random_range(Duration::ZERO..=half);
             self.ping_at = Some(Instant::now() + half + jitter);
         }
+        // Server-side subscriptions recover like client ones, from the positions the client
+        // sends in `subs`; their publications follow the connect reply.
+        let mut joined = Vec::with_capacity(channels.len());
         for channel in channels {
-            node.hub.subscribe(&channel, &handle);
-            result.subs.insert(channel, SubscribeResult::default());
+            let mut sub = request.subs.get(&channel).cloned().unwrap_or_default();
+            sub.channel = channel;
+            let mut sub_result = SubscribeResult::default();
+            match self.join(&handle, &sub, &mut sub_result).await {
+                Ok(after) => {
+                    result.subs.insert(sub.channel.clone(), sub_result);
+                    joined.push((sub.channel, after));
+                }
+                Err(error) => {
+                    node.hub.remove_client(&handle);
+                    self.state = State::Failed;
+                    self.reply(&Reply::error(id, error));
+                    return Ok(());
+                }
+            }
         }
-        self.handle = Some(handle);
+        self.handle = Some(handle.clone());
         self.state = State::Connected;
         self.stale_at = None;
         self.reply(&Reply::result(id, result));
+        if !joined.is_empty() {
+            // Publications of server-side subscriptions must follow the connect reply.
+            self.flush_replies(ws);
+        }
+        for (channel, after) in joined {
+            node.hub.activate(&channel, &handle, after);
+        }
         Ok(())
     }
 
@@ -403,6 +431,35 @@ impl Client {
             Err(SubscribeFailure::Close(close)) => return Err(close),
         };
         let channel = request.channel.as_str();
+        let after = match self.join(&handle, &request, &mut result).await {
+            Ok(after) => after,
+            Err(error) => {
+                self.reply(&Reply::error(id, error));
+                return Ok(());
+            }
+        };
+        // The reply goes out before any publication of the channel: those that arrived
+        // meanwhile were held back and follow it now.
+        self.reply(&Reply::result(id, result));
+        self.flush_replies(ws);
+        node.hub.activate(channel, &handle, after);
+        Ok(())
+    }
+
+    /// Adds the subscription to the hub with publications held back, and completes `result`
+    /// with the stream position (and the missed publications, when recovering) if the
+    /// namespace keeps history. Returns the offset after which held-back publications are
+    /// new to the client; the caller queues the reply, then calls [`Hub::activate`] with it.
+    ///
+    /// [`Hub::activate`]: crate::hub::Hub::activate
+    async fn join(
+        &self,
+        handle: &Arc<ClientHandle>,
+        request: &SubscribeRequest,
+        result: &mut SubscribeResult,
+    ) -> Result<u64, Error> {
+        let node = &self.node;
+        let channel = request.channel.as_str();
         let stream = match node.resolve_channel(channel) {
             Ok((_, options)) if options.history_enabled() => node
                 .history
@@ -410,22 +467,15 @@ impl Client {
                 .map(|history| (history, node.history_options(options), options)),
             _ => None,
         };
+        node.hub.subscribe_pending(channel, handle);
         let Some((history, history_options, options)) = stream else {
-            // The reply goes out before any publication of the channel can be queued behind it.
-            self.reply(&Reply::result(id, result));
-            self.flush_replies(ws);
-            node.hub.subscribe(channel, &handle);
-            return Ok(());
+            return Ok(0);
         };
         result.recoverable =
             options.force_recovery || (options.allow_recovery && request.recoverable);
         result.positioned = result.recoverable
             || options.force_positioning
             || (options.allow_positioning && request.positioned);
-        // Publications from now on are held back until the reply (with the stream position,
-        // and the missed publications when recovering) is queued; then those after that
-        // position follow it, so none is lost or doubled.
-        node.hub.subscribe_pending(channel, &handle);
         let position = if request.recover && result.recoverable {
             let since = StreamPosition::new(request.offset, request.epoch.clone());
             let limit = node.config.client.recovery_max_publication_limit;
@@ -445,22 +495,19 @@ impl Client {
         } else {
             history.top(channel, history_options).await
         };
-        let position = match position {
-            Ok(position) => position,
-            Err(e) => {
-                node.hub.unsubscribe(channel, &handle);
-                self.reply(&Reply::error(id, e.to_protocol()));
-                return Ok(());
+        match position {
+            Ok(position) => {
+                if result.positioned {
+                    result.offset = position.offset;
+                    result.epoch = position.epoch;
+                }
+                Ok(position.offset)
             }
-        };
-        if result.positioned {
-            result.offset = position.offset;
-            result.epoch = position.epoch;
+            Err(e) => {
+                node.hub.unsubscribe(channel, handle);
+                Err(e.to_protocol())
+            }
         }
-        self.reply(&Reply::result(id, result));
-        self.flush_replies(ws);
-        node.hub.activate(channel, &handle, position.offset);
-        Ok(())
     }
 
     /// `history`: a page of the channel's stream (protocol.md §3).

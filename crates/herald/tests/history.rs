@@ -264,3 +264,34 @@ async fn an_idempotent_retry_is_stored_and_delivered_once() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn server_side_subscriptions_recover_through_connect() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    let token =
+        herald::auth::sign_hs256(&json!({"sub": "carol", "channels": ["chat:srv"]}), SECRET)
+            .unwrap();
+    publish(&server, "chat:srv", 1).await;
+    let mut ws = server.ws().await;
+    let reply = ws.connect(&token).await;
+    let sub = &reply["connect"]["subs"]["chat:srv"];
+    assert_eq!(sub["recoverable"], true, "{reply}");
+    assert_eq!(sub["offset"], 1);
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    drop(ws);
+    for n in 2..=4 {
+        publish(&server, "chat:srv", n).await;
+    }
+    let mut ws = server.ws().await;
+    let reply = ws
+        .call(json!({"connect": {"token": token, "subs": {
+            "chat:srv": {"recover": true, "offset": 1, "epoch": epoch}
+        }}}))
+        .await;
+    let sub = &reply["connect"]["subs"]["chat:srv"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(offsets(&sub["publications"]), vec![2, 3, 4]);
+    publish(&server, "chat:srv", 5).await;
+    assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 5);
+}
