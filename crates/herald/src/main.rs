@@ -2,6 +2,7 @@
 //! `gentoken`, `checktoken`, `publish`…).
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -61,7 +62,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
+async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
     for warning in config
         .load_warnings
         .iter()
@@ -69,11 +70,21 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
     {
         tracing::warn!("{warning}");
     }
+    // Without a config file and without a token key, make this run usable at once: a random
+    // token secret and API key that live as long as the process (a config from `herald
+    // genconfig` keeps them).
+    let ephemeral = config_path.is_none() && !config.client.token.has_key();
+    if ephemeral {
+        config.client.token.hmac_secret_key = herald::config::random_secret(32);
+        if config.http_api.key.is_empty() {
+            config.http_api.key = herald::config::random_secret(32);
+        }
+    }
+    let secret = config.client.token.hmac_secret_key.clone();
+    let api_key = config.http_api.key.clone();
     let anonymous = config.client.allow_anonymous_connect_without_token;
     let has_key = config.client.token.has_key();
     let node = Node::new(config)?;
-    // Signals are handled from before the first log line on, so that a SIGTERM right after
-    // start-up still shuts down gracefully.
     let shutdown = node.shutdown.clone();
     let signals = signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     tokio::spawn(async move {
@@ -96,8 +107,18 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
             "no config file: running on embedded defaults (herald genconfig writes one)"
         ),
     }
-    if has_key {
-        tracing::info!("get a connection token with: herald gentoken -u USER");
+    if ephemeral {
+        let token =
+            herald::auth::generate_token("demo", Some(Duration::from_secs(86_400)), &secret, None)
+                .map_err(|e| e.to_string())?;
+        tracing::info!("no token secret configured: generated one for this run only");
+        tracing::info!("a connection token for user \"demo\" (valid 24 h): {token}");
+        tracing::info!(
+            "more tokens: HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY={secret} herald gentoken -u USER"
+        );
+        tracing::info!("server API key for this run: {api_key} (header X-API-Key)");
+    } else if has_key {
+        tracing::info!("get a connection token with: herald -c CONFIG gentoken -u USER");
     } else if anonymous {
         tracing::info!("anonymous connections allowed without a token");
     } else {
