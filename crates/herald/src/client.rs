@@ -550,8 +550,13 @@ impl Client {
             reverse: request.reverse,
         };
         let read = history
-            .read(&request.channel, filter, node.history_options(options))
-            .await;
+            .read(
+                &request.channel,
+                filter.clone(),
+                node.history_options(options),
+            )
+            .await
+            .and_then(|page| page.continuing(&filter));
         Ok(read
             .map(|page| HistoryResult {
                 publications: page

@@ -160,6 +160,23 @@ async fn a_gap_larger_than_the_history_is_not_recovered() {
         .api_ok("history", json!({"channel": "chat:g", "limit": -1}))
         .await;
     assert_eq!(offsets(&page["publications"]), vec![8, 9, 10]);
+    // Paging on from a trimmed position is 112, not a page with a silent gap…
+    let trimmed = server
+        .api(
+            "history",
+            json!({"channel": "chat:g", "since": {"offset": 2, "epoch": epoch}, "limit": 5}),
+        )
+        .await
+        .json();
+    assert_eq!(trimmed["error"]["code"], 112, "{trimmed}");
+    // …while from a retained one it works.
+    let page = server
+        .api_ok(
+            "history",
+            json!({"channel": "chat:g", "since": {"offset": 8, "epoch": epoch}, "limit": 5}),
+        )
+        .await;
+    assert_eq!(offsets(&page["publications"]), vec![9, 10]);
 }
 
 #[tokio::test]

@@ -220,6 +220,26 @@ pub struct HistoryResult {
     pub position: StreamPosition,
 }
 
+impl HistoryResult {
+    /// Whether this page continues exactly from `filter.since`: reading forward from a
+    /// position whose next publications were trimmed (by size or TTL) cannot be answered
+    /// honestly, so it is [`EngineError::UnrecoverablePosition`] (112) rather than a page with
+    /// a silent gap.
+    pub fn continuing(self, filter: &HistoryFilter) -> Result<HistoryResult, EngineError> {
+        let Some(since) = filter.since.as_ref().filter(|_| !filter.reverse) else {
+            return Ok(self);
+        };
+        let gap = match self.publications.first() {
+            Some(first) => first.offset > since.offset + 1,
+            None => filter.limit != 0 && self.position.offset > since.offset,
+        };
+        if gap {
+            return Err(EngineError::UnrecoverablePosition);
+        }
+        Ok(self)
+    }
+}
+
 /// The outcome of a recovery (protocol §6).
 #[derive(Clone, Debug, Default)]
 pub struct Recovery {

@@ -76,8 +76,9 @@ pub async fn execute(node: &Node, req: HistoryRequest) -> Result<HistoryResult, 
         reverse: req.reverse,
     };
     let page = history
-        .read(&req.channel, filter, node.history_options(options))
+        .read(&req.channel, filter.clone(), node.history_options(options))
         .await
+        .and_then(|page| page.continuing(&filter))
         .map_err(|e| e.to_protocol())?;
     Ok(HistoryResult {
         publications: page
