@@ -11,7 +11,10 @@ use crate::auth::TokenVerifier;
 use crate::channel::{self, ParsedChannel};
 use crate::config::{Config, NamespaceOptions};
 use crate::engine::embedded::EmbeddedHistory;
-use crate::engine::{AppendRequest, History, HistoryOptions};
+use crate::engine::{AppendRequest, History, HistoryOptions, RecentKeys};
+
+/// How long an `idempotency_key` is remembered (Centrifugo's window).
+const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientInfo, Publication, Raw, encode_publication_push};
@@ -38,6 +41,9 @@ pub struct Node {
     /// Channel history streams, when some namespace keeps history (`history_size` and
     /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
     pub history: Option<Arc<dyn History>>,
+    /// Idempotency keys of publications to channels without history (those with history keep
+    /// theirs in the stream).
+    recent_keys: RecentKeys,
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
     pub live_connections: AtomicUsize,
@@ -117,6 +123,7 @@ impl Node {
                 started: Instant::now(),
                 shutdown: CancellationToken::new(),
                 history,
+                recent_keys: RecentKeys::new(IDEMPOTENCY_WINDOW),
                 live_connections: AtomicUsize::new(0),
             }
         }))
@@ -171,6 +178,12 @@ impl Node {
                     epoch: appended.position.epoch,
                     delivered: 0,
                 });
+            }
+        }
+        if let Some(key) = options.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
+            if !self.recent_keys.insert(channel, key) {
+                // A retry of a publication already delivered: same (empty) result, no delivery.
+                return Ok(Published::default());
             }
         }
         let publication = Publication {

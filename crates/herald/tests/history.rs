@@ -312,3 +312,20 @@ async fn server_side_subscriptions_recover_through_connect() {
     publish(&server, "chat:srv", 5).await;
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 5);
 }
+
+#[tokio::test]
+async fn an_idempotent_retry_without_history_is_delivered_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 100)).await;
+    let mut ws = server.client("bob").await;
+    ws.subscribe_ok("news").await;
+    let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k-1"});
+    server.api_ok("publish", body.clone()).await;
+    server.api_ok("publish", body).await;
+    assert_eq!(ws.next_push().await["push"]["pub"]["data"], json!({"n": 1}));
+    assert!(
+        ws.next_push_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
