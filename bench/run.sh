@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Herald's standard benchmarks with herald-bench and writes bench/RESULTS.md.
 #
-#   bench/run.sh              # the standard set (~6 minutes)
-#   QUICK=1 bench/run.sh      # one small fan-out only (smoke test, ~20 s)
+#   bench/run.sh              # the standard set (~12 minutes)
+#   QUICK=1 bench/run.sh      # one small run of each kind (smoke test, ~1 minute)
+#   SETS=history OUT=bench/out/history.md bench/run.sh   # only the durable-history runs
 #
 # Environment knobs:
 #   RUNS=3            runs of each fan-out scenario
@@ -14,14 +15,23 @@
 #   OUT=bench/RESULTS.md
 #   QUIET_IDLE=0      if > 0: before each run wait (at most QUIET_WAIT=300 s) until the CPUs
 #                     were at least this many percent idle over 2 s (for shared machines)
+#   SETS="fanout history"  which sets to run: fanout (fanout, idle, connect on bench/config.json)
+#                     and history (publish, recover on bench/config-history.json)
+#   PUBLISH_DURATION=10 seconds of each publish run
+#   PUBLISH_CHANNELS=100 channels the publish runs spread over (bench:0 … bench:99)
+#   RECOVER_SUBS=15000 RECOVER_PROCS=3 RECOVER_MESSAGES=100   the recover run
 #
-# Every scenario gets a freshly started server, so memory and state do not carry over.
+# Every scenario gets a freshly started server, so memory and state do not carry over. The
+# history runs give each server a new data directory (mktemp -d under ${TMPDIR:-/tmp}, on the
+# same disk as the data a production server would use if TMPDIR is not a tmpfs), removed when
+# that server stops.
 # Traffic goes to 127.0.0.1 only; every run is bounded in time.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CONFIG=bench/config.json
+HISTORY_CONFIG=bench/config-history.json
 OUT=${OUT:-bench/RESULTS.md}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
@@ -29,7 +39,14 @@ IDLE_SUBS=${IDLE_SUBS:-15000}
 PUBLISH_VIA=${PUBLISH_VIA:-auto}
 QUICK=${QUICK:-0}
 PORT=${PORT:-8000}
-WORK=bench/out
+SETS=${SETS:-fanout history}
+PUBLISH_DURATION=${PUBLISH_DURATION:-10}
+PUBLISH_CHANNELS=${PUBLISH_CHANNELS:-100}
+RECOVER_SUBS=${RECOVER_SUBS:-15000}
+RECOVER_PROCS=${RECOVER_PROCS:-3}
+RECOVER_MESSAGES=${RECOVER_MESSAGES:-100}
+want() { case " $SETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+WORK=${WORK:-bench/out}
 mkdir -p "$WORK"
 RESULTS="$WORK/results.jsonl"
 COMMANDS="$WORK/commands.txt"
@@ -55,8 +72,13 @@ URL="ws://127.0.0.1:$PORT/connection/websocket"
 API="http://127.0.0.1:$PORT/api"
 
 SERVER_PID=""
+SERVER_CONFIG=$CONFIG
+DATA_DIR=""
+# start_server: $SERVER_CONFIG on $PORT (with --data-dir $DATA_DIR when set).
 start_server() {
-    "$HERALD" -c "$CONFIG" --port "$PORT" >>"$WORK/server.log" 2>&1 &
+    local extra=()
+    if [ -n "$DATA_DIR" ]; then extra=(--data-dir "$DATA_DIR"); fi
+    "$HERALD" -c "$SERVER_CONFIG" --port "$PORT" "${extra[@]}" >>"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if port_in_use "$PORT"; then return 0; fi
@@ -71,6 +93,10 @@ stop_server() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=""
+    fi
+    if [ -n "$DATA_DIR" ]; then
+        rm -rf -- "$DATA_DIR"
+        DATA_DIR=""
     fi
 }
 trap stop_server EXIT
@@ -87,7 +113,7 @@ api_works() {
     printf '%s' "$body" | grep -q '"result"'
 }
 
-if [ "$PUBLISH_VIA" = auto ]; then
+if want fanout && [ "$PUBLISH_VIA" = auto ]; then
     start_server
     if api_works; then PUBLISH_VIA=api; else PUBLISH_VIA=client; fi
     stop_server
@@ -120,7 +146,22 @@ wait_quiet() {
     done
 }
 
-# run LABEL SCENARIO ARGS...: one run on a fresh server; the result line goes to $RESULTS.
+# execute LABEL ARGS...: herald-bench ARGS against the running server; the result line goes to
+# $RESULTS.
+execute() {
+    local label=$1
+    shift
+    echo "== $label: herald-bench $*" >&2
+    echo "herald-bench $*" | sed "s/$SECRET/\$SECRET/g; s/$API_KEY/\$API_KEY/g" >>"$COMMANDS"
+    if "$BENCH" "$@" | tee "$WORK/$label.txt"; then
+        tail -n 1 "$WORK/$label.txt" >>"$RESULTS"
+    else
+        echo "run.sh: $label failed" >&2
+        echo "{\"scenario\":\"failed\",\"label\":\"$label\"}" >>"$RESULTS"
+    fi
+}
+
+# run LABEL SCENARIO ARGS...: one run on a fresh server (bench/config.json).
 run() {
     local label=$1 scenario=$2
     shift 2
@@ -130,15 +171,27 @@ run() {
     if [ "$scenario" = fanout ]; then
         args+=(--api "$API" --api-key "$API_KEY" --publish-via "$PUBLISH_VIA")
     fi
-    echo "== $label: herald-bench ${args[*]}" >&2
-    echo "herald-bench ${args[*]}" | sed "s/$SECRET/\$SECRET/; s/$API_KEY/\$API_KEY/" >>"$COMMANDS"
-    if "$BENCH" "${args[@]}" | tee "$WORK/$label.txt"; then
-        tail -n 1 "$WORK/$label.txt" >>"$RESULTS"
-    else
-        echo "run.sh: $label failed" >&2
-        echo "{\"scenario\":\"failed\",\"label\":\"$label\"}" >>"$RESULTS"
-    fi
+    execute "$label" "${args[@]}"
     stop_server
+    sleep 1
+}
+
+# run_history LABEL SCENARIO ARGS...: one run on a fresh server with durable history
+# (bench/config-history.json) in a new data directory, removed afterwards.
+run_history() {
+    local label=$1 scenario=$2
+    shift 2
+    wait_quiet
+    SERVER_CONFIG=$HISTORY_CONFIG
+    DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-bench-data.XXXXXX")
+    start_server
+    local args=("$scenario" --api "$API" --api-key "$API_KEY" --server-pid "$SERVER_PID" --label "$label")
+    if [ "$scenario" = recover ]; then
+        args+=(--url "$URL" --hmac-secret "$SECRET")
+    fi
+    execute "$label" "${args[@]}" "$@"
+    stop_server
+    SERVER_CONFIG=$CONFIG
     sleep 1
 }
 
@@ -146,22 +199,51 @@ START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 PSI_START=$(sed -n 's/^some avg10=\([^ ]*\) avg60=\([^ ]*\) avg300=\([^ ]*\).*/\1 \2 \3/p' /proc/pressure/cpu 2>/dev/null || echo "n/a")
 if [ "$QUICK" = 1 ]; then
-    run fanout-100x100 fanout --subs 100 --rate 100 --duration 3 --payload-size 64
+    if want fanout; then
+        run fanout-100x100 fanout --subs 100 --rate 100 --duration 3 --payload-size 64
+    fi
+    if want history; then
+        run_history publish-closed-16 publish --channels 10 --concurrency 16 --duration 2 --payload-size 64
+        run_history recover-500x20 recover --channel bench:recover --subs 500 --messages 20
+    fi
 else
-    for i in $(seq 1 "$RUNS"); do
-        run "fanout-1k-subs-1k-msg" fanout --subs 1000 --rate 1000 --duration "$DURATION" --payload-size 64 \
-            --plot "$WORK/fanout-1k-1k-$i.svg"
-    done
-    for i in $(seq 1 "$RUNS"); do
-        run "fanout-1k-subs-5k-msg" fanout --subs 1000 --rate 5000 --duration "$DURATION" --payload-size 64 \
-            --plot "$WORK/fanout-1k-5k-$i.svg"
-    done
-    for i in $(seq 1 "$RUNS"); do
-        run "fanout-10k-subs-100-msg" fanout --subs 10000 --rate 100 --duration "$DURATION" --payload-size 64 \
-            --plot "$WORK/fanout-10k-100-$i.svg"
-    done
-    run "idle-$IDLE_SUBS" idle --subs "$IDLE_SUBS" --hold 15
-    run "connect-5k" connect --subs 5000 --concurrency 100
+    if want fanout; then
+        for i in $(seq 1 "$RUNS"); do
+            run "fanout-1k-subs-1k-msg" fanout --subs 1000 --rate 1000 --duration "$DURATION" --payload-size 64 \
+                --plot "$WORK/fanout-1k-1k-$i.svg"
+        done
+        for i in $(seq 1 "$RUNS"); do
+            run "fanout-1k-subs-5k-msg" fanout --subs 1000 --rate 5000 --duration "$DURATION" --payload-size 64 \
+                --plot "$WORK/fanout-1k-5k-$i.svg"
+        done
+        for i in $(seq 1 "$RUNS"); do
+            run "fanout-10k-subs-100-msg" fanout --subs 10000 --rate 100 --duration "$DURATION" --payload-size 64 \
+                --plot "$WORK/fanout-10k-100-$i.svg"
+        done
+        run "idle-$IDLE_SUBS" idle --subs "$IDLE_SUBS" --hold 15
+        run "connect-5k" connect --subs 5000 --concurrency 100
+    fi
+    if want history; then
+        # Closed loop: as many publications as the connections can get acknowledged; more
+        # connections give group commit more publications per flush.
+        for c in 64 1024; do
+            for i in $(seq 1 "$RUNS"); do
+                run_history "publish-closed-$c" publish --channels "$PUBLISH_CHANNELS" --concurrency "$c" \
+                    --duration "$PUBLISH_DURATION" --payload-size 64 --plot "$WORK/publish-closed-$c-$i.svg"
+            done
+        done
+        # Open loop at 10,000/s: the acknowledgement latency at a moderate load.
+        for i in $(seq 1 "$RUNS"); do
+            run_history "publish-open-10k" publish --channels "$PUBLISH_CHANNELS" --concurrency 64 --rate 10000 \
+                --duration "$PUBLISH_DURATION" --payload-size 64 --plot "$WORK/publish-open-10k-$i.svg"
+        done
+        # Every client misses RECOVER_MESSAGES publications, then all come back at once.
+        for i in $(seq 1 "$RUNS"); do
+            run_history "recover-$RECOVER_SUBS-x$RECOVER_MESSAGES" recover --channel bench:recover \
+                --subs "$RECOVER_SUBS" --procs "$RECOVER_PROCS" --messages "$RECOVER_MESSAGES" \
+                --plot "$WORK/recover-$i.svg"
+        done
+    fi
 fi
 END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
@@ -194,6 +276,7 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo
     echo "## Set-up"
     echo
+    if want fanout; then
     echo "* server: \`target/release/herald -c bench/config.json --port $PORT\`, restarted for every run"
     echo "  (config: HMAC connection tokens, API key, \`channel.without_namespace.allow_subscribe_for_client\`,"
     echo "  \`client.queue_max_size\` 64 MiB, log level warn)"
@@ -201,6 +284,25 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo "  64-byte data objects \`{\"ts\":…,\"seq\":…,\"pad\":\"…\"}\` at a fixed rate; latency = receive time − \`ts\`"
     echo "  (both from CLOCK_MONOTONIC of this machine)"
     echo "* subscribers: one user per connection (HS256 token signed by the bench), one channel"
+    fi
+    if want history; then
+        echo "* durable history runs (\`publish\`, \`recover\`): \`target/release/herald -c bench/config-history.json"
+        echo "  --port $PORT --data-dir <new mktemp -d under ${TMPDIR:-/tmp}>\`, restarted (with a new, empty data"
+        echo "  directory) for every run. Namespace \`bench\`: \`history_size\` 1000, \`history_ttl\` 300s,"
+        echo "  \`force_recovery\`; \`history.durability\` fsync (an acknowledged publication has been"
+        echo "  fdatasync'ed); \`client.recovery_max_publication_limit\` 1000. Data directory filesystem:"
+        echo "  $(df -T "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $2 " on " $1}')."
+        echo "* \`publish\`: $PUBLISH_CHANNELS channels \`bench:0\` … round-robin, 64-byte data, one request in"
+        echo "  flight per keep-alive connection; ack latency = response received − request sent. Closed"
+        echo "  loop = each connection publishes again as soon as it is acknowledged; open loop = a fixed"
+        echo "  schedule (\`late\` counts publications sent > 2 ms after their due time)."
+        echo "* \`recover\`: clients subscribe to \`bench:recover\` and keep the epoch + offset of the reply,"
+        echo "  close their sockets, publications are made through the API (\`missed\`), then after 1 s"
+        echo "  all reconnect at the same moment and subscribe with \`recover: true\` from their position."
+        echo "  Latency = recovered subscribe reply − the reconnect signal; \`all done s\` = the last"
+        echo "  client's. A client counts as recovered only with \`recovered: true\`, the same epoch and"
+        echo "  exactly the missed publications (consecutive offsets after its position)."
+    fi
     echo
     echo "## Commands"
     echo

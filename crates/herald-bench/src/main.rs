@@ -6,12 +6,18 @@
 //!   API; delivery latency percentiles, deliveries/s and loss.
 //! * `idle` — N connected, subscribed clients held for a while; server memory per connection.
 //! * `connect` — how fast N clients can connect and subscribe, with latency percentiles.
+//! * `publish` — durable publications/s through the HTTP API at a given concurrency (closed
+//!   loop) or rate (open loop), with the acknowledgement latency.
+//! * `recover` — N clients disconnect while M publications are made, then all reconnect at
+//!   once and recover them from history; time until every client has recovered.
 //!
 //! Connections live in worker processes (`--procs`), each a re-execution of this binary with
 //! the hidden `worker` subcommand, so more sockets can be held than one process may open.
 
 mod proto;
+mod publish;
 mod publisher;
+mod recover;
 mod report;
 mod scenario;
 mod stats;
@@ -31,10 +37,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "herald-bench",
     version,
     about = "Load generator for Herald and other Centrifugo-protocol servers: fan-out latency, \
-             idle connection memory, connect rate",
+             idle connection memory, connect rate, durable publish rate, recovery",
     after_help = "Examples:\n  herald-bench fanout --hmac-secret S --api-key K --subs 1000 --rate 1000 --duration 10\n  \
                   herald-bench idle --hmac-secret S --subs 15000 --hold 15 --server-pid $(pidof herald)\n  \
-                  herald-bench connect --hmac-secret S --subs 5000 --concurrency 200"
+                  herald-bench connect --hmac-secret S --subs 5000 --concurrency 200\n  \
+                  herald-bench publish --api-key K --channels 100 --concurrency 1024 --duration 10\n  \
+                  herald-bench recover --hmac-secret S --api-key K --channel bench:recover --subs 15000 --procs 3 --messages 100"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +57,10 @@ enum Cmd {
     Idle(IdleArgs),
     /// Connect (and subscribe) clients as fast as allowed: rate and latency.
     Connect(ConnectArgs),
+    /// Publish through the HTTP API: publications/s and acknowledgement latency.
+    Publish(PublishArgs),
+    /// Disconnect clients, publish while they are away, reconnect all at once: recovery time.
+    Recover(RecoverArgs),
     /// Print Markdown tables of the JSON result lines in FILE (output of earlier runs).
     Table {
         /// A file holding result lines (other lines are skipped); `-` for stdin.
@@ -170,6 +182,78 @@ pub struct ConnectArgs {
     pub no_subscribe: bool,
 }
 
+/// `publish` options.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Server HTTP API prefix.
+    #[arg(long, default_value = "http://127.0.0.1:8000/api")]
+    pub api: String,
+    /// Server API key (http_api.key).
+    #[arg(long, env = "HERALD_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Channels published to round-robin: `<prefix>0` … `<prefix>N-1`.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Channel name prefix (the `bench` namespace of bench/config-history.json keeps history).
+    #[arg(long, default_value = "bench:")]
+    pub channel_prefix: String,
+    /// Keep-alive HTTP/1.1 connections, one request in flight each.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Open loop: publications per second (default: closed loop, each connection publishes as
+    /// soon as its previous publication is acknowledged).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of publishing (default 10 unless --count is given).
+    #[arg(long, conflicts_with = "count")]
+    pub duration: Option<f64>,
+    /// Publications to make.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Size of each publication's data object, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// PID of the server, for its CPU and memory use (default: found by the API port when the
+    /// server is local).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write an ack latency percentile plot (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// A label copied into the JSON result.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// `recover` options (`--channel` must be in a namespace with history and force_recovery,
+/// e.g. `bench:recover` with bench/config-history.json).
+#[derive(Debug, Clone, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Server HTTP API prefix.
+    #[arg(long, default_value = "http://127.0.0.1:8000/api")]
+    pub api: String,
+    /// Server API key (http_api.key).
+    #[arg(long, env = "HERALD_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Publications made while the clients are away (each client must recover all of them).
+    #[arg(long, default_value_t = 100)]
+    pub messages: u64,
+    /// Size of each publication's data object, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// Seconds to wait after publishing before the clients come back.
+    #[arg(long, default_value_t = 1.0)]
+    pub settle: f64,
+    /// Clients reconnecting at a time (over all workers); 0 = all at the same moment.
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_concurrency: usize,
+    /// Seconds allowed for one client's reconnect + recovering subscribe.
+    #[arg(long, default_value_t = 30.0)]
+    pub recover_timeout: f64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.cmd {
@@ -209,6 +293,8 @@ fn main() -> ExitCode {
             Cmd::Fanout(a) => scenario::fanout(a).await,
             Cmd::Idle(a) => scenario::idle(a).await,
             Cmd::Connect(a) => scenario::connect(a).await,
+            Cmd::Publish(a) => publish::publish(a).await,
+            Cmd::Recover(a) => recover::recover(a).await,
             Cmd::Worker | Cmd::Table { .. } => unreachable!("handled above"),
         }
     });

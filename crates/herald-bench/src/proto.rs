@@ -96,7 +96,7 @@ fn is_empty_object(line: &[u8]) -> bool {
 }
 
 /// Position just after `"key"` followed (after optional whitespace) by `:`.
-fn find_key(hay: &[u8], key: &[u8]) -> Option<usize> {
+pub fn find_key(hay: &[u8], key: &[u8]) -> Option<usize> {
     let mut buf = [0u8; 32];
     assert!(key.len() <= buf.len() - 2, "keys are short constants");
     buf[0] = b'"';
@@ -121,7 +121,7 @@ fn find_quoted(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The unsigned integer value of `"key": N` in `hay`.
-fn number_after_key(hay: &[u8], key: &[u8]) -> Option<u64> {
+pub fn number_after_key(hay: &[u8], key: &[u8]) -> Option<u64> {
     let mut i = find_key(hay, key)?;
     while i < hay.len() && hay[i].is_ascii_whitespace() {
         i += 1;

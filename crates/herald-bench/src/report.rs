@@ -264,7 +264,7 @@ pub fn markdown_tables(text: &str) -> String {
     };
     let mut out = String::new();
     type Col = (&'static str, &'static str);
-    let tables: [(&str, &str, &[Col]); 3] = [
+    let tables: [(&str, &str, &[Col]); 5] = [
         (
             "fanout",
             "Fan-out (delivery latency = receive time − publish send time, ms)",
@@ -330,6 +330,57 @@ pub fn markdown_tables(text: &str) -> String {
                 ("p99_ms", "set-up p99"),
                 ("max_ms", "set-up max"),
                 ("listen_drops", "listen drops"),
+                ("loadavg", "load"),
+                ("cpu_pressure_pct", "CPU pressure %"),
+            ],
+        ),
+        (
+            "publish",
+            "Durable publish through the API (ack latency = request sent → response received, ms)",
+            &[
+                ("label", "run"),
+                ("mode", "loop"),
+                ("concurrency", "connections"),
+                ("channels", "channels"),
+                ("rate", "target/s"),
+                ("published", "acked"),
+                ("publish_errors", "errors"),
+                ("without_offset", "no offset"),
+                ("publish_rate", "publications/s"),
+                ("per_s_min", "min 1 s"),
+                ("per_s_max", "max 1 s"),
+                ("p50_ms", "p50"),
+                ("p90_ms", "p90"),
+                ("p99_ms", "p99"),
+                ("p999_ms", "p99.9"),
+                ("max_ms", "max"),
+                ("late", "late"),
+                ("server_cpu_pct", "server CPU %"),
+                ("bench_cpu_pct", "bench CPU %"),
+                ("loadavg", "load"),
+                ("cpu_pressure_pct", "CPU pressure %"),
+            ],
+        ),
+        (
+            "recover",
+            "Recovery after a disconnect (time from the reconnect signal to the recovered subscribe reply, ms)",
+            &[
+                ("label", "run"),
+                ("subscribed", "clients"),
+                ("procs", "procs"),
+                ("published", "missed"),
+                ("recovered", "recovered"),
+                ("recover_failed", "failed"),
+                ("publications_received", "publications"),
+                ("total_s", "all done s"),
+                ("p50_ms", "p50"),
+                ("p90_ms", "p90"),
+                ("p99_ms", "p99"),
+                ("max_ms", "max"),
+                ("subscribe_p50_ms", "subscribe p50"),
+                ("listen_drops", "listen drops"),
+                ("server_cpu_pct", "server CPU %"),
+                ("bench_cpu_pct", "bench CPU %"),
                 ("loadavg", "load"),
                 ("cpu_pressure_pct", "CPU pressure %"),
             ],
@@ -403,6 +454,8 @@ set up 10/10 clients
 {"scenario":"fanout","label":"a","subscribed":10,"rate":100.0,"p50_ms":0.5,"loss_pct":0.0}
 {"scenario":"fanout","label":"a","subscribed":10,"rate":100.0,"p50_ms":1.0,"loss_pct":0.0}
 {"scenario":"idle","label":"i","subs":5,"server_rss_per_conn_kib":3.25,"loadavg":null}
+{"scenario":"publish","label":"p","mode":"closed","concurrency":64,"rate":null,"publish_rate":101234.4,"p99_ms":4.25}
+{"scenario":"recover","label":"r","subscribed":15000,"recovered":15000,"recover_failed":0,"total_s":2.5}
 "#;
         let md = markdown_tables(text);
         assert!(md.contains("### Fan-out"), "{md}");
@@ -412,5 +465,13 @@ set up 10/10 clients
         assert!(md.contains("### Idle"), "{md}");
         assert!(md.contains("| 3.25 |"), "{md}");
         assert!(!md.contains("### Connect"), "{md}");
+        assert!(md.contains("### Durable publish"), "{md}");
+        assert!(md.contains("| p | closed | 64 | – | – |"), "{md}");
+        assert!(md.contains("| 101234 |"), "{md}");
+        assert!(md.contains("### Recovery"), "{md}");
+        assert!(
+            md.contains("| r | 15000 | – | – | 15000 | 0 | – | 2.5 |"),
+            "{md}"
+        );
     }
 }

@@ -26,17 +26,17 @@ const PER_PROC: usize = 15_000;
 const FD_MARGIN: u64 = 64;
 
 /// The prepared run: workers' specs plus what the parent needs to know.
-struct Prepared {
-    specs: Vec<WorkerSpec>,
-    procs: usize,
-    threads: usize,
-    sources: Vec<IpAddr>,
-    server_pid: Option<u32>,
-    setup_timeout: Duration,
-    auth: Auth,
+pub(crate) struct Prepared {
+    pub(crate) specs: Vec<WorkerSpec>,
+    pub(crate) procs: usize,
+    pub(crate) threads: usize,
+    pub(crate) sources: Vec<IpAddr>,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) setup_timeout: Duration,
+    pub(crate) auth: Auth,
 }
 
-fn prepare(
+pub(crate) fn prepare(
     c: &Common,
     subscribe: bool,
     publishers: usize,
@@ -108,6 +108,7 @@ fn prepare(
             max_lifetime_s,
             report_ms: 200,
             publishers,
+            recover: None,
         });
         first += count;
     }
@@ -123,7 +124,11 @@ fn prepare(
 }
 
 /// `--source-ips`: a count, a list, `none` or `auto`.
-fn parse_sources(spec: &str, target: &Target, subs: usize) -> Result<Vec<IpAddr>, String> {
+pub(crate) fn parse_sources(
+    spec: &str,
+    target: &Target,
+    subs: usize,
+) -> Result<Vec<IpAddr>, String> {
     let loopback_v4 = target.addr.is_ipv4() && target.addr.ip().is_loopback();
     let range = |n: usize| -> Result<Vec<IpAddr>, String> {
         if !loopback_v4 {
@@ -165,7 +170,7 @@ fn parse_sources(spec: &str, target: &Target, subs: usize) -> Result<Vec<IpAddr>
     }
 }
 
-fn bar(len: u64, prefix: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{prefix:>9} [{bar:36}] {pos}/{len} {elapsed} {msg}")
@@ -177,20 +182,20 @@ fn bar(len: u64, prefix: &str) -> ProgressBar {
 }
 
 /// The workers after set-up.
-struct Started {
-    pool: Pool,
+pub(crate) struct Started {
+    pub(crate) pool: Pool,
     /// Progress when every client was set up or failed.
-    ready: Progress,
+    pub(crate) ready: Progress,
     /// Wall time of the set-up, s.
-    secs: f64,
+    pub(crate) secs: f64,
     /// Connection attempts the kernel dropped because an accept queue was full (machine-wide).
-    listen_drops: Option<u64>,
+    pub(crate) listen_drops: Option<u64>,
     /// 1-minute load average before the run.
-    load: Option<f64>,
+    pub(crate) load: Option<f64>,
 }
 
 /// Starts the workers and waits until every connection is set up (or failed).
-async fn start_and_connect(p: &Prepared, total: usize) -> Result<Started, String> {
+pub(crate) async fn start_and_connect(p: &Prepared, total: usize) -> Result<Started, String> {
     let load = sys::loadavg();
     let drops_before = sys::listen_drops();
     let mut pool = Pool::spawn(p.specs.clone()).await?;
@@ -240,6 +245,9 @@ async fn start_and_connect(p: &Prepared, total: usize) -> Result<Started, String
         let results = pool.stop(Duration::from_secs(5)).await;
         let mut errors = BTreeMap::new();
         for r in &results {
+            stats::add_tallies(&mut errors, &r.errors);
+        }
+        for r in pool.recover_done.iter().flatten() {
             stats::add_tallies(&mut errors, &r.errors);
         }
         return Err(format!(

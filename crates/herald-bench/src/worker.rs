@@ -95,6 +95,9 @@ pub struct WorkerSpec {
     /// Number of publishers: publication `seq` n comes from publisher `(n - 1) % publishers`,
     /// and each publisher's publications must arrive in order.
     pub publishers: usize,
+    /// Run the `recover` scenario's client life cycle instead of connect-and-hold.
+    #[serde(default)]
+    pub recover: Option<crate::recover::RecoverSpec>,
 }
 
 /// A progress report.
@@ -154,6 +157,10 @@ pub enum WorkerMsg {
     Ready(Progress),
     /// Final report.
     Done(Box<WorkerResult>),
+    /// `recover` counters.
+    Recover(crate::recover::RecoverProgress),
+    /// `recover` final report.
+    RecoverDone(Box<crate::recover::RecoverResult>),
     /// The worker cannot run.
     Fatal {
         /// Why.
@@ -161,7 +168,8 @@ pub enum WorkerMsg {
     },
 }
 
-fn emit(msg: &WorkerMsg) {
+/// Writes one message line to the parent.
+pub fn emit(msg: &WorkerMsg) {
     let line = serde_json::to_string(msg).expect("serializable");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -217,7 +225,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(spec));
+    match spec.recover.clone() {
+        Some(r) => rt.block_on(crate::recover::worker(spec, r)),
+        None => rt.block_on(run(spec)),
+    }
     // Do not wait for thousands of connection tasks to be dropped one by one.
     std::process::exit(0);
 }
@@ -400,11 +411,18 @@ async fn setup(
 
 /// Reads until the reply to command `id`; answers pings on the way.
 pub async fn wait_reply(ws: &mut WsClient, id: u32) -> Result<(), String> {
+    wait_reply_raw(ws, id).await.map(|_| ())
+}
+
+/// Reads until the reply to command `id`; answers pings on the way. Returns the reply line and
+/// the monotonic ns of the socket read that completed it; an error reply is an `Err` with the
+/// line.
+pub async fn wait_reply_raw(ws: &mut WsClient, id: u32) -> Result<(Vec<u8>, u64), String> {
     loop {
         let mut pings = 0;
         let mut result = None;
         match ws.read_message().await.map_err(|e| e.to_string())? {
-            Message::Text(p, _) => {
+            Message::Text(p, at) => {
                 for line in proto::lines(p) {
                     match proto::classify(line) {
                         Line::Reply {
@@ -415,7 +433,7 @@ pub async fn wait_reply(ws: &mut WsClient, id: u32) -> Result<(), String> {
                             result = Some(if error {
                                 Err(String::from_utf8_lossy(raw).into_owned())
                             } else {
-                                Ok(())
+                                Ok((raw.to_vec(), at))
                             });
                         }
                         Line::Ping => pings += 1,
@@ -491,6 +509,10 @@ pub struct Pool {
     pub exited: Vec<bool>,
     /// Fatal errors reported.
     pub fatal: Vec<String>,
+    /// Latest `recover` counters of each worker.
+    pub recover: Vec<crate::recover::RecoverProgress>,
+    /// `recover` final results.
+    pub recover_done: Vec<Option<crate::recover::RecoverResult>>,
 }
 
 impl Pool {
@@ -544,6 +566,8 @@ impl Pool {
             done: vec![None; n],
             exited: vec![false; n],
             fatal: Vec::new(),
+            recover: vec![Default::default(); n],
+            recover_done: vec![None; n],
         })
     }
 
@@ -557,6 +581,11 @@ impl Pool {
             Some(WorkerMsg::Done(r)) => {
                 self.progress[idx] = r.progress;
                 self.done[idx] = Some(*r);
+            }
+            Some(WorkerMsg::Recover(p)) => self.recover[idx] = p,
+            Some(WorkerMsg::RecoverDone(r)) => {
+                self.recover[idx] = r.progress;
+                self.recover_done[idx] = Some(*r);
             }
             Some(WorkerMsg::Fatal { error }) => {
                 self.fatal.push(format!("worker {idx}: {error}"));
@@ -593,10 +622,26 @@ impl Pool {
 
     /// A worker ended before being told to.
     pub fn lost_worker(&self) -> bool {
-        self.exited
-            .iter()
-            .zip(&self.done)
-            .any(|(e, d)| *e && d.is_none())
+        (0..self.exited.len())
+            .any(|i| self.exited[i] && self.done[i].is_none() && self.recover_done[i].is_none())
+    }
+
+    /// Summed `recover` counters of all workers.
+    pub fn recover_totals(&self) -> crate::recover::RecoverProgress {
+        let mut t = crate::recover::RecoverProgress::default();
+        for p in &self.recover {
+            t.add(p);
+        }
+        t
+    }
+
+    /// Writes one command line to every worker still listening.
+    pub async fn send_all(&mut self, line: &str) {
+        let line = format!("{}\n", line.trim_end());
+        for s in self.stdins.iter_mut().flatten() {
+            let _ = s.write_all(line.as_bytes()).await;
+            let _ = s.flush().await;
+        }
     }
 
     /// Total CPU seconds used by the worker processes so far.
@@ -610,6 +655,17 @@ impl Pool {
 
     /// Tells every worker to stop and collects the results (waits at most `timeout`).
     pub async fn stop(&mut self, timeout: Duration) -> Vec<WorkerResult> {
+        self.finish(timeout).await;
+        self.done.iter().flatten().cloned().collect()
+    }
+
+    /// [`Pool::stop`] for `recover` workers.
+    pub async fn stop_recover(&mut self, timeout: Duration) -> Vec<crate::recover::RecoverResult> {
+        self.finish(timeout).await;
+        self.recover_done.iter().flatten().cloned().collect()
+    }
+
+    async fn finish(&mut self, timeout: Duration) {
         for s in &mut self.stdins {
             if let Some(mut stdin) = s.take() {
                 let _ = stdin.write_all(b"stop\n").await;
@@ -617,11 +673,8 @@ impl Pool {
             }
         }
         let until = tokio::time::Instant::now() + timeout;
-        while self
-            .done
-            .iter()
-            .zip(&self.exited)
-            .any(|(d, e)| d.is_none() && !*e)
+        while (0..self.done.len())
+            .any(|i| self.done[i].is_none() && self.recover_done[i].is_none() && !self.exited[i])
         {
             match tokio::time::timeout_at(until, self.rx.recv()).await {
                 Ok(Some((i, m))) => self.apply(i, m),
@@ -636,6 +689,5 @@ impl Pool {
                 let _ = c.start_kill();
             }
         }
-        self.done.iter().flatten().cloned().collect()
     }
 }

@@ -399,27 +399,32 @@ impl WsClient {
         let WsClient {
             stream, buf, end, ..
         } = self;
-        let free = &mut buf[*end..];
-        loop {
-            stream.readable().await?;
-            let mut short = None;
-            let res = stream.try_io(tokio::io::Interest::READABLE, || {
-                let n = (&*socket2::SockRef::from(&*stream)).read(&mut *free)?;
-                if n > 0 && n < free.len() {
-                    short = Some(n);
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(n)
-            });
-            match res {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(n) = short {
-                        return Ok(n);
-                    }
-                }
-                Err(e) => return Err(e),
+        recv_some(stream, &mut buf[*end..]).await
+    }
+}
+
+/// Reads what `stream` has into `free`: one `recv` per wake-up (see [`WsClient::fill`]); 0 at
+/// end of stream.
+pub async fn recv_some(stream: &TcpStream, free: &mut [u8]) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        let mut short = None;
+        let res = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(stream)).read(&mut *free)?;
+            if n > 0 && n < free.len() {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
             }
+            Ok(n)
+        });
+        match res {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(n) = short {
+                    return Ok(n);
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
 }
