@@ -250,7 +250,7 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 {
     echo "# Herald benchmark results"
     echo
-    echo "Written by \`bench/run.sh\` from $START to $END (UTC). Raw output: \`bench/out/\` (one"
+    echo "Written by \`bench/run.sh\` from $START to $END (UTC). Raw output: \`$WORK/\` (one"
     echo "\`.txt\` per run, \`results.jsonl\` with the JSON result lines, latency plots as SVG)."
     echo
     echo "## Machine"

@@ -88,6 +88,13 @@ struct Subscriber {
     pending: Option<Held>,
 }
 
+impl Subscriber {
+    /// Whether this is `client`'s subscription.
+    fn is(&self, client: &ClientHandle) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.client), client)
+    }
+}
+
 /// Subscribers of one channel. A vector: fan-out walks it front to back, which is what it is
 /// optimised for; removal is a linear search plus `swap_remove`.
 type Subscribers = Vec<Subscriber>;
@@ -160,7 +167,7 @@ impl Hub {
     pub fn remove_client(&self, client: &ClientHandle) -> Vec<String> {
         let channels: Vec<String> = client.channels().drain().collect();
         for channel in &channels {
-            self.remove_subscriber(channel, &client.id);
+            self.remove_subscriber(channel, client);
         }
         write(&self.clients).remove(&client.id);
         let mut users = write(&self.users);
@@ -211,7 +218,8 @@ impl Hub {
         let Some(subscribers) = shard.get_mut(channel) else {
             return;
         };
-        let Some(subscriber) = subscribers.iter_mut().find(|s| s.client.id == client.id) else {
+        // Searched from the end: the subscription was added moments ago.
+        let Some(subscriber) = subscribers.iter_mut().rev().find(|s| s.is(client)) else {
             return;
         };
         let Some(pending) = subscriber.pending.take() else {
@@ -231,14 +239,16 @@ impl Hub {
         if !client.channels().remove(channel) {
             return false;
         }
-        self.remove_subscriber(channel, &client.id);
+        self.remove_subscriber(channel, client);
         true
     }
 
-    fn remove_subscriber(&self, channel: &str, client_id: &str) {
+    fn remove_subscriber(&self, channel: &str, client: &ClientHandle) {
         let mut shard = write(self.shard(channel));
         if let Some(subscribers) = shard.get_mut(channel) {
-            if let Some(i) = subscribers.iter().position(|s| s.client.id == client_id) {
+            // Identity, not id: a pointer comparison per subscriber instead of a string compare
+            // (a mass disconnect from a big channel is quadratic in this search).
+            if let Some(i) = subscribers.iter().position(|s| s.is(client)) {
                 subscribers.swap_remove(i);
             }
             if subscribers.is_empty() {
