@@ -64,7 +64,16 @@ class Herald:
             "http_api": {"key": self.api_key},
             "channel": {
                 "without_namespace": {"allow_subscribe_for_client": True},
-                "namespaces": [{"name": "locked"}],
+                "namespaces": [
+                    {"name": "locked"},
+                    {
+                        "name": "room",
+                        "allow_subscribe_for_client": True,
+                        "presence": True,
+                        "join_leave": True,
+                        "allow_presence_for_subscriber": True,
+                    },
+                ],
             },
         }
         self.config_path = self.dir / "config.json"

@@ -1,8 +1,11 @@
 """The real Python server API client `cent` against Herald: publications it makes reach
 WebSocket subscribers."""
 
+import time
+
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed
 
 from cent import (
     BatchRequest,
@@ -11,9 +14,14 @@ from cent import (
     CentUnauthorizedError,
     ChannelsRequest,
     Client,
+    DisconnectRequest,
     InfoRequest,
     PresenceRequest,
+    PresenceStatsRequest,
     PublishRequest,
+    RefreshRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
 )
 
 
@@ -114,7 +122,73 @@ def test_info_and_channels_count_clients(api, ws_client):
     assert channels.channels["py-counted"].num_clients == 1
 
 
-def test_presence_is_not_available_yet(api):
+def test_presence_is_108_where_the_namespace_keeps_none(api):
     with pytest.raises(CentApiResponseError) as err:
         api.presence(PresenceRequest(channel="news"))
     assert err.value.code == 108
+
+
+def test_presence_and_presence_stats_list_the_subscribers(api, ws_client):
+    alice = ws_client("alice")
+    alice2 = ws_client("alice")
+    bob = ws_client("bob")
+    for client in (alice, alice2, bob):
+        client.subscribe("room:py")
+    presence = api.presence(PresenceRequest(channel="room:py")).presence
+    assert sorted(info.user for info in presence.values()) == ["alice", "alice", "bob"]
+    assert set(presence) == {alice.client_id, alice2.client_id, bob.client_id}
+    assert presence[bob.client_id].client == bob.client_id
+    stats = api.presence_stats(PresenceStatsRequest(channel="room:py"))
+    assert (stats.num_clients, stats.num_users) == (3, 2)
+    bob.close()
+    deadline = time.monotonic() + 5
+    while api.presence_stats(PresenceStatsRequest(channel="room:py")).num_users != 1:
+        assert time.monotonic() < deadline, "bob is still present after closing"
+        time.sleep(0.05)
+
+
+def test_api_subscribe_and_unsubscribe_act_on_live_connections(api, ws_client):
+    carol = ws_client("carol")
+    api.subscribe(SubscribeRequest(user="carol", channel="room:srv"))
+    api.publish(PublishRequest(channel="room:srv", data={"n": 1}))
+    assert carol.publication("room:srv")["data"] == {"n": 1}
+    presence = api.presence(PresenceRequest(channel="room:srv")).presence
+    assert [info.user for info in presence.values()] == ["carol"]
+    api.unsubscribe(UnsubscribeRequest(user="carol", channel="room:srv"))
+    assert api.presence_stats(PresenceStatsRequest(channel="room:srv")).num_clients == 0
+
+
+def closed_with(client, timeout: float = 5) -> int:
+    """Reads until the server closes the connection; returns the close code."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            client.ws.recv(timeout=deadline - time.monotonic())
+    except ConnectionClosed as closed:
+        return closed.rcvd.code
+    except TimeoutError:
+        pass
+    raise AssertionError("the connection was not closed")
+
+
+def alive(client) -> bool:
+    """Whether the connection still answers commands (any reply, even an error, will do)."""
+    return "id" in client.call({"presence_stats": {"channel": "room:x"}})
+
+
+def test_disconnect_by_user_keeps_the_whitelist_and_other_users(api, ws_client):
+    phone = ws_client("dave")
+    laptop = ws_client("dave")
+    other = ws_client("erin")
+    api.disconnect(DisconnectRequest(user="dave", whitelist=[laptop.client_id]))
+    assert closed_with(phone) == 3503
+    assert alive(laptop)
+    assert alive(other)
+
+
+def test_refresh_expired_closes_the_users_connections(api, ws_client):
+    frank = ws_client("frank")
+    grace = ws_client("grace")
+    api.refresh(RefreshRequest(user="frank", expired=True))
+    assert closed_with(frank) == 3005
+    assert alive(grace)

@@ -1,33 +1,42 @@
 //! Authentication: connection and subscription JWTs (protocol.md §9) and the server API key.
 //!
 //! Connection tokens are verified the way Centrifugo verifies them, so tokens minted by an
-//! application's backend for Centrifugo work unchanged:
+//! application's backend (or an identity provider) for Centrifugo work unchanged:
 //!
-//! * the token's `alg` must be one of HS256/384/512 (with `client.token.hmac_secret_key`),
-//!   RS256/384/512 (with `client.token.rsa_public_key`) or ES256/384
-//!   (with `client.token.ecdsa_public_key`); `alg: none`, or an algorithm whose key is not
-//!   configured, is refused — so an RSA public key can never be used as an HMAC secret;
-//! * a bad signature, a malformed token, a wrong `aud`/`iss`, or a connection token carrying a
-//!   `channel` claim is [`TokenError::Invalid`] (the server disconnects with 3500);
+//! * the token's `alg` picks the key type: HS256/384/512 use `client.token.hmac_secret_key`
+//!   (and the previous key during a rotation), RS256/384/512 and ES256/384 use the key with the
+//!   token's `kid` from `client.token.jwks_public_endpoint` when one is configured and the token
+//!   has a `kid`, else `rsa_public_key` / `ecdsa_public_key`; EdDSA works through the JWKS only.
+//!   `alg: none`, or an algorithm without a configured key, is refused — so an RSA public key can
+//!   never be used as an HMAC secret, and a JWKS key never verifies an algorithm of another
+//!   family (ES512 is not supported: the JWT library has no P-521);
+//! * a bad signature, a malformed token, an unknown `kid`, a wrong `aud`/`iss` (exact, or
+//!   `audience_regex` / `issuer_regex`), or a connection token carrying a `channel` claim is
+//!   [`TokenError::Invalid`] (the server disconnects with 3500);
 //! * an `exp` in the past, or an `nbf` in the future, is [`TokenError::Expired`] (the server
 //!   answers error 109 so that the client SDK fetches a fresh token).
 //!
-//! Build one [`TokenVerifier`] at startup (it parses the keys once); the free functions
-//! [`verify_connection_token`] and [`verify_subscription_token`] are conveniences that build one
-//! per call.
+//! Build one [`TokenVerifier`] at startup (it parses the keys once and owns the JWKS cache, see
+//! [`jwks`]); the free functions [`verify_connection_token`] and [`verify_subscription_token`]
+//! are conveniences that build one per call.
+
+pub mod jwks;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use regex::Regex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
+use self::jwks::Jwks;
 use crate::config::TokenConfig;
 
 /// Why a token was refused.
@@ -80,6 +89,14 @@ impl Audience {
         match self {
             Audience::One(a) => a == audience,
             Audience::Many(list) => list.iter().any(|a| a == audience),
+        }
+    }
+
+    /// Whether some value of `aud` satisfies `f`.
+    pub fn any(&self, mut f: impl FnMut(&str) -> bool) -> bool {
+        match self {
+            Audience::One(a) => f(a),
+            Audience::Many(list) => list.iter().any(|a| f(a)),
         }
     }
 }
@@ -402,8 +419,9 @@ impl CommonClaims for SubscriptionClaims {
 
 /// Verifies connection and subscription tokens against one token configuration
 /// (`client.token`, or `client.subscription_token` when enabled). Keys are parsed once, in
-/// [`TokenVerifier::new`]; verifying is then cheap and needs no locking (`Send + Sync`, clone it
-/// or share it in an `Arc`).
+/// [`TokenVerifier::new`]; verifying is then cheap (`Send + Sync`, clone it or share it in an
+/// `Arc`; clones share one JWKS cache). Verification is `async` only because a token naming an
+/// unknown JWKS `kid` makes the verifier fetch the key set again.
 #[derive(Clone)]
 pub struct TokenVerifier {
     hmac: Option<DecodingKey>,
@@ -411,8 +429,11 @@ pub struct TokenVerifier {
     hmac_previous_valid_until: i64,
     rsa: Option<DecodingKey>,
     ecdsa: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
     audience: String,
+    audience_regex: Option<Regex>,
     issuer: String,
+    issuer_regex: Option<Regex>,
     user_id_claim: String,
 }
 
@@ -424,8 +445,17 @@ impl fmt::Debug for TokenVerifier {
             .field("hmac_previous", &self.hmac_previous.is_some())
             .field("rsa", &self.rsa.is_some())
             .field("ecdsa", &self.ecdsa.is_some())
+            .field("jwks", &self.jwks.as_ref().map(|j| j.url().to_string()))
             .field("audience", &self.audience)
+            .field(
+                "audience_regex",
+                &self.audience_regex.as_ref().map(Regex::as_str),
+            )
             .field("issuer", &self.issuer)
+            .field(
+                "issuer_regex",
+                &self.issuer_regex.as_ref().map(Regex::as_str),
+            )
             .field("user_id_claim", &self.user_id_claim)
             .finish()
     }
@@ -435,24 +465,20 @@ fn non_empty(s: &str) -> Option<&str> {
     Some(s.trim()).filter(|s| !s.is_empty())
 }
 
+/// Where the key for a token comes from.
+enum KeySource<'a> {
+    /// Configured keys (PEM, HMAC secrets), tried in order.
+    Static(Vec<&'a DecodingKey>),
+    /// The JWKS key with this `kid`.
+    Jwks(&'a Jwks, &'a str),
+}
+
 impl TokenVerifier {
-    /// Parses the keys of `cfg`. Fails on a key that is not valid PEM, and on options Herald does
-    /// not implement yet (`jwks_public_endpoint`, `audience_regex`, `issuer_regex`) rather than
-    /// silently ignoring them.
+    /// Parses the keys of `cfg` and checks its options: a key that is not valid PEM, a JWKS
+    /// endpoint that is not an http(s) URL, a regex that does not compile, or both `audience`
+    /// and `audience_regex` (`issuer` and `issuer_regex`) set is an error. Nothing is fetched
+    /// here: call [`TokenVerifier::start_background_refresh`] in the server.
     pub fn new(cfg: &TokenConfig) -> Result<TokenVerifier, TokenConfigError> {
-        let unsupported = |option: &'static str| TokenConfigError {
-            option,
-            message: "is not supported by Herald yet; remove it".into(),
-        };
-        if non_empty(&cfg.jwks_public_endpoint).is_some() {
-            return Err(unsupported("jwks_public_endpoint"));
-        }
-        if non_empty(&cfg.audience_regex).is_some() {
-            return Err(unsupported("audience_regex"));
-        }
-        if non_empty(&cfg.issuer_regex).is_some() {
-            return Err(unsupported("issuer_regex"));
-        }
         let rsa = non_empty(&cfg.rsa_public_key)
             .map(|pem| {
                 DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| TokenConfigError {
@@ -465,10 +491,42 @@ impl TokenVerifier {
             .map(|pem| {
                 DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| TokenConfigError {
                     option: "ecdsa_public_key",
-                    message: format!("not an ECDSA public key in PEM format ({e})"),
+                    message: format!("not a P-256 or P-384 ECDSA public key in PEM format ({e})"),
                 })
             })
             .transpose()?;
+        let jwks = non_empty(&cfg.jwks_public_endpoint)
+            .map(|url| {
+                Jwks::new(url)
+                    .map(Arc::new)
+                    .map_err(|message| TokenConfigError {
+                        option: "jwks_public_endpoint",
+                        message,
+                    })
+            })
+            .transpose()?;
+        let regex = |option: &'static str, exact: &'static str, value: &str, exact_value: &str| {
+            let Some(pattern) = non_empty(value) else {
+                return Ok(None);
+            };
+            if non_empty(exact_value).is_some() {
+                return Err(TokenConfigError {
+                    option,
+                    message: format!("set either {exact} or {option}, not both"),
+                });
+            }
+            Regex::new(pattern).map(Some).map_err(|e| TokenConfigError {
+                option,
+                message: format!("not a valid regular expression: {e}"),
+            })
+        };
+        let audience_regex = regex(
+            "audience_regex",
+            "audience",
+            &cfg.audience_regex,
+            &cfg.audience,
+        )?;
+        let issuer_regex = regex("issuer_regex", "issuer", &cfg.issuer_regex, &cfg.issuer)?;
         let secret = |s: &str| (!s.is_empty()).then(|| DecodingKey::from_secret(s.as_bytes()));
         Ok(TokenVerifier {
             hmac: secret(&cfg.hmac_secret_key),
@@ -476,25 +534,38 @@ impl TokenVerifier {
             hmac_previous_valid_until: cfg.hmac_previous_secret_key_valid_until,
             rsa,
             ecdsa,
+            jwks,
             audience: cfg.audience.clone(),
+            audience_regex,
             issuer: cfg.issuer.clone(),
+            issuer_regex,
             user_id_claim: cfg.user_id_claim.clone(),
         })
     }
 
     /// Whether any key is configured; without one every token is refused.
     pub fn has_key(&self) -> bool {
-        self.hmac.is_some() || self.rsa.is_some() || self.ecdsa.is_some()
+        self.hmac.is_some() || self.rsa.is_some() || self.ecdsa.is_some() || self.jwks.is_some()
+    }
+
+    /// With `jwks_public_endpoint`: fetches the key set now, in the background, and again every
+    /// hour (every 30 s while that fails, with a warning in the log). Call it once, inside the
+    /// tokio runtime, when the server starts; clones share the task. Without it keys are fetched
+    /// when a token first names them.
+    pub fn start_background_refresh(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.spawn_refresh();
+        }
     }
 
     /// Verifies a connection token at time `now`: signature, algorithm, `aud`/`iss`, no
     /// `channel` claim, then `exp`/`nbf` ([`TokenError::Expired`]).
-    pub fn verify_connection_token(
+    pub async fn verify_connection_token(
         &self,
         token: &str,
         now: SystemTime,
     ) -> Result<ConnectionClaims, TokenError> {
-        let claims = self.decode_connection_token(token, now)?;
+        let claims = self.decode_connection_token(token, now).await?;
         check_time(claims.exp, claims.nbf, now)?;
         Ok(claims)
     }
@@ -502,12 +573,12 @@ impl TokenVerifier {
     /// Everything [`TokenVerifier::verify_connection_token`] checks except `exp`/`nbf`: for tools
     /// (`herald checktoken`) that want to show who an expired token was for. Never use it to
     /// admit a connection.
-    pub fn decode_connection_token(
+    pub async fn decode_connection_token(
         &self,
         token: &str,
         now: SystemTime,
     ) -> Result<ConnectionClaims, TokenError> {
-        let claims: ConnectionClaims = self.decode(token, now)?;
+        let claims: ConnectionClaims = self.decode(token, now).await?;
         if claims.channel.as_deref().is_some_and(|c| !c.is_empty()) {
             return Err(TokenError::invalid(
                 "a connection token can not contain a channel claim (that is a subscription token)",
@@ -519,12 +590,12 @@ impl TokenVerifier {
     /// Verifies a subscription token at time `now`: signature, algorithm, `aud`/`iss`,
     /// `exp`/`nbf`, and a non-empty `channel`. The caller then checks the token against the
     /// subscribe request with [`SubscriptionClaims::check_for`].
-    pub fn verify_subscription_token(
+    pub async fn verify_subscription_token(
         &self,
         token: &str,
         now: SystemTime,
     ) -> Result<SubscriptionClaims, TokenError> {
-        let claims: SubscriptionClaims = self.decode(token, now)?;
+        let claims: SubscriptionClaims = self.decode(token, now).await?;
         check_time(claims.exp, claims.nbf, now)?;
         if claims.channel.is_empty() {
             return Err(TokenError::invalid(
@@ -534,14 +605,17 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    /// Signature, algorithm and claim-format checks shared by both token kinds.
-    fn decode<T: DeserializeOwned + CommonClaims>(
-        &self,
-        token: &str,
+    /// Which keys may verify a token with this `alg` and `kid`. The algorithm family picks the
+    /// key type, so a key of one type is never used for another algorithm (an RSA public key can
+    /// not become an HMAC secret). RS/ES tokens with a `kid` use the JWKS when one is configured;
+    /// without a `kid` they use the configured PEM key.
+    fn key_source<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
         now: SystemTime,
-    ) -> Result<T, TokenError> {
-        let alg = header_algorithm(token)?;
-        let (keys, option): (Vec<&DecodingKey>, &str) = match alg {
+    ) -> Result<KeySource<'a>, TokenError> {
+        let (pem, option) = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 let mut keys: Vec<&DecodingKey> = self.hmac.iter().collect();
                 let previous_valid = self.hmac_previous_valid_until <= 0
@@ -549,57 +623,78 @@ impl TokenVerifier {
                 if previous_valid {
                     keys.extend(self.hmac_previous.iter());
                 }
-                (keys, "hmac_secret_key")
+                if keys.is_empty() {
+                    return Err(TokenError::invalid(format!(
+                        "token is signed with {alg:?} but no hmac_secret_key is configured"
+                    )));
+                }
+                return Ok(KeySource::Static(keys));
             }
             Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
-                (self.rsa.iter().collect(), "rsa_public_key")
+                (self.rsa.as_ref(), "rsa_public_key")
             }
-            Algorithm::ES256 | Algorithm::ES384 => {
-                (self.ecdsa.iter().collect(), "ecdsa_public_key")
-            }
+            Algorithm::ES256 | Algorithm::ES384 => (self.ecdsa.as_ref(), "ecdsa_public_key"),
+            Algorithm::EdDSA => (None, "jwks_public_endpoint"),
             other => {
                 return Err(TokenError::invalid(format!(
-                    "algorithm {other:?} is not accepted (use HS256/384/512, RS256/384/512 or ES256/384)"
+                    "algorithm {other:?} is not accepted (use HS256/384/512, RS256/384/512, \
+                     ES256/384, or EdDSA through a JWKS)"
                 )));
             }
         };
-        if keys.is_empty() {
-            return Err(TokenError::invalid(format!(
-                "token is signed with {alg:?} but no {option} is configured"
-            )));
-        }
-        let mut validation = Validation::new(alg);
-        // Time, audience and issuer are checked below against the caller's `now` and the
-        // Centrifugo rules, not jsonwebtoken's clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        validation.leeway = 0;
-
-        let mut last_error = None;
-        let mut payload = None;
-        for key in keys {
-            match jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation) {
-                Ok(data) => {
-                    payload = Some(data.claims);
-                    break;
-                }
-                Err(e) => last_error = Some(e),
+        match (&self.jwks, kid, pem) {
+            (Some(jwks), Some(kid), _) => Ok(KeySource::Jwks(jwks, kid)),
+            (_, _, Some(pem)) => Ok(KeySource::Static(vec![pem])),
+            (Some(_), None, None) => Err(TokenError::invalid(format!(
+                "token is signed with {alg:?} but has no kid header: with jwks_public_endpoint \
+                 a token must name its key"
+            ))),
+            (None, _, None) => {
+                let option = if alg == Algorithm::EdDSA {
+                    option
+                } else {
+                    &format!("{option} or jwks_public_endpoint")
+                };
+                Err(TokenError::invalid(format!(
+                    "token is signed with {alg:?} but no {option} is configured"
+                )))
             }
         }
-        let Some(payload) = payload else {
-            let reason = match last_error {
-                Some(e)
-                    if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) =>
-                {
-                    "signature does not match".to_string()
+    }
+
+    /// Signature, algorithm and claim-format checks shared by both token kinds.
+    async fn decode<T: DeserializeOwned + CommonClaims>(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<T, TokenError> {
+        let header = parse_header(token)?;
+        let alg = header.alg;
+        let jwk;
+        let keys = match self.key_source(alg, header.kid.as_deref(), now)? {
+            KeySource::Static(keys) => keys,
+            KeySource::Jwks(jwks, kid) => {
+                jwk = jwks.key(kid).await.map_err(|e| match e {
+                    jwks::LookupError::UnknownKid => TokenError::invalid(format!(
+                        "kid \"{kid}\" is not in the JWKS at {}",
+                        jwks.url()
+                    )),
+                    jwks::LookupError::Unavailable(why) => TokenError::invalid(format!(
+                        "kid \"{kid}\" is not cached and the JWKS at {} cannot be fetched: {why}",
+                        jwks.url()
+                    )),
+                })?;
+                if !jwk.accepts(alg) {
+                    return Err(TokenError::invalid(format!(
+                        "JWKS key \"{kid}\" ({:?}{}) can not verify a {alg:?} token",
+                        jwk.kind,
+                        jwk.alg.map(|a| format!(", alg {a:?}")).unwrap_or_default()
+                    )));
                 }
-                Some(e) => e.to_string(),
-                None => "cannot be verified".to_string(),
-            };
-            return Err(TokenError::Invalid(reason));
+                vec![&jwk.key]
+            }
         };
+        let payload = verify_signature(token, alg, &keys)?;
         let mut claims: T = serde_json::from_str(payload.get())
             .map_err(|e| TokenError::invalid(format!("malformed claims: {e}")))?;
 
@@ -621,12 +716,22 @@ impl TokenVerifier {
                 "aud does not match the configured audience",
             ));
         }
+        if let Some(re) = &self.audience_regex
+            && !claims.aud().is_some_and(|aud| aud.any(|a| re.is_match(a)))
+        {
+            return Err(TokenError::invalid("aud does not match audience_regex"));
+        }
         if let Some(issuer) = non_empty(&self.issuer)
             && claims.iss() != Some(issuer)
         {
             return Err(TokenError::invalid(
                 "iss does not match the configured issuer",
             ));
+        }
+        if let Some(re) = &self.issuer_regex
+            && !claims.iss().is_some_and(|iss| re.is_match(iss))
+        {
+            return Err(TokenError::invalid("iss does not match issuer_regex"));
         }
         for (name, value) in claims.base64_fields() {
             if !value.is_empty() && STANDARD.decode(value).is_err() {
@@ -637,8 +742,47 @@ impl TokenVerifier {
     }
 }
 
-/// The `alg` of a token's header, refusing `none` and unknown algorithms with a clear reason.
-fn header_algorithm(token: &str) -> Result<Algorithm, TokenError> {
+/// Checks the signature of `token` (signed with `alg`) with each key in turn and returns the raw
+/// claims of the first that matches. Time, audience and issuer are checked by the caller, against
+/// its `now` and the Centrifugo rules, not jsonwebtoken's clock.
+fn verify_signature(
+    token: &str,
+    alg: Algorithm,
+    keys: &[&DecodingKey],
+) -> Result<Box<RawValue>, TokenError> {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+
+    let mut last_error = None;
+    for key in keys {
+        match jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let reason = match last_error {
+        Some(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+            "signature does not match".to_string()
+        }
+        Some(e) => e.to_string(),
+        None => "cannot be verified".to_string(),
+    };
+    Err(TokenError::Invalid(reason))
+}
+
+/// The parts of a token's header that choose its key.
+struct TokenHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// The `alg` and `kid` of a token's header, refusing `none` and unknown algorithms with a clear
+/// reason.
+fn parse_header(token: &str) -> Result<TokenHeader, TokenError> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -653,6 +797,7 @@ fn header_algorithm(token: &str) -> Result<Algorithm, TokenError> {
     #[derive(Deserialize)]
     struct RawHeader {
         alg: Option<String>,
+        kid: Option<String>,
     }
     let raw: RawHeader = serde_json::from_slice(&bytes)
         .map_err(|e| TokenError::invalid(format!("token header is not a JSON object ({e})")))?;
@@ -664,8 +809,13 @@ fn header_algorithm(token: &str) -> Result<Algorithm, TokenError> {
             "unsigned tokens (alg \"none\") are not accepted",
         ));
     }
-    alg.parse::<Algorithm>()
-        .map_err(|_| TokenError::invalid(format!("unknown algorithm \"{alg}\"")))
+    let alg = alg
+        .parse::<Algorithm>()
+        .map_err(|_| TokenError::invalid(format!("unknown algorithm \"{alg}\"")))?;
+    Ok(TokenHeader {
+        alg,
+        kid: raw.kid.filter(|k| !k.is_empty()),
+    })
 }
 
 fn unix_seconds(t: SystemTime) -> i64 {
@@ -697,10 +847,10 @@ fn check_time(exp: Option<i64>, nbf: Option<i64>, now: SystemTime) -> Result<(),
     Ok(())
 }
 
-/// Verifies a connection token against `cfg` at time `now` (builds a [`TokenVerifier`] per call:
-/// prefer one built at startup on hot paths). An unusable key configuration gives
+/// Verifies a connection token against `cfg` at time `now` (builds a [`TokenVerifier`] per call,
+/// with its own JWKS cache: prefer one built at startup). An unusable key configuration gives
 /// [`TokenError::Invalid`].
-pub fn verify_connection_token(
+pub async fn verify_connection_token(
     token: &str,
     cfg: &TokenConfig,
     now: SystemTime,
@@ -708,11 +858,12 @@ pub fn verify_connection_token(
     TokenVerifier::new(cfg)
         .map_err(|e| TokenError::Invalid(format!("server token settings: {e}")))?
         .verify_connection_token(token, now)
+        .await
 }
 
 /// Verifies a subscription token against `cfg` at time `now` (see
 /// [`verify_connection_token`]).
-pub fn verify_subscription_token(
+pub async fn verify_subscription_token(
     token: &str,
     cfg: &TokenConfig,
     now: SystemTime,
@@ -720,6 +871,7 @@ pub fn verify_subscription_token(
     TokenVerifier::new(cfg)
         .map_err(|e| TokenError::Invalid(format!("server token settings: {e}")))?
         .verify_subscription_token(token, now)
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -797,6 +949,62 @@ pub fn api_key_matches(provided: &str, configured: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Runs a future to completion on a fresh current-thread runtime (the tests are sync).
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Blocking forms of the async verification methods.
+    trait Blocking {
+        fn verify_connection_token_blocking(
+            &self,
+            token: &str,
+            now: SystemTime,
+        ) -> Result<ConnectionClaims, TokenError>;
+        fn decode_connection_token_blocking(
+            &self,
+            token: &str,
+            now: SystemTime,
+        ) -> Result<ConnectionClaims, TokenError>;
+    }
+
+    impl Blocking for TokenVerifier {
+        fn verify_connection_token_blocking(
+            &self,
+            token: &str,
+            now: SystemTime,
+        ) -> Result<ConnectionClaims, TokenError> {
+            block_on(self.verify_connection_token(token, now))
+        }
+        fn decode_connection_token_blocking(
+            &self,
+            token: &str,
+            now: SystemTime,
+        ) -> Result<ConnectionClaims, TokenError> {
+            block_on(self.decode_connection_token(token, now))
+        }
+    }
+
+    fn blocking_verify_connection_token(
+        token: &str,
+        cfg: &TokenConfig,
+        now: SystemTime,
+    ) -> Result<ConnectionClaims, TokenError> {
+        block_on(verify_connection_token(token, cfg, now))
+    }
+
+    fn blocking_verify_subscription_token(
+        token: &str,
+        cfg: &TokenConfig,
+        now: SystemTime,
+    ) -> Result<SubscriptionClaims, TokenError> {
+        block_on(verify_subscription_token(token, cfg, now))
+    }
 
     const SECRET: &str = "test-secret-please-change";
 
@@ -879,7 +1087,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
     }
 
     fn verify(token: &str) -> Result<ConnectionClaims, TokenError> {
-        verify_connection_token(token, &hmac_config(), now())
+        blocking_verify_connection_token(token, &hmac_config(), now())
     }
 
     fn b64url(s: &str) -> String {
@@ -895,7 +1103,8 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
             Some(&json!({"name": "Alice"})),
         )
         .unwrap();
-        let claims = verify_connection_token(&token, &hmac_config(), SystemTime::now()).unwrap();
+        let claims =
+            blocking_verify_connection_token(&token, &hmac_config(), SystemTime::now()).unwrap();
         assert_eq!(claims.sub, "42");
         assert_eq!(claims.info.as_ref().unwrap().get(), r#"{"name":"Alice"}"#);
         assert_eq!(claims.info_bytes().unwrap(), br#"{"name":"Alice"}"#);
@@ -946,7 +1155,9 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         let v = TokenVerifier::new(&hmac_config()).unwrap();
         let expired = hs(json!({"sub": "old", "exp": at(-10)}));
         assert_eq!(
-            v.decode_connection_token(&expired, now()).unwrap().sub,
+            v.decode_connection_token_blocking(&expired, now())
+                .unwrap()
+                .sub,
             "old"
         );
     }
@@ -1014,7 +1225,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
             ..TokenConfig::default()
         };
         let forged = sign_hs256(&json!({"sub": "admin"}), TEST_RSA_PUBLIC).unwrap();
-        let err = verify_connection_token(&forged, &rsa_only, now()).unwrap_err();
+        let err = blocking_verify_connection_token(&forged, &rsa_only, now()).unwrap_err();
         assert!(
             matches!(&err, TokenError::Invalid(r) if r.contains("hmac_secret_key")),
             "{err}"
@@ -1023,7 +1234,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         // PS256 is not a Centrifugo algorithm.
         let token = sign_with(Algorithm::PS256, &rsa_key, &json!({"sub": "u"}));
         assert!(matches!(
-            verify_connection_token(&token, &rsa_only, now()),
+            blocking_verify_connection_token(&token, &rsa_only, now()),
             Err(TokenError::Invalid(_))
         ));
     }
@@ -1041,15 +1252,25 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         let claims = json!({"sub": "u", "exp": at(60)});
         for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512] {
             let token = sign_with(alg, &rsa_key, &claims);
-            assert_eq!(v.verify_connection_token(&token, now()).unwrap().sub, "u");
+            assert_eq!(
+                v.verify_connection_token_blocking(&token, now())
+                    .unwrap()
+                    .sub,
+                "u"
+            );
         }
         let token = sign_with(Algorithm::ES256, &ec_key, &claims);
-        assert_eq!(v.verify_connection_token(&token, now()).unwrap().sub, "u");
+        assert_eq!(
+            v.verify_connection_token_blocking(&token, now())
+                .unwrap()
+                .sub,
+            "u"
+        );
         // ES256 signature presented as RS256 fails.
         let parts: Vec<&str> = token.split('.').collect();
         let relabeled = format!("{}.{}.{}", b64url(r#"{"alg":"RS256"}"#), parts[1], parts[2]);
         assert!(matches!(
-            v.verify_connection_token(&relabeled, now()),
+            v.verify_connection_token_blocking(&relabeled, now()),
             Err(TokenError::Invalid(_))
         ));
     }
@@ -1134,7 +1355,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
             issuer: "backend".into(),
             ..hmac_config()
         };
-        let check = |claims| verify_connection_token(&hs(claims), &cfg, now());
+        let check = |claims| blocking_verify_connection_token(&hs(claims), &cfg, now());
         assert!(check(json!({"sub": "u", "aud": "herald", "iss": "backend"})).is_ok());
         assert!(check(json!({"sub": "u", "aud": ["x", "herald"], "iss": "backend"})).is_ok());
         assert!(matches!(
@@ -1161,11 +1382,11 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
             hmac_previous_secret_key_valid_until: at(100),
             ..hmac_config()
         };
-        assert!(verify_connection_token(&old, &cfg, now()).is_ok());
-        assert!(verify_connection_token(&hs(json!({"sub": "u"})), &cfg, now()).is_ok());
+        assert!(blocking_verify_connection_token(&old, &cfg, now()).is_ok());
+        assert!(blocking_verify_connection_token(&hs(json!({"sub": "u"})), &cfg, now()).is_ok());
         cfg.hmac_previous_secret_key_valid_until = at(-1);
         assert!(matches!(
-            verify_connection_token(&old, &cfg, now()),
+            blocking_verify_connection_token(&old, &cfg, now()),
             Err(TokenError::Invalid(_))
         ));
     }
@@ -1178,7 +1399,9 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         };
         let token = hs(json!({"sub": "ignored", "user": {"id": 77}}));
         assert_eq!(
-            verify_connection_token(&token, &cfg, now()).unwrap().sub,
+            blocking_verify_connection_token(&token, &cfg, now())
+                .unwrap()
+                .sub,
             "77"
         );
     }
@@ -1191,7 +1414,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
             "info": {"role": "mod"}, "data": {"welcome": true},
             "override": {"join_leave": {"value": false}},
         }));
-        let claims = verify_subscription_token(&token, &cfg, now()).unwrap();
+        let claims = blocking_verify_subscription_token(&token, &cfg, now()).unwrap();
         assert_eq!(claims.channel, "chat:1");
         assert_eq!(claims.expires_at(), Some(at(60) as u64));
         assert_eq!(claims.data.as_ref().unwrap().get(), r#"{"welcome":true}"#);
@@ -1203,17 +1426,17 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
 
         let no_channel = hs(json!({"sub": "u"}));
         assert!(matches!(
-            verify_subscription_token(&no_channel, &cfg, now()),
+            blocking_verify_subscription_token(&no_channel, &cfg, now()),
             Err(TokenError::Invalid(_))
         ));
         let expired = hs(json!({"sub": "u", "channel": "c", "exp": at(-1)}));
         assert_eq!(
-            verify_subscription_token(&expired, &cfg, now()).unwrap_err(),
+            blocking_verify_subscription_token(&expired, &cfg, now()).unwrap_err(),
             TokenError::Expired
         );
         let never = hs(json!({"sub": "u", "channel": "c", "exp": at(60), "expire_at": 0}));
         assert_eq!(
-            verify_subscription_token(&never, &cfg, now())
+            blocking_verify_subscription_token(&never, &cfg, now())
                 .unwrap()
                 .expires_at(),
             None
@@ -1229,17 +1452,47 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         let err = TokenVerifier::new(&bad_pem).unwrap_err();
         assert_eq!(err.option, "rsa_public_key");
         let jwks = TokenConfig {
-            jwks_public_endpoint: "https://example.com/jwks".into(),
+            jwks_public_endpoint: "ftp://example.com/jwks".into(),
             ..TokenConfig::default()
         };
         assert_eq!(
             TokenVerifier::new(&jwks).unwrap_err().option,
             "jwks_public_endpoint"
         );
+        // A JWKS endpoint alone is a key; nothing is fetched when the verifier is built.
+        let jwks = TokenConfig {
+            jwks_public_endpoint: "https://example.com/jwks".into(),
+            ..TokenConfig::default()
+        };
+        assert!(TokenVerifier::new(&jwks).unwrap().has_key());
+        let both = TokenConfig {
+            audience: "a".into(),
+            audience_regex: "^a$".into(),
+            ..hmac_config()
+        };
+        let err = TokenVerifier::new(&both).unwrap_err();
+        assert_eq!(err.option, "audience_regex");
+        assert!(err.message.contains("not both"), "{err}");
+        let both = TokenConfig {
+            issuer: "a".into(),
+            issuer_regex: "^a$".into(),
+            ..hmac_config()
+        };
+        assert_eq!(
+            TokenVerifier::new(&both).unwrap_err().option,
+            "issuer_regex"
+        );
+        let bad = TokenConfig {
+            issuer_regex: "(unclosed".into(),
+            ..hmac_config()
+        };
+        let err = TokenVerifier::new(&bad).unwrap_err();
+        assert_eq!(err.option, "issuer_regex");
+        assert!(err.message.contains("regular expression"), "{err}");
         let none = TokenVerifier::new(&TokenConfig::default()).unwrap();
         assert!(!none.has_key());
         let err = none
-            .verify_connection_token(&hs(json!({"sub": "u"})), now())
+            .verify_connection_token_blocking(&hs(json!({"sub": "u"})), now())
             .unwrap_err();
         assert!(
             matches!(&err, TokenError::Invalid(r) if r.contains("hmac_secret_key")),
@@ -1248,6 +1501,151 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE6svzVOC1VUKv48w9WqXTnJ34J95o\n\
         // Debug output never shows secrets.
         let shown = format!("{:?}", TokenVerifier::new(&hmac_config()).unwrap());
         assert!(!shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn hmac_and_rsa_together_each_alg_uses_its_own_key_type() {
+        let cfg = TokenConfig {
+            rsa_public_key: TEST_RSA_PUBLIC.into(),
+            ..hmac_config()
+        };
+        let v = TokenVerifier::new(&cfg).unwrap();
+        let rsa_key = EncodingKey::from_rsa_pem(TEST_RSA_PRIVATE.as_bytes()).unwrap();
+        let rs = sign_with(Algorithm::RS256, &rsa_key, &json!({"sub": "r"}));
+        assert_eq!(
+            v.verify_connection_token_blocking(&rs, now()).unwrap().sub,
+            "r"
+        );
+        assert_eq!(
+            v.verify_connection_token_blocking(&hs(json!({"sub": "h"})), now())
+                .unwrap()
+                .sub,
+            "h"
+        );
+        // HS256 with the RSA public key as the secret: checked against the HMAC secret only.
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let forged = sign_with(
+                alg,
+                &EncodingKey::from_secret(TEST_RSA_PUBLIC.as_bytes()),
+                &json!({"sub": "admin"}),
+            );
+            assert_eq!(
+                v.verify_connection_token_blocking(&forged, now())
+                    .unwrap_err(),
+                TokenError::Invalid("signature does not match".into()),
+                "{alg:?}"
+            );
+        }
+        // An RS256 signature relabelled HS256 is not accepted either.
+        let parts: Vec<&str> = rs.split('.').collect();
+        let relabeled = format!("{}.{}.{}", b64url(r#"{"alg":"HS256"}"#), parts[1], parts[2]);
+        assert!(matches!(
+            v.verify_connection_token_blocking(&relabeled, now()),
+            Err(TokenError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn audience_and_issuer_regexes() {
+        let cfg = TokenConfig {
+            audience_regex: r"^https://app\.example\.(com|org)$".into(),
+            issuer_regex: r"^tenant-[0-9]+$".into(),
+            ..hmac_config()
+        };
+        let check = |claims| blocking_verify_connection_token(&hs(claims), &cfg, now());
+        let good = json!({"sub": "u", "aud": "https://app.example.org", "iss": "tenant-7"});
+        assert!(check(good).is_ok());
+        assert!(
+            check(json!({"sub": "u", "aud": ["x", "https://app.example.com"], "iss": "tenant-1"}))
+                .is_ok()
+        );
+        for bad in [
+            json!({"sub": "u", "aud": "https://app.example.net", "iss": "tenant-7"}),
+            json!({"sub": "u", "iss": "tenant-7"}),
+            json!({"sub": "u", "aud": "https://app.example.com", "iss": "tenant-x"}),
+            json!({"sub": "u", "aud": "https://app.example.com"}),
+        ] {
+            let err = check(bad.clone()).unwrap_err();
+            assert!(
+                matches!(&err, TokenError::Invalid(r) if r.contains("regex")),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn jwks_key_selection() {
+        // Nothing listens on this port: every JWKS lookup fails to fetch.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = TokenConfig {
+            jwks_public_endpoint: format!("http://127.0.0.1:{port}/jwks"),
+            ..hmac_config()
+        };
+        let v = TokenVerifier::new(&cfg).unwrap();
+        let rsa_key = EncodingKey::from_rsa_pem(TEST_RSA_PRIVATE.as_bytes()).unwrap();
+        let with_kid = |alg, kid: &str| {
+            let mut header = Header::new(alg);
+            header.kid = Some(kid.into());
+            jsonwebtoken::encode(&header, &json!({"sub": "u"}), &rsa_key).unwrap()
+        };
+        // RS256 with a kid goes to the JWKS, which cannot be fetched.
+        let err = v
+            .verify_connection_token_blocking(&with_kid(Algorithm::RS256, "k1"), now())
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid(r) if r.contains("k1") && r.contains("cannot be fetched")),
+            "{err}"
+        );
+        // Without a kid (and no PEM key) the token can not name its key.
+        let no_kid = sign_with(Algorithm::RS256, &rsa_key, &json!({"sub": "u"}));
+        let err = v
+            .verify_connection_token_blocking(&no_kid, now())
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid(r) if r.contains("no kid")),
+            "{err}"
+        );
+        // HS256 tokens never use the JWKS, kid or not.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let hs_kid = jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "h"}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            v.verify_connection_token_blocking(&hs_kid, now())
+                .unwrap()
+                .sub,
+            "h"
+        );
+        // With a PEM key too, a token without kid uses the PEM key.
+        let cfg = TokenConfig {
+            rsa_public_key: TEST_RSA_PUBLIC.into(),
+            ..cfg
+        };
+        let v = TokenVerifier::new(&cfg).unwrap();
+        assert_eq!(
+            v.verify_connection_token_blocking(&no_kid, now())
+                .unwrap()
+                .sub,
+            "u"
+        );
+        // EdDSA needs a JWKS.
+        let ed = format!(
+            "{}.{}.c2ln",
+            b64url(r#"{"alg":"EdDSA"}"#),
+            b64url(r#"{"sub":"u"}"#)
+        );
+        let err = blocking_verify_connection_token(&ed, &hmac_config(), now()).unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid(r) if r.contains("jwks_public_endpoint")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -236,6 +236,7 @@ impl Cli {
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         let mut config = Config::load(self.config_path().as_deref())?;
         self.apply_overrides(&mut config);
+        config.apply_demo();
         config.validate()?;
         Ok(config)
     }
@@ -369,13 +370,21 @@ fn checktoken(cli: &Cli, token: &str, out: &mut dyn Write) -> Result<(), CliErro
         return Err(CliError::NoSecret);
     }
     let now = SystemTime::now();
-    let claims = verifier
-        .decode_connection_token(token.trim(), now)
-        .map_err(|e| match e {
-            TokenError::Invalid(reason) => CliError::InvalidToken(reason),
-            TokenError::Expired => CliError::InvalidToken("expired".into()),
-        })?;
-    match verifier.verify_connection_token(token.trim(), now) {
+    // Verification is async (a JWKS may have to be fetched): a small runtime for this one call.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    let (decoded, verified) = runtime.block_on(async {
+        let decoded = verifier.decode_connection_token(token.trim(), now).await;
+        let verified = verifier.verify_connection_token(token.trim(), now).await;
+        (decoded, verified)
+    });
+    let claims = decoded.map_err(|e| match e {
+        TokenError::Invalid(reason) => CliError::InvalidToken(reason),
+        TokenError::Expired => CliError::InvalidToken("expired".into()),
+    })?;
+    match verified {
         Ok(_) => {}
         Err(TokenError::Expired) => {
             return Err(CliError::ExpiredToken {

@@ -13,14 +13,17 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::auth::TokenError;
+use crate::auth::{SubscribeOptions, SubscribeOverride};
+use crate::config::NamespaceOptions;
 use crate::engine::{HistoryFilter, StreamPosition};
-use crate::hub::ClientHandle;
+use crate::hub::{ClientHandle, SubFlags};
 use crate::node::{Node, PublishOptions, unix_now};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
-    Method, PublishRequest, PublishResult, RefreshRequest, RefreshResult, Reply, ReplyResult,
-    SubscribeRequest, SubscribeResult, UnsubscribeRequest, UnsubscribeResult, decode_commands,
-    encode_reply,
+    Method, PresenceResult, PresenceStatsResult, PublishRequest, PublishResult, Push, Raw,
+    RefreshRequest, RefreshResult, Reply, ReplyResult, SubRefreshRequest, SubRefreshResult,
+    SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
+    decode_commands, encode_reply,
 };
 use crate::ws::{CloseCode, FrameBuf, Incoming, Message, OpCode, WebSocket};
 
@@ -60,6 +63,9 @@ struct Client {
     pong_by: Option<Instant>,
     /// When the connection expires unless refreshed (with the close delay added).
     expire_at: Option<Instant>,
+    /// Subscriptions whose token expires, and when (a short list: only channels subscribed
+    /// with an expiring subscription token).
+    sub_expiry: Vec<(String, Instant)>,
 }
 
 /// Serves one upgraded WebSocket connection until it ends.
@@ -76,6 +82,7 @@ pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
         ping_at: None,
         pong_by: None,
         expire_at: None,
+        sub_expiry: Vec::new(),
         node,
     };
     let shutdown = client.node.shutdown.clone();
@@ -91,7 +98,10 @@ pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
             received = ws.recv() => match received {
                 Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
                     if client.state != State::Closing {
-                        if let Err(close) = client.on_frame(&data, &ws).await {
+                        // Boxed: the command futures (connect, subscribe with recovery…) are
+                        // several KiB, and kept inline they would make every idle connection's
+                        // task that large. One allocation per received frame instead.
+                        if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
                             client.close(&ws, close);
                         }
                     }
@@ -111,7 +121,9 @@ pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
         }
     }
     if let Some(handle) = client.handle.take() {
-        client.node.hub.remove_client(&handle);
+        for (channel, flags) in client.node.hub.remove_client(&handle) {
+            client.node.left(&channel, &handle, flags).await;
+        }
     }
     let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
     client.node.metrics.connection_closed(code);
@@ -123,12 +135,14 @@ impl Client {
         [self.stale_at, self.ping_at, self.pong_by, self.expire_at]
             .into_iter()
             .flatten()
+            .chain(self.sub_expiry.iter().map(|(_, at)| *at))
             .min()
     }
 
     /// Acts on timers that are due.
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
         let now = Instant::now();
+        self.apply_api_refresh();
         if self.stale_at.is_some_and(|t| t <= now) {
             return Some(Disconnect::STALE);
         }
@@ -137,6 +151,9 @@ impl Client {
         }
         if self.expire_at.is_some_and(|t| t <= now) {
             return Some(Disconnect::EXPIRED);
+        }
+        if self.sub_expiry.iter().any(|(_, at)| *at <= now) {
+            self.expire_subscriptions(now, ws);
         }
         if self.ping_at.is_some_and(|t| t <= now) {
             let client = &self.node.config.client;
@@ -150,6 +167,18 @@ impl Client {
         None
     }
 
+    /// Takes a new expiry set through the server API's `refresh`, if any.
+    fn apply_api_refresh(&mut self) {
+        let Some(expiry) = self.handle.as_ref().and_then(|h| h.take_expiry()) else {
+            return;
+        };
+        self.expire_at = expiry.map(|at| {
+            Instant::now()
+                + Duration::from_secs(at.saturating_sub(unix_now()))
+                + self.node.config.client.expired_close_delay
+        });
+    }
+
     /// Starts closing the connection with a protocol disconnect code.
     fn close(&mut self, ws: &WebSocket, close: Close) {
         if self.state == State::Closing {
@@ -160,6 +189,7 @@ impl Client {
         self.ping_at = None;
         self.pong_by = None;
         self.expire_at = None;
+        self.sub_expiry.clear();
         ws.close(CloseCode(close.code), close.reason);
     }
 
@@ -242,7 +272,7 @@ impl Client {
             }
             Method::Unsubscribe => {
                 let request = command.unsubscribe.unwrap_or_default();
-                let result = self.unsubscribe(request)?;
+                let result = self.unsubscribe(request).await?;
                 self.reply_result(id, Ok(result));
             }
             Method::Publish => {
@@ -252,7 +282,7 @@ impl Client {
             }
             Method::Refresh => {
                 let request = command.refresh.unwrap_or_default();
-                let result = self.refresh(request)?;
+                let result = self.refresh(request).await?;
                 self.reply_result(id, result);
             }
             Method::History => {
@@ -260,19 +290,41 @@ impl Client {
                 let result = self.history(request).await?;
                 self.reply_result(id, result);
             }
-            Method::Presence | Method::PresenceStats => {
-                let channel = match &command {
-                    c if c.presence.is_some() => c.presence.as_ref().map(|r| r.channel.as_str()),
-                    c => c.presence_stats.as_ref().map(|r| r.channel.as_str()),
-                };
-                if channel.is_none_or(str::is_empty) {
-                    return Err(Disconnect::BAD_REQUEST);
+            Method::Presence => {
+                let channel = command.presence.unwrap_or_default().channel;
+                match self.check_presence(&channel)? {
+                    Ok(()) => {
+                        let result = self.node.presence.presence(&channel).await;
+                        let result = result
+                            .map(|presence| PresenceResult { presence })
+                            .map_err(|e| e.to_protocol());
+                        self.reply_result(id, result);
+                    }
+                    Err(error) => self.reply(&Reply::error(id, error)),
                 }
-                // Presence arrives with its own issue; until then the namespace option is
-                // off, which the protocol answers with 108.
-                self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
             }
-            Method::Ping | Method::Rpc | Method::SubRefresh => {
+            Method::PresenceStats => {
+                let channel = command.presence_stats.unwrap_or_default().channel;
+                match self.check_presence(&channel)? {
+                    Ok(()) => {
+                        let result = self.node.presence.stats(&channel).await;
+                        let result = result
+                            .map(|stats| PresenceStatsResult {
+                                num_clients: stats.num_clients.min(u32::MAX as usize) as u32,
+                                num_users: stats.num_users.min(u32::MAX as usize) as u32,
+                            })
+                            .map_err(|e| e.to_protocol());
+                        self.reply_result(id, result);
+                    }
+                    Err(error) => self.reply(&Reply::error(id, error)),
+                }
+            }
+            Method::SubRefresh => {
+                let request = command.sub_refresh.unwrap_or_default();
+                let result = self.sub_refresh(request).await?;
+                self.reply_result(id, result);
+            }
+            Method::Ping | Method::Rpc => {
                 self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
             }
             Method::Send => return Err(Disconnect::NOT_AVAILABLE),
@@ -307,6 +359,7 @@ impl Client {
             match node
                 .tokens
                 .verify_connection_token(&request.token, SystemTime::now())
+                .await
             {
                 Ok(claims) => {
                     if claims.sub.is_empty() && config.disallow_anonymous_connection_tokens {
@@ -315,7 +368,7 @@ impl Client {
                     expires_at = claims.expires_at();
                     self.user = claims.sub;
                     conn_info = claims.info.map(protocol::strip_newlines);
-                    channels = claims.channels;
+                    channels = server_side_subscriptions(claims.channels, claims.subs);
                 }
                 Err(TokenError::Expired) => {
                     self.state = State::Failed;
@@ -334,8 +387,19 @@ impl Client {
         {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
-        // Server-side subscriptions from the token must all be valid channels.
-        for channel in &channels {
+        // The user's personal channel, when configured, is one more server-side subscription.
+        let personal = &config.subscribe_to_user_personal_channel;
+        if personal.enabled && !self.user.is_empty() {
+            let channel = match personal.personal_channel_namespace.as_str() {
+                "" => format!("#{}", self.user),
+                ns => format!("{ns}:#{}", self.user),
+            };
+            if !channels.iter().any(|(c, _)| *c == channel) {
+                channels.push((channel, SubscribeOptions::default()));
+            }
+        }
+        // Server-side subscriptions must all be valid channels.
+        for (channel, _) in &channels {
             if let Err(error) = node.resolve_channel(channel) {
                 self.state = State::Failed;
                 self.reply(&Reply::error(id, error));
@@ -378,14 +442,24 @@ impl Client {
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply.
         let mut joined = Vec::with_capacity(channels.len());
-        for channel in channels {
+        for (channel, options) in channels {
             let mut sub = request.subs.get(&channel).cloned().unwrap_or_default();
             sub.channel = channel;
-            let mut sub_result = SubscribeResult::default();
-            match self.join(&handle, &sub, &mut sub_result).await {
+            // The client cannot ask for join/leave pushes of a subscription it did not make:
+            // they come when the namespace sends them.
+            let flags = match node.resolve_channel(&sub.channel) {
+                Ok((_, ns)) => sub_flags(ns, options.override_.as_ref(), true),
+                Err(_) => SubFlags::default(),
+            };
+            let mut sub_result = SubscribeResult {
+                data: options.data.map(protocol::strip_newlines),
+                ..SubscribeResult::default()
+            };
+            match self.join(&handle, &sub, flags, &mut sub_result).await {
                 Ok(after) => {
                     result.subs.insert(sub.channel.clone(), sub_result);
-                    joined.push((sub.channel, after));
+                    let chan_info = options.info.map(protocol::strip_newlines);
+                    joined.push((sub.channel, after, flags, chan_info));
                 }
                 Err(error) => {
                     node.hub.remove_client(&handle);
@@ -403,8 +477,10 @@ impl Client {
             // Publications of server-side subscriptions must follow the connect reply.
             self.flush_replies(ws);
         }
-        for (channel, after) in joined {
+        for (channel, after, flags, chan_info) in joined {
             node.hub.activate(&channel, &handle, after);
+            node.joined(&channel, subscriber_info(&handle, chan_info), flags)
+                .await;
         }
         Ok(())
     }
@@ -422,8 +498,8 @@ impl Client {
         let Some(handle) = self.handle.clone() else {
             return Err(Disconnect::BAD_REQUEST);
         };
-        let mut result = match self.check_subscribe(&request, &handle) {
-            Ok(result) => result,
+        let (mut result, grant) = match self.check_subscribe(&request, &handle).await {
+            Ok(checked) => checked,
             Err(SubscribeFailure::Error(error)) => {
                 self.reply(&Reply::error(id, error));
                 return Ok(());
@@ -431,7 +507,11 @@ impl Client {
             Err(SubscribeFailure::Close(close)) => return Err(close),
         };
         let channel = request.channel.as_str();
-        let after = match self.join(&handle, &request, &mut result).await {
+        let flags = match node.resolve_channel(channel) {
+            Ok((_, ns)) => sub_flags(ns, grant.override_.as_ref(), request.join_leave),
+            Err(_) => SubFlags::default(),
+        };
+        let after = match self.join(&handle, &request, flags, &mut result).await {
             Ok(after) => after,
             Err(error) => {
                 self.reply(&Reply::error(id, error));
@@ -443,6 +523,9 @@ impl Client {
         self.reply(&Reply::result(id, result));
         self.flush_replies(ws);
         node.hub.activate(channel, &handle, after);
+        self.set_sub_expiry(channel, grant.expires_at);
+        node.joined(channel, subscriber_info(&handle, grant.chan_info), flags)
+            .await;
         Ok(())
     }
 
@@ -456,6 +539,7 @@ impl Client {
         &self,
         handle: &Arc<ClientHandle>,
         request: &SubscribeRequest,
+        flags: SubFlags,
         result: &mut SubscribeResult,
     ) -> Result<u64, Error> {
         let node = &self.node;
@@ -467,7 +551,7 @@ impl Client {
                 .map(|history| (history, node.history_options(options), options)),
             _ => None,
         };
-        node.hub.subscribe_pending(channel, handle);
+        node.hub.subscribe_pending(channel, handle, flags);
         let Some((history, history_options, options)) = stream else {
             return Ok(0);
         };
@@ -570,11 +654,13 @@ impl Client {
             .map_err(|e| e.to_protocol()))
     }
 
-    fn check_subscribe(
+    /// Whether the client may subscribe as it asks: the subscribe result to start from, and
+    /// what a subscription token granted.
+    async fn check_subscribe(
         &self,
         request: &SubscribeRequest,
         handle: &ClientHandle,
-    ) -> Result<SubscribeResult, SubscribeFailure> {
+    ) -> Result<(SubscribeResult, Grant), SubscribeFailure> {
         let node = &self.node;
         let (channel, options) = node
             .resolve_channel(&request.channel)
@@ -591,8 +677,9 @@ impl Client {
         if !request.token.is_empty() {
             // A subscription token grants the channel (and is required for private ones).
             let claims = node
-                .tokens
+                .subscription_tokens
                 .verify_subscription_token(&request.token, SystemTime::now())
+                .await
                 .map_err(|e| match e {
                     TokenError::Expired => SubscribeFailure::Error(Error::TOKEN_EXPIRED),
                     TokenError::Invalid(reason) => {
@@ -603,18 +690,25 @@ impl Client {
             claims
                 .check_for(&self.user, &request.channel, &self.id)
                 .map_err(|_| SubscribeFailure::Close(Disconnect::INVALID_TOKEN))?;
-            if let Some(at) = claims.expires_at() {
+            let expires_at = claims.expires_at();
+            if let Some(at) = expires_at {
                 result.expires = true;
                 result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
             }
-            return Ok(result);
+            result.data = claims.data.map(protocol::strip_newlines);
+            let grant = Grant {
+                override_: claims.override_,
+                chan_info: claims.info.map(protocol::strip_newlines),
+                expires_at,
+            };
+            return Ok((result, grant));
         }
         if channel.private {
             return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
         }
         if options.allow_user_limited_channels && channel.is_user_limited() {
             return if channel.allows_user(&self.user) {
-                Ok(result)
+                Ok((result, Grant::default()))
             } else {
                 Err(SubscribeFailure::Error(Error::PERMISSION_DENIED))
             };
@@ -626,17 +720,129 @@ impl Client {
         if !allowed {
             return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
         }
-        Ok(result)
+        Ok((result, Grant::default()))
     }
 
-    fn unsubscribe(&mut self, request: UnsubscribeRequest) -> Result<UnsubscribeResult, Close> {
+    async fn unsubscribe(
+        &mut self,
+        request: UnsubscribeRequest,
+    ) -> Result<UnsubscribeResult, Close> {
         if request.channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        if let Some(handle) = &self.handle {
-            self.node.hub.unsubscribe(&request.channel, handle);
+        self.set_sub_expiry(&request.channel, None);
+        if let Some(handle) = self.handle.clone()
+            && let Some(flags) = self.node.hub.unsubscribe(&request.channel, &handle)
+        {
+            self.node.left(&request.channel, &handle, flags).await;
         }
         Ok(UnsubscribeResult::default())
+    }
+
+    /// Records when a subscription expires (`None`: never), replacing what was recorded.
+    fn set_sub_expiry(&mut self, channel: &str, expires_at: Option<u64>) {
+        self.sub_expiry.retain(|(c, _)| c != channel);
+        if let Some(at) = expires_at {
+            let left = Duration::from_secs(at.saturating_sub(unix_now()));
+            self.sub_expiry
+                .push((channel.to_owned(), Instant::now() + left));
+        }
+    }
+
+    /// Ends the subscriptions whose token expired without a `sub_refresh`: each gets an
+    /// unsubscribe push 2501, after which the SDK subscribes again with a new token.
+    fn expire_subscriptions(&mut self, now: Instant, ws: &WebSocket) {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sub_expiry)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.sub_expiry = kept;
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        for (channel, _) in expired {
+            let Some(flags) = self.node.hub.unsubscribe(&channel, &handle) else {
+                continue;
+            };
+            let push = Push::unsubscribe(channel.as_str(), Unsubscribe::EXPIRED);
+            self.reply(&Reply::push(push));
+            self.flush_replies(ws);
+            // Presence and the leave push need the engine; they must not wait for this timer.
+            let node = self.node.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move { node.left(&channel, &handle, flags).await });
+        }
+    }
+
+    /// `sub_refresh`: a new subscription token for a subscription whose token expires.
+    async fn sub_refresh(
+        &mut self,
+        request: SubRefreshRequest,
+    ) -> Result<Result<SubRefreshResult, Error>, Close> {
+        if request.channel.is_empty() || request.token.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let subscribed = self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.is_subscribed(&request.channel));
+        if !subscribed {
+            return Ok(Err(Error::PERMISSION_DENIED));
+        }
+        let claims = match self
+            .node
+            .subscription_tokens
+            .verify_subscription_token(&request.token, SystemTime::now())
+            .await
+        {
+            Ok(claims) => claims,
+            Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
+            Err(TokenError::Invalid(reason)) => {
+                tracing::info!(client = %self.id, "invalid sub_refresh token: {reason}");
+                return Err(Disconnect::INVALID_TOKEN);
+            }
+        };
+        if claims
+            .check_for(&self.user, &request.channel, &self.id)
+            .is_err()
+        {
+            return Err(Disconnect::INVALID_TOKEN);
+        }
+        let expires_at = claims.expires_at();
+        self.set_sub_expiry(&request.channel, expires_at);
+        let mut result = SubRefreshResult::default();
+        if let Some(at) = expires_at {
+            result.expires = true;
+            result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
+        }
+        Ok(Ok(result))
+    }
+
+    /// Whether the client may ask for the presence of `channel`: `Err` closes the connection
+    /// (no channel), `Ok(Err)` is the error reply (108 presence off, 103 not allowed).
+    fn check_presence(&self, channel: &str) -> Result<Result<(), Error>, Close> {
+        if channel.is_empty() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let options = match self.node.resolve_channel(channel) {
+            Ok((_, options)) => options,
+            Err(error) => return Ok(Err(error)),
+        };
+        if !options.presence {
+            return Ok(Err(Error::NOT_AVAILABLE));
+        }
+        let subscribed = self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.is_subscribed(channel));
+        let anonymous = self.user.is_empty();
+        let allowed = (options.allow_presence_for_client
+            || (options.allow_presence_for_subscriber && subscribed))
+            && (!anonymous || options.allow_presence_for_anonymous);
+        Ok(if allowed {
+            Ok(())
+        } else {
+            Err(Error::PERMISSION_DENIED)
+        })
     }
 
     async fn publish(
@@ -683,7 +889,10 @@ impl Client {
         Ok(published.map(|_| PublishResult::default()))
     }
 
-    fn refresh(&mut self, request: RefreshRequest) -> Result<Result<RefreshResult, Error>, Close> {
+    async fn refresh(
+        &mut self,
+        request: RefreshRequest,
+    ) -> Result<Result<RefreshResult, Error>, Close> {
         if request.token.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
@@ -691,6 +900,7 @@ impl Client {
             .node
             .tokens
             .verify_connection_token(&request.token, SystemTime::now())
+            .await
         {
             Ok(claims) => claims,
             Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
@@ -721,6 +931,62 @@ impl Client {
             None => self.expire_at = None,
         }
         Ok(Ok(result))
+    }
+}
+
+/// What a subscription token grants beyond the channel itself.
+#[derive(Default)]
+struct Grant {
+    /// Namespace option overrides.
+    override_: Option<SubscribeOverride>,
+    /// Channel info for presence and join/leave (`chan_info`).
+    chan_info: Option<Raw>,
+    /// When the subscription expires (unix seconds).
+    expires_at: Option<u64>,
+}
+
+/// The server-side subscriptions of a connection token: `channels` with namespace defaults,
+/// and `subs` with options, which win for a channel in both.
+fn server_side_subscriptions(
+    channels: Vec<String>,
+    subs: std::collections::BTreeMap<String, SubscribeOptions>,
+) -> Vec<(String, SubscribeOptions)> {
+    let mut all: Vec<(String, SubscribeOptions)> = channels
+        .into_iter()
+        .filter(|c| !subs.contains_key(c))
+        .map(|c| (c, SubscribeOptions::default()))
+        .collect();
+    all.extend(subs);
+    all
+}
+
+/// What a subscription does beyond delivery: presence and join/leave, from its namespace, its
+/// `override`, and whether the client asked for join/leave pushes.
+fn sub_flags(
+    options: &NamespaceOptions,
+    over: Option<&SubscribeOverride>,
+    wants_join_leave: bool,
+) -> SubFlags {
+    let pick =
+        |value: Option<&crate::auth::BoolValue>, default: bool| value.map_or(default, |v| v.value);
+    let presence = pick(over.and_then(|o| o.presence.as_ref()), options.presence);
+    let join_leave = pick(over.and_then(|o| o.join_leave.as_ref()), options.join_leave);
+    let force_push = pick(
+        over.and_then(|o| o.force_push_join_leave.as_ref()),
+        options.force_push_join_leave,
+    );
+    SubFlags {
+        presence,
+        join_leave,
+        push_join_leave: join_leave && (wants_join_leave || force_push),
+    }
+}
+
+/// The subscriber as presence and join/leave pushes show it.
+fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::ClientInfo {
+    protocol::ClientInfo {
+        chan_info,
+        ..handle.info()
     }
 }
 

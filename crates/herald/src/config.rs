@@ -690,7 +690,8 @@ flat_options! {
     /// `client.token`: how connection JWTs are verified (see [`crate::auth`]).
     ///
     /// A token's `alg` must match a configured key: HS* needs `hmac_secret_key`, RS* needs
-    /// `rsa_public_key`, ES* needs `ecdsa_public_key`.
+    /// `rsa_public_key`, ES* needs `ecdsa_public_key`; RS*, ES* and EdDSA tokens with a `kid`
+    /// use `jwks_public_endpoint` when it is set.
     options TokenConfig;
     /// `client.subscription_token`: a separate key set for subscription JWTs; when not `enabled`,
     /// subscription tokens are verified with `client.token`.
@@ -708,21 +709,26 @@ flat_options! {
         hmac_previous_secret_key_valid_until: i64,
         /// PEM public key for RS256/RS384/RS512 tokens.
         rsa_public_key: String,
-        /// PEM public key for ES256/ES384 tokens.
+        /// PEM public key (P-256 or P-384) for ES256/ES384 tokens.
         ecdsa_public_key: String,
-        /// JWKS URL to fetch verification keys from. Not implemented yet: refused by validation.
+        /// JWKS (RFC 7517) URL to fetch RSA, EC and Ed25519 verification keys from, by the
+        /// token's `kid`: fetched at startup and hourly, and again (at most every 10 s) when a
+        /// token names an unknown `kid`. http(s) only; no per-tenant templates.
         jwks_public_endpoint: String,
         /// When set, a token's `aud` must contain this value.
         audience: String,
-        /// Centrifugo regex form of `audience`. Not implemented yet: refused by validation.
+        /// When set, some value of a token's `aud` must match this regex (unanchored, as in
+        /// Centrifugo: write `^…$`). Not together with `audience`.
         audience_regex: String,
         /// When set, a token's `iss` must equal this value.
         issuer: String,
-        /// Centrifugo regex form of `issuer`. Not implemented yet: refused by validation.
+        /// When set, a token's `iss` must match this regex (unanchored). Not together with
+        /// `issuer`.
         issuer_regex: String,
         /// Read the user id from this claim (dotted path) instead of `sub`.
         user_id_claim: String,
-        /// Centrifugo JWKS safety switch. Accepted; no effect until JWKS lands.
+        /// Centrifugo's safety switch for templated (per-tenant) JWKS endpoints. Accepted; no
+        /// effect, since Herald refuses templated endpoints.
         insecure_skip_jwks_endpoint_safety_check: bool,
     }
 }
@@ -742,11 +748,11 @@ impl TokenConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PersonalChannelConfig {
-    /// Turn the feature on. Accepted; a later issue implements it.
+    /// Turn the feature on: on connect, a user's connections are subscribed to `ns:#user`.
     pub enabled: bool,
     /// Namespace of the personal channel (`ns:#user`); empty = no namespace.
     pub personal_channel_namespace: String,
-    /// Keep a single connection per user (needs presence in that namespace).
+    /// Centrifugo: keep a single connection per user. Accepted, not implemented.
     pub single_connection: bool,
 }
 
@@ -1093,6 +1099,12 @@ pub struct WebSocketConfig {
     pub message_size_limit: usize,
     /// Largest message after decompression; 0 = same as `message_size_limit`.
     pub decompressed_message_size_limit: usize,
+    /// Herald: a connection that wrote less than this long ago waits until this long after
+    /// that write before it writes again, so that a burst of publications leaves in one
+    /// `writev` instead of one per message; the first message after a quiet period goes out at
+    /// once. `0s` writes every message as soon as it is queued. Default 2ms.
+    #[serde(with = "go_duration")]
+    pub write_coalesce: Duration,
 }
 
 impl Default for WebSocketConfig {
@@ -1109,6 +1121,7 @@ impl Default for WebSocketConfig {
             write_timeout: Duration::from_secs(1),
             message_size_limit: 65_536,
             decompressed_message_size_limit: 0,
+            write_coalesce: Duration::from_millis(2),
         }
     }
 }
@@ -1458,7 +1471,8 @@ impl Config {
         if c.subscription_token.enabled {
             if !c.subscription_token.token.has_key() {
                 return bad("client.subscription_token.enabled needs a key \
-                     (client.subscription_token.hmac_secret_key, rsa_public_key or ecdsa_public_key)"
+                     (client.subscription_token.hmac_secret_key, rsa_public_key, ecdsa_public_key \
+                     or jwks_public_endpoint)"
                     .to_string());
             }
             crate::auth::TokenVerifier::new(&c.subscription_token.token)
@@ -1893,6 +1907,146 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
             .or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Demo mode
+// ---------------------------------------------------------------------------------------------
+
+/// Namespace of the demo chat's rooms (`rooms:general`…).
+pub const DEMO_ROOMS_NAMESPACE: &str = "rooms";
+/// Namespace of the demo chat's private inboxes (`inbox:#bob`).
+pub const DEMO_INBOX_NAMESPACE: &str = "inbox";
+
+impl Config {
+    /// Turns on what the demo chat app needs when `demo` is set (`--demo` or `"demo": true`),
+    /// leaving alone whatever the config already says:
+    ///
+    /// * namespace `rooms` (unless configured): anyone signed in may subscribe; subscribers may
+    ///   publish, read history and presence; durable history with forced recovery; presence
+    ///   and join/leave;
+    /// * namespace `inbox` (unless configured): user-limited channels (`inbox:#bob` is bob's),
+    ///   any signed-in user may publish into any inbox; durable history with forced recovery;
+    /// * the admin UI, when it has no password (and is not `insecure`): enabled with a password
+    ///   and a session secret generated for this run (the password is in [`Config::load_warnings`], which `main`
+    ///   logs at start-up).
+    ///
+    /// Call it after the flags are applied and before [`Config::validate`]. Does nothing when
+    /// `demo` is off.
+    pub fn apply_demo(&mut self) {
+        if !self.demo {
+            return;
+        }
+        let history = |size: usize| NamespaceOptions {
+            history_size: size,
+            history_ttl: Duration::from_secs(720 * 3600),
+            force_recovery: true,
+            allow_history_for_subscriber: true,
+            ..NamespaceOptions::default()
+        };
+        if self.namespace(DEMO_ROOMS_NAMESPACE).is_none() {
+            self.channel.namespaces.push(ChannelNamespace {
+                name: DEMO_ROOMS_NAMESPACE.to_owned(),
+                options: NamespaceOptions {
+                    allow_subscribe_for_client: true,
+                    allow_publish_for_subscriber: true,
+                    presence: true,
+                    join_leave: true,
+                    force_push_join_leave: true,
+                    allow_presence_for_subscriber: true,
+                    ..history(500)
+                },
+            });
+        }
+        if self.namespace(DEMO_INBOX_NAMESPACE).is_none() {
+            self.channel.namespaces.push(ChannelNamespace {
+                name: DEMO_INBOX_NAMESPACE.to_owned(),
+                options: NamespaceOptions {
+                    allow_user_limited_channels: true,
+                    allow_publish_for_client: true,
+                    ..history(1000)
+                },
+            });
+        }
+        if self.client.recovery_max_publication_limit < 1000 {
+            self.client.recovery_max_publication_limit = 1000;
+        }
+        let admin = &mut self.admin;
+        if admin.password.is_empty() && !admin.insecure {
+            admin.enabled = true;
+            admin.password = random_secret(16);
+            let path = match admin.handler_prefix.trim_end_matches('/') {
+                "" => "/admin",
+                prefix => prefix,
+            };
+            self.load_warnings.push(format!(
+                "demo: admin UI at {path}/, password for this run: {} (set admin.password to \
+                 choose one)",
+                admin.password
+            ));
+        }
+        if admin.enabled && admin.secret.is_empty() {
+            admin.secret = random_secret(32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod demo_tests {
+    use super::*;
+
+    #[test]
+    fn demo_off_changes_nothing() {
+        let mut c = Config::default();
+        c.apply_demo();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn demo_adds_the_chat_namespaces_and_an_admin_login() {
+        let mut c = Config {
+            demo: true,
+            ..Config::default()
+        };
+        c.apply_demo();
+        let rooms = c.namespace(DEMO_ROOMS_NAMESPACE).unwrap();
+        assert!(rooms.history_enabled() && rooms.force_recovery && rooms.presence);
+        assert!(rooms.join_leave && rooms.allow_subscribe_for_client);
+        assert!(rooms.allow_publish_for_subscriber && rooms.allow_presence_for_subscriber);
+        let inbox = c.namespace(DEMO_INBOX_NAMESPACE).unwrap();
+        assert!(inbox.history_enabled() && inbox.force_recovery);
+        assert!(inbox.allow_user_limited_channels && inbox.allow_publish_for_client);
+        assert!(!inbox.allow_subscribe_for_client);
+        assert!(c.admin.enabled && !c.admin.password.is_empty() && !c.admin.secret.is_empty());
+        assert!(
+            c.load_warnings
+                .iter()
+                .any(|w| w.contains(&c.admin.password))
+        );
+        c.validate().unwrap();
+        // Twice is the same as once.
+        let once = c.clone();
+        c.apply_demo();
+        assert_eq!(c.channel.namespaces, once.channel.namespaces);
+    }
+
+    #[test]
+    fn demo_keeps_what_the_config_says() {
+        let mut c = Config::from_str_with_format(
+            r#"{"demo": true, "channel": {"namespaces": [{"name": "rooms"}]},
+                "admin": {"enabled": true, "password": "pw", "secret": "s"}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        c.apply_demo();
+        assert!(!c.namespace("rooms").unwrap().presence);
+        assert!(c.namespace("inbox").is_some());
+        assert_eq!(
+            (c.admin.password.as_str(), c.admin.secret.as_str()),
+            ("pw", "s")
+        );
+        assert!(c.load_warnings.is_empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2547,8 +2701,16 @@ port = 10000
             ),
             (r#"{"admin": {"enabled": true}}"#, "admin.password"),
             (
-                r#"{"client": {"token": {"jwks_public_endpoint": "https://x/jwks"}}}"#,
-                "client.token",
+                r#"{"client": {"token": {"jwks_public_endpoint": "ftp://x/jwks"}}}"#,
+                "client.token: jwks_public_endpoint",
+            ),
+            (
+                r#"{"client": {"token": {"audience": "a", "audience_regex": "^a$"}}}"#,
+                "client.token: audience_regex",
+            ),
+            (
+                r#"{"client": {"token": {"issuer_regex": "("}}}"#,
+                "client.token: issuer_regex",
             ),
             (
                 r#"{"client": {"token": {"rsa_public_key": "not a pem"}}}"#,

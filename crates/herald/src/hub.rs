@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::protocol::{ClientInfo, Raw};
@@ -31,7 +32,13 @@ pub struct ClientHandle {
     /// The channels this client is subscribed to. The client task and server-side operations
     /// (API subscribe/unsubscribe) both change it, each together with the hub's channel map.
     channels: Mutex<HashSet<String>>,
+    /// A new expiry set by the server API (`refresh`) for the client task to pick up: 0 when
+    /// none is pending, [`NEVER`] for "no longer expires", else unix seconds.
+    expiry: AtomicU64,
 }
+
+/// [`ClientHandle::expiry`] value meaning "the connection no longer expires".
+const NEVER: u64 = u64::MAX;
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,6 +58,23 @@ impl ClientHandle {
             conn_info,
             outbox,
             channels: Mutex::new(HashSet::new()),
+            expiry: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets a new expiry for the connection (unix seconds; `None`: never), which its task
+    /// applies when its timers next run (at the latest at the next ping).
+    pub fn set_expiry(&self, at: Option<u64>) {
+        let value = at.map_or(NEVER, |at| at.clamp(1, NEVER - 1));
+        self.expiry.store(value, Ordering::Relaxed);
+    }
+
+    /// Takes the expiry set by [`ClientHandle::set_expiry`], if one is pending.
+    pub fn take_expiry(&self) -> Option<Option<u64>> {
+        match self.expiry.swap(0, Ordering::Relaxed) {
+            0 => None,
+            NEVER => Some(None),
+            at => Some(Some(at)),
         }
     }
 
@@ -76,6 +100,20 @@ impl ClientHandle {
     }
 }
 
+/// What a subscription does beyond receiving publications: set when it is made (from the
+/// namespace options, the subscription's `override` and the client's `join_leave` flag) and
+/// handed back when it ends, so that whoever ends it (the client, the server API, the
+/// disconnect) can undo it the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubFlags {
+    /// The subscriber gets the channel's join and leave pushes.
+    pub push_join_leave: bool,
+    /// The subscription has a presence entry.
+    pub presence: bool,
+    /// The subscription's join and leave are announced to the channel.
+    pub join_leave: bool,
+}
+
 /// Publications held back, with their offsets, while a subscription is being set up.
 type Held = Arc<Mutex<Vec<(u64, Arc<Message>)>>>;
 
@@ -86,6 +124,8 @@ struct Subscriber {
     /// published meanwhile is held here with its offset, and handed over by
     /// [`Hub::activate`] after the subscribe reply, without duplicates.
     pending: Option<Held>,
+    /// Join/leave and presence settings of the subscription.
+    flags: SubFlags,
 }
 
 impl Subscriber {
@@ -163,12 +203,17 @@ impl Hub {
         write(&self.clients).insert(client.id.clone(), client);
     }
 
-    /// Removes a client and all its subscriptions; returns the channels it was in.
-    pub fn remove_client(&self, client: &ClientHandle) -> Vec<String> {
+    /// Removes a client and all its subscriptions; returns the channels it was in, with the
+    /// settings of each subscription.
+    pub fn remove_client(&self, client: &ClientHandle) -> Vec<(String, SubFlags)> {
         let channels: Vec<String> = client.channels().drain().collect();
-        for channel in &channels {
-            self.remove_subscriber(channel, client);
-        }
+        let channels = channels
+            .into_iter()
+            .map(|channel| {
+                let flags = self.remove_subscriber(&channel, client).unwrap_or_default();
+                (channel, flags)
+            })
+            .collect();
         write(&self.clients).remove(&client.id);
         let mut users = write(&self.users);
         if let Some(list) = users.get_mut(&client.user) {
@@ -182,13 +227,29 @@ impl Hub {
 
     /// Subscribes a client to a channel. Returns false if it already was.
     pub fn subscribe(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
-        self.add_subscriber(channel, client, None)
+        self.add_subscriber(channel, client, None, SubFlags::default())
+    }
+
+    /// Subscribes a client with join/leave and presence settings. Returns false if it
+    /// already was.
+    pub fn subscribe_with(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        flags: SubFlags,
+    ) -> bool {
+        self.add_subscriber(channel, client, None, flags)
     }
 
     /// Subscribes a client whose subscribe reply is not sent yet: publications are held back
     /// until [`Hub::activate`]. Returns false if it was already subscribed.
-    pub fn subscribe_pending(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
-        self.add_subscriber(channel, client, Some(Arc::default()))
+    pub fn subscribe_pending(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        flags: SubFlags,
+    ) -> bool {
+        self.add_subscriber(channel, client, Some(Arc::default()), flags)
     }
 
     fn add_subscriber(
@@ -196,6 +257,7 @@ impl Hub {
         channel: &str,
         client: &Arc<ClientHandle>,
         pending: Option<Held>,
+        flags: SubFlags,
     ) -> bool {
         if !client.channels().insert(channel.to_owned()) {
             return false;
@@ -206,6 +268,7 @@ impl Hub {
             .push(Subscriber {
                 client: client.clone(),
                 pending,
+                flags,
             });
         true
     }
@@ -234,27 +297,28 @@ impl Hub {
         }
     }
 
-    /// Unsubscribes a client from a channel. Returns false if it was not subscribed.
-    pub fn unsubscribe(&self, channel: &str, client: &ClientHandle) -> bool {
+    /// Unsubscribes a client from a channel. Returns the subscription's settings, or `None` if
+    /// it was not subscribed.
+    pub fn unsubscribe(&self, channel: &str, client: &ClientHandle) -> Option<SubFlags> {
         if !client.channels().remove(channel) {
-            return false;
+            return None;
         }
-        self.remove_subscriber(channel, client);
-        true
+        Some(self.remove_subscriber(channel, client).unwrap_or_default())
     }
 
-    fn remove_subscriber(&self, channel: &str, client: &ClientHandle) {
+    fn remove_subscriber(&self, channel: &str, client: &ClientHandle) -> Option<SubFlags> {
         let mut shard = write(self.shard(channel));
-        if let Some(subscribers) = shard.get_mut(channel) {
-            // Identity, not id: a pointer comparison per subscriber instead of a string compare
-            // (a mass disconnect from a big channel is quadratic in this search).
-            if let Some(i) = subscribers.iter().position(|s| s.is(client)) {
-                subscribers.swap_remove(i);
-            }
-            if subscribers.is_empty() {
-                shard.remove(channel);
-            }
+        let subscribers = shard.get_mut(channel)?;
+        // Identity, not id: a pointer comparison per subscriber instead of a string compare
+        // (a mass disconnect from a big channel is quadratic in this search).
+        let flags = subscribers
+            .iter()
+            .position(|s| s.is(client))
+            .map(|i| subscribers.swap_remove(i).flags);
+        if subscribers.is_empty() {
+            shard.remove(channel);
         }
+        flags
     }
 
     /// Queues `message` (the publication at `offset` of the channel's stream, 0 without
@@ -271,6 +335,28 @@ impl Hub {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((offset, message.clone()));
+                continue;
+            }
+            match subscriber.client.outbox.push(message.clone()) {
+                Ok(()) => delivery.delivered += 1,
+                Err(PushError::Full) => delivery.overflowed += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        delivery
+    }
+
+    /// Queues a join or leave push of `channel` for every active subscriber that asked for
+    /// them (a subscription still being set up gets none: its client learns who is there
+    /// from presence).
+    pub fn broadcast_join_leave(&self, channel: &str, message: &Arc<Message>) -> Delivery {
+        let shard = read(self.shard(channel));
+        let Some(subscribers) = shard.get(channel) else {
+            return Delivery::default();
+        };
+        let mut delivery = Delivery::default();
+        for subscriber in subscribers {
+            if !subscriber.flags.push_join_leave || subscriber.pending.is_some() {
                 continue;
             }
             match subscriber.client.outbox.push(message.clone()) {
@@ -375,9 +461,12 @@ mod tests {
         assert_eq!(c.outbox.queued_bytes(), 0);
         assert_eq!(hub.num_users(), 2);
         assert_eq!(hub.user_clients("u1").len(), 2);
-        assert_eq!(hub.remove_client(&a), vec!["news".to_owned()]);
+        assert_eq!(
+            hub.remove_client(&a),
+            vec![("news".to_owned(), SubFlags::default())]
+        );
         assert_eq!(hub.num_subscribers("news"), 1);
-        assert!(hub.unsubscribe("news", &b));
+        assert!(hub.unsubscribe("news", &b).is_some());
         assert_eq!(hub.num_channels(), 0);
     }
 
@@ -399,7 +488,7 @@ mod tests {
     fn a_pending_subscription_gets_what_came_after_its_position_once() {
         let hub = Hub::new();
         let c = client("c", "u", 1 << 20);
-        assert!(hub.subscribe_pending("ch", &c));
+        assert!(hub.subscribe_pending("ch", &c, SubFlags::default()));
         for offset in 5..=8 {
             hub.broadcast("ch", &Arc::new(Message::text(&offset.to_string())), offset);
         }

@@ -11,13 +11,15 @@ use crate::auth::TokenVerifier;
 use crate::channel::{self, ParsedChannel};
 use crate::config::{Config, NamespaceOptions};
 use crate::engine::embedded::EmbeddedHistory;
-use crate::engine::{AppendRequest, History, HistoryOptions, RecentKeys};
+use crate::engine::{AppendRequest, History, HistoryOptions, MemoryPresence, Presence, RecentKeys};
 
 /// How long an `idempotency_key` is remembered (Centrifugo's window).
 const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-use crate::hub::Hub;
+use crate::hub::{ClientHandle, Hub, SubFlags};
 use crate::metrics::Metrics;
-use crate::protocol::{self, ClientInfo, Publication, Raw, encode_publication_push};
+use crate::protocol::{
+    self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
+};
 use crate::ws::{FrameBuf, Message, OpCode};
 
 /// One Herald process.
@@ -28,6 +30,9 @@ pub struct Node {
     pub hub: Hub,
     /// Connection and subscription token verification.
     pub tokens: TokenVerifier,
+    /// Subscription token verification: `client.subscription_token` when enabled, else the same
+    /// verifier as `tokens` (sharing its JWKS cache).
+    pub subscription_tokens: TokenVerifier,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// This node's id (a UUID), as reported by `/api/info`.
@@ -41,6 +46,8 @@ pub struct Node {
     /// Channel history streams, when some namespace keeps history (`history_size` and
     /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
     pub history: Option<Arc<dyn History>>,
+    /// Who is subscribed to channels whose namespace keeps presence.
+    pub presence: Arc<dyn Presence>,
     /// Idempotency keys of publications to channels without history (those with history keep
     /// theirs in the stream).
     recent_keys: RecentKeys,
@@ -84,7 +91,18 @@ impl Node {
     /// A node for `config`, which must have been validated. Opens the history database in
     /// `data_dir` when some namespace keeps history.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
-        let tokens = TokenVerifier::new(&config.client.token).map_err(|e| e.to_string())?;
+        let tokens =
+            TokenVerifier::new(&config.client.token).map_err(|e| format!("client.token: {e}"))?;
+        let subscription_tokens = if config.client.subscription_token.enabled {
+            let verifier = TokenVerifier::new(&config.client.subscription_token.token)
+                .map_err(|e| format!("client.subscription_token: {e}"))?;
+            verifier.start_background_refresh();
+            verifier
+        } else {
+            tokens.clone()
+        };
+        // JWKS keys are fetched in the background (a failing endpoint is logged, not fatal).
+        tokens.start_background_refresh();
         let name = format!(
             "{}_{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
@@ -117,12 +135,14 @@ impl Node {
                 config: Arc::new(config),
                 hub: Hub::new(),
                 tokens,
+                subscription_tokens,
                 metrics: Metrics::new(),
                 id: uuid::Uuid::new_v4().to_string(),
                 name,
                 started: Instant::now(),
                 shutdown: CancellationToken::new(),
                 history,
+                presence: Arc::new(MemoryPresence::new()),
                 recent_keys: RecentKeys::new(IDEMPOTENCY_WINDOW),
                 live_connections: AtomicUsize::new(0),
             }
@@ -217,6 +237,52 @@ impl Node {
         delivery.delivered
     }
 
+    /// Announces a subscription that has just become active (its subscribe reply or push is
+    /// queued): records its presence entry and sends the join push, as `flags` say.
+    pub async fn joined(&self, channel: &str, info: ClientInfo, flags: SubFlags) {
+        if flags.presence
+            && let Err(e) = self.presence.add(channel, info.clone()).await
+        {
+            tracing::warn!(channel, client = %info.client, "could not add presence: {e}");
+        }
+        if flags.join_leave {
+            self.announce(&Push::join(channel, info));
+        }
+    }
+
+    /// Undoes [`Node::joined`] for a subscription that has ended (unsubscribed by the client or
+    /// the server, or its connection closed): removes the presence entry and sends the leave
+    /// push.
+    pub async fn left(&self, channel: &str, client: &ClientHandle, flags: SubFlags) {
+        let mut info = None;
+        if flags.presence {
+            match self.presence.remove(channel, &client.id).await {
+                Ok(entry) => info = entry,
+                Err(e) => {
+                    tracing::warn!(channel, client = %client.id, "could not remove presence: {e}");
+                }
+            }
+        }
+        if flags.join_leave {
+            let info = info.unwrap_or_else(|| client.info());
+            self.announce(&Push::leave(channel, info));
+        }
+    }
+
+    /// Queues a join or leave push for the channel's subscribers that want them.
+    fn announce(&self, push: &Push) {
+        match push_message(push) {
+            Ok(message) => {
+                let delivery = self.hub.broadcast_join_leave(&push.channel, &message);
+                self.metrics.messages_out(delivery.delivered as u64);
+                if delivery.overflowed > 0 {
+                    self.metrics.slow_consumers(delivery.overflowed as u64);
+                }
+            }
+            Err(_) => tracing::error!(channel = %push.channel, "could not encode a push"),
+        }
+    }
+
     /// History options of a namespace.
     pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
         HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
@@ -236,6 +302,17 @@ pub fn encode_push_message(
     let mut buf = FrameBuf::with_capacity(64 + channel.len() + publication_len(publication));
     encode_publication_push(channel, publication, &mut buf)
         .map_err(|_| protocol::Error::INTERNAL)?;
+    Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
+}
+
+/// Encodes a push (other than a publication) once, as a WebSocket text frame ready for any
+/// number of clients.
+pub fn push_message(push: &Push) -> Result<Arc<Message>, protocol::Error> {
+    let mut buf = FrameBuf::with_capacity(64 + push.channel.len());
+    encode_push(push, &mut buf).map_err(|e| {
+        tracing::error!(error = %e, "encoding a push failed");
+        protocol::Error::INTERNAL
+    })?;
     Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
 }
 

@@ -1,5 +1,5 @@
-//! The engine boundary: where a channel's history lives ([`History`]) and how a publication
-//! reaches every node ([`Broker`]).
+//! The engine boundary: where a channel's history lives ([`History`]), who is in a channel
+//! ([`Presence`]) and how a publication reaches every node ([`Broker`]).
 //!
 //! The client and hub code talk to these two traits only, so that other engines (Redis, NATS)
 //! can be swapped in later without touching them. The embedded engine is the default:
@@ -31,6 +31,7 @@ pub mod embedded;
 
 mod broker;
 mod idempotency;
+mod presence;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -41,6 +42,7 @@ use std::time::Duration;
 pub use broker::{Broker, BrokerHandler, LocalBroker};
 pub use embedded::{EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
 pub use idempotency::RecentKeys;
+pub use presence::{MemoryPresence, Presence, PresenceStats};
 
 use crate::config::NamespaceOptions;
 use crate::protocol::{self, ClientInfo, Publication, Raw};

@@ -12,7 +12,10 @@ pub mod disconnect;
 pub mod history;
 pub mod history_remove;
 pub mod info;
+pub mod presence;
+pub mod presence_stats;
 pub mod publish;
+pub mod refresh;
 pub mod subscribe;
 pub mod unsubscribe;
 
@@ -29,12 +32,12 @@ use serde_json::value::RawValue;
 use crate::channel;
 use crate::hub::ClientHandle;
 use crate::node::Node;
-use crate::protocol::{self, Push, Raw, encode_push};
-use crate::ws::{FrameBuf, Message, OpCode};
+pub use crate::node::push_message;
+use crate::protocol::{self, Raw};
 
 /// Methods of the Centrifugo server API that Herald does not implement yet: they answer
 /// error 108 "not available", so that a client knows at once.
-pub const NOT_YET_AVAILABLE: &[&str] = &["presence", "presence_stats", "refresh", "rpc"];
+pub const NOT_YET_AVAILABLE: &[&str] = &["rpc"];
 
 /// One decoded server API command (any method except `batch`).
 #[derive(Debug)]
@@ -57,6 +60,12 @@ pub enum Command {
     History(history::HistoryRequest),
     /// `history_remove`: see [`history_remove`].
     HistoryRemove(history_remove::HistoryRemoveRequest),
+    /// `presence`: see [`presence`].
+    Presence(presence::PresenceRequest),
+    /// `presence_stats`: see [`presence_stats`].
+    PresenceStats(presence::PresenceRequest),
+    /// `refresh`: see [`refresh`].
+    Refresh(refresh::RefreshRequest),
     /// A known method that is not implemented yet (one of [`NOT_YET_AVAILABLE`]).
     NotAvailable(&'static str),
 }
@@ -77,6 +86,9 @@ impl Command {
             "info" => Command::Info(decode(json)?),
             "history" => Command::History(decode(json)?),
             "history_remove" => Command::HistoryRemove(decode(json)?),
+            "presence" => Command::Presence(decode(json)?),
+            "presence_stats" => Command::PresenceStats(decode(json)?),
+            "refresh" => Command::Refresh(decode(json)?),
             _ => match NOT_YET_AVAILABLE.iter().find(|m| **m == method) {
                 Some(m) => Command::NotAvailable(m),
                 None => return Ok(None),
@@ -96,6 +108,9 @@ impl Command {
             Command::Info(_) => "info",
             Command::History(_) => "history",
             Command::HistoryRemove(_) => "history_remove",
+            Command::Presence(_) => "presence",
+            Command::PresenceStats(_) => "presence_stats",
+            Command::Refresh(_) => "refresh",
             Command::NotAvailable(method) => method,
         }
     }
@@ -105,13 +120,16 @@ impl Command {
         match self {
             Command::Publish(req) => to_raw(&publish::execute(node, req).await?),
             Command::Broadcast(req) => to_raw(&broadcast::execute(node, req).await?),
-            Command::Subscribe(req) => to_raw(&subscribe::execute(node, req)?),
-            Command::Unsubscribe(req) => to_raw(&unsubscribe::execute(node, req)?),
+            Command::Subscribe(req) => to_raw(&subscribe::execute(node, req).await?),
+            Command::Unsubscribe(req) => to_raw(&unsubscribe::execute(node, req).await?),
             Command::Disconnect(req) => to_raw(&disconnect::execute(node, req)?),
             Command::Channels(req) => to_raw(&channels::execute(node, req)?),
             Command::Info(req) => to_raw(&info::execute(node, req)?),
             Command::History(req) => to_raw(&history::execute(node, req).await?),
             Command::HistoryRemove(req) => to_raw(&history_remove::execute(node, req).await?),
+            Command::Presence(req) => to_raw(&presence::execute(node, req).await?),
+            Command::PresenceStats(req) => to_raw(&presence_stats::execute(node, req).await?),
+            Command::Refresh(req) => to_raw(&refresh::execute(node, req)?),
             Command::NotAvailable(method) => Err(protocol::Error::new(
                 108,
                 format!("not available: Herald does not support the {method} API method yet"),
@@ -256,17 +274,6 @@ pub fn target_clients(
     })
 }
 
-/// Encodes a push once as a WebSocket text frame (`{"push":…}`), ready for any number of
-/// connections.
-pub fn push_message(push: &Push) -> Result<Arc<Message>, protocol::Error> {
-    let mut buf = FrameBuf::with_capacity(64 + push.channel.len());
-    encode_push(push, &mut buf).map_err(|e| {
-        tracing::error!(error = %e, "encoding a push failed");
-        protocol::Error::INTERNAL
-    })?;
-    Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::test_support::*;
@@ -331,6 +338,9 @@ mod tests {
             "disconnect",
             "channels",
             "info",
+            "presence",
+            "presence_stats",
+            "refresh",
         ] {
             assert_eq!(Command::decode(m, b"{}").unwrap().unwrap().method(), m);
         }

@@ -8,8 +8,9 @@
 use serde::Deserialize;
 
 use super::{binary_refused, check_channel, not_available, push_message, target_clients};
+use crate::hub::SubFlags;
 use crate::node::Node;
-use crate::protocol::{self, Push, Raw, SubscribePush, nullable, strip_newlines};
+use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
 
 /// Request of `subscribe`.
 #[derive(Debug, Default, Deserialize)]
@@ -30,7 +31,7 @@ pub struct SubscribeRequest {
     /// Subscription expiry: refused with 108 when set (not supported yet).
     #[serde(deserialize_with = "nullable")]
     pub expire_at: i64,
-    /// Channel info for presence and join/leave. Accepted; not used until presence exists.
+    /// Channel info for presence and join/leave pushes (`chan_info`).
     pub info: Option<Raw>,
     /// Binary channel info: refused with 107.
     #[serde(deserialize_with = "nullable")]
@@ -56,7 +57,10 @@ pub struct SubscribeResult {}
 ///
 /// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
 /// an unknown namespace; 108 for `session` or `expire_at`.
-pub fn execute(node: &Node, req: SubscribeRequest) -> Result<SubscribeResult, protocol::Error> {
+pub async fn execute(
+    node: &Node,
+    req: SubscribeRequest,
+) -> Result<SubscribeResult, protocol::Error> {
     check_channel(node, &req.channel)?;
     if !req.b64info.is_empty() {
         return Err(binary_refused("b64info"));
@@ -70,6 +74,16 @@ pub fn execute(node: &Node, req: SubscribeRequest) -> Result<SubscribeResult, pr
         ));
     }
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
+    // The connections did not ask for join/leave pushes: they get them when the namespace
+    // sends them.
+    let flags = match node.resolve_channel(&req.channel) {
+        Ok((_, ns)) => SubFlags {
+            presence: ns.presence,
+            join_leave: ns.join_leave,
+            push_join_leave: ns.join_leave,
+        },
+        Err(error) => return Err(error),
+    };
     if targets.is_empty() {
         return Ok(SubscribeResult {});
     }
@@ -87,8 +101,14 @@ pub fn execute(node: &Node, req: SubscribeRequest) -> Result<SubscribeResult, pr
         // The push goes first, so that the connection learns about the subscription before
         // any publication of the channel reaches it. A closed or overflowing queue means the
         // connection is going away: leave it alone.
-        if client.outbox.push(message.clone()).is_ok() {
-            node.hub.subscribe(&req.channel, &client);
+        if client.outbox.push(message.clone()).is_ok()
+            && node.hub.subscribe_with(&req.channel, &client, flags)
+        {
+            let info = ClientInfo {
+                chan_info: req.info.clone().map(strip_newlines),
+                ..client.info()
+            };
+            node.joined(&req.channel, info, flags).await;
         }
     }
     Ok(SubscribeResult {})
@@ -113,7 +133,7 @@ mod tests {
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
         let b = client(&node, "b", "bob");
-        execute(&node, request("alice", "news")).unwrap();
+        execute(&node, request("alice", "news")).await.unwrap();
         let push = frame_len(r#"{"push":{"channel":"news","subscribe":{}}}"#);
         assert_eq!(a1.outbox.queued_bytes(), push);
         assert_eq!(a2.outbox.queued_bytes(), push);
@@ -121,7 +141,7 @@ mod tests {
         assert!(a1.is_subscribed("news") && a2.is_subscribed("news"));
         assert_eq!(node.hub.num_subscribers("news"), 2);
         // Again: nothing new is queued.
-        execute(&node, request("alice", "news")).unwrap();
+        execute(&node, request("alice", "news")).await.unwrap();
         assert_eq!(a1.outbox.queued_bytes(), push);
         // Publications now reach them, after the subscribe push.
         node.publish("news", raw("1"), Default::default())
@@ -136,8 +156,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn one_connection_with_data() {
+    #[tokio::test]
+    async fn one_connection_with_data() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -145,7 +165,7 @@ mod tests {
         req.client = "a2".into();
         req.data = Some(raw("{\"welcome\":\ntrue}"));
         req.info = Some(raw(r#"{"role":"admin"}"#));
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert_eq!(a1.outbox.queued_bytes(), 0);
         assert_eq!(
             a2.outbox.queued_bytes(),
@@ -158,52 +178,61 @@ mod tests {
         );
     }
 
-    #[test]
-    fn no_live_connection_is_fine() {
+    #[tokio::test]
+    async fn no_live_connection_is_fine() {
         let node = node();
         assert_eq!(
-            execute(&node, request("ghost", "news")),
+            execute(&node, request("ghost", "news")).await,
             Ok(SubscribeResult {})
         );
         assert_eq!(node.hub.num_channels(), 0);
     }
 
-    #[test]
-    fn closed_connections_are_skipped() {
+    #[tokio::test]
+    async fn closed_connections_are_skipped() {
         let node = node();
         let a = client(&node, "a", "alice");
         a.outbox.close(crate::ws::CloseCode(3001), "bye");
-        execute(&node, request("alice", "news")).unwrap();
+        execute(&node, request("alice", "news")).await.unwrap();
         assert!(!a.is_subscribed("news"));
     }
 
-    #[test]
-    fn errors() {
+    #[tokio::test]
+    async fn errors() {
         let node = node();
         let _a = client(&node, "a", "alice");
-        assert_eq!(execute(&node, request("", "news")).unwrap_err().code, 107);
-        assert_eq!(execute(&node, request("alice", "")).unwrap_err().code, 107);
         assert_eq!(
-            execute(&node, request("alice", "nope:x")).unwrap_err().code,
+            execute(&node, request("", "news")).await.unwrap_err().code,
+            107
+        );
+        assert_eq!(
+            execute(&node, request("alice", "")).await.unwrap_err().code,
+            107
+        );
+        assert_eq!(
+            execute(&node, request("alice", "nope:x"))
+                .await
+                .unwrap_err()
+                .code,
             102
         );
         let mut req = request("alice", "news");
         req.b64data = "AA==".into();
-        assert_eq!(execute(&node, req).unwrap_err().code, 107);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 107);
         let mut req = request("alice", "news");
         req.b64info = "AA==".into();
-        assert_eq!(execute(&node, req).unwrap_err().code, 107);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 107);
         let mut req = request("alice", "news");
         req.expire_at = 1;
-        assert_eq!(execute(&node, req).unwrap_err().code, 108);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         let mut req = request("alice", "news");
         req.session = "s".into();
-        assert_eq!(execute(&node, req).unwrap_err().code, 108);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         assert_eq!(node.hub.num_subscriptions(), 0);
     }
 
-    #[test]
-    fn decodes_cent_requests() {
+    #[tokio::test]
+    async fn decodes_cent_requests() {
         let req: SubscribeRequest = super::super::decode(
             br#"{"user":"u","channel":"c","recover_since":{"offset":1,"epoch":"e"},
                  "override":{"presence":{"value":true}},"info":{"a":1}}"#,

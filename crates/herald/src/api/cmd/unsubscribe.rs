@@ -37,15 +37,18 @@ pub struct UnsubscribeResult {}
 ///
 /// Errors: 107 for a missing user or a missing or malformed channel; 102 for an unknown
 /// namespace; 108 for `session`.
-pub fn execute(node: &Node, req: UnsubscribeRequest) -> Result<UnsubscribeResult, protocol::Error> {
+pub async fn execute(
+    node: &Node,
+    req: UnsubscribeRequest,
+) -> Result<UnsubscribeResult, protocol::Error> {
     check_channel(node, &req.channel)?;
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
     let mut message = None;
     for client in targets {
         // Leave the channel first, so that no publication follows the unsubscribe push.
-        if !node.hub.unsubscribe(&req.channel, &client) {
+        let Some(flags) = node.hub.unsubscribe(&req.channel, &client) else {
             continue;
-        }
+        };
         let message = match &message {
             Some(m) => m,
             None => message.insert(push_message(&Push::unsubscribe(
@@ -55,6 +58,7 @@ pub fn execute(node: &Node, req: UnsubscribeRequest) -> Result<UnsubscribeResult
         };
         // A closed queue means the connection is going away anyway.
         let _ = client.outbox.push(message.clone());
+        node.left(&req.channel, &client, flags).await;
     }
     Ok(UnsubscribeResult {})
 }
@@ -80,7 +84,7 @@ mod tests {
         let b = client(&node, "b", "bob");
         node.hub.subscribe("news", &a1);
         node.hub.subscribe("news", &b);
-        execute(&node, request("alice", "news")).unwrap();
+        execute(&node, request("alice", "news")).await.unwrap();
         assert!(!a1.is_subscribed("news"));
         assert_eq!(
             a1.outbox.queued_bytes(),
@@ -105,8 +109,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn one_connection() {
+    #[tokio::test]
+    async fn one_connection() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -114,17 +118,26 @@ mod tests {
         node.hub.subscribe("chat:x", &a2);
         let mut req = request("alice", "chat:x");
         req.client = "a2".into();
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert!(a1.is_subscribed("chat:x") && !a2.is_subscribed("chat:x"));
     }
 
-    #[test]
-    fn errors() {
+    #[tokio::test]
+    async fn errors() {
         let node = node();
-        assert_eq!(execute(&node, request("", "news")).unwrap_err().code, 107);
-        assert_eq!(execute(&node, request("alice", "")).unwrap_err().code, 107);
         assert_eq!(
-            execute(&node, request("alice", "nope:x")).unwrap_err().code,
+            execute(&node, request("", "news")).await.unwrap_err().code,
+            107
+        );
+        assert_eq!(
+            execute(&node, request("alice", "")).await.unwrap_err().code,
+            107
+        );
+        assert_eq!(
+            execute(&node, request("alice", "nope:x"))
+                .await
+                .unwrap_err()
+                .code,
             102
         );
     }
