@@ -57,10 +57,16 @@ SECRET=$(sed -n 's/.*"hmac_secret_key": *"\([^"]*\)".*/\1/p' "$CONFIG")
 API_KEY=$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' "$CONFIG")
 [ -n "$SECRET" ] && [ -n "$API_KEY" ] || { echo "run.sh: cannot read the secret and API key from $CONFIG" >&2; exit 1; }
 
-echo "== building (release)" >&2
-cargo build --release -p herald -p herald-bench >&2
-HERALD="$ROOT/target/release/herald"
-BENCH="$ROOT/target/release/herald-bench"
+# HERALD_BIN / BENCH_BIN: run prebuilt binaries (e.g. a saved baseline, for a side-by-side
+# comparison) instead of building; CARGO_TARGET_DIR is honoured.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+if [ -z "${HERALD_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+    echo "== building (release)" >&2
+    cargo build --release -p herald -p herald-bench >&2
+fi
+HERALD=${HERALD_BIN:-$TARGET_DIR/release/herald}
+BENCH=${BENCH_BIN:-$TARGET_DIR/release/herald-bench}
 
 # The server and each worker hold one descriptor per connection.
 ulimit -n "$(ulimit -Hn)"

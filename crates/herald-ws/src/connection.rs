@@ -4,8 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +51,11 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Hand pong frames to the application (for WebSocket-level keepalive).
     pub deliver_pongs: bool,
+    /// Write coalescing: output queued within this long after the connection's previous write
+    /// waits until this long after it, so that a busy connection writes at most about once
+    /// per interval, many frames per system call, instead of once per message. The first
+    /// message after a quiet period is written at once. Zero writes every wake-up at once.
+    pub write_coalesce: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +66,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             deliver_pongs: false,
+            write_coalesce: Duration::from_millis(2),
         }
     }
 }
@@ -100,6 +109,16 @@ pub struct WebSocket {
     phase: Phase,
     /// Since when the socket refused output that is waiting.
     stalled_since: Option<Instant>,
+    /// When the last write that sent bytes happened (for write coalescing).
+    last_write: Option<Instant>,
+    /// Queued output waits until then (write coalescing), unless something forces a flush.
+    hold_until: Option<Instant>,
+    /// The outbox notified new output since the last flush.
+    woken: bool,
+    /// The timer of the earliest timeout or write hold, while one applies.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Items moved from the outbox by the last drain that found any.
+    last_batch: usize,
     /// Since when a started frame is unfinished.
     partial_since: Option<Instant>,
     eof: bool,
@@ -169,6 +188,11 @@ impl WebSocket {
             compressor,
             phase: Phase::Open,
             stalled_since: None,
+            last_write: None,
+            hold_until: None,
+            woken: false,
+            timer: None,
+            last_batch: 0,
             partial_since: None,
             eof: false,
             peer_close: None,
@@ -212,28 +236,41 @@ impl WebSocket {
     /// error when it ended any other way. Cancel-safe: it can sit in a `select!` and be dropped
     /// at any await without losing a message.
     pub async fn recv(&mut self) -> Result<Option<Incoming>, Error> {
+        // All state lives in `self`: the future is a pointer, so a connection task that awaits
+        // it stays small, and dropping it at any point loses nothing.
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`WebSocket::recv`] as a poll function.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, Error>> {
         loop {
             if let Some(message) = self.next_event() {
-                return Ok(Some(message));
+                return Poll::Ready(Ok(Some(message)));
             }
             if let Some(error) = self.decode_error.take() {
                 self.fail(Error::Protocol(error));
             }
             if self.phase == Phase::Closed {
-                return match self.failure.take() {
+                self.timer = None;
+                return Poll::Ready(match self.failure.take() {
                     Some(error) => Err(error),
                     None => Ok(None),
-                };
+                });
             }
             if self.eof && self.phase == Phase::Open {
                 self.fail(Error::ClosedAbnormally);
                 continue;
             }
-            let flushed = match self.flush() {
-                Ok(flushed) => flushed,
-                Err(e) => {
-                    self.fail(e);
-                    continue;
+            let holding = self.holding();
+            let flushed = if holding {
+                true
+            } else {
+                match self.flush() {
+                    Ok(flushed) => flushed,
+                    Err(e) => {
+                        self.fail(e);
+                        continue;
+                    }
                 }
             };
             if flushed && self.phase == Phase::Closing {
@@ -244,34 +281,75 @@ impl WebSocket {
                 self.phase = Phase::Closed;
                 continue;
             }
-            let deadline = self.deadline(flushed);
+            let mut deadline = self.deadline(flushed);
+            if holding {
+                deadline = deadline.min(self.hold_until).or(self.hold_until);
+            }
             let reading = matches!(
                 self.phase,
                 Phase::Open | Phase::CloseSent { .. } | Phase::Draining { .. }
             ) && !self.eof;
             let accepting = self.phase == Phase::Open;
-            tokio::select! {
-                biased;
-                ready = self.stream.readable(), if reading => {
-                    if let Err(e) = ready.map_err(Error::Io).and_then(|()| self.read_ready()) {
-                        self.fail(e);
+            // Each source registers this task's waker; the first one ready is handled and the
+            // loop starts over (the order: input, output space, queued output, timers).
+            if reading {
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if let Err(e) = self.read_ready() {
+                            self.fail(e);
+                        }
+                        continue;
                     }
-                }
-                ready = self.stream.writable(), if !flushed => {
-                    if let Err(e) = ready {
+                    Poll::Ready(Err(e)) => {
                         self.fail(Error::Io(e));
+                        continue;
                     }
-                }
-                () = self.outbox.notified(), if flushed && accepting => {}
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.on_deadline(flushed);
+                    Poll::Pending => {}
                 }
             }
+            if !flushed {
+                match self.stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => {
+                        self.fail(Error::Io(e));
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if flushed && accepting && !holding && self.outbox.poll_pending(cx) {
+                self.woken = true;
+                continue;
+            }
+            match deadline {
+                Some(deadline) => {
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.on_deadline(flushed);
+                        continue;
+                    }
+                }
+                // No timeout applies: an idle connection holds no timer.
+                None => self.timer = None,
+            }
+            return Poll::Pending;
         }
     }
 
     /// Handles decoded events until one is a message for the application.
     fn next_event(&mut self) -> Option<Incoming> {
+        if self.events.is_empty() {
+            // Incoming frames are rare on a push connection: an idle one keeps no buffer.
+            if self.events.capacity() != 0 {
+                self.events = VecDeque::new();
+            }
+            return None;
+        }
         while let Some(event) = self.events.pop_front() {
             match event {
                 Event::Message(message) => {
@@ -410,6 +488,40 @@ impl WebSocket {
         };
     }
 
+    /// Whether queued output should wait (write coalescing): new output was signalled within
+    /// `write_coalesce` of the previous write, and nothing is half written.
+    fn holding(&mut self) -> bool {
+        let interval = self.config.write_coalesce;
+        if interval.is_zero() || self.phase != Phase::Open || !self.writing.is_empty() {
+            self.hold_until = None;
+            return false;
+        }
+        if let Some(until) = self.hold_until {
+            if Instant::now() < until {
+                return true;
+            }
+            self.hold_until = None;
+            return false;
+        }
+        // A stale wake-up (its output already went out with the previous write) must not
+        // start a hold for nothing.
+        if !std::mem::take(&mut self.woken) || !self.outbox.has_pending() {
+            return false;
+        }
+        match self.last_write {
+            Some(at) => {
+                let until = at + interval;
+                if Instant::now() < until {
+                    self.hold_until = Some(until);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    }
+
     /// Moves the outbox into the write queue.
     fn drain_outbox(&mut self) {
         if self.phase != Phase::Open {
@@ -417,6 +529,9 @@ impl WebSocket {
         }
         let start = self.writing.len();
         let close = self.outbox.drain_into(&mut self.writing);
+        if self.writing.len() > start {
+            self.last_batch = self.writing.len() - start;
+        }
         if let Some(compress) = &mut self.compressor {
             // Context takeover: each message must be compressed in order, by this connection.
             for item in self.writing.iter_mut().skip(start) {
@@ -441,6 +556,12 @@ impl WebSocket {
             self.drain_outbox();
             if self.writing.is_empty() {
                 self.stalled_since = None;
+                // A connection that wrote only a frame or two keeps no write buffer (its next
+                // swap hands the outbox an unallocated queue): idle connections hold no queue
+                // memory, while a busy one, writing many frames per call, keeps its buffer.
+                if self.writing.capacity() != 0 && self.last_batch <= 2 {
+                    self.writing = VecDeque::new();
+                }
                 return Ok(true);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -464,6 +585,9 @@ impl WebSocket {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.stalled_since = None;
+                    if !self.config.write_coalesce.is_zero() {
+                        self.last_write = Some(Instant::now());
+                    }
                     self.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -279,9 +279,18 @@ impl Default for FrameBuf {
 }
 
 impl FrameBuf {
-    /// An empty payload with header room reserved.
+    /// An empty payload. Allocates nothing until the first write (a connection keeps one for
+    /// its replies; idle, it should cost no heap memory).
     pub fn new() -> FrameBuf {
-        FrameBuf::with_capacity(64)
+        FrameBuf { buf: Vec::new() }
+    }
+
+    /// Makes the header room in front of the payload, on first use.
+    fn room(&mut self) {
+        if self.buf.is_empty() {
+            self.buf.reserve(MAX_SERVER_HEADER + 64);
+            self.buf.resize(MAX_SERVER_HEADER, 0);
+        }
     }
 
     /// An empty payload with header room and `capacity` payload bytes reserved.
@@ -293,22 +302,26 @@ impl FrameBuf {
 
     /// The payload written so far.
     pub fn payload(&self) -> &[u8] {
-        &self.buf[MAX_SERVER_HEADER..]
+        self.buf.get(MAX_SERVER_HEADER..).unwrap_or_default()
     }
 
     /// The payload buffer, for APIs that append to a `Vec<u8>` (the header room in front must be
     /// left alone; use [`FrameBuf::payload_len`] to find where the payload ends).
     pub(crate) fn vec_mut(&mut self) -> &mut Vec<u8> {
+        self.room();
         &mut self.buf
     }
 
     /// Number of payload bytes written so far.
     pub fn payload_len(&self) -> usize {
-        self.buf.len() - MAX_SERVER_HEADER
+        self.buf.len().saturating_sub(MAX_SERVER_HEADER)
     }
 
     /// Drops the last `n` payload bytes.
     pub fn truncate_payload(&mut self, n: usize) {
+        if self.buf.is_empty() {
+            return;
+        }
         let len = self.buf.len().saturating_sub(n).max(MAX_SERVER_HEADER);
         self.buf.truncate(len);
     }
@@ -320,6 +333,7 @@ impl FrameBuf {
 
     /// Like [`FrameBuf::finish`] with explicit FIN and RSV1 bits.
     pub fn finish_with_flags(mut self, fin: bool, rsv1: bool, opcode: OpCode) -> Frame {
+        self.room();
         let mut header = [0u8; MAX_SERVER_HEADER];
         let header_len = encode_header(&mut header, fin, rsv1, opcode, self.payload_len());
         let start = MAX_SERVER_HEADER - header_len;
@@ -334,11 +348,13 @@ impl FrameBuf {
 
 impl std::io::Write for FrameBuf {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.room();
         self.buf.extend_from_slice(data);
         Ok(data.len())
     }
 
     fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.room();
         self.buf.extend_from_slice(data);
         Ok(())
     }
@@ -369,6 +385,20 @@ mod tests {
             std::io::Write::write_all(&mut buf, &payload).unwrap();
             assert_eq!(buf.finish(OpCode::Text), Frame::new(OpCode::Text, &payload));
         }
+    }
+
+    #[test]
+    fn an_unwritten_frame_buf_allocates_nothing_and_finishes_empty() {
+        let buf = FrameBuf::new();
+        assert_eq!(buf.buf.capacity(), 0);
+        assert_eq!(buf.payload_len(), 0);
+        assert!(buf.payload().is_empty());
+        assert_eq!(buf.finish(OpCode::Text), Frame::new(OpCode::Text, b""));
+        let mut buf = FrameBuf::new();
+        buf.truncate_payload(3);
+        std::io::Write::write_all(&mut buf, b"abc").unwrap();
+        buf.truncate_payload(1);
+        assert_eq!(buf.finish(OpCode::Text), Frame::new(OpCode::Text, b"ab"));
     }
 
     #[test]

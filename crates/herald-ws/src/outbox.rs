@@ -2,8 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Waker};
 
 use crate::error::CloseCode;
 use crate::frame::Frame;
@@ -63,9 +62,10 @@ pub struct CloseRequest {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
     max_bytes: usize,
-    overflow: CloseRequest,
+    overflow_code: CloseCode,
+    /// Static, so that a connection's queue holds no string of its own.
+    overflow_reason: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -74,21 +74,25 @@ struct State {
     bytes: usize,
     close: Option<CloseRequest>,
     closed: bool,
+    /// The connection task, waiting for output: woken by the push that makes the queue
+    /// non-empty (or a close request). Kept under the queue's own lock, so a push costs one
+    /// lock and no wake-up is lost between "queue empty" and "waiting".
+    waker: Option<Waker>,
 }
 
 impl Outbox {
     /// A queue holding at most `max_bytes` of frames; a push over it closes the connection with
     /// `overflow_code` and `overflow_reason`.
-    pub fn new(max_bytes: usize, overflow_code: CloseCode, overflow_reason: &str) -> Outbox {
+    pub fn new(
+        max_bytes: usize,
+        overflow_code: CloseCode,
+        overflow_reason: &'static str,
+    ) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             max_bytes,
-            overflow: CloseRequest {
-                code: overflow_code,
-                reason: overflow_reason.to_owned(),
-                discard_queued: true,
-            },
+            overflow_code,
+            overflow_reason,
         }
     }
 
@@ -111,24 +115,36 @@ impl Outbox {
     /// Queues an item, enforcing the byte budget.
     pub fn push_item(&self, item: Outgoing) -> Result<(), PushError> {
         let len = item.len();
-        let was_empty = {
+        let wake = {
             let mut state = self.lock();
             if state.closed || state.close.is_some() {
                 return Err(PushError::Closed);
             }
             if state.bytes + len > self.max_bytes {
-                state.close = Some(self.overflow.clone());
+                state.close = Some(CloseRequest {
+                    code: self.overflow_code,
+                    reason: self.overflow_reason.to_owned(),
+                    discard_queued: true,
+                });
+                let waker = state.waker.take();
                 drop(state);
-                self.notify.notify_one();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
                 return Err(PushError::Full);
             }
             state.bytes += len;
             state.queue.push_back(item);
-            state.queue.len() == 1
+            // The writer drains the whole queue per wake-up, so only the first item needs a
+            // wake.
+            if state.queue.len() == 1 {
+                state.waker.take()
+            } else {
+                None
+            }
         };
-        // The writer drains the whole queue per wake-up, so only the first item needs a wake.
-        if was_empty {
-            self.notify.notify_one();
+        if let Some(waker) = wake {
+            waker.wake();
         }
         Ok(())
     }
@@ -136,7 +152,7 @@ impl Outbox {
     /// Asks the connection to close with `code` and `reason` after what is already queued.
     /// Returns false if it was already closing.
     pub fn close(&self, code: CloseCode, reason: &str) -> bool {
-        {
+        let wake = {
             let mut state = self.lock();
             if state.closed || state.close.is_some() {
                 return false;
@@ -146,8 +162,11 @@ impl Outbox {
                 reason: reason.to_owned(),
                 discard_queued: false,
             });
+            state.waker.take()
+        };
+        if let Some(waker) = wake {
+            waker.wake();
         }
-        self.notify.notify_one();
         true
     }
 
@@ -157,14 +176,29 @@ impl Outbox {
         state.closed || state.close.is_some()
     }
 
+    /// Whether anything is queued or a close was requested.
+    pub fn has_pending(&self) -> bool {
+        let state = self.lock();
+        !state.queue.is_empty() || state.close.is_some()
+    }
+
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
     }
 
-    /// Waits until something was pushed or a close was requested.
-    pub(crate) async fn notified(&self) {
-        self.notify.notified().await
+    /// Whether output or a close request is waiting; if not, the task of `cx` is woken when
+    /// there is.
+    pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> bool {
+        let mut state = self.lock();
+        if !state.queue.is_empty() || state.close.is_some() {
+            return true;
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        false
     }
 
     /// Moves everything queued to the end of `into` and returns a pending close request.
@@ -190,6 +224,7 @@ impl Outbox {
         state.closed = true;
         state.queue.clear();
         state.bytes = 0;
+        state.waker = None;
     }
 }
 
