@@ -4,18 +4,20 @@
 #   scripts/test.sh
 #
 # On a fresh Debian machine with Rust stable, Node 20 and Python 3.11 (as root or not), it
-# installs what the tests need (npm packages of tests/js, PyPI packages of tests/python),
+# installs what the tests need (npm packages of tests/js and tests/browser, PyPI packages of
+# tests/python, Debian's chromium for the browser tests when it is missing and we are root),
 # starts Redis and NATS when they are installed but not running, then runs:
 #
 #   1. cargo fmt --check, cargo clippy -D warnings
 #   2. cargo test --workspace
 #   3. the Autobahn conformance suite (fast profile) against the WebSocket layer (echo example)
 #   4. the JavaScript tests: the real `centrifuge` SDK under Node against the herald binary
-#   5. the Python tests: the real `cent` server API client against the herald binary
+#   5. the browser tests: the chat app and the admin UI in headless Chromium (playwright-core)
+#   6. the Python tests: the real `cent` server API client against the herald binary
 #
 # Every step runs even if an earlier one failed (so one run shows everything that is wrong);
 # the script exits non-zero if any failed. Set HERALD_TEST_SKIP="autobahn js" (space-separated
-# step names: lint test autobahn js python) to skip steps while iterating locally.
+# step names: lint test autobahn js browser python) to skip steps while iterating locally.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,8 +114,18 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------
-section "install test dependencies (npm ci in tests/js, pip install -r tests/python/requirements.txt)"
+section "install test dependencies (npm ci in tests/js and tests/browser, pip install -r tests/python/requirements.txt, chromium)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -x /usr/bin/chromium ] && ! skipped browser; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+      echo "could not install chromium: the browser tests will fail" >&2
+  else
+    echo "chromium is not installed (run: sudo apt-get install -y chromium): the browser tests will fail" >&2
+  fi
+fi
 python3 -m pip install --quiet -r tests/python/requirements.txt
 
 # ------------------------------------------------------------------------------------------
@@ -183,6 +195,13 @@ fi
 section "JavaScript: the centrifuge SDK under Node (tests/js, HERALD_BIN=$HERALD_BIN)"
 if ! skipped js && needs_build "js tests"; then
   check "js tests" bash -c 'cd tests/js && npm test --silent'
+fi
+
+# ------------------------------------------------------------------------------------------
+section "Browser: the chat app and the admin UI in headless Chromium (tests/browser)"
+if ! skipped browser && needs_build "browser tests"; then
+  check "browser tests" bash -c 'cd tests/browser && npm test --silent'
+  echo "screenshots: $ROOT/target/browser-artifacts/"
 fi
 
 # ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.
 pub use herald_ws as ws;

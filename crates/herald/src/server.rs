@@ -149,6 +149,7 @@ fn ws_settings(node: &Node) -> WsSettings {
                 max_fragments: 1024,
             },
             write_timeout: websocket.write_timeout.max(Duration::from_millis(100)),
+            write_coalesce: websocket.write_coalesce,
             ..ws::Config::default()
         }),
     }
@@ -180,6 +181,8 @@ async fn route(
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
     {
         crate::api::handle(&node, req).await
+    } else if crate::web::handles(&node.config, path) {
+        crate::web::handle(&node, req).await
     } else if path == "/health" && req.method() == Method::GET {
         json(StatusCode::OK, "{}".into())
     } else if path == "/metrics" && req.method() == Method::GET {
@@ -266,7 +269,6 @@ fn upgrade(
     // Counted from the handshake on, so that shutdown waits for this connection too.
     let live = LiveConnection::new(node.clone());
     tokio::spawn(async move {
-        let _live = live;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),
@@ -277,7 +279,17 @@ fn upgrade(
             crate::protocol::Disconnect::SLOW.reason,
         ));
         match WebSocket::from_upgraded(upgraded, &negotiated, ws.connection.clone(), outbox) {
-            Ok(socket) => crate::client::serve(node, socket).await,
+            Ok(socket) => {
+                // The connection lives in a task of its own whose future is only the boxed
+                // `serve` state: awaited here, that state would sit in this task's future next
+                // to the locals above (the socket would be stored twice), about 1 KiB more per
+                // idle connection.
+                let serve = Box::pin(crate::client::serve(node, socket));
+                tokio::spawn(async move {
+                    let _live = live;
+                    serve.await
+                });
+            }
             Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
         }
     });
