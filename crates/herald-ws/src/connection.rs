@@ -113,8 +113,6 @@ pub struct WebSocket {
     last_write: Option<Instant>,
     /// Queued output waits until then (write coalescing), unless something forces a flush.
     hold_until: Option<Instant>,
-    /// The outbox notified new output since the last flush.
-    woken: bool,
     /// The timer of the earliest timeout or write hold, while one applies.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Items moved from the outbox by the last drain that found any.
@@ -190,7 +188,6 @@ impl WebSocket {
             stalled_since: None,
             last_write: None,
             hold_until: None,
-            woken: false,
             timer: None,
             last_batch: 0,
             partial_since: None,
@@ -318,7 +315,6 @@ impl WebSocket {
                 }
             }
             if flushed && accepting && !holding && self.outbox.poll_pending(cx) {
-                self.woken = true;
                 continue;
             }
             match deadline {
@@ -503,9 +499,10 @@ impl WebSocket {
             self.hold_until = None;
             return false;
         }
-        // A stale wake-up (its output already went out with the previous write) must not
-        // start a hold for nothing.
-        if !std::mem::take(&mut self.woken) || !self.outbox.has_pending() {
+        // Only queued output starts a hold (a wake-up whose output already went out with the
+        // previous write must not). Whether the output was found in this poll or woke the
+        // parked task makes no difference: the parked-then-woken case is the fan-out one.
+        if !self.outbox.has_pending() {
             return false;
         }
         match self.last_write {

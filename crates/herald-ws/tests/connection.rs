@@ -347,3 +347,72 @@ async fn compresses_once_and_the_client_can_inflate() {
     assert!(!payload.is_empty());
     server.abort();
 }
+
+/// Whether a server frame arrives within `wait`.
+async fn frame_within(client: &mut Client, wait: Duration) -> Option<Vec<u8>> {
+    timeout(wait, client.frame())
+        .await
+        .ok()
+        .flatten()
+        .map(|(_, _, _, payload)| payload)
+}
+
+#[tokio::test]
+async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_message() {
+    let window = Duration::from_millis(400);
+    let config = Config {
+        write_coalesce: window,
+        ..Config::default()
+    };
+    let (mut client, mut ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+
+    // After a quiet period the first message goes out at once.
+    outbox
+        .push(Arc::new(Message::text("first")))
+        .expect("queued");
+    assert_eq!(
+        frame_within(&mut client, LIMIT).await.as_deref(),
+        Some(&b"first"[..])
+    );
+    // What follows within the window waits for its end, then leaves together, in order.
+    for i in 0..3 {
+        outbox
+            .push(Arc::new(Message::text(&format!("burst {i}"))))
+            .expect("queued");
+    }
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150)).await,
+        None,
+        "a burst right after a write is held until the window ends"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            frame_within(&mut client, LIMIT).await,
+            Some(format!("burst {i}").into_bytes())
+        );
+    }
+    server.abort();
+}
+
+#[tokio::test]
+async fn without_write_coalescing_every_message_goes_out_at_once() {
+    let config = Config {
+        write_coalesce: Duration::ZERO,
+        ..Config::default()
+    };
+    let (mut client, mut ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+    for i in 0..3 {
+        outbox
+            .push(Arc::new(Message::text(&format!("m {i}"))))
+            .expect("queued");
+        assert_eq!(
+            frame_within(&mut client, Duration::from_secs(2)).await,
+            Some(format!("m {i}").into_bytes())
+        );
+    }
+    server.abort();
+}
