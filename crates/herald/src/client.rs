@@ -14,7 +14,6 @@ use tokio::time::Instant;
 
 use crate::auth::TokenError;
 use crate::auth::{SubscribeOptions, SubscribeOverride};
-use crate::config::NamespaceOptions;
 use crate::engine::{HistoryFilter, StreamPosition};
 use crate::hub::{ClientHandle, SubFlags};
 use crate::node::{Node, PublishOptions, unix_now};
@@ -172,11 +171,14 @@ impl Client {
         let Some(expiry) = self.handle.as_ref().and_then(|h| h.take_expiry()) else {
             return;
         };
-        self.expire_at = expiry.map(|at| {
-            Instant::now()
-                + Duration::from_secs(at.saturating_sub(unix_now()))
-                + self.node.config.client.expired_close_delay
-        });
+        self.set_expiry(expiry);
+    }
+
+    /// Sets when the connection expires (unix seconds; `None`: never): it is closed
+    /// `client.expired_close_delay` after that, unless refreshed.
+    fn set_expiry(&mut self, at: Option<u64>) {
+        let delay = self.node.config.client.expired_close_delay;
+        self.expire_at = at.map(|at| instant_of(at) + delay);
     }
 
     /// Starts closing the connection with a protocol disconnect code.
@@ -309,10 +311,7 @@ impl Client {
                     Ok(()) => {
                         let result = self.node.presence.stats(&channel).await;
                         let result = result
-                            .map(|stats| PresenceStatsResult {
-                                num_clients: stats.num_clients.min(u32::MAX as usize) as u32,
-                                num_users: stats.num_users.min(u32::MAX as usize) as u32,
-                            })
+                            .map(PresenceStatsResult::from)
                             .map_err(|e| e.to_protocol());
                         self.reply_result(id, result);
                     }
@@ -414,7 +413,6 @@ impl Client {
             ws.outbox().clone(),
         ));
         node.hub.add_client(handle.clone());
-        let now = unix_now();
         let mut result = ConnectResult {
             client: self.id.clone(),
             version: VERSION.to_owned(),
@@ -423,13 +421,9 @@ impl Client {
         };
         if let Some(at) = expires_at {
             result.expires = true;
-            result.ttl = at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
-            self.expire_at = Some(
-                Instant::now()
-                    + Duration::from_secs(at.saturating_sub(now))
-                    + config.expired_close_delay,
-            );
+            result.ttl = ttl(at);
         }
+        self.set_expiry(expires_at);
         if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
@@ -448,7 +442,7 @@ impl Client {
             // The client cannot ask for join/leave pushes of a subscription it did not make:
             // they come when the namespace sends them.
             let flags = match node.resolve_channel(&sub.channel) {
-                Ok((_, ns)) => sub_flags(ns, options.override_.as_ref(), true),
+                Ok((_, ns)) => SubFlags::new(ns, options.override_.as_ref(), true),
                 Err(_) => SubFlags::default(),
             };
             let mut sub_result = SubscribeResult {
@@ -508,7 +502,7 @@ impl Client {
         };
         let channel = request.channel.as_str();
         let flags = match node.resolve_channel(channel) {
-            Ok((_, ns)) => sub_flags(ns, grant.override_.as_ref(), request.join_leave),
+            Ok((_, ns)) => SubFlags::new(ns, grant.override_.as_ref(), request.join_leave),
             Err(_) => SubFlags::default(),
         };
         let after = match self.join(&handle, &request, flags, &mut result).await {
@@ -693,7 +687,7 @@ impl Client {
             let expires_at = claims.expires_at();
             if let Some(at) = expires_at {
                 result.expires = true;
-                result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
+                result.ttl = ttl(at);
             }
             result.data = claims.data.map(protocol::strip_newlines);
             let grant = Grant {
@@ -743,9 +737,7 @@ impl Client {
     fn set_sub_expiry(&mut self, channel: &str, expires_at: Option<u64>) {
         self.sub_expiry.retain(|(c, _)| c != channel);
         if let Some(at) = expires_at {
-            let left = Duration::from_secs(at.saturating_sub(unix_now()));
-            self.sub_expiry
-                .push((channel.to_owned(), Instant::now() + left));
+            self.sub_expiry.push((channel.to_owned(), instant_of(at)));
         }
     }
 
@@ -812,7 +804,7 @@ impl Client {
         let mut result = SubRefreshResult::default();
         if let Some(at) = expires_at {
             result.expires = true;
-            result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
+            result.ttl = ttl(at);
         }
         Ok(Ok(result))
     }
@@ -912,26 +904,29 @@ impl Client {
         if claims.sub != self.user {
             return Err(Disconnect::INVALID_TOKEN);
         }
-        let now = unix_now();
         let mut result = RefreshResult {
             client: self.id.clone(),
             version: VERSION.to_owned(),
             ..RefreshResult::default()
         };
-        match claims.expires_at() {
-            Some(at) => {
-                result.expires = true;
-                result.ttl = at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
-                self.expire_at = Some(
-                    Instant::now()
-                        + Duration::from_secs(at.saturating_sub(now))
-                        + self.node.config.client.expired_close_delay,
-                );
-            }
-            None => self.expire_at = None,
+        let expires_at = claims.expires_at();
+        if let Some(at) = expires_at {
+            result.expires = true;
+            result.ttl = ttl(at);
         }
+        self.set_expiry(expires_at);
         Ok(Ok(result))
     }
+}
+
+/// Seconds from now until unix time `at` (0 when past), as the protocol's `ttl`.
+fn ttl(at: u64) -> u32 {
+    u32::try_from(at.saturating_sub(unix_now())).unwrap_or(u32::MAX)
+}
+
+/// The instant of unix time `at` (now when past).
+fn instant_of(at: u64) -> Instant {
+    Instant::now() + Duration::from_secs(at.saturating_sub(unix_now()))
 }
 
 /// What a subscription token grants beyond the channel itself.
@@ -958,28 +953,6 @@ fn server_side_subscriptions(
         .collect();
     all.extend(subs);
     all
-}
-
-/// What a subscription does beyond delivery: presence and join/leave, from its namespace, its
-/// `override`, and whether the client asked for join/leave pushes.
-fn sub_flags(
-    options: &NamespaceOptions,
-    over: Option<&SubscribeOverride>,
-    wants_join_leave: bool,
-) -> SubFlags {
-    let pick =
-        |value: Option<&crate::auth::BoolValue>, default: bool| value.map_or(default, |v| v.value);
-    let presence = pick(over.and_then(|o| o.presence.as_ref()), options.presence);
-    let join_leave = pick(over.and_then(|o| o.join_leave.as_ref()), options.join_leave);
-    let force_push = pick(
-        over.and_then(|o| o.force_push_join_leave.as_ref()),
-        options.force_push_join_leave,
-    );
-    SubFlags {
-        presence,
-        join_leave,
-        push_join_leave: join_leave && (wants_join_leave || force_push),
-    }
 }
 
 /// The subscriber as presence and join/leave pushes show it.

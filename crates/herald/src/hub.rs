@@ -11,6 +11,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::auth::{BoolValue, SubscribeOverride};
+use crate::config::NamespaceOptions;
 use crate::protocol::{ClientInfo, Raw};
 use crate::ws::{Message, Outbox, PushError};
 
@@ -112,6 +114,31 @@ pub struct SubFlags {
     pub presence: bool,
     /// The subscription's join and leave are announced to the channel.
     pub join_leave: bool,
+}
+
+impl SubFlags {
+    /// The settings of a subscription in a channel of namespace `options`, with the
+    /// subscription's `override` (from its token) applied; `wants_join_leave`: the subscriber
+    /// asked for join/leave pushes (server-side subscriptions cannot ask: pass `true`, so they
+    /// get them whenever the namespace sends them).
+    pub fn new(
+        options: &NamespaceOptions,
+        over: Option<&SubscribeOverride>,
+        wants_join_leave: bool,
+    ) -> SubFlags {
+        let pick = |value: Option<&BoolValue>, default: bool| value.map_or(default, |v| v.value);
+        let presence = pick(over.and_then(|o| o.presence.as_ref()), options.presence);
+        let join_leave = pick(over.and_then(|o| o.join_leave.as_ref()), options.join_leave);
+        let force_push = pick(
+            over.and_then(|o| o.force_push_join_leave.as_ref()),
+            options.force_push_join_leave,
+        );
+        SubFlags {
+            presence,
+            join_leave,
+            push_join_leave: join_leave && (wants_join_leave || force_push),
+        }
+    }
 }
 
 /// Publications held back, with their offsets, while a subscription is being set up.

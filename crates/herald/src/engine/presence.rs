@@ -27,6 +27,15 @@ pub struct PresenceStats {
     pub num_users: usize,
 }
 
+impl From<PresenceStats> for crate::protocol::PresenceStatsResult {
+    fn from(stats: PresenceStats) -> Self {
+        crate::protocol::PresenceStatsResult {
+            num_clients: u32::try_from(stats.num_clients).unwrap_or(u32::MAX),
+            num_users: u32::try_from(stats.num_users).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// Where presence lives. Shared (`Arc<dyn Presence>`) by every client task and the API.
 pub trait Presence: Send + Sync + 'static {
     /// Records (or replaces) `info.client`'s entry in `channel`.

@@ -21,8 +21,5 @@ pub async fn execute(
         .stats(&req.channel)
         .await
         .map_err(|e| e.to_protocol())?;
-    Ok(PresenceStatsResult {
-        num_clients: u32::try_from(stats.num_clients).unwrap_or(u32::MAX),
-        num_users: u32::try_from(stats.num_users).unwrap_or(u32::MAX),
-    })
+    Ok(PresenceStatsResult::from(stats))
 }

@@ -74,16 +74,10 @@ pub async fn execute(
         ));
     }
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
-    // The connections did not ask for join/leave pushes: they get them when the namespace
+    // The connections could not ask for join/leave pushes: they get them when the namespace
     // sends them.
-    let flags = match node.resolve_channel(&req.channel) {
-        Ok((_, ns)) => SubFlags {
-            presence: ns.presence,
-            join_leave: ns.join_leave,
-            push_join_leave: ns.join_leave,
-        },
-        Err(error) => return Err(error),
-    };
+    let (_, namespace) = node.resolve_channel(&req.channel)?;
+    let flags = SubFlags::new(namespace, None, true);
     if targets.is_empty() {
         return Ok(SubscribeResult {});
     }
