@@ -206,6 +206,19 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
+impl Delivery {
+    /// Queues `message` for one subscriber and counts the outcome (a closed queue belongs to
+    /// a connection that is going away and counts as neither).
+    #[inline]
+    fn queue(&mut self, outbox: &Outbox, message: &Arc<Message>) {
+        match outbox.push(message.clone()) {
+            Ok(()) => self.delivered += 1,
+            Err(PushError::Full) => self.overflowed += 1,
+            Err(PushError::Closed) => {}
+        }
+    }
+}
+
 impl Hub {
     /// An empty hub.
     pub fn new() -> Hub {
@@ -364,11 +377,7 @@ impl Hub {
                     .push((offset, message.clone()));
                 continue;
             }
-            match subscriber.client.outbox.push(message.clone()) {
-                Ok(()) => delivery.delivered += 1,
-                Err(PushError::Full) => delivery.overflowed += 1,
-                Err(PushError::Closed) => {}
-            }
+            delivery.queue(&subscriber.client.outbox, message);
         }
         delivery
     }
@@ -386,11 +395,7 @@ impl Hub {
             if !subscriber.flags.push_join_leave || subscriber.pending.is_some() {
                 continue;
             }
-            match subscriber.client.outbox.push(message.clone()) {
-                Ok(()) => delivery.delivered += 1,
-                Err(PushError::Full) => delivery.overflowed += 1,
-                Err(PushError::Closed) => {}
-            }
+            delivery.queue(&subscriber.client.outbox, message);
         }
         delivery
     }

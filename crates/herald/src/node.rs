@@ -15,7 +15,7 @@ use crate::engine::{AppendRequest, History, HistoryOptions, MemoryPresence, Pres
 
 /// How long an `idempotency_key` is remembered (Centrifugo's window).
 const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-use crate::hub::{ClientHandle, Hub, SubFlags};
+use crate::hub::{ClientHandle, Delivery, Hub, SubFlags};
 use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
@@ -230,10 +230,7 @@ impl Node {
             }
         };
         let delivery = self.hub.broadcast(channel, &message, publication.offset);
-        self.metrics.messages_out(delivery.delivered as u64);
-        if delivery.overflowed > 0 {
-            self.metrics.slow_consumers(delivery.overflowed as u64);
-        }
+        self.count(delivery);
         delivery.delivered
     }
 
@@ -273,13 +270,17 @@ impl Node {
     fn announce(&self, push: &Push) {
         match push_message(push) {
             Ok(message) => {
-                let delivery = self.hub.broadcast_join_leave(&push.channel, &message);
-                self.metrics.messages_out(delivery.delivered as u64);
-                if delivery.overflowed > 0 {
-                    self.metrics.slow_consumers(delivery.overflowed as u64);
-                }
+                self.count(self.hub.broadcast_join_leave(&push.channel, &message));
             }
             Err(_) => tracing::error!(channel = %push.channel, "could not encode a push"),
+        }
+    }
+
+    /// Counts a fan-out in the metrics: messages queued, and subscribers cut off as slow.
+    fn count(&self, delivery: Delivery) {
+        self.metrics.messages_out(delivery.delivered as u64);
+        if delivery.overflowed > 0 {
+            self.metrics.slow_consumers(delivery.overflowed as u64);
         }
     }
 
