@@ -66,7 +66,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             deliver_pongs: false,
-            write_coalesce: Duration::from_millis(2),
+            write_coalesce: Duration::from_millis(5),
         }
     }
 }
@@ -113,6 +113,9 @@ pub struct WebSocket {
     last_write: Option<Instant>,
     /// Queued output waits until then (write coalescing), unless something forces a flush.
     hold_until: Option<Instant>,
+    /// The last hold ran out (write coalescing): if the flush that follows writes anything,
+    /// the connection is busy and the next hold starts right away (see [`WebSocket::holding`]).
+    hold_expired: bool,
     /// The timer of the earliest timeout or write hold, while one applies.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Items moved from the outbox by the last drain that found any.
@@ -188,6 +191,7 @@ impl WebSocket {
             stalled_since: None,
             last_write: None,
             hold_until: None,
+            hold_expired: false,
             timer: None,
             last_batch: 0,
             partial_since: None,
@@ -258,12 +262,18 @@ impl WebSocket {
                 self.fail(Error::ClosedAbnormally);
                 continue;
             }
-            let holding = self.holding();
+            let mut holding = self.holding();
             let flushed = if holding {
                 true
             } else {
+                let wrote_before = self.last_write;
                 match self.flush() {
-                    Ok(flushed) => flushed,
+                    Ok(flushed) => {
+                        if flushed && self.hold_expired && self.last_write != wrote_before {
+                            holding = self.hold_again();
+                        }
+                        flushed
+                    }
                     Err(e) => {
                         self.fail(e);
                         continue;
@@ -486,10 +496,18 @@ impl WebSocket {
 
     /// Whether queued output should wait (write coalescing): new output was signalled within
     /// `write_coalesce` of the previous write, and nothing is half written.
+    ///
+    /// A connection that had output waiting when its hold ran out is busy: after that flush it
+    /// holds again at once ([`WebSocket::hold_again`]) and does not ask its outbox for a
+    /// wake-up, so a steady stream costs one wake-up (the timer's) per interval instead of two
+    /// (a publication's, then the timer's). A hold that runs out with nothing queued ends it:
+    /// the connection waits for its outbox again, and the next message after the quiet
+    /// period is written at once.
     fn holding(&mut self) -> bool {
         let interval = self.config.write_coalesce;
         if interval.is_zero() || self.phase != Phase::Open || !self.writing.is_empty() {
             self.hold_until = None;
+            self.hold_expired = false;
             return false;
         }
         if let Some(until) = self.hold_until {
@@ -497,8 +515,10 @@ impl WebSocket {
                 return true;
             }
             self.hold_until = None;
+            self.hold_expired = true;
             return false;
         }
+        self.hold_expired = false;
         // Only queued output starts a hold (a wake-up whose output already went out with the
         // previous write must not). Whether the output was found in this poll or woke the
         // parked task makes no difference: the parked-then-woken case is the fan-out one.
@@ -516,6 +536,19 @@ impl WebSocket {
                 }
             }
             None => false,
+        }
+    }
+
+    /// Starts the next hold right after a flush that a hold's end released (see
+    /// [`WebSocket::holding`]); returns whether the connection now holds.
+    fn hold_again(&mut self) -> bool {
+        self.hold_expired = false;
+        match self.last_write {
+            Some(at) if self.phase == Phase::Open => {
+                self.hold_until = Some(at + self.config.write_coalesce);
+                true
+            }
+            _ => false,
         }
     }
 

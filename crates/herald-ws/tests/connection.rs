@@ -393,6 +393,32 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
             Some(format!("burst {i}").into_bytes())
         );
     }
+    // Still busy: what comes right after that write waits for the next window too.
+    outbox
+        .push(Arc::new(Message::text("busy")))
+        .expect("queued");
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150)).await,
+        None,
+        "a busy connection holds again after the write that ended its hold"
+    );
+    assert_eq!(
+        frame_within(&mut client, LIMIT).await.as_deref(),
+        Some(&b"busy"[..])
+    );
+    // A window that ends with nothing queued ends the busy period: the connection waits for
+    // its outbox again, and the next message after the quiet period goes out at once.
+    tokio::time::sleep(window * 2).await;
+    outbox
+        .push(Arc::new(Message::text("after quiet")))
+        .expect("queued");
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150))
+            .await
+            .as_deref(),
+        Some(&b"after quiet"[..]),
+        "after a quiet period a message is written at once"
+    );
     server.abort();
 }
 
