@@ -75,15 +75,24 @@ struct Assembly {
 /// The sans-IO frame decoder of one connection.
 #[derive(Debug)]
 pub struct Decoder {
-    limits: Limits,
-    deflate: Option<DeflateParams>,
+    /// The limits, as 32-bit numbers (4 GiB and more mean "no limit" in practice): every
+    /// connection keeps a decoder, so its size is paid per connection.
+    max_message_size: u32,
+    max_frame_size: u32,
+    max_fragments: u32,
+    /// Whether permessage-deflate was negotiated.
+    deflate: bool,
+    /// The client compresses with context takeover: its decompressor is kept between messages.
+    inflate_takeover: bool,
     /// Whether frames must be masked (true for a server; RFC 6455 §5.1).
     require_mask: bool,
     header: [u8; 14],
     header_len: u8,
     frame: Option<CurrentFrame>,
     control: Vec<u8>,
-    message: Option<Assembly>,
+    /// Boxed: a message is being reassembled only while one is arriving, and inline the
+    /// assembly state would cost every idle connection 40 bytes more.
+    message: Option<Box<Assembly>>,
     /// Decompressor kept between messages when the client compresses with context takeover.
     inflater: Option<Box<Decompress>>,
     failed: bool,
@@ -92,9 +101,13 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for the server side of a connection.
     pub fn new(limits: Limits, deflate: Option<DeflateParams>) -> Decoder {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Decoder {
-            limits,
-            deflate,
+            max_message_size: clamp(limits.max_message_size),
+            max_frame_size: clamp(limits.max_frame_size),
+            max_fragments: clamp(limits.max_fragments),
+            deflate: deflate.is_some(),
+            inflate_takeover: deflate.is_some_and(|p| !p.client_no_context_takeover),
             require_mask: true,
             header: [0; 14],
             header_len: 0,
@@ -201,7 +214,7 @@ impl Decoder {
             }
             self.control.clear();
         } else {
-            if len > self.limits.max_frame_size as u64 {
+            if len > u64::from(self.max_frame_size) {
                 return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
             }
             match (header.opcode, &mut self.message) {
@@ -219,15 +232,13 @@ impl Decoder {
                         ));
                     }
                     message.fragments += 1;
-                    if self.limits.max_fragments != 0
-                        && message.fragments > self.limits.max_fragments
-                    {
+                    if self.max_fragments != 0 && message.fragments > self.max_fragments as usize {
                         return Err(ProtocolError::new(
                             CloseCode::TOO_BIG,
                             "message split into too many fragments",
                         ));
                     }
-                    if message.buf.len() as u64 + len > self.limits.max_message_size as u64 {
+                    if message.buf.len() as u64 + len > u64::from(self.max_message_size) {
                         return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
                     }
                 }
@@ -238,25 +249,25 @@ impl Decoder {
                     ));
                 }
                 (opcode, None) => {
-                    if header.rsv1 && self.deflate.is_none() {
+                    if header.rsv1 && !self.deflate {
                         return Err(ProtocolError::new(
                             CloseCode::PROTOCOL,
                             "RSV1 set without a negotiated extension",
                         ));
                     }
-                    if len > self.limits.max_message_size as u64 {
+                    if len > u64::from(self.max_message_size) {
                         return Err(ProtocolError::new(CloseCode::TOO_BIG, "message too big"));
                     }
                     // Reserve what the header announces, up to a cap, so a lying length
                     // cannot make the server allocate memory it was never sent.
                     let reserve = (len as usize).min(64 * 1024);
-                    self.message = Some(Assembly {
+                    self.message = Some(Box::new(Assembly {
                         opcode,
                         compressed: header.rsv1,
                         buf: Vec::with_capacity(reserve),
                         utf8_valid: 0,
                         fragments: 1,
-                    });
+                    }));
                 }
             }
         }
@@ -332,7 +343,7 @@ impl Decoder {
             OpCode::Close => events.push_back(Event::Close(parse_close(&self.control)?)),
             _ if frame.header.fin => {
                 if let Some(message) = self.message.take() {
-                    events.push_back(Event::Message(self.complete(message)?));
+                    events.push_back(Event::Message(self.complete(*message)?));
                 }
             }
             _ => {}
@@ -343,16 +354,16 @@ impl Decoder {
     /// Decompresses and validates a reassembled message.
     fn complete(&mut self, message: Assembly) -> Result<Incoming, ProtocolError> {
         let data = if message.compressed {
-            let limit = self.limits.max_message_size;
+            let limit = self.max_message_size as usize;
             let mut out = Vec::with_capacity((message.buf.len() * 3).min(limit).max(64));
-            match self.deflate {
-                Some(params) if !params.client_no_context_takeover => {
+            match self.inflate_takeover {
+                true => {
                     let inflater = self
                         .inflater
                         .get_or_insert_with(|| Box::new(deflate::new_decompressor()));
                     deflate::decompress_into(inflater, &message.buf, limit, &mut out)?;
                 }
-                _ => deflate::decompress_shared(&message.buf, limit, &mut out)?,
+                false => deflate::decompress_shared(&message.buf, limit, &mut out)?,
             }
             if message.opcode == OpCode::Text && std::str::from_utf8(&out).is_err() {
                 return Err(ProtocolError::new(
