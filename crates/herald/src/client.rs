@@ -16,7 +16,7 @@ use crate::auth::TokenError;
 use crate::auth::{SubscribeOptions, SubscribeOverride};
 use crate::engine::{HistoryFilter, StreamPosition};
 use crate::hub::{ClientHandle, SubFlags};
-use crate::node::{Node, PublishOptions, unix_now};
+use crate::node::{LiveConnection, Node, PublishOptions, unix_now};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
     Method, PresenceResult, PresenceStatsResult, PublishRequest, PublishResult, Push, Raw,
@@ -51,90 +51,135 @@ type Close = Disconnect;
 /// A client connection's protocol state.
 struct Client {
     node: Arc<Node>,
-    id: String,
+    /// The connection id, kept as the UUID it is (16 bytes inline, no allocation); the string
+    /// form lives in the [`ClientHandle`] made at connect.
+    id: uuid::Uuid,
     state: State,
+    /// Set once connected; it also holds the user id.
     handle: Option<Arc<ClientHandle>>,
-    user: String,
     /// Replies to the frame being processed.
     replies: FrameBuf,
-    stale_at: Option<Instant>,
-    ping_at: Option<Instant>,
+    /// Until connected, when the connection is closed as stale; once connected, when the next
+    /// ping goes out (one field for the two: they never apply together).
+    keepalive: Option<Instant>,
     pong_by: Option<Instant>,
     /// When the connection expires unless refreshed (with the close delay added).
     expire_at: Option<Instant>,
     /// Subscriptions whose token expires, and when (a short list: only channels subscribed
-    /// with an expiring subscription token).
-    sub_expiry: Vec<(String, Instant)>,
+    /// with an expiring subscription token). Boxed: most clients have none, and the pointer
+    /// is a third of an empty vector's size.
+    #[allow(clippy::box_collection)] // On purpose: the box is what keeps the field small.
+    sub_expiry: Option<Box<Vec<(String, Instant)>>>,
 }
 
-/// Serves one upgraded WebSocket connection until it ends.
-pub async fn serve(node: Arc<Node>, mut ws: WebSocket) {
+/// Serves one upgraded WebSocket connection until it ends; `live` counts it among the live
+/// connections until then.
+///
+/// Not an `async fn`: the future of one keeps its arguments twice (as arguments, and as the
+/// locals they are moved into on the first poll), which for the WebSocket is half a KiB more
+/// per connection. The state is made here and the `async` block uses it in place.
+pub fn serve(
+    node: Arc<Node>,
+    mut ws: WebSocket,
+    live: LiveConnection,
+) -> impl Future<Output = ()> + Send + 'static {
     node.metrics.connection_opened();
     let stale = node.config.client.stale_close_delay;
     let mut client = Client {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4(),
         state: State::Connecting,
         handle: None,
-        user: String::new(),
         replies: FrameBuf::new(),
-        stale_at: Some(Instant::now() + stale),
-        ping_at: None,
+        keepalive: Some(Instant::now() + stale),
         pong_by: None,
         expire_at: None,
-        sub_expiry: Vec::new(),
+        sub_expiry: None,
         node,
     };
-    let shutdown = client.node.shutdown.clone();
-    let mut shutting_down = false;
-    loop {
-        let deadline = client.next_deadline();
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                client.close(&ws, Disconnect::SHUTDOWN);
+    // Shutdown reaches a connected client through the hub (`Server::run` closes every client
+    // there with the shutdown code), so only a client that is not in the hub (yet) waits for it
+    // itself: an idle connected client keeps no cancellation future, boxed here so that it
+    // takes no room in this future once dropped.
+    let mut shutdown = Some(Box::pin(client.node.shutdown.clone().cancelled_owned()));
+    async move {
+        loop {
+            if shutdown.is_some() && matches!(client.state, State::Connected | State::Closing) {
+                shutdown = None;
+                // A shutdown that started while this client was connecting may have swept the
+                // hub before the client was in it.
+                if client.node.shutdown.is_cancelled() {
+                    client.close(&ws, Disconnect::SHUTDOWN);
+                }
             }
-            received = ws.recv() => match received {
-                Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
-                    if client.state != State::Closing {
-                        // Boxed: the command futures (connect, subscribe with recovery…) are
-                        // several KiB, and kept inline they would make every idle connection's
-                        // task that large. One allocation per received frame instead.
-                        if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
-                            client.close(&ws, close);
+            // No deadline kept across the await: the sleep has it.
+            let (timed, sleep) = match client.next_deadline() {
+                Some(at) => (true, tokio::time::sleep_until(at)),
+                None => (false, tokio::time::sleep_until(Instant::now())),
+            };
+            tokio::select! {
+                biased;
+                () = std::future::poll_fn(|cx| match shutdown.as_mut() {
+                    Some(cancelled) => cancelled.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                }), if shutdown.is_some() => {
+                    shutdown = None;
+                    client.close(&ws, Disconnect::SHUTDOWN);
+                }
+                received = ws.recv() => match received {
+                    Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
+                        if client.state != State::Closing {
+                            // Boxed: the command futures (connect, subscribe with recovery…) are
+                            // several KiB, and kept inline they would make every idle connection's
+                            // task that large. One allocation per received frame instead.
+                            if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
+                                client.close(&ws, close);
+                            }
                         }
                     }
-                }
-                Ok(Some(Incoming::Pong(_))) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(client = %client.id, "connection ended: {e}");
-                    break;
-                }
-            },
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                if let Some(close) = client.on_timer(&ws) {
-                    client.close(&ws, close);
+                    Ok(Some(Incoming::Pong(_))) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(client = %client.id, "connection ended: {e}");
+                        break;
+                    }
+                },
+                () = sleep, if timed => {
+                    if let Some(close) = client.on_timer(&ws) {
+                        client.close(&ws, close);
+                    }
                 }
             }
         }
-    }
-    if let Some(handle) = client.handle.take() {
-        for (channel, flags) in client.node.hub.remove_client(&handle) {
-            client.node.left(&channel, &handle, flags).await;
+        if let Some(handle) = client.handle.take() {
+            // Boxed, like the command futures: inline, the leave futures would widen this
+            // future (they share its room with the serve loop's) by a few hundred bytes, for
+            // every connection, for the one moment it ends.
+            let node = client.node.clone();
+            Box::pin(async move {
+                for (channel, flags) in node.hub.remove_client(&handle) {
+                    node.left(&channel, &handle, flags).await;
+                }
+            })
+            .await;
         }
+        let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
+        client.node.metrics.connection_closed(code);
+        drop(live);
     }
-    let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
-    client.node.metrics.connection_closed(code);
 }
 
 impl Client {
+    /// The user id; empty for an anonymous connection (and before connect).
+    fn user(&self) -> &str {
+        self.handle.as_deref().map_or("", |h| h.user.as_str())
+    }
+
     /// The earliest timer, if any.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.stale_at, self.ping_at, self.pong_by, self.expire_at]
+        [self.keepalive, self.pong_by, self.expire_at]
             .into_iter()
             .flatten()
-            .chain(self.sub_expiry.iter().map(|(_, at)| *at))
+            .chain(self.sub_expiries().iter().map(|(_, at)| *at))
             .min()
     }
 
@@ -142,7 +187,8 @@ impl Client {
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
         let now = Instant::now();
         self.apply_api_refresh();
-        if self.stale_at.is_some_and(|t| t <= now) {
+        let keepalive_due = self.keepalive.is_some_and(|t| t <= now);
+        if keepalive_due && self.state != State::Connected {
             return Some(Disconnect::STALE);
         }
         if self.pong_by.is_some_and(|t| t <= now) {
@@ -151,14 +197,14 @@ impl Client {
         if self.expire_at.is_some_and(|t| t <= now) {
             return Some(Disconnect::EXPIRED);
         }
-        if self.sub_expiry.iter().any(|(_, at)| *at <= now) {
+        if self.sub_expiries().iter().any(|(_, at)| *at <= now) {
             self.expire_subscriptions(now, ws);
         }
-        if self.ping_at.is_some_and(|t| t <= now) {
+        if keepalive_due {
             let client = &self.node.config.client;
             // A full queue closes the connection by itself; nothing more to do here.
             let _ = ws.send(PING.clone());
-            self.ping_at = Some(now + client.ping_interval);
+            self.keepalive = Some(now + client.ping_interval);
             if self.pong_by.is_none() {
                 self.pong_by = Some(now + client.pong_timeout);
             }
@@ -187,11 +233,10 @@ impl Client {
             return;
         }
         self.state = State::Closing;
-        self.stale_at = None;
-        self.ping_at = None;
+        self.keepalive = None;
         self.pong_by = None;
         self.expire_at = None;
-        self.sub_expiry.clear();
+        self.sub_expiry = None;
         ws.close(CloseCode(close.code), close.reason);
     }
 
@@ -346,6 +391,7 @@ impl Client {
         }
         let node = self.node.clone();
         let config = &node.config.client;
+        let mut user = String::new();
         let mut expires_at = None;
         let mut conn_info = None;
         let mut channels = Vec::new();
@@ -365,7 +411,7 @@ impl Client {
                         return Err(Disconnect::INVALID_TOKEN);
                     }
                     expires_at = claims.expires_at();
-                    self.user = claims.sub;
+                    user = claims.sub;
                     conn_info = claims.info.map(protocol::strip_newlines);
                     channels = server_side_subscriptions(claims.channels, claims.subs);
                 }
@@ -381,17 +427,17 @@ impl Client {
             }
         }
         if config.user_connection_limit > 0
-            && !self.user.is_empty()
-            && node.hub.user_clients(&self.user).len() >= config.user_connection_limit
+            && !user.is_empty()
+            && node.hub.user_clients(&user).len() >= config.user_connection_limit
         {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
         // The user's personal channel, when configured, is one more server-side subscription.
         let personal = &config.subscribe_to_user_personal_channel;
-        if personal.enabled && !self.user.is_empty() {
+        if personal.enabled && !user.is_empty() {
             let channel = match personal.personal_channel_namespace.as_str() {
-                "" => format!("#{}", self.user),
-                ns => format!("{ns}:#{}", self.user),
+                "" => format!("#{user}"),
+                ns => format!("{ns}:#{user}"),
             };
             if !channels.iter().any(|(c, _)| *c == channel) {
                 channels.push((channel, SubscribeOptions::default()));
@@ -407,14 +453,14 @@ impl Client {
         }
 
         let handle = Arc::new(ClientHandle::new(
-            self.id.clone(),
-            self.user.clone(),
+            self.id.to_string(),
+            user,
             conn_info,
             ws.outbox().clone(),
         ));
         node.hub.add_client(handle.clone());
         let mut result = ConnectResult {
-            client: self.id.clone(),
+            client: handle.id.clone(),
             version: VERSION.to_owned(),
             node: node.id.clone(),
             ..ConnectResult::default()
@@ -424,6 +470,7 @@ impl Client {
             result.ttl = ttl(at);
         }
         self.set_expiry(expires_at);
+        let mut first_ping = None;
         if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
@@ -431,7 +478,7 @@ impl Client {
             // that clients connected together do not ping together.
             let half = config.ping_interval / 2;
             let jitter = rand::rng().random_range(Duration::ZERO..=half);
-            self.ping_at = Some(Instant::now() + half + jitter);
+            first_ping = Some(Instant::now() + half + jitter);
         }
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply.
@@ -465,7 +512,8 @@ impl Client {
         }
         self.handle = Some(handle.clone());
         self.state = State::Connected;
-        self.stale_at = None;
+        // No longer stale-checked: pinged instead, when pings are on.
+        self.keepalive = first_ping;
         self.reply(&Reply::result(id, result));
         if !joined.is_empty() {
             // Publications of server-side subscriptions must follow the connect reply.
@@ -608,7 +656,7 @@ impl Client {
             .handle
             .as_ref()
             .is_some_and(|h| h.is_subscribed(&request.channel));
-        let anonymous = self.user.is_empty();
+        let anonymous = self.user().is_empty();
         let allowed = (options.allow_history_for_client
             || (options.allow_history_for_subscriber && subscribed))
             && (!anonymous || options.allow_history_for_anonymous);
@@ -666,7 +714,7 @@ impl Client {
         if limit > 0 && handle.channels().len() >= limit {
             return Err(SubscribeFailure::Error(Error::LIMIT_EXCEEDED));
         }
-        let anonymous = self.user.is_empty();
+        let anonymous = self.user().is_empty();
         let mut result = SubscribeResult::default();
         if !request.token.is_empty() {
             // A subscription token grants the channel (and is required for private ones).
@@ -682,7 +730,7 @@ impl Client {
                     }
                 })?;
             claims
-                .check_for(&self.user, &request.channel, &self.id)
+                .check_for(&handle.user, &request.channel, &handle.id)
                 .map_err(|_| SubscribeFailure::Close(Disconnect::INVALID_TOKEN))?;
             let expires_at = claims.expires_at();
             if let Some(at) = expires_at {
@@ -701,7 +749,7 @@ impl Client {
             return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
         }
         if options.allow_user_limited_channels && channel.is_user_limited() {
-            return if channel.allows_user(&self.user) {
+            return if channel.allows_user(self.user()) {
                 Ok((result, Grant::default()))
             } else {
                 Err(SubscribeFailure::Error(Error::PERMISSION_DENIED))
@@ -735,19 +783,34 @@ impl Client {
 
     /// Records when a subscription expires (`None`: never), replacing what was recorded.
     fn set_sub_expiry(&mut self, channel: &str, expires_at: Option<u64>) {
-        self.sub_expiry.retain(|(c, _)| c != channel);
-        if let Some(at) = expires_at {
-            self.sub_expiry.push((channel.to_owned(), instant_of(at)));
+        if let Some(list) = &mut self.sub_expiry {
+            list.retain(|(c, _)| c != channel);
         }
+        if let Some(at) = expires_at {
+            self.sub_expiry
+                .get_or_insert_with(Box::default)
+                .push((channel.to_owned(), instant_of(at)));
+        }
+        if self.sub_expiry.as_ref().is_some_and(|list| list.is_empty()) {
+            self.sub_expiry = None;
+        }
+    }
+
+    /// The subscriptions whose token expires, and when.
+    fn sub_expiries(&self) -> &[(String, Instant)] {
+        self.sub_expiry.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Ends the subscriptions whose token expired without a `sub_refresh`: each gets an
     /// unsubscribe push 2501, after which the SDK subscribes again with a new token.
     fn expire_subscriptions(&mut self, now: Instant, ws: &WebSocket) {
-        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sub_expiry)
+        let (expired, kept): (Vec<_>, Vec<_>) = self
+            .sub_expiry
+            .take()
+            .map_or_else(Vec::new, |list| *list)
             .into_iter()
             .partition(|(_, at)| *at <= now);
-        self.sub_expiry = kept;
+        self.sub_expiry = (!kept.is_empty()).then(|| Box::new(kept));
         let Some(handle) = self.handle.clone() else {
             return;
         };
@@ -793,10 +856,9 @@ impl Client {
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
-        if claims
-            .check_for(&self.user, &request.channel, &self.id)
-            .is_err()
-        {
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = self.id.hyphenated().encode_lower(&mut id);
+        if claims.check_for(self.user(), &request.channel, id).is_err() {
             return Err(Disconnect::INVALID_TOKEN);
         }
         let expires_at = claims.expires_at();
@@ -826,7 +888,7 @@ impl Client {
             .handle
             .as_ref()
             .is_some_and(|h| h.is_subscribed(channel));
-        let anonymous = self.user.is_empty();
+        let anonymous = self.user().is_empty();
         let allowed = (options.allow_presence_for_client
             || (options.allow_presence_for_subscriber && subscribed))
             && (!anonymous || options.allow_presence_for_anonymous);
@@ -856,7 +918,7 @@ impl Client {
             .handle
             .as_ref()
             .is_some_and(|h| h.is_subscribed(&request.channel));
-        let anonymous = self.user.is_empty();
+        let anonymous = self.user().is_empty();
         // `allow_publish_for_anonymous` extends the other two to users without an id; a
         // private channel needs a subscription whatever the options say.
         let allowed = (options.allow_publish_for_client
@@ -901,11 +963,11 @@ impl Client {
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
-        if claims.sub != self.user {
+        if claims.sub != self.user() {
             return Err(Disconnect::INVALID_TOKEN);
         }
         let mut result = RefreshResult {
-            client: self.id.clone(),
+            client: self.id.to_string(),
             version: VERSION.to_owned(),
             ..RefreshResult::default()
         };

@@ -6,8 +6,9 @@
 //! lock. A subscriber whose queue is over budget is closed by its own queue (3008) and nobody
 //! else notices.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -33,7 +34,7 @@ pub struct ClientHandle {
     pub outbox: Arc<Outbox>,
     /// The channels this client is subscribed to. The client task and server-side operations
     /// (API subscribe/unsubscribe) both change it, each together with the hub's channel map.
-    channels: Mutex<HashSet<String>>,
+    channels: Mutex<ChannelSet>,
     /// A new expiry set by the server API (`refresh`) for the client task to pick up: 0 when
     /// none is pending, [`NEVER`] for "no longer expires", else unix seconds.
     expiry: AtomicU64,
@@ -59,7 +60,7 @@ impl ClientHandle {
             user,
             conn_info,
             outbox,
-            channels: Mutex::new(HashSet::new()),
+            channels: Mutex::new(ChannelSet::default()),
             expiry: AtomicU64::new(0),
         }
     }
@@ -81,7 +82,7 @@ impl ClientHandle {
     }
 
     /// The channels this client is subscribed to.
-    pub fn channels(&self) -> MutexGuard<'_, HashSet<String>> {
+    pub fn channels(&self) -> MutexGuard<'_, ChannelSet> {
         // Each critical section is one set operation, so a poisoned lock is still consistent.
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -101,6 +102,124 @@ impl ClientHandle {
         }
     }
 }
+
+/// The channels of one client: a sorted vector, not a hash set. Most clients have a channel or
+/// two, and a hash set's smallest table (four buckets and their control bytes, about 128 bytes
+/// on the heap) would cost every idle connection more than the channel names themselves;
+/// lookups are binary searches, so a client with many channels stays fast.
+#[derive(Debug, Default)]
+pub struct ChannelSet {
+    sorted: Vec<String>,
+}
+
+impl ChannelSet {
+    /// Number of channels.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// Whether `channel` is in the set.
+    pub fn contains(&self, channel: &str) -> bool {
+        self.find(channel).is_ok()
+    }
+
+    /// Adds `channel`; false if it was there already.
+    pub fn insert(&mut self, channel: String) -> bool {
+        match self.find(&channel) {
+            Ok(_) => false,
+            Err(at) => {
+                if self.sorted.capacity() == 0 {
+                    // The usual single channel takes one slot, not the four of a first push.
+                    self.sorted.reserve_exact(1);
+                }
+                self.sorted.insert(at, channel);
+                true
+            }
+        }
+    }
+
+    /// Removes `channel`; false if it was not there.
+    pub fn remove(&mut self, channel: &str) -> bool {
+        match self.find(channel) {
+            Ok(at) => {
+                self.sorted.remove(at);
+                if self.sorted.is_empty() {
+                    self.sorted = Vec::new();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The channels, in name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.sorted.iter()
+    }
+
+    /// Takes every channel out of the set.
+    pub fn drain(&mut self) -> std::vec::IntoIter<String> {
+        std::mem::take(&mut self.sorted).into_iter()
+    }
+
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.sorted.binary_search_by(|c| c.as_str().cmp(channel))
+    }
+}
+
+/// A client in the hub's table of clients, found by its id: the id is the handle's own, so the
+/// table keeps no copy of it (one allocation less per connection, and 8-byte buckets).
+struct ById(Arc<ClientHandle>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash as the `str` it borrows as.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+/// The first connection of a user in the hub's table of users, which is also the table's key
+/// (by its user id): a user with one connection costs the table no key string and no vector.
+struct ByUser(Arc<ClientHandle>);
+
+impl Borrow<str> for ByUser {
+    fn borrow(&self) -> &str {
+        &self.0.user
+    }
+}
+
+impl Hash for ByUser {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.user.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByUser {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.user == other.0.user
+    }
+}
+
+impl Eq for ByUser {}
 
 /// What a subscription does beyond receiving publications: set when it is made (from the
 /// namespace options, the subscription's `override` and the client's `join_leave` flag) and
@@ -169,8 +288,9 @@ type Subscribers = Vec<Subscriber>;
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
     shards: Box<[RwLock<HashMap<String, Subscribers>>]>,
-    clients: RwLock<HashMap<String, Arc<ClientHandle>>>,
-    users: RwLock<HashMap<String, Vec<Arc<ClientHandle>>>>,
+    clients: RwLock<HashSet<ById>>,
+    /// Each user's first connection (the key), and its others.
+    users: RwLock<HashMap<ByUser, Vec<Arc<ClientHandle>>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -224,7 +344,7 @@ impl Hub {
     pub fn new() -> Hub {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            clients: RwLock::new(HashMap::new()),
+            clients: RwLock::new(HashSet::new()),
             users: RwLock::new(HashMap::new()),
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -236,11 +356,18 @@ impl Hub {
 
     /// Registers a connected client.
     pub fn add_client(&self, client: Arc<ClientHandle>) {
-        write(&self.users)
-            .entry(client.user.clone())
-            .or_default()
-            .push(client.clone());
-        write(&self.clients).insert(client.id.clone(), client);
+        {
+            let mut users = write(&self.users);
+            match users.get_mut(client.user.as_str()) {
+                Some(others) => others.push(client.clone()),
+                None => {
+                    users.insert(ByUser(client.clone()), Vec::new());
+                }
+            }
+        }
+        // A client id is unique (a fresh UUID): replacing would only happen for a handle
+        // registered twice, and then it is the same client.
+        write(&self.clients).replace(ById(client));
     }
 
     /// Removes a client and all its subscriptions; returns the channels it was in, with the
@@ -254,12 +381,16 @@ impl Hub {
                 (channel, flags)
             })
             .collect();
-        write(&self.clients).remove(&client.id);
+        write(&self.clients).remove(client.id.as_str());
         let mut users = write(&self.users);
-        if let Some(list) = users.get_mut(&client.user) {
-            list.retain(|c| c.id != client.id);
-            if list.is_empty() {
-                users.remove(&client.user);
+        if let Some((first, mut others)) = users.remove_entry(client.user.as_str()) {
+            others.retain(|c| c.id != client.id);
+            if first.0.id != client.id {
+                users.insert(first, others);
+            } else if !others.is_empty() {
+                // The first connection went: the next oldest becomes the key.
+                let next = others.remove(0);
+                users.insert(ByUser(next), others);
             }
         }
         channels
@@ -443,17 +574,24 @@ impl Hub {
 
     /// A connected client by id.
     pub fn client(&self, id: &str) -> Option<Arc<ClientHandle>> {
-        read(&self.clients).get(id).cloned()
+        read(&self.clients).get(id).map(|c| c.0.clone())
     }
 
     /// The connected clients of a user.
     pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
-        read(&self.users).get(user).cloned().unwrap_or_default()
+        let users = read(&self.users);
+        let Some((first, others)) = users.get_key_value(user) else {
+            return Vec::new();
+        };
+        let mut all = Vec::with_capacity(1 + others.len());
+        all.push(first.0.clone());
+        all.extend(others.iter().cloned());
+        all
     }
 
     /// Every connected client (for shutdown).
     pub fn all_clients(&self) -> Vec<Arc<ClientHandle>> {
-        read(&self.clients).values().cloned().collect()
+        read(&self.clients).iter().map(|c| c.0.clone()).collect()
     }
 }
 
@@ -500,6 +638,48 @@ mod tests {
         assert_eq!(hub.num_subscribers("news"), 1);
         assert!(hub.unsubscribe("news", &b).is_some());
         assert_eq!(hub.num_channels(), 0);
+    }
+
+    #[test]
+    fn a_users_connections_outlive_the_first_one() {
+        let hub = Hub::new();
+        let (a, b, c) = (
+            client("a", "u", 1 << 20),
+            client("b", "u", 1 << 20),
+            client("c", "u", 1 << 20),
+        );
+        for x in [&a, &b, &c] {
+            hub.add_client(x.clone());
+        }
+        let ids = |user: &str| -> Vec<String> {
+            hub.user_clients(user)
+                .iter()
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        assert_eq!(ids("u"), ["a", "b", "c"]);
+        hub.remove_client(&a);
+        assert_eq!(ids("u"), ["b", "c"]);
+        assert!(hub.client("a").is_none());
+        assert_eq!(hub.client("b").map(|h| h.id.clone()).as_deref(), Some("b"));
+        hub.remove_client(&c);
+        hub.remove_client(&b);
+        assert!(ids("u").is_empty());
+        assert_eq!((hub.num_users(), hub.num_clients()), (0, 0));
+    }
+
+    #[test]
+    fn a_channel_set_stays_sorted_and_frees_its_memory() {
+        let mut set = ChannelSet::default();
+        assert!(set.insert("b".into()));
+        assert!(set.insert("a".into()));
+        assert!(!set.insert("b".into()));
+        assert!(set.contains("a") && set.contains("b") && !set.contains("c"));
+        assert_eq!(set.iter().cloned().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(set.remove("a") && !set.remove("a"));
+        assert!(set.remove("b"));
+        assert!(set.is_empty());
+        assert_eq!(set.sorted.capacity(), 0);
     }
 
     #[test]

@@ -86,6 +86,15 @@ impl Server {
             }
         }
         drop(listener);
+        // Connected clients do not each wait for the shutdown (that would cost every idle
+        // connection a cancellation future): they are closed from here, as the server API's
+        // `disconnect` does. Clients still connecting close themselves.
+        let shutdown = crate::protocol::Disconnect::SHUTDOWN;
+        for client in node.hub.all_clients() {
+            client
+                .outbox
+                .close(CloseCode(shutdown.code), shutdown.reason);
+        }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let live = || {
             node.live_connections
@@ -280,15 +289,10 @@ fn upgrade(
         ));
         match WebSocket::from_upgraded(upgraded, &negotiated, ws.connection.clone(), outbox) {
             Ok(socket) => {
-                // The connection lives in a task of its own whose future is only the boxed
-                // `serve` state: awaited here, that state would sit in this task's future next
-                // to the locals above (the socket would be stored twice), about 1 KiB more per
-                // idle connection.
-                let serve = Box::pin(crate::client::serve(node, socket));
-                tokio::spawn(async move {
-                    let _live = live;
-                    serve.await
-                });
+                // The connection gets a task of its own whose future is the `serve` future
+                // itself, stored in the task's allocation: no second allocation for it, and
+                // none of this task's locals kept alongside.
+                tokio::spawn(crate::client::serve(node, socket, live));
             }
             Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
         }
