@@ -28,8 +28,14 @@ use crate::outbox::{Outbox, Outgoing};
 
 /// Size of the per-thread read buffer.
 const READ_BUF: usize = 64 * 1024;
-/// Most frames handed to one `writev`.
+/// Most frames handed to one `sendmsg`.
 const MAX_IOVECS: usize = 128;
+/// A peer that is gone must give this connection an error, not the process a SIGPIPE.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+/// Elsewhere there is no such flag; Rust programs ignore SIGPIPE from the start anyway.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
 
 thread_local! {
     /// The read buffer shared by every connection on this thread. A connection reads into it
@@ -171,7 +177,7 @@ impl WebSocket {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
-        // Latency matters more than packet count here; batching is done by writev.
+        // Latency matters more than packet count here; batching is done by vectored sends.
         stream.set_nodelay(true)?;
         let deflate = negotiated.deflate;
         let compressor = deflate
@@ -611,7 +617,14 @@ impl WebSocket {
                 slices[count] = IoSlice::new(bytes);
                 count += 1;
             }
-            match self.stream.try_write_vectored(&slices[..count]) {
+            // sendmsg rather than writev: the same bytes, without the file layer writev goes
+            // through first (position lock, permission and notification hooks), which on a
+            // loopback fan-out profile was ~5 % of the server's time in the kernel.
+            let sent = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&self.stream)
+                    .send_vectored_with_flags(&slices[..count], SEND_FLAGS)
+            });
+            match sent {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.stalled_since = None;
