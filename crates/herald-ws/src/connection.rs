@@ -24,7 +24,7 @@ use crate::error::{CloseCode, Error, ProtocolError};
 use crate::frame::{Frame, OpCode};
 use crate::handshake::Negotiated;
 use crate::message::{Incoming, Message};
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Outbox, Outgoing, Waiting};
 
 /// Size of the per-thread read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -333,6 +333,9 @@ impl WebSocket {
             if flushed && accepting && !holding && self.outbox.poll_pending(cx) {
                 continue;
             }
+            if accepting && holding && self.outbox.poll_urgent(cx) {
+                continue;
+            }
             match deadline {
                 Some(deadline) => {
                     let timer = self
@@ -518,7 +521,13 @@ impl WebSocket {
         }
         if let Some(until) = self.hold_until {
             if Instant::now() < until {
-                return true;
+                if self.outbox.waiting() != Waiting::Urgent {
+                    return true;
+                }
+                // A reply (or a close) was queued: it and everything before it go now, and
+                // the busy period ends.
+                self.hold_until = None;
+                return false;
             }
             self.hold_until = None;
             self.hold_expired = true;
@@ -528,7 +537,7 @@ impl WebSocket {
         // Only queued output starts a hold (a wake-up whose output already went out with the
         // previous write must not). Whether the output was found in this poll or woke the
         // parked task makes no difference: the parked-then-woken case is the fan-out one.
-        if !self.outbox.has_pending() {
+        if self.outbox.waiting() != Waiting::Output {
             return false;
         }
         match self.last_write {

@@ -31,6 +31,17 @@ impl Outgoing {
     }
 }
 
+/// What an outbox holds, as far as write coalescing is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Nothing is queued.
+    Nothing,
+    /// Output that may wait for the end of a hold.
+    Output,
+    /// A reply or a close request: written at once.
+    Urgent,
+}
+
 /// Why a push was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -74,10 +85,25 @@ struct State {
     bytes: usize,
     close: Option<CloseRequest>,
     closed: bool,
+    /// A frame for this connection only is queued (see [`Outbox::push_frame`]).
+    urgent: bool,
+    /// The connection holds its output (write coalescing): only urgent output or a close
+    /// request wakes it, not the first queued publication.
+    holding: bool,
     /// The connection task, waiting for output: woken by the push that makes the queue
     /// non-empty (or a close request). Kept under the queue's own lock, so a push costs one
     /// lock and no wake-up is lost between "queue empty" and "waiting".
     waker: Option<Waker>,
+}
+
+impl State {
+    /// Keeps the waker of `cx` (unless it is the one already kept) for the next wake-up.
+    fn wake_later(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+    }
 }
 
 impl Outbox {
@@ -107,7 +133,9 @@ impl Outbox {
         self.push_item(Outgoing::Shared(message))
     }
 
-    /// Queues a frame for this connection only.
+    /// Queues a frame for this connection only: a reply to the peer, which is written at once
+    /// even while the connection holds its output for write coalescing (someone is waiting for
+    /// it; coalescing is for what many connections are sent).
     pub fn push_frame(&self, frame: Frame) -> Result<(), PushError> {
         self.push_item(Outgoing::Frame(frame))
     }
@@ -115,6 +143,7 @@ impl Outbox {
     /// Queues an item, enforcing the byte budget.
     pub fn push_item(&self, item: Outgoing) -> Result<(), PushError> {
         let len = item.len();
+        let urgent = matches!(item, Outgoing::Frame(_));
         let wake = {
             let mut state = self.lock();
             if state.closed || state.close.is_some() {
@@ -134,10 +163,11 @@ impl Outbox {
                 return Err(PushError::Full);
             }
             state.bytes += len;
+            state.urgent |= urgent;
             state.queue.push_back(item);
             // The writer drains the whole queue per wake-up, so only the first item needs a
-            // wake.
-            if state.queue.len() == 1 {
+            // wake; while it holds its output, only a reply does.
+            if urgent || (state.queue.len() == 1 && !state.holding) {
                 state.waker.take()
             } else {
                 None
@@ -182,6 +212,19 @@ impl Outbox {
         !state.queue.is_empty() || state.close.is_some()
     }
 
+    /// What is waiting, for write coalescing: a frame for this connection only
+    /// ([`Outbox::push_frame`]) or a close request must not be held.
+    pub(crate) fn waiting(&self) -> Waiting {
+        let state = self.lock();
+        if state.urgent || state.close.is_some() {
+            Waiting::Urgent
+        } else if state.queue.is_empty() {
+            Waiting::Nothing
+        } else {
+            Waiting::Output
+        }
+    }
+
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
@@ -191,13 +234,23 @@ impl Outbox {
     /// there is.
     pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> bool {
         let mut state = self.lock();
+        state.holding = false;
         if !state.queue.is_empty() || state.close.is_some() {
             return true;
         }
-        match &mut state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
+        state.wake_later(cx);
+        false
+    }
+
+    /// While the connection holds its output: whether a reply or a close request is waiting;
+    /// if not, the task of `cx` is woken when one is (queued publications do not wake it).
+    pub(crate) fn poll_urgent(&self, cx: &Context<'_>) -> bool {
+        let mut state = self.lock();
+        state.holding = true;
+        if state.urgent || state.close.is_some() {
+            return true;
         }
+        state.wake_later(cx);
         false
     }
 
@@ -215,6 +268,7 @@ impl Outbox {
             into.extend(state.queue.drain(..));
         }
         state.bytes = 0;
+        state.urgent = false;
         state.close.take().inspect(|_| state.closed = true)
     }
 

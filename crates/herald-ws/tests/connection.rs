@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_ws::frame::{apply_mask, encode_header};
 use herald_ws::handshake::{HandshakeConfig, accept, parse_request};
 use herald_ws::{
-    CloseCode, Config, DeflateConfig, Error, FrameHeader, Incoming, Limits, Message, OpCode,
+    CloseCode, Config, DeflateConfig, Error, Frame, FrameHeader, Incoming, Limits, Message, OpCode,
     Outbox, WebSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -405,6 +405,27 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     assert_eq!(
         frame_within(&mut client, LIMIT).await.as_deref(),
         Some(&b"busy"[..])
+    );
+    // A reply to the peer (a frame for this connection only) is not held: it goes out at
+    // once, together with what was queued before it, even right after a write.
+    outbox
+        .push(Arc::new(Message::text("queued before the reply")))
+        .expect("queued");
+    outbox
+        .push_frame(Frame::new(OpCode::Text, b"reply"))
+        .expect("queued");
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150))
+            .await
+            .as_deref(),
+        Some(&b"queued before the reply"[..]),
+        "a reply ends the hold"
+    );
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150))
+            .await
+            .as_deref(),
+        Some(&b"reply"[..])
     );
     // A window that ends with nothing queued ends the busy period: the connection waits for
     // its outbox again, and the next message after the quiet period goes out at once.
