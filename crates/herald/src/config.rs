@@ -1100,10 +1100,11 @@ pub struct WebSocketConfig {
     /// Largest message after decompression; 0 = same as `message_size_limit`.
     pub decompressed_message_size_limit: usize,
     /// Herald: a connection that wrote less than this long ago waits until this long after
-    /// that write before it writes again, so that a burst of publications leaves in one
-    /// `writev` instead of one per message; the first message after a quiet period goes out at
-    /// once. `0s` writes every message as soon as it is queued. Default 5ms: of 2, 3, 5 and
-    /// 8 ms it gave the lowest p99 at 1,000 subscribers × 1,000 msg/s (bench/RESULTS.md).
+    /// that write before it writes again, so that a burst of publications leaves in one system
+    /// call instead of one per message; the first message after a quiet period goes out at
+    /// once, and so does a reply to the client's own command. `0s` writes every message as
+    /// soon as it is queued. Default 5ms: of 2, 3, 5 and 8 ms it gave the lowest p99 at
+    /// 1,000 subscribers × 1,000 msg/s (bench/RESULTS.md).
     #[serde(with = "go_duration")]
     pub write_coalesce: Duration,
 }
