@@ -25,7 +25,7 @@ use hyper::body::Body;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::{json_no_store, read_body, read_json};
+use super::{json_no_store, read_body, read_post_json};
 use crate::api::cmd::{Command, info};
 use crate::node::Node;
 use crate::server::{HttpResponse, json_error};
@@ -107,13 +107,8 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if req.method() != Method::POST {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST with {\"password\": \"...\"}",
-        );
-    }
-    let request: LoginRequest = match read_json(req.into_body()).await {
+    let usage = "use POST with {\"password\": \"...\"}";
+    let request: LoginRequest = match read_post_json(req, usage).await {
         Ok(request) => request,
         Err(response) => return response,
     };

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Body;
 use serde::Deserialize;
 
-use super::{json_no_store, read_json};
+use super::{json_no_store, read_post_json};
 use crate::node::Node;
 use crate::server::{HttpResponse, json_error};
 
@@ -56,13 +56,8 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if req.method() != Method::POST {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST with {\"name\": \"...\"}",
-        );
-    }
-    let request: TokenRequest = match read_json(req.into_body()).await {
+    let usage = "use POST with {\"name\": \"...\"}";
+    let request: TokenRequest = match read_post_json(req, usage).await {
         Ok(request) => request,
         Err(response) => return response,
     };

@@ -219,15 +219,19 @@ fn respond(
     response
 }
 
-/// Reads a JSON request body (at most [`MAX_BODY`] bytes; blank reads as `{}`) into `T`, or
-/// answers 400/413 with a JSON error.
-async fn read_json<B, T>(body: B) -> Result<T, HttpResponse>
+/// Reads the JSON body of a POST request (at most [`MAX_BODY`] bytes; blank reads as `{}`)
+/// into `T`, or answers with a JSON error: 405 with `usage` for another method, 400/413 for a
+/// bad body.
+async fn read_post_json<B, T>(req: Request<B>, usage: &str) -> Result<T, HttpResponse>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: DeserializeOwned,
 {
-    let bytes = read_body(body).await?;
+    if req.method() != Method::POST {
+        return Err(json_error(StatusCode::METHOD_NOT_ALLOWED, usage));
+    }
+    let bytes = read_body(req.into_body()).await?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
