@@ -62,45 +62,33 @@ fn new_rsa_key() -> TestKey {
     }
 }
 
-fn p256_key() -> &'static TestKey {
-    static KEY: OnceLock<TestKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-        let secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
-        let public = secret.public_key();
-        let point = public.to_encoded_point(false);
-        TestKey {
-            signing: EncodingKey::from_ec_pem(
-                secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
-            )
-            .unwrap(),
-            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: json!({"kty": "EC", "crv": "P-256",
-                        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
+/// An EC test key of curve crate `$curve` (named `$name` in JWKs), made once per test run.
+macro_rules! ec_key {
+    ($fn_name:ident, $curve:ident, $name:literal) => {
+        fn $fn_name() -> &'static TestKey {
+            static KEY: OnceLock<TestKey> = OnceLock::new();
+            KEY.get_or_init(|| {
+                use $curve::elliptic_curve::sec1::ToEncodedPoint;
+                use $curve::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+                let secret = $curve::SecretKey::random(&mut rsa::rand_core::OsRng);
+                let public = secret.public_key();
+                let point = public.to_encoded_point(false);
+                TestKey {
+                    signing: EncodingKey::from_ec_pem(
+                        secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+                    )
+                    .unwrap(),
+                    public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+                    jwk: json!({"kty": "EC", "crv": $name,
+                                "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
+                }
+            })
         }
-    })
+    };
 }
 
-fn p384_key() -> &'static TestKey {
-    static KEY: OnceLock<TestKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use p384::elliptic_curve::sec1::ToEncodedPoint;
-        use p384::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-        let secret = p384::SecretKey::random(&mut rsa::rand_core::OsRng);
-        let public = secret.public_key();
-        let point = public.to_encoded_point(false);
-        TestKey {
-            signing: EncodingKey::from_ec_pem(
-                secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
-            )
-            .unwrap(),
-            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: json!({"kty": "EC", "crv": "P-384",
-                        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
-        }
-    })
-}
+ec_key!(p256_key, p256, "P-256");
+ec_key!(p384_key, p384, "P-384");
 
 fn ed25519_key() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
