@@ -537,21 +537,16 @@ impl WebSocket {
         // Only queued output starts a hold (a wake-up whose output already went out with the
         // previous write must not). Whether the output was found in this poll or woke the
         // parked task makes no difference: the parked-then-woken case is the fan-out one.
-        if self.outbox.waiting() != Waiting::Output {
+        // The clock is read before the outbox: a connection that wrote long ago (each
+        // connection of a loaded server writes once per round) takes no lock here.
+        let Some(until) = self.last_write.map(|at| at + interval) else {
+            return false;
+        };
+        if Instant::now() >= until || self.outbox.waiting() != Waiting::Output {
             return false;
         }
-        match self.last_write {
-            Some(at) => {
-                let until = at + interval;
-                if Instant::now() < until {
-                    self.hold_until = Some(until);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        }
+        self.hold_until = Some(until);
+        true
     }
 
     /// Starts the next hold right after a flush that a hold's end released (see
