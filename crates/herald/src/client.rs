@@ -836,13 +836,13 @@ impl Client {
         if request.channel.is_empty() || request.token.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        let subscribed = self
+        let Some(handle) = self
             .handle
-            .as_ref()
-            .is_some_and(|h| h.is_subscribed(&request.channel));
-        if !subscribed {
+            .clone()
+            .filter(|h| h.is_subscribed(&request.channel))
+        else {
             return Ok(Err(Error::PERMISSION_DENIED));
-        }
+        };
         let claims = match self
             .node
             .subscription_tokens
@@ -856,9 +856,10 @@ impl Client {
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = self.id.hyphenated().encode_lower(&mut id);
-        if claims.check_for(self.user(), &request.channel, id).is_err() {
+        if claims
+            .check_for(&handle.user, &request.channel, &handle.id)
+            .is_err()
+        {
             return Err(Disconnect::INVALID_TOKEN);
         }
         let expires_at = claims.expires_at();
