@@ -128,6 +128,10 @@ pub struct WebSocket {
     last_batch: usize,
     /// Since when a started frame is unfinished.
     partial_since: Option<Instant>,
+    /// The application's deadline ([`WebSocket::wake_at`]).
+    wake_at: Option<Instant>,
+    /// An [`Incoming::Wake`] is due (the deadline passed or the outbox was notified).
+    wake: bool,
     eof: bool,
     peer_close: Option<(CloseCode, String)>,
     /// A protocol error found while decoding, acted on once the messages decoded before it
@@ -201,6 +205,8 @@ impl WebSocket {
             timer: None,
             last_batch: 0,
             partial_since: None,
+            wake_at: None,
+            wake: false,
             eof: false,
             peer_close: None,
             decode_error: None,
@@ -225,6 +231,14 @@ impl WebSocket {
     /// Starts the close handshake after what is already queued.
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.outbox.close(code, reason);
+    }
+
+    /// Sets (or with `None` clears) the application's deadline: once it passes,
+    /// [`WebSocket::recv`] returns [`Incoming::Wake`]. It shares the connection's one timer
+    /// with the WebSocket's own timeouts, so an application that keeps its deadlines here
+    /// needs no timer of its own; an idle connection with none holds no timer at all.
+    pub fn wake_at(&mut self, at: Option<Instant>) {
+        self.wake_at = at;
     }
 
     /// The code and reason of the peer's close frame, once received.
@@ -286,6 +300,11 @@ impl WebSocket {
                     }
                 }
             };
+            if self.wake && self.phase == Phase::Open {
+                // After the flush: what was queued before the wake-up is on its way first.
+                self.wake = false;
+                return Poll::Ready(Ok(Some(Incoming::Wake)));
+            }
             if flushed && self.phase == Phase::Closing {
                 self.shut_write();
                 continue;
@@ -568,7 +587,8 @@ impl WebSocket {
             return;
         }
         let start = self.writing.len();
-        let close = self.outbox.drain_into(&mut self.writing);
+        let (close, notified) = self.outbox.drain(&mut self.writing, true);
+        self.wake |= notified;
         if self.writing.len() > start {
             self.last_batch = self.writing.len() - start;
         }
@@ -694,6 +714,9 @@ impl WebSocket {
             if let Some(since) = self.partial_since {
                 earliest(since + self.config.read_timeout);
             }
+            if let Some(at) = self.wake_at {
+                earliest(at);
+            }
         }
         deadline
     }
@@ -709,6 +732,10 @@ impl WebSocket {
             self.phase = Phase::Closed;
             self.outbox.shut();
             return;
+        }
+        if self.phase == Phase::Open && self.wake_at.is_some_and(|at| now >= at) {
+            self.wake_at = None;
+            self.wake = true;
         }
         match self.phase {
             Phase::CloseSent { deadline } | Phase::Draining { deadline } if now >= deadline => {

@@ -126,13 +126,21 @@ pub enum Incoming {
     Binary(Bytes),
     /// A pong frame's payload (pings are answered by the connection itself).
     Pong(Bytes),
+    /// Not from the peer: the application's own wake-up, once the deadline set with
+    /// [`WebSocket::wake_at`] passed or another task called [`Outbox::notify`].
+    ///
+    /// [`WebSocket::wake_at`]: crate::WebSocket::wake_at
+    /// [`Outbox::notify`]: crate::Outbox::notify
+    Wake,
 }
 
 impl Incoming {
-    /// The payload bytes.
+    /// The payload bytes (empty for [`Incoming::Wake`]).
     pub fn data(&self) -> &Bytes {
+        static EMPTY: Bytes = Bytes::from_static(b"");
         match self {
             Incoming::Text(b) | Incoming::Binary(b) | Incoming::Pong(b) => b,
+            Incoming::Wake => &EMPTY,
         }
     }
 

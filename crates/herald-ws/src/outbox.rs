@@ -90,6 +90,8 @@ struct State {
     /// The connection holds its output (write coalescing): only urgent output or a close
     /// request wakes it, not the first queued publication.
     holding: bool,
+    /// The application asked its connection task to wake up ([`Outbox::notify`]).
+    notified: bool,
     /// The connection task, waiting for output: woken by the push that makes the queue
     /// non-empty (or a close request). Kept under the queue's own lock, so a push costs one
     /// lock and no wake-up is lost between "queue empty" and "waiting".
@@ -200,6 +202,27 @@ impl Outbox {
         true
     }
 
+    /// Wakes the connection's task, from any task, so that [`WebSocket::recv`] returns
+    /// [`Incoming::Wake`] once what is queued was written: for the application to look at
+    /// state other tasks changed (a new expiry set through an API, say) without a timer or a
+    /// channel per connection. Wake-ups not yet delivered merge into one.
+    ///
+    /// [`WebSocket::recv`]: crate::WebSocket::recv
+    /// [`Incoming::Wake`]: crate::Incoming::Wake
+    pub fn notify(&self) {
+        let wake = {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            state.notified = true;
+            state.waker.take()
+        };
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+    }
+
     /// Whether the connection is closing or closed (pushes are refused).
     pub fn is_closed(&self) -> bool {
         let state = self.lock();
@@ -216,7 +239,7 @@ impl Outbox {
     /// ([`Outbox::push_frame`]) or a close request must not be held.
     pub(crate) fn waiting(&self) -> Waiting {
         let state = self.lock();
-        if state.urgent || state.close.is_some() {
+        if state.urgent || state.close.is_some() || state.notified {
             Waiting::Urgent
         } else if state.queue.is_empty() {
             Waiting::Nothing
@@ -235,7 +258,7 @@ impl Outbox {
     pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> bool {
         let mut state = self.lock();
         state.holding = false;
-        if !state.queue.is_empty() || state.close.is_some() {
+        if !state.queue.is_empty() || state.close.is_some() || state.notified {
             return true;
         }
         state.wake_later(cx);
@@ -247,7 +270,7 @@ impl Outbox {
     pub(crate) fn poll_urgent(&self, cx: &Context<'_>) -> bool {
         let mut state = self.lock();
         state.holding = true;
-        if state.urgent || state.close.is_some() {
+        if state.urgent || state.close.is_some() || state.notified {
             return true;
         }
         state.wake_later(cx);
@@ -259,7 +282,18 @@ impl Outbox {
     /// When `into` is empty the two queues are swapped, which keeps both buffers' capacity:
     /// a writer that drains into an empty queue allocates nothing in steady state.
     pub fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
+        self.drain(into, false).0
+    }
+
+    /// [`Outbox::drain_into`] for the connection itself, which also takes a pending
+    /// [`Outbox::notify`] (returned as the second value) when `take_notified`.
+    pub(crate) fn drain(
+        &self,
+        into: &mut VecDeque<Outgoing>,
+        take_notified: bool,
+    ) -> (Option<CloseRequest>, bool) {
         let mut state = self.lock();
+        let notified = take_notified && std::mem::take(&mut state.notified);
         if state.close.as_ref().is_some_and(|c| c.discard_queued) {
             state.queue.clear();
         } else if into.is_empty() {
@@ -269,7 +303,10 @@ impl Outbox {
         }
         state.bytes = 0;
         state.urgent = false;
-        state.close.take().inspect(|_| state.closed = true)
+        (
+            state.close.take().inspect(|_| state.closed = true),
+            notified,
+        )
     }
 
     /// Marks the outbox closed and drops whatever is queued.
@@ -278,6 +315,7 @@ impl Outbox {
         state.closed = true;
         state.queue.clear();
         state.bytes = 0;
+        state.notified = false;
         state.waker = None;
     }
 }

@@ -142,7 +142,7 @@ fn echo(mut ws: WebSocket) -> tokio::task::JoinHandle<Result<(), Error>> {
                 Some(Incoming::Binary(b)) => {
                     let _ = ws.send(Arc::new(Message::new(OpCode::Binary, &b)));
                 }
-                Some(Incoming::Pong(_)) => {}
+                Some(Incoming::Pong(_) | Incoming::Wake) => {}
                 None => return Ok(()),
             }
         }
@@ -462,4 +462,91 @@ async fn without_write_coalescing_every_message_goes_out_at_once() {
         );
     }
     server.abort();
+}
+
+/// Runs the server side, reporting each [`Incoming::Wake`] on the channel; `wake_at` is set
+/// once before the loop.
+fn report_wakes(
+    mut ws: WebSocket,
+    wake_at: Option<tokio::time::Instant>,
+) -> tokio::sync::mpsc::UnboundedReceiver<std::time::Instant> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    ws.wake_at(wake_at);
+    tokio::spawn(async move {
+        while let Ok(Some(incoming)) = ws.recv().await {
+            if incoming == Incoming::Wake && tx.send(std::time::Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn wake_at_wakes_the_application_once_at_its_deadline() {
+    let (_client, ws) = pair(Config::default(), None).await;
+    let started = std::time::Instant::now();
+    let mut wakes = report_wakes(
+        ws,
+        Some(tokio::time::Instant::now() + Duration::from_millis(200)),
+    );
+    let woke = timeout(LIMIT, wakes.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("a wake-up");
+    assert!(
+        woke - started >= Duration::from_millis(200),
+        "{:?}",
+        woke - started
+    );
+    assert!(
+        timeout(Duration::from_millis(300), wakes.recv())
+            .await
+            .is_err(),
+        "a deadline wakes the application once"
+    );
+}
+
+#[tokio::test]
+async fn notify_wakes_the_application_after_queued_output_even_mid_hold() {
+    let config = Config {
+        write_coalesce: Duration::from_millis(400),
+        ..Config::default()
+    };
+    let (mut client, ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let mut wakes = report_wakes(ws, None);
+
+    outbox
+        .push(Arc::new(Message::text("first")))
+        .expect("queued");
+    assert_eq!(
+        frame_within(&mut client, LIMIT).await.as_deref(),
+        Some(&b"first"[..])
+    );
+    // Right after a write a publication is held (write coalescing); a notify ends the hold,
+    // and the publication queued before it goes out before the application wakes.
+    outbox
+        .push(Arc::new(Message::text("held")))
+        .expect("queued");
+    outbox.notify();
+    assert_eq!(
+        frame_within(&mut client, Duration::from_millis(150))
+            .await
+            .as_deref(),
+        Some(&b"held"[..]),
+        "a notify ends the hold"
+    );
+    assert!(timeout(LIMIT, wakes.recv()).await.ok().flatten().is_some());
+    // Notifies made before the task runs merge into one wake-up.
+    outbox.notify();
+    outbox.notify();
+    assert!(timeout(LIMIT, wakes.recv()).await.ok().flatten().is_some());
+    assert!(
+        timeout(Duration::from_millis(200), wakes.recv())
+            .await
+            .is_err(),
+        "two notifies in a row make one wake-up"
+    );
 }

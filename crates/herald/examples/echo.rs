@@ -113,7 +113,7 @@ async fn echo(mut ws: WebSocket) {
         let reply = match ws.recv().await {
             Ok(Some(Incoming::Text(text))) => Message::new(OpCode::Text, &text),
             Ok(Some(Incoming::Binary(data))) => Message::new(OpCode::Binary, &data),
-            Ok(Some(Incoming::Pong(_))) => continue,
+            Ok(Some(Incoming::Pong(_) | Incoming::Wake)) => continue,
             Ok(None) => return,
             Err(_) => return,
         };
