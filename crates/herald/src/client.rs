@@ -1,15 +1,16 @@
 //! One connected client: the Centrifugo client protocol's state machine on a WebSocket —
-//! connect, command dispatch, subscriptions, ping/pong and the timers that close a client
-//! that is stale, silent or expired.
+//! connect, command dispatch, subscriptions, pongs and the timers that close a client that is
+//! stale or expired.
 //!
 //! Each client runs in its own task. Replies to the commands of one frame are batched,
 //! newline-separated, into one frame; publications reach the client through its outbox,
-//! pushed there by the hub from whatever task published.
+//! pushed there by the hub from whatever task published. Server pings come from the node's
+//! [`PingWheel`](crate::keepalive::PingWheel), and the client's own deadlines share the
+//! WebSocket's timer ([`WebSocket::wake_at`]), so an idle connected client holds no timer.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use tokio::time::Instant;
 
 use crate::auth::TokenError;
@@ -24,11 +25,7 @@ use crate::protocol::{
     SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
     decode_commands, encode_reply,
 };
-use crate::ws::{CloseCode, FrameBuf, Incoming, Message, OpCode, WebSocket};
-
-/// The server ping, an empty reply, encoded once for every client.
-static PING: LazyLock<Arc<Message>> =
-    LazyLock::new(|| Arc::new(Message::new(OpCode::Text, protocol::PING_REPLY)));
+use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, WebSocket};
 
 /// The server version reported in connect replies.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,10 +56,8 @@ struct Client {
     handle: Option<Arc<ClientHandle>>,
     /// Replies to the frame being processed.
     replies: FrameBuf,
-    /// Until connected, when the connection is closed as stale; once connected, when the next
-    /// ping goes out (one field for the two: they never apply together).
-    keepalive: Option<Instant>,
-    pong_by: Option<Instant>,
+    /// Until connected, when the connection is closed as stale.
+    stale_at: Option<Instant>,
     /// When the connection expires unless refreshed (with the close delay added).
     expire_at: Option<Instant>,
     /// Subscriptions whose token expires, and when (a short list: only channels subscribed
@@ -90,8 +85,7 @@ pub fn serve(
         state: State::Connecting,
         handle: None,
         replies: FrameBuf::new(),
-        keepalive: Some(Instant::now() + stale),
-        pong_by: None,
+        stale_at: Some(Instant::now() + stale),
         expire_at: None,
         sub_expiry: None,
         node,
@@ -111,42 +105,41 @@ pub fn serve(
                     client.close(&ws, Disconnect::SHUTDOWN);
                 }
             }
-            // No deadline kept across the await: the sleep has it.
-            let (timed, sleep) = match client.next_deadline() {
-                Some(at) => (true, tokio::time::sleep_until(at)),
-                None => (false, tokio::time::sleep_until(Instant::now())),
+            // The client's deadlines ride on the WebSocket's one timer.
+            ws.wake_at(client.next_deadline());
+            let received = match shutdown.as_mut() {
+                Some(cancelled) => tokio::select! {
+                    biased;
+                    () = cancelled.as_mut() => {
+                        shutdown = None;
+                        client.close(&ws, Disconnect::SHUTDOWN);
+                        continue;
+                    }
+                    received = ws.recv() => received,
+                },
+                None => ws.recv().await,
             };
-            tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| match shutdown.as_mut() {
-                    Some(cancelled) => cancelled.as_mut().poll(cx),
-                    None => std::task::Poll::Pending,
-                }), if shutdown.is_some() => {
-                    shutdown = None;
-                    client.close(&ws, Disconnect::SHUTDOWN);
-                }
-                received = ws.recv() => match received {
-                    Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
-                        if client.state != State::Closing {
-                            // Boxed: the command futures (connect, subscribe with recovery…) are
-                            // several KiB, and kept inline they would make every idle connection's
-                            // task that large. One allocation per received frame instead.
-                            if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
-                                client.close(&ws, close);
-                            }
+            match received {
+                Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
+                    if client.state != State::Closing {
+                        // Boxed: the command futures (connect, subscribe with recovery…) are
+                        // several KiB, and kept inline they would make every idle connection's
+                        // task that large. One allocation per received frame instead.
+                        if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
+                            client.close(&ws, close);
                         }
                     }
-                    Ok(Some(Incoming::Pong(_))) => {}
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(client = %client.id, "connection ended: {e}");
-                        break;
-                    }
-                },
-                () = sleep, if timed => {
+                }
+                Ok(Some(Incoming::Wake)) => {
                     if let Some(close) = client.on_timer(&ws) {
                         client.close(&ws, close);
                     }
+                }
+                Ok(Some(Incoming::Pong(_))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = %client.id, "connection ended: {e}");
+                    break;
                 }
             }
         }
@@ -176,38 +169,25 @@ impl Client {
 
     /// The earliest timer, if any.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.keepalive, self.pong_by, self.expire_at]
+        [self.stale_at, self.expire_at]
             .into_iter()
             .flatten()
             .chain(self.sub_expiries().iter().map(|(_, at)| *at))
             .min()
     }
 
-    /// Acts on timers that are due.
+    /// Acts on timers that are due, and on an expiry set through the server API.
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
         let now = Instant::now();
         self.apply_api_refresh();
-        let keepalive_due = self.keepalive.is_some_and(|t| t <= now);
-        if keepalive_due && self.state != State::Connected {
+        if self.stale_at.is_some_and(|t| t <= now) && self.state != State::Connected {
             return Some(Disconnect::STALE);
-        }
-        if self.pong_by.is_some_and(|t| t <= now) {
-            return Some(Disconnect::NO_PONG);
         }
         if self.expire_at.is_some_and(|t| t <= now) {
             return Some(Disconnect::EXPIRED);
         }
         if self.sub_expiries().iter().any(|(_, at)| *at <= now) {
             self.expire_subscriptions(now, ws);
-        }
-        if keepalive_due {
-            let client = &self.node.config.client;
-            // A full queue closes the connection by itself; nothing more to do here.
-            let _ = ws.send(PING.clone());
-            self.keepalive = Some(now + client.ping_interval);
-            if self.pong_by.is_none() {
-                self.pong_by = Some(now + client.pong_timeout);
-            }
         }
         None
     }
@@ -233,8 +213,7 @@ impl Client {
             return;
         }
         self.state = State::Closing;
-        self.keepalive = None;
-        self.pong_by = None;
+        self.stale_at = None;
         self.expire_at = None;
         self.sub_expiry = None;
         ws.close(CloseCode(close.code), close.reason);
@@ -300,10 +279,7 @@ impl Client {
         if command.id == 0 {
             return match method {
                 Method::Send => Err(Disconnect::NOT_AVAILABLE),
-                _ if self.pong_by.is_some() => {
-                    self.pong_by = None;
-                    Ok(())
-                }
+                _ if self.handle.as_ref().is_some_and(|h| h.pong_received()) => Ok(()),
                 _ => Err(Disconnect::BAD_REQUEST),
             };
         }
@@ -470,15 +446,9 @@ impl Client {
             result.ttl = ttl(at);
         }
         self.set_expiry(expires_at);
-        let mut first_ping = None;
         if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
-            // The first ping comes at a random point of the second half of the interval, so
-            // that clients connected together do not ping together.
-            let half = config.ping_interval / 2;
-            let jitter = rand::rng().random_range(Duration::ZERO..=half);
-            first_ping = Some(Instant::now() + half + jitter);
         }
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply.
@@ -512,8 +482,9 @@ impl Client {
         }
         self.handle = Some(handle.clone());
         self.state = State::Connected;
-        // No longer stale-checked: pinged instead, when pings are on.
-        self.keepalive = first_ping;
+        // No longer stale-checked: pinged by the node's wheel instead.
+        self.stale_at = None;
+        node.pings.add(&handle);
         self.reply(&Reply::result(id, result));
         if !joined.is_empty() {
             // Publications of server-side subscriptions must follow the connect reply.

@@ -9,7 +9,7 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::auth::{BoolValue, SubscribeOverride};
@@ -38,6 +38,9 @@ pub struct ClientHandle {
     /// A new expiry set by the server API (`refresh`) for the client task to pick up: 0 when
     /// none is pending, [`NEVER`] for "no longer expires", else unix seconds.
     expiry: AtomicU64,
+    /// A server ping went out and its pong has not come back ([`crate::keepalive`] sets it,
+    /// the client task clears it).
+    pong_due: AtomicBool,
 }
 
 /// [`ClientHandle::expiry`] value meaning "the connection no longer expires".
@@ -62,14 +65,32 @@ impl ClientHandle {
             outbox,
             channels: Mutex::new(ChannelSet::default()),
             expiry: AtomicU64::new(0),
+            pong_due: AtomicBool::new(false),
         }
     }
 
-    /// Sets a new expiry for the connection (unix seconds; `None`: never), which its task
-    /// applies when its timers next run (at the latest at the next ping).
+    /// Sets a new expiry for the connection (unix seconds; `None`: never) and wakes its
+    /// task to apply it.
     pub fn set_expiry(&self, at: Option<u64>) {
         let value = at.map_or(NEVER, |at| at.clamp(1, NEVER - 1));
         self.expiry.store(value, Ordering::Relaxed);
+        self.outbox.notify();
+    }
+
+    /// Notes that a server ping is about to be queued.
+    pub fn ping_sent(&self) {
+        self.pong_due.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes a pong from the client; returns whether a ping was waiting for it (a pong
+    /// nobody asked for is a protocol error).
+    pub fn pong_received(&self) -> bool {
+        self.pong_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the last ping is still unanswered.
+    pub fn pong_overdue(&self) -> bool {
+        self.pong_due.load(Ordering::Relaxed)
     }
 
     /// Takes the expiry set by [`ClientHandle::set_expiry`], if one is pending.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod hub;
+pub mod keepalive;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

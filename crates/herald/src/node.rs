@@ -16,6 +16,7 @@ use crate::engine::{AppendRequest, History, HistoryOptions, MemoryPresence, Pres
 /// How long an `idempotency_key` is remembered (Centrifugo's window).
 const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 use crate::hub::{ClientHandle, Delivery, Hub, SubFlags};
+use crate::keepalive::PingWheel;
 use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
@@ -28,6 +29,8 @@ pub struct Node {
     pub config: Arc<Config>,
     /// Local clients and subscriptions.
     pub hub: Hub,
+    /// The server pings of connected clients (turned by the task `Server::run` starts).
+    pub pings: PingWheel,
     /// Connection and subscription token verification.
     pub tokens: TokenVerifier,
     /// Subscription token verification: `client.subscription_token` when enabled, else the same
@@ -122,6 +125,7 @@ impl Node {
         } else {
             None
         };
+        let pings = PingWheel::new(config.client.ping_interval, config.client.pong_timeout);
         Ok(Arc::new_cyclic(|node: &std::sync::Weak<Node>| {
             if let Some(history) = &history {
                 let node = node.clone();
@@ -134,6 +138,7 @@ impl Node {
             Node {
                 config: Arc::new(config),
                 hub: Hub::new(),
+                pings,
                 tokens,
                 subscription_tokens,
                 metrics: Metrics::new(),

@@ -70,6 +70,8 @@ impl Server {
     /// (a bounded time) for them to go.
     pub async fn run(self) {
         let Server { node, listener, ws } = self;
+        let pings = node.clone();
+        tokio::spawn(async move { pings.pings.run(pings.shutdown.clone()).await });
         loop {
             tokio::select! {
                 () = node.shutdown.cancelled() => break,

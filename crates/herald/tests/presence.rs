@@ -455,6 +455,30 @@ async fn api_refresh_expires_or_extends_connections() {
 }
 
 #[tokio::test]
+async fn api_refresh_gives_a_connection_without_expiry_one_that_ends_it_on_time() {
+    // The connection's task learns of the new expiry at once (it is woken for it), not at its
+    // next ping: with the default 25 s ping interval this expiry is over long before that.
+    let server = Server::start(json!({"client": {"expired_close_delay": "0s"}})).await;
+    let mut carol = server.client("carol").await;
+    let started = std::time::Instant::now();
+    server
+        .api_ok(
+            "refresh",
+            json!({"user": "carol", "expire_at": unix_now() + 1}),
+        )
+        .await;
+    assert_eq!(
+        carol.expect_close_within(Duration::from_secs(6)).await,
+        (3005, "connection expired".into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn user_connection_limit_closes_the_extra_connection_with_3504() {
     let server = Server::start(json!({"client": {"user_connection_limit": 2}})).await;
     let _a1 = server.client("alice").await;
