@@ -77,43 +77,81 @@ impl Default for Config {
     }
 }
 
-/// Where the connection is in its life.
+/// Where the connection is in its life. One byte, compared on every poll: the deadlines of
+/// the closing phases are kept in [`Cold::close_deadline`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Open,
-    /// We sent a close frame; waiting for the peer's.
-    CloseSent {
-        deadline: Instant,
-    },
+    /// We sent a close frame; waiting for the peer's until the close deadline.
+    CloseSent,
     /// Close frames went both ways (or the connection failed); flushing, then half-closing
     /// and waiting for the peer to close TCP.
     Closing,
-    /// Our side is shut; reading until EOF or the deadline.
-    Draining {
-        deadline: Instant,
-    },
+    /// Our side is shut; reading until EOF or the close deadline.
+    Draining,
     Closed,
+}
+
+/// What a connection needs only once something unusual happened: a frame left unfinished by a
+/// read, the close handshake, a failure. Boxed in [`WebSocket::cold`] and allocated the first
+/// time one of them happens (then kept: it is never allocated twice), so that the many idle
+/// connections of a push server do not each carry 120 bytes they never use.
+#[derive(Debug, Default)]
+struct Cold {
+    /// Since when a started frame (or fragmented message) is unfinished. Here rather than
+    /// inline because a read rarely ends inside a frame on a push connection; the first
+    /// time it does costs the one allocation of this box.
+    partial_since: Option<Instant>,
+    /// When [`Phase::CloseSent`] or [`Phase::Draining`] gives up: always set in those phases.
+    close_deadline: Option<Instant>,
+    peer_close: Option<(CloseCode, String)>,
+    /// A protocol error found while decoding, acted on once the messages decoded before it
+    /// were handed out (so a peer's valid messages are answered before the connection fails).
+    decode_error: Option<ProtocolError>,
+    failure: Option<Error>,
+}
+
+/// permessage-deflate state, boxed in [`WebSocket::deflate`]: most connections do not
+/// compress, and inline the parameters and compressor would cost each of them 16 bytes more.
+/// A compressing connection pays one pointer more to reach its parameters when it writes; one
+/// that does not tests a pointer where it tested an `Option`.
+struct Deflate {
+    params: DeflateParams,
+    /// Compressor with context takeover, only when the client allowed it and the server chose
+    /// it. Boxed on its own (it is large) so that connections sharing compression, the
+    /// default, allocate only the parameters.
+    compressor: Option<Box<Compress>>,
 }
 
 /// A server-side WebSocket connection.
 ///
 /// Drive it with [`WebSocket::recv`], which also writes what other tasks queue in its
 /// [`Outbox`]; to send, push into the outbox (from anywhere) or call [`WebSocket::send`].
+///
+/// Every connection keeps one inline in its task for its whole life, so its size is paid per
+/// connection: what the write path uses on every wake-up is inline, what only unusual moments
+/// need is boxed (closing, failures, compression, decoded events), and a test keeps it so.
 pub struct WebSocket {
     stream: TcpStream,
     config: Arc<Config>,
     decoder: Decoder,
-    events: VecDeque<Event>,
+    /// Decoded events not yet handled: boxed and only while there are some, since incoming
+    /// frames are rare on a push connection (and every read that decodes one allocates for it
+    /// anyway).
+    #[allow(clippy::box_collection)] // On purpose: the box keeps the field 8 bytes, not 32.
+    events: Option<Box<VecDeque<Event>>>,
     outbox: Arc<Outbox>,
     /// Items taken from the outbox and not yet fully written.
     writing: VecDeque<Outgoing>,
     /// Bytes of `writing[0]` already written.
     written: usize,
-    deflate: Option<DeflateParams>,
-    /// Compressor with context takeover, only when the client allowed it and the server chose it.
-    compressor: Option<Box<Compress>>,
+    /// The negotiated permessage-deflate state, if any.
+    deflate: Option<Box<Deflate>>,
+    /// What only unusual moments need (see [`Cold`]); allocated on first use.
+    cold: Option<Box<Cold>>,
     phase: Phase,
-    /// Since when the socket refused output that is waiting.
+    /// Since when the socket refused output that is waiting. Inline, unlike the other rare
+    /// timestamps, so that a stall costs the write path no allocation.
     stalled_since: Option<Instant>,
     /// When the last write that sent bytes happened (for write coalescing).
     last_write: Option<Instant>,
@@ -124,27 +162,35 @@ pub struct WebSocket {
     hold_expired: bool,
     /// The timer of the earliest timeout or write hold, while one applies.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Items moved from the outbox by the last drain that found any.
-    last_batch: usize,
-    /// Since when a started frame is unfinished.
-    partial_since: Option<Instant>,
-    /// The application's deadline ([`WebSocket::wake_at`]).
-    wake_at: Option<Instant>,
-    /// An [`Incoming::Wake`] is due (the deadline passed or the outbox was notified).
+    /// Items moved from the outbox by the last drain that found any (saturating: only "at
+    /// most two" matters, see [`WebSocket::flush`]).
+    last_batch: u32,
+    /// An [`Incoming::Wake`] is due (the outbox was notified).
     wake: bool,
     eof: bool,
-    peer_close: Option<(CloseCode, String)>,
-    /// A protocol error found while decoding, acted on once the messages decoded before it
-    /// were handed out (so a peer's valid messages are answered before the connection fails).
-    decode_error: Option<ProtocolError>,
-    failure: Option<Error>,
 }
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// The phase, with its deadline for the closing phases (kept apart, in [`Cold`]): when
+        /// a closing connection gives up is what one looks for in its debug output.
+        struct PhaseDebug<'a>(&'a WebSocket);
+        impl std::fmt::Debug for PhaseDebug<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let name = match self.0.phase {
+                    Phase::CloseSent => "CloseSent",
+                    Phase::Draining => "Draining",
+                    phase => return phase.fmt(f),
+                };
+                match self.0.close_deadline() {
+                    Some(deadline) => f.debug_struct(name).field("deadline", &deadline).finish(),
+                    None => f.write_str(name),
+                }
+            }
+        }
         f.debug_struct("WebSocket")
             .field("peer", &self.stream.peer_addr().ok())
-            .field("phase", &self.phase)
+            .field("phase", &PhaseDebug(self))
             .finish()
     }
 }
@@ -183,20 +229,27 @@ impl WebSocket {
     ) -> Result<WebSocket, Error> {
         // Latency matters more than packet count here; batching is done by vectored sends.
         stream.set_nodelay(true)?;
-        let deflate = negotiated.deflate;
-        let compressor = deflate
-            .filter(|p| !p.shares_compression())
-            .map(|p| Box::new(deflate::new_compressor(p.server_max_window_bits, p.level)));
+        let deflate = negotiated.deflate.map(|params| {
+            Box::new(Deflate {
+                params,
+                compressor: (!params.shares_compression()).then(|| {
+                    Box::new(deflate::new_compressor(
+                        params.server_max_window_bits,
+                        params.level,
+                    ))
+                }),
+            })
+        });
         let mut ws = WebSocket {
             stream,
-            decoder: Decoder::new(config.limits.clone(), deflate),
+            decoder: Decoder::new(config.limits.clone(), negotiated.deflate),
             config,
-            events: VecDeque::new(),
+            events: None,
             outbox,
             writing: VecDeque::new(),
             written: 0,
             deflate,
-            compressor,
+            cold: None,
             phase: Phase::Open,
             stalled_since: None,
             last_write: None,
@@ -204,13 +257,8 @@ impl WebSocket {
             hold_expired: false,
             timer: None,
             last_batch: 0,
-            partial_since: None,
-            wake_at: None,
             wake: false,
             eof: false,
-            peer_close: None,
-            decode_error: None,
-            failure: None,
         };
         if !already_read.is_empty() {
             ws.decode(already_read);
@@ -233,17 +281,9 @@ impl WebSocket {
         self.outbox.close(code, reason);
     }
 
-    /// Sets (or with `None` clears) the application's deadline: once it passes,
-    /// [`WebSocket::recv`] returns [`Incoming::Wake`]. It shares the connection's one timer
-    /// with the WebSocket's own timeouts, so an application that keeps its deadlines here
-    /// needs no timer of its own; an idle connection with none holds no timer at all.
-    pub fn wake_at(&mut self, at: Option<Instant>) {
-        self.wake_at = at;
-    }
-
     /// The code and reason of the peer's close frame, once received.
     pub fn peer_close(&self) -> Option<&(CloseCode, String)> {
-        self.peer_close.as_ref()
+        self.cold.as_ref()?.peer_close.as_ref()
     }
 
     /// The peer's address.
@@ -268,12 +308,12 @@ impl WebSocket {
             if let Some(message) = self.next_event() {
                 return Poll::Ready(Ok(Some(message)));
             }
-            if let Some(error) = self.decode_error.take() {
+            if let Some(error) = self.cold.as_mut().and_then(|c| c.decode_error.take()) {
                 self.fail(Error::Protocol(error));
             }
             if self.phase == Phase::Closed {
                 self.timer = None;
-                return Poll::Ready(match self.failure.take() {
+                return Poll::Ready(match self.cold.as_mut().and_then(|c| c.failure.take()) {
                     Some(error) => Err(error),
                     None => Ok(None),
                 });
@@ -309,7 +349,7 @@ impl WebSocket {
                 self.shut_write();
                 continue;
             }
-            if self.eof && matches!(self.phase, Phase::Draining { .. } | Phase::CloseSent { .. }) {
+            if self.eof && matches!(self.phase, Phase::Draining | Phase::CloseSent) {
                 self.phase = Phase::Closed;
                 continue;
             }
@@ -317,10 +357,8 @@ impl WebSocket {
             if holding {
                 deadline = deadline.min(self.hold_until).or(self.hold_until);
             }
-            let reading = matches!(
-                self.phase,
-                Phase::Open | Phase::CloseSent { .. } | Phase::Draining { .. }
-            ) && !self.eof;
+            let reading =
+                matches!(self.phase, Phase::Open | Phase::CloseSent | Phase::Draining) && !self.eof;
             let accepting = self.phase == Phase::Open;
             // Each source registers this task's waker; the first one ready is handled and the
             // loop starts over (the order: input, output space, queued output, timers).
@@ -377,14 +415,7 @@ impl WebSocket {
 
     /// Handles decoded events until one is a message for the application.
     fn next_event(&mut self) -> Option<Incoming> {
-        if self.events.is_empty() {
-            // Incoming frames are rare on a push connection: an idle one keeps no buffer.
-            if self.events.capacity() != 0 {
-                self.events = VecDeque::new();
-            }
-            return None;
-        }
-        while let Some(event) = self.events.pop_front() {
+        while let Some(event) = self.events.as_mut().and_then(|events| events.pop_front()) {
             match event {
                 Event::Message(message) => {
                     if self.phase == Phase::Open {
@@ -405,6 +436,8 @@ impl WebSocket {
                 Event::Close(close) => self.on_peer_close(close),
             }
         }
+        // Incoming frames are rare on a push connection: an idle one keeps no queue.
+        self.events = None;
         None
     }
 
@@ -422,11 +455,26 @@ impl WebSocket {
                 self.outbox.shut();
                 self.phase = Phase::Closing;
             }
-            Phase::CloseSent { .. } => self.phase = Phase::Closing,
+            Phase::CloseSent => self.phase = Phase::Closing,
             _ => {}
         }
-        self.peer_close = close;
-        self.events.clear();
+        self.cold_mut().peer_close = close;
+        self.events = None;
+    }
+
+    /// The state of unusual moments, allocated the first time one needs it.
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The deadline of [`Phase::CloseSent`] and [`Phase::Draining`].
+    fn close_deadline(&self) -> Option<Instant> {
+        self.cold.as_ref()?.close_deadline
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.deflate.as_deref().map(|d| &d.params)
     }
 
     /// Drops queued items that have not started to be written.
@@ -443,16 +491,16 @@ impl WebSocket {
         self.writing
             .push_back(Outgoing::Frame(Frame::close(code, reason)));
         self.outbox.shut();
-        self.phase = Phase::CloseSent {
-            deadline: Instant::now() + self.config.close_timeout,
-        };
+        self.phase = Phase::CloseSent;
+        let deadline = Instant::now() + self.config.close_timeout;
+        self.cold_mut().close_deadline = Some(deadline);
     }
 
     /// Ends the connection because of `error`. A protocol error is answered with a close frame
     /// carrying its code; the socket is then half-closed without waiting for the peer's reply
     /// (RFC 6455 §7.1.7, "fail the WebSocket connection").
     fn fail(&mut self, error: Error) {
-        if let Phase::Draining { .. } = self.phase {
+        if self.phase == Phase::Draining {
             // The close handshake already happened; a reset now changes nothing.
             self.phase = Phase::Closed;
             return;
@@ -470,7 +518,7 @@ impl WebSocket {
             }
             _ => false,
         };
-        self.failure.get_or_insert(error);
+        self.cold_mut().failure.get_or_insert(error);
         self.outbox.shut();
         if !answered {
             self.phase = Phase::Closed;
@@ -500,7 +548,8 @@ impl WebSocket {
                 // system call that would only say "would block".
                 Ok(n) if n < READ_BUF => return Ok(()),
                 Ok(_) => {
-                    if self.decode_error.is_some() || !self.events.is_empty() {
+                    let failed = self.cold.as_ref().is_some_and(|c| c.decode_error.is_some());
+                    if failed || self.events.as_ref().is_some_and(|e| !e.is_empty()) {
                         return Ok(());
                     }
                 }
@@ -512,14 +561,29 @@ impl WebSocket {
     }
 
     fn decode(&mut self, data: &[u8]) {
-        if let Err(e) = self.decoder.feed(data, &mut self.events) {
-            self.decode_error = Some(e);
-        }
-        self.partial_since = match (self.decoder.in_progress(), self.partial_since) {
-            (false, _) => None,
-            (true, Some(since)) => Some(since),
-            (true, None) => Some(Instant::now()),
+        let result = match &mut self.events {
+            Some(events) => self.decoder.feed(data, events),
+            None => {
+                // Boxed only if the read completed something: most reads of a partial frame
+                // do not.
+                let mut events = VecDeque::new();
+                let result = self.decoder.feed(data, &mut events);
+                if !events.is_empty() {
+                    self.events = Some(Box::new(events));
+                }
+                result
+            }
         };
+        if let Err(e) = result {
+            self.cold_mut().decode_error = Some(e);
+        }
+        if self.decoder.in_progress() {
+            self.cold_mut()
+                .partial_since
+                .get_or_insert_with(Instant::now);
+        } else if let Some(cold) = &mut self.cold {
+            cold.partial_since = None;
+        }
     }
 
     /// Whether queued output should wait (write coalescing): new output was signalled within
@@ -590,13 +654,17 @@ impl WebSocket {
         let (close, notified) = self.outbox.drain(&mut self.writing, true);
         self.wake |= notified;
         if self.writing.len() > start {
-            self.last_batch = self.writing.len() - start;
+            self.last_batch = u32::try_from(self.writing.len() - start).unwrap_or(u32::MAX);
         }
-        if let Some(compress) = &mut self.compressor {
+        if let Some(Deflate {
+            params,
+            compressor: Some(compress),
+        }) = self.deflate.as_deref_mut()
+        {
             // Context takeover: each message must be compressed in order, by this connection.
             for item in self.writing.iter_mut().skip(start) {
                 if let Outgoing::Shared(message) = item {
-                    if message.needs_own_compression(self.deflate.as_ref()) {
+                    if message.needs_own_compression(Some(params)) {
                         *item = Outgoing::Frame(message.compress_with(compress));
                     }
                 }
@@ -626,11 +694,10 @@ impl WebSocket {
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
+            let deflate = self.deflate_params();
             for item in self.writing.iter().take(MAX_IOVECS) {
                 let bytes: &Bytes = match item {
-                    Outgoing::Shared(message) => {
-                        message.frame_for(self.deflate.as_ref()).as_bytes()
-                    }
+                    Outgoing::Shared(message) => message.frame_for(deflate).as_bytes(),
                     Outgoing::Frame(frame) => frame.as_bytes(),
                 };
                 let bytes = if count == 0 {
@@ -674,7 +741,7 @@ impl WebSocket {
                 return;
             };
             let len = match front {
-                Outgoing::Shared(message) => message.frame_for(self.deflate.as_ref()).len(),
+                Outgoing::Shared(message) => message.frame_for(self.deflate_params()).len(),
                 Outgoing::Frame(frame) => frame.len(),
             } - self.written;
             if n >= len {
@@ -691,15 +758,15 @@ impl WebSocket {
     /// Half-closes the socket after the close handshake, then waits for the peer's FIN.
     fn shut_write(&mut self) {
         let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
-        self.phase = Phase::Draining {
-            deadline: Instant::now() + self.config.close_timeout,
-        };
+        self.phase = Phase::Draining;
+        let deadline = Instant::now() + self.config.close_timeout;
+        self.cold_mut().close_deadline = Some(deadline);
     }
 
     /// The earliest moment a timeout fires, if any applies.
     fn deadline(&self, flushed: bool) -> Option<Instant> {
         let mut deadline = match self.phase {
-            Phase::CloseSent { deadline } | Phase::Draining { deadline } => Some(deadline),
+            Phase::CloseSent | Phase::Draining => self.close_deadline(),
             _ => None,
         };
         let mut earliest = |t: Instant| {
@@ -711,11 +778,8 @@ impl WebSocket {
             }
         }
         if self.phase == Phase::Open {
-            if let Some(since) = self.partial_since {
+            if let Some(since) = self.cold.as_ref().and_then(|c| c.partial_since) {
                 earliest(since + self.config.read_timeout);
-            }
-            if let Some(at) = self.wake_at {
-                earliest(at);
             }
         }
         deadline
@@ -728,25 +792,27 @@ impl WebSocket {
                 .stalled_since
                 .is_some_and(|since| now >= since + self.config.write_timeout)
         {
-            self.failure.get_or_insert(Error::WriteTimeout);
+            self.cold_mut().failure.get_or_insert(Error::WriteTimeout);
             self.phase = Phase::Closed;
             self.outbox.shut();
             return;
         }
-        if self.phase == Phase::Open && self.wake_at.is_some_and(|at| now >= at) {
-            self.wake_at = None;
-            self.wake = true;
-        }
         match self.phase {
-            Phase::CloseSent { deadline } | Phase::Draining { deadline } if now >= deadline => {
+            Phase::CloseSent | Phase::Draining
+                if self
+                    .close_deadline()
+                    .is_some_and(|deadline| now >= deadline) =>
+            {
                 self.phase = Phase::Closed;
             }
             Phase::Open
                 if self
-                    .partial_since
+                    .cold
+                    .as_ref()
+                    .and_then(|c| c.partial_since)
                     .is_some_and(|since| now >= since + self.config.read_timeout) =>
             {
-                self.failure = Some(Error::ReadTimeout);
+                self.cold_mut().failure = Some(Error::ReadTimeout);
                 self.start_close(CloseCode::POLICY, "read timeout");
             }
             _ => {}
@@ -757,5 +823,29 @@ impl WebSocket {
 impl Drop for WebSocket {
     fn drop(&mut self) {
         self.outbox.shut();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection keeps its `WebSocket` inline in its task for its whole life, idle or
+    /// not, and its `Decoder` inside it: each byte here is paid once per connection (×15,000
+    /// on a loaded server), so growth must be deliberate (state that is not needed on every
+    /// wake-up belongs in `Cold`, `Deflate` or another box allocated only when needed).
+    #[test]
+    fn connection_state_stays_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<WebSocket>() <= 248,
+            "WebSocket is {} bytes",
+            size_of::<WebSocket>()
+        );
+        assert!(
+            size_of::<Decoder>() <= 64,
+            "Decoder is {} bytes",
+            size_of::<Decoder>()
+        );
     }
 }

@@ -50,14 +50,40 @@ pub enum Event {
     Close(Option<(CloseCode, String)>),
 }
 
-/// The frame whose payload is being received.
+/// Where the decoder is in the stream of frames. A partial header and a frame's payload never
+/// need keeping at the same time, so they share their bytes: every connection keeps a decoder.
+#[derive(Debug)]
+enum Stage {
+    /// Between frames: `buf[..len]` is the start of the next header, which a read cut off.
+    Header { len: u8, buf: [u8; 14] },
+    /// Receiving the payload of a frame.
+    Payload(CurrentFrame),
+}
+
+impl Stage {
+    /// Between frames, with nothing of the next one received.
+    const IDLE: Stage = Stage::Header {
+        len: 0,
+        buf: [0; 14],
+    };
+}
+
+/// The frame whose payload is being received: only what the payload still needs of its
+/// header, to keep [`Stage`] (and so every connection) small.
 #[derive(Debug)]
 struct CurrentFrame {
-    header: FrameHeader,
     /// Payload bytes still to come.
     remaining: u64,
-    /// Payload bytes already received (the masking key's phase).
-    received: usize,
+    /// A control frame's payload (at most 125 bytes), allocated at its full length when the
+    /// frame starts and filled from the front: it becomes the event's `Bytes` without a copy,
+    /// so a ping costs the one allocation its event needs anyway. Empty for a data frame,
+    /// whose payload goes to the message being reassembled.
+    control: Box<[u8]>,
+    /// The masking key, rotated to the phase of the next payload byte as bytes arrive (so no
+    /// count of the bytes received is kept).
+    mask: Option<[u8; 4]>,
+    opcode: OpCode,
+    fin: bool,
 }
 
 /// A data message being reassembled.
@@ -86,16 +112,13 @@ pub struct Decoder {
     inflate_takeover: bool,
     /// Whether frames must be masked (true for a server; RFC 6455 §5.1).
     require_mask: bool,
-    header: [u8; 14],
-    header_len: u8,
-    frame: Option<CurrentFrame>,
-    control: Vec<u8>,
+    failed: bool,
+    stage: Stage,
     /// Boxed: a message is being reassembled only while one is arriving, and inline the
     /// assembly state would cost every idle connection 40 bytes more.
     message: Option<Box<Assembly>>,
     /// Decompressor kept between messages when the client compresses with context takeover.
     inflater: Option<Box<Decompress>>,
-    failed: bool,
 }
 
 impl Decoder {
@@ -109,20 +132,20 @@ impl Decoder {
             deflate: deflate.is_some(),
             inflate_takeover: deflate.is_some_and(|p| !p.client_no_context_takeover),
             require_mask: true,
-            header: [0; 14],
-            header_len: 0,
-            frame: None,
-            control: Vec::new(),
+            failed: false,
+            stage: Stage::IDLE,
             message: None,
             inflater: None,
-            failed: false,
         }
     }
 
     /// Whether a frame or a fragmented message has started and not finished (the connection's
     /// read timeout applies only then).
     pub fn in_progress(&self) -> bool {
-        self.header_len > 0 || self.frame.is_some() || self.message.is_some()
+        matches!(
+            self.stage,
+            Stage::Header { len: 1.., .. } | Stage::Payload(_)
+        ) || self.message.is_some()
     }
 
     /// Decodes `input`, appending what it completes to `events`. After an error the decoder
@@ -137,22 +160,21 @@ impl Decoder {
         }
         let result = (|| {
             while !input.is_empty() {
-                if self.frame.is_none() {
-                    let Some(used) = self.read_header(input)? else {
-                        return Ok(());
-                    };
-                    input = &input[used..];
-                    if let Some(frame) = &self.frame {
-                        if frame.remaining == 0 {
-                            self.finish_frame(events)?;
-                        }
+                match &mut self.stage {
+                    Stage::Header { len, buf } => {
+                        let Some((header, used)) = read_header(len, buf, input)? else {
+                            return Ok(());
+                        };
+                        input = &input[used..];
+                        self.start_frame(header)?;
                     }
-                } else {
-                    let used = self.read_payload(input)?;
-                    input = &input[used..];
-                    if self.frame.as_ref().is_some_and(|f| f.remaining == 0) {
-                        self.finish_frame(events)?;
+                    Stage::Payload(_) => {
+                        let used = self.read_payload(input)?;
+                        input = &input[used..];
                     }
+                }
+                if matches!(&self.stage, Stage::Payload(frame) if frame.remaining == 0) {
+                    self.finish_frame(events)?;
                 }
             }
             Ok(())
@@ -160,40 +182,11 @@ impl Decoder {
         if result.is_err() {
             self.failed = true;
             self.message = None;
-            self.frame = None;
+            if let Stage::Payload(_) = self.stage {
+                self.stage = Stage::IDLE;
+            }
         }
         result
-    }
-
-    /// Consumes header bytes; returns how many bytes of `input` were used once a header is
-    /// complete, or `None` when all of `input` went into a still-partial header.
-    fn read_header(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        let (header, used) = if self.header_len == 0 {
-            match FrameHeader::parse(input)? {
-                Some(parsed) => parsed,
-                None => {
-                    self.header[..input.len()].copy_from_slice(input);
-                    self.header_len = input.len() as u8;
-                    return Ok(None);
-                }
-            }
-        } else {
-            let old = usize::from(self.header_len);
-            let take = input.len().min(self.header.len() - old);
-            self.header[old..old + take].copy_from_slice(&input[..take]);
-            match FrameHeader::parse(&self.header[..old + take])? {
-                Some((header, len)) => {
-                    self.header_len = 0;
-                    (header, len - old)
-                }
-                None => {
-                    self.header_len = (old + take) as u8;
-                    return Ok(None);
-                }
-            }
-        };
-        self.start_frame(header)?;
-        Ok(Some(used))
     }
 
     /// Checks a new frame against the connection state and limits.
@@ -212,7 +205,6 @@ impl Decoder {
                     "RSV1 set on a control frame",
                 ));
             }
-            self.control.clear();
         } else {
             if len > u64::from(self.max_frame_size) {
                 return Err(ProtocolError::new(CloseCode::TOO_BIG, "frame too big"));
@@ -271,38 +263,51 @@ impl Decoder {
                 }
             }
         }
-        self.frame = Some(CurrentFrame {
-            header,
+        let control = if header.opcode.is_control() {
+            // At most 125 bytes: `FrameHeader::parse` rejects longer control frames.
+            vec![0; len as usize].into_boxed_slice()
+        } else {
+            Box::default()
+        };
+        self.stage = Stage::Payload(CurrentFrame {
             remaining: len,
-            received: 0,
+            control,
+            mask: header.mask,
+            opcode: header.opcode,
+            fin: header.fin,
         });
         Ok(())
     }
 
     /// Copies and unmasks payload bytes; returns how many bytes of `input` were used.
     fn read_payload(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
-        let Some(frame) = &mut self.frame else {
+        let Stage::Payload(frame) = &mut self.stage else {
             return Ok(0);
         };
         let take = input
             .len()
             .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
-        let dst = if frame.header.opcode.is_control() {
-            &mut self.control
+        let control = frame.opcode.is_control();
+        let dst = if control {
+            // Filled from the front: what is still to come is the end of the payload.
+            let start = frame.control.len() - frame.remaining as usize;
+            let dst = &mut frame.control[start..start + take];
+            dst.copy_from_slice(&input[..take]);
+            dst
         } else {
-            match &mut self.message {
-                Some(message) => &mut message.buf,
-                None => return Ok(0),
-            }
+            let Some(message) = &mut self.message else {
+                return Ok(0);
+            };
+            let start = message.buf.len();
+            message.buf.extend_from_slice(&input[..take]);
+            &mut message.buf[start..]
         };
-        let start = dst.len();
-        dst.extend_from_slice(&input[..take]);
-        if let Some(key) = frame.header.mask {
-            apply_mask(&mut dst[start..], key, frame.received);
+        if let Some(key) = &mut frame.mask {
+            apply_mask(dst, *key, 0);
+            key.rotate_left(take % 4);
         }
-        frame.received += take;
         frame.remaining -= take as u64;
-        if !frame.header.opcode.is_control() {
+        if !control {
             self.check_utf8_so_far(false)?;
         }
         Ok(take)
@@ -334,14 +339,14 @@ impl Decoder {
 
     /// Acts on a frame whose payload is complete.
     fn finish_frame(&mut self, events: &mut VecDeque<Event>) -> Result<(), ProtocolError> {
-        let Some(frame) = self.frame.take() else {
+        let Stage::Payload(frame) = std::mem::replace(&mut self.stage, Stage::IDLE) else {
             return Ok(());
         };
-        match frame.header.opcode {
-            OpCode::Ping => events.push_back(Event::Ping(Bytes::copy_from_slice(&self.control))),
-            OpCode::Pong => events.push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
-            OpCode::Close => events.push_back(Event::Close(parse_close(&self.control)?)),
-            _ if frame.header.fin => {
+        match frame.opcode {
+            OpCode::Ping => events.push_back(Event::Ping(Bytes::from(frame.control))),
+            OpCode::Pong => events.push_back(Event::Pong(Bytes::from(frame.control))),
+            OpCode::Close => events.push_back(Event::Close(parse_close(&frame.control)?)),
+            _ if frame.fin => {
                 if let Some(message) = self.message.take() {
                     events.push_back(Event::Message(self.complete(*message)?));
                 }
@@ -388,6 +393,40 @@ impl Decoder {
             OpCode::Text => Incoming::Text(data),
             _ => Incoming::Binary(data),
         })
+    }
+}
+
+/// Consumes header bytes, with `buf[..*len]` the part of the header a previous read left;
+/// returns the header and how many bytes of `input` it used once it is complete, or `None`
+/// when all of `input` went into a still-partial header.
+fn read_header(
+    len: &mut u8,
+    buf: &mut [u8; 14],
+    input: &[u8],
+) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+    if *len == 0 {
+        return match FrameHeader::parse(input)? {
+            Some(parsed) => Ok(Some(parsed)),
+            None => {
+                // Shorter than a header, so shorter than `buf` (the longest header).
+                buf[..input.len()].copy_from_slice(input);
+                *len = input.len() as u8;
+                Ok(None)
+            }
+        };
+    }
+    let old = usize::from(*len);
+    let take = input.len().min(buf.len() - old);
+    buf[old..old + take].copy_from_slice(&input[..take]);
+    match FrameHeader::parse(&buf[..old + take])? {
+        Some((header, used)) => {
+            *len = 0;
+            Ok(Some((header, used - old)))
+        }
+        None => {
+            *len = (old + take) as u8;
+            Ok(None)
+        }
     }
 }
 

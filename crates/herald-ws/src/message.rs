@@ -126,10 +126,9 @@ pub enum Incoming {
     Binary(Bytes),
     /// A pong frame's payload (pings are answered by the connection itself).
     Pong(Bytes),
-    /// Not from the peer: the application's own wake-up, once the deadline set with
-    /// [`WebSocket::wake_at`] passed or another task called [`Outbox::notify`].
+    /// Not from the peer: the application's own wake-up, asked for by another task with
+    /// [`Outbox::notify`] (a deadline of the application's that passed, say).
     ///
-    /// [`WebSocket::wake_at`]: crate::WebSocket::wake_at
     /// [`Outbox::notify`]: crate::Outbox::notify
     Wake,
 }

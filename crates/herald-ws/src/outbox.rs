@@ -70,10 +70,14 @@ pub struct CloseRequest {
 /// at once and writes it with one vectored write. The byte budget protects the server from a
 /// client that stops reading: going over it closes that connection with `overflow_code`, and
 /// nobody else waits. The lock is held only to push or swap the queue, never across an await.
+///
+/// Every connection keeps one, so its size is paid per connection: the byte counts are 32-bit
+/// and a close request is boxed (see the size test).
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    max_bytes: usize,
+    /// The byte budget, clamped to 32 bits (see [`Outbox::new`]).
+    max_bytes: u32,
     overflow_code: CloseCode,
     /// Static, so that a connection's queue holds no string of its own.
     overflow_reason: &'static str,
@@ -82,8 +86,12 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outgoing>,
-    bytes: usize,
-    close: Option<CloseRequest>,
+    /// Bytes queued; never over `Outbox::max_bytes`, so 32 bits hold it.
+    bytes: u32,
+    /// Boxed: a connection is closed once in its life, and inline the request (with its
+    /// `String`) would cost every idle connection's queue 24 bytes more. Requesting a close
+    /// allocates the reason anyway.
+    close: Option<Box<CloseRequest>>,
     closed: bool,
     /// A frame for this connection only is queued (see [`Outbox::push_frame`]).
     urgent: bool,
@@ -111,6 +119,9 @@ impl State {
 impl Outbox {
     /// A queue holding at most `max_bytes` of frames; a push over it closes the connection with
     /// `overflow_code` and `overflow_reason`.
+    ///
+    /// A budget over `u32::MAX` bytes (4 GiB) is clamped to it: a backlog that large for one
+    /// connection makes no sense, and 32-bit counts keep every connection's queue smaller.
     pub fn new(
         max_bytes: usize,
         overflow_code: CloseCode,
@@ -118,7 +129,7 @@ impl Outbox {
     ) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            max_bytes,
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
             overflow_code,
             overflow_reason,
         }
@@ -151,12 +162,14 @@ impl Outbox {
             if state.closed || state.close.is_some() {
                 return Err(PushError::Closed);
             }
-            if state.bytes + len > self.max_bytes {
-                state.close = Some(CloseRequest {
+            // `bytes` never exceeds `max_bytes`: the room left cannot underflow, and a length
+            // that fits in it fits in 32 bits.
+            if len > (self.max_bytes - state.bytes) as usize {
+                state.close = Some(Box::new(CloseRequest {
                     code: self.overflow_code,
                     reason: self.overflow_reason.to_owned(),
                     discard_queued: true,
-                });
+                }));
                 let waker = state.waker.take();
                 drop(state);
                 if let Some(waker) = waker {
@@ -164,7 +177,7 @@ impl Outbox {
                 }
                 return Err(PushError::Full);
             }
-            state.bytes += len;
+            state.bytes += len as u32;
             state.urgent |= urgent;
             state.queue.push_back(item);
             // The writer drains the whole queue per wake-up, so only the first item needs a
@@ -189,11 +202,11 @@ impl Outbox {
             if state.closed || state.close.is_some() {
                 return false;
             }
-            state.close = Some(CloseRequest {
+            state.close = Some(Box::new(CloseRequest {
                 code,
                 reason: reason.to_owned(),
                 discard_queued: false,
-            });
+            }));
             state.waker.take()
         };
         if let Some(waker) = wake {
@@ -250,7 +263,7 @@ impl Outbox {
 
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes as usize
     }
 
     /// Whether output or a close request is waiting; if not, the task of `cx` is woken when
@@ -303,10 +316,11 @@ impl Outbox {
         }
         state.bytes = 0;
         state.urgent = false;
-        (
-            state.close.take().inspect(|_| state.closed = true),
-            notified,
-        )
+        let close = state.close.take().map(|close| {
+            state.closed = true;
+            *close
+        });
+        (close, notified)
     }
 
     /// Marks the outbox closed and drops whatever is queued.
@@ -339,6 +353,28 @@ mod tests {
         assert!(close.discard_queued);
         assert!(drained.is_empty());
         assert!(outbox.is_closed());
+    }
+
+    /// Every connection holds an `Outbox` for its whole life, idle or not: each byte here is
+    /// paid once per connection (×15,000 on a loaded server), so growth must be deliberate.
+    #[test]
+    fn outbox_stays_small() {
+        assert!(
+            std::mem::size_of::<Outbox>() <= 96,
+            "Outbox is {} bytes",
+            std::mem::size_of::<Outbox>()
+        );
+    }
+
+    /// A budget computed in `usize` (from a configuration, say) may exceed the 32-bit count:
+    /// it must mean "no practical limit", not wrap to a small one.
+    #[test]
+    fn budgets_over_32_bits_are_clamped() {
+        let outbox = Outbox::new(usize::MAX, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(60)));
+        outbox.push(msg.clone()).unwrap();
+        outbox.push(msg).unwrap();
+        assert_eq!(outbox.queued_bytes(), 2 * 62);
     }
 
     #[test]

@@ -464,48 +464,17 @@ async fn without_write_coalescing_every_message_goes_out_at_once() {
     server.abort();
 }
 
-/// Runs the server side, reporting each [`Incoming::Wake`] on the channel; `wake_at` is set
-/// once before the loop.
-fn report_wakes(
-    mut ws: WebSocket,
-    wake_at: Option<tokio::time::Instant>,
-) -> tokio::sync::mpsc::UnboundedReceiver<std::time::Instant> {
+/// Runs the server side, reporting each [`Incoming::Wake`] on the channel.
+fn report_wakes(mut ws: WebSocket) -> tokio::sync::mpsc::UnboundedReceiver<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    ws.wake_at(wake_at);
     tokio::spawn(async move {
         while let Ok(Some(incoming)) = ws.recv().await {
-            if incoming == Incoming::Wake && tx.send(std::time::Instant::now()).is_err() {
+            if incoming == Incoming::Wake && tx.send(()).is_err() {
                 return;
             }
         }
     });
     rx
-}
-
-#[tokio::test]
-async fn wake_at_wakes_the_application_once_at_its_deadline() {
-    let (_client, ws) = pair(Config::default(), None).await;
-    let started = std::time::Instant::now();
-    let mut wakes = report_wakes(
-        ws,
-        Some(tokio::time::Instant::now() + Duration::from_millis(200)),
-    );
-    let woke = timeout(LIMIT, wakes.recv())
-        .await
-        .ok()
-        .flatten()
-        .expect("a wake-up");
-    assert!(
-        woke - started >= Duration::from_millis(200),
-        "{:?}",
-        woke - started
-    );
-    assert!(
-        timeout(Duration::from_millis(300), wakes.recv())
-            .await
-            .is_err(),
-        "a deadline wakes the application once"
-    );
 }
 
 #[tokio::test]
@@ -516,7 +485,7 @@ async fn notify_wakes_the_application_after_queued_output_even_mid_hold() {
     };
     let (mut client, ws) = pair(config, None).await;
     let outbox = ws.outbox().clone();
-    let mut wakes = report_wakes(ws, None);
+    let mut wakes = report_wakes(ws);
 
     outbox
         .push(Arc::new(Message::text("first")))
