@@ -5,12 +5,15 @@
 //! Each client runs in its own task. Replies to the commands of one frame are batched,
 //! newline-separated, into one frame; publications reach the client through its outbox,
 //! pushed there by the hub from whatever task published. Server pings come from the node's
-//! [`PingWheel`](crate::keepalive::PingWheel), and the client's own deadlines share the
-//! WebSocket's timer ([`WebSocket::wake_at`]), so an idle connected client holds no timer.
+//! [`PingWheel`](crate::keepalive::PingWheel), and the node's
+//! [`AlarmClock`](crate::alarm::AlarmClock) wakes the client at its own deadlines, so an idle
+//! connected client holds no timer.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::auth::TokenError;
@@ -56,10 +59,12 @@ struct Client {
     handle: Option<Arc<ClientHandle>>,
     /// Replies to the frame being processed.
     replies: FrameBuf,
-    /// Until connected, when the connection is closed as stale.
-    stale_at: Option<Instant>,
-    /// When the connection expires unless refreshed (with the close delay added).
-    expire_at: Option<Instant>,
+    /// Until connected, when the connection is closed as stale; once connected, when it
+    /// expires unless refreshed (with the close delay added). One field for the two: they
+    /// never apply together, and every byte here is paid by every idle connection.
+    deadline: Option<Instant>,
+    /// The earliest alarm set on the node's clock for this client and not yet passed.
+    alarm_at: Option<Instant>,
     /// Subscriptions whose token expires, and when (a short list: only channels subscribed
     /// with an expiring subscription token). Boxed: most clients have none, and the pointer
     /// is a third of an empty vector's size.
@@ -85,8 +90,8 @@ pub fn serve(
         state: State::Connecting,
         handle: None,
         replies: FrameBuf::new(),
-        stale_at: Some(Instant::now() + stale),
-        expire_at: None,
+        deadline: Some(Instant::now() + stale),
+        alarm_at: None,
         sub_expiry: None,
         node,
     };
@@ -105,41 +110,47 @@ pub fn serve(
                     client.close(&ws, Disconnect::SHUTDOWN);
                 }
             }
-            // The client's deadlines ride on the WebSocket's one timer.
-            ws.wake_at(client.next_deadline());
-            let received = match shutdown.as_mut() {
-                Some(cancelled) => tokio::select! {
-                    biased;
-                    () = cancelled.as_mut() => {
-                        shutdown = None;
-                        client.close(&ws, Disconnect::SHUTDOWN);
-                        continue;
-                    }
-                    received = ws.recv() => received,
-                },
-                None => ws.recv().await,
-            };
-            match received {
-                Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
-                    if client.state != State::Closing {
-                        // Boxed: the command futures (connect, subscribe with recovery…) are
-                        // several KiB, and kept inline they would make every idle connection's
-                        // task that large. One allocation per received frame instead.
-                        if let Err(close) = Box::pin(client.on_frame(&data, &ws)).await {
-                            client.close(&ws, close);
-                        }
+            client.set_alarm(&ws);
+            // Poll functions rather than `select!` and `recv()`: this future is kept by every
+            // idle connection, and their state machines would widen it by tens of bytes.
+            // Only the frame is kept across the await below, not the whole result: matched
+            // as a temporary, whose room ends with this statement.
+            let data = match std::future::poll_fn(|cx| {
+                if let Some(cancelled) = shutdown.as_mut() {
+                    if cancelled.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
                     }
                 }
-                Ok(Some(Incoming::Wake)) => {
+                ws.poll_recv(cx).map(Some)
+            })
+            .await
+            {
+                None => {
+                    shutdown = None;
+                    client.close(&ws, Disconnect::SHUTDOWN);
+                    continue;
+                }
+                Some(Ok(Some(Incoming::Text(data) | Incoming::Binary(data)))) => data,
+                Some(Ok(Some(Incoming::Wake))) => {
                     if let Some(close) = client.on_timer(&ws) {
                         client.close(&ws, close);
                     }
+                    continue;
                 }
-                Ok(Some(Incoming::Pong(_))) => {}
-                Ok(None) => break,
-                Err(e) => {
+                Some(Ok(Some(Incoming::Pong(_)))) => continue,
+                Some(Ok(None)) => break,
+                Some(Err(e)) => {
                     tracing::debug!(client = %client.id, "connection ended: {e}");
                     break;
+                }
+            };
+            if client.state != State::Closing {
+                // Boxed: the command futures (connect, subscribe with recovery…) are several
+                // KiB, and kept inline they would make every idle connection's task that
+                // large. One allocation per received frame instead, which the frame moves
+                // into too.
+                if let Err(close) = Box::pin(client.on_frame(data, &ws)).await {
+                    client.close(&ws, close);
                 }
             }
         }
@@ -169,22 +180,40 @@ impl Client {
 
     /// The earliest timer, if any.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.stale_at, self.expire_at]
+        [self.deadline]
             .into_iter()
             .flatten()
             .chain(self.sub_expiries().iter().map(|(_, at)| *at))
             .min()
     }
 
+    /// Makes sure the node's alarm clock wakes this task (with [`Incoming::Wake`]) at its
+    /// next deadline. An alarm already set for an earlier time is enough: the wake-up it
+    /// brings sets the next one.
+    fn set_alarm(&mut self, ws: &WebSocket) {
+        let now = Instant::now();
+        if self.alarm_at.is_some_and(|at| at <= now) {
+            self.alarm_at = None;
+        }
+        let Some(next) = self.next_deadline() else {
+            return;
+        };
+        if self.alarm_at.is_none_or(|at| next < at) {
+            self.node.alarms.set(next, ws.outbox());
+            self.alarm_at = Some(next);
+        }
+    }
+
     /// Acts on timers that are due, and on an expiry set through the server API.
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
         let now = Instant::now();
         self.apply_api_refresh();
-        if self.stale_at.is_some_and(|t| t <= now) && self.state != State::Connected {
-            return Some(Disconnect::STALE);
-        }
-        if self.expire_at.is_some_and(|t| t <= now) {
-            return Some(Disconnect::EXPIRED);
+        if self.deadline.is_some_and(|t| t <= now) {
+            return Some(if self.state == State::Connected {
+                Disconnect::EXPIRED
+            } else {
+                Disconnect::STALE
+            });
         }
         if self.sub_expiries().iter().any(|(_, at)| *at <= now) {
             self.expire_subscriptions(now, ws);
@@ -204,7 +233,7 @@ impl Client {
     /// `client.expired_close_delay` after that, unless refreshed.
     fn set_expiry(&mut self, at: Option<u64>) {
         let delay = self.node.config.client.expired_close_delay;
-        self.expire_at = at.map(|at| instant_of(at) + delay);
+        self.deadline = at.map(|at| instant_of(at) + delay);
     }
 
     /// Starts closing the connection with a protocol disconnect code.
@@ -213,20 +242,19 @@ impl Client {
             return;
         }
         self.state = State::Closing;
-        self.stale_at = None;
-        self.expire_at = None;
+        self.deadline = None;
         self.sub_expiry = None;
         ws.close(CloseCode(close.code), close.reason);
     }
 
     /// Processes one frame of newline-separated commands and sends the replies as one frame.
-    async fn on_frame(&mut self, data: &[u8], ws: &WebSocket) -> Result<(), Close> {
+    async fn on_frame(&mut self, data: Bytes, ws: &WebSocket) -> Result<(), Close> {
         if self.state == State::Failed {
             return Err(Disconnect::BAD_REQUEST);
         }
         let mut count = 0;
         let mut result = Ok(());
-        for command in decode_commands(data) {
+        for command in decode_commands(&data) {
             count += 1;
             let Ok(command) = command else {
                 result = Err(Disconnect::BAD_REQUEST);
@@ -445,7 +473,6 @@ impl Client {
             result.expires = true;
             result.ttl = ttl(at);
         }
-        self.set_expiry(expires_at);
         if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
@@ -482,8 +509,9 @@ impl Client {
         }
         self.handle = Some(handle.clone());
         self.state = State::Connected;
-        // No longer stale-checked: pinged by the node's wheel instead.
-        self.stale_at = None;
+        // No longer stale-checked: pinged by the node's wheel instead, and closed when the
+        // token expires.
+        self.set_expiry(expires_at);
         node.pings.add(&handle);
         self.reply(&Reply::result(id, result));
         if !joined.is_empty() {
@@ -1001,4 +1029,25 @@ fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::C
 enum SubscribeFailure {
     Error(Error),
     Close(Close),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn size_of_output<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task holds the serve future for its whole life, and tokio rounds a
+    /// task up to a multiple of 128 bytes: its 32-byte header, the future plus 24 bytes, and
+    /// a 48-byte trailer. At 408 bytes or less the task takes 512 bytes; one byte more and
+    /// every idle connection pays 128 bytes more (as a `select!` or a named result kept
+    /// across an await here once did).
+    #[test]
+    fn the_serve_future_keeps_the_task_within_512_bytes() {
+        let size = size_of_output(serve);
+        assert!(size <= 408, "the serve future is {size} bytes");
+    }
 }

@@ -1,5 +1,6 @@
 //! Herald: a real-time push server speaking the Centrifugo client protocol and server API.
 
+pub mod alarm;
 pub mod api;
 pub mod auth;
 pub mod channel;

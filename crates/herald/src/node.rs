@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alarm::AlarmClock;
 use crate::auth::TokenVerifier;
 use crate::channel::{self, ParsedChannel};
 use crate::config::{Config, NamespaceOptions};
@@ -31,6 +32,8 @@ pub struct Node {
     pub hub: Hub,
     /// The server pings of connected clients (turned by the task `Server::run` starts).
     pub pings: PingWheel,
+    /// Wakes client tasks at their deadlines (rung by the task `Server::run` starts).
+    pub alarms: AlarmClock,
     /// Connection and subscription token verification.
     pub tokens: TokenVerifier,
     /// Subscription token verification: `client.subscription_token` when enabled, else the same
@@ -139,6 +142,7 @@ impl Node {
                 config: Arc::new(config),
                 hub: Hub::new(),
                 pings,
+                alarms: AlarmClock::new(),
                 tokens,
                 subscription_tokens,
                 metrics: Metrics::new(),

@@ -70,8 +70,10 @@ impl Server {
     /// (a bounded time) for them to go.
     pub async fn run(self) {
         let Server { node, listener, ws } = self;
-        let pings = node.clone();
-        tokio::spawn(async move { pings.pings.run(pings.shutdown.clone()).await });
+        let timers = node.clone();
+        tokio::spawn(async move { timers.pings.run(timers.shutdown.clone()).await });
+        let timers = node.clone();
+        tokio::spawn(async move { timers.alarms.run(timers.shutdown.clone()).await });
         loop {
             tokio::select! {
                 () = node.shutdown.cancelled() => break,
