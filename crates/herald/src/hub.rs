@@ -127,10 +127,11 @@ impl ClientHandle {
 /// The channels of one client: a sorted vector, not a hash set. Most clients have a channel or
 /// two, and a hash set's smallest table (four buckets and their control bytes, about 128 bytes
 /// on the heap) would cost every idle connection more than the channel names themselves;
-/// lookups are binary searches, so a client with many channels stays fast.
+/// lookups are binary searches, so a client with many channels stays fast. The names are the
+/// hub's own (shared `Arc<str>`): a channel's subscribers do not each keep a copy of its name.
 #[derive(Debug, Default)]
 pub struct ChannelSet {
-    sorted: Vec<String>,
+    sorted: Vec<Arc<str>>,
 }
 
 impl ChannelSet {
@@ -150,7 +151,7 @@ impl ChannelSet {
     }
 
     /// Adds `channel`; false if it was there already.
-    pub fn insert(&mut self, channel: String) -> bool {
+    pub fn insert(&mut self, channel: Arc<str>) -> bool {
         match self.find(&channel) {
             Ok(_) => false,
             Err(at) => {
@@ -179,17 +180,17 @@ impl ChannelSet {
     }
 
     /// The channels, in name order.
-    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
         self.sorted.iter()
     }
 
     /// Takes every channel out of the set.
-    pub fn drain(&mut self) -> std::vec::IntoIter<String> {
+    pub fn drain(&mut self) -> std::vec::IntoIter<Arc<str>> {
         std::mem::take(&mut self.sorted).into_iter()
     }
 
     fn find(&self, channel: &str) -> Result<usize, usize> {
-        self.sorted.binary_search_by(|c| c.as_str().cmp(channel))
+        self.sorted.binary_search_by(|c| (**c).cmp(channel))
     }
 }
 
@@ -301,12 +302,22 @@ impl Subscriber {
 /// optimised for; removal is a linear search plus `swap_remove`.
 type Subscribers = Vec<Subscriber>;
 
+/// A user's connections after the first: boxed, and only for a user with more than one, so
+/// that a bucket of the users table is 16 bytes, not 32 (every user pays for the buckets; few
+/// users have several connections).
+#[allow(clippy::box_collection)] // On purpose: the box is what keeps the buckets small.
+type OtherConnections = Option<Box<Vec<Arc<ClientHandle>>>>;
+
+/// One shard of the channel table: channel name → subscribers. The name is kept once, here,
+/// and shared with the subscribers' [`ChannelSet`]s.
+type ChannelShard = HashMap<Arc<str>, Subscribers>;
+
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<String, Subscribers>>]>,
+    shards: Box<[RwLock<ChannelShard>]>,
     clients: RwLock<HashSet<ById>>,
     /// Each user's first connection (the key), and its others.
-    users: RwLock<HashMap<ByUser, Vec<Arc<ClientHandle>>>>,
+    users: RwLock<HashMap<ByUser, OtherConnections>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -366,7 +377,7 @@ impl Hub {
         }
     }
 
-    fn shard(&self, channel: &str) -> &RwLock<HashMap<String, Subscribers>> {
+    fn shard(&self, channel: &str) -> &RwLock<ChannelShard> {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
@@ -375,9 +386,9 @@ impl Hub {
         {
             let mut users = write(&self.users);
             match users.get_mut(client.user.as_str()) {
-                Some(others) => others.push(client.clone()),
+                Some(others) => others.get_or_insert_default().push(client.clone()),
                 None => {
-                    users.insert(ByUser(client.clone()), Vec::new());
+                    users.insert(ByUser(client.clone()), None);
                 }
             }
         }
@@ -388,8 +399,8 @@ impl Hub {
 
     /// Removes a client and all its subscriptions; returns the channels it was in, with the
     /// settings of each subscription.
-    pub fn remove_client(&self, client: &ClientHandle) -> Vec<(String, SubFlags)> {
-        let channels: Vec<String> = client.channels().drain().collect();
+    pub fn remove_client(&self, client: &ClientHandle) -> Vec<(Arc<str>, SubFlags)> {
+        let channels: Vec<Arc<str>> = client.channels().drain().collect();
         let channels = channels
             .into_iter()
             .map(|channel| {
@@ -399,14 +410,19 @@ impl Hub {
             .collect();
         write(&self.clients).remove(client.id.as_str());
         let mut users = write(&self.users);
-        if let Some((first, mut others)) = users.remove_entry(client.user.as_str()) {
+        if let Some((first, others)) = users.remove_entry(client.user.as_str()) {
+            let mut others = others.map_or_else(Vec::new, |others| *others);
             others.retain(|c| c.id != client.id);
-            if first.0.id != client.id {
-                users.insert(first, others);
-            } else if !others.is_empty() {
+            let first = if first.0.id != client.id {
+                Some(first)
+            } else if others.is_empty() {
+                None
+            } else {
                 // The first connection went: the next oldest becomes the key.
-                let next = others.remove(0);
-                users.insert(ByUser(next), others);
+                Some(ByUser(others.remove(0)))
+            };
+            if let Some(first) = first {
+                users.insert(first, (!others.is_empty()).then(|| Box::new(others)));
             }
         }
         channels
@@ -446,11 +462,16 @@ impl Hub {
         pending: Option<Held>,
         flags: SubFlags,
     ) -> bool {
-        if !client.channels().insert(channel.to_owned()) {
+        // The hub's copy of the name, if the channel has subscribers already.
+        let known = read(self.shard(channel))
+            .get_key_value(channel)
+            .map(|(name, _)| name.clone());
+        let name = known.unwrap_or_else(|| Arc::from(channel));
+        if !client.channels().insert(name.clone()) {
             return false;
         }
         write(self.shard(channel))
-            .entry(channel.to_owned())
+            .entry(name)
             .or_default()
             .push(Subscriber {
                 client: client.clone(),
@@ -559,7 +580,7 @@ impl Hub {
             out.extend(
                 read(shard)
                     .iter()
-                    .map(|(name, subs)| (name.clone(), subs.len())),
+                    .map(|(name, subs)| (name.to_string(), subs.len())),
             );
         }
         out
@@ -599,6 +620,7 @@ impl Hub {
         let Some((first, others)) = users.get_key_value(user) else {
             return Vec::new();
         };
+        let others = others.as_deref().map_or(&[][..], Vec::as_slice);
         let mut all = Vec::with_capacity(1 + others.len());
         all.push(first.0.clone());
         all.extend(others.iter().cloned());
@@ -649,7 +671,7 @@ mod tests {
         assert_eq!(hub.user_clients("u1").len(), 2);
         assert_eq!(
             hub.remove_client(&a),
-            vec![("news".to_owned(), SubFlags::default())]
+            vec![(Arc::from("news"), SubFlags::default())]
         );
         assert_eq!(hub.num_subscribers("news"), 1);
         assert!(hub.unsubscribe("news", &b).is_some());
@@ -691,7 +713,7 @@ mod tests {
         assert!(set.insert("a".into()));
         assert!(!set.insert("b".into()));
         assert!(set.contains("a") && set.contains("b") && !set.contains("c"));
-        assert_eq!(set.iter().cloned().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(set.iter().map(|c| &**c).collect::<Vec<_>>(), ["a", "b"]);
         assert!(set.remove("a") && !set.remove("a"));
         assert!(set.remove("b"));
         assert!(set.is_empty());

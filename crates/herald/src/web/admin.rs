@@ -248,7 +248,7 @@ struct ClientSummary {
 fn users(node: &Arc<Node>) -> HttpResponse {
     let mut by_user: BTreeMap<String, Vec<ClientSummary>> = BTreeMap::new();
     for client in node.hub.all_clients() {
-        let mut channels: Vec<String> = client.channels().iter().cloned().collect();
+        let mut channels: Vec<String> = client.channels().iter().map(|c| c.to_string()).collect();
         channels.sort();
         by_user
             .entry(client.user.clone())
