@@ -282,7 +282,10 @@ type Held = Arc<Mutex<Vec<(u64, Arc<Message>)>>>;
 
 /// One subscription of a channel, as fan-out sees it.
 struct Subscriber {
-    client: Arc<ClientHandle>,
+    /// The subscriber's queue, pointed to directly rather than through its [`ClientHandle`]:
+    /// fan-out then takes one cache miss per recipient to reach it, not two in a row. It also
+    /// tells subscriptions apart (a client has one outbox).
+    outbox: Arc<Outbox>,
     /// Set while the subscription is being set up with a stream position (recovery): what is
     /// published meanwhile is held here with its offset, and handed over by
     /// [`Hub::activate`] after the subscribe reply, without duplicates.
@@ -294,7 +297,7 @@ struct Subscriber {
 impl Subscriber {
     /// Whether this is `client`'s subscription.
     fn is(&self, client: &ClientHandle) -> bool {
-        std::ptr::eq(Arc::as_ptr(&self.client), client)
+        Arc::ptr_eq(&self.outbox, &client.outbox)
     }
 }
 
@@ -474,7 +477,7 @@ impl Hub {
             .entry(name)
             .or_default()
             .push(Subscriber {
-                client: client.clone(),
+                outbox: client.outbox.clone(),
                 pending,
                 flags,
             });
@@ -545,7 +548,7 @@ impl Hub {
                     .push((offset, message.clone()));
                 continue;
             }
-            delivery.queue(&subscriber.client.outbox, message);
+            delivery.queue(&subscriber.outbox, message);
         }
         delivery
     }
@@ -563,7 +566,7 @@ impl Hub {
             if !subscriber.flags.push_join_leave || subscriber.pending.is_some() {
                 continue;
             }
-            delivery.queue(&subscriber.client.outbox, message);
+            delivery.queue(&subscriber.outbox, message);
         }
         delivery
     }
