@@ -349,6 +349,11 @@ async fn compresses_once_and_the_client_can_inflate() {
 }
 
 /// Whether a server frame arrives within `wait`.
+/// Queues a text message shared like a publication.
+fn publish(outbox: &Outbox, text: &str) {
+    outbox.push(Arc::new(Message::text(text))).expect("queued");
+}
+
 async fn frame_within(client: &mut Client, wait: Duration) -> Option<Vec<u8>> {
     timeout(wait, client.frame())
         .await
@@ -369,18 +374,14 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
 
     // After a quiet period the first message goes out at once.
-    outbox
-        .push(Arc::new(Message::text("first")))
-        .expect("queued");
+    publish(&outbox, "first");
     assert_eq!(
         frame_within(&mut client, LIMIT).await.as_deref(),
         Some(&b"first"[..])
     );
     // What follows within the window waits for its end, then leaves together, in order.
     for i in 0..3 {
-        outbox
-            .push(Arc::new(Message::text(&format!("burst {i}"))))
-            .expect("queued");
+        publish(&outbox, &format!("burst {i}"));
     }
     assert_eq!(
         frame_within(&mut client, Duration::from_millis(150)).await,
@@ -394,9 +395,7 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
         );
     }
     // Still busy: what comes right after that write waits for the next window too.
-    outbox
-        .push(Arc::new(Message::text("busy")))
-        .expect("queued");
+    publish(&outbox, "busy");
     assert_eq!(
         frame_within(&mut client, Duration::from_millis(150)).await,
         None,
@@ -408,9 +407,7 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     );
     // A reply to the peer (a frame for this connection only) is not held: it goes out at
     // once, together with what was queued before it, even right after a write.
-    outbox
-        .push(Arc::new(Message::text("queued before the reply")))
-        .expect("queued");
+    publish(&outbox, "queued before the reply");
     outbox
         .push_frame(Frame::new(OpCode::Text, b"reply"))
         .expect("queued");
@@ -430,9 +427,7 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     // A window that ends with nothing queued ends the busy period: the connection waits for
     // its outbox again, and the next message after the quiet period goes out at once.
     tokio::time::sleep(window * 2).await;
-    outbox
-        .push(Arc::new(Message::text("after quiet")))
-        .expect("queued");
+    publish(&outbox, "after quiet");
     assert_eq!(
         frame_within(&mut client, Duration::from_millis(150))
             .await
@@ -453,9 +448,7 @@ async fn without_write_coalescing_every_message_goes_out_at_once() {
     let outbox = ws.outbox().clone();
     let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
     for i in 0..3 {
-        outbox
-            .push(Arc::new(Message::text(&format!("m {i}"))))
-            .expect("queued");
+        publish(&outbox, &format!("m {i}"));
         assert_eq!(
             frame_within(&mut client, Duration::from_secs(2)).await,
             Some(format!("m {i}").into_bytes())
@@ -487,18 +480,14 @@ async fn notify_wakes_the_application_after_queued_output_even_mid_hold() {
     let outbox = ws.outbox().clone();
     let mut wakes = report_wakes(ws);
 
-    outbox
-        .push(Arc::new(Message::text("first")))
-        .expect("queued");
+    publish(&outbox, "first");
     assert_eq!(
         frame_within(&mut client, LIMIT).await.as_deref(),
         Some(&b"first"[..])
     );
     // Right after a write a publication is held (write coalescing); a notify ends the hold,
     // and the publication queued before it goes out before the application wakes.
-    outbox
-        .push(Arc::new(Message::text("held")))
-        .expect("queued");
+    publish(&outbox, "held");
     outbox.notify();
     assert_eq!(
         frame_within(&mut client, Duration::from_millis(150))
