@@ -23,6 +23,9 @@ static PING: LazyLock<Arc<Message>> =
 
 /// About how long one slot of the wheel lasts: how late a ping or a pong check may be.
 const TARGET_TICK: Duration = Duration::from_millis(250);
+/// The shortest slot: a ping interval of a few milliseconds (a mistake, but a valid setting)
+/// then pings a little less often than asked rather than spinning the wheel's task.
+const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// The clients to ping, spread over the slots of one ping interval.
 pub struct PingWheel {
@@ -56,7 +59,11 @@ impl PingWheel {
         } else {
             (ping_interval.as_nanos() / TARGET_TICK.as_nanos()).clamp(8, 256) as usize
         };
-        let tick = ping_interval / slots as u32;
+        let tick = if ping_interval.is_zero() {
+            Duration::ZERO
+        } else {
+            (ping_interval / slots as u32).max(MIN_TICK)
+        };
         let pong_ticks = if tick.is_zero() {
             0
         } else {
@@ -229,6 +236,8 @@ mod tests {
         // A pong timeout just short of the interval is checked right before the next ping.
         let tight = PingWheel::new(Duration::from_secs(1), Duration::from_millis(990));
         assert_eq!(tight.pong_ticks, tight.slots.len());
+        let tiny = PingWheel::new(Duration::from_millis(2), Duration::from_millis(1));
+        assert_eq!((tiny.tick, tiny.pong_ticks), (MIN_TICK, 1));
         let off = PingWheel::new(Duration::ZERO, Duration::ZERO);
         let a = client("a");
         off.add(&a);

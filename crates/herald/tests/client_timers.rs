@@ -145,3 +145,26 @@ async fn refresh_with_expired_token_answers_109() {
     assert_error(&reply, 109);
     ws.assert_alive().await;
 }
+
+#[tokio::test]
+async fn a_token_expiring_in_the_far_future_connects_and_stays() {
+    // Any `exp` a token can carry must work: one beyond what a clock can represent is as good
+    // as never, not a crash of the connection.
+    let server = Server::start(json!({})).await;
+    let far = (unix_now() + 400 * 365 * 24 * 3600) as u64;
+    for exp in [u64::MAX, i64::MAX as u64, far] {
+        let token = herald::auth::sign_hs256(&json!({"sub": "alice", "exp": exp}), SECRET)
+            .expect("sign token");
+        let mut ws = server.ws().await;
+        let reply = ws.connect(&token).await;
+        assert_eq!(reply["connect"]["expires"], true, "{reply}");
+        ws.assert_alive().await;
+        let pong = ws
+            .call(json!({"presence_stats": {"channel": "nothing"}}))
+            .await;
+        assert!(
+            pong.get("id").is_some(),
+            "the connection still answers: {pong}"
+        );
+    }
+}
