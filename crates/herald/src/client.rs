@@ -513,6 +513,18 @@ impl Client {
         // token expires.
         self.set_expiry(expires_at);
         node.pings.add(&handle);
+        let personal = &config.subscribe_to_user_personal_channel;
+        if personal.enabled && personal.single_connection && !handle.user.is_empty() {
+            // One connection per user (Centrifugo's single-connection mode): the newest wins,
+            // the user's others are closed as over the connection limit, so their SDKs do not
+            // reconnect and take the place back.
+            let limit = Disconnect::CONNECTION_LIMIT;
+            for other in node.hub.user_clients(&handle.user) {
+                if !Arc::ptr_eq(&other, &handle) {
+                    other.outbox.close(CloseCode(limit.code), limit.reason);
+                }
+            }
+        }
         self.reply(&Reply::result(id, result));
         if !joined.is_empty() {
             // Publications of server-side subscriptions must follow the connect reply.

@@ -752,7 +752,8 @@ pub struct PersonalChannelConfig {
     pub enabled: bool,
     /// Namespace of the personal channel (`ns:#user`); empty = no namespace.
     pub personal_channel_namespace: String,
-    /// Centrifugo: keep a single connection per user. Accepted, not implemented.
+    /// Keep a single connection per user: a new connection closes the user's others with
+    /// 3504 (connection limit), as Centrifugo does.
     pub single_connection: bool,
 }
 

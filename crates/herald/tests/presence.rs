@@ -374,6 +374,39 @@ async fn the_personal_channel_reaches_all_devices_of_one_user() {
 }
 
 #[tokio::test]
+async fn single_connection_mode_keeps_only_a_users_newest_connection() {
+    let mut cfg = config();
+    merge(
+        &mut cfg,
+        json!({"client": {"subscribe_to_user_personal_channel":
+            {"enabled": true, "personal_channel_namespace": "personal",
+             "single_connection": true}}}),
+    );
+    let server = Server::start(cfg).await;
+    let mut phone = server.client("42").await;
+    let mut other_user = server.client("7").await;
+    let mut laptop = server.client("42").await;
+    assert_eq!(
+        phone.expect_close().await,
+        (3504, "connection limit".into())
+    );
+    laptop.assert_alive().await;
+    other_user.assert_alive().await;
+    // The closed connection leaves the personal channel's presence once its task ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = server
+            .api_ok("presence_stats", json!({"channel": "personal:#42"}))
+            .await;
+        if stats["num_clients"] == 1 || tokio::time::Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats, json!({"num_clients": 1, "num_users": 1}));
+}
+
+#[tokio::test]
 async fn api_subscribe_adds_presence_and_delivers() {
     let server = Server::start(config()).await;
     let mut alice = server.client("alice").await;
