@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::{binary_refused, check_channel, not_available, push_message, target_clients};
+use crate::auth::SubscribeOverride;
 use crate::hub::SubFlags;
 use crate::node::Node;
 use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
@@ -43,9 +44,11 @@ pub struct SubscribeRequest {
     pub b64data: String,
     /// Position to recover from. Accepted; channels keep no history yet.
     pub recover_since: Option<serde::de::IgnoredAny>,
-    /// Channel option overrides. Accepted; the options it overrides are not implemented yet.
+    /// Channel option overrides for these subscriptions: `presence`, `join_leave` and
+    /// `force_push_join_leave` apply; `force_recovery` and `force_positioning` are accepted
+    /// and have nothing to act on (the server makes the subscription, with no position).
     #[serde(rename = "override")]
-    pub override_: Option<serde::de::IgnoredAny>,
+    pub override_: Option<SubscribeOverride>,
 }
 
 /// Result of `subscribe`: always `{}`.
@@ -77,7 +80,7 @@ pub async fn execute(
     // The connections could not ask for join/leave pushes: they get them when the namespace
     // sends them.
     let (_, namespace) = node.resolve_channel(&req.channel)?;
-    let flags = SubFlags::new(namespace, None, true);
+    let flags = SubFlags::new(namespace, req.override_.as_ref(), true);
     if targets.is_empty() {
         return Ok(SubscribeResult {});
     }
@@ -223,6 +226,28 @@ mod tests {
         req.session = "s".into();
         assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         assert_eq!(node.hub.num_subscriptions(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_override_turns_presence_on_for_these_subscriptions() {
+        // `chat` keeps no presence; the override asks for it.
+        let node = node();
+        let alice = client(&node, "a1", "alice");
+        let bob = client(&node, "b1", "bob");
+        execute(&node, request("bob", "chat:room")).await.unwrap();
+        let mut req = request("alice", "chat:room");
+        req.override_ = Some(SubscribeOverride {
+            presence: Some(crate::auth::BoolValue { value: true }),
+            ..SubscribeOverride::default()
+        });
+        execute(&node, req).await.unwrap();
+        assert!(alice.is_subscribed("chat:room") && bob.is_subscribed("chat:room"));
+        let present = node.presence.presence("chat:room").await.unwrap();
+        assert_eq!(
+            present.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["a1"],
+            "only the overridden subscription is in presence"
+        );
     }
 
     #[tokio::test]
