@@ -42,7 +42,8 @@ pub struct SubscribeRequest {
     /// Binary data: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
-    /// Position to recover from. Accepted; channels keep no history yet.
+    /// Position to recover from: refused with 108 (recovery for subscriptions the server
+    /// makes is not implemented; ignoring it would silently skip what the client missed).
     pub recover_since: Option<serde::de::IgnoredAny>,
     /// Channel option overrides for these subscriptions: `presence`, `join_leave` and
     /// `force_push_join_leave` apply; `force_recovery` and `force_positioning` are accepted
@@ -59,7 +60,7 @@ pub struct SubscribeResult {}
 /// one that was not subscribed yet.
 ///
 /// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
-/// an unknown namespace; 108 for `session` or `expire_at`.
+/// an unknown namespace; 108 for `session`, `expire_at` or `recover_since`.
 pub async fn execute(
     node: &Node,
     req: SubscribeRequest,
@@ -74,6 +75,12 @@ pub async fn execute(
     if req.expire_at > 0 {
         return Err(not_available(
             "subscription expiry (expire_at) is not supported yet",
+        ));
+    }
+    if req.recover_since.is_some() {
+        return Err(not_available(
+            "recover_since is not supported yet: subscribe without it, or let the client \
+             subscribe with recovery",
         ));
     }
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
@@ -224,6 +231,9 @@ mod tests {
         assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         let mut req = request("alice", "news");
         req.session = "s".into();
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
+        let mut req = request("alice", "news");
+        req.recover_since = Some(serde::de::IgnoredAny);
         assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         assert_eq!(node.hub.num_subscriptions(), 0);
     }
