@@ -175,7 +175,7 @@ pub fn serve(
 impl Client {
     /// The user id; empty for an anonymous connection (and before connect).
     fn user(&self) -> &str {
-        self.handle.as_deref().map_or("", |h| h.user.as_str())
+        self.handle.as_deref().map_or("", |h| &*h.user)
     }
 
     /// The earliest timer, if any.
@@ -464,7 +464,7 @@ impl Client {
         ));
         node.hub.add_client(handle.clone());
         let mut result = ConnectResult {
-            client: handle.id.clone(),
+            client: handle.id.to_string(),
             version: VERSION.to_owned(),
             node: node.id.clone(),
             ..ConnectResult::default()

@@ -251,10 +251,10 @@ fn users(node: &Arc<Node>) -> HttpResponse {
         let mut channels: Vec<String> = client.channels().iter().map(|c| c.to_string()).collect();
         channels.sort();
         by_user
-            .entry(client.user.clone())
+            .entry(client.user.to_string())
             .or_default()
             .push(ClientSummary {
-                client: client.id.clone(),
+                client: client.id.to_string(),
                 channels,
             });
     }

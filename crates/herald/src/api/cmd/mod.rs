@@ -268,7 +268,7 @@ pub fn target_clients(
     } else {
         node.hub
             .client(client)
-            .filter(|c| c.user == user)
+            .filter(|c| &*c.user == user)
             .into_iter()
             .collect()
     })
