@@ -114,7 +114,7 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------
-section "install test dependencies (npm ci in tests/js and tests/browser, pip install -r tests/python/requirements.txt, chromium)"
+section "install test dependencies (npm ci in tests/js and tests/browser, pip install -r tests/python/requirements.txt, chromium, make/gcc)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 if [ ! -x /usr/bin/chromium ] && ! skipped browser; then
@@ -127,6 +127,16 @@ if [ ! -x /usr/bin/chromium ] && ! skipped browser; then
   fi
 fi
 python3 -m pip install --quiet -r tests/python/requirements.txt
+# The herald binary links jemalloc, which tikv-jemalloc-sys builds from C with make and cc.
+if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing make and gcc (jemalloc is built from source)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc >/dev/null) ||
+      echo "could not install make and gcc: building herald will fail" >&2
+  else
+    echo "make or cc is missing (run: sudo apt-get install -y make gcc): building herald will fail" >&2
+  fi
+fi
 
 # ------------------------------------------------------------------------------------------
 section "lint: cargo fmt --check, cargo clippy -D warnings"
