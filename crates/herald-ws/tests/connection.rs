@@ -354,12 +354,10 @@ fn publish(outbox: &Outbox, text: &str) {
     outbox.push(Arc::new(Message::text(text))).expect("queued");
 }
 
-async fn frame_within(client: &mut Client, wait: Duration) -> Option<Vec<u8>> {
-    timeout(wait, client.frame())
-        .await
-        .ok()
-        .flatten()
-        .map(|(_, _, _, payload)| payload)
+/// The text of the next frame, if one comes within `wait`.
+async fn text_within(client: &mut Client, wait: Duration) -> Option<String> {
+    let (_, _, _, payload) = timeout(wait, client.frame()).await.ok().flatten()?;
+    Some(String::from_utf8(payload).expect("a text frame"))
 }
 
 #[tokio::test]
@@ -376,34 +374,34 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     // After a quiet period the first message goes out at once.
     publish(&outbox, "first");
     assert_eq!(
-        frame_within(&mut client, LIMIT).await.as_deref(),
-        Some(&b"first"[..])
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("first")
     );
     // What follows within the window waits for its end, then leaves together, in order.
     for i in 0..3 {
         publish(&outbox, &format!("burst {i}"));
     }
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150)).await,
+        text_within(&mut client, Duration::from_millis(150)).await,
         None,
         "a burst right after a write is held until the window ends"
     );
     for i in 0..3 {
         assert_eq!(
-            frame_within(&mut client, LIMIT).await,
-            Some(format!("burst {i}").into_bytes())
+            text_within(&mut client, LIMIT).await,
+            Some(format!("burst {i}"))
         );
     }
     // Still busy: what comes right after that write waits for the next window too.
     publish(&outbox, "busy");
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150)).await,
+        text_within(&mut client, Duration::from_millis(150)).await,
         None,
         "a busy connection holds again after the write that ended its hold"
     );
     assert_eq!(
-        frame_within(&mut client, LIMIT).await.as_deref(),
-        Some(&b"busy"[..])
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("busy")
     );
     // A reply to the peer (a frame for this connection only) is not held: it goes out at
     // once, together with what was queued before it, even right after a write.
@@ -412,27 +410,27 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
         .push_frame(Frame::new(OpCode::Text, b"reply"))
         .expect("queued");
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150))
+        text_within(&mut client, Duration::from_millis(150))
             .await
             .as_deref(),
-        Some(&b"queued before the reply"[..]),
+        Some("queued before the reply"),
         "a reply ends the hold"
     );
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150))
+        text_within(&mut client, Duration::from_millis(150))
             .await
             .as_deref(),
-        Some(&b"reply"[..])
+        Some("reply")
     );
     // A window that ends with nothing queued ends the busy period: the connection waits for
     // its outbox again, and the next message after the quiet period goes out at once.
     tokio::time::sleep(window * 2).await;
     publish(&outbox, "after quiet");
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150))
+        text_within(&mut client, Duration::from_millis(150))
             .await
             .as_deref(),
-        Some(&b"after quiet"[..]),
+        Some("after quiet"),
         "after a quiet period a message is written at once"
     );
     server.abort();
@@ -450,8 +448,8 @@ async fn without_write_coalescing_every_message_goes_out_at_once() {
     for i in 0..3 {
         publish(&outbox, &format!("m {i}"));
         assert_eq!(
-            frame_within(&mut client, Duration::from_secs(2)).await,
-            Some(format!("m {i}").into_bytes())
+            text_within(&mut client, Duration::from_secs(2)).await,
+            Some(format!("m {i}"))
         );
     }
     server.abort();
@@ -482,18 +480,18 @@ async fn notify_wakes_the_application_after_queued_output_even_mid_hold() {
 
     publish(&outbox, "first");
     assert_eq!(
-        frame_within(&mut client, LIMIT).await.as_deref(),
-        Some(&b"first"[..])
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("first")
     );
     // Right after a write a publication is held (write coalescing); a notify ends the hold,
     // and the publication queued before it goes out before the application wakes.
     publish(&outbox, "held");
     outbox.notify();
     assert_eq!(
-        frame_within(&mut client, Duration::from_millis(150))
+        text_within(&mut client, Duration::from_millis(150))
             .await
             .as_deref(),
-        Some(&b"held"[..]),
+        Some("held"),
         "a notify ends the hold"
     );
     assert!(timeout(LIMIT, wakes.recv()).await.ok().flatten().is_some());
