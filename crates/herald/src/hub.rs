@@ -652,17 +652,20 @@ mod tests {
         ))
     }
 
+    /// A hub with three registered clients `a`, `b` and `c` of the given users.
+    fn hub_with(users: [&str; 3]) -> (Hub, [Arc<ClientHandle>; 3]) {
+        let hub = Hub::new();
+        let clients = [("a", users[0]), ("b", users[1]), ("c", users[2])]
+            .map(|(id, user)| client(id, user, 1 << 20));
+        for c in &clients {
+            hub.add_client(c.clone());
+        }
+        (hub, clients)
+    }
+
     #[test]
     fn broadcast_reaches_subscribers_only_and_shares_the_frame() {
-        let hub = Hub::new();
-        let (a, b, c) = (
-            client("a", "u1", 1 << 20),
-            client("b", "u1", 1 << 20),
-            client("c", "u2", 1 << 20),
-        );
-        for x in [&a, &b, &c] {
-            hub.add_client(x.clone());
-        }
+        let (hub, [a, b, c]) = hub_with(["u1", "u1", "u2"]);
         assert!(hub.subscribe("news", &a));
         assert!(hub.subscribe("news", &b));
         assert!(!hub.subscribe("news", &b));
@@ -685,15 +688,7 @@ mod tests {
 
     #[test]
     fn a_users_connections_outlive_the_first_one() {
-        let hub = Hub::new();
-        let (a, b, c) = (
-            client("a", "u", 1 << 20),
-            client("b", "u", 1 << 20),
-            client("c", "u", 1 << 20),
-        );
-        for x in [&a, &b, &c] {
-            hub.add_client(x.clone());
-        }
+        let (hub, [a, b, c]) = hub_with(["u", "u", "u"]);
         let ids = |user: &str| -> Vec<String> {
             hub.user_clients(user)
                 .iter()
