@@ -23,6 +23,7 @@ use crate::deflate::{self, DeflateParams};
 use crate::error::{CloseCode, Error, ProtocolError};
 use crate::frame::{Frame, OpCode};
 use crate::handshake::Negotiated;
+use crate::instant::PackedInstant;
 use crate::message::{Incoming, Message};
 use crate::outbox::{Outbox, Outgoing, Waiting};
 
@@ -143,8 +144,8 @@ pub struct WebSocket {
     outbox: Arc<Outbox>,
     /// Items taken from the outbox and not yet fully written.
     writing: VecDeque<Outgoing>,
-    /// Bytes of `writing[0]` already written.
-    written: usize,
+    /// Bytes of `writing[0]` already written (an item is at most the outbox's 32-bit budget).
+    written: u32,
     /// The negotiated permessage-deflate state, if any.
     deflate: Option<Box<Deflate>>,
     /// What only unusual moments need (see [`Cold`]); allocated on first use.
@@ -152,22 +153,44 @@ pub struct WebSocket {
     phase: Phase,
     /// Since when the socket refused output that is waiting. Inline, unlike the other rare
     /// timestamps, so that a stall costs the write path no allocation.
-    stalled_since: Option<Instant>,
+    stalled_since: PackedInstant,
     /// When the last write that sent bytes happened (for write coalescing).
-    last_write: Option<Instant>,
+    last_write: PackedInstant,
     /// Queued output waits until then (write coalescing), unless something forces a flush.
-    hold_until: Option<Instant>,
-    /// The last hold ran out (write coalescing): if the flush that follows writes anything,
-    /// the connection is busy and the next hold starts right away (see [`WebSocket::holding`]).
-    hold_expired: bool,
+    hold_until: PackedInstant,
     /// The timer of the earliest timeout or write hold, while one applies.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Items moved from the outbox by the last drain that found any (saturating: only "at
     /// most two" matters, see [`WebSocket::flush`]).
-    last_batch: u32,
+    last_batch: u8,
+    flags: Flags,
+}
+
+/// The connection's yes/no states, in one byte: every byte of a [`WebSocket`] is paid by
+/// every idle connection, and one more here would cost each of their tasks 128.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flags(u8);
+
+impl Flags {
+    /// The last hold ran out (write coalescing): if the flush that follows writes anything,
+    /// the connection is busy and the next hold starts right away (see [`WebSocket::holding`]).
+    const HOLD_EXPIRED: u8 = 1;
     /// An [`Incoming::Wake`] is due (the outbox was notified).
-    wake: bool,
-    eof: bool,
+    const WAKE: u8 = 2;
+    /// The peer will send nothing more (end of stream read).
+    const EOF: u8 = 4;
+
+    fn get(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+    }
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -251,14 +274,12 @@ impl WebSocket {
             deflate,
             cold: None,
             phase: Phase::Open,
-            stalled_since: None,
-            last_write: None,
-            hold_until: None,
-            hold_expired: false,
+            stalled_since: PackedInstant::NONE,
+            last_write: PackedInstant::NONE,
+            hold_until: PackedInstant::NONE,
             timer: None,
             last_batch: 0,
-            wake: false,
-            eof: false,
+            flags: Flags::default(),
         };
         if !already_read.is_empty() {
             ws.decode(already_read);
@@ -318,7 +339,7 @@ impl WebSocket {
                     None => Ok(None),
                 });
             }
-            if self.eof && self.phase == Phase::Open {
+            if self.flags.get(Flags::EOF) && self.phase == Phase::Open {
                 self.fail(Error::ClosedAbnormally);
                 continue;
             }
@@ -329,7 +350,10 @@ impl WebSocket {
                 let wrote_before = self.last_write;
                 match self.flush() {
                     Ok(flushed) => {
-                        if flushed && self.hold_expired && self.last_write != wrote_before {
+                        if flushed
+                            && self.flags.get(Flags::HOLD_EXPIRED)
+                            && self.last_write != wrote_before
+                        {
                             holding = self.hold_again();
                         }
                         flushed
@@ -340,25 +364,28 @@ impl WebSocket {
                     }
                 }
             };
-            if self.wake && self.phase == Phase::Open {
+            if self.flags.get(Flags::WAKE) && self.phase == Phase::Open {
                 // After the flush: what was queued before the wake-up is on its way first.
-                self.wake = false;
+                self.flags.set(Flags::WAKE, false);
                 return Poll::Ready(Ok(Some(Incoming::Wake)));
             }
             if flushed && self.phase == Phase::Closing {
                 self.shut_write();
                 continue;
             }
-            if self.eof && matches!(self.phase, Phase::Draining | Phase::CloseSent) {
+            if self.flags.get(Flags::EOF)
+                && matches!(self.phase, Phase::Draining | Phase::CloseSent)
+            {
                 self.phase = Phase::Closed;
                 continue;
             }
             let mut deadline = self.deadline(flushed);
             if holding {
-                deadline = deadline.min(self.hold_until).or(self.hold_until);
+                let until = self.hold_until.get();
+                deadline = deadline.min(until).or(until);
             }
-            let reading =
-                matches!(self.phase, Phase::Open | Phase::CloseSent | Phase::Draining) && !self.eof;
+            let reading = matches!(self.phase, Phase::Open | Phase::CloseSent | Phase::Draining)
+                && !self.flags.get(Flags::EOF);
             let accepting = self.phase == Phase::Open;
             // Each source registers this task's waker; the first one ready is handled and the
             // loop starts over (the order: input, output space, queued output, timers).
@@ -541,7 +568,7 @@ impl WebSocket {
             });
             match read {
                 Ok(0) => {
-                    self.eof = true;
+                    self.flags.set(Flags::EOF, true);
                     return Ok(());
                 }
                 // A short read means the socket is (almost certainly) empty: stop before a
@@ -598,47 +625,47 @@ impl WebSocket {
     fn holding(&mut self) -> bool {
         let interval = self.config.write_coalesce;
         if interval.is_zero() || self.phase != Phase::Open || !self.writing.is_empty() {
-            self.hold_until = None;
-            self.hold_expired = false;
+            self.hold_until = PackedInstant::NONE;
+            self.flags.set(Flags::HOLD_EXPIRED, false);
             return false;
         }
-        if let Some(until) = self.hold_until {
+        if let Some(until) = self.hold_until.get() {
             if Instant::now() < until {
                 if self.outbox.waiting() != Waiting::Urgent {
                     return true;
                 }
                 // A reply (or a close) was queued: it and everything before it go now, and
                 // the busy period ends.
-                self.hold_until = None;
+                self.hold_until = PackedInstant::NONE;
                 return false;
             }
-            self.hold_until = None;
-            self.hold_expired = true;
+            self.hold_until = PackedInstant::NONE;
+            self.flags.set(Flags::HOLD_EXPIRED, true);
             return false;
         }
-        self.hold_expired = false;
+        self.flags.set(Flags::HOLD_EXPIRED, false);
         // Only queued output starts a hold (a wake-up whose output already went out with the
         // previous write must not). Whether the output was found in this poll or woke the
         // parked task makes no difference: the parked-then-woken case is the fan-out one.
         // The clock is read before the outbox: a connection that wrote long ago (each
         // connection of a loaded server writes once per round) takes no lock here.
-        let Some(until) = self.last_write.map(|at| at + interval) else {
+        let Some(until) = self.last_write.get().map(|at| at + interval) else {
             return false;
         };
         if Instant::now() >= until || self.outbox.waiting() != Waiting::Output {
             return false;
         }
-        self.hold_until = Some(until);
+        self.hold_until = until.into();
         true
     }
 
     /// Starts the next hold right after a flush that a hold's end released (see
     /// [`WebSocket::holding`]); returns whether the connection now holds.
     fn hold_again(&mut self) -> bool {
-        self.hold_expired = false;
-        match self.last_write {
+        self.flags.set(Flags::HOLD_EXPIRED, false);
+        match self.last_write.get() {
             Some(at) if self.phase == Phase::Open => {
-                self.hold_until = Some(at + self.config.write_coalesce);
+                self.hold_until = (at + self.config.write_coalesce).into();
                 true
             }
             _ => false,
@@ -652,9 +679,11 @@ impl WebSocket {
         }
         let start = self.writing.len();
         let (close, notified) = self.outbox.drain(&mut self.writing, true);
-        self.wake |= notified;
+        if notified {
+            self.flags.set(Flags::WAKE, true);
+        }
         if self.writing.len() > start {
-            self.last_batch = u32::try_from(self.writing.len() - start).unwrap_or(u32::MAX);
+            self.last_batch = u8::try_from(self.writing.len() - start).unwrap_or(u8::MAX);
         }
         if let Some(Deflate {
             params,
@@ -683,7 +712,7 @@ impl WebSocket {
         loop {
             self.drain_outbox();
             if self.writing.is_empty() {
-                self.stalled_since = None;
+                self.stalled_since = PackedInstant::NONE;
                 // A connection that wrote only a frame or two keeps no write buffer (its next
                 // swap hands the outbox an unallocated queue): idle connections hold no queue
                 // memory, while a busy one, writing many frames per call, keeps its buffer.
@@ -701,7 +730,7 @@ impl WebSocket {
                     Outgoing::Frame(frame) => frame.as_bytes(),
                 };
                 let bytes = if count == 0 {
-                    &bytes[self.written..]
+                    &bytes[self.written as usize..]
                 } else {
                     &bytes[..]
                 };
@@ -718,14 +747,16 @@ impl WebSocket {
             match sent {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    self.stalled_since = None;
+                    self.stalled_since = PackedInstant::NONE;
                     if !self.config.write_coalesce.is_zero() {
-                        self.last_write = Some(Instant::now());
+                        self.last_write = Instant::now().into();
                     }
                     self.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stalled_since.get_or_insert_with(Instant::now);
+                    if self.stalled_since.is_none() {
+                        self.stalled_since = Instant::now().into();
+                    }
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -743,13 +774,14 @@ impl WebSocket {
             let len = match front {
                 Outgoing::Shared(message) => message.frame_for(self.deflate_params()).len(),
                 Outgoing::Frame(frame) => frame.len(),
-            } - self.written;
+            } - self.written as usize;
             if n >= len {
                 n -= len;
                 self.written = 0;
                 self.writing.pop_front();
             } else {
-                self.written += n;
+                // Less than the item's remaining length, which fits in 32 bits.
+                self.written += n as u32;
                 n = 0;
             }
         }
@@ -773,7 +805,7 @@ impl WebSocket {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
         if !flushed {
-            if let Some(since) = self.stalled_since {
+            if let Some(since) = self.stalled_since.get() {
                 earliest(since + self.config.write_timeout);
             }
         }
@@ -790,6 +822,7 @@ impl WebSocket {
         if !flushed
             && self
                 .stalled_since
+                .get()
                 .is_some_and(|since| now >= since + self.config.write_timeout)
         {
             self.cold_mut().failure.get_or_insert(Error::WriteTimeout);

@@ -16,6 +16,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod instant;
 pub mod message;
 pub mod outbox;
 
@@ -25,5 +26,6 @@ pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{CloseCode, Error, ProtocolError};
 pub use frame::{Frame, FrameBuf, FrameHeader, OpCode};
 pub use handshake::{HandshakeConfig, HandshakeError, Negotiated};
+pub use instant::PackedInstant;
 pub use message::{Incoming, Message};
 pub use outbox::{CloseRequest, Outbox, Outgoing, PushError};

@@ -99,9 +99,18 @@ impl AlarmClock {
         }
     }
 
-    /// Rings the alarms as they come due, until `shutdown` is cancelled.
+    /// Rings the alarms as they come due, until `shutdown` is cancelled; then rings them all.
+    ///
+    /// The final ringing is how shutdown reaches clients that are still connecting: they are
+    /// not in the hub, which the server sweeps, but each has an alarm (its stale check), and a
+    /// woken client that sees the shutdown closes itself. A client that sets its alarm after
+    /// this ringing sees the shutdown when it checks right after setting it.
     pub async fn run(&self, shutdown: CancellationToken) {
         loop {
+            if shutdown.is_cancelled() {
+                self.ring_all();
+                return;
+            }
             let next = self.ring(Instant::now());
             let sleep = async {
                 match next {
@@ -110,7 +119,7 @@ impl AlarmClock {
                 }
             };
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {}
                 () = sleep => {}
                 () = self.earlier.notified() => {}
             }
@@ -134,6 +143,16 @@ impl AlarmClock {
             outbox.notify();
         }
         next
+    }
+
+    /// Notifies every connection with an alarm, due or not, and forgets the alarms.
+    fn ring_all(&self) {
+        let all = std::mem::take(&mut lock(&self.alarms).heap);
+        for Reverse(alarm) in all {
+            if let Some(outbox) = alarm.outbox.upgrade() {
+                outbox.notify();
+            }
+        }
     }
 
     /// Alarms set and not rung (for tests).

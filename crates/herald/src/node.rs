@@ -348,6 +348,16 @@ impl LiveConnection {
     }
 }
 
+/// The node the connection belongs to: a client keeps its node through this guard, one
+/// pointer for the two.
+impl std::ops::Deref for LiveConnection {
+    type Target = Arc<Node>;
+
+    fn deref(&self) -> &Arc<Node> {
+        &self.0
+    }
+}
+
 impl Drop for LiveConnection {
     fn drop(&mut self) {
         self.0.live_connections.fetch_sub(1, Ordering::Relaxed);

@@ -92,7 +92,8 @@ impl Server {
         drop(listener);
         // Connected clients do not each wait for the shutdown (that would cost every idle
         // connection a cancellation future): they are closed from here, as the server API's
-        // `disconnect` does. Clients still connecting close themselves.
+        // `disconnect` does. Clients still connecting close themselves when the alarm clock
+        // rings them all (see `AlarmClock::run`).
         let shutdown = crate::protocol::Disconnect::SHUTDOWN;
         for client in node.hub.all_clients() {
             client
@@ -296,7 +297,7 @@ fn upgrade(
                 // The connection gets a task of its own whose future is the `serve` future
                 // itself, stored in the task's allocation: no second allocation for it, and
                 // none of this task's locals kept alongside.
-                tokio::spawn(crate::client::serve(node, socket, live));
+                tokio::spawn(crate::client::serve(live, socket));
             }
             Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
         }
