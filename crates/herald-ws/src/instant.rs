@@ -14,7 +14,9 @@ use tokio::time::Instant;
 /// before the reference (another runtime's paused clock in tests, say) are negative, not
 /// clamped. Instants further out than that are clamped to the range's end, which in practice
 /// means "never".
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// Ordered as `Option<Instant>` is: none first, then by time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PackedInstant(i64);
 
 /// The reference instant: the first one packed.
@@ -133,6 +135,18 @@ mod tests {
         // Before the reference, which the first packing above set.
         let earlier = Instant::from_std(reference()) - Duration::from_secs(5);
         assert_eq!(PackedInstant::from(earlier).get(), Some(earlier));
+    }
+
+    #[test]
+    fn orders_as_options_of_instants_do() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(1);
+        let earlier = now - Duration::from_millis(1);
+        let mut packed = [later, earlier, now].map(PackedInstant::from).to_vec();
+        packed.push(PackedInstant::NONE);
+        packed.sort();
+        let unpacked: Vec<_> = packed.into_iter().map(PackedInstant::get).collect();
+        assert_eq!(unpacked, [None, Some(earlier), Some(now), Some(later)]);
     }
 
     #[test]

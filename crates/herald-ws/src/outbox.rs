@@ -68,25 +68,51 @@ pub struct CloseRequest {
 ///
 /// Publishers push into it from any task or thread; the connection's own task drains all of it
 /// at once and writes it with one vectored write. The byte budget protects the server from a
-/// client that stops reading: going over it closes that connection with `overflow_code`, and
-/// nobody else waits. The lock is held only to push or swap the queue, never across an await.
+/// client that stops reading: going over it closes that connection with the budget's close
+/// code, and nobody else waits. The lock is held only to push or swap the queue, never across an await.
 ///
-/// Every connection keeps one, so its size is paid per connection: the byte counts are 32-bit
-/// and a close request is boxed (see the size test).
+/// Every connection keeps one, so its size is paid per connection: the byte counts are 32-bit,
+/// a close request is boxed and the budget is shared (see the size test).
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    /// The byte budget, clamped to 32 bits (see [`Outbox::new`]).
+    budget: Arc<Budget>,
+}
+
+/// The byte budget of outboxes and what going over it does: one per server, shared by all its
+/// connections' outboxes ([`Outbox::sharing`]) rather than copied into each.
+#[derive(Debug)]
+pub struct Budget {
+    /// Clamped to 32 bits (see [`Budget::new`]).
     max_bytes: u32,
     overflow_code: CloseCode,
-    /// Static, so that a connection's queue holds no string of its own.
+    /// Static: the reason is one of the application's fixed close reasons.
     overflow_reason: &'static str,
+}
+
+impl Budget {
+    /// At most `max_bytes` queued per connection; a push over it closes the connection with
+    /// `overflow_code` and `overflow_reason`.
+    ///
+    /// A budget over `u32::MAX` bytes (4 GiB) is clamped to it: a backlog that large for one
+    /// connection makes no sense, and 32-bit counts keep every connection's queue smaller.
+    pub fn new(
+        max_bytes: usize,
+        overflow_code: CloseCode,
+        overflow_reason: &'static str,
+    ) -> Budget {
+        Budget {
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+            overflow_code,
+            overflow_reason,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Outgoing>,
-    /// Bytes queued; never over `Outbox::max_bytes`, so 32 bits hold it.
+    /// Bytes queued; never over the budget's `max_bytes`, so 32 bits hold it.
     bytes: u32,
     /// Boxed: a connection is closed once in its life, and inline the request (with its
     /// `String`) would cost every idle connection's queue 24 bytes more. Requesting a close
@@ -117,21 +143,25 @@ impl State {
 }
 
 impl Outbox {
-    /// A queue holding at most `max_bytes` of frames; a push over it closes the connection with
-    /// `overflow_code` and `overflow_reason`.
-    ///
-    /// A budget over `u32::MAX` bytes (4 GiB) is clamped to it: a backlog that large for one
-    /// connection makes no sense, and 32-bit counts keep every connection's queue smaller.
+    /// A queue with a budget of its own (see [`Budget::new`]). A server making one per
+    /// connection shares one budget between them with [`Outbox::sharing`].
     pub fn new(
         max_bytes: usize,
         overflow_code: CloseCode,
         overflow_reason: &'static str,
     ) -> Outbox {
-        Outbox {
-            state: Mutex::new(State::default()),
-            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+        Outbox::sharing(Arc::new(Budget::new(
+            max_bytes,
             overflow_code,
             overflow_reason,
+        )))
+    }
+
+    /// A queue under `budget`, which other queues share.
+    pub fn sharing(budget: Arc<Budget>) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            budget,
         }
     }
 
@@ -164,10 +194,11 @@ impl Outbox {
             }
             // `bytes` never exceeds `max_bytes`: the room left cannot underflow, and a length
             // that fits in it fits in 32 bits.
-            if len > (self.max_bytes - state.bytes) as usize {
+            let budget = &*self.budget;
+            if len > (budget.max_bytes - state.bytes) as usize {
                 state.close = Some(Box::new(CloseRequest {
-                    code: self.overflow_code,
-                    reason: self.overflow_reason.to_owned(),
+                    code: budget.overflow_code,
+                    reason: budget.overflow_reason.to_owned(),
                     discard_queued: true,
                 }));
                 let waker = state.waker.take();
@@ -360,7 +391,7 @@ mod tests {
     #[test]
     fn outbox_stays_small() {
         assert!(
-            std::mem::size_of::<Outbox>() <= 96,
+            std::mem::size_of::<Outbox>() <= 80,
             "Outbox is {} bytes",
             std::mem::size_of::<Outbox>()
         );

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ws::Outbox;
+use crate::ws::{Outbox, PackedInstant};
 
 /// Below this many alarms the heap is never swept for connections that went away.
 const SWEEP_MIN: usize = 1024;
@@ -46,9 +46,10 @@ struct Alarms {
     swept_len: usize,
 }
 
-/// One deadline: the connection is notified then, if it is still there.
+/// One deadline: the connection is notified then, if it is still there. 16 bytes (the
+/// instant packed): a connection has one or two in the heap, its stale check and its expiry.
 struct Alarm {
-    at: Instant,
+    at: PackedInstant,
     outbox: Weak<Outbox>,
 }
 
@@ -83,9 +84,9 @@ impl AlarmClock {
     pub fn set(&self, at: Instant, outbox: &Arc<Outbox>) {
         let earliest = {
             let mut alarms = lock(&self.alarms);
-            let before = alarms.heap.peek().map(|Reverse(a)| a.at);
+            let before = alarms.heap.peek().and_then(|Reverse(a)| a.at.get());
             alarms.heap.push(Reverse(Alarm {
-                at,
+                at: at.into(),
                 outbox: Arc::downgrade(outbox),
             }));
             if alarms.heap.len() >= SWEEP_MIN.max(2 * alarms.swept_len) {
@@ -131,12 +132,13 @@ impl AlarmClock {
         let mut due = Vec::new();
         let next = {
             let mut alarms = lock(&self.alarms);
+            let now = PackedInstant::from(now);
             while alarms.heap.peek().is_some_and(|Reverse(a)| a.at <= now) {
                 if let Some(Reverse(alarm)) = alarms.heap.pop() {
                     due.push(alarm.outbox);
                 }
             }
-            alarms.heap.peek().map(|Reverse(a)| a.at)
+            alarms.heap.peek().and_then(|Reverse(a)| a.at.get())
         };
         // Outside the heap's lock: a notify takes the outbox's.
         for outbox in due.iter().filter_map(Weak::upgrade) {
@@ -195,6 +197,11 @@ mod tests {
         );
         assert_eq!(clock.ring(now + Duration::from_secs(5)), None);
         assert_eq!(clock.len(), 0);
+    }
+
+    #[test]
+    fn an_alarm_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Reverse<Alarm>>(), 16);
     }
 
     #[test]

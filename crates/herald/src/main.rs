@@ -16,7 +16,10 @@ use herald::server::Server;
 /// aligned chunk out of a larger one, and the scraps stay behind. With 15,000 idle
 /// connections jemalloc holds 1.45 KiB per connection against glibc's 1.59–1.63 KiB, with
 /// fan-out latency and CPU within the noise (`bench/RESULTS.md`). mimalloc was measured too:
-/// +0.2 KiB.
+/// +0.2 KiB. jemalloc's background thread is on (Cargo feature `background_threads`, as Redis
+/// runs it): without it, pages freed after a burst (the handshakes of a mass reconnect, say)
+/// are returned to the system only when the process next allocates, which an idle server may
+/// not do for a long time; with it they go after the decay time (10 s) whatever the load.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

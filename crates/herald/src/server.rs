@@ -30,6 +30,8 @@ pub type HttpResponse = Response<Full<Bytes>>;
 struct WsSettings {
     handshake: HandshakeConfig,
     connection: Arc<ws::Config>,
+    /// The outbound queue budget every connection's outbox shares.
+    outbox: Arc<ws::Budget>,
 }
 
 /// The HTTP server of a node.
@@ -166,6 +168,11 @@ fn ws_settings(node: &Node) -> WsSettings {
             write_coalesce: websocket.write_coalesce,
             ..ws::Config::default()
         }),
+        outbox: Arc::new(ws::Budget::new(
+            node.config.client.queue_max_size.max(1024),
+            CloseCode(crate::protocol::Disconnect::SLOW.code),
+            crate::protocol::Disconnect::SLOW.reason,
+        )),
     }
 }
 
@@ -287,11 +294,7 @@ fn upgrade(
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),
         };
-        let outbox = Arc::new(Outbox::new(
-            node.config.client.queue_max_size.max(1024),
-            CloseCode(crate::protocol::Disconnect::SLOW.code),
-            crate::protocol::Disconnect::SLOW.reason,
-        ));
+        let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
         match WebSocket::from_upgraded(upgraded, &negotiated, ws.connection.clone(), outbox) {
             Ok(socket) => {
                 // The connection gets a task of its own whose future is the `serve` future
