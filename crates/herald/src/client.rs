@@ -117,7 +117,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                 Ok(Some(Incoming::Pong(_))) => continue,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(client = client.id(), "connection ended: {e}");
+                    tracing::debug!(client = %client.id(), "connection ended: {e}");
                     break;
                 }
             };
@@ -157,9 +157,13 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
 }
 
 impl Client {
-    /// The connection id; empty before connect.
-    fn id(&self) -> &str {
-        self.handle.as_deref().map_or("", |h| &*h.id)
+    /// The connection id, for logs and replies; empty before connect. Something to
+    /// display, not a `&str`: the id is kept as a UUID (see [`crate::client_id::ClientId`]).
+    fn id(&self) -> &dyn std::fmt::Display {
+        match self.handle.as_deref() {
+            Some(handle) => &handle.id,
+            None => &"",
+        }
     }
 
     /// The user id; empty for an anonymous connection (and before connect).
@@ -278,7 +282,7 @@ impl Client {
             let _ = std::io::Write::write_all(&mut **replies, b"\n");
         }
         if encode_reply(reply, &mut **replies).is_err() {
-            tracing::error!(client = self.id(), "could not encode a reply");
+            tracing::error!(client = %self.id(), "could not encode a reply");
         }
     }
 
@@ -450,7 +454,7 @@ impl Client {
         }
 
         let handle = Arc::new(ClientHandle::new(
-            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().into(),
             user,
             conn_info,
             ws.outbox().clone(),
@@ -729,12 +733,13 @@ impl Client {
                 .map_err(|e| match e {
                     TokenError::Expired => SubscribeFailure::Error(Error::TOKEN_EXPIRED),
                     TokenError::Invalid(reason) => {
-                        tracing::info!(client = self.id(), "invalid subscription token: {reason}");
+                        tracing::info!(client = %self.id(), "invalid subscription token: {reason}");
                         SubscribeFailure::Close(Disconnect::INVALID_TOKEN)
                     }
                 })?;
-            claims
-                .check_for(&handle.user, &request.channel, &handle.id)
+            handle
+                .id
+                .with_str(|id| claims.check_for(&handle.user, &request.channel, id))
                 .map_err(|_| SubscribeFailure::Close(Disconnect::INVALID_TOKEN))?;
             let expires_at = claims.expires_at();
             if let Some(at) = expires_at {
@@ -856,12 +861,13 @@ impl Client {
             Ok(claims) => claims,
             Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
             Err(TokenError::Invalid(reason)) => {
-                tracing::info!(client = self.id(), "invalid sub_refresh token: {reason}");
+                tracing::info!(client = %self.id(), "invalid sub_refresh token: {reason}");
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
-        if claims
-            .check_for(&handle.user, &request.channel, &handle.id)
+        if handle
+            .id
+            .with_str(|id| claims.check_for(&handle.user, &request.channel, id))
             .is_err()
         {
             return Err(Disconnect::INVALID_TOKEN);
@@ -964,7 +970,7 @@ impl Client {
             Ok(claims) => claims,
             Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
             Err(TokenError::Invalid(reason)) => {
-                tracing::info!(client = self.id(), "invalid refresh token: {reason}");
+                tracing::info!(client = %self.id(), "invalid refresh token: {reason}");
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
@@ -972,7 +978,7 @@ impl Client {
             return Err(Disconnect::INVALID_TOKEN);
         }
         let mut result = RefreshResult {
-            client: self.id().to_owned(),
+            client: self.id().to_string(),
             version: VERSION.to_owned(),
             ..RefreshResult::default()
         };

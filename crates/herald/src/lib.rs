@@ -6,6 +6,7 @@ pub mod auth;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod client_id;
 pub mod config;
 pub mod engine;
 pub mod hub;

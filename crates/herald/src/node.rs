@@ -262,7 +262,13 @@ impl Node {
     pub async fn left(&self, channel: &str, client: &ClientHandle, flags: SubFlags) {
         let mut info = None;
         if flags.presence {
-            match self.presence.remove(channel, &client.id).await {
+            // The id as a string without allocating: a UUID is formatted into `id`.
+            let mut id = [0; crate::client_id::UUID_LEN];
+            match self
+                .presence
+                .remove(channel, client.id.as_str(&mut id))
+                .await
+            {
                 Ok(entry) => info = entry,
                 Err(e) => {
                     tracing::warn!(channel, client = %client.id, "could not remove presence: {e}");

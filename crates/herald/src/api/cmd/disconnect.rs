@@ -61,7 +61,7 @@ pub fn execute(node: &Node, req: DisconnectRequest) -> Result<DisconnectResult, 
     let (code, reason) = close_code_and_reason(req.disconnect)?;
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
     for client in targets {
-        if req.whitelist.iter().any(|w| **w == *client.id) {
+        if req.whitelist.iter().any(|w| client.id == **w) {
             continue;
         }
         client.outbox.close(CloseCode(code), &reason);
