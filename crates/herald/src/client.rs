@@ -96,10 +96,14 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
             client.set_alarm(&ws);
             // Shutdown reaches a connected client through the hub (`Server::run` closes every
             // client there), and one not in the hub (yet) through its alarm, which the node's
-            // alarm clock rings for everyone when shutdown starts: no client keeps a
-            // cancellation future of its own. Checked after the alarm is set, so that a
-            // shutdown whose ringing came before the alarm was set is seen here.
-            if client.node.shutdown.is_cancelled() {
+            // alarm clock rings for everyone when shutdown starts (the wake-up checks it, see
+            // `on_timer`): no client keeps a cancellation future of its own. A client not yet
+            // connected also checks here, after its alarm is set, so that a shutdown whose
+            // ringing came before the alarm was set is seen. Only then: the check takes the
+            // token's lock, which every connection shares.
+            if matches!(client.state, State::Connecting | State::Failed)
+                && client.node.shutdown.is_cancelled()
+            {
                 client.close(&ws, Disconnect::SHUTDOWN);
             }
             // `poll_recv` in place rather than `recv()`: this future is kept by every idle
@@ -198,7 +202,8 @@ impl Client {
         self.alarm_at = alarm_at.into();
     }
 
-    /// Acts on timers that are due, and on an expiry set through the server API.
+    /// Acts on timers that are due, on an expiry set through the server API, and on a
+    /// shutdown (the alarm clock rings every client when one starts).
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
         let now = Instant::now();
         self.apply_api_refresh();
