@@ -1,6 +1,6 @@
 //! JWT authentication against the real server: every algorithm with keys generated here, PEM
 //! public keys, a JWKS served by a local HTTP server (with key rotation and an endpoint that is
-//! down), `aud`/`iss`, and the tokens that must be refused (expired → error 109; not yet valid →
+//! down, or slow while shutdown starts), `aud`/`iss`, and the tokens that must be refused (expired → error 109; not yet valid →
 //! 109; forged, `alg: none`, key confusion, wrong audience/issuer → close 3500).
 //!
 //! ES512 is not tested as accepted: the JWT library (jsonwebtoken 10) has no P-521, so Herald
@@ -197,11 +197,14 @@ async fn server_with(token: Value) -> Server {
 // A local JWKS endpoint
 // ---------------------------------------------------------------------------------------------
 
-/// A JWKS served over HTTP on 127.0.0.1: its document can be swapped, or made to fail.
+/// A JWKS served over HTTP on 127.0.0.1: its document can be swapped, made to fail, or made
+/// to answer late.
 struct JwksServer {
     addr: SocketAddr,
     /// `Some(body)` → 200 with it; `None` → 503.
     body: Arc<Mutex<Option<Value>>>,
+    /// How long each answer waits.
+    delay: Arc<Mutex<Duration>>,
     fetches: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -212,18 +215,21 @@ impl JwksServer {
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(Some(json!({"keys": keys}))));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (shared, count) = (body.clone(), fetches.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (shared, count, wait) = (body.clone(), fetches.clone(), delay.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (shared, count) = (shared.clone(), count.clone());
+                let (shared, count, wait) = (shared.clone(), count.clone(), wait.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_request| {
                         count.fetch_add(1, Ordering::SeqCst);
                         let body = shared.lock().unwrap().clone();
+                        let wait = *wait.lock().unwrap();
                         async move {
+                            tokio::time::sleep(wait).await;
                             let response = match body {
                                 Some(doc) => hyper::Response::builder()
                                     .header("content-type", "application/json")
@@ -244,9 +250,15 @@ impl JwksServer {
         JwksServer {
             addr,
             body,
+            delay,
             fetches,
             task,
         }
+    }
+
+    /// Makes every answer from now on wait `delay`.
+    fn answer_after(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     fn url(&self) -> String {
@@ -657,6 +669,38 @@ async fn jwks_endpoint_down_at_startup_then_up_then_down() {
     // Down again: the cached key keeps working.
     jwks.go_down();
     assert_connects(&server, &token, "cached key while the endpoint is down").await;
+}
+
+/// A client whose `connect` is still waiting for the JWKS when shutdown starts is not in the
+/// hub when the server closes the clients there: it learns of the shutdown from the alarm
+/// clock, which rings every client when shutdown starts, once its connect is done, and gets
+/// its reply and then the 3001 close frame like everyone else.
+#[tokio::test]
+async fn a_connect_waiting_for_the_jwks_when_shutdown_starts_still_gets_3001() {
+    let key = rsa_key();
+    let jwks = JwksServer::start(vec![]).await;
+    let mut server = server_with(json!({"jwks_public_endpoint": jwks.url()})).await;
+    jwks.wait_fetches(1).await;
+    // The token's kid is not in the set fetched at startup: its connect refetches, and the
+    // endpoint takes its time to answer.
+    jwks.serve(vec![jwk(key, "late", Some("RS256"))]);
+    jwks.answer_after(Duration::from_millis(1500));
+    let token = sign(Algorithm::RS256, Some("late"), &key.signing, &claims("u"));
+    let mut ws = server.ws().await;
+    ws.send(&json!({"id": 1, "connect": {"token": token}}))
+        .await;
+    jwks.wait_fetches(2).await;
+    // SAFETY: kill(2) on the pid of our own child process.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGTERM) };
+    match ws.next_frame().await {
+        Frame::Text(text) => assert!(text.contains(r#""connect""#), "{text}"),
+        other => panic!("expected the connect reply, got {other:?}"),
+    }
+    assert_eq!(ws.expect_close().await, (3001, "shutdown".into()));
+    server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("herald still running 10 s after SIGTERM");
 }
 
 #[tokio::test]
