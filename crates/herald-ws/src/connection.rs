@@ -499,6 +499,11 @@ impl WebSocket {
         self.cold.as_ref()?.close_deadline
     }
 
+    /// Since when a started frame (or fragmented message) is unfinished, if one is.
+    fn partial_since(&self) -> Option<Instant> {
+        self.cold.as_ref()?.partial_since
+    }
+
     /// The negotiated permessage-deflate parameters, if any.
     fn deflate_params(&self) -> Option<&DeflateParams> {
         self.deflate.as_deref().map(|d| &d.params)
@@ -678,7 +683,7 @@ impl WebSocket {
             return;
         }
         let start = self.writing.len();
-        let (close, notified) = self.outbox.drain(&mut self.writing, true);
+        let (close, notified) = self.outbox.drain_for_writer(&mut self.writing);
         if notified {
             self.flags.set(Flags::WAKE, true);
         }
@@ -810,7 +815,7 @@ impl WebSocket {
             }
         }
         if self.phase == Phase::Open {
-            if let Some(since) = self.cold.as_ref().and_then(|c| c.partial_since) {
+            if let Some(since) = self.partial_since() {
                 earliest(since + self.config.read_timeout);
             }
         }
@@ -840,9 +845,7 @@ impl WebSocket {
             }
             Phase::Open
                 if self
-                    .cold
-                    .as_ref()
-                    .and_then(|c| c.partial_since)
+                    .partial_since()
                     .is_some_and(|since| now >= since + self.config.read_timeout) =>
             {
                 self.cold_mut().failure = Some(Error::ReadTimeout);

@@ -69,7 +69,8 @@ pub struct CloseRequest {
 /// Publishers push into it from any task or thread; the connection's own task drains all of it
 /// at once and writes it with one vectored write. The byte budget protects the server from a
 /// client that stops reading: going over it closes that connection with the budget's close
-/// code, and nobody else waits. The lock is held only to push or swap the queue, never across an await.
+/// code, and nobody else waits. The lock is held only to push or swap the queue, never across
+/// an await.
 ///
 /// Every connection keeps one, so its size is paid per connection: the byte counts are 32-bit,
 /// a close request is boxed and the budget is shared (see the size test).
@@ -326,32 +327,18 @@ impl Outbox {
     /// When `into` is empty the two queues are swapped, which keeps both buffers' capacity:
     /// a writer that drains into an empty queue allocates nothing in steady state.
     pub fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
-        self.drain(into, false).0
+        take_queued(&mut self.lock(), into)
     }
 
     /// [`Outbox::drain_into`] for the connection itself, which also takes a pending
-    /// [`Outbox::notify`] (returned as the second value) when `take_notified`.
-    pub(crate) fn drain(
+    /// [`Outbox::notify`] (returned as the second value): one lock for both.
+    pub(crate) fn drain_for_writer(
         &self,
         into: &mut VecDeque<Outgoing>,
-        take_notified: bool,
     ) -> (Option<CloseRequest>, bool) {
         let mut state = self.lock();
-        let notified = take_notified && std::mem::take(&mut state.notified);
-        if state.close.as_ref().is_some_and(|c| c.discard_queued) {
-            state.queue.clear();
-        } else if into.is_empty() {
-            std::mem::swap(&mut state.queue, into);
-        } else {
-            into.extend(state.queue.drain(..));
-        }
-        state.bytes = 0;
-        state.urgent = false;
-        let close = state.close.take().map(|close| {
-            state.closed = true;
-            *close
-        });
-        (close, notified)
+        let notified = std::mem::take(&mut state.notified);
+        (take_queued(&mut state, into), notified)
     }
 
     /// Marks the outbox closed and drops whatever is queued.
@@ -363,6 +350,24 @@ impl Outbox {
         state.notified = false;
         state.waker = None;
     }
+}
+
+/// Moves what `state` has queued to the end of `into` (see [`Outbox::drain_into`]) and takes
+/// its close request, if any.
+fn take_queued(state: &mut State, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
+    if state.close.as_ref().is_some_and(|c| c.discard_queued) {
+        state.queue.clear();
+    } else if into.is_empty() {
+        std::mem::swap(&mut state.queue, into);
+    } else {
+        into.extend(state.queue.drain(..));
+    }
+    state.bytes = 0;
+    state.urgent = false;
+    state.close.take().map(|close| {
+        state.closed = true;
+        *close
+    })
 }
 
 #[cfg(test)]
