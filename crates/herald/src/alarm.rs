@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::sync::lock;
 use crate::ws::{Outbox, PackedInstant};
 
 /// Below this many alarms the heap is never swept for connections that went away.
@@ -162,11 +163,6 @@ impl AlarmClock {
     fn len(&self) -> usize {
         lock(&self.alarms).heap.len()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one heap operation; a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

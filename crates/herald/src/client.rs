@@ -138,7 +138,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         // Boxed, like the command futures: inline, the leave futures would widen this future
         // (they share its room with the serve loop's) by a few hundred bytes, for every
         // connection, for the one moment it ends. Only the box is kept across the await.
-        let leave = client.handle.take().map(|handle| {
+        let mut leave = client.handle.take().map(|handle| {
             let node = Arc::clone(&client.node);
             Box::pin(async move {
                 for (channel, flags) in node.hub.remove_client(&handle) {
@@ -148,7 +148,6 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         });
         // Moved whole into what is awaited, not matched: a binding moved out of `leave` would
         // keep the room of both.
-        let mut leave = leave;
         std::future::poll_fn(move |cx| {
             leave
                 .as_mut()

@@ -10,12 +10,13 @@ use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::auth::{BoolValue, SubscribeOverride};
 use crate::client_id::ClientId;
 use crate::config::NamespaceOptions;
 use crate::protocol::{ClientInfo, Raw};
+use crate::sync::{lock, read, write};
 use crate::ws::{Message, Outbox, PushError};
 
 /// Channel maps are split into shards so that subscribes in one channel do not block fan-out in
@@ -108,7 +109,7 @@ impl ClientHandle {
     /// The channels this client is subscribed to.
     pub fn channels(&self) -> MutexGuard<'_, ChannelSet> {
         // Each critical section is one set operation, so a poisoned lock is still consistent.
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.channels)
     }
 
     /// Whether the client is subscribed to `channel`.
@@ -341,15 +342,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    // Hub critical sections are single map operations; a poisoned lock is still consistent.
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Result of delivering one message to a channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
@@ -502,7 +494,7 @@ impl Hub {
         let Some(pending) = subscriber.pending.take() else {
             return;
         };
-        let held = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let held = std::mem::take(&mut *lock(&pending));
         for (offset, message) in held {
             if offset == 0 || offset > after {
                 // A full queue closes the connection by itself.
@@ -545,10 +537,7 @@ impl Hub {
         let mut delivery = Delivery::default();
         for subscriber in subscribers {
             if let Some(pending) = &subscriber.pending {
-                pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((offset, message.clone()));
+                lock(pending).push((offset, message.clone()));
                 continue;
             }
             delivery.queue(&subscriber.outbox, message);

@@ -15,6 +15,7 @@ use rand::Rng;
 
 use crate::hub::ClientHandle;
 use crate::protocol::{self, Disconnect};
+use crate::sync::lock;
 use crate::ws::{CloseCode, Message, OpCode};
 
 /// The server ping, an empty reply, encoded once for every client.
@@ -140,11 +141,6 @@ impl PingWheel {
     fn len(&self) -> usize {
         self.slots.iter().map(|slot| lock(slot).len()).sum()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one list operation; a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod sync;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.
