@@ -47,6 +47,20 @@ struct Alarms {
     swept_len: usize,
 }
 
+impl Alarms {
+    /// Shrinks the heap once it is at most half full. A burst of connections leaves it
+    /// sized for two alarms each (the stale checks ring after a few seconds, the expiries
+    /// stay), and an idle server should not keep the capacity of its busiest moment. A
+    /// quarter is left spare, so a heap that grows again reallocates only after growing by a
+    /// quarter: amortised constant time per alarm.
+    fn give_back_memory(&mut self) {
+        let (len, capacity) = (self.heap.len(), self.heap.capacity());
+        if capacity > SWEEP_MIN && len <= capacity / 2 {
+            self.heap.shrink_to(len + len / 4);
+        }
+    }
+}
+
 /// One deadline: the connection is notified then, if it is still there. 16 bytes (the
 /// instant packed): a connection has one or two in the heap, its stale check and its expiry.
 struct Alarm {
@@ -139,6 +153,7 @@ impl AlarmClock {
                     due.push(alarm.outbox);
                 }
             }
+            alarms.give_back_memory();
             alarms.heap.peek().and_then(|Reverse(a)| a.at.get())
         };
         // Outside the heap's lock: a notify takes the outbox's.
@@ -193,6 +208,26 @@ mod tests {
         );
         assert_eq!(clock.ring(now + Duration::from_secs(5)), None);
         assert_eq!(clock.len(), 0);
+    }
+
+    #[test]
+    fn the_heap_gives_back_what_a_burst_left_unused() {
+        let clock = AlarmClock::new();
+        let now = Instant::now();
+        let outboxes: Vec<_> = (0..SWEEP_MIN * 4).map(|_| outbox()).collect();
+        // Each connection's stale check (soon) and expiry (later), as after a connect storm.
+        for o in &outboxes {
+            clock.set(now + Duration::from_secs(1), o);
+            clock.set(now + Duration::from_secs(3600), o);
+        }
+        let burst = lock(&clock.alarms).heap.capacity();
+        clock.ring(now + Duration::from_secs(2));
+        assert_eq!(clock.len(), outboxes.len(), "the expiries stay");
+        let after = lock(&clock.alarms).heap.capacity();
+        assert!(
+            after <= outboxes.len() * 5 / 4,
+            "capacity {after} after the stale checks rang (was {burst})"
+        );
     }
 
     #[test]
