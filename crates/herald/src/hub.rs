@@ -10,7 +10,10 @@ use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use compact_str::CompactString;
+use smallvec::SmallVec;
 
 use crate::auth::{BoolValue, SubscribeOverride};
 use crate::client_id::ClientId;
@@ -30,8 +33,10 @@ pub struct ClientHandle {
     /// the UUID is kept inline, which saves every connection an allocation, in the 16 bytes
     /// the `Box<str>` took.
     pub id: ClientId,
-    /// User id; empty for anonymous connections.
-    pub user: Box<str>,
+    /// User id; empty for anonymous connections. Kept inline when it is at most 24 bytes
+    /// (most user ids: numbers, short names), which saves every such connection an
+    /// allocation, in 8 bytes more than a `Box<str>` (the handle stays in its size class).
+    pub user: CompactString,
     /// Connection info from the token, for presence and publication `info`.
     pub conn_info: Option<Raw>,
     /// The connection's outbound queue.
@@ -64,7 +69,7 @@ impl ClientHandle {
     pub fn new(id: ClientId, user: String, conn_info: Option<Raw>, outbox: Arc<Outbox>) -> Self {
         ClientHandle {
             id,
-            user: user.into_boxed_str(),
+            user: CompactString::from(user),
             conn_info,
             outbox,
             channels: Mutex::new(ChannelSet::default()),
@@ -133,9 +138,12 @@ impl ClientHandle {
 /// on the heap) would cost every idle connection more than the channel names themselves;
 /// lookups are binary searches, so a client with many channels stays fast. The names are the
 /// hub's own (shared `Arc<str>`): a channel's subscribers do not each keep a copy of its name.
+///
+/// The first channel is kept inline (a `SmallVec` of one, in the 24 bytes a `Vec` takes): the
+/// usual client with one subscription then costs no allocation for it.
 #[derive(Debug, Default)]
 pub struct ChannelSet {
-    sorted: Vec<Arc<str>>,
+    sorted: SmallVec<[Arc<str>; 1]>,
 }
 
 impl ChannelSet {
@@ -159,10 +167,6 @@ impl ChannelSet {
         match self.find(&channel) {
             Ok(_) => false,
             Err(at) => {
-                if self.sorted.capacity() == 0 {
-                    // The usual single channel takes one slot, not the four of a first push.
-                    self.sorted.reserve_exact(1);
-                }
                 self.sorted.insert(at, channel);
                 true
             }
@@ -174,8 +178,9 @@ impl ChannelSet {
         match self.find(channel) {
             Ok(at) => {
                 self.sorted.remove(at);
-                if self.sorted.is_empty() {
-                    self.sorted = Vec::new();
+                if self.sorted.len() <= 1 {
+                    // Back inline: a client that was in many channels keeps no heap for them.
+                    self.sorted.shrink_to_fit();
                 }
                 true
             }
@@ -189,7 +194,7 @@ impl ChannelSet {
     }
 
     /// Takes every channel out of the set.
-    pub fn drain(&mut self) -> std::vec::IntoIter<Arc<str>> {
+    pub fn drain(&mut self) -> smallvec::IntoIter<[Arc<str>; 1]> {
         std::mem::take(&mut self.sorted).into_iter()
     }
 
@@ -282,18 +287,15 @@ impl SubFlags {
 }
 
 /// Publications held back, with their offsets, while a subscription is being set up.
-type Held = Arc<Mutex<Vec<(u64, Arc<Message>)>>>;
+type Held = Mutex<Vec<(u64, Arc<Message>)>>;
 
-/// One subscription of a channel, as fan-out sees it.
+/// One subscription of a channel, as fan-out sees it: 16 bytes, since every subscriber of a
+/// big channel has one.
 struct Subscriber {
     /// The subscriber's queue, pointed to directly rather than through its [`ClientHandle`]:
     /// fan-out then takes one cache miss per recipient to reach it, not two in a row. It also
     /// tells subscriptions apart (a client has one outbox).
     outbox: Arc<Outbox>,
-    /// Set while the subscription is being set up with a stream position (recovery): what is
-    /// published meanwhile is held here with its offset, and handed over by
-    /// [`Hub::activate`] after the subscribe reply, without duplicates.
-    pending: Option<Held>,
     /// Join/leave and presence settings of the subscription.
     flags: SubFlags,
 }
@@ -305,15 +307,138 @@ impl Subscriber {
     }
 }
 
-/// Subscribers of one channel. A vector: fan-out walks it front to back, which is what it is
-/// optimised for; removal is a linear search plus `swap_remove`.
-type Subscribers = Vec<Subscriber>;
+/// Subscribers of one channel.
+#[derive(Default)]
+struct Subscribers {
+    /// The active subscriptions. A vector: fan-out walks it front to back, which is what it
+    /// is optimised for; removal is a linear search plus `swap_remove`.
+    active: Vec<Subscriber>,
+    /// Subscriptions being set up with a stream position (recovery): what is published
+    /// meanwhile is held with its offset, and handed over by [`Hub::activate`] after the
+    /// subscribe reply, without duplicates. Apart from the active ones, and boxed while
+    /// there are any, so that neither fan-out nor an idle subscriber pays for the rare case.
+    #[allow(clippy::box_collection)] // On purpose: 8 bytes per channel, not 24.
+    pending: Option<Box<Vec<(Subscriber, Held)>>>,
+}
 
-/// A user's connections after the first: boxed, and only for a user with more than one, so
-/// that a bucket of the users table is 16 bytes, not 32 (every user pays for the buckets; few
-/// users have several connections).
-#[allow(clippy::box_collection)] // On purpose: the box is what keeps the buckets small.
-type OtherConnections = Option<Box<Vec<Arc<ClientHandle>>>>;
+impl Subscribers {
+    fn len(&self) -> usize {
+        self.active.len() + self.pending.as_ref().map_or(0, |p| p.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes `client`'s subscription out, active or pending.
+    fn remove(&mut self, client: &ClientHandle) -> Option<Subscriber> {
+        // Identity, not id: a pointer comparison per subscriber instead of a string compare
+        // (a mass disconnect from a big channel is quadratic in this search).
+        if let Some(i) = self.active.iter().position(|s| s.is(client)) {
+            return Some(self.active.swap_remove(i));
+        }
+        self.take_pending(client).map(|(subscriber, _)| subscriber)
+    }
+
+    /// Takes `client`'s pending subscription out, with what was held for it.
+    fn take_pending(&mut self, client: &ClientHandle) -> Option<(Subscriber, Held)> {
+        let pending = self.pending.as_mut()?;
+        let i = pending.iter().position(|(s, _)| s.is(client))?;
+        let taken = pending.swap_remove(i);
+        if pending.is_empty() {
+            self.pending = None;
+        }
+        Some(taken)
+    }
+}
+
+/// The connected clients, found by user. Every user pays for a bucket of `first`, which is
+/// why it holds only the user's first connection (8 bytes); the few users with several
+/// connections keep the others, oldest first, in a second, small table. Anonymous connections
+/// share the empty user id, so they have a table of their own, by connection id, where one is
+/// found without a scan. There is no table of all clients by id: the server API names a
+/// connection by user and id, so the user's connections are where to look, and a connection
+/// costs one bucket, not two.
+#[derive(Default)]
+struct Users {
+    first: HashSet<ByUser>,
+    others: HashMap<Box<str>, Vec<Arc<ClientHandle>>>,
+    anonymous: HashSet<ById>,
+    /// Connections in all three tables.
+    count: usize,
+}
+
+impl Users {
+    fn add(&mut self, client: &Arc<ClientHandle>) {
+        let user = client.user.as_str();
+        if user.is_empty() {
+            // A client id is unique (a fresh UUID): replacing would only happen for a handle
+            // registered twice, and then it is the same client.
+            if self.anonymous.replace(ById(client.clone())).is_some() {
+                return;
+            }
+        } else if self.first.contains(user) {
+            self.others
+                .entry(Box::from(user))
+                .or_default()
+                .push(client.clone());
+        } else {
+            self.first.insert(ByUser(client.clone()));
+        }
+        self.count += 1;
+    }
+
+    fn remove(&mut self, client: &ClientHandle) {
+        let user = client.user.as_str();
+        let removed = if user.is_empty() {
+            self.anonymous.remove(&client.id)
+        } else if self
+            .first
+            .get(user)
+            .is_some_and(|first| first.0.id == client.id)
+        {
+            self.first.remove(user);
+            // The next oldest connection, if any, becomes the first.
+            if let Some(others) = self.others.get_mut(user) {
+                let next = others.remove(0);
+                if others.is_empty() {
+                    self.others.remove(user);
+                }
+                self.first.insert(ByUser(next));
+            }
+            true
+        } else if let Some(others) = self.others.get_mut(user) {
+            let before = others.len();
+            others.retain(|c| c.id != client.id);
+            let removed = others.len() < before;
+            if others.is_empty() {
+                self.others.remove(user);
+            }
+            removed
+        } else {
+            false
+        };
+        self.count -= usize::from(removed);
+    }
+
+    /// A named user's connections, oldest first.
+    fn of(&self, user: &str) -> impl Iterator<Item = &Arc<ClientHandle>> {
+        let others = self.others.get(user).map_or(&[][..], Vec::as_slice);
+        self.first
+            .get(user)
+            .map(|first| &first.0)
+            .into_iter()
+            .chain(others)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<ClientHandle>> {
+        self.first
+            .iter()
+            .map(|c| &c.0)
+            .chain(self.others.values().flatten())
+            .chain(self.anonymous.iter().map(|c| &c.0))
+    }
+}
 
 /// One shard of the channel table: channel name → subscribers. The name is kept once, here,
 /// and shared with the subscribers' [`ChannelSet`]s.
@@ -322,9 +447,7 @@ type ChannelShard = HashMap<Arc<str>, Subscribers>;
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
     shards: Box<[RwLock<ChannelShard>]>,
-    clients: RwLock<HashSet<ById>>,
-    /// Each user's first connection (the key), and its others.
-    users: RwLock<HashMap<ByUser, OtherConnections>>,
+    users: RwLock<Users>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -369,8 +492,7 @@ impl Hub {
     pub fn new() -> Hub {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            clients: RwLock::new(HashSet::new()),
-            users: RwLock::new(HashMap::new()),
+            users: RwLock::new(Users::default()),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -381,18 +503,7 @@ impl Hub {
 
     /// Registers a connected client.
     pub fn add_client(&self, client: Arc<ClientHandle>) {
-        {
-            let mut users = write(&self.users);
-            match users.get_mut(&*client.user) {
-                Some(others) => others.get_or_insert_default().push(client.clone()),
-                None => {
-                    users.insert(ByUser(client.clone()), None);
-                }
-            }
-        }
-        // A client id is unique (a fresh UUID): replacing would only happen for a handle
-        // registered twice, and then it is the same client.
-        write(&self.clients).replace(ById(client));
+        write(&self.users).add(&client);
     }
 
     /// Removes a client and all its subscriptions; returns the channels it was in, with the
@@ -406,29 +517,13 @@ impl Hub {
                 (channel, flags)
             })
             .collect();
-        write(&self.clients).remove(&client.id);
-        let mut users = write(&self.users);
-        if let Some((first, others)) = users.remove_entry(&*client.user) {
-            let mut others = others.map_or_else(Vec::new, |others| *others);
-            others.retain(|c| c.id != client.id);
-            let first = if first.0.id != client.id {
-                Some(first)
-            } else if others.is_empty() {
-                None
-            } else {
-                // The first connection went: the next oldest becomes the key.
-                Some(ByUser(others.remove(0)))
-            };
-            if let Some(first) = first {
-                users.insert(first, (!others.is_empty()).then(|| Box::new(others)));
-            }
-        }
+        write(&self.users).remove(client);
         channels
     }
 
     /// Subscribes a client to a channel. Returns false if it already was.
     pub fn subscribe(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
-        self.add_subscriber(channel, client, None, SubFlags::default())
+        self.add_subscriber(channel, client, false, SubFlags::default())
     }
 
     /// Subscribes a client with join/leave and presence settings. Returns false if it
@@ -439,7 +534,7 @@ impl Hub {
         client: &Arc<ClientHandle>,
         flags: SubFlags,
     ) -> bool {
-        self.add_subscriber(channel, client, None, flags)
+        self.add_subscriber(channel, client, false, flags)
     }
 
     /// Subscribes a client whose subscribe reply is not sent yet: publications are held back
@@ -450,14 +545,14 @@ impl Hub {
         client: &Arc<ClientHandle>,
         flags: SubFlags,
     ) -> bool {
-        self.add_subscriber(channel, client, Some(Arc::default()), flags)
+        self.add_subscriber(channel, client, true, flags)
     }
 
     fn add_subscriber(
         &self,
         channel: &str,
         client: &Arc<ClientHandle>,
-        pending: Option<Held>,
+        pending: bool,
         flags: SubFlags,
     ) -> bool {
         // The hub's copy of the name, if the channel has subscribers already.
@@ -468,14 +563,20 @@ impl Hub {
         if !client.channels().insert(name.clone()) {
             return false;
         }
-        write(self.shard(channel))
-            .entry(name)
-            .or_default()
-            .push(Subscriber {
-                outbox: client.outbox.clone(),
-                pending,
-                flags,
-            });
+        let subscriber = Subscriber {
+            outbox: client.outbox.clone(),
+            flags,
+        };
+        let mut shard = write(self.shard(channel));
+        let subscribers = shard.entry(name).or_default();
+        if pending {
+            subscribers
+                .pending
+                .get_or_insert_default()
+                .push((subscriber, Held::default()));
+        } else {
+            subscribers.active.push(subscriber);
+        }
         true
     }
 
@@ -487,20 +588,18 @@ impl Hub {
         let Some(subscribers) = shard.get_mut(channel) else {
             return;
         };
-        // Searched from the end: the subscription was added moments ago.
-        let Some(subscriber) = subscribers.iter_mut().rev().find(|s| s.is(client)) else {
+        let Some((subscriber, held)) = subscribers.take_pending(client) else {
             return;
         };
-        let Some(pending) = subscriber.pending.take() else {
-            return;
-        };
-        let held = std::mem::take(&mut *lock(&pending));
-        for (offset, message) in held {
+        // Under the shard's write lock: no publication passes between the held ones and
+        // the subscription becoming active.
+        for (offset, message) in held.into_inner().unwrap_or_else(PoisonError::into_inner) {
             if offset == 0 || offset > after {
                 // A full queue closes the connection by itself.
                 let _ = client.outbox.push(message);
             }
         }
+        subscribers.active.push(subscriber);
     }
 
     /// Unsubscribes a client from a channel. Returns the subscription's settings, or `None` if
@@ -515,12 +614,7 @@ impl Hub {
     fn remove_subscriber(&self, channel: &str, client: &ClientHandle) -> Option<SubFlags> {
         let mut shard = write(self.shard(channel));
         let subscribers = shard.get_mut(channel)?;
-        // Identity, not id: a pointer comparison per subscriber instead of a string compare
-        // (a mass disconnect from a big channel is quadratic in this search).
-        let flags = subscribers
-            .iter()
-            .position(|s| s.is(client))
-            .map(|i| subscribers.swap_remove(i).flags);
+        let flags = subscribers.remove(client).map(|s| s.flags);
         if subscribers.is_empty() {
             shard.remove(channel);
         }
@@ -535,12 +629,11 @@ impl Hub {
             return Delivery::default();
         };
         let mut delivery = Delivery::default();
-        for subscriber in subscribers {
-            if let Some(pending) = &subscriber.pending {
-                lock(pending).push((offset, message.clone()));
-                continue;
-            }
+        for subscriber in &subscribers.active {
             delivery.queue(&subscriber.outbox, message);
+        }
+        for (_, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
+            lock(held).push((offset, message.clone()));
         }
         delivery
     }
@@ -554,18 +647,19 @@ impl Hub {
             return Delivery::default();
         };
         let mut delivery = Delivery::default();
-        for subscriber in subscribers {
-            if !subscriber.flags.push_join_leave || subscriber.pending.is_some() {
-                continue;
+        for subscriber in &subscribers.active {
+            if subscriber.flags.push_join_leave {
+                delivery.queue(&subscriber.outbox, message);
             }
-            delivery.queue(&subscriber.outbox, message);
         }
         delivery
     }
 
     /// Number of local subscribers of `channel`.
     pub fn num_subscribers(&self, channel: &str) -> usize {
-        read(self.shard(channel)).get(channel).map_or(0, Vec::len)
+        read(self.shard(channel))
+            .get(channel)
+            .map_or(0, Subscribers::len)
     }
 
     /// Every channel with at least one local subscriber, with its subscriber count.
@@ -590,44 +684,43 @@ impl Hub {
     pub fn num_subscriptions(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| read(s).values().map(Vec::len).sum::<usize>())
+            .map(|s| read(s).values().map(Subscribers::len).sum::<usize>())
             .sum()
     }
 
     /// Number of connected clients.
     pub fn num_clients(&self) -> usize {
-        read(&self.clients).len()
+        read(&self.users).count
     }
 
     /// Number of distinct users connected (anonymous counts as one user, as in Centrifugo).
     pub fn num_users(&self) -> usize {
-        read(&self.users).len()
-    }
-
-    /// A connected client by id (an exact string match). The table is keyed by
-    /// [`ClientId`], so `id` is made one first: free for a UUID in canonical form, a
-    /// boxed copy for any other string (which no real connection has).
-    pub fn client(&self, id: &str) -> Option<Arc<ClientHandle>> {
-        let id = ClientId::new(id);
-        read(&self.clients).get(&id).map(|c| c.0.clone())
-    }
-
-    /// The connected clients of a user.
-    pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
         let users = read(&self.users);
-        let Some((first, others)) = users.get_key_value(user) else {
-            return Vec::new();
-        };
-        let others = others.as_deref().map_or(&[][..], Vec::as_slice);
-        let mut all = Vec::with_capacity(1 + others.len());
-        all.push(first.0.clone());
-        all.extend(others.iter().cloned());
-        all
+        users.first.len() + usize::from(!users.anonymous.is_empty())
+    }
+
+    /// The connection `id` of `user` (empty for an anonymous one), by exact string match.
+    /// `id` is made a [`ClientId`] first: free for a UUID in canonical form, a boxed copy
+    /// for any other string (which no real connection has).
+    pub fn client(&self, user: &str, id: &str) -> Option<Arc<ClientHandle>> {
+        let id = ClientId::new(id);
+        let users = read(&self.users);
+        if user.is_empty() {
+            users.anonymous.get(&id).map(|c| c.0.clone())
+        } else {
+            users.of(user).find(|c| c.id == id).cloned()
+        }
+    }
+
+    /// The connected clients of a named user, oldest first (none for the empty user id:
+    /// anonymous connections are not one user's).
+    pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
+        read(&self.users).of(user).cloned().collect()
     }
 
     /// Every connected client (for shutdown).
     pub fn all_clients(&self) -> Vec<Arc<ClientHandle>> {
-        read(&self.clients).iter().map(|c| c.0.clone()).collect()
+        read(&self.users).all().cloned().collect()
     }
 }
 
@@ -680,6 +773,33 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_connections_are_found_by_id_and_count_as_one_user() {
+        let (hub, [a, b, c]) = hub_with(["", "", "u"]);
+        assert_eq!((hub.num_users(), hub.num_clients()), (2, 3));
+        assert!(
+            hub.client("", "b")
+                .is_some_and(|found| Arc::ptr_eq(&found, &b))
+        );
+        assert!(hub.client("", "c").is_none(), "c is u's");
+        assert!(hub.user_clients("").is_empty());
+        assert_eq!(hub.all_clients().len(), 3);
+        hub.remove_client(&a);
+        hub.remove_client(&a);
+        assert_eq!((hub.num_users(), hub.num_clients()), (2, 2));
+        hub.remove_client(&b);
+        assert_eq!((hub.num_users(), hub.num_clients()), (1, 1));
+        assert!(Arc::ptr_eq(&hub.all_clients()[0], &c));
+    }
+
+    #[test]
+    fn a_short_user_id_and_one_channel_take_no_allocation() {
+        let c = client("a", "user-1234567890", 1 << 20);
+        assert!(!c.user.is_heap_allocated());
+        c.channels().insert("news".into());
+        assert!(!c.channels().sorted.spilled());
+    }
+
+    #[test]
     fn a_users_connections_outlive_the_first_one() {
         let (hub, [a, b, c]) = hub_with(["u", "u", "u"]);
         let ids = |user: &str| -> Vec<String> {
@@ -691,23 +811,30 @@ mod tests {
         assert_eq!(ids("u"), ["a", "b", "c"]);
         hub.remove_client(&a);
         assert_eq!(ids("u"), ["b", "c"]);
-        assert!(hub.client("a").is_none());
+        assert!(hub.client("u", "a").is_none());
+        assert!(hub.client("v", "b").is_none(), "b is u's, not v's");
         assert_eq!(
-            hub.client("b").map(|h| h.id.to_string()).as_deref(),
+            hub.client("u", "b").map(|h| h.id.to_string()).as_deref(),
             Some("b")
         );
         hub.remove_client(&c);
+        assert_eq!(ids("u"), ["b"]);
+        assert!(
+            read(&hub.users).others.is_empty(),
+            "a lone connection needs no vector"
+        );
         hub.remove_client(&b);
         assert!(ids("u").is_empty());
         assert_eq!((hub.num_users(), hub.num_clients()), (0, 0));
     }
 
     #[test]
-    fn a_handle_stays_within_104_bytes() {
-        // With the `Arc` counts, 120 bytes: jemalloc's 128-byte class. The id is inline
-        // (no allocation of its own) and must not widen the handle.
+    fn a_handle_stays_within_112_bytes() {
+        // With the `Arc` counts, 128 bytes: jemalloc's 128-byte class. The id, a short user
+        // id and one channel are inline (no allocation of their own) and must not widen the
+        // handle past it.
         assert!(
-            size_of::<ClientHandle>() <= 104,
+            size_of::<ClientHandle>() <= 112,
             "{}",
             size_of::<ClientHandle>()
         );
@@ -726,11 +853,14 @@ mod tests {
         hub.add_client(c.clone());
         assert_eq!(c.id.to_string(), id);
         assert_eq!(c.info().client, id);
-        assert!(hub.client(&id).is_some_and(|found| Arc::ptr_eq(&found, &c)));
-        assert!(hub.client(&id.to_uppercase()).is_none());
-        assert!(hub.client(&id.replace('-', "")).is_none());
+        assert!(
+            hub.client("u", &id)
+                .is_some_and(|found| Arc::ptr_eq(&found, &c))
+        );
+        assert!(hub.client("u", &id.to_uppercase()).is_none());
+        assert!(hub.client("u", &id.replace('-', "")).is_none());
         hub.remove_client(&c);
-        assert!(hub.client(&id).is_none());
+        assert!(hub.client("u", &id).is_none());
     }
 
     #[test]
@@ -744,7 +874,9 @@ mod tests {
         assert!(set.remove("a") && !set.remove("a"));
         assert!(set.remove("b"));
         assert!(set.is_empty());
-        assert_eq!(set.sorted.capacity(), 0);
+        assert!(!set.sorted.spilled(), "the set went back inline");
+        assert!(set.insert("c".into()));
+        assert!(!set.sorted.spilled(), "one channel is kept inline");
     }
 
     #[test]
@@ -759,6 +891,36 @@ mod tests {
         assert_eq!((second.delivered, second.overflowed), (1, 1));
         assert!(slow.outbox.is_closed());
         assert!(!fast.outbox.is_closed());
+    }
+
+    #[test]
+    fn a_subscriber_takes_16_bytes() {
+        assert_eq!(size_of::<Subscriber>(), 16);
+    }
+
+    #[test]
+    fn a_pending_subscription_can_end_before_it_is_activated() {
+        let hub = Hub::new();
+        let (a, b) = (client("a", "u", 1 << 20), client("b", "u", 1 << 20));
+        assert!(hub.subscribe("ch", &a));
+        assert!(hub.subscribe_pending("ch", &b, SubFlags::default()));
+        assert_eq!(hub.num_subscribers("ch"), 2);
+        assert!(!hub.subscribe("ch", &b), "already subscribed while pending");
+        assert_eq!(
+            hub.broadcast("ch", &Arc::new(Message::text("1")), 1)
+                .delivered,
+            1
+        );
+        assert!(hub.unsubscribe("ch", &b).is_some());
+        assert_eq!(hub.num_subscribers("ch"), 1);
+        hub.activate("ch", &b, 0);
+        assert_eq!(
+            b.outbox.queued_bytes(),
+            0,
+            "nothing is handed to a gone subscription"
+        );
+        assert!(hub.unsubscribe("ch", &a).is_some());
+        assert_eq!(hub.num_channels(), 0);
     }
 
     #[test]

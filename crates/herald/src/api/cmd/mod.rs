@@ -266,11 +266,7 @@ pub fn target_clients(
     Ok(if client.is_empty() {
         node.hub.user_clients(user)
     } else {
-        node.hub
-            .client(client)
-            .filter(|c| &*c.user == user)
-            .into_iter()
-            .collect()
+        node.hub.client(user, client).into_iter().collect()
     })
 }
 
