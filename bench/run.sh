@@ -226,6 +226,9 @@ else
             run "fanout-10k-subs-100-msg" fanout --subs 10000 --rate 100 --duration "$DURATION" --payload-size 64 \
                 --plot "$WORK/fanout-10k-100-$i.svg"
         done
+        # A fifth as many clients too: the two runs give the marginal memory per connection
+        # (without the one-time cost of the first connections; see the idle table).
+        run "idle-$((IDLE_SUBS / 5))" idle --subs "$((IDLE_SUBS / 5))" --hold 15
         run "idle-$IDLE_SUBS" idle --subs "$IDLE_SUBS" --hold 15
         run "connect-5k" connect --subs 5000 --concurrency 100
     fi

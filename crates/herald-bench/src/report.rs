@@ -438,13 +438,64 @@ pub fn markdown_tables(text: &str) -> String {
             i = j;
         }
         out.push('\n');
+        if scenario == "idle" {
+            if let Some(line) = marginal_memory(&these) {
+                out.push_str(&line);
+            }
+        }
     }
     out
+}
+
+/// The memory each further connection costs, from the smallest and the largest idle run (RSS
+/// at the end of the hold): unlike the per-connection columns, which divide all the growth
+/// since the server started by the clients, this leaves out what only the server's first
+/// connections cost (code pages and thread caches touched for the first time).
+fn marginal_memory(idle: &[&serde_json::Value]) -> Option<String> {
+    let point = |v: &serde_json::Value| {
+        Some((
+            v.get("connected")?.as_f64()?,
+            v.get("server_rss_end_kib")?.as_f64()?,
+        ))
+    };
+    let points: Vec<(f64, f64)> = idle.iter().filter_map(|v| point(v)).collect();
+    let small = points.iter().min_by(|a, b| a.0.total_cmp(&b.0))?;
+    let large = points.iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
+    if large.0 <= small.0 {
+        return None;
+    }
+    let per_conn = (large.1 - small.1) / (large.0 - small.0);
+    Some(format!(
+        "Marginal server memory per connection, between the idle runs with {} and {} clients \
+         (RSS at the end of the hold): **{} KiB**. The columns above divide all growth since \
+         start-up, including what only the first connections cost (code pages and thread \
+         caches touched for the first time).\n\n",
+        small.0,
+        large.0,
+        num(per_conn)
+    ))
 }
 
 #[cfg(test)]
 mod table_tests {
     use super::*;
+
+    #[test]
+    fn two_idle_runs_give_the_marginal_memory_per_connection() {
+        let text = r#"
+{"scenario":"idle","label":"idle-3000","subs":3000,"connected":3000,"server_rss_end_kib":13000}
+{"scenario":"idle","label":"idle-15000","subs":15000,"connected":15000,"server_rss_end_kib":25000}
+"#;
+        let md = markdown_tables(text);
+        assert!(
+            md.contains("between the idle runs with 3000 and 15000 clients"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**1 KiB**"),
+            "12,000 KiB over 12,000 clients: {md}"
+        );
+    }
 
     #[test]
     fn groups_runs_and_adds_medians() {
@@ -463,6 +514,10 @@ set up 10/10 clients
         assert!(md.contains("**median of 3**"), "{md}");
         assert!(md.contains("**1**"), "median p50 is 1.0: {md}");
         assert!(md.contains("### Idle"), "{md}");
+        assert!(
+            !md.contains("Marginal"),
+            "one idle run gives no slope: {md}"
+        );
         assert!(md.contains("| 3.25 |"), "{md}");
         assert!(!md.contains("### Connect"), "{md}");
         assert!(md.contains("### Durable publish"), "{md}");
