@@ -10,7 +10,7 @@ use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
@@ -593,7 +593,7 @@ impl Hub {
         };
         // Under the shard's write lock: no publication passes between the held ones and
         // the subscription becoming active.
-        for (offset, message) in held.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        for (offset, message) in std::mem::take(&mut *lock(&held)) {
             if offset == 0 || offset > after {
                 // A full queue closes the connection by itself.
                 let _ = client.outbox.push(message);
