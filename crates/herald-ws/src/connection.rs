@@ -25,7 +25,7 @@ use crate::frame::{Frame, OpCode};
 use crate::handshake::Negotiated;
 use crate::instant::PackedInstant;
 use crate::message::{Incoming, Message};
-use crate::outbox::{Outbox, Outgoing, Waiting};
+use crate::outbox::{Outbox, Outgoing, Queue, Waiting};
 
 /// Size of the per-thread read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -93,12 +93,17 @@ enum Phase {
     Closed,
 }
 
-/// What a connection needs only once something unusual happened: a frame left unfinished by a
-/// read, the close handshake, a failure. Boxed in [`WebSocket::cold`] and allocated the first
-/// time one of them happens (then kept: it is never allocated twice), so that the many idle
-/// connections of a push server do not each carry 120 bytes they never use.
-#[derive(Debug, Default)]
+/// What a connection needs only once something unusual happened — a frame left unfinished by a
+/// read, a socket that stopped taking output, the close handshake, a failure — or when it
+/// compresses (permessage-deflate, off by default). Boxed in [`WebSocket::cold`] and allocated
+/// the first time one of them happens (then kept: it is never allocated twice), so that the
+/// many idle connections of a push server do not each carry the bytes they never use.
+#[derive(Default)]
 struct Cold {
+    /// The negotiated permessage-deflate state, if any: set when the connection starts.
+    deflate: Option<Deflate>,
+    /// Since when the socket refuses output that is waiting (the write timeout runs from it).
+    stalled_since: Option<Instant>,
     /// Since when a started frame (or fragmented message) is unfinished. Here rather than
     /// inline because a read rarely ends inside a frame on a push connection; the first
     /// time it does costs the one allocation of this box.
@@ -112,16 +117,40 @@ struct Cold {
     failure: Option<Error>,
 }
 
-/// permessage-deflate state, boxed in [`WebSocket::deflate`]: most connections do not
-/// compress, and inline the parameters and compressor would cost each of them 16 bytes more.
-/// A compressing connection pays one pointer more to reach its parameters when it writes; one
-/// that does not tests a pointer where it tested an `Option`.
+impl std::fmt::Debug for Cold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cold")
+            .field("deflate", &self.deflate.as_ref().map(|d| d.params))
+            .field("stalled_since", &self.stalled_since)
+            .field("partial_since", &self.partial_since)
+            .field("close_deadline", &self.close_deadline)
+            .field("peer_close", &self.peer_close)
+            .field("decode_error", &self.decode_error)
+            .field("failure", &self.failure)
+            .finish()
+    }
+}
+
+/// permessage-deflate state, in [`Cold`]: most connections do not compress (compression is
+/// off by default), and inline the parameters and compressor would cost each of them bytes
+/// it never uses. A compressing connection pays one pointer more to reach its parameters when
+/// it writes.
 struct Deflate {
     params: DeflateParams,
     /// Compressor with context takeover, only when the client allowed it and the server chose
     /// it. Boxed on its own (it is large) so that connections sharing compression, the
     /// default, allocate only the parameters.
     compressor: Option<Box<Compress>>,
+}
+
+/// What reading keeps between reads: the decoder of a frame or message a read cut off, and
+/// decoded events the application has not taken yet. Boxed in [`WebSocket::inbound`] only
+/// while it holds something: on a push connection incoming frames are rare and small, most
+/// reads end on a frame boundary, and a decoder at rest is made again for the next read
+/// rather than kept by every idle connection.
+struct Inbound {
+    decoder: Decoder,
+    events: VecDeque<Event>,
 }
 
 /// A server-side WebSocket connection.
@@ -131,33 +160,24 @@ struct Deflate {
 ///
 /// Every connection keeps one inline in its task for its whole life, so its size is paid per
 /// connection: what the write path uses on every wake-up is inline, what only unusual moments
-/// need is boxed (closing, failures, compression, decoded events), and a test keeps it so.
+/// need is boxed (closing, failures, compression, reads that leave something), and a test
+/// keeps it so.
 pub struct WebSocket {
     stream: TcpStream,
     config: Arc<Config>,
-    decoder: Decoder,
-    /// Decoded events not yet handled: boxed and only while there are some, since incoming
-    /// frames are rare on a push connection (and every read that decodes one allocates for it
-    /// anyway).
-    #[allow(clippy::box_collection)] // On purpose: the box keeps the field 8 bytes, not 32.
-    events: Option<Box<VecDeque<Event>>>,
+    /// What reading keeps between reads, only while it keeps something (see [`Inbound`]).
+    inbound: Option<Box<Inbound>>,
     outbox: Arc<Outbox>,
-    /// Items taken from the outbox and not yet fully written.
-    writing: VecDeque<Outgoing>,
-    /// Bytes of `writing[0]` already written (an item is at most the outbox's 32-bit budget).
-    written: u32,
-    /// The negotiated permessage-deflate state, if any.
-    deflate: Option<Box<Deflate>>,
-    /// What only unusual moments need (see [`Cold`]); allocated on first use.
+    /// Items taken from the outbox and not yet fully written (the first maybe partly).
+    writing: Queue,
+    /// What only unusual moments (and compression) need (see [`Cold`]); allocated on first
+    /// use.
     cold: Option<Box<Cold>>,
     phase: Phase,
-    /// Since when the socket refused output that is waiting. Inline, unlike the other rare
-    /// timestamps, so that a stall costs the write path no allocation.
-    stalled_since: PackedInstant,
-    /// When the last write that sent bytes happened (for write coalescing).
+    /// When the last write that sent bytes happened (for write coalescing). While the
+    /// connection holds its output ([`Flags::HOLDING`]), the hold ends `write_coalesce` after
+    /// it: no write happens during a hold, so the end needs no field of its own.
     last_write: PackedInstant,
-    /// Queued output waits until then (write coalescing), unless something forces a flush.
-    hold_until: PackedInstant,
     /// The timer of the earliest timeout or write hold, while one applies.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Items moved from the outbox by the last drain that found any (saturating: only "at
@@ -179,6 +199,9 @@ impl Flags {
     const WAKE: u8 = 2;
     /// The peer will send nothing more (end of stream read).
     const EOF: u8 = 4;
+    /// Queued output waits (write coalescing) until `write_coalesce` after the last write,
+    /// unless something forces a flush.
+    const HOLDING: u8 = 8;
 
     fn get(self, flag: u8) -> bool {
         self.0 & flag != 0
@@ -252,31 +275,29 @@ impl WebSocket {
     ) -> Result<WebSocket, Error> {
         // Latency matters more than packet count here; batching is done by vectored sends.
         stream.set_nodelay(true)?;
-        let deflate = negotiated.deflate.map(|params| {
-            Box::new(Deflate {
-                params,
-                compressor: (!params.shares_compression()).then(|| {
-                    Box::new(deflate::new_compressor(
-                        params.server_max_window_bits,
-                        params.level,
-                    ))
+        let cold = negotiated.deflate.map(|params| {
+            Box::new(Cold {
+                deflate: Some(Deflate {
+                    params,
+                    compressor: (!params.shares_compression()).then(|| {
+                        Box::new(deflate::new_compressor(
+                            params.server_max_window_bits,
+                            params.level,
+                        ))
+                    }),
                 }),
+                ..Cold::default()
             })
         });
         let mut ws = WebSocket {
             stream,
-            decoder: Decoder::new(config.limits.clone(), negotiated.deflate),
             config,
-            events: None,
+            inbound: None,
             outbox,
-            writing: VecDeque::new(),
-            written: 0,
-            deflate,
-            cold: None,
+            writing: Queue::default(),
+            cold,
             phase: Phase::Open,
-            stalled_since: PackedInstant::NONE,
             last_write: PackedInstant::NONE,
-            hold_until: PackedInstant::NONE,
             timer: None,
             last_batch: 0,
             flags: Flags::default(),
@@ -381,7 +402,7 @@ impl WebSocket {
             }
             let mut deadline = self.deadline(flushed);
             if holding {
-                let until = self.hold_until.get();
+                let until = self.hold_until();
                 deadline = deadline.min(until).or(until);
             }
             let reading = matches!(self.phase, Phase::Open | Phase::CloseSent | Phase::Draining)
@@ -442,7 +463,11 @@ impl WebSocket {
 
     /// Handles decoded events until one is a message for the application.
     fn next_event(&mut self) -> Option<Incoming> {
-        while let Some(event) = self.events.as_mut().and_then(|events| events.pop_front()) {
+        while let Some(event) = self
+            .inbound
+            .as_mut()
+            .and_then(|inbound| inbound.events.pop_front())
+        {
             match event {
                 Event::Message(message) => {
                     if self.phase == Phase::Open {
@@ -463,8 +488,14 @@ impl WebSocket {
                 Event::Close(close) => self.on_peer_close(close),
             }
         }
-        // Incoming frames are rare on a push connection: an idle one keeps no queue.
-        self.events = None;
+        // Incoming frames are rare on a push connection: an idle one keeps nothing of reading.
+        if self
+            .inbound
+            .as_ref()
+            .is_some_and(|inbound| inbound.decoder.at_rest())
+        {
+            self.inbound = None;
+        }
         None
     }
 
@@ -486,7 +517,9 @@ impl WebSocket {
             _ => {}
         }
         self.cold_mut().peer_close = close;
-        self.events = None;
+        if let Some(inbound) = &mut self.inbound {
+            inbound.events.clear();
+        }
     }
 
     /// The state of unusual moments, allocated the first time one needs it.
@@ -506,12 +539,22 @@ impl WebSocket {
 
     /// The negotiated permessage-deflate parameters, if any.
     fn deflate_params(&self) -> Option<&DeflateParams> {
-        self.deflate.as_deref().map(|d| &d.params)
+        deflate_params(&self.cold)
+    }
+
+    /// When the current write hold ends (see [`Flags::HOLDING`]).
+    fn hold_until(&self) -> Option<Instant> {
+        if !self.flags.get(Flags::HOLDING) {
+            return None;
+        }
+        self.last_write
+            .get()
+            .map(|at| at + self.config.write_coalesce)
     }
 
     /// Drops queued items that have not started to be written.
     fn truncate_queue(&mut self) {
-        let keep = usize::from(self.written > 0);
+        let keep = usize::from(self.writing.front_written() > 0);
         self.writing.truncate(keep);
     }
 
@@ -581,7 +624,8 @@ impl WebSocket {
                 Ok(n) if n < READ_BUF => return Ok(()),
                 Ok(_) => {
                     let failed = self.cold.as_ref().is_some_and(|c| c.decode_error.is_some());
-                    if failed || self.events.as_ref().is_some_and(|e| !e.is_empty()) {
+                    let events = self.inbound.as_ref().is_some_and(|i| !i.events.is_empty());
+                    if failed || events {
                         return Ok(());
                     }
                 }
@@ -593,23 +637,24 @@ impl WebSocket {
     }
 
     fn decode(&mut self, data: &[u8]) {
-        let result = match &mut self.events {
-            Some(events) => self.decoder.feed(data, events),
-            None => {
-                // Boxed only if the read completed something: most reads of a partial frame
-                // do not.
-                let mut events = VecDeque::new();
-                let result = self.decoder.feed(data, &mut events);
-                if !events.is_empty() {
-                    self.events = Some(Box::new(events));
-                }
-                result
-            }
-        };
+        let inbound = self.inbound.get_or_insert_with(|| {
+            Box::new(Inbound {
+                decoder: Decoder::new(
+                    self.config.limits.clone(),
+                    deflate_params(&self.cold).copied(),
+                ),
+                events: VecDeque::new(),
+            })
+        });
+        let result = inbound.decoder.feed(data, &mut inbound.events);
+        let in_progress = inbound.decoder.in_progress();
+        if inbound.events.is_empty() && inbound.decoder.at_rest() {
+            self.inbound = None;
+        }
         if let Err(e) = result {
             self.cold_mut().decode_error = Some(e);
         }
-        if self.decoder.in_progress() {
+        if in_progress {
             self.cold_mut()
                 .partial_since
                 .get_or_insert_with(Instant::now);
@@ -630,21 +675,21 @@ impl WebSocket {
     fn holding(&mut self) -> bool {
         let interval = self.config.write_coalesce;
         if interval.is_zero() || self.phase != Phase::Open || !self.writing.is_empty() {
-            self.hold_until = PackedInstant::NONE;
+            self.flags.set(Flags::HOLDING, false);
             self.flags.set(Flags::HOLD_EXPIRED, false);
             return false;
         }
-        if let Some(until) = self.hold_until.get() {
+        if let Some(until) = self.hold_until() {
+            self.flags.set(Flags::HOLDING, false);
             if Instant::now() < until {
                 if self.outbox.waiting() != Waiting::Urgent {
+                    self.flags.set(Flags::HOLDING, true);
                     return true;
                 }
                 // A reply (or a close) was queued: it and everything before it go now, and
                 // the busy period ends.
-                self.hold_until = PackedInstant::NONE;
                 return false;
             }
-            self.hold_until = PackedInstant::NONE;
             self.flags.set(Flags::HOLD_EXPIRED, true);
             return false;
         }
@@ -660,7 +705,7 @@ impl WebSocket {
         if Instant::now() >= until || self.outbox.waiting() != Waiting::Output {
             return false;
         }
-        self.hold_until = until.into();
+        self.flags.set(Flags::HOLDING, true);
         true
     }
 
@@ -668,13 +713,9 @@ impl WebSocket {
     /// [`WebSocket::holding`]); returns whether the connection now holds.
     fn hold_again(&mut self) -> bool {
         self.flags.set(Flags::HOLD_EXPIRED, false);
-        match self.last_write.get() {
-            Some(at) if self.phase == Phase::Open => {
-                self.hold_until = (at + self.config.write_coalesce).into();
-                true
-            }
-            _ => false,
-        }
+        let holding = self.last_write.is_some() && self.phase == Phase::Open;
+        self.flags.set(Flags::HOLDING, holding);
+        holding
     }
 
     /// Moves the outbox into the write queue.
@@ -693,7 +734,7 @@ impl WebSocket {
         if let Some(Deflate {
             params,
             compressor: Some(compress),
-        }) = self.deflate.as_deref_mut()
+        }) = self.cold.as_deref_mut().and_then(|c| c.deflate.as_mut())
         {
             // Context takeover: each message must be compressed in order, by this connection.
             for item in self.writing.iter_mut().skip(start) {
@@ -717,12 +758,12 @@ impl WebSocket {
         loop {
             self.drain_outbox();
             if self.writing.is_empty() {
-                self.stalled_since = PackedInstant::NONE;
+                self.unstall();
                 // A connection that wrote only a frame or two keeps no write buffer (its next
                 // swap hands the outbox an unallocated queue): idle connections hold no queue
                 // memory, while a busy one, writing many frames per call, keeps its buffer.
-                if self.writing.capacity() != 0 && self.last_batch <= 2 {
-                    self.writing = VecDeque::new();
+                if self.writing.is_allocated() && self.last_batch <= 2 {
+                    self.writing.release();
                 }
                 return Ok(true);
             }
@@ -735,7 +776,7 @@ impl WebSocket {
                     Outgoing::Frame(frame) => frame.as_bytes(),
                 };
                 let bytes = if count == 0 {
-                    &bytes[self.written as usize..]
+                    &bytes[self.writing.front_written() as usize..]
                 } else {
                     &bytes[..]
                 };
@@ -752,22 +793,34 @@ impl WebSocket {
             match sent {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    self.stalled_since = PackedInstant::NONE;
+                    self.unstall();
                     if !self.config.write_coalesce.is_zero() {
                         self.last_write = Instant::now().into();
                     }
                     self.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.stalled_since.is_none() {
-                        self.stalled_since = Instant::now().into();
-                    }
+                    self.cold_mut()
+                        .stalled_since
+                        .get_or_insert_with(Instant::now);
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::Io(e)),
             }
         }
+    }
+
+    /// The socket took output: the write timeout no longer runs.
+    fn unstall(&mut self) {
+        if let Some(cold) = &mut self.cold {
+            cold.stalled_since = None;
+        }
+    }
+
+    /// Since when the socket refuses output that is waiting, if it does.
+    fn stalled_since(&self) -> Option<Instant> {
+        self.cold.as_ref()?.stalled_since
     }
 
     /// Drops `n` written bytes from the front of the write queue.
@@ -779,14 +832,13 @@ impl WebSocket {
             let len = match front {
                 Outgoing::Shared(message) => message.frame_for(self.deflate_params()).len(),
                 Outgoing::Frame(frame) => frame.len(),
-            } - self.written as usize;
+            } - self.writing.front_written() as usize;
             if n >= len {
                 n -= len;
-                self.written = 0;
                 self.writing.pop_front();
             } else {
                 // Less than the item's remaining length, which fits in 32 bits.
-                self.written += n as u32;
+                self.writing.front_wrote(n as u32);
                 n = 0;
             }
         }
@@ -810,7 +862,7 @@ impl WebSocket {
             deadline = Some(deadline.map_or(t, |d| d.min(t)));
         };
         if !flushed {
-            if let Some(since) = self.stalled_since.get() {
+            if let Some(since) = self.stalled_since() {
                 earliest(since + self.config.write_timeout);
             }
         }
@@ -826,8 +878,7 @@ impl WebSocket {
         let now = Instant::now();
         if !flushed
             && self
-                .stalled_since
-                .get()
+                .stalled_since()
                 .is_some_and(|since| now >= since + self.config.write_timeout)
         {
             self.cold_mut().failure.get_or_insert(Error::WriteTimeout);
@@ -856,6 +907,12 @@ impl WebSocket {
     }
 }
 
+/// The negotiated permessage-deflate parameters kept in `cold`, if any (a function of the
+/// field, not of the connection, so that it can be read while another field is borrowed).
+fn deflate_params(cold: &Option<Box<Cold>>) -> Option<&DeflateParams> {
+    cold.as_ref()?.deflate.as_ref().map(|d| &d.params)
+}
+
 impl Drop for WebSocket {
     fn drop(&mut self) {
         self.outbox.shut();
@@ -867,17 +924,19 @@ mod tests {
     use super::*;
 
     /// Every connection keeps its `WebSocket` inline in its task for its whole life, idle or
-    /// not, and its `Decoder` inside it: each byte here is paid once per connection (×15,000
-    /// on a loaded server), so growth must be deliberate (state that is not needed on every
-    /// wake-up belongs in `Cold`, `Deflate` or another box allocated only when needed).
+    /// not: each byte here is paid once per connection (×15,000 on a loaded server), so growth
+    /// must be deliberate (state that is not needed on every wake-up belongs in `Cold`,
+    /// `Inbound` or another box allocated only when needed). The bound is a cliff, not a
+    /// budget: Herald's connection task holds this and its protocol state, and tokio rounds
+    /// a task up to a multiple of 128 bytes; at 96 bytes here (release build) the task takes
+    /// 256, and eight bytes more would make it 384 (see Herald's
+    /// `a_connection_task_fits_256_bytes`). Measured beside the socket, which mio makes eight
+    /// bytes larger in debug builds: 32 + 64 in release.
     #[test]
     fn connection_state_stays_small() {
         use std::mem::size_of;
-        assert!(
-            size_of::<WebSocket>() <= 248,
-            "WebSocket is {} bytes",
-            size_of::<WebSocket>()
-        );
+        let own = size_of::<WebSocket>() - size_of::<TcpStream>();
+        assert!(own <= 64, "WebSocket is {} bytes beside its socket", own);
         assert!(
             size_of::<Decoder>() <= 64,
             "Decoder is {} bytes",

@@ -148,6 +148,13 @@ impl Decoder {
         ) || self.message.is_some()
     }
 
+    /// Whether this decoder holds nothing a new one would not: no frame or message started,
+    /// no decompressor kept between messages, no failure. A connection drops such a decoder
+    /// between reads and makes a new one for the next.
+    pub fn at_rest(&self) -> bool {
+        !self.failed && !self.in_progress() && self.inflater.is_none()
+    }
+
     /// Decodes `input`, appending what it completes to `events`. After an error the decoder
     /// stays failed and ignores further input.
     pub fn feed(

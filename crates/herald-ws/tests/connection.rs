@@ -348,6 +348,74 @@ async fn compresses_once_and_the_client_can_inflate() {
     server.abort();
 }
 
+/// A frame cut by the network arrives whole: what a read leaves of a header or a payload
+/// is kept until the next read (the connection keeps reading state only between such reads).
+#[tokio::test]
+async fn a_frame_split_over_several_reads_arrives_whole() {
+    let (mut client, ws) = pair(Config::default(), None).await;
+    let server = echo(ws);
+    let frame = client_frame(true, false, OpCode::Text, b"split across three reads");
+    // Inside the header (after its first byte), then inside the payload.
+    for part in [&frame[..1], &frame[1..9], &frame[9..]] {
+        client.send(part).await;
+        client.stream.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (_, _, opcode, payload) = client.frame().await.expect("echo");
+    assert_eq!(opcode, OpCode::Text);
+    assert_eq!(payload, b"split across three reads");
+    // And the connection is at a frame boundary again: the next frame is read on its own.
+    client
+        .send(&client_frame(true, false, OpCode::Text, b"next"))
+        .await;
+    let (_, _, _, payload) = client.frame().await.expect("echo");
+    assert_eq!(payload, b"next");
+    server.abort();
+}
+
+/// A client that compresses with context takeover refers back to earlier messages: the
+/// server's decompressor must outlive each read and message.
+#[tokio::test]
+async fn client_compression_with_context_takeover_spans_messages() {
+    let (mut client, ws) = pair(Config::default(), Some("permessage-deflate")).await;
+    let server = echo(ws);
+    let mut deflater = flate2::Compress::new(flate2::Compression::default(), false);
+    let text = "the same words again and again, ".repeat(8);
+    for round in 0..3 {
+        let mut compressed = Vec::with_capacity(1024);
+        deflater
+            .compress_vec(
+                text.as_bytes(),
+                &mut compressed,
+                flate2::FlushCompress::Sync,
+            )
+            .expect("deflate");
+        compressed.truncate(compressed.len() - 4);
+        if round > 0 {
+            // Mostly back-references into the window of the earlier messages.
+            assert!(compressed.len() < 20, "{} bytes", compressed.len());
+        }
+        client
+            .send(&client_frame(true, true, OpCode::Text, &compressed))
+            .await;
+        let (_, rsv1, _, payload) = client.frame().await.expect("echo");
+        let payload = if rsv1 {
+            let mut inflater = flate2::Decompress::new(false);
+            let mut input = payload;
+            input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+            let mut out = Vec::with_capacity(text.len() + 64);
+            inflater
+                .decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+                .expect("valid deflate");
+            out
+        } else {
+            payload
+        };
+        assert_eq!(payload, text.as_bytes(), "round {round}");
+    }
+    server.abort();
+}
+
 /// Whether a server frame arrives within `wait`.
 /// Queues a text message shared like a publication.
 fn publish(outbox: &Outbox, text: &str) {
