@@ -54,23 +54,42 @@ struct Client {
     /// dropped (one pointer for the two).
     node: LiveConnection,
     state: State,
+    /// Whether an alarm is pending on the node's clock for a time at or before
+    /// [`Client::next_deadline`], so that none needs setting (see [`Client::set_alarm`]).
+    /// Cleared when the earliest deadline may have moved earlier, and on every wake-up.
+    alarm_set: bool,
     /// Set once connected; it also holds the user id.
     handle: Option<Arc<ClientHandle>>,
-    /// Replies to the frame being processed; boxed, and only while there are some, since
-    /// the room inline would be paid by every idle connection.
-    #[allow(clippy::box_collection)] // On purpose: the box keeps the field 8 bytes, not 24.
-    replies: Option<Box<FrameBuf>>,
+    /// What a client holds only for a while or only in rare cases (see [`Aside`]); allocated
+    /// while some of it is there, `None` (the usual idle state) otherwise.
+    aside: Option<Box<Aside>>,
     /// Until connected, when the connection is closed as stale; once connected, when it
     /// expires unless refreshed (with the close delay added). One field for the two: they
     /// never apply together, and every byte here is paid by every idle connection.
     deadline: PackedInstant,
-    /// The earliest alarm set on the node's clock for this client and not yet passed.
-    alarm_at: PackedInstant,
+}
+
+/// What a client holds only for a while or only in rare cases: the replies being gathered
+/// for the frame in process, and the subscriptions made with an expiring token. Boxed
+/// together, and only while either is there: every byte of [`Client`] is paid by every idle
+/// connection, and one pointer for the two is 8 bytes where two would be 16 (the box is
+/// allocated per frame with replies, as the replies' own box was before, and kept between
+/// frames only by a client with expiring subscriptions).
+#[derive(Default)]
+struct Aside {
+    /// Replies to the frame being processed, sent as one frame when it is done; `None`
+    /// between frames.
+    replies: Option<FrameBuf>,
     /// Subscriptions whose token expires, and when (a short list: only channels subscribed
-    /// with an expiring subscription token). Boxed: most clients have none, and the pointer
-    /// is a third of an empty vector's size.
-    #[allow(clippy::box_collection)] // On purpose: the box is what keeps the field small.
-    sub_expiry: Option<Box<Vec<(String, Instant)>>>,
+    /// with an expiring subscription token).
+    sub_expiry: Vec<(String, Instant)>,
+}
+
+impl Aside {
+    /// Whether nothing is held, so the box can go.
+    fn is_empty(&self) -> bool {
+        self.replies.is_none() && self.sub_expiry.is_empty()
+    }
 }
 
 /// Serves one upgraded WebSocket connection until it ends; `live` counts it among the live
@@ -84,11 +103,10 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
     let stale = live.config.client.stale_close_delay;
     let mut client = Client {
         state: State::Connecting,
+        alarm_set: false,
         handle: None,
-        replies: None,
+        aside: None,
         deadline: (Instant::now() + stale).into(),
-        alarm_at: PackedInstant::NONE,
-        sub_expiry: None,
         node: live,
     };
     async move {
@@ -184,26 +202,39 @@ impl Client {
     }
 
     /// Makes sure the node's alarm clock wakes this task (with [`Incoming::Wake`]) at its
-    /// next deadline. An alarm already set for an earlier time is enough: the wake-up it
-    /// brings sets the next one.
+    /// next deadline, unless an alarm is pending already ([`Client::alarm_set`]): one for
+    /// that time or an earlier one is enough, since the wake-up it brings sets the next
+    /// one. Only a flag is kept, not the alarm's time, so the flag is cleared wherever the
+    /// earliest deadline may move earlier ([`Client::deadline_ahead`]) and on every wake-up
+    /// (an alarm rang, or the server API asked; which of the two cannot be told apart). A
+    /// deadline moved later keeps the earlier alarm, whose wake-up sets one for the later
+    /// time.
     fn set_alarm(&mut self, ws: &WebSocket) {
-        let now = Instant::now();
-        let mut alarm_at = self.alarm_at.get();
-        if alarm_at.is_some_and(|at| at <= now) {
-            alarm_at = None;
+        if self.alarm_set {
+            return;
         }
         if let Some(next) = self.next_deadline() {
-            if alarm_at.is_none_or(|at| next < at) {
-                self.node.alarms.set(next, ws.outbox());
-                alarm_at = Some(next);
-            }
+            self.node.alarms.set(next, ws.outbox());
+            self.alarm_set = true;
         }
-        self.alarm_at = alarm_at.into();
+    }
+
+    /// Notes that a deadline at `at` is about to be set: if it is earlier than every one so
+    /// far, the pending alarm (if any) may come too late, and the next
+    /// [`Client::set_alarm`] must set one.
+    fn deadline_ahead(&mut self, at: Instant) {
+        if self.next_deadline().is_none_or(|next| at < next) {
+            self.alarm_set = false;
+        }
     }
 
     /// Acts on timers that are due, on an expiry set through the server API, and on a
-    /// shutdown (the alarm clock rings every client when one starts).
+    /// shutdown (the alarm clock rings every client when one starts). Called on every
+    /// wake-up.
     fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
+        // This wake-up may be the pending alarm's: from here on none is counted on, and the
+        // next `set_alarm` sets one for the next deadline.
+        self.alarm_set = false;
         let now = Instant::now();
         self.apply_api_refresh();
         if self.node.shutdown.is_cancelled() {
@@ -234,7 +265,11 @@ impl Client {
     /// `client.expired_close_delay` after that, unless refreshed.
     fn set_expiry(&mut self, at: Option<u64>) {
         let delay = self.node.config.client.expired_close_delay;
-        self.deadline = at.map(|at| instant_of(at) + delay).into();
+        let deadline = PackedInstant::from(at.map(|at| instant_of(at) + delay));
+        if let Some(at) = deadline.get() {
+            self.deadline_ahead(at);
+        }
+        self.deadline = deadline;
     }
 
     /// Starts closing the connection with a protocol disconnect code.
@@ -243,8 +278,13 @@ impl Client {
             return;
         }
         self.state = State::Closing;
+        // No deadline is left, so no alarm is counted on either.
         self.deadline = PackedInstant::NONE;
-        self.sub_expiry = None;
+        self.alarm_set = false;
+        if let Some(aside) = &mut self.aside {
+            aside.sub_expiry = Vec::new();
+        }
+        self.drop_aside_if_empty();
         ws.close(CloseCode(close.code), close.reason);
     }
 
@@ -271,21 +311,33 @@ impl Client {
         result
     }
 
+    /// Drops the [`Aside`] box once it holds nothing.
+    fn drop_aside_if_empty(&mut self) {
+        if self.aside.as_deref().is_some_and(Aside::is_empty) {
+            self.aside = None;
+        }
+    }
+
     /// Sends the replies gathered so far as one frame.
     fn flush_replies(&mut self, ws: &WebSocket) {
-        let Some(replies) = self.replies.take() else {
+        let Some(replies) = self.aside.as_mut().and_then(|aside| aside.replies.take()) else {
             return;
         };
+        self.drop_aside_if_empty();
         // A closed queue means the connection is going away; its replies do not matter.
         let _ = ws.outbox().push_frame(replies.finish(OpCode::Text));
     }
 
     fn reply(&mut self, reply: &Reply) {
-        let replies = self.replies.get_or_insert_with(Box::default);
+        let replies = self
+            .aside
+            .get_or_insert_with(Box::default)
+            .replies
+            .get_or_insert_with(FrameBuf::new);
         if replies.payload_len() > 0 {
-            let _ = std::io::Write::write_all(&mut **replies, b"\n");
+            let _ = std::io::Write::write_all(replies, b"\n");
         }
-        if encode_reply(reply, &mut **replies).is_err() {
+        if encode_reply(reply, replies).is_err() {
             tracing::error!(client = %self.id(), "could not encode a reply");
         }
     }
@@ -796,34 +848,40 @@ impl Client {
 
     /// Records when a subscription expires (`None`: never), replacing what was recorded.
     fn set_sub_expiry(&mut self, channel: &str, expires_at: Option<u64>) {
-        if let Some(list) = &mut self.sub_expiry {
-            list.retain(|(c, _)| c != channel);
+        let at = expires_at.map(instant_of);
+        if let Some(at) = at {
+            self.deadline_ahead(at);
         }
-        if let Some(at) = expires_at {
-            self.sub_expiry
+        if let Some(aside) = &mut self.aside {
+            aside.sub_expiry.retain(|(c, _)| c != channel);
+        }
+        if let Some(at) = at {
+            self.aside
                 .get_or_insert_with(Box::default)
-                .push((channel.to_owned(), instant_of(at)));
+                .sub_expiry
+                .push((channel.to_owned(), at));
         }
-        if self.sub_expiry.as_ref().is_some_and(|list| list.is_empty()) {
-            self.sub_expiry = None;
-        }
+        self.drop_aside_if_empty();
     }
 
     /// The subscriptions whose token expires, and when.
     fn sub_expiries(&self) -> &[(String, Instant)] {
-        self.sub_expiry.as_deref().map_or(&[], Vec::as_slice)
+        self.aside
+            .as_deref()
+            .map_or(&[], |aside| aside.sub_expiry.as_slice())
     }
 
     /// Ends the subscriptions whose token expired without a `sub_refresh`: each gets an
     /// unsubscribe push 2501, after which the SDK subscribes again with a new token.
     fn expire_subscriptions(&mut self, now: Instant, ws: &WebSocket) {
-        let (expired, kept): (Vec<_>, Vec<_>) = self
-            .sub_expiry
-            .take()
-            .map_or_else(Vec::new, |list| *list)
+        let Some(aside) = &mut self.aside else {
+            return;
+        };
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut aside.sub_expiry)
             .into_iter()
             .partition(|(_, at)| *at <= now);
-        self.sub_expiry = (!kept.is_empty()).then(|| Box::new(kept));
+        aside.sub_expiry = kept;
+        self.drop_aside_if_empty();
         let Some(handle) = self.handle.clone() else {
             return;
         };
@@ -1069,6 +1127,20 @@ mod tests {
         assert!(
             size - debug_extra <= 280,
             "the serve future is {size} bytes ({debug_extra} of them debug-only)"
+        );
+    }
+
+    /// The connection task (`serve`'s future: the WebSocket, the `Client` and 16 bytes) must
+    /// stay at 280 bytes or less, so that tokio's task cell is 384 bytes and not 512: header
+    /// 32, scheduler and id 16, stage (the future and 8), trailer 48, aligned to 128 on
+    /// x86_64 (see the test above). With the WebSocket at 208 bytes (release layout), a
+    /// 56-byte `Client` filled that budget to the byte; at 40 it leaves 16 to spare.
+    #[test]
+    fn a_client_takes_at_most_40_bytes() {
+        let size = std::mem::size_of::<Client>();
+        assert!(
+            size <= 40,
+            "Client is {size} bytes, and every idle connection pays each of them"
         );
     }
 }
