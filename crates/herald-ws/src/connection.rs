@@ -930,8 +930,8 @@ mod tests {
     /// budget: Herald's connection task holds this and its protocol state, and tokio rounds
     /// a task up to a multiple of 128 bytes; at 96 bytes here (release build) the task takes
     /// 256, and eight bytes more would make it 384 (see Herald's
-    /// `a_connection_task_fits_256_bytes`). Measured beside the socket, which mio makes eight
-    /// bytes larger in debug builds: 32 + 64 in release.
+    /// `the_serve_future_keeps_the_task_within_256_bytes`). Measured beside the socket, which
+    /// mio makes eight bytes larger in debug builds: 32 + 64 in release.
     #[test]
     fn connection_state_stays_small() {
         use std::mem::size_of;
