@@ -514,6 +514,81 @@ mod tests {
         );
     }
 
+    fn texts(queue: &Queue) -> Vec<String> {
+        queue
+            .iter()
+            .map(|item| match item {
+                Outgoing::Shared(m) => String::from_utf8_lossy(&m.frame().as_bytes()[2..]).into(),
+                Outgoing::Frame(f) => String::from_utf8_lossy(&f.as_bytes()[2..]).into(),
+            })
+            .collect()
+    }
+
+    fn text(s: &str) -> Outgoing {
+        Outgoing::Shared(Arc::new(Message::text(s)))
+    }
+
+    /// A queue nobody used takes its pointer and nothing else; one that was used keeps its
+    /// buffer until released.
+    #[test]
+    fn a_queue_is_one_pointer_until_used() {
+        assert_eq!(std::mem::size_of::<Queue>(), 8);
+        let mut queue = Queue::default();
+        assert!(!queue.is_allocated() && queue.is_empty());
+        queue.push_back(text("a"));
+        queue.clear();
+        assert!(queue.is_allocated() && queue.is_empty());
+        queue.release();
+        assert!(!queue.is_allocated());
+    }
+
+    /// Appending to an empty queue swaps the two whole (the other keeps the empty buffer);
+    /// appending to a non-empty one moves the items behind what is there, in order.
+    #[test]
+    fn appending_keeps_the_order_and_swaps_buffers_when_empty() {
+        let mut writer = Queue::default();
+        let mut outbox = Queue::default();
+        outbox.push_back(text("1"));
+        outbox.push_back(text("2"));
+        writer.append(&mut outbox);
+        assert_eq!(texts(&writer), ["1", "2"]);
+        assert!(outbox.is_empty());
+        outbox.push_back(text("3"));
+        writer.append(&mut outbox);
+        assert_eq!(texts(&writer), ["1", "2", "3"]);
+        assert!(outbox.is_empty() && outbox.is_allocated());
+        // Written out, the writer's empty buffer goes back to the outbox on the next swap.
+        while writer.pop_front().is_some() {}
+        outbox.push_back(text("4"));
+        writer.append(&mut outbox);
+        assert_eq!(texts(&writer), ["4"]);
+        assert!(outbox.is_allocated() && outbox.is_empty());
+    }
+
+    /// The bytes already written of the front item belong to that item: kept while it stays
+    /// in front, gone with it.
+    #[test]
+    fn the_written_part_of_the_front_item_goes_with_it() {
+        let mut queue = Queue::default();
+        assert_eq!(queue.front_written(), 0);
+        queue.push_back(text("first"));
+        queue.push_back(text("second"));
+        queue.front_wrote(3);
+        queue.front_wrote(1);
+        assert_eq!(queue.front_written(), 4);
+        queue.truncate(1);
+        assert_eq!((queue.len(), queue.front_written()), (1, 4));
+        queue.push_back(text("third"));
+        queue.pop_front();
+        assert_eq!(
+            (texts(&queue)[0].as_str(), queue.front_written()),
+            ("third", 0)
+        );
+        queue.front_wrote(2);
+        queue.truncate(0);
+        assert_eq!(queue.front_written(), 0);
+    }
+
     /// A budget computed in `usize` (from a configuration, say) may exceed the 32-bit count:
     /// it must mean "no practical limit", not wrap to a small one.
     #[test]
