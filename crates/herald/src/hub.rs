@@ -113,7 +113,6 @@ impl ClientHandle {
 
     /// The channels this client is subscribed to.
     pub fn channels(&self) -> MutexGuard<'_, ChannelSet> {
-        // Each critical section is one set operation, so a poisoned lock is still consistent.
         lock(&self.channels)
     }
 

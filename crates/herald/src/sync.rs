@@ -1,7 +1,7 @@
-//! Locking for the node's shared tables (hub, alarm clock, ping wheel) that outlives a
-//! panic: every critical section there is a single table operation, so a lock poisoned by a
-//! panicking holder still guards consistent data, and the server keeps serving instead of
-//! failing every later caller.
+//! Locking that outlives a panic, for the node's shared state (hub, alarm clock, ping wheel,
+//! history cache and writer, JWKS cache): every critical section there is a single table
+//! operation or swap, so a lock poisoned by a panicking holder still guards consistent data,
+//! and the server keeps serving instead of failing every later caller.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -33,6 +33,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::sync;
+
 /// How often the key set is fetched again while nothing asks for it sooner.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 /// Least time between two fetches caused by tokens naming an unknown `kid`.
@@ -329,7 +331,7 @@ impl Jwks {
 
     fn cached(&self, kid: &str) -> (Option<Arc<Jwk>>, u64) {
         // A poisoned lock only means a panic elsewhere while swapping the map; the data is whole.
-        let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+        let cached = sync::read(&self.cached);
         (cached.keys.get(kid).cloned(), cached.generation)
     }
 
@@ -429,7 +431,7 @@ impl Jwks {
         let mut kids: Vec<&str> = set.keys.keys().map(String::as_str).collect();
         kids.sort_unstable();
         let kids = kids.join(", ");
-        let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
+        let mut cached = sync::write(&self.cached);
         let mut before: Vec<&str> = cached.keys.keys().map(String::as_str).collect();
         before.sort_unstable();
         if before.join(", ") != kids || cached.generation == 0 {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::engine::StoredPublication;
+use crate::sync;
 
 const SHARDS: usize = 64;
 
@@ -174,7 +175,7 @@ impl Shared {
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // Every critical section leaves the shard consistent, so a poisoned lock is usable.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.shards[i])
     }
 
     fn tick(&self) -> u32 {

@@ -44,6 +44,7 @@ use super::{
     HistoryResult, Recovery, StoredPublication, StreamPosition,
 };
 use crate::config::{Config, Durability};
+use crate::sync;
 
 /// Name of the database file inside `data_dir`.
 pub const DATABASE_FILE: &str = "history.db";
@@ -150,7 +151,7 @@ struct ReadPool {
 
 impl ReadPool {
     fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
-        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = sync::lock(&self.idle).pop();
         let conn = match conn {
             Some(c) => c,
             None => store::open_reader(&self.path, true)?,
@@ -158,7 +159,7 @@ impl ReadPool {
         let result = f(&conn);
         // A connection left inside a transaction by an error is not reused.
         if conn.is_autocommit() {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = sync::lock(&self.idle);
             if idle.len() < self.max_idle {
                 idle.push(conn);
             }
@@ -484,8 +485,7 @@ impl EmbeddedHistory {
 impl Drop for EmbeddedHistory {
     fn drop(&mut self) {
         let _ = self.tx.send(Cmd::Shutdown);
-        let mut threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut threads = std::mem::take(&mut *sync::lock(&self.threads));
         if let Some(w) = threads.writer.take() {
             let _ = w.join();
         }

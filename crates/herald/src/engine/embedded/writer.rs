@@ -37,6 +37,7 @@ use crate::config::Durability;
 use crate::engine::{
     AppendRequest, AppendResult, EngineError, HistoryOptions, StoredPublication, StreamPosition,
 };
+use crate::sync;
 
 /// Most commands executed per round before the writer looks at committing.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -180,7 +181,7 @@ impl SyncQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.state)
     }
 
     fn push(&self, batch: Committed) {
@@ -274,17 +275,17 @@ impl Checkpointer {
     }
 
     fn committed(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = sync::lock(&self.state);
         s.0 += 1;
     }
 
     pub fn shutdown(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        sync::lock(&self.state).1 = true;
         self.cond.notify_all();
     }
 
     pub fn run(&self, conn: Connection, interval: Duration, shared: &Shared) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = sync::lock(&self.state);
         loop {
             if s.1 {
                 return;
