@@ -3,7 +3,9 @@
 //!
 //! Scenarios:
 //! * `fanout` — N subscribers on one channel, publications at a fixed rate through the HTTP
-//!   API; delivery latency percentiles, deliveries/s and loss.
+//!   API; delivery latency percentiles, deliveries/s and loss. The latency is also given up
+//!   to the kernel's receive timestamp of the bytes: the difference is the time they waited
+//!   in the client's socket for the bench itself, which shares the machine.
 //! * `idle` — N connected, subscribed clients held for a while; server memory per connection.
 //! * `connect` — how fast N clients can connect and subscribe, with latency percentiles.
 //! * `publish` — durable publications/s through the HTTP API at a given concurrency (closed

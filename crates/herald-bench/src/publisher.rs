@@ -179,7 +179,7 @@ pub async fn read_response(
             buf.resize(buf.len() * 2, 0);
         }
         // One `recv` per response (a short read clears the socket's readiness).
-        let n = crate::ws::recv_some(stream, &mut buf[end..]).await?;
+        let (n, _) = crate::ws::recv_some(stream, &mut buf[end..]).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

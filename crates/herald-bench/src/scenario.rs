@@ -277,6 +277,7 @@ pub(crate) async fn start_and_connect(p: &Prepared, total: usize) -> Result<Star
 /// Merged worker results.
 struct Merged {
     delivery: Histogram<u64>,
+    arrival: Histogram<u64>,
     handshake: Histogram<u64>,
     connect: Histogram<u64>,
     subscribe: Histogram<u64>,
@@ -295,6 +296,7 @@ struct Merged {
 fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
     let mut m = Merged {
         delivery: stats::new_hist(),
+        arrival: stats::new_hist(),
         handshake: stats::new_hist(),
         connect: stats::new_hist(),
         subscribe: stats::new_hist(),
@@ -311,6 +313,9 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
     };
     for r in results {
         stats::merge(&mut m.delivery, &stats::decode(&r.delivery)?);
+        if !r.arrival.is_empty() {
+            stats::merge(&mut m.arrival, &stats::decode(&r.arrival)?);
+        }
         stats::merge(&mut m.handshake, &stats::decode(&r.handshake)?);
         stats::merge(&mut m.connect, &stats::decode(&r.connect)?);
         stats::merge(&mut m.subscribe, &stats::decode(&r.subscribe)?);
@@ -496,6 +501,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let received = m.progress.received;
     let lost = expected.saturating_sub(received);
     let s = stats::summarize(&m.delivery);
+    let arrival = stats::summarize(&m.arrival);
     let rtt_s = stats::summarize(&rtt);
     let server_cpu_pct = match (server_cpu_before, server_cpu_after) {
         (Some(b), Some(e)) => Some(100.0 * (e - b) / cpu_wall.max(1e-9)),
@@ -521,6 +527,10 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         m.progress.closed
     ));
     out.latency("delivery latency", &s);
+    out.latency(
+        "  of which until the bytes reached the client's socket (kernel receive timestamp)",
+        &arrival,
+    );
     if let Some(pid) = p.server_pid {
         out.line(format!(
             "server pid {pid}: RSS {} → {} (before set-up {}), CPU {} (publishing + drain)",
@@ -547,7 +557,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
                 "fan-out delivery latency: {} subs × {} msg/s",
                 subscribed, a.rate
             ),
-            &[("delivery", &m.delivery)],
+            &[("delivery", &m.delivery), ("arrival", &m.arrival)],
         )?;
         eprintln!("plot written to {}", path.display());
     }
@@ -586,6 +596,9 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "p999_ms": r3(s.p999_ms),
         "max_ms": r3(s.max_ms),
         "mean_ms": r3(s.mean_ms),
+        "arrival_p50_ms": r3(arrival.p50_ms),
+        "arrival_p99_ms": r3(arrival.p99_ms),
+        "arrival_max_ms": r3(arrival.max_ms),
         "server_pid": p.server_pid,
         "server_rss_before_kib": server_rss_before,
         "server_rss_after_kib": server_rss_after,

@@ -92,8 +92,11 @@ pub fn summarize(h: &Histogram<u64>) -> Summary {
 
 /// What one runtime thread of a worker records.
 pub struct Local {
-    /// Delivery latency (publish send → receive).
+    /// Delivery latency (publish send → the bench's read).
     pub delivery: Histogram<u64>,
+    /// Arrival latency (publish send → the kernel's receive timestamp of the bytes): the
+    /// delivery latency without the time the bytes waited for the bench to read them.
+    pub arrival: Histogram<u64>,
     /// Bench publications received.
     pub received: u64,
     /// Publications whose `seq` was not above the previous one from the same publisher.
@@ -116,6 +119,7 @@ impl Local {
     fn new() -> Local {
         Local {
             delivery: new_hist(),
+            arrival: new_hist(),
             received: 0,
             out_of_order: 0,
             pings: 0,
@@ -159,6 +163,7 @@ pub fn snapshot() -> Local {
     for l in reg.iter() {
         let l = l.lock().unwrap_or_else(|e| e.into_inner());
         merge(&mut all.delivery, &l.delivery);
+        merge(&mut all.arrival, &l.arrival);
         merge(&mut all.handshake, &l.handshake);
         merge(&mut all.connect, &l.connect);
         merge(&mut all.subscribe, &l.subscribe);

@@ -1,5 +1,6 @@
-//! Small operating-system helpers: a clock shared by all processes of a run, the open-file
-//! limit, and reading another process's memory and CPU time from `/proc` (Linux).
+//! Small operating-system helpers: a clock shared by all processes of a run, the kernel's
+//! receive timestamps on that clock, the open-file limit, and reading another process's memory
+//! and CPU time from `/proc` (Linux).
 
 use std::io;
 use std::path::Path;
@@ -16,6 +17,96 @@ pub fn now_ns() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     debug_assert_eq!(rc, 0);
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds of `CLOCK_REALTIME`.
+fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_REALTIME always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// `CLOCK_REALTIME − CLOCK_MONOTONIC` in ns, measured once per process: the kernel stamps
+/// received segments with wall-clock time, and the bench's time line is the monotonic clock.
+/// Over one run the two clocks drift apart by NTP slewing only (microseconds at most).
+static REALTIME_OFFSET_NS: std::sync::LazyLock<i128> = std::sync::LazyLock::new(|| {
+    let before = i128::from(now_ns());
+    let real = realtime_ns();
+    let after = i128::from(now_ns());
+    real - (before + after) / 2
+});
+
+/// Asks the kernel to stamp each segment received on `fd` with its arrival time
+/// (`SO_TIMESTAMPNS`), which [`recv_stamped`] then returns with the data.
+pub fn enable_receive_timestamps(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a socket descriptor owned by the caller and a c_int option value of the right
+    // size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `recv` into `buf`, with the time (monotonic ns, as [`now_ns`]) at which the kernel received
+/// the last segment whose bytes were read, when the socket has receive timestamps on
+/// ([`enable_receive_timestamps`]).
+///
+/// The difference from the time the read returned is how long the data waited in the socket
+/// for this process to get to it: on a machine shared with the server, the load generator's
+/// own lag rather than the server's.
+pub fn recv_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one timestamp message (CMSG_SPACE of a timespec is 32 bytes), 8-byte aligned
+    // as a cmsghdr must be.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at one iovec covering `buf` (valid and writable for its length)
+    // and at `control` (valid and writable for msg_controllen bytes); both outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: `msg` was filled by recvmsg: CMSG_FIRSTHDR and CMSG_NXTHDR walk the control
+    // messages inside `control` (msg_controllen was set to the length the kernel wrote) and
+    // return null after the last one; CMSG_DATA of an SCM_TIMESTAMPNS message points at a
+    // timespec, read unaligned because the data has no alignment guarantee for it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let real = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+                stamp = u64::try_from(real - *REALTIME_OFFSET_NS).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
@@ -214,5 +305,53 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         assert!(cpu_seconds(me).is_some());
+    }
+
+    #[test]
+    fn receive_timestamps_say_when_the_bytes_arrived_not_when_they_were_read() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let receiver = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut sender, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+
+        // Without the option, no stamp.
+        sender.write_all(b"a").unwrap();
+        let (n, stamp) = recv_stamped(receiver.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((n, stamp), (1, None));
+
+        enable_receive_timestamps(receiver.as_raw_fd()).unwrap();
+        // The first socket to ask turns timestamping on for the whole system, which the kernel
+        // does asynchronously: until then segments arrive unstamped.
+        for _ in 0..200 {
+            sender.write_all(b"w").unwrap();
+            if recv_stamped(receiver.as_raw_fd(), &mut buf)
+                .unwrap()
+                .1
+                .is_some()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let sent = now_ns();
+        sender.write_all(b"hello").unwrap();
+        // The bytes wait in the socket for 50 ms before they are read.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (n, stamp) = recv_stamped(receiver.as_raw_fd(), &mut buf).unwrap();
+        let read = now_ns();
+        assert_eq!(&buf[..n], b"hello");
+        let arrived = stamp.expect("a timestamp once the option is on");
+        // Allow for the realtime/monotonic offset measured once (microseconds).
+        assert!(
+            arrived + 1_000_000 >= sent,
+            "arrived {arrived} before it was sent {sent}"
+        );
+        assert!(
+            read - arrived >= 45_000_000,
+            "the stamp is the read time, not the arrival: waited {} ns",
+            read - arrived
+        );
     }
 }

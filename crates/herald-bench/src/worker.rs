@@ -131,6 +131,9 @@ pub struct WorkerResult {
     pub last_recv_ns: u64,
     /// Delivery latency histogram (µs, encoded).
     pub delivery: String,
+    /// Arrival latency histogram (publish → the kernel's receive timestamp; µs, encoded).
+    #[serde(default)]
+    pub arrival: String,
     /// Upgrade latency histogram.
     pub handshake: String,
     /// `connect` round-trip histogram.
@@ -300,6 +303,7 @@ async fn run(spec: WorkerSpec) {
         setup_end_ns: shared.setup_end_ns.load(Relaxed),
         last_recv_ns: snap.last_recv_ns,
         delivery: stats::encode(&snap.delivery),
+        arrival: stats::encode(&snap.arrival),
         handshake: stats::encode(&snap.handshake),
         connect: stats::encode(&snap.connect),
         subscribe: stats::encode(&snap.subscribe),
@@ -422,7 +426,8 @@ pub async fn wait_reply_raw(ws: &mut WsClient, id: u32) -> Result<(Vec<u8>, u64)
         let mut pings = 0;
         let mut result = None;
         match ws.read_message().await.map_err(|e| e.to_string())? {
-            Message::Text(p, at) => {
+            Message::Text(p, stamp) => {
+                let at = stamp.read_ns;
                 for line in proto::lines(p) {
                     match proto::classify(line) {
                         Line::Reply {
@@ -466,9 +471,10 @@ async fn read_loop(mut ws: WsClient, publishers: usize) -> String {
                     for line in proto::lines(p) {
                         match proto::classify(line) {
                             Line::Pub { ts, seq } => {
-                                stats::record_ns(&mut l.delivery, at.saturating_sub(ts));
+                                stats::record_ns(&mut l.delivery, at.read_ns.saturating_sub(ts));
+                                stats::record_ns(&mut l.arrival, at.arrival_ns.saturating_sub(ts));
                                 l.received += 1;
-                                l.last_recv_ns = l.last_recv_ns.max(at);
+                                l.last_recv_ns = l.last_recv_ns.max(at.read_ns);
                                 let last = &mut last_seq[(seq.saturating_sub(1) % n) as usize];
                                 if seq <= *last {
                                     l.out_of_order += 1;

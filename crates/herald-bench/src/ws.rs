@@ -11,7 +11,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io::Read as _;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -117,12 +116,23 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
+/// When the bytes that completed a message came in (monotonic ns, as [`crate::sys::now_ns`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The socket read returned them to the bench.
+    pub read_ns: u64,
+    /// The kernel received the last segment of that read (its receive timestamp); the read
+    /// time when the kernel gave none. `read_ns - arrival_ns` is how long the bytes waited
+    /// for the bench: its own lag, not the server's.
+    pub arrival_ns: u64,
+}
+
 /// What [`WsClient::read_message`] returns.
 #[derive(Debug)]
 pub enum Message<'a> {
-    /// A complete text (or binary) message, with the monotonic ns of the socket read that
-    /// completed it.
-    Text(&'a [u8], u64),
+    /// A complete text (or binary) message, with when the socket read that completed it
+    /// happened.
+    Text(&'a [u8], Stamp),
     /// The server closed the connection with this code (1005 when none was given).
     Close(u16, String),
 }
@@ -191,8 +201,8 @@ pub struct WsClient {
     frag: Vec<u8>,
     in_fragment: bool,
     rng: u64,
-    /// Monotonic ns when the last read from the socket returned.
-    pub last_read_ns: u64,
+    /// When the last read from the socket returned, and when its bytes arrived.
+    pub last_read: Stamp,
 }
 
 impl WsClient {
@@ -218,7 +228,7 @@ impl WsClient {
             frag: Vec::new(),
             in_fragment: false,
             rng,
-            last_read_ns: 0,
+            last_read: Stamp::default(),
         };
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -273,7 +283,11 @@ impl WsClient {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             self.end += n;
-            self.last_read_ns = crate::sys::now_ns();
+            let read_ns = crate::sys::now_ns();
+            self.last_read = Stamp {
+                read_ns,
+                arrival_ns: read_ns,
+            };
         }
     }
 
@@ -298,8 +312,8 @@ impl WsClient {
     /// returned slice lives in the connection's buffer until the next call.
     pub async fn read_message(&mut self) -> io::Result<Message<'_>> {
         Ok(match self.read_raw().await? {
-            Raw::Text(s, e) => Message::Text(&self.buf[s..e], self.last_read_ns),
-            Raw::Fragmented => Message::Text(&self.frag, self.last_read_ns),
+            Raw::Text(s, e) => Message::Text(&self.buf[s..e], self.last_read),
+            Raw::Fragmented => Message::Text(&self.frag, self.last_read),
             Raw::Close(code, reason) => Message::Close(code, reason),
         })
     }
@@ -380,11 +394,15 @@ impl WsClient {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let n = self.fill().await?;
+            let (n, arrival) = self.fill().await?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.last_read_ns = crate::sys::now_ns();
+            let read_ns = crate::sys::now_ns();
+            self.last_read = Stamp {
+                read_ns,
+                arrival_ns: arrival.map_or(read_ns, |at| at.min(read_ns)),
+            };
             self.end += n;
         }
     }
@@ -395,7 +413,7 @@ impl WsClient {
     /// message costs a second `recv` that fails with `EAGAIN`. A short read on a TCP socket
     /// means its receive queue is empty, so it is reported to tokio as "would block", which
     /// clears the readiness right away (tokio ignores the clear if an event came meanwhile).
-    async fn fill(&mut self) -> io::Result<usize> {
+    async fn fill(&mut self) -> io::Result<(usize, Option<u64>)> {
         let WsClient {
             stream, buf, end, ..
         } = self;
@@ -404,24 +422,27 @@ impl WsClient {
 }
 
 /// Reads what `stream` has into `free`: one `recv` per wake-up (see [`WsClient::fill`]); 0 at
-/// end of stream.
-pub async fn recv_some(stream: &TcpStream, free: &mut [u8]) -> io::Result<usize> {
+/// end of stream. With the bytes comes the kernel's arrival time of the last segment read,
+/// when the socket has receive timestamps on ([`crate::sys::enable_receive_timestamps`]).
+pub async fn recv_some(stream: &TcpStream, free: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    use std::os::fd::AsRawFd as _;
+    let fd = stream.as_raw_fd();
     loop {
         stream.readable().await?;
         let mut short = None;
         let res = stream.try_io(tokio::io::Interest::READABLE, || {
-            let n = (&*socket2::SockRef::from(stream)).read(&mut *free)?;
+            let (n, stamp) = crate::sys::recv_stamped(fd, &mut *free)?;
             if n > 0 && n < free.len() {
-                short = Some(n);
+                short = Some((n, stamp));
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            Ok(n)
+            Ok((n, stamp))
         });
         match res {
-            Ok(n) => return Ok(n),
+            Ok(read) => return Ok(read),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Some(n) = short {
-                    return Ok(n);
+                if let Some(read) = short {
+                    return Ok(read);
                 }
             }
             Err(e) => return Err(e),
@@ -457,6 +478,10 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    {
+        use std::os::fd::AsRawFd as _;
+        crate::sys::enable_receive_timestamps(socket.as_raw_fd())?;
+    }
     if let Some(ip) = source {
         if ip.is_ipv4() {
             set_bind_address_no_port(&socket);
