@@ -241,6 +241,16 @@ impl std::fmt::Debug for WebSocket {
     }
 }
 
+/// The TCP stream of an upgraded hyper connection and the bytes hyper read past the request.
+fn upgraded_stream(upgraded: Upgraded) -> Result<(TcpStream, bytes::Bytes), Error> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().map_err(|_| {
+        Error::Io(io::Error::other(
+            "WebSocket upgrade on a transport other than plain TCP is not supported",
+        ))
+    })?;
+    Ok((parts.io.into_inner(), parts.read_buf))
+}
+
 impl WebSocket {
     /// Takes over the socket of an upgraded hyper connection. `Upgraded` must wrap a
     /// `TokioIo<TcpStream>` (hyper's own server over tokio); bytes hyper read past the request
@@ -251,18 +261,26 @@ impl WebSocket {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
-        let parts = upgraded.downcast::<TokioIo<TcpStream>>().map_err(|_| {
-            Error::Io(io::Error::other(
-                "WebSocket upgrade on a transport other than plain TCP is not supported",
-            ))
-        })?;
-        WebSocket::from_stream(
-            parts.io.into_inner(),
-            &parts.read_buf,
-            negotiated,
-            config,
-            outbox,
-        )
+        let (stream, already_read) = upgraded_stream(upgraded)?;
+        WebSocket::from_stream(stream, &already_read, negotiated, config, outbox)
+    }
+
+    /// As [`WebSocket::from_upgraded`], with the socket moved to `runtime`'s I/O driver: the
+    /// connection must then be served by a task on `runtime`. A server that serves HTTP on
+    /// one runtime and connections on another hands each one over this way.
+    pub fn from_upgraded_on(
+        runtime: &tokio::runtime::Handle,
+        upgraded: Upgraded,
+        negotiated: &Negotiated,
+        config: Arc<Config>,
+        outbox: Arc<Outbox>,
+    ) -> Result<WebSocket, Error> {
+        let (stream, already_read) = upgraded_stream(upgraded)?;
+        // Deregistered from the runtime it was accepted on, registered with `runtime`.
+        let stream = stream.into_std()?;
+        let _on_runtime = runtime.enter();
+        let stream = TcpStream::from_std(stream)?;
+        WebSocket::from_stream(stream, &already_read, negotiated, config, outbox)
     }
 
     /// Wraps a TCP stream whose handshake is done; `already_read` holds bytes read past it.

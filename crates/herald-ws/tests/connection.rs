@@ -574,3 +574,108 @@ async fn notify_wakes_the_application_after_queued_output_even_mid_hold() {
         "two notifies in a row make one wake-up"
     );
 }
+
+/// A connection upgraded by hyper on one runtime and handed to another with
+/// `from_upgraded_on` is served there, and keeps working after the first runtime is gone (as
+/// Herald serves HTTP on a thread of its own and connections on the workers).
+#[test]
+fn an_upgraded_connection_moves_to_another_runtime() {
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("workers runtime");
+    let handle = workers.handle().clone();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (ws_tx, ws_rx) = std::sync::mpsc::channel::<WebSocket>();
+    let http_thread = std::thread::spawn(move || {
+        let http = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("http runtime");
+        http.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            addr_tx
+                .send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let done_tx = std::sync::Mutex::new(Some(done_tx));
+            let done_tx = Arc::new(done_tx);
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let (handle, ws_tx, done_tx) = (handle.clone(), ws_tx.clone(), done_tx.clone());
+                    async move {
+                        let (response, negotiated) =
+                            accept(&req, &HandshakeConfig::default()).expect("handshake");
+                        let on_upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let upgraded = on_upgrade.await.expect("upgraded");
+                            let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+                            let ws = WebSocket::from_upgraded_on(
+                                &handle,
+                                upgraded,
+                                &negotiated,
+                                Arc::new(Config::default()),
+                                outbox,
+                            )
+                            .expect("moved");
+                            ws_tx.send(ws).expect("send websocket");
+                            if let Some(done) = done_tx.lock().expect("lock").take() {
+                                let _ = done.send(());
+                            }
+                        });
+                        Ok::<_, std::convert::Infallible>(response.map(|()| String::new()))
+                    }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::spawn(conn);
+            let _ = done_rx.await;
+        });
+        // The HTTP runtime, and its I/O driver, are dropped here.
+    });
+    let addr = addr_rx.recv().expect("address");
+    workers.block_on(async move {
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .expect("send request");
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"\r\n\r\n") {
+            reply.push(client.read_u8().await.expect("read response"));
+        }
+        assert!(
+            reply.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        let ws = tokio::task::spawn_blocking(move || {
+            let ws = ws_rx.recv().expect("websocket");
+            http_thread.join().expect("http thread ended");
+            ws
+        })
+        .await
+        .expect("joined");
+        let server = echo(ws);
+        let mut client = Client {
+            stream: client,
+            buf: Vec::new(),
+        };
+        client
+            .send(&client_frame(true, false, OpCode::Text, b"still here"))
+            .await;
+        let echoed = timeout(LIMIT, client.frame()).await.expect("echo in time");
+        assert_eq!(
+            echoed,
+            Some((true, false, OpCode::Text, b"still here".to_vec()))
+        );
+        server.abort();
+    });
+}

@@ -139,8 +139,10 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
              and start with `herald -c config.json`, then `herald gentoken -u USER`"
         );
     }
-    server.run().await;
-    Ok(())
+    server
+        .run()
+        .await
+        .map_err(|e| format!("cannot start the HTTP thread: {e}"))
 }
 
 /// Registers SIGTERM and SIGINT now and returns a future that completes on the first of them.
