@@ -139,10 +139,7 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
              and start with `herald -c config.json`, then `herald gentoken -u USER`"
         );
     }
-    server
-        .run()
-        .await
-        .map_err(|e| format!("cannot start the HTTP thread: {e}"))
+    server.run().await.map_err(|e| format!("HTTP server: {e}"))
 }
 
 /// Registers SIGTERM and SIGINT now and returns a future that completes on the first of them.

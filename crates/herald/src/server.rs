@@ -83,7 +83,8 @@ impl Server {
     /// runtime, it waited up to a whole round of writes to be read (publish round trip p99
     /// ~100 ms with 10,000 subscribers) and its fan-out started that much later.
     ///
-    /// Fails only when that thread cannot be started.
+    /// Fails when that thread cannot be started, or its runtime or listener cannot be set up
+    /// there (it then stops the node first).
     pub async fn run(self) -> std::io::Result<()> {
         let Server { node, listener, ws } = self;
         let timers = node.clone();
@@ -98,7 +99,10 @@ impl Server {
             let node = node.clone();
             std::thread::Builder::new()
                 .name("herald-http".into())
-                .spawn(move || serve_http_thread(node, ws, listener, http_may_end))?
+                .spawn(move || serve_http_thread(node, ws, listener, http_may_end))
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot start the HTTP thread: {e}"))
+                })?
         };
         node.shutdown.cancelled().await;
         // Connected clients do not each wait for the shutdown (that would cost every idle
@@ -122,37 +126,44 @@ impl Server {
         tracing::info!("shut down; {} connections remained", live());
         drop(closed);
         // The HTTP thread ends at once now; joining it must not block a worker thread.
-        let _ = tokio::task::spawn_blocking(move || http.join()).await;
-        Ok(())
+        match tokio::task::spawn_blocking(move || http.join()).await {
+            Ok(Ok(result)) => result,
+            _ => Err(std::io::Error::other("the HTTP thread panicked")),
+        }
     }
 }
 
 /// The `herald-http` thread: accepts connections and serves HTTP on them until shutdown,
-/// then keeps the open ones until `may_end` resolves (or its sender is dropped).
+/// then keeps the open ones until `may_end` resolves (or its sender is dropped). If it cannot
+/// set up, it stops the node and says why.
 fn serve_http_thread(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
     listener: std::net::TcpListener,
     may_end: tokio::sync::oneshot::Receiver<()>,
-) {
+) -> std::io::Result<()> {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!("cannot start the HTTP runtime: {e}; shutting down");
             node.shutdown.cancel();
-            return;
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot start the HTTP runtime: {e}"),
+            ));
         }
     };
     runtime.block_on(async move {
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::error!("cannot register the listener: {e}; shutting down");
                 node.shutdown.cancel();
-                return;
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot register the listener: {e}"),
+                ));
             }
         };
         loop {
@@ -172,7 +183,8 @@ fn serve_http_thread(
         }
         drop(listener);
         let _ = may_end.await;
-    });
+        Ok(())
+    })
 }
 
 /// Pending connections the kernel may hold before `accept`: the default of 128 drops SYNs when
