@@ -313,9 +313,7 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
     };
     for r in results {
         stats::merge(&mut m.delivery, &stats::decode(&r.delivery)?);
-        if !r.arrival.is_empty() {
-            stats::merge(&mut m.arrival, &stats::decode(&r.arrival)?);
-        }
+        stats::merge(&mut m.arrival, &stats::decode(&r.arrival)?);
         stats::merge(&mut m.handshake, &stats::decode(&r.handshake)?);
         stats::merge(&mut m.connect, &stats::decode(&r.connect)?);
         stats::merge(&mut m.subscribe, &stats::decode(&r.subscribe)?);

@@ -132,7 +132,6 @@ pub struct WorkerResult {
     /// Delivery latency histogram (µs, encoded).
     pub delivery: String,
     /// Arrival latency histogram (publish → the kernel's receive timestamp; µs, encoded).
-    #[serde(default)]
     pub arrival: String,
     /// Upgrade latency histogram.
     pub handshake: String,

@@ -127,6 +127,18 @@ pub struct Stamp {
     pub arrival_ns: u64,
 }
 
+impl Stamp {
+    /// A read that returns now, of bytes the kernel received at `arrival` (never after now;
+    /// unknown: now).
+    fn read_now(arrival: Option<u64>) -> Stamp {
+        let read_ns = crate::sys::now_ns();
+        Stamp {
+            read_ns,
+            arrival_ns: arrival.map_or(read_ns, |at| at.min(read_ns)),
+        }
+    }
+}
+
 /// What [`WsClient::read_message`] returns.
 #[derive(Debug)]
 pub enum Message<'a> {
@@ -283,11 +295,7 @@ impl WsClient {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             self.end += n;
-            let read_ns = crate::sys::now_ns();
-            self.last_read = Stamp {
-                read_ns,
-                arrival_ns: read_ns,
-            };
+            self.last_read = Stamp::read_now(None);
         }
     }
 
@@ -398,11 +406,7 @@ impl WsClient {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let read_ns = crate::sys::now_ns();
-            self.last_read = Stamp {
-                read_ns,
-                arrival_ns: arrival.map_or(read_ns, |at| at.min(read_ns)),
-            };
+            self.last_read = Stamp::read_now(arrival);
             self.end += n;
         }
     }
