@@ -12,6 +12,8 @@
 #                     server process under its open-file limit)
 #   PUBLISH_VIA=auto  api | client | auto (api when /api/publish works, else client publish)
 #   PORT=8000         first port tried for the server (the next free one is used)
+#   HERALD_WORKERS    passed on to the server like any HERALD_* option: its worker threads
+#                     (default one per core; the machine table says which was used)
 #   OUT=bench/RESULTS.md
 #   QUIET_IDLE=0      if > 0: before each run wait (at most QUIET_WAIT=300 s) until the CPUs
 #                     were at least this many percent idle over 2 s (for shared machines)
@@ -274,6 +276,7 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo "| load average (1, 5, 15 min) at start | $LOAD_START |"
     echo "| CPU pressure (PSI some avg10/60/300) at start | $PSI_START |"
     echo "| rustc | $(rustc --version) |"
+    echo "| server worker threads (HERALD_WORKERS) | ${HERALD_WORKERS:-one per core (default)} |"
     echo "| herald commit | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' (with uncommitted changes)') |"
     echo
     echo "Server and load generator share this machine (and its cores): the numbers measure both"

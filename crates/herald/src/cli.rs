@@ -60,6 +60,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Threads that run client connections (0 = one per CPU core); overrides workers.
+    #[arg(long, global = true, value_name = "N")]
+    pub workers: Option<usize>,
+
     /// What to do; without one, Herald serves.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -213,7 +217,7 @@ impl Cli {
     }
 
     /// Applies the flags that override config options (`--port`, `--address`, `--log-format`,
-    /// `--demo`, `--data-dir`).
+    /// `--demo`, `--data-dir`, `--workers`).
     pub fn apply_overrides(&self, config: &mut Config) {
         if let Some(port) = self.port {
             config.http_server.port = port;
@@ -229,6 +233,9 @@ impl Cli {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(workers) = self.workers {
+            config.workers = workers;
         }
     }
 
@@ -630,6 +637,8 @@ mod tests {
             "--demo",
             "--data-dir",
             "/tmp/d",
+            "--workers",
+            "1",
         ]);
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
         let mut config = Config::default();
@@ -639,6 +648,7 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Json);
         assert!(config.demo);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(config.workers, 1);
 
         assert!(parse(&["serve", "--port", "1"]).is_serve());
         assert_eq!(

@@ -26,6 +26,10 @@ use serde_json::{Map, Value};
 /// `HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY` sets `client.token.hmac_secret_key`.
 pub const ENV_PREFIX: &str = "HERALD_";
 
+/// The most worker threads `workers` may ask for: far more than any machine's cores, and few
+/// enough that a typo (an extra zero or three) is an error rather than thousands of threads.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The file name `herald genconfig` writes, and that the CLI reads when no `--config` is given
 /// and the file exists in the working directory (as Centrifugo does).
 pub const DEFAULT_CONFIG_FILE: &str = "config.json";
@@ -345,6 +349,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Herald: serve the demo chat app and enable a permissive demo namespace.
     pub demo: bool,
+    /// Herald: threads that run client connections and server work; `0` (the default) means
+    /// one per CPU core. HTTP (the API, handshakes) has a thread of its own besides these.
+    /// Fewer than the cores can serve faster on a machine whose other cores are busy with
+    /// other work (bench/RESULTS.md shows one such case).
+    pub workers: usize,
     /// Path of a file to write the process id to; empty = none.
     pub pid_file: String,
     /// Centrifugo: enables unreleased features. Accepted; Herald has none.
@@ -421,6 +430,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             data_dir: PathBuf::from("./herald-data"),
             demo: false,
+            workers: 0,
             pid_file: String::new(),
             enable_unreleased_features: false,
             map_broker: None,
@@ -1427,6 +1437,12 @@ impl Config {
             if n == 0 {
                 return bad(format!("{name} must be greater than zero"));
             }
+        }
+        if self.workers > MAX_WORKERS {
+            return bad(format!(
+                "workers must be at most {MAX_WORKERS} (0 = one per CPU core), got {}",
+                self.workers
+            ));
         }
         if self.websocket.compression_level > 9 {
             return bad(format!(
@@ -2598,6 +2614,19 @@ port = 10000
                 r#"unknown option "channel.namespaces[0].bogus" (from HERALD_CHANNEL_NAMESPACES)"#
             ),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_are_bounded() {
+        assert_eq!(Config::default().workers, 0, "0 = one per CPU core");
+        let c = Config::load_with_env(None, env(&[("HERALD_WORKERS", "1")])).unwrap();
+        assert_eq!(c.workers, 1);
+        let path = write_temp("w.json", r#"{"workers": 5000}"#);
+        let err = Config::load_with_env(Some(&path), no_env()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: workers must be at most 1024 (0 = one per CPU core), got 5000"
         );
     }
 

@@ -82,6 +82,34 @@ async fn sigterm_without_clients_exits_promptly() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// Names of the threads of process `pid` (Linux: `/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's /proc entry");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn workers_sets_how_many_threads_run_the_connections() {
+    let server = Server::start(json!({"workers": 3})).await;
+    let workers = |names: Vec<String>| names.iter().filter(|n| *n == "tokio-rt-worker").count();
+    // tokio starts its workers with the runtime, before the listener accepts anything.
+    assert_eq!(workers(thread_names(server.pid())), 3);
+    // and the server works with them: a publication reaches a subscriber.
+    let mut alice = server.client("alice").await;
+    alice.subscribe_ok("news").await;
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    assert_eq!(alice.next_push().await["push"]["pub"]["data"]["n"], 1);
+    drop((alice, server));
+
+    let server = Server::start(json!({"workers": 1})).await;
+    assert_eq!(workers(thread_names(server.pid())), 1);
+}
+
 #[tokio::test]
 async fn unknown_config_key_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();

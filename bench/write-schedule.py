@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Where a fan-out's latency is spent inside the server: its write schedule, traced with perf.
+
+    bench/write-schedule.py --pid $(pgrep -x herald) --seconds 5
+
+Run it as root while a single-channel fan-out (`herald-bench fanout`, API publisher) is in its
+steady state. It records two system calls of the server for `--seconds`, with perf's syscall
+tracepoints (no change to the server, little overhead):
+
+  * `sendmsg` on the worker threads: every write to a WebSocket connection, with its fd;
+  * `writev` on the `herald-http` thread: every HTTP answer, here the answers to the
+    publisher's `/api/publish` calls. The server answers after the publication is queued for
+    every subscriber, so each answer marks when a publication was ready to be written.
+
+and prints:
+
+  * writes per second, per thread;
+  * the gap between two writes to the same connection (how often each connection gets a turn);
+  * from each publication's answer to each connection's next write: the part of the delivery
+    latency that the server's write schedule adds, measured inside the server. The bench's
+    figure adds the publish request before it and the client's own reading after it.
+
+It assumes every connection written in the window subscribes to the published channel (the
+standard fan-out scenarios). Needs `perf` (Debian: linux-perf) with syscall tracepoints.
+"""
+
+import argparse
+import bisect
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def percentiles(values, points=(0.5, 0.9, 0.99)):
+    """`values` sorted; returns the nearest-rank percentile for each point and the maximum."""
+    if not values:
+        return "no samples"
+    n = len(values)
+    parts = [f"p{round(p * 100, 1):g} {values[min(n - 1, int(p * n))]:.1f}" for p in points]
+    parts.append(f"max {values[-1]:.1f}")
+    return "  ".join(parts)
+
+
+def record(pid, seconds, data):
+    cmd = [
+        "perf", "record", "-q", "-o", data,
+        "-e", "syscalls:sys_enter_sendmsg",
+        "-e", "syscalls:sys_enter_writev",
+        "-p", str(pid), "--", "sleep", str(seconds),
+    ]
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    except FileNotFoundError:
+        sys.exit("write-schedule: perf is not installed (Debian: apt-get install linux-perf)")
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"write-schedule: perf record failed ({e}); run as root, and check that "
+                 "`perf list syscalls:sys_enter_sendmsg` shows the tracepoint")
+
+
+def parse(data):
+    """Yields (thread name, tid, seconds, event, fd) from the recording."""
+    out = subprocess.run(
+        ["perf", "script", "-i", data, "-F", "comm,tid,time,event,trace"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    for line in out.splitlines():
+        # "tokio-rt-worker 14814 663.248957: syscalls:sys_enter_sendmsg: fd: 0x00000185, ..."
+        head, sep, trace = line.partition(": fd: ")
+        if not sep:
+            continue
+        fields = head.split()
+        if len(fields) < 4:
+            continue
+        comm, tid, time, event = " ".join(fields[:-3]), fields[-3], fields[-2], fields[-1]
+        yield comm, tid, float(time.rstrip(":")), event, int(trace.split(",")[0], 16)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pid", type=int, required=True, help="the herald server process")
+    ap.add_argument("--seconds", type=float, default=5.0, help="how long to record")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "perf.data")
+        record(args.pid, args.seconds, data)
+        answers = []
+        writes = collections.defaultdict(list)
+        per_thread = collections.Counter()
+        for comm, tid, time, event, fd in parse(data):
+            if event.endswith("sys_enter_writev") and comm == "herald-http":
+                answers.append(time)
+            elif event.endswith("sys_enter_sendmsg"):
+                writes[fd].append(time)
+                per_thread[f"{comm}-{tid}"] += 1
+
+    total = sum(per_thread.values())
+    if not total:
+        sys.exit("write-schedule: no writes recorded; is a fan-out running against this server?")
+    print(f"{total / args.seconds:,.0f} writes/s to {len(writes):,} connections "
+          f"({total / max(1, len(writes)) / args.seconds:.1f} per connection per second)")
+    for thread, count in sorted(per_thread.items()):
+        print(f"  {thread}: {count / args.seconds:,.0f}/s")
+
+    gaps = sorted((b - a) * 1e3 for times in writes.values() for a, b in zip(times, times[1:]))
+    print(f"gap between writes to one connection (ms): {percentiles(gaps)}")
+
+    # Leave out answers too close to the end: some connections' next write is not recorded.
+    horizon = max(times[-1] for times in writes.values()) - (gaps[-1] / 1e3 if gaps else 0)
+    waits = []
+    for times in writes.values():
+        for answered in answers:
+            if answered > horizon:
+                break
+            i = bisect.bisect_right(times, answered)
+            if i < len(times):
+                waits.append((times[i] - answered) * 1e3)
+    waits.sort()
+    print(f"{len(answers)} publications answered; from the answer to each connection's next "
+          f"write (ms): {percentiles(waits)}")
+
+
+if __name__ == "__main__":
+    main()
