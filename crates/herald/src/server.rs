@@ -188,9 +188,11 @@ fn context(what: &'static str) -> impl FnOnce(std::io::Error) -> std::io::Error 
     move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Pending connections the kernel may hold before `accept`: the default of 128 drops SYNs when
-/// thousands of clients reconnect at once (each drop costs that client a 1 s retry).
-const LISTEN_BACKLOG: u32 = 4096;
+/// Pending connections the kernel may hold before `accept`: a small queue drops SYNs when
+/// thousands of clients reconnect at once (each drop costs that client a 1 s retry). Linux
+/// caps the request at `net.core.somaxconn` (4096 by default), so asking for the most it
+/// takes means an operator who raises that sysctl for reconnect storms gets all of it.
+const LISTEN_BACKLOG: u32 = 65535;
 
 /// Binds a listener with [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
 async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
@@ -387,4 +389,47 @@ fn upgrade(
         }
     });
     response.map(|()| Full::new(Bytes::new()))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The accept queue's length limit of a listening socket: Linux reports it in `tcp_info`'s
+    /// `tcpi_sacked` for a socket in the LISTEN state.
+    fn accept_queue_limit(listener: &TcpListener) -> u32 {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `tcp_info` is plain old data, so all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: a valid socket descriptor, and a buffer of `len` writable bytes for the
+        // option, which the kernel fills up to `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "getsockopt(TCP_INFO): {}",
+            std::io::Error::last_os_error()
+        );
+        info.tcpi_sacked
+    }
+
+    #[tokio::test]
+    async fn the_listener_takes_as_long_an_accept_queue_as_the_kernel_allows() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .expect("/proc/sys/net/core/somaxconn")
+            .trim()
+            .parse()
+            .expect("a number");
+        let listener = listen(("127.0.0.1", 0)).await.expect("bind a free port");
+        assert_eq!(accept_queue_limit(&listener), somaxconn.min(LISTEN_BACKLOG));
+    }
 }
