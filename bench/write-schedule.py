@@ -59,13 +59,17 @@ def record(pid, seconds, data):
                  "`perf list syscalls:sys_enter_sendmsg` shows the tracepoint")
 
 
-def parse(data):
-    """Yields (thread name, tid, seconds, event, fd) from the recording."""
-    out = subprocess.run(
+def perf_script(data):
+    """The recording as `perf script` text: one event per line."""
+    return subprocess.run(
         ["perf", "script", "-i", data, "-F", "comm,tid,time,event,trace"],
         check=True, capture_output=True, text=True,
     ).stdout
-    for line in out.splitlines():
+
+
+def parse(text):
+    """Yields (thread name, tid, seconds, event, fd) from `perf script` text."""
+    for line in text.splitlines():
         # "tokio-rt-worker 14814 663.248957: syscalls:sys_enter_sendmsg: fd: 0x00000185, ..."
         head, sep, trace = line.partition(": fd: ")
         if not sep:
@@ -77,6 +81,40 @@ def parse(data):
         yield comm, tid, float(time.rstrip(":")), event, int(trace.split(",")[0], 16)
 
 
+class Schedule:
+    """What the events say: writes per thread, the gaps between writes to one connection, and
+    the waits from each publication's answer to each connection's next write (both in ms,
+    sorted)."""
+
+    def __init__(self, events):
+        answers = []
+        writes = collections.defaultdict(list)
+        self.per_thread = collections.Counter()
+        for comm, tid, time, event, fd in events:
+            if event.endswith("sys_enter_writev") and comm == "herald-http":
+                answers.append(time)
+            elif event.endswith("sys_enter_sendmsg"):
+                writes[fd].append(time)
+                self.per_thread[f"{comm}-{tid}"] += 1
+        self.connections = len(writes)
+        self.answers = len(answers)
+        self.gaps = sorted(
+            (b - a) * 1e3 for times in writes.values() for a, b in zip(times, times[1:])
+        )
+        # Leave out answers too close to the end: some connections' next write is not recorded.
+        last = max((times[-1] for times in writes.values()), default=0.0)
+        horizon = last - (self.gaps[-1] / 1e3 if self.gaps else 0.0)
+        self.waits = []
+        for times in writes.values():
+            for answered in answers:
+                if answered > horizon:
+                    break
+                i = bisect.bisect_right(times, answered)
+                if i < len(times):
+                    self.waits.append((times[i] - answered) * 1e3)
+        self.waits.sort()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pid", type=int, required=True, help="the herald server process")
@@ -86,40 +124,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
         record(args.pid, args.seconds, data)
-        answers = []
-        writes = collections.defaultdict(list)
-        per_thread = collections.Counter()
-        for comm, tid, time, event, fd in parse(data):
-            if event.endswith("sys_enter_writev") and comm == "herald-http":
-                answers.append(time)
-            elif event.endswith("sys_enter_sendmsg"):
-                writes[fd].append(time)
-                per_thread[f"{comm}-{tid}"] += 1
+        schedule = Schedule(parse(perf_script(data)))
 
-    total = sum(per_thread.values())
+    total = sum(schedule.per_thread.values())
     if not total:
         sys.exit("write-schedule: no writes recorded; is a fan-out running against this server?")
-    print(f"{total / args.seconds:,.0f} writes/s to {len(writes):,} connections "
-          f"({total / max(1, len(writes)) / args.seconds:.1f} per connection per second)")
-    for thread, count in sorted(per_thread.items()):
+    print(f"{total / args.seconds:,.0f} writes/s to {schedule.connections:,} connections "
+          f"({total / schedule.connections / args.seconds:.1f} per connection per second)")
+    for thread, count in sorted(schedule.per_thread.items()):
         print(f"  {thread}: {count / args.seconds:,.0f}/s")
-
-    gaps = sorted((b - a) * 1e3 for times in writes.values() for a, b in zip(times, times[1:]))
-    print(f"gap between writes to one connection (ms): {percentiles(gaps)}")
-
-    # Leave out answers too close to the end: some connections' next write is not recorded.
-    horizon = max(times[-1] for times in writes.values()) - (gaps[-1] / 1e3 if gaps else 0)
-    waits = []
-    for times in writes.values():
-        for answered in answers:
-            if answered > horizon:
-                break
-            i = bisect.bisect_right(times, answered)
-            if i < len(times):
-                waits.append((times[i] - answered) * 1e3)
-    waits.sort()
-    print(f"{len(answers)} publications answered; from the answer to each connection's next "
-          f"write (ms): {percentiles(waits)}")
+    print(f"gap between writes to one connection (ms): {percentiles(schedule.gaps)}")
+    print(f"{schedule.answers} publications answered; from the answer to each connection's "
+          f"next write (ms): {percentiles(schedule.waits)}")
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ if ! skipped browser && needs_build "browser tests"; then
 fi
 
 # ------------------------------------------------------------------------------------------
-section "Python: the cent server API client (tests/python)"
+section "Python: the cent server API client, and bench/write-schedule.py (tests/python)"
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "earlier failures: ${FAILED[*]}" >&2
 fi
