@@ -9,8 +9,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-
-
 use std::time::Duration;
 
 /// The resident set size of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
