@@ -362,8 +362,7 @@ mod tests {
         let error = tokio::time::timeout(Duration::from_secs(5), body.collect())
             .await
             .expect("the deadline ends the read")
-            .err()
-            .expect("a timeout");
+            .expect_err("a timeout");
         assert_eq!(timed_out(error.as_ref()), Some(limit));
         assert!(started.elapsed() >= limit, "{:?}", started.elapsed());
         // A complete body is read as it is.

@@ -133,8 +133,9 @@ where
     let admin = &node.config.admin;
     let guard = &node.admin_guard;
     if !admin.insecure {
-        // Before anything is read: a locked-out client's password is not even looked at.
-        if let Err(wait) = guard.check_login(addr, Instant::now()) {
+        // Before anything is read: a locked-out client's password is not even looked at, and
+        // this attempt counts as failed until its password proves right.
+        if let Err(wait) = guard.begin_login(addr, Instant::now()) {
             schedule_summary(node);
             return too_many_logins(wait);
         }
@@ -150,12 +151,14 @@ where
     };
     let password_ok = !admin.password.is_empty()
         && bool::from(request.password.as_bytes().ct_eq(admin.password.as_bytes()));
-    if !(admin.insecure || password_ok) {
-        guard.login_failed(addr, Instant::now());
+    if !admin.insecure {
+        // Counted as failed by `begin_login` until now.
         schedule_summary(node);
-        return json_error(StatusCode::UNAUTHORIZED, "wrong password");
+        if !password_ok {
+            return json_error(StatusCode::UNAUTHORIZED, "wrong password");
+        }
+        guard.login_succeeded(addr);
     }
-    guard.login_succeeded(addr);
     match session_token(&admin.secret) {
         Ok(token) => json_no_store(
             StatusCode::OK,

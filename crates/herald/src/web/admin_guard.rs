@@ -129,9 +129,13 @@ impl AdminGuard {
         }
     }
 
-    /// Whether a log-in from `addr` may have its password checked at `now`; `Err` with how
+    /// Whether a log-in from `addr` may have its password checked at `now`: `Err` with how
     /// long it must wait when its address is locked out or the global budget is spent.
-    pub fn check_login(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+    ///
+    /// An attempt let through is counted as failed at once (and the address locked out when it
+    /// reaches [`FREE_FAILURES`]), so that guesses sent in parallel cannot all pass before the
+    /// first is known to be wrong; [`AdminGuard::login_succeeded`] takes it back.
+    pub fn begin_login(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut logins = lock(&self.logins);
         logins.refill(now);
         let key = ClientKey::of(addr);
@@ -142,24 +146,13 @@ impl AdminGuard {
             )),
             _ => None,
         };
-        match wait {
-            Some(wait) => {
-                let window = logins.window(now);
-                window.refused += 1;
-                window.note(key);
-                Err(wait)
-            }
-            None => Ok(()),
+        if let Some(wait) = wait {
+            let window = logins.window(now);
+            window.refused += 1;
+            window.note(key);
+            return Err(wait);
         }
-    }
-
-    /// Records a wrong password from `addr` at `now` (after [`AdminGuard::check_login`] let it
-    /// through).
-    pub fn login_failed(&self, addr: IpAddr, now: Instant) {
-        let mut logins = lock(&self.logins);
-        logins.refill(now);
         logins.budget = (logins.budget - 1.0).max(0.0);
-        let key = ClientKey::of(addr);
         if !logins.by_address.contains_key(&key) && logins.by_address.len() >= MAX_ADDRESSES {
             logins.make_room(now);
         }
@@ -176,11 +169,22 @@ impl AdminGuard {
         let window = logins.window(now);
         window.failed += 1;
         window.note(key);
+        Ok(())
     }
 
-    /// Records a right password from `addr`: its failures are forgotten.
+    /// Records a right password from `addr` (let through by [`AdminGuard::begin_login`]): its
+    /// failures are forgotten.
     pub fn login_succeeded(&self, addr: IpAddr) {
-        lock(&self.logins).by_address.remove(&ClientKey::of(addr));
+        let mut logins = lock(&self.logins);
+        let key = ClientKey::of(addr);
+        let only_attempt = logins.by_address.remove(&key).is_some_and(|f| f.count == 1);
+        if let Some(window) = &mut logins.window {
+            window.failed = window.failed.saturating_sub(1);
+            if only_attempt {
+                // This attempt was its address's only one: no failure came from there.
+                window.addresses.remove(&key);
+            }
+        }
     }
 
     /// True once per summary window: the caller then logs [`AdminGuard::take_summary`] after
@@ -318,25 +322,29 @@ mod tests {
         let guard = AdminGuard::new();
         let t0 = Instant::now();
         let a = v4(1);
-        for _ in 0..FREE_FAILURES - 1 {
-            assert_eq!(guard.check_login(a, t0), Ok(()));
-            guard.login_failed(a, t0);
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(guard.begin_login(a, t0), Ok(()));
         }
-        assert_eq!(guard.check_login(a, t0), Ok(()));
-        guard.login_failed(a, t0);
         // Locked for 1 s; another address is not.
-        assert_eq!(guard.check_login(a, t0), Err(Duration::from_secs(1)));
-        assert_eq!(guard.check_login(v4(2), t0), Ok(()));
+        assert_eq!(guard.begin_login(a, t0), Err(Duration::from_secs(1)));
+        assert_eq!(guard.begin_login(v4(2), t0), Ok(()));
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(guard.check_login(a, t1), Ok(()));
-        guard.login_failed(a, t1);
-        assert_eq!(guard.check_login(a, t1), Err(Duration::from_secs(2)));
+        assert_eq!(guard.begin_login(a, t1), Ok(()));
+        assert_eq!(guard.begin_login(a, t1), Err(Duration::from_secs(2)));
         let t2 = t1 + Duration::from_secs(2);
-        guard.login_failed(a, t2);
-        assert_eq!(guard.check_login(a, t2), Err(Duration::from_secs(4)));
+        assert_eq!(guard.begin_login(a, t2), Ok(()));
+        assert_eq!(guard.begin_login(a, t2), Err(Duration::from_secs(4)));
         // A right password clears it.
         guard.login_succeeded(a);
-        assert_eq!(guard.check_login(a, t2), Ok(()));
+        assert_eq!(guard.begin_login(a, t2), Ok(()));
+        // A right password before the lockout clears the failures before it.
+        let b = v4(3);
+        for _ in 0..FREE_FAILURES - 1 {
+            assert_eq!(guard.begin_login(b, t2), Ok(()));
+        }
+        assert_eq!(guard.begin_login(b, t2), Ok(()));
+        guard.login_succeeded(b);
+        assert_eq!(guard.begin_login(b, t2), Ok(()));
         assert_eq!(lockout(100), MAX_LOCKOUT);
     }
 
@@ -345,14 +353,13 @@ mod tests {
         let guard = AdminGuard::new();
         let t0 = Instant::now() + Duration::from_secs(1);
         for n in 0..GLOBAL_FAILURES_PER_SECOND {
-            assert_eq!(guard.check_login(v4(n), t0), Ok(()), "{n}");
-            guard.login_failed(v4(n), t0);
+            assert_eq!(guard.begin_login(v4(n), t0), Ok(()), "{n}");
         }
-        let wait = guard.check_login(v4(1000), t0).expect_err("budget spent");
+        let wait = guard.begin_login(v4(1000), t0).expect_err("budget spent");
         assert!(wait <= Duration::from_millis(50), "{wait:?}");
         // It refills at the budget's rate.
         assert_eq!(
-            guard.check_login(v4(1000), t0 + Duration::from_millis(60)),
+            guard.begin_login(v4(1000), t0 + Duration::from_millis(60)),
             Ok(())
         );
     }
@@ -363,15 +370,15 @@ mod tests {
         let mut now = Instant::now();
         for n in 0..(MAX_ADDRESSES as u32 + 500) {
             now += Duration::from_millis(60); // within the global budget
-            guard.login_failed(v4(n), now);
+            assert_eq!(guard.begin_login(v4(n), now), Ok(()));
         }
         assert_eq!(guard.addresses_remembered(), MAX_ADDRESSES);
         // The oldest went first: the newest are still counted.
         let newest = v4(MAX_ADDRESSES as u32 + 499);
-        for _ in 0..FREE_FAILURES {
-            guard.login_failed(newest, now);
+        for _ in 1..FREE_FAILURES {
+            assert_eq!(guard.begin_login(newest, now), Ok(()));
         }
-        assert!(guard.check_login(newest, now).is_err());
+        assert!(guard.begin_login(newest, now).is_err());
     }
 
     #[test]
@@ -395,10 +402,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(!guard.claim_summary());
         for n in 0..12 {
-            let addr = v4(n % 4);
-            if guard.check_login(addr, t0).is_ok() {
-                guard.login_failed(addr, t0);
-            }
+            assert_eq!(guard.begin_login(v4(n % 4), t0), Ok(()));
         }
         assert!(guard.claim_summary());
         assert!(!guard.claim_summary());
@@ -413,10 +417,11 @@ mod tests {
         // Refusals are counted too.
         let a = v4(9);
         for _ in 0..FREE_FAILURES + 3 {
-            if guard.check_login(a, t0).is_ok() {
-                guard.login_failed(a, t0);
-            }
+            let _ = guard.begin_login(a, t0);
         }
+        // A right password is no failure.
+        assert_eq!(guard.begin_login(v4(10), t0), Ok(()));
+        guard.login_succeeded(v4(10));
         let text = guard
             .take_summary(t0 + SUMMARY_INTERVAL)
             .expect("a summary");

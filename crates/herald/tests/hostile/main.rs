@@ -9,6 +9,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod http;
+
 use std::time::Duration;
 
 /// The resident set size of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
