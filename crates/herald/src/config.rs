@@ -2581,6 +2581,8 @@ port = 10000
                 ("HERALD_DATA_DIR", "/tmp/hd"),
                 ("HERALD_HISTORY_DURABILITY", "os"),
                 ("HERALD_LOG_LEVEL", "warn"),
+                ("HERALD_HTTP_SERVER_BODY_READ_TIMEOUT", "2500ms"),
+                ("HERALD_HTTP_SERVER_UNAUTHENTICATED_REQUEST_LIMIT", "7"),
                 ("HERALD_NOT_AN_OPTION", "x"),
                 ("PATH", "/bin"),
             ]),
@@ -2600,6 +2602,8 @@ port = 10000
         assert_eq!(c.data_dir, PathBuf::from("/tmp/hd"));
         assert_eq!(c.history.durability, Durability::Os);
         assert_eq!(c.log.level, LogLevel::Warn);
+        assert_eq!(c.http_server.body_read_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http_server.unauthenticated_request_limit, 7);
         assert_eq!(c.load_warnings.len(), 1);
         assert!(c.load_warnings[0].contains("HERALD_NOT_AN_OPTION"));
     }
@@ -2731,6 +2735,10 @@ port = 10000
             (
                 r#"{"channel": {"without_namespace": {"channel_regex": "^a$"}}}"#,
                 "channel_regex",
+            ),
+            (
+                r#"{"http_server": {"body_read_timeout": "0s"}}"#,
+                "http_server.body_read_timeout must be greater than zero",
             ),
             (
                 r#"{"client": {"ping_interval": "0s"}}"#,

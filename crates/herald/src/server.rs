@@ -219,7 +219,7 @@ fn log_accept(backoff: &AcceptBackoff, log: AcceptLog, error: Option<&std::io::E
             advice(e)
         ),
         (AcceptLog::Recovered(n), _) => {
-            tracing::warn!("accept works again after {n} failures")
+            tracing::info!("accept works again after {n} failures")
         }
         _ => {}
     }
