@@ -203,6 +203,9 @@ impl AdminGuard {
     /// Closes the summary window open at `now`, if any, and says what happened in it.
     pub fn take_summary(&self, now: Instant) -> Option<String> {
         let window = lock(&self.logins).window.take()?;
+        if window.failed == 0 && window.refused == 0 {
+            return None; // only right passwords
+        }
         let addresses = window.addresses.len();
         let mut text = format!(
             "admin login: {} failed attempt{} from {}{} address{} in the last {} s",
@@ -255,7 +258,7 @@ impl AdminGuard {
     /// Whether session `id`, issued at unix second `iat`, was logged out.
     pub fn session_revoked(&self, id: &str, iat: u64) -> bool {
         let revoked = lock(&self.revoked);
-        iat <= revoked.issued_until || revoked.ids.contains_key(id)
+        (revoked.issued_until > 0 && iat <= revoked.issued_until) || revoked.ids.contains_key(id)
     }
 }
 
@@ -414,6 +417,11 @@ mod tests {
             "admin login: 12 failed attempts from 4 addresses in the last 10 s"
         );
         assert_eq!(guard.take_summary(t0 + SUMMARY_INTERVAL), None);
+        // A window with only right passwords says nothing.
+        assert_eq!(guard.begin_login(v4(20), t0), Ok(()));
+        guard.login_succeeded(v4(20));
+        assert!(guard.claim_summary());
+        assert_eq!(guard.take_summary(t0 + SUMMARY_INTERVAL), None);
         // Refusals are counted too.
         let a = v4(9);
         for _ in 0..FREE_FAILURES + 3 {
@@ -438,6 +446,7 @@ mod tests {
         guard.revoke_session("a", 2_000, 1_000);
         assert!(guard.session_revoked("a", 900));
         assert!(!guard.session_revoked("b", 900));
+        assert!(!guard.session_revoked("b", 0), "no iat is not a log-out");
         for n in 0..MAX_REVOKED {
             guard.revoke_session(&format!("s{n}"), 5_000, 1_000);
         }

@@ -356,7 +356,11 @@ async fn admin_password_guessing_is_locked_out_and_summarised() {
             other => panic!("HTTP {other}: {}", response.text()),
         }
     }
-    assert_eq!((unauthorized, limited), (5, 25));
+    // Five, unless the machine is so slow that the 1 s lockout ran out during the burst.
+    assert!(
+        (5..=7).contains(&unauthorized) && unauthorized + limited == 30,
+        "{unauthorized} × 401, {limited} × 429"
+    );
 
     // Locked out: the right password is refused without being checked.
     let response = login(port, ADMIN_PASSWORD).await;
@@ -381,10 +385,11 @@ async fn admin_password_guessing_is_locked_out_and_summarised() {
         assert!(Instant::now() < deadline, "no summary within 15 s:\n{log}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let counted =
+        format!("admin login: {unauthorized} failed attempts from 1 address in the last 10 s");
+    let refused = format!("{} more refused with 429", limited + 1);
     assert!(
-        summary.contains("WARN")
-            && summary.contains("admin login: 5 failed attempts from 1 address in the last 10 s")
-            && summary.contains("26 more refused with 429"),
+        summary.contains("WARN") && summary.contains(&counted) && summary.contains(&refused),
         "{summary}"
     );
     let log = server.stderr();
