@@ -132,6 +132,11 @@ where
 {
     let admin = &node.config.admin;
     let guard = &node.admin_guard;
+    // Anyone may send a body here: their number is capped while it is read. (A request turned
+    // away here sent no password, so it is no failed log-in.)
+    let Some(_reading) = node.unauthenticated.try_enter() else {
+        return node.unauthenticated.full_response();
+    };
     if !admin.insecure {
         // Before anything is read: a locked-out client's password is not even looked at, and
         // this attempt counts as failed until its password proves right.
@@ -140,10 +145,6 @@ where
             return too_many_logins(wait);
         }
     }
-    // Anyone may send a body here: their number is capped while it is read.
-    let Some(_reading) = node.unauthenticated.try_enter() else {
-        return node.unauthenticated.full_response();
-    };
     let usage = "use POST with {\"password\": \"...\"}";
     let request: LoginRequest = match read_post_json(req, usage).await {
         Ok(request) => request,
