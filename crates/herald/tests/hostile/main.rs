@@ -10,6 +10,7 @@
 mod common;
 
 mod flood;
+mod http;
 
 use std::time::Duration;
 
