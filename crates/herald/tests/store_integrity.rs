@@ -66,16 +66,21 @@ async fn stop(mut server: Server) {
     assert!(status.is_some(), "herald did not stop on SIGTERM");
 }
 
-/// Overwrites `count` pages in the middle of the database file with garbage, leaving the
-/// header page intact; returns the page size.
-fn damage_pages_in_the_middle(db: &Path, count: usize) -> usize {
+/// The page size of the SQLite database `db`, from its header.
+fn page_size(db: &Path) -> usize {
     let bytes = std::fs::read(db).unwrap();
     assert!(bytes.starts_with(b"SQLite format 3\0"), "not a database");
-    let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+    match u16::from_be_bytes([bytes[16], bytes[17]]) {
         1 => 65_536,
         n => usize::from(n),
-    };
-    let pages = bytes.len() / page;
+    }
+}
+
+/// Overwrites `count` pages in the middle of the database file with garbage, leaving the
+/// header page intact.
+fn damage_pages_in_the_middle(db: &Path, count: usize) {
+    let page = page_size(db);
+    let pages = std::fs::metadata(db).unwrap().len() as usize / page;
     assert!(pages > 4 * count, "only {pages} pages of {page} bytes");
     let first = pages / 2;
     let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
@@ -83,7 +88,6 @@ fn damage_pages_in_the_middle(db: &Path, count: usize) -> usize {
     let garbage: Vec<u8> = (0..count * page).map(|i| (i * 7 + 13) as u8).collect();
     file.write_all(&garbage).unwrap();
     file.sync_all().unwrap();
-    page
 }
 
 #[tokio::test]
@@ -149,4 +153,68 @@ async fn a_database_with_damaged_pages_refuses_to_start_and_says_what_to_do() {
         "{line}"
     );
     assert!(line.contains("move it away"), "{line}");
+}
+
+/// Damage that appears while the server runs: the publish and the history read that meet
+/// it fail with error 100, and each failure is logged at ERROR with SQLite's cause, the
+/// file and the channel (before, only the error code reached the client).
+#[tokio::test]
+async fn reads_and_writes_that_meet_damage_log_the_cause_the_file_and_the_channel() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("history.db");
+    let server = Server::start(config(data.path())).await;
+    let pad = "p".repeat(1000);
+    for i in 0..300 {
+        server
+            .api_ok(
+                "publish",
+                json!({"channel": format!("inbox:{}", i % 3), "data": {"n": i, "pad": pad}}),
+            )
+            .await;
+    }
+    stop(server).await;
+    // Started again, so that nothing of the file is in SQLite's caches; then damaged.
+    let server = Server::start(config(data.path())).await;
+    {
+        // Every page but the first (the header and the schema).
+        let bytes = std::fs::metadata(&db).unwrap().len() as usize;
+        let page = page_size(&db);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        file.seek(SeekFrom::Start(page as u64)).unwrap();
+        file.write_all(&vec![0xA5; bytes - page]).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    let publish = server
+        .api(
+            "publish",
+            json!({"channel": "inbox:1", "data": {"late": true}}),
+        )
+        .await
+        .json();
+    assert_eq!(publish["error"]["code"], 100, "{publish}");
+    let history = server
+        .api("history", json!({"channel": "inbox:2", "limit": 10}))
+        .await
+        .json();
+    assert_eq!(history["error"]["code"], 100, "{history}");
+
+    let stderr = server.stderr();
+    let file = db.display().to_string();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    let logged = |what: &str, channel: &str| {
+        errors
+            .iter()
+            .find(|l| l.contains(what) && l.contains(channel))
+            .unwrap_or_else(|| panic!("no ERROR line with {what:?} and {channel}:\n{stderr}"))
+            .to_string()
+    };
+    for line in [
+        logged("write failed", "inbox:1"),
+        logged("cannot read", "inbox:2"),
+    ] {
+        assert!(line.contains(&file), "the file is not named: {line}");
+        assert!(line.contains("malformed"), "no SQLite cause: {line}");
+        assert!(line.contains("restore"), "no advice: {line}");
+    }
 }

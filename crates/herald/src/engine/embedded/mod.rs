@@ -281,7 +281,10 @@ impl EmbeddedHistory {
         warn_if_empty(&path);
         let conn = store::open_writer(&path).map_err(|e| open_failed(&path, &e))?;
         store::read_through(&path);
-        match store::quick_check(&conn) {
+        // On a connection of its own: the pages it visits would otherwise fill the writer's
+        // page cache with whatever the check happened to read last.
+        let checked = store::open_reader(&path, true).and_then(|check| store::quick_check(&check));
+        match checked {
             Ok(Ok(())) => {}
             Ok(Err(findings)) => return Err(damaged(&path, &findings)),
             Err(e) => return Err(open_failed(&path, &e)),

@@ -525,7 +525,7 @@ impl Writer {
         if self.open.is_none() {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 tracing::error!(
-                    file = self.conn.path().unwrap_or_default(),
+                    file = %self.conn.path().unwrap_or_default(),
                     "history: cannot begin a write transaction: {e}{}",
                     self.advice(&e)
                 );
@@ -662,7 +662,7 @@ impl Writer {
             }
         };
         tracing::error!(
-            file = self.conn.path().unwrap_or_default(),
+            file = %self.conn.path().unwrap_or_default(),
             channel = %channels,
             "history: write failed, its transaction is rolled back and the publishes in it \
              answered error 100: {e}{}",
