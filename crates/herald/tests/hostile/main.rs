@@ -11,6 +11,7 @@ mod common;
 
 mod flood;
 mod http;
+mod replies;
 
 use std::time::Duration;
 
