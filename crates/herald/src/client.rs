@@ -547,6 +547,10 @@ impl Client {
         node.hub.add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
+            // Centrifugo gives one to connections of its HTTP-streaming, SSE and emulation
+            // transports; Herald to every connection, so that the server API can target a
+            // connection by it (`session`) on any transport.
+            session: node.hub.session_of(&handle),
             version: VERSION.to_owned(),
             node: node.id.clone(),
             ..ConnectResult::default()
