@@ -3,12 +3,13 @@
 // (`reject_unrecovered` subscribe flag) gets error 112 for a position that cannot be recovered,
 // so the SDK calls getState again and subscribes from the reloaded position; and the cache
 // recovery mode (`force_recovery_mode: "cache"`) hands a subscriber the channel's latest
-// publication rather than a replay of the stream.
+// publication rather than a replay of the stream. And Centrifugo's environment form of named
+// namespaces (`HERALD_CHANNEL_NAMESPACES=name`, `HERALD_CHANNEL_NAMESPACES_NAME_OPTION=…`).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { once, signHS256, sleep, startHerald, withTimeout } from './herald.mjs';
+import { Herald, once, signHS256, sleep, startHerald, withTimeout } from './herald.mjs';
 
 const STREAM = {
   name: 'stream',
@@ -151,4 +152,44 @@ test('cache recovery mode: a subscriber gets the latest publication only', async
     'a live publication'
   );
   assert.deepEqual(received, [5, 6]);
+});
+
+test("namespaces from the environment in Centrifugo's form: names, then options per name", async () => {
+  const server = new Herald({});
+  server.env = {
+    HERALD_CHANNEL_NAMESPACES: 'smallhistory',
+    HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_ALLOW_SUBSCRIBE_FOR_CLIENT: 'true',
+    HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_SIZE: '10',
+    HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_TTL: '300s',
+    HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_FORCE_RECOVERY: 'true',
+  };
+  try {
+    await server.start();
+    for (let n = 1; n <= 3; n += 1) {
+      await server.api('publish', { channel: 'smallhistory:x', data: { n } });
+    }
+    const client = server.client('dan');
+    clients.push(client);
+    client.connect();
+    await client.ready(5000);
+    // Subscribing is allowed, and the history (size, ttl, recovery) is there.
+    const sub = client.newSubscription('smallhistory:x', { since: { offset: 0, epoch: '' } });
+    const received = [];
+    sub.on('publication', (ctx) => received.push(ctx.data.n));
+    const subscribed = once(sub, 'subscribed');
+    sub.subscribe();
+    const ctx = await subscribed;
+    assert.equal(ctx.recovered, true, JSON.stringify(ctx));
+    await withTimeout(
+      (async () => {
+        while (received.length < 3) await sleep(10);
+      })(),
+      5000,
+      'the recovered publications'
+    );
+    assert.deepEqual(received, [1, 2, 3]);
+    client.disconnect();
+  } finally {
+    await server.close();
+  }
 });
