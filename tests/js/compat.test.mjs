@@ -1,5 +1,6 @@
 // Centrifugo behaviours the real centrifuge SDK relies on (issue 27): an invalid subscription
-// token fails only the subscription (error 103, the client stays connected); the getState flow
+// token fails only the subscription (error 103, the client stays connected); map and
+// shared-poll subscriptions are refused with 108; the getState flow
 // (`reject_unrecovered` subscribe flag) gets error 112 for a position that cannot be recovered,
 // so the SDK calls getState again and subscribes from the reloaded position; and the cache
 // recovery mode (`force_recovery_mode: "cache"`) hands a subscriber the channel's latest
@@ -75,6 +76,18 @@ test('an invalid subscription token fails the subscription with 103, the client 
   sub.subscribe();
   await sub.ready(5000);
   assert.equal(client.state, 'connected');
+});
+
+test('map and shared-poll subscriptions are refused with 108 (not available), not served as streams', async () => {
+  const client = await connected('erin');
+  for (const options of [{ map: true }, { sharedPoll: true }]) {
+    const sub = client.newSubscription(`typed-${Object.keys(options)[0]}`, options);
+    const unsubscribed = once(sub, 'unsubscribed');
+    sub.subscribe();
+    const ctx = await unsubscribed;
+    assert.equal(ctx.code, 108, `${JSON.stringify(options)}: ${JSON.stringify(ctx)}`);
+    assert.equal(client.state, 'connected');
+  }
 });
 
 test('getState: an unrecoverable position answers 112, the SDK reloads and subscribes from the new state', async () => {
