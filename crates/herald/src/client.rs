@@ -715,43 +715,43 @@ impl Client {
         result.positioned = result.recoverable
             || options.force_positioning
             || (options.allow_positioning && request.positioned);
-        let position = if request.recover
-            && result.recoverable
-            && options.force_recovery_mode == RecoveryMode::Cache
-        {
-            self.recover_cache(history.as_ref(), request, history_options, result, room)
-                .await
-        } else if request.recover && result.recoverable {
-            let since = StreamPosition::new(request.offset, request.epoch.clone());
-            let limit = node.config.client.recovery_max_publication_limit;
-            history
-                .recover(channel, since, limit, history_options)
-                .await
-                .map(|recovery| {
-                    result.was_recovering = true;
-                    result.recovered = recovery.recovered;
-                    if recovery.recovered {
-                        match room.take_all(&recovery.publications) {
-                            Some(publications) => result.publications = publications,
-                            None => {
-                                tracing::debug!(
-                                    client = %self.id(),
-                                    channel,
-                                    missed = recovery.publications.len(),
-                                    "recovery does not fit the client's queue \
-                                     (client.queue_max_size): answered recovered: false"
-                                );
-                                result.recovered = false;
+        let cache = options.force_recovery_mode == RecoveryMode::Cache;
+        // `auto_cache_recover`: in cache mode the latest publication comes on every
+        // subscribe, also when the client does not ask to recover (as in Centrifugo).
+        let position =
+            if result.recoverable && cache && (request.recover || options.auto_cache_recover) {
+                self.recover_cache(history.as_ref(), request, history_options, result, room)
+                    .await
+            } else if request.recover && result.recoverable {
+                let since = StreamPosition::new(request.offset, request.epoch.clone());
+                let limit = node.config.client.recovery_max_publication_limit;
+                history
+                    .recover(channel, since, limit, history_options)
+                    .await
+                    .map(|recovery| {
+                        result.was_recovering = true;
+                        result.recovered = recovery.recovered;
+                        if recovery.recovered {
+                            match room.take_all(&recovery.publications) {
+                                Some(publications) => result.publications = publications,
+                                None => {
+                                    tracing::debug!(
+                                        client = %self.id(),
+                                        channel,
+                                        missed = recovery.publications.len(),
+                                        "recovery does not fit the client's queue \
+                                         (client.queue_max_size): answered recovered: false"
+                                    );
+                                    result.recovered = false;
+                                }
                             }
                         }
-                    }
-                    recovery.position
-                })
-        } else {
-            history.top(channel, history_options).await
-        };
-        let reject_unrecovered = request.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0
-            && options.force_recovery_mode == RecoveryMode::Stream;
+                        recovery.position
+                    })
+            } else {
+                history.top(channel, history_options).await
+            };
+        let reject_unrecovered = request.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0 && !cache;
         if position.is_ok() && result.was_recovering && !result.recovered && reject_unrecovered {
             // The SDK's `getState` flow: it asked not to be subscribed without what it
             // missed, and reloads its state (then subscribes from the new position) on 112.

@@ -434,3 +434,27 @@ async fn cache_recovery_mode_sends_the_latest_publication() {
     publish(&server, "state:1", 6).await;
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 6);
 }
+
+#[tokio::test]
+async fn auto_cache_recover_sends_the_latest_publication_without_being_asked() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "channel": {"namespaces": [
+            {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
+             "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache",
+             "auto_cache_recover": true}
+        ]}
+    }))
+    .await;
+    for n in 1..=3 {
+        publish(&server, "state:1", n).await;
+    }
+    // A plain subscribe, as a client that knows no position makes it.
+    let mut ws = server.client("bob").await;
+    let reply = ws.subscribe("state:1").await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["was_recovering"], true, "{reply}");
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(offsets(&sub["publications"]), vec![3], "{reply}");
+}
