@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod hub;
 pub mod keepalive;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

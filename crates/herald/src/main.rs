@@ -112,7 +112,7 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
     tracing::info!(
         "herald {} listening on http://{addr} (WebSocket: ws://{addr}{})",
         env!("CARGO_PKG_VERSION"),
-        herald::server::WEBSOCKET_PATH
+        herald::server::websocket_path(&node.config)
     );
     match &config_path {
         Some(path) => tracing::info!("config: {}", path.display()),
