@@ -492,10 +492,11 @@ impl Client {
         // The user's personal channel, when configured, is one more server-side subscription.
         let personal = &config.subscribe_to_user_personal_channel;
         if personal.enabled && !user.is_empty() {
-            let channel = match personal.personal_channel_namespace.as_str() {
-                "" => format!("#{user}"),
-                ns => format!("{ns}:#{user}"),
-            };
+            let channel = crate::channel::personal_channel(
+                &personal.personal_channel_namespace,
+                &user,
+                node.config.channel.naming(),
+            );
             if !channels.iter().any(|(c, _)| *c == channel) {
                 channels.push((channel, SubscribeOptions::default()));
             }

@@ -1066,6 +1066,19 @@ pub struct ChannelConfig {
     pub user_separator: String,
 }
 
+impl ChannelConfig {
+    /// The strings that structure channel names (`private_prefix`, `namespace_boundary`,
+    /// `user_boundary`, `user_separator`), for [`crate::channel::parse_with`].
+    pub fn naming(&self) -> crate::channel::Naming<'_> {
+        crate::channel::Naming {
+            private_prefix: &self.private_prefix,
+            namespace_boundary: &self.namespace_boundary,
+            user_boundary: &self.user_boundary,
+            user_separator: &self.user_separator,
+        }
+    }
+}
+
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
