@@ -527,6 +527,11 @@ impl Client {
             result.expires = true;
             result.ttl = ttl(at);
         }
+        if config.connect_include_server_time {
+            result.time = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        }
         if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
