@@ -6,7 +6,7 @@
 //!
 //! * **refused** ([`Severity::Refused`]): ignoring it would change who may connect or
 //!   subscribe, where traffic goes or whether publications are delivered (a Redis engine, TLS,
-//!   proxies, an internal port, `client.insecure`…). [`crate::config::Config::validate`] turns
+//!   proxies, an internal port…). [`crate::config::Config::validate`] turns
 //!   these into errors, so the server does not start and `checkconfig` fails, with a message
 //!   that names the option and says what to do;
 //! * **warned** ([`Severity::Warned`]): ignoring it is harmless (a tuning knob with no
@@ -171,15 +171,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
 
     // Client connections.
     let cl = &c.client;
-    if cl.insecure {
-        a.refuse(
-            "client.insecure",
-            format!(
-                "{NOT_YET}: remove it; for development, use \
-                 client.allow_anonymous_connect_without_token and the namespaces' allow_* options"
-            ),
-        );
-    }
     if cl.insecure_skip_token_signature_verify {
         a.refuse(
             "client.insecure_skip_token_signature_verify",
@@ -619,6 +610,7 @@ mod tests {
         "client.disallow_anonymous_connection_tokens",
         "client.expired_close_delay",
         "client.history_max_publication_limit",
+        "client.insecure",
         "client.ping_interval",
         "client.pong_timeout",
         "client.queue_max_size",
@@ -763,7 +755,7 @@ mod tests {
     #[test]
     fn refused_options_come_first_and_name_their_path() {
         let c = Config::from_str_with_format(
-            r#"{"engine": {"type": "nats"}, "client": {"insecure": true, "concurrency": 4},
+            r#"{"engine": {"type": "nats"}, "client": {"user_id_http_header": "X-User", "concurrency": 4},
                 "channel": {"namespaces": [{"name": "a", "publish_proxy_enabled": true}]}}"#,
             ConfigFormat::Json,
         )
@@ -776,7 +768,7 @@ mod tests {
             found,
             [
                 (Severity::Refused, "engine.type".to_string()),
-                (Severity::Refused, "client.insecure".to_string()),
+                (Severity::Refused, "client.user_id_http_header".to_string()),
                 (
                     Severity::Refused,
                     "channel.namespaces[0].publish_proxy_enabled".to_string()

@@ -134,6 +134,14 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
             config.http_api.key = herald::config::random_secret(32);
         }
     }
+    if config.client.insecure {
+        tracing::warn!(
+            "INSECURE client mode (client.insecure): clients connect without a token, as \
+             anonymous users, and may subscribe (all but private channels), publish, and read \
+             presence and history in every channel; connections never expire. For development \
+             only: never use it in production"
+        );
+    }
     let secret = config.client.token.hmac_secret_key.clone();
     let api_key = config.http_api.key.clone();
     let anonymous = config.client.allow_anonymous_connect_without_token;

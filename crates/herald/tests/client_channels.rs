@@ -321,3 +321,52 @@ async fn custom_user_boundary_and_separator_limit_subscribers() {
     // A list written with `,` is one user id `alice,carol`, which carol is not.
     assert_error(&carol.subscribe("inbox:@alice,carol").await, 103);
 }
+
+/// `client.insecure: true` (development mode, as in Centrifugo): a client connects without a
+/// token as an anonymous user and may subscribe, publish, and read presence and history in
+/// channels whose namespace allows none of it — but not subscribe to a private channel
+/// without a subscription token. The start-up log warns about it.
+#[tokio::test]
+async fn insecure_mode_lets_anonymous_clients_do_everything_but_private_channels() {
+    let server = Server::start(json!({
+        "client": {"insecure": true},
+        "channel": {"namespaces": [
+            {"name": "closed", "presence": true, "history_size": 10, "history_ttl": "60s"},
+            {"name": "inbox", "allow_user_limited_channels": true}
+        ]}
+    }))
+    .await;
+    assert!(
+        server
+            .stderr()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("INSECURE client mode (client.insecure)")),
+        "{}",
+        server.stderr()
+    );
+    let mut ws = server.ws().await;
+    let reply = ws.connect("").await;
+    assert!(reply["connect"].is_object(), "{reply}");
+    assert!(reply["connect"].get("expires").is_none(), "{reply}");
+    assert!(ws.subscribe("closed:room").await["subscribe"].is_object());
+    assert!(ws.subscribe("inbox:#bob").await["subscribe"].is_object());
+    let reply = ws
+        .call(json!({"publish": {"channel": "closed:room", "data": {"n": 1}}}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    let reply = ws
+        .call(json!({"presence": {"channel": "closed:room"}}))
+        .await;
+    assert!(reply["presence"].is_object(), "{reply}");
+    let reply = ws
+        .call(json!({"history": {"channel": "closed:room", "limit": 10}}))
+        .await;
+    assert_eq!(
+        reply["history"]["publications"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    // Private channels still need a subscription token; unknown namespaces stay unknown.
+    assert_error(&ws.subscribe("$secret").await, 103);
+    assert_error(&ws.subscribe("nowhere:x").await, 102);
+}

@@ -257,8 +257,8 @@ async fn a_refused_option_stops_the_server_and_names_it() {
             "embedded engine",
         ),
         (
-            json!({"client": {"insecure": true}}),
-            "client.insecure",
+            json!({"client": {"user_id_http_header": "X-User"}}),
+            "client.user_id_http_header",
             "remove it",
         ),
         (
