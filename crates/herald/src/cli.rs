@@ -248,9 +248,7 @@ impl Cli {
     /// [`Cli::load_config`] that keeps going: the config (when it parses, with the flags
     /// applied) and every problem found in it, for `checkconfig` to report them all at once.
     pub fn check_config(&self) -> Result<ConfigReport, ConfigError> {
-        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v)));
-        let env = env.map(|(k, v)| (k, v.to_string_lossy().into_owned()));
-        let mut report = Config::read_with_env(self.config_path().as_deref(), env)?;
+        let mut report = Config::read(self.config_path().as_deref())?;
         if let Some(config) = &mut report.config {
             self.apply_overrides(config);
             config.apply_demo();

@@ -834,7 +834,8 @@ pub struct ClientConfig {
     /// How often presence entries are refreshed. Default 27s.
     #[serde(with = "go_duration")]
     pub presence_update_interval: Duration,
-    /// Centrifugo command concurrency per connection. Accepted.
+    /// Centrifugo command concurrency per connection. Not implemented (warned about): Herald
+    /// handles a connection's commands in order.
     pub concurrency: usize,
     /// How often a positioned subscription's stream position is checked. Default 40s.
     #[serde(with = "go_duration")]
@@ -842,11 +843,13 @@ pub struct ClientConfig {
     /// Centrifugo position-check lag tolerance. Accepted.
     #[serde(with = "go_duration")]
     pub channel_position_max_time_lag: Duration,
-    /// Maximum connections on this node; 0 = unlimited.
+    /// Maximum open WebSocket connections on this node (a handshake beyond gets HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_limit: usize,
     /// Maximum connections of one user on this node; 0 = unlimited.
     pub user_connection_limit: usize,
-    /// Maximum new connections per second on this node; 0 = unlimited.
+    /// Maximum new WebSocket connections per second on this node (beyond: HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_rate_limit: usize,
     /// Include the server time in the connect reply.
     pub connect_include_server_time: bool,
@@ -858,7 +861,9 @@ pub struct ClientConfig {
     pub insecure_skip_token_signature_verify: bool,
     /// Take the user id from this HTTP header (behind an authenticating proxy).
     pub user_id_http_header: String,
-    /// DANGEROUS: Centrifugo's insecure client mode (everything allowed, no token needed).
+    /// DANGEROUS, development only: Centrifugo's insecure client mode. Clients connect without
+    /// a token (anonymous) and may subscribe to every channel but private ones, publish, and
+    /// read presence and history; connections never expire. Logged as a WARN at start-up.
     pub insecure: bool,
     /// Server-side subscription to the user's personal channel.
     pub subscribe_to_user_personal_channel: PersonalChannelConfig,
@@ -1084,13 +1089,15 @@ pub struct ChannelConfig {
     pub publication_data_format: String,
     /// Longest channel name accepted, in bytes. Default 255.
     pub max_length: usize,
-    /// Centrifugo private-channel prefix (legacy). Default `$`.
+    /// A channel name starting with this needs a subscription token; empty = no private
+    /// channels. Default `$`. (Applied by [`crate::channel`], as the three below.)
     pub private_prefix: String,
-    /// Separates namespace from the rest of a channel name. Default `:`.
+    /// Separates namespace from the rest of a channel name. Default `:`; must not be empty.
     pub namespace_boundary: String,
-    /// Starts the user list of a user-limited channel. Default `#`.
+    /// Starts the user list of a user-limited channel; empty = no user-limited channels.
+    /// Default `#`.
     pub user_boundary: String,
-    /// Separates users in a user-limited channel. Default `,`.
+    /// Separates users in a user-limited channel; empty = the list is one user id. Default `,`.
     pub user_separator: String,
 }
 
@@ -1359,6 +1366,12 @@ fn kind_name(v: &Value) -> &'static str {
 // Loading
 // ---------------------------------------------------------------------------------------------
 
+/// The process's environment variables with names and values as strings.
+fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+}
+
 /// Which option paths were set from which environment variable (for error messages).
 #[derive(Default)]
 struct Origins(Vec<(String, String)>);
@@ -1386,9 +1399,12 @@ impl Config {
     /// Command-line flags are applied by the caller afterwards (see `cli::Cli::load_config`),
     /// which validates again.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v)));
-        let env = env.map(|(k, v)| (k, v.to_string_lossy().into_owned()));
-        Config::load_with_env(path, env)
+        Config::load_with_env(path, process_env())
+    }
+
+    /// [`Config::read_with_env`] with the process's environment.
+    pub fn read(path: Option<&Path>) -> Result<ConfigReport, ConfigError> {
+        Config::read_with_env(path, process_env())
     }
 
     /// [`Config::load`] with the environment given explicitly (tests; embedding).
