@@ -1571,6 +1571,15 @@ impl Config {
                     .to_string(),
             );
         }
+        if self.demo
+            && self.websocket.handler_prefix.trim_end_matches('/') != "/connection/websocket"
+        {
+            problems.push(
+                "demo: the demo chat connects to /connection/websocket: remove \
+                 websocket.handler_prefix or demo"
+                    .to_string(),
+            );
+        }
         if self.channel.history_meta_ttl.is_zero() {
             problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
@@ -2898,6 +2907,18 @@ port = 10000
             (
                 r#"{"client": {"subscribe_to_user_personal_channel": {"enabled": true, "personal_channel_namespace": "p"}}}"#,
                 "personal_channel_namespace",
+            ),
+            (
+                r#"{"channel": {"namespace_boundary": ".", "namespaces": [{"name": "a.b"}]}}"#,
+                "contains channel.namespace_boundary",
+            ),
+            (
+                r#"{"demo": true, "channel": {"user_boundary": "@"}}"#,
+                "demo: the demo chat names its channels",
+            ),
+            (
+                r#"{"demo": true, "websocket": {"handler_prefix": "/ws"}}"#,
+                "demo: the demo chat connects",
             ),
         ];
         for (text, want) in cases {
