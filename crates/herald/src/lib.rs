@@ -10,6 +10,7 @@ pub mod client_id;
 pub mod config;
 pub mod config_audit;
 pub mod engine;
+pub mod http_guard;
 pub mod hub;
 pub mod keepalive;
 pub mod limits;
