@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod client_id;
 pub mod config;
+pub mod demo_secrets;
 pub mod engine;
 pub mod hub;
 pub mod keepalive;

@@ -113,9 +113,15 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        Server::start_args(&["-c", &path], dir).await
+    }
+
+    /// Starts `herald ARGS` in `dir` (its working directory, kept as long as the server) and
+    /// waits until it listens.
+    pub async fn start_args(args: &[&str], dir: tempfile::TempDir) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.arg("-c")
-            .arg(&path)
+        cmd.args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
