@@ -287,6 +287,11 @@ fn parse_listening_port(log: &str) -> Option<u16> {
 
 /// Runs `herald ARGS` to completion (bounded), without inherited `HERALD_*` variables.
 pub async fn run_cli(args: &[&str], dir: &std::path::Path) -> Output {
+    run_cli_env(args, dir, &[]).await
+}
+
+/// [`run_cli`] with these environment variables set.
+pub async fn run_cli_env(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(dir)
@@ -294,6 +299,7 @@ pub async fn run_cli(args: &[&str], dir: &std::path::Path) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     clean_env(&mut cmd);
+    cmd.envs(env.iter().copied());
     let child = cmd.spawn().expect("spawn herald");
     let pid = child.id();
     let waited = tokio::time::timeout(
