@@ -265,6 +265,7 @@ test('chat and admin in a real browser', async (t) => {
     });
     await page.click('[data-testid=users] tr[data-user="bob"] button:has-text("Disconnect")');
     await page.locator('.modal', { hasText: 'Disconnect bob?' }).waitFor({ timeout: STEP });
+    await page.waitForTimeout(300); // the dialog fades in
     await screenshot(page, 'admin-confirm-disconnect');
     await page.click('.modal [data-testid=confirm]');
     await page.locator('.modal').waitFor({ state: 'detached', timeout: STEP });

@@ -266,31 +266,26 @@ test('the chat tells who wrote what, and helps its user', async (t) => {
     await page.goto(`${herald.url}/admin/`);
     await page.fill('#password', ADMIN_PASSWORD);
     await page.press('#password', 'Enter');
-    await page.locator('[data-testid=live]', { hasText: 'Live' }).waitFor({ timeout: STEP });
-
-    await page.fill('#inspect-channel', 'rooms:general');
-    await page.click('button:has-text("History")');
-    const row = page.locator('[data-testid=inspect-result] .row', { hasText: 'Sent while the server was down.' });
-    await row.waitFor({ timeout: STEP });
-    // The message's text, not its JSON; the JSON only when asked for.
-    assert.equal(await row.locator('.pub-text').textContent(), 'Sent while the server was down.');
-    assert.equal(await row.locator('pre.json').isVisible(), false);
+    await page.locator('.topbar .live', { hasText: 'Live' }).waitFor({ timeout: STEP });
 
     // The longest state the bar shows: the server does not answer.
     await page.route('**/admin/api/stats', (route) => route.abort());
-    await page.locator('[data-testid=live]', { hasText: 'Server unreachable' }).waitFor({ timeout: STEP });
+    await page.locator('.topbar .live', { hasText: 'Server unreachable' }).waitFor({ timeout: STEP });
     const bar = await page.$eval('.topbar', (top) => {
-      /** How many lines an element's text takes. */
+      /** How many lines the text in an element takes. */
       const lines = (el) => {
-        const range = document.createRange();
-        range.selectNodeContents(el);
         const tops = new Set();
-        for (const r of range.getClientRects()) if (r.width > 0 && r.height > 0) tops.add(Math.round(r.top));
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const range = document.createRange();
+          range.selectNodeContents(node);
+          for (const r of range.getClientRects()) if (r.width > 0 && r.height > 0) tops.add(Math.round(r.top));
+        }
         return tops.size;
       };
       const box = top.getBoundingClientRect();
       return {
-        live: lines(top.querySelector('.live-text')),
+        live: lines(top.querySelector('.live')),
         logout: [...top.querySelectorAll('button.logout')].map((b) => ({
           lines: lines(b),
           height: b.getBoundingClientRect().height,
@@ -308,6 +303,16 @@ test('the chat tells who wrote what, and helps its user', async (t) => {
     assert.ok(bar.height <= 60 && bar.overflow <= 0, JSON.stringify(bar));
     await screenshot(page, 'polish-admin-phone-unreachable');
     await page.unroute('**/admin/api/stats');
+
+    await page.fill('#inspect-channel', 'rooms:general');
+    await page.click('button:has-text("History")');
+    const row = page.locator('[data-testid=inspect-result] .row', { hasText: 'Sent while the server was down.' });
+    await row.waitFor({ timeout: STEP });
+    // The message's text, not its JSON; the JSON only when asked for.
+    assert.equal(await row.locator('.pub-text').textContent(), 'Sent while the server was down.');
+    assert.equal(await row.locator('pre.json').isVisible(), false);
+    await row.scrollIntoViewIfNeeded();
+    await screenshot(page, 'polish-admin-phone-history');
     await context.close();
   });
 
