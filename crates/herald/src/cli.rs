@@ -266,7 +266,7 @@ impl Cli {
         let mut config = Config::load(self.config_path().as_deref())?;
         self.apply_overrides(&mut config);
         let mut used = None;
-        if config.demo {
+        if config.demo && DemoSecrets::needed(&config) {
             let secrets = if create {
                 Some(DemoSecrets::load_or_create(&config.data_dir)?)
             } else {

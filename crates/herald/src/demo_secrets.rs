@@ -114,6 +114,15 @@ impl DemoSecrets {
         Ok((secrets, true))
     }
 
+    /// Whether `config` leaves any of the options [`DemoSecrets::fill`] fills empty (if not,
+    /// the demo needs no secrets file).
+    pub fn needed(config: &Config) -> bool {
+        config.client.token.hmac_secret_key.is_empty()
+            || (config.http_api.key.is_empty() && !config.http_api.insecure)
+            || (config.admin.password.is_empty() && !config.admin.insecure)
+            || config.admin.secret.is_empty()
+    }
+
     /// Fills the options `config` leaves empty with these secrets: the token secret, the API
     /// key (unless `http_api.insecure`), the admin password (unless `admin.insecure`) and the
     /// admin session secret.
@@ -185,5 +194,7 @@ mod tests {
             config.client.token.hmac_secret_key,
             secrets.token_hmac_secret_key
         );
+        assert!(!DemoSecrets::needed(&config));
+        assert!(DemoSecrets::needed(&Config::default()));
     }
 }

@@ -243,6 +243,8 @@ async fn genconfig_config_with_demo_serves_the_admin_ui() {
     let stderr = server.stderr();
     assert!(stderr.contains("password: admin.password in "), "{stderr}");
     assert!(!stderr.contains(&password), "{stderr}");
+    // The config has every secret: no demo secrets file is made.
+    assert!(!dir.path().join("data").join("demo-secrets.json").exists());
 }
 
 #[tokio::test]
