@@ -363,7 +363,7 @@ function subscribeInbox() {
       ts: Number(d.ts) || Date.now(),
       mine,
       cid: typeof d.cid === 'string' ? d.cid : undefined,
-      claimed: typeof d.from === 'string' && d.from !== publisher ? d.from : undefined,
+      claimed: typeof d.from === 'string' && d.from !== publisher ? d.from.slice(0, 40) : undefined,
     });
   });
 }
@@ -475,8 +475,11 @@ function send(text) {
     pending.error = '';
     if (conv === state.current) renderConv();
     try {
-      if (channel) await state.subs.get(channel).publish(data);
-      else await sendDirect(conv.id, data);
+      if (channel) {
+        const sub = state.subs.get(channel);
+        if (!sub) throw { code: 7 }; // the room was left meanwhile
+        await sub.publish(data);
+      } else await sendDirect(conv.id, data);
     } catch (e) {
       if (!conv.pending.includes(pending)) return; // it came back meanwhile
       pending.state = 'failed';
