@@ -4,7 +4,9 @@
 //! Option names and nesting follow Centrifugo v6 (`http_server.port`, `client.token.hmac_secret_key`,
 //! `channel.namespaces[].history_size`, …) so that a Centrifugo config file works unchanged.
 //! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`, TLS…)
-//! are accepted as opaque values and reported by [`Config::unsupported_options`], so `main` can warn.
+//! are accepted as opaque values; [`crate::config_audit`] decides for every accepted option that
+//! Herald does not implement whether setting it is refused ([`Config::validate`]) or warned
+//! about ([`Config::warnings`]).
 //!
 //! Anything else is an error that names the option with its full path: a typo such as
 //! `client.pingg_interval` gives `unknown option "client.pingg_interval" (did you mean
@@ -109,6 +111,9 @@ pub enum ConfigError {
     /// The options parse but do not make sense together (see [`Config::validate`]).
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Several problems, all reported at once (each names its option).
+    #[error("{} problems in the configuration:{}", .0.len(), list_problems(.0))]
+    Problems(Vec<ConfigError>),
     /// A config could not be rendered (genconfig).
     #[error("cannot render the config as {format}: {message}")]
     Render {
@@ -117,6 +122,29 @@ pub enum ConfigError {
         /// The serializer's message.
         message: String,
     },
+}
+
+fn list_problems(problems: &[ConfigError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+impl ConfigError {
+    /// `Ok` for no problems, the problem itself for one, [`ConfigError::Problems`] for more.
+    pub fn from_problems(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Problems(problems)),
+        }
+    }
+
+    /// The individual problems: this one, or each of [`ConfigError::Problems`].
+    pub fn into_problems(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Problems(all) => all,
+            one => vec![one],
+        }
+    }
 }
 
 fn unknown_hint(suggestion: Option<&str>, origin: Option<&str>) -> String {
@@ -307,7 +335,7 @@ mod string_or_number {
 // ---------------------------------------------------------------------------------------------
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
-/// yet; kept verbatim. [`Config::unsupported_options`] lists the ones that are set.
+/// yet; kept verbatim. [`crate::config_audit`] refuses or warns about the ones that are set.
 pub type Opaque = Option<Value>;
 
 /// The whole Herald configuration. Build it with [`Config::load`] (file + environment), adjust it
@@ -817,7 +845,8 @@ pub struct ClientConfig {
     /// How often presence entries are refreshed. Default 27s.
     #[serde(with = "go_duration")]
     pub presence_update_interval: Duration,
-    /// Centrifugo command concurrency per connection. Accepted.
+    /// Centrifugo command concurrency per connection. Not implemented (warned about): Herald
+    /// handles a connection's commands in order.
     pub concurrency: usize,
     /// How often a positioned subscription's stream position is checked. Default 40s.
     #[serde(with = "go_duration")]
@@ -825,11 +854,13 @@ pub struct ClientConfig {
     /// Centrifugo position-check lag tolerance. Accepted.
     #[serde(with = "go_duration")]
     pub channel_position_max_time_lag: Duration,
-    /// Maximum connections on this node; 0 = unlimited.
+    /// Maximum open WebSocket connections on this node (a handshake beyond gets HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_limit: usize,
     /// Maximum connections of one user on this node; 0 = unlimited.
     pub user_connection_limit: usize,
-    /// Maximum new connections per second on this node; 0 = unlimited.
+    /// Maximum new WebSocket connections per second on this node (beyond: HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_rate_limit: usize,
     /// Include the server time in the connect reply.
     pub connect_include_server_time: bool,
@@ -841,7 +872,9 @@ pub struct ClientConfig {
     pub insecure_skip_token_signature_verify: bool,
     /// Take the user id from this HTTP header (behind an authenticating proxy).
     pub user_id_http_header: String,
-    /// DANGEROUS: Centrifugo's insecure client mode (everything allowed, no token needed).
+    /// DANGEROUS, development only: Centrifugo's insecure client mode. Clients connect without
+    /// a token (anonymous) and may subscribe to every channel but private ones, publish, and
+    /// read presence and history; connections never expire. Logged as a WARN at start-up.
     pub insecure: bool,
     /// Server-side subscription to the user's personal channel.
     pub subscribe_to_user_personal_channel: PersonalChannelConfig,
@@ -1067,14 +1100,29 @@ pub struct ChannelConfig {
     pub publication_data_format: String,
     /// Longest channel name accepted, in bytes. Default 255.
     pub max_length: usize,
-    /// Centrifugo private-channel prefix (legacy). Default `$`.
+    /// A channel name starting with this needs a subscription token; empty = no private
+    /// channels. Default `$`. (Applied by [`crate::channel`], as the three below.)
     pub private_prefix: String,
-    /// Separates namespace from the rest of a channel name. Default `:`.
+    /// Separates namespace from the rest of a channel name. Default `:`; must not be empty.
     pub namespace_boundary: String,
-    /// Starts the user list of a user-limited channel. Default `#`.
+    /// Starts the user list of a user-limited channel; empty = no user-limited channels.
+    /// Default `#`.
     pub user_boundary: String,
-    /// Separates users in a user-limited channel. Default `,`.
+    /// Separates users in a user-limited channel; empty = the list is one user id. Default `,`.
     pub user_separator: String,
+}
+
+impl ChannelConfig {
+    /// The strings that structure channel names (`private_prefix`, `namespace_boundary`,
+    /// `user_boundary`, `user_separator`), for [`crate::channel::parse_with`].
+    pub fn naming(&self) -> crate::channel::Naming<'_> {
+        crate::channel::Naming {
+            private_prefix: &self.private_prefix,
+            namespace_boundary: &self.namespace_boundary,
+            user_boundary: &self.user_boundary,
+            user_separator: &self.user_separator,
+        }
+    }
 }
 
 impl Default for ChannelConfig {
@@ -1329,6 +1377,12 @@ fn kind_name(v: &Value) -> &'static str {
 // Loading
 // ---------------------------------------------------------------------------------------------
 
+/// The process's environment variables with names and values as strings.
+fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+}
+
 /// Which option paths were set from which environment variable (for error messages).
 #[derive(Default)]
 struct Origins(Vec<(String, String)>);
@@ -1356,13 +1410,32 @@ impl Config {
     /// Command-line flags are applied by the caller afterwards (see `cli::Cli::load_config`),
     /// which validates again.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v)));
-        let env = env.map(|(k, v)| (k, v.to_string_lossy().into_owned()));
-        Config::load_with_env(path, env)
+        Config::load_with_env(path, process_env())
+    }
+
+    /// [`Config::read_with_env`] with the process's environment.
+    pub fn read(path: Option<&Path>) -> Result<ConfigReport, ConfigError> {
+        Config::read_with_env(path, process_env())
     }
 
     /// [`Config::load`] with the environment given explicitly (tests; embedding).
     pub fn load_with_env<I>(path: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut report = Config::read_with_env(path, env)?;
+        if let Some(config) = &report.config {
+            if let Err(e) = config.validate() {
+                report.problems.extend(e.into_problems());
+            }
+        }
+        report.into_config()
+    }
+
+    /// Reads the config like [`Config::load_with_env`] but without validating it, and goes on
+    /// after unknown options so that all of them are reported at once. Fails only when the file
+    /// or an environment variable cannot be read at all.
+    pub fn read_with_env<I>(path: Option<&Path>, env: I) -> Result<ConfigReport, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -1388,11 +1461,17 @@ impl Config {
             }
             None => Value::Object(Map::new()),
         };
-        let (origins, warnings) = apply_env(&mut tree, env)?;
-        let mut config = from_tree(tree, &origins)?;
-        config.load_warnings = warnings;
-        config.validate()?;
-        Ok(config)
+        let (origins, mut warnings) = apply_env(&mut tree, env)?;
+        let loaded = from_tree_lenient(tree, &origins);
+        warnings.extend(loaded.warnings);
+        let config = loaded.config.map(|mut config| {
+            config.load_warnings = warnings;
+            config
+        });
+        Ok(ConfigReport {
+            config,
+            problems: loaded.problems,
+        })
     }
 
     /// Parses config text in the given format (no environment, no validation): for tests and for
@@ -1415,9 +1494,12 @@ impl Config {
             .map(|ns| &ns.options)
     }
 
-    /// Checks that the options make sense together. Every message names the option at fault.
+    /// Checks that the options make sense together and that no option is set that Herald would
+    /// ignore to the user's harm (the "refused" ones of [`crate::config_audit`]). Every message
+    /// names the option at fault, and all problems are reported at once
+    /// ([`ConfigError::Problems`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut problems: Vec<String> = Vec::new();
         let c = &self.client;
         for (name, d) in [
             ("client.ping_interval", c.ping_interval),
@@ -1430,11 +1512,11 @@ impl Config {
             ),
         ] {
             if d.is_zero() {
-                return bad(format!("{name} must be greater than zero"));
+                problems.push(format!("{name} must be greater than zero"));
             }
         }
         if c.pong_timeout >= c.ping_interval {
-            return bad(format!(
+            problems.push(format!(
                 "client.pong_timeout ({}) must be shorter than client.ping_interval ({})",
                 format_duration(c.pong_timeout),
                 format_duration(c.ping_interval)
@@ -1450,17 +1532,17 @@ impl Config {
             ("channel.max_length", self.channel.max_length),
         ] {
             if n == 0 {
-                return bad(format!("{name} must be greater than zero"));
+                problems.push(format!("{name} must be greater than zero"));
             }
         }
         if self.workers > MAX_WORKERS {
-            return bad(format!(
+            problems.push(format!(
                 "workers must be at most {MAX_WORKERS} (0 = one per CPU core), got {}",
                 self.workers
             ));
         }
         if self.websocket.compression_level > 9 {
-            return bad(format!(
+            problems.push(format!(
                 "websocket.compression_level must be between 0 and 9, got {}",
                 self.websocket.compression_level
             ));
@@ -1472,76 +1554,107 @@ impl Config {
             ("health.handler_prefix", &self.health.handler_prefix),
         ] {
             if !prefix.starts_with('/') {
-                return bad(format!("{name} must start with \"/\", got \"{prefix}\""));
+                problems.push(format!("{name} must start with \"/\", got \"{prefix}\""));
             }
         }
         if !self.admin.handler_prefix.is_empty() && !self.admin.handler_prefix.starts_with('/') {
-            return bad(format!(
+            problems.push(format!(
                 "admin.handler_prefix must be empty or start with \"/\", got \"{}\"",
                 self.admin.handler_prefix
             ));
         }
         if let Some(i) = c.allowed_origins.iter().position(|o| o.trim().is_empty()) {
-            return bad(format!("client.allowed_origins[{i}] is empty"));
+            problems.push(format!("client.allowed_origins[{i}] is empty"));
         }
         if self.admin.enabled
             && !self.admin.insecure
             && (self.admin.password.is_empty() || self.admin.secret.is_empty())
         {
-            return bad(
+            problems.push(
                 "admin.enabled needs admin.password and admin.secret (or admin.insecure)"
                     .to_string(),
             );
         }
         if self.channel.namespace_boundary.is_empty() {
-            return bad("channel.namespace_boundary must not be empty".to_string());
+            problems.push("channel.namespace_boundary must not be empty".to_string());
+        }
+        if self.demo && self.channel.naming() != crate::channel::DEFAULT_NAMING {
+            problems.push(
+                "demo: the demo chat names its channels with the default channel.private_prefix, \
+                 namespace_boundary, user_boundary and user_separator: remove those options or \
+                 demo"
+                    .to_string(),
+            );
+        }
+        if self.demo
+            && self.websocket.handler_prefix.trim_end_matches('/') != "/connection/websocket"
+        {
+            problems.push(
+                "demo: the demo chat connects to /connection/websocket: remove \
+                 websocket.handler_prefix or demo"
+                    .to_string(),
+            );
         }
         if self.channel.history_meta_ttl.is_zero() {
-            return bad("channel.history_meta_ttl must be greater than zero".to_string());
+            problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
 
-        crate::auth::TokenVerifier::new(&c.token)
-            .map_err(|e| ConfigError::Invalid(format!("client.token: {e}")))?;
+        if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
+            problems.push(format!("client.token: {e}"));
+        }
         if c.subscription_token.enabled {
             if !c.subscription_token.token.has_key() {
-                return bad("client.subscription_token.enabled needs a key \
+                problems.push(
+                    "client.subscription_token.enabled needs a key \
                      (client.subscription_token.hmac_secret_key, rsa_public_key, ecdsa_public_key \
                      or jwks_public_endpoint)"
-                    .to_string());
+                        .to_string(),
+                );
             }
-            crate::auth::TokenVerifier::new(&c.subscription_token.token)
-                .map_err(|e| ConfigError::Invalid(format!("client.subscription_token: {e}")))?;
+            if let Err(e) = crate::auth::TokenVerifier::new(&c.subscription_token.token) {
+                problems.push(format!("client.subscription_token: {e}"));
+            }
         }
 
         validate_namespace_options(
             "channel.without_namespace",
             &self.channel.without_namespace,
             self.channel.history_meta_ttl,
-        )?;
+            &mut problems,
+        );
         let mut seen = BTreeSet::new();
         for (i, ns) in self.channel.namespaces.iter().enumerate() {
             let at = format!("channel.namespaces[{i}]");
             if ns.name.is_empty() {
-                return bad(format!("{at}.name is missing"));
+                problems.push(format!("{at}.name is missing"));
             }
             if !ns
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             {
-                return bad(format!(
+                problems.push(format!(
                     "{at}.name \"{}\" may only contain letters, digits, '_', '-' and '.'",
                     ns.name
                 ));
             }
+            let boundary = self.channel.namespace_boundary.as_str();
+            if !boundary.is_empty() && ns.name.contains(boundary) {
+                problems.push(format!(
+                    "{at}.name \"{}\" contains channel.namespace_boundary \"{boundary}\", so no \
+                     channel name can reach it: rename the namespace or change the boundary",
+                    ns.name
+                ));
+            }
             if !seen.insert(ns.name.as_str()) {
-                return bad(format!("{at}.name \"{}\" is used twice", ns.name));
+                problems.push(format!("{at}.name \"{}\" is used twice", ns.name));
             }
             validate_namespace_options(
                 &format!("{at} (\"{}\")", ns.name),
                 &ns.options,
                 self.channel.history_meta_ttl,
-            )?;
+                &mut problems,
+            );
         }
         let personal = &c.subscribe_to_user_personal_channel;
         if personal.enabled
@@ -1550,83 +1663,30 @@ impl Config {
                 .namespace(&personal.personal_channel_namespace)
                 .is_none()
         {
-            return bad(format!(
+            problems.push(format!(
                 "client.subscribe_to_user_personal_channel.personal_channel_namespace \"{}\" \
                  is not in channel.namespaces",
                 personal.personal_channel_namespace
             ));
         }
-        Ok(())
+        problems.extend(
+            crate::config_audit::audit(self)
+                .into_iter()
+                .filter(|f| f.severity == crate::config_audit::Severity::Refused)
+                .map(|f| f.to_string()),
+        );
+        ConfigError::from_problems(problems.into_iter().map(ConfigError::Invalid).collect())
     }
 
-    /// Options that are set but that Herald accepts only for compatibility and ignores (e.g.
-    /// `grpc_api`, `proxies`, `channel.namespaces[0].subscribe_proxy_enabled`), for `main` to
-    /// log as warnings.
-    pub fn unsupported_options(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let top: [(&str, &Opaque); 22] = [
-            ("map_broker", &self.map_broker),
-            ("controller", &self.controller),
-            ("shared_poll", &self.shared_poll),
-            ("rpc", &self.rpc),
-            ("proxies", &self.proxies),
-            ("grpc_api", &self.grpc_api),
-            ("consumers", &self.consumers),
-            ("sse", &self.sse),
-            ("http_stream", &self.http_stream),
-            ("webtransport", &self.webtransport),
-            ("uni_sse", &self.uni_sse),
-            ("uni_http_stream", &self.uni_http_stream),
-            ("uni_websocket", &self.uni_websocket),
-            ("uni_grpc", &self.uni_grpc),
-            ("emulation", &self.emulation),
-            ("swagger", &self.swagger),
-            ("init", &self.init),
-            ("opentelemetry", &self.opentelemetry),
-            ("graphite", &self.graphite),
-            ("node", &self.node),
-            ("shutdown", &self.shutdown),
-            ("debug", &self.debug),
-        ];
-        let nested: [(&str, &Opaque); 6] = [
-            ("http_server.tls", &self.http_server.tls),
-            ("http_server.tls_autocert", &self.http_server.tls_autocert),
-            ("http_server.internal_tls", &self.http_server.internal_tls),
-            ("http_server.http3", &self.http_server.http3),
-            ("client.proxy", &self.client.proxy),
-            ("channel.proxy", &self.channel.proxy),
-        ];
-        for (name, value) in top.iter().chain(nested.iter()) {
-            if value.as_ref().is_some_and(is_active) {
-                out.push((*name).to_string());
-            }
-        }
-        let mut namespaces = vec![(
-            "channel.without_namespace".to_string(),
-            &self.channel.without_namespace,
-        )];
-        for (i, ns) in self.channel.namespaces.iter().enumerate() {
-            namespaces.push((format!("channel.namespaces[{i}]"), &ns.options));
-        }
-        for (at, o) in namespaces {
-            for (name, on) in [
-                ("subscribe_proxy_enabled", o.subscribe_proxy_enabled),
-                ("publish_proxy_enabled", o.publish_proxy_enabled),
-                ("sub_refresh_proxy_enabled", o.sub_refresh_proxy_enabled),
-                (
-                    "subscribe_stream_proxy_enabled",
-                    o.subscribe_stream_proxy_enabled,
-                ),
-                ("subscription_type", !o.subscription_type.is_empty()),
-                ("map", o.map.as_ref().is_some_and(is_active)),
-                ("shared_poll", o.shared_poll.as_ref().is_some_and(is_active)),
-            ] {
-                if on {
-                    out.push(format!("{at}.{name}"));
-                }
-            }
-        }
-        out
+    /// Options that are set but that Herald does not implement and that are harmless to
+    /// ignore, each as `path: what happens` (the "warned" ones of [`crate::config_audit`]), for
+    /// `main` to log as warnings at start-up and `checkconfig` to list.
+    pub fn warnings(&self) -> Vec<String> {
+        crate::config_audit::audit(self)
+            .into_iter()
+            .filter(|f| f.severity == crate::config_audit::Severity::Warned)
+            .map(|f| f.to_string())
+            .collect()
     }
 
     /// Renders the whole config (every option, defaults included) in `format`.
@@ -1641,7 +1701,7 @@ impl Config {
 
 /// Whether an opaque section's value turns something on (so ignoring it matters): `false`, `0`,
 /// `""`, empty lists/objects and objects of only such values do not.
-fn is_active(v: &Value) -> bool {
+pub(crate) fn is_active(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -1656,13 +1716,14 @@ fn validate_namespace_options(
     at: &str,
     o: &NamespaceOptions,
     global_meta_ttl: Duration,
-) -> Result<(), ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(format!("{at}: {m}")));
+    out: &mut Vec<String>,
+) {
+    let mut problems: Vec<String> = Vec::new();
     if o.history_ttl.subsec_nanos() != 0 || o.history_meta_ttl.subsec_nanos() != 0 {
-        return bad("history_ttl and history_meta_ttl must be whole seconds".to_string());
+        problems.push("history_ttl and history_meta_ttl must be whole seconds".to_string());
     }
     if (o.history_size == 0) != o.history_ttl.is_zero() {
-        return bad("history needs both history_size and history_ttl (or neither)".to_string());
+        problems.push("history needs both history_size and history_ttl (or neither)".to_string());
     }
     let meta_ttl = if o.history_meta_ttl.is_zero() {
         global_meta_ttl
@@ -1670,52 +1731,107 @@ fn validate_namespace_options(
         o.history_meta_ttl
     };
     if o.history_ttl > meta_ttl {
-        return bad(format!(
+        problems.push(format!(
             "history_ttl ({}) can not be longer than history_meta_ttl ({})",
             format_duration(o.history_ttl),
             format_duration(meta_ttl)
         ));
     }
     if o.force_recovery && !o.history_enabled() {
-        return bad("force_recovery needs history (history_size and history_ttl)".to_string());
+        problems.push("force_recovery needs history (history_size and history_ttl)".to_string());
     }
     if o.force_positioning && !o.history_enabled() {
-        return bad("force_positioning needs history (history_size and history_ttl)".to_string());
+        problems.push("force_positioning needs history (history_size and history_ttl)".to_string());
     }
     if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != RecoveryMode::Cache) {
-        return bad(
+        problems.push(
             "auto_cache_recover needs force_recovery and force_recovery_mode \"cache\"".to_string(),
         );
-    }
-    if !o.channel_regex.is_empty() {
-        return bad("channel_regex is not supported by Herald yet; remove it".to_string());
     }
     if let Some(t) = o
         .allowed_delta_types
         .iter()
         .find(|t| t.as_str() != "fossil")
     {
-        return bad(format!(
+        problems.push(format!(
             "allowed_delta_types: unknown delta type \"{t}\" (only \"fossil\")"
         ));
     }
-    Ok(())
+    out.extend(problems.into_iter().map(|m| format!("{at}: {m}")));
 }
 
 /// Turns the file/env tree into a typed config: unknown keys are refused with their path, scalar
 /// strings are coerced where the option is a number or boolean (as Centrifugo's loader does),
 /// then serde checks every value's type, reporting the option's path.
-fn from_tree(mut tree: Value, origins: &Origins) -> Result<Config, ConfigError> {
+fn from_tree(tree: Value, origins: &Origins) -> Result<Config, ConfigError> {
+    let loaded = from_tree_lenient(tree, origins);
+    ConfigError::from_problems(loaded.problems)?;
+    loaded
+        .config
+        .ok_or_else(|| ConfigError::Invalid("the configuration could not be read".to_string()))
+}
+
+/// What [`Config::read_with_env`] found: the config (when every known option has a value of
+/// the right type; its `load_warnings` hold the notes made while reading) and every problem.
+#[derive(Debug)]
+pub struct ConfigReport {
+    /// The config, unless a value had the wrong type.
+    pub config: Option<Config>,
+    /// Unknown options, values of the wrong type and (once validated) inconsistent or refused
+    /// options; empty when the config is usable.
+    pub problems: Vec<ConfigError>,
+}
+
+impl ConfigReport {
+    /// The config when there are no problems; all the problems otherwise.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        ConfigError::from_problems(self.problems)?;
+        self.config
+            .ok_or_else(|| ConfigError::Invalid("the configuration could not be read".to_string()))
+    }
+}
+
+/// What [`from_tree_lenient`] made of a tree.
+struct Loaded {
+    /// The config, when the known options all have values of the right type.
+    config: Option<Config>,
+    /// Unknown options (each removed from the tree so that the rest could be read) and the
+    /// first value of the wrong type.
+    problems: Vec<ConfigError>,
+    /// Options that Centrifugo knows and Herald does not (ignored, with a warning).
+    warnings: Vec<String>,
+}
+
+/// [`from_tree`] that goes on after unknown options, so that all of them are reported at once.
+fn from_tree_lenient(mut tree: Value, origins: &Origins) -> Loaded {
     let template = default_tree();
-    check_and_coerce(&mut tree, &template, "", origins)?;
-    serde_path_to_error::deserialize::<_, Config>(tree).map_err(|err| {
-        let path = err.path().to_string();
-        ConfigError::InvalidValue {
-            origin: origins.for_path(&path),
-            message: err.into_inner().to_string(),
-            path,
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    check_and_coerce(
+        &mut tree,
+        &template,
+        "",
+        origins,
+        &mut problems,
+        &mut warnings,
+    );
+    let config = match serde_path_to_error::deserialize::<_, Config>(tree) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            let path = err.path().to_string();
+            problems.push(ConfigError::InvalidValue {
+                origin: origins.for_path(&path),
+                message: err.into_inner().to_string(),
+                path,
+            });
+            None
         }
-    })
+    };
+    Loaded {
+        config,
+        problems,
+        warnings,
+    }
 }
 
 /// The default config as a JSON tree: the set of known option paths and their value kinds.
@@ -1745,27 +1861,40 @@ fn check_and_coerce(
     template: &Value,
     path: &str,
     origins: &Origins,
-) -> Result<(), ConfigError> {
+    problems: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) {
     match (input, template) {
         (Value::Object(map), Value::Object(known)) => {
-            for (key, value) in map.iter_mut() {
+            map.retain(|key, _| {
+                if known.contains_key(key) {
+                    return true;
+                }
                 let child = join(path, key);
-                match known.get(key) {
-                    Some(t) => check_and_coerce(value, t, &child, origins)?,
-                    None => {
-                        return Err(ConfigError::UnknownOption {
-                            suggestion: closest(key, known.keys()).map(|k| join(path, k)),
-                            origin: origins.for_path(&child),
-                            path: child,
-                        });
-                    }
+                if crate::config_audit::is_centrifugo_option(&child) {
+                    warnings.push(format!(
+                        "{child}: a Centrifugo option that Herald does not implement; ignored"
+                    ));
+                } else {
+                    problems.push(ConfigError::UnknownOption {
+                        suggestion: closest(key, known.keys()).map(|k| join(path, k)),
+                        origin: origins.for_path(&child),
+                        path: child,
+                    });
+                }
+                false
+            });
+            for (key, value) in map.iter_mut() {
+                if let Some(t) = known.get(key) {
+                    check_and_coerce(value, t, &join(path, key), origins, problems, warnings);
                 }
             }
         }
         (Value::Array(items), Value::Array(_)) => {
             if let Some(t) = element_template(path) {
                 for (i, item) in items.iter_mut().enumerate() {
-                    check_and_coerce(item, &t, &format!("{path}[{i}]"), origins)?;
+                    let at = format!("{path}[{i}]");
+                    check_and_coerce(item, &t, &at, origins, problems, warnings);
                 }
             }
         }
@@ -1781,7 +1910,6 @@ fn check_and_coerce(
         }
         _ => {}
     }
-    Ok(())
 }
 
 fn parse_number(s: &str) -> Option<Value> {
@@ -2025,9 +2153,11 @@ impl Config {
     ///   and join/leave;
     /// * namespace `inbox` (unless configured): user-limited channels (`inbox:#bob` is bob's),
     ///   any signed-in user may publish into any inbox; durable history with forced recovery;
-    /// * the admin UI, when it has no password (and is not `insecure`): enabled with a password
-    ///   and a session secret generated for this run (the password is in [`Config::load_warnings`], which `main`
-    ///   logs at start-up).
+    /// * the admin UI, always (a demo shows its admin, even from a `herald genconfig` config,
+    ///   which writes `admin.enabled: false`): with the configured password, else the one from
+    ///   the demo's secrets file (`crate::demo_secrets`, filled in before this by
+    ///   `Cli::load_config`), else a password and session secret generated here (the password
+    ///   is then in [`Config::load_warnings`]).
     ///
     /// Call it after the flags are applied and before [`Config::validate`]. Does nothing when
     /// `demo` is off.
@@ -2070,8 +2200,8 @@ impl Config {
             self.client.recovery_max_publication_limit = 1000;
         }
         let admin = &mut self.admin;
+        admin.enabled = true;
         if admin.password.is_empty() && !admin.insecure {
-            admin.enabled = true;
             admin.password = random_secret(16);
             let path = match admin.handler_prefix.trim_end_matches('/') {
                 "" => "/admin",
@@ -2144,6 +2274,17 @@ mod demo_tests {
             ("pw", "s")
         );
         assert!(c.load_warnings.is_empty());
+
+        // A `herald genconfig` config writes the admin off; the demo shows it anyway, with the
+        // config's password.
+        let mut c = Config::from_str_with_format(
+            r#"{"demo": true, "admin": {"enabled": false, "password": "pw", "secret": "s"}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        c.apply_demo();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.password, "pw");
     }
 }
 
@@ -2433,7 +2574,18 @@ port = 10000
     #[test]
     fn full_centrifugo_json_config_loads() {
         let c = json(FULL_JSON).unwrap();
-        c.validate().unwrap();
+        // Parsed whole; what Herald does not implement is refused (all of it at once) or
+        // warned about, each by its path.
+        let refused: Vec<String> = c
+            .validate()
+            .expect_err("a Redis engine and an internal port are refused")
+            .into_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].contains("engine.type: \"redis\" is not implemented"));
+        assert!(refused[1].contains("http_server.internal_port: not implemented"));
         assert_eq!(c.http_server.address, "0.0.0.0");
         assert_eq!(c.http_server.port, 9000);
         assert_eq!(c.http_server.internal_port, "9001");
@@ -2480,9 +2632,14 @@ port = 10000
         assert_eq!(c.history.durability, Durability::Os);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/herald"));
         assert!(c.demo);
+        let warned: Vec<String> = c
+            .warnings()
+            .iter()
+            .map(|w| w.split(':').next().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(
-            c.unsupported_options(),
-            vec!["grpc_api".to_string(), "client.proxy".to_string()]
+            warned,
+            ["channel.namespaces[0].allow_tags_filter", "grpc_api"]
         );
     }
 
@@ -2499,10 +2656,18 @@ port = 10000
 
     #[test]
     fn load_picks_format_from_extension() {
+        // The full configs set options Herald refuses: both formats are read alike, and
+        // refused alike.
         let path = write_temp("herald.toml", FULL_TOML);
+        let from_toml = Config::load_with_env(Some(&path), no_env()).unwrap_err();
+        assert!(from_toml.to_string().contains("engine.type"), "{from_toml}");
+        let path = write_temp("herald.json", FULL_JSON);
+        let from_json = Config::load_with_env(Some(&path), no_env()).unwrap_err();
+        assert_eq!(from_json.to_string(), from_toml.to_string());
+        let path = write_temp("herald.toml", "[http_server]\nport = 9000\n");
         let c = Config::load_with_env(Some(&path), no_env()).unwrap();
         assert_eq!(c.http_server.port, 9000);
-        let path = write_temp("herald.json", FULL_JSON);
+        let path = write_temp("herald.json", r#"{"http_server": {"port": 9000}}"#);
         assert_eq!(Config::load_with_env(Some(&path), no_env()).unwrap(), c);
 
         let path = write_temp("herald.ini", "x=1");
@@ -2903,6 +3068,18 @@ port = 10000
             (
                 r#"{"client": {"subscribe_to_user_personal_channel": {"enabled": true, "personal_channel_namespace": "p"}}}"#,
                 "personal_channel_namespace",
+            ),
+            (
+                r#"{"channel": {"namespace_boundary": ".", "namespaces": [{"name": "a.b"}]}}"#,
+                "contains channel.namespace_boundary",
+            ),
+            (
+                r#"{"demo": true, "channel": {"user_boundary": "@"}}"#,
+                "demo: the demo chat names its channels",
+            ),
+            (
+                r#"{"demo": true, "websocket": {"handler_prefix": "/ws"}}"#,
+                "demo: the demo chat connects",
             ),
         ];
         for (text, want) in cases {
