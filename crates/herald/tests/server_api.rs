@@ -492,3 +492,60 @@ async fn api_subscribe_recover_since_delivers_what_was_missed() {
     let push = carol.next_push().await;
     assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
 }
+
+#[tokio::test]
+async fn api_subscribe_recover_since_replays_nothing_when_the_gap_does_not_fit_the_queue() {
+    // Half of client.queue_max_size is what a recovery may take, as for a client's own
+    // subscribe: more would close the connection as slow (3008). Then nothing is replayed and
+    // the push carries the top, so that the application reloads.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "client": {"queue_max_size": 8192},
+        "channel": {"namespaces": [
+            {"name": "feed", "history_size": 10, "history_ttl": "1h", "force_recovery": true}
+        ]}
+    }))
+    .await;
+    let text = "x".repeat(1500);
+    let mut epoch = String::new();
+    for n in 1..=4 {
+        let published = server
+            .api_ok(
+                "publish",
+                json!({"channel": "feed:big", "data": {"n": n, "text": text}}),
+            )
+            .await;
+        epoch = published["epoch"].as_str().unwrap().to_owned();
+    }
+    let mut ws = server.client("alice").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "alice", "channel": "feed:big",
+                   "recover_since": {"offset": 0, "epoch": epoch}}),
+        )
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 4, "{push}");
+    assert!(
+        ws.next_push_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing replayed"
+    );
+    ws.assert_alive().await;
+    // Two of them fit: replayed.
+    let mut ws = server.client("bob").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "bob", "channel": "feed:big",
+                   "recover_since": {"offset": 2, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(ws.next_push().await["push"]["subscribe"]["offset"], 2);
+    for n in 3..=4 {
+        assert_eq!(ws.next_push().await["push"]["pub"]["offset"], n);
+    }
+}
