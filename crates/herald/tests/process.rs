@@ -94,9 +94,20 @@ fn thread_names(pid: u32) -> Vec<String> {
 #[tokio::test]
 async fn workers_sets_how_many_threads_run_the_connections() {
     let server = Server::start(json!({"workers": 3})).await;
-    let workers = |names: Vec<String>| names.iter().filter(|n| *n == "tokio-rt-worker").count();
-    // tokio starts its workers with the runtime, before the listener accepts anything.
-    assert_eq!(workers(thread_names(server.pid())), 3);
+    // tokio starts its workers with the runtime, before the listener accepts anything; each
+    // names itself when it first runs, which on a loaded machine may come a little later.
+    let workers = |pid: u32, want: usize| async move {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let names = thread_names(pid);
+            let count = names.iter().filter(|n| *n == "tokio-rt-worker").count();
+            if count == want || std::time::Instant::now() >= deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(workers(server.pid(), 3).await, 3);
     // and the server works with them: a publication reaches a subscriber.
     let mut alice = server.client("alice").await;
     alice.subscribe_ok("news").await;
@@ -107,7 +118,7 @@ async fn workers_sets_how_many_threads_run_the_connections() {
     drop((alice, server));
 
     let server = Server::start(json!({"workers": 1})).await;
-    assert_eq!(workers(thread_names(server.pid())), 1);
+    assert_eq!(workers(server.pid(), 1).await, 1);
 }
 
 #[tokio::test]
