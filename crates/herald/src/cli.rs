@@ -467,6 +467,16 @@ fn publish(cli: &Cli, channel: &str, data: &str, out: &mut dyn Write) -> Result<
     if api.key.is_empty() && !api.insecure {
         return Err(CliError::NoApiKey);
     }
+    if config.http_server.tls.enabled {
+        return Err(CliError::Other(format!(
+            "`herald publish` speaks plain HTTP, and this server has http_server.tls enabled: \
+             publish with an HTTPS client instead, e.g. curl -X POST -H \"X-API-Key: KEY\" \
+             -d '{{\"channel\": \"{channel}\", \"data\": …}}' \
+             https://HOST:{}{}/publish",
+            config.http_server.port,
+            api.handler_prefix.trim_end_matches('/')
+        )));
+    }
     let url = format!(
         "http://{}:{}{}/publish",
         connect_host(&config.http_server.address),

@@ -475,9 +475,9 @@ pub struct HttpServerConfig {
     /// Centrifugo: a separate port for internal endpoints. Not yet used.
     #[serde(with = "string_or_number")]
     pub internal_port: String,
-    /// Centrifugo TLS settings. Not implemented yet (terminate TLS in front of Herald).
-    pub tls: Opaque,
-    /// Centrifugo ACME certificates. Not implemented.
+    /// TLS on the listener (`https://`, `wss://`); see [`TlsConfig`].
+    pub tls: TlsConfig,
+    /// Centrifugo ACME certificates. Not implemented: refused when enabled.
     pub tls_autocert: Opaque,
     /// Centrifugo: TLS only on the external port. Not implemented.
     pub tls_external: bool,
@@ -496,13 +496,146 @@ impl Default for HttpServerConfig {
             port: 8000,
             internal_address: String::new(),
             internal_port: String::new(),
-            tls: None,
+            tls: TlsConfig::default(),
             tls_autocert: None,
             tls_external: false,
             internal_tls: None,
             http3: None,
             h2c_external: false,
         }
+    }
+}
+
+/// `http_server.tls`: TLS termination on the listener, with Centrifugo v6's option names.
+///
+/// The certificate chain and key come from files (`cert_pem_file`/`key_pem_file`, reloaded on
+/// SIGHUP and when they change, see `crate::tls`), base64 (`*_pem_b64`) or inline PEM
+/// (`*_pem`). Centrifugo takes the first source set and ignores the others; Herald refuses a
+/// config that sets two, so that what is served is never a surprise. Client certificates
+/// (`client_ca_*`, mutual TLS) are not implemented and refused. `server_ca_*`,
+/// `insecure_skip_verify` and `server_name` only configure outgoing connections in
+/// Centrifugo's shared TLS type and do nothing on a listener: accepted, and listed as ignored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve HTTPS and WSS instead of plain HTTP and WS on `http_server.port`.
+    pub enabled: bool,
+    /// The certificate chain, inline PEM (leaf first).
+    pub cert_pem: String,
+    /// The certificate chain, base64 of its PEM.
+    pub cert_pem_b64: String,
+    /// Path of the certificate chain's PEM file (leaf first); reloaded when it changes.
+    pub cert_pem_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), inline PEM.
+    pub key_pem: String,
+    /// The private key, base64 of its PEM.
+    pub key_pem_b64: String,
+    /// Path of the private key's PEM file; reloaded when it changes.
+    pub key_pem_file: String,
+    /// Centrifugo: CA to verify servers Herald connects to. No effect on a listener.
+    pub server_ca_pem: String,
+    /// Centrifugo: as `server_ca_pem`, base64.
+    pub server_ca_pem_b64: String,
+    /// Centrifugo: as `server_ca_pem`, from a file.
+    pub server_ca_pem_file: String,
+    /// Centrifugo: CA that client certificates must chain to (mutual TLS). Not implemented:
+    /// refused.
+    pub client_ca_pem: String,
+    /// Centrifugo: as `client_ca_pem`, base64. Refused.
+    pub client_ca_pem_b64: String,
+    /// Centrifugo: as `client_ca_pem`, from a file. Refused.
+    pub client_ca_pem_file: String,
+    /// Centrifugo: skip verifying servers Herald connects to. No effect on a listener.
+    pub insecure_skip_verify: bool,
+    /// Centrifugo: the name to verify on servers Herald connects to. No effect on a listener.
+    pub server_name: String,
+}
+
+impl TlsConfig {
+    /// Checks that an enabled TLS config has exactly one source for the certificate and one
+    /// for the key, and nothing Herald does not implement. Messages name the options.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let at = "http_server.tls";
+        for (name, value) in [
+            ("client_ca_pem", &self.client_ca_pem),
+            ("client_ca_pem_b64", &self.client_ca_pem_b64),
+            ("client_ca_pem_file", &self.client_ca_pem_file),
+        ] {
+            if !value.is_empty() {
+                return bad(format!(
+                    "{at}.{name}: client certificates (mutual TLS) are not supported; remove \
+                     the option, or terminate mutual TLS in a proxy in front of Herald"
+                ));
+            }
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        for (what, sources) in [
+            (
+                "certificate",
+                [
+                    ("cert_pem_file", &self.cert_pem_file),
+                    ("cert_pem_b64", &self.cert_pem_b64),
+                    ("cert_pem", &self.cert_pem),
+                ],
+            ),
+            (
+                "key",
+                [
+                    ("key_pem_file", &self.key_pem_file),
+                    ("key_pem_b64", &self.key_pem_b64),
+                    ("key_pem", &self.key_pem),
+                ],
+            ),
+        ] {
+            let set: Vec<String> = sources
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(name, _)| format!("{at}.{name}"))
+                .collect();
+            let names = || {
+                sources
+                    .iter()
+                    .map(|(name, _)| format!("{at}.{name}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match set.len() {
+                0 => {
+                    return bad(format!(
+                        "{at}.enabled needs a {what}: set one of {}",
+                        names()
+                    ));
+                }
+                1 => {}
+                _ => {
+                    return bad(format!(
+                        "{at}: the {what} is set twice ({}): keep one",
+                        set.join(" and ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The options set here that do nothing on a listener (see [`TlsConfig`]).
+    fn ignored_options(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, on) in [
+            ("server_ca_pem", !self.server_ca_pem.is_empty()),
+            ("server_ca_pem_b64", !self.server_ca_pem_b64.is_empty()),
+            ("server_ca_pem_file", !self.server_ca_pem_file.is_empty()),
+            ("insecure_skip_verify", self.insecure_skip_verify),
+            ("server_name", !self.server_name.is_empty()),
+        ] {
+            if on {
+                out.push(format!("http_server.tls.{name}"));
+            }
+        }
+        out
     }
 }
 
@@ -1485,6 +1618,20 @@ impl Config {
             return bad("channel.history_meta_ttl must be greater than zero".to_string());
         }
 
+        self.http_server.tls.validate()?;
+        if self
+            .http_server
+            .tls_autocert
+            .as_ref()
+            .and_then(|v| v.get("enabled"))
+            .is_some_and(is_active)
+        {
+            return bad("http_server.tls_autocert.enabled: automatic (ACME) certificates are \
+                 not supported; get a certificate (e.g. with certbot) and set \
+                 http_server.tls.cert_pem_file and key_pem_file"
+                .to_string());
+        }
+
         crate::auth::TokenVerifier::new(&c.token)
             .map_err(|e| ConfigError::Invalid(format!("client.token: {e}")))?;
         if c.subscription_token.enabled {
@@ -1573,8 +1720,8 @@ impl Config {
             ("shutdown", &self.shutdown),
             ("debug", &self.debug),
         ];
-        let nested: [(&str, &Opaque); 6] = [
-            ("http_server.tls", &self.http_server.tls),
+        out.extend(self.http_server.tls.ignored_options());
+        let nested: [(&str, &Opaque); 5] = [
             ("http_server.tls_autocert", &self.http_server.tls_autocert),
             ("http_server.internal_tls", &self.http_server.internal_tls),
             ("http_server.http3", &self.http_server.http3),
@@ -2682,6 +2829,48 @@ port = 10000
         assert_eq!(format_duration(Duration::from_secs(720 * 3600)), "720h");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn tls_options_are_checked_and_the_listener_only_ones_listed() {
+        let refused = [
+            (r#"{"http_server": {"tls": {"enabled": true}}}"#, "needs a certificate"),
+            (
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c"}}}"#,
+                "needs a key",
+            ),
+            (
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+                   "cert_pem": "x", "key_pem_file": "k"}}}"#,
+                "http_server.tls.cert_pem_file and http_server.tls.cert_pem",
+            ),
+            (
+                r#"{"http_server": {"tls": {"client_ca_pem": "x"}}}"#,
+                "http_server.tls.client_ca_pem: client certificates",
+            ),
+            (
+                r#"{"http_server": {"tls_autocert": {"enabled": true}}}"#,
+                "http_server.tls_autocert.enabled",
+            ),
+        ];
+        for (text, expected) in refused {
+            let err = json(text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let c = json(
+            r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+               "key_pem_file": "k", "server_name": "x", "insecure_skip_verify": true}}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.unsupported_options(),
+            vec![
+                "http_server.tls.insecure_skip_verify".to_string(),
+                "http_server.tls.server_name".to_string()
+            ]
+        );
+        assert_eq!(c.http_server.tls.cert_pem_file, "c");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod sync;
+pub mod tls;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.

@@ -109,8 +109,13 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
         .await
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let (http, ws) = if server.is_tls() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     tracing::info!(
-        "herald {} listening on http://{addr} (WebSocket: ws://{addr}{})",
+        "herald {} listening on {http}://{addr} (WebSocket: {ws}://{addr}{})",
         env!("CARGO_PKG_VERSION"),
         herald::server::WEBSOCKET_PATH
     );
