@@ -3,7 +3,7 @@
 //!
 //! Option names and nesting follow Centrifugo v6 (`http_server.port`, `client.token.hmac_secret_key`,
 //! `channel.namespaces[].history_size`, …) so that a Centrifugo config file works unchanged.
-//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`, TLS…)
+//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`…)
 //! are accepted as opaque values and reported by [`Config::unsupported_options`], so `main` can warn.
 //!
 //! Anything else is an error that names the option with its full path: a typo such as
@@ -1626,10 +1626,12 @@ impl Config {
             .and_then(|v| v.get("enabled"))
             .is_some_and(is_active)
         {
-            return bad("http_server.tls_autocert.enabled: automatic (ACME) certificates are \
+            return bad(
+                "http_server.tls_autocert.enabled: automatic (ACME) certificates are \
                  not supported; get a certificate (e.g. with certbot) and set \
                  http_server.tls.cert_pem_file and key_pem_file"
-                .to_string());
+                    .to_string(),
+            );
         }
 
         crate::auth::TokenVerifier::new(&c.token)
@@ -2834,7 +2836,10 @@ port = 10000
     #[test]
     fn tls_options_are_checked_and_the_listener_only_ones_listed() {
         let refused = [
-            (r#"{"http_server": {"tls": {"enabled": true}}}"#, "needs a certificate"),
+            (
+                r#"{"http_server": {"tls": {"enabled": true}}}"#,
+                "needs a certificate",
+            ),
             (
                 r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c"}}}"#,
                 "needs a key",

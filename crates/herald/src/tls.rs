@@ -92,9 +92,11 @@ impl Terminator {
         }
         let source = if !config.cert_pem_file.is_empty() || !config.key_pem_file.is_empty() {
             if config.cert_pem_file.is_empty() || config.key_pem_file.is_empty() {
-                return Err("http_server.tls: cert_pem_file and key_pem_file go together: set \
+                return Err(
+                    "http_server.tls: cert_pem_file and key_pem_file go together: set \
                      both (or give the certificate and key inline with cert_pem and key_pem)"
-                    .into());
+                        .into(),
+                );
             }
             Source::Files {
                 cert: PathBuf::from(&config.cert_pem_file),

@@ -156,9 +156,16 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     assert!(server.stderr().contains("TLS certificate loaded again"));
     // The process is alive (SIGHUP did not end it).
     assert_eq!(
-        https(server.port, new.client_config(), "GET", "/health", &[], None)
-            .await
-            .status,
+        https(
+            server.port,
+            new.client_config(),
+            "GET",
+            "/health",
+            &[],
+            None
+        )
+        .await
+        .status,
         200
     );
 }
@@ -204,7 +211,9 @@ async fn a_bad_reload_keeps_the_certificate_in_use() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        server.stderr().contains("is not the key of the certificate"),
+        server
+            .stderr()
+            .contains("is not the key of the certificate"),
         "{}",
         server.stderr()
     );
@@ -240,7 +249,10 @@ async fn unusable_tls_settings_stop_the_start_with_the_option_named() {
         "{err}"
     );
     let err = refused(json!({"http_server": {"tls": {"enabled": true}}})).await;
-    assert!(err.contains("http_server.tls.enabled needs a certificate"), "{err}");
+    assert!(
+        err.contains("http_server.tls.enabled needs a certificate"),
+        "{err}"
+    );
     let err = refused(json!({"http_server": {"tls": {
         "enabled": true, "cert_pem_file": cert.cert, "key_pem_file": cert.cert,
     }}}))
@@ -276,4 +288,25 @@ async fn a_client_over_wss_receives_a_publication_sent_over_https() {
     let push = ws.next_push().await;
     assert_eq!(push["push"]["pub"]["data"]["text"], "over TLS", "{push}");
     ws.assert_alive().await;
+}
+
+#[tokio::test]
+async fn herald_publish_says_it_cannot_reach_a_tls_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "a");
+    let mut config = common::base_config();
+    common::merge(&mut config, tls_files(&cert));
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = common::run_cli(
+        &["-c", path.to_str().unwrap(), "publish", "news", "{}"],
+        dir.path(),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http_server.tls") && err.contains("https://"),
+        "{err}"
+    );
 }

@@ -272,7 +272,9 @@ impl Drop for Server {
 fn parse_listening_port(log: &str) -> Option<u16> {
     let at = log.find("listening on http")?;
     let rest = &log[at + "listening on http".len()..];
-    let rest = rest.strip_prefix("s://").or_else(|| rest.strip_prefix("://"))?;
+    let rest = rest
+        .strip_prefix("s://")
+        .or_else(|| rest.strip_prefix("://"))?;
     let addr: String = rest
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '(')

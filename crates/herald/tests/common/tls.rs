@@ -44,7 +44,13 @@ impl TestCert {
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .expect("write the extensions file");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         openssl(&[
             &["req", "-x509"][..],
             &ec,
@@ -54,11 +60,32 @@ impl TestCert {
         openssl(&[
             &["req"][..],
             &ec,
-            &["-subj", "/CN=localhost", "-keyout", s(&key), "-out", s(&csr)],
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                s(&key),
+                "-out",
+                s(&csr),
+            ],
         ]);
         openssl(&[&[
-            "x509", "-req", "-in", s(&csr), "-CA", s(&ca), "-CAkey", s(&ca_key), "-set_serial",
-            "2", "-days", "2", "-extfile", s(&ext), "-out", s(&cert),
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&ca),
+            "-CAkey",
+            s(&ca_key),
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            s(&ext),
+            "-out",
+            s(&cert),
         ][..]]);
         TestCert { ca, cert, key }
     }
