@@ -8,8 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-
-
+mod tls;
 
 use std::time::Duration;
 

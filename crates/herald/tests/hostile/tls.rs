@@ -1,0 +1,118 @@
+//! The flood attacks over TLS (`wss://`): a client that sends pings without ever reading must
+//! stay bounded there too, since the connection's output now passes through rustls's buffer
+//! before the socket (see herald-ws's `tls` module), and backpressure has to reach through it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::tls::{TestCert, connect};
+use crate::common::{STEP, Server, Ws, encode_client_frame, token};
+use crate::peak_rss_during;
+
+/// How long the flood lasts.
+const FLOOD: Duration = Duration::from_secs(10);
+/// The most the server's RSS may grow during the flood.
+const MAX_GROWTH_KIB: u64 = 10 * 1024;
+
+/// Opens a `wss://` WebSocket by hand (handshake written and read raw over TLS), for a client
+/// that then floods and never reads.
+async fn raw_wss(
+    port: u16,
+    cert: &TestCert,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = connect(port, cert.client_config())
+        .await
+        .expect("TLS connection");
+    let request = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tokio::time::timeout(STEP, tls.write_all(request.as_bytes()))
+        .await
+        .expect("handshake write timed out")
+        .expect("write the handshake");
+    // Read the response head byte by byte: nothing past it may be consumed here.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(STEP, tls.read_u8())
+            .await
+            .expect("no handshake response in time")
+            .expect("read the handshake response");
+        head.push(byte);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tls
+}
+
+#[tokio::test]
+async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "flood");
+    let server = Server::start(json!({"http_server": {"tls": {
+        "enabled": true,
+        "cert_pem_file": cert.cert,
+        "key_pem_file": cert.key,
+    }}}))
+    .await;
+    let mut good = Ws::open_tls(server.port, cert.client_config()).await;
+    let reply = good.connect(&token("good")).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    good.subscribe_ok("news").await;
+
+    let mut flooder = raw_wss(server.port, &cert).await;
+    let pings: Vec<u8> = std::iter::repeat_n(encode_client_frame(0x9, b""), 10_000)
+        .flatten()
+        .collect();
+    let before = crate::rss_kib(server.pid());
+    let flood = async {
+        let start = Instant::now();
+        let mut sent = 0usize;
+        let mut ended = None;
+        while start.elapsed() < FLOOD {
+            // A write that the server no longer takes (it stopped reading) waits here: that
+            // is the backpressure. Bounded, so the flood goes on trying for its whole time.
+            match tokio::time::timeout(Duration::from_millis(200), flooder.write_all(&pings)).await
+            {
+                Ok(Ok(())) => sent += pings.len(),
+                Ok(Err(e)) => {
+                    ended = Some((start.elapsed(), e.to_string()));
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        (sent, ended)
+    };
+    let (peak, (sent, ended)) = peak_rss_during(server.pid(), flood).await;
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "TLS ping flood: {} MiB of pings taken, RSS {before} KiB -> peak {peak} KiB \
+         (+{growth} KiB); flooder ended: {ended:?}",
+        sent / (1024 * 1024)
+    );
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "RSS grew by {growth} KiB during a {FLOOD:?} ping flood over TLS (limit \
+         {MAX_GROWTH_KIB} KiB)"
+    );
+
+    // The well-behaved client on the same server is still served.
+    let published = crate::common::tls::api(
+        server.port,
+        cert.client_config(),
+        "publish",
+        json!({"channel": "news", "data": {"after": "flood"}}),
+    )
+    .await;
+    assert_eq!(published.status, 200, "{}", published.text());
+    let push = good.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"]["after"], "flood", "{push}");
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
