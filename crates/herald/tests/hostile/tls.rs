@@ -73,14 +73,23 @@ async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
     let before = crate::rss_kib(server.pid());
     let flood = async {
         let start = Instant::now();
-        let mut sent = 0usize;
+        let (mut sent, mut at) = (0usize, 0usize);
         let mut ended = None;
         while start.elapsed() < FLOOD {
-            // A write that the server no longer takes (it stopped reading) waits here: that
-            // is the backpressure. Bounded, so the flood goes on trying for its whole time.
-            match tokio::time::timeout(Duration::from_millis(200), flooder.write_all(&pings)).await
+            // A write the server no longer takes (it stopped reading) waits here: that is the
+            // backpressure. Bounded, so the flood keeps trying for its whole time; a partial
+            // write goes on from where it stopped, so the frames stay whole.
+            match tokio::time::timeout(Duration::from_millis(200), flooder.write(&pings[at..]))
+                .await
             {
-                Ok(Ok(())) => sent += pings.len(),
+                Ok(Ok(0)) => {
+                    ended = Some((start.elapsed(), "write returned 0".to_string()));
+                    break;
+                }
+                Ok(Ok(n)) => {
+                    sent += n;
+                    at = (at + n) % pings.len();
+                }
                 Ok(Err(e)) => {
                     ended = Some((start.elapsed(), e.to_string()));
                     break;
