@@ -310,3 +310,47 @@ async fn herald_publish_says_it_cannot_reach_a_tls_server() {
         "{err}"
     );
 }
+
+/// Messages larger than a TLS record (16 KiB) and than the connection's TLS buffer (64 KiB)
+/// cross in both directions: reads that span records, and writes that the buffer limit cuts.
+#[tokio::test]
+async fn large_messages_cross_tls_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "a");
+    let mut patch = tls_files(&cert);
+    common::merge(
+        &mut patch,
+        json!({"channel": {"without_namespace": {"allow_publish_for_client": true}}}),
+    );
+    let server = Server::start(patch).await;
+    let mut ws = Ws::open_tls(server.port, cert.client_config()).await;
+    let reply = ws.connect(&token("alice")).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    ws.subscribe_ok("big").await;
+
+    // From the client: 50 KB in one WebSocket message (four TLS records).
+    let from_client = "c".repeat(50_000);
+    let reply = ws.publish("big", json!({"text": from_client})).await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"]["text"], from_client.as_str());
+
+    // From the server: 300 KB publications, several in a row (within client.queue_max_size).
+    let from_api = "s".repeat(300_000);
+    for i in 0..3 {
+        let published = common::tls::api(
+            server.port,
+            cert.client_config(),
+            "publish",
+            json!({"channel": "big", "data": {"i": i, "text": from_api}}),
+        )
+        .await;
+        assert_eq!(published.status, 200, "{}", published.text());
+    }
+    for i in 0..3 {
+        let push = ws.next_push().await;
+        assert_eq!(push["push"]["pub"]["data"]["i"], i);
+        assert_eq!(push["push"]["pub"]["data"]["text"], from_api.as_str());
+    }
+    ws.assert_alive().await;
+}
