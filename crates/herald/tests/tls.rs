@@ -128,10 +128,14 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
         presented(server.port, &old).await.unwrap(),
         old.cert_der().as_ref()
     );
-    // A connection made before the reload, used after it.
+    // Connections made before the reload, used after it: HTTP, and a subscribed WebSocket.
     let before = common::tls::connect(server.port, old.client_config())
         .await
         .unwrap();
+    let mut ws = Ws::open_tls(server.port, old.client_config()).await;
+    let reply = ws.connect(&token("alice")).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    ws.subscribe_ok("news").await;
 
     install(&new, &old);
     sighup(&server);
@@ -154,20 +158,18 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     let health = common::http_on(before, server.port, "GET", "/health", &[], None).await;
     assert_eq!(health.status, 200, "the connection made before the reload");
     assert!(server.stderr().contains("TLS certificate loaded again"));
-    // The process is alive (SIGHUP did not end it).
-    assert_eq!(
-        https(
-            server.port,
-            new.client_config(),
-            "GET",
-            "/health",
-            &[],
-            None
-        )
-        .await
-        .status,
-        200
-    );
+    // The process is alive (SIGHUP did not end it), and the WebSocket opened with the old
+    // certificate still receives.
+    let published = common::tls::api(
+        server.port,
+        new.client_config(),
+        "publish",
+        json!({"channel": "news", "data": {"after": "reload"}}),
+    )
+    .await;
+    assert_eq!(published.status, 200, "{}", published.text());
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"]["after"], "reload", "{push}");
 }
 
 #[tokio::test]
