@@ -184,6 +184,11 @@ pub struct WebSocket {
     /// most two" matters, see [`WebSocket::flush`]).
     last_batch: u8,
     flags: Flags,
+    /// Bytes to settle with the outbox's budget at the next drain: what was written (or
+    /// shrunk by compression) since the last one, less the pongs queued here, which count
+    /// against the budget like everything else sent to the peer (see
+    /// [`Outbox::drain_for_writer`]). In what would otherwise be the struct's padding.
+    settle: i32,
 }
 
 /// The connection's yes/no states, in one byte: every byte of a [`WebSocket`] is paid by
@@ -319,6 +324,7 @@ impl WebSocket {
             timer: None,
             last_batch: 0,
             flags: Flags::default(),
+            settle: 0,
         };
         if !already_read.is_empty() {
             ws.decode(already_read);
@@ -408,6 +414,10 @@ impl WebSocket {
                 self.flags.set(Flags::WAKE, false);
                 return Poll::Ready(Ok(Some(Incoming::Wake)));
             }
+            if flushed && self.has_events() && self.phase == Phase::Open {
+                // Input waited for this output (see `input_paused`), which is now written.
+                continue;
+            }
             if flushed && self.phase == Phase::Closing {
                 self.shut_write();
                 continue;
@@ -423,8 +433,19 @@ impl WebSocket {
                 let until = self.hold_until();
                 deadline = deadline.min(until).or(until);
             }
+            // Deadlines before input: a peer whose input never stops must not keep its
+            // timeouts (above all the write timeout of one that does not read) from firing.
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                self.on_deadline(flushed);
+                continue;
+            }
+            // No reading while output is stalled or decoded input waits for it to move
+            // (backpressure, see `input_paused`): the peer's input then waits in the socket's
+            // buffers, not in this process.
             let reading = matches!(self.phase, Phase::Open | Phase::CloseSent | Phase::Draining)
-                && !self.flags.get(Flags::EOF);
+                && !self.flags.get(Flags::EOF)
+                && flushed
+                && !self.has_events();
             let accepting = self.phase == Phase::Open;
             // Each source registers this task's waker; the first one ready is handled and the
             // loop starts over (the order: input, output space, queued output, timers).
@@ -479,13 +500,21 @@ impl WebSocket {
         }
     }
 
-    /// Handles decoded events until one is a message for the application.
+    /// Handles decoded events until one is a message for the application, or until the
+    /// output they caused is more than should wait (see [`WebSocket::input_paused`]).
     fn next_event(&mut self) -> Option<Incoming> {
-        while let Some(event) = self
-            .inbound
-            .as_mut()
-            .and_then(|inbound| inbound.events.pop_front())
-        {
+        // The outbox is asked once per call, not per event: only the writer's own queue grows
+        // while events are handled here (by pongs), and a message handed out comes back here
+        // after the application queued its replies.
+        let backlogged = self.has_events() && self.phase == Phase::Open && self.outbox.backlogged();
+        while self.has_events() && !backlogged && !self.input_paused() {
+            let Some(event) = self
+                .inbound
+                .as_mut()
+                .and_then(|inbound| inbound.events.pop_front())
+            else {
+                break;
+            };
             match event {
                 Event::Message(message) => {
                     if self.phase == Phase::Open {
@@ -494,7 +523,9 @@ impl WebSocket {
                 }
                 Event::Ping(payload) => {
                     if self.phase == Phase::Open {
-                        let pong = Frame::new(OpCode::Pong, &payload);
+                        let pong = Frame::pong(&payload);
+                        // At most 127 bytes: a control frame's payload is at most 125.
+                        self.settle = self.settle.saturating_sub(pong.len() as i32);
                         self.writing.push_back(Outgoing::Frame(pong));
                     }
                 }
@@ -506,15 +537,36 @@ impl WebSocket {
                 Event::Close(close) => self.on_peer_close(close),
             }
         }
-        // Incoming frames are rare on a push connection: an idle one keeps nothing of reading.
+        // Incoming frames are rare on a push connection: an idle one keeps nothing of reading
+        // (unless events wait for their output to move).
         if self
             .inbound
             .as_ref()
-            .is_some_and(|inbound| inbound.decoder.at_rest())
+            .is_some_and(|inbound| inbound.decoder.at_rest() && inbound.events.is_empty())
         {
             self.inbound = None;
         }
         None
+    }
+
+    /// Whether decoded events wait to be handled.
+    fn has_events(&self) -> bool {
+        self.inbound
+            .as_ref()
+            .is_some_and(|inbound| !inbound.events.is_empty())
+    }
+
+    /// Whether the peer's input waits until its output moves: more items wait to be written
+    /// than one system call takes, or the outbox is backlogged ([`Outbox::backlogged`], which
+    /// [`WebSocket::next_event`] asks once per call). Only while open: a closing connection
+    /// answers nothing, so its input costs nothing.
+    ///
+    /// This is the backpressure that bounds a client that sends without reading: each of its
+    /// pings or commands queues an answer, and it gets no more of them read while its answers
+    /// wait. Its socket's buffers fill, TCP stops it, and if it still does not read, the write
+    /// timeout ends the connection.
+    fn input_paused(&self) -> bool {
+        self.phase == Phase::Open && self.writing.len() >= MAX_IOVECS
     }
 
     fn on_peer_close(&mut self, close: Option<(CloseCode, String)>) {
@@ -692,7 +744,12 @@ impl WebSocket {
     /// period is written at once.
     fn holding(&mut self) -> bool {
         let interval = self.config.write_coalesce;
-        if interval.is_zero() || self.phase != Phase::Open || !self.writing.is_empty() {
+        // Input waiting for output to move (see `input_paused`) must not wait for a hold too.
+        if interval.is_zero()
+            || self.phase != Phase::Open
+            || !self.writing.is_empty()
+            || self.has_events()
+        {
             self.flags.set(Flags::HOLDING, false);
             self.flags.set(Flags::HOLD_EXPIRED, false);
             return false;
@@ -742,7 +799,8 @@ impl WebSocket {
             return;
         }
         let start = self.writing.len();
-        let (close, notified) = self.outbox.drain_for_writer(&mut self.writing);
+        let settle = std::mem::take(&mut self.settle);
+        let (close, notified) = self.outbox.drain_for_writer(&mut self.writing, settle);
         if notified {
             self.flags.set(Flags::WAKE, true);
         }
@@ -758,7 +816,14 @@ impl WebSocket {
             for item in self.writing.iter_mut().skip(start) {
                 if let Outgoing::Shared(message) = item {
                     if message.needs_own_compression(Some(params)) {
-                        *item = Outgoing::Frame(message.compress_with(compress));
+                        let counted = message.frame().len();
+                        let compressed = message.compress_with(compress);
+                        // Counted against the budget as queued; given back as written.
+                        let shrunk = counted as i64 - compressed.len() as i64;
+                        *item = Outgoing::Frame(compressed);
+                        self.settle = (i64::from(self.settle) + shrunk)
+                            .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+                            as i32;
                     }
                 }
             }
@@ -853,7 +918,11 @@ impl WebSocket {
             } - self.writing.front_written() as usize;
             if n >= len {
                 n -= len;
-                self.writing.pop_front();
+                if let Some(item) = self.writing.pop_front() {
+                    // Written: its bytes go back to the budget at the next drain.
+                    let counted = i32::try_from(item.len()).unwrap_or(i32::MAX);
+                    self.settle = self.settle.saturating_add(counted);
+                }
             } else {
                 // Less than the item's remaining length, which fits in 32 bits.
                 self.writing.front_wrote(n as u32);

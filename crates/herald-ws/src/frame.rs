@@ -222,6 +222,21 @@ impl Frame {
         }
     }
 
+    /// The pong that answers a ping: a static frame (no allocation) when the ping was empty,
+    /// as keepalive pings usually are — so a peer that floods them costs a queue slot each,
+    /// not an allocation each.
+    pub fn pong(payload: &[u8]) -> Frame {
+        if payload.is_empty() {
+            static EMPTY_PONG: [u8; 2] = [0x80 | 0xA, 0];
+            Frame {
+                bytes: Bytes::from_static(&EMPTY_PONG),
+                header_len: 2,
+            }
+        } else {
+            Frame::new(OpCode::Pong, payload)
+        }
+    }
+
     /// A close frame with a status code and a reason. The reason is cut at a character
     /// boundary so that the payload fits the 125-byte limit of control frames.
     pub fn close(code: CloseCode, reason: &str) -> Frame {

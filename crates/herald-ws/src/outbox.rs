@@ -8,6 +8,11 @@ use crate::error::CloseCode;
 use crate::frame::Frame;
 use crate::message::Message;
 
+/// Queued bytes at which a connection stops reading its peer's input, unless half its budget is
+/// less (see [`Outbox::backlogged`]): enough for a burst of replies, small enough that a
+/// client that never reads them costs little.
+pub const BACKLOG_BYTES: u32 = 64 * 1024;
+
 /// One queued item: a message shared with other connections, or a frame for this connection
 /// only (control frames, per-connection replies).
 #[derive(Clone, Debug)]
@@ -225,7 +230,12 @@ impl Budget {
 #[derive(Debug, Default)]
 struct State {
     queue: Queue,
-    /// Bytes queued; never over the budget's `max_bytes`, so 32 bits hold it.
+    /// Bytes queued for this connection and not yet written: what this outbox holds and what
+    /// its connection took from it and has not written yet (the writer gives bytes back as it
+    /// writes them, see [`Outbox::drain_for_writer`]). Never over the budget's `max_bytes`, so
+    /// 32 bits hold it. Counting the writer's part too is what bounds a connection that does not
+    /// read: were the count reset on every drain, each drain would open a fresh budget while
+    /// the writer's queue grew without limit.
     bytes: u32,
     /// Boxed: a connection is closed once in its life, and inline the request (with its
     /// `String`) would cost every idle connection's queue 24 bytes more. Requesting a close
@@ -405,9 +415,19 @@ impl Outbox {
         }
     }
 
-    /// Bytes currently queued.
+    /// Bytes queued and not yet written (in this outbox, and taken by the connection's writer
+    /// but not yet written to the socket).
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes as usize
+    }
+
+    /// Whether so much output waits that the connection should stop taking input: at half the
+    /// budget, or at [`BACKLOG_BYTES`] if that is less. A client that sends commands (or pings)
+    /// without reading their answers is then read no further until its output moves, so what
+    /// it costs the server stays bounded by the budget instead of growing with what it sends.
+    pub(crate) fn backlogged(&self) -> bool {
+        let state = self.lock();
+        state.bytes >= (self.budget.max_bytes / 2).min(BACKLOG_BYTES)
     }
 
     /// Whether output or a close request is waiting; if not, the task of `cx` is woken when
@@ -435,10 +455,14 @@ impl Outbox {
     }
 
     /// Moves everything queued to the end of `into` and returns a pending close request (for
-    /// tests and tools that look at what a connection was sent).
+    /// tests and tools that look at what a connection was sent). What is taken leaves the
+    /// connection, so its bytes leave the budget.
     pub fn drain_into(&self, into: &mut VecDeque<Outgoing>) -> Option<CloseRequest> {
         let mut taken = Queue::default();
-        let close = take_queued(&mut self.lock(), &mut taken);
+        let mut state = self.lock();
+        let close = take_queued(&mut state, &mut taken);
+        state.bytes = 0;
+        drop(state);
         into.extend(taken.into_items());
         close
     }
@@ -447,10 +471,24 @@ impl Outbox {
     /// [`Outbox::notify`] (returned as the second value): one lock for both. When `into` is
     /// empty the two queues are swapped ([`Queue::append`]), so a writer that keeps its
     /// buffer allocates nothing in steady state.
-    pub(crate) fn drain_for_writer(&self, into: &mut Queue) -> (Option<CloseRequest>, bool) {
+    ///
+    /// Unlike [`Outbox::drain_into`], what the writer takes stays counted against the budget
+    /// until it is written: `settle` is what the writer wrote (or dropped) since its last
+    /// drain, given back to the budget, less what it queued on its own (its pongs), charged to
+    /// it. Settling here, under the lock the drain takes anyway, costs the write path nothing.
+    pub(crate) fn drain_for_writer(
+        &self,
+        into: &mut Queue,
+        settle: i32,
+    ) -> (Option<CloseRequest>, bool) {
         let mut state = self.lock();
+        let max = i64::from(self.budget.max_bytes);
+        // Clamped: a pong charged to a full budget may pass it (it is a few bytes, and the
+        // writer pauses its reading long before), and the count must stay in 32 bits.
+        state.bytes = (i64::from(state.bytes) - i64::from(settle)).clamp(0, max) as u32;
         let notified = std::mem::take(&mut state.notified);
-        (take_queued(&mut state, into), notified)
+        let close = take_queued(&mut state, into);
+        (close, notified)
     }
 
     /// Marks the outbox closed and drops whatever is queued.
@@ -472,7 +510,6 @@ fn take_queued(state: &mut State, into: &mut Queue) -> Option<CloseRequest> {
     } else {
         into.append(&mut state.queue);
     }
-    state.bytes = 0;
     state.urgent = false;
     state.close.take().map(|close| {
         state.closed = true;
@@ -598,6 +635,57 @@ mod tests {
         outbox.push(msg.clone()).unwrap();
         outbox.push(msg).unwrap();
         assert_eq!(outbox.queued_bytes(), 2 * 62);
+    }
+
+    /// What the connection's writer took and has not written yet still counts: otherwise a
+    /// peer that never reads would get a fresh budget at every drain while the writer's queue
+    /// grew without limit. Written bytes come back through the next drain's settlement.
+    #[test]
+    fn what_the_writer_has_not_written_stays_counted() {
+        let outbox = Outbox::new(100, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(40)));
+        let mut writer = Queue::default();
+        outbox.push(msg.clone()).unwrap();
+        outbox.drain_for_writer(&mut writer, 0);
+        assert_eq!(outbox.queued_bytes(), 42);
+        outbox.push(msg.clone()).unwrap();
+        outbox.drain_for_writer(&mut writer, 0);
+        assert_eq!(outbox.push(msg.clone()), Err(PushError::Full));
+
+        let outbox = Outbox::new(100, CloseCode(3008), "slow");
+        outbox.push(msg.clone()).unwrap();
+        outbox.drain_for_writer(&mut writer, 0);
+        // The writer wrote the 42 bytes: settled at the next drain, the room is back.
+        outbox.drain_for_writer(&mut writer, 42);
+        assert_eq!(outbox.queued_bytes(), 0);
+        // A pong the writer queued itself is charged (a negative settlement).
+        outbox.drain_for_writer(&mut writer, -2);
+        assert_eq!(outbox.queued_bytes(), 2);
+        outbox.push(msg.clone()).unwrap();
+        outbox.push(msg.clone()).unwrap();
+        assert_eq!(outbox.queued_bytes(), 86);
+    }
+
+    /// Input is paused at half the budget, or at `BACKLOG_BYTES` when that is less.
+    #[test]
+    fn backlogged_at_half_the_budget_or_the_backlog_limit() {
+        let outbox = Outbox::new(1000, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(98)));
+        for _ in 0..4 {
+            outbox.push(msg.clone()).unwrap();
+        }
+        assert!(!outbox.backlogged(), "400 of 1000 bytes");
+        outbox.push(msg.clone()).unwrap();
+        assert!(outbox.backlogged(), "500 of 1000 bytes");
+
+        let outbox = Outbox::new(1 << 20, CloseCode(3008), "slow");
+        let msg = Arc::new(Message::text(&"x".repeat(1020)));
+        for _ in 0..63 {
+            outbox.push(msg.clone()).unwrap();
+        }
+        assert!(!outbox.backlogged(), "63 KiB");
+        outbox.push(msg.clone()).unwrap();
+        assert!(outbox.backlogged(), "64 KiB of a 1 MiB budget");
     }
 
     #[test]

@@ -303,6 +303,45 @@ async fn a_peer_that_stops_reading_times_out() {
     drop(client);
 }
 
+/// A peer that floods pings and never reads gets its input read no further once its pongs
+/// wait (backpressure), so the server holds at most a backlog's worth of them; its write
+/// timeout then fires although input keeps arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_floods_pings_without_reading_is_paused_then_times_out() {
+    let config = Config {
+        write_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (mut client, ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let server = echo(ws);
+    let pings = client_frame(true, false, OpCode::Ping, b"").repeat(10_000);
+    let flooder = tokio::spawn(async move {
+        // Until the server gives up on the connection (a write fails), or the test's limit.
+        while timeout(LIMIT, client.stream.write_all(&pings))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {}
+    });
+    let watch = tokio::spawn(async move {
+        let mut most = 0;
+        while !outbox.is_closed() {
+            most = most.max(outbox.queued_bytes());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        most
+    });
+    let result = timeout(LIMIT, server)
+        .await
+        .expect("the server kept reading a peer that does not read")
+        .expect("no panic");
+    assert!(matches!(result, Err(Error::WriteTimeout)), "{result:?}");
+    let most = watch.await.expect("no panic");
+    // Pongs are counted in whole batches of one write's worth (128 of 2 bytes) at most.
+    assert!(most <= 64 * 1024 + 256, "{most} bytes queued");
+    flooder.abort();
+}
+
 #[tokio::test]
 async fn compresses_once_and_the_client_can_inflate() {
     let (mut client, ws) = pair(

@@ -140,6 +140,11 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(client = %client.id(), "connection ended: {e}");
+                    if matches!(e, crate::ws::Error::WriteTimeout) {
+                        // It stopped reading what it was sent: a slow consumer, dropped by
+                        // its write timeout rather than by its queue's budget.
+                        client.node.metrics.slow_consumers(1);
+                    }
                     break;
                 }
             };
@@ -324,8 +329,13 @@ impl Client {
             return;
         };
         self.drop_aside_if_empty();
-        // A closed queue means the connection is going away; its replies do not matter.
-        let _ = ws.outbox().push_frame(replies.finish(OpCode::Text));
+        // A closed queue means the connection is going away; its replies do not matter. A full
+        // one closes the connection as a slow consumer (3008).
+        if let Err(crate::ws::PushError::Full) =
+            ws.outbox().push_frame(replies.finish(OpCode::Text))
+        {
+            self.node.metrics.slow_consumers(1);
+        }
     }
 
     fn reply(&mut self, reply: &Reply) {

@@ -193,7 +193,7 @@ impl Metrics {
         );
         registry.register(
             "client_slow_consumers",
-            "Clients disconnected because their outbound queue overflowed",
+            "Clients disconnected as slow consumers: their outbound queue overflowed, or their output stalled for the write timeout",
             metrics.slow_consumers.clone(),
         );
         registry.register(

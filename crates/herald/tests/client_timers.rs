@@ -41,6 +41,23 @@ async fn answered_pings_keep_the_connection_alive() {
     ws.assert_alive().await;
 }
 
+/// One pong per ping, as Centrifugo counts them: a second pong for the same ping is a pong
+/// nobody asked for, and closes the connection with 3501 like an unsolicited one
+/// (client_connect.rs). The SDKs answer each ping once and never pong on their own.
+#[tokio::test]
+async fn a_second_pong_for_one_ping_closes_3501() {
+    let server = Server::start(ping_config()).await;
+    let mut ws = server.client("alice").await;
+    match ws.next_frame().await {
+        Frame::Text(text) => assert_eq!(text, "{}"),
+        other => panic!("expected a server ping, got {other:?}"),
+    }
+    ws.send_text("{}").await;
+    ws.assert_alive().await;
+    ws.send_text("{}").await;
+    assert_eq!(ws.expect_close().await, (3501, "bad request".into()));
+}
+
 #[tokio::test]
 async fn unanswered_ping_closes_3012() {
     let server = Server::start(ping_config()).await;

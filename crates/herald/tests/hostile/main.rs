@@ -8,6 +8,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod flood;
 mod tls;
 
 use std::time::Duration;
@@ -34,4 +36,14 @@ pub async fn peak_rss_during<F: std::future::Future>(pid: u32, work: F) -> (u64,
             _ = tick.tick() => peak = peak.max(rss_kib(pid)),
         }
     }
+}
+
+/// Held by each CPU-heavy attack while it runs: the tests of this suite run in parallel, and
+/// on a small machine two floods at once would measure the machine, not the server. What an
+/// attack costs the server (its RSS) is measured per server process, so it needs no lock.
+static ATTACKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other attack runs, and holds the turn until the guard is dropped.
+pub async fn one_attack_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ATTACKS.lock().await
 }
