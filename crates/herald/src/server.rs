@@ -51,6 +51,8 @@ pub struct Server {
 
 impl Server {
     /// Binds the configured address. Port 0 picks a free port (see [`Server::local_addr`]).
+    /// With TLS on, loads the certificate and starts watching for its reload (SIGHUP, file
+    /// changes).
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
         let http = &node.config.http_server;
         let host = match http.address.as_str() {
@@ -69,6 +71,14 @@ impl Server {
         })?;
         let tls = crate::tls::Terminator::from_config(&node.config.http_server.tls)
             .map_err(std::io::Error::other)?;
+        if let Some(tls) = &tls {
+            // From here on, before the server says it listens: a SIGHUP sent once it does
+            // must reload the certificate, never end the process.
+            let watch = tls
+                .watch(node.shutdown.clone())
+                .map_err(context("cannot watch for SIGHUP (TLS certificate reload)"))?;
+            tokio::spawn(watch);
+        }
         let ws = Arc::new(WsSettings {
             tls,
             ..ws_settings(&node)
@@ -104,12 +114,6 @@ impl Server {
         tokio::spawn(async move { timers.pings.run(timers.shutdown.clone()).await });
         let timers = node.clone();
         tokio::spawn(async move { timers.alarms.run(timers.shutdown.clone()).await });
-        if let Some(tls) = &ws.tls {
-            let watch = tls
-                .watch(node.shutdown.clone())
-                .map_err(context("cannot watch for SIGHUP (TLS certificate reload)"))?;
-            tokio::spawn(watch);
-        }
         // The HTTP thread keeps its connections (API calls in flight) until the clients are
         // closed below; dropping `closed` lets it end.
         let (closed, http_may_end) = tokio::sync::oneshot::channel::<()>();
