@@ -66,6 +66,7 @@ async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
     assert!(reply.get("connect").is_some(), "{reply}");
     good.subscribe_ok("news").await;
 
+    let _turn = crate::one_attack_at_a_time().await;
     let mut flooder = raw_wss(server.port, &cert).await;
     let pings: Vec<u8> = std::iter::repeat_n(encode_client_frame(0x9, b""), 10_000)
         .flatten()
@@ -112,6 +113,35 @@ async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
          {MAX_GROWTH_KIB} KiB)"
     );
 
+    // The server gave up on the flooder (its write timeout), as on a plain connection; the
+    // flooder may see it late (see `flood.rs`), so the server's own count says it.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let metrics = crate::common::tls::https(
+            server.port,
+            cert.client_config(),
+            "GET",
+            "/metrics",
+            &[],
+            None,
+        )
+        .await
+        .text();
+        let dropped = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("herald_client_slow_consumers_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the TLS flooder was not dropped as a slow consumer (ended: {ended:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The well-behaved client on the same server is still served.
     let published = crate::common::tls::api(
         server.port,
@@ -124,4 +154,54 @@ async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
     let push = good.next_push().await;
     assert_eq!(push["push"]["pub"]["data"]["after"], "flood", "{push}");
     assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+/// Connections that open TCP to the TLS port and never finish the handshake (a slowloris on
+/// TLS) are closed after the handshake timeout (10 s), and others get in meanwhile.
+#[tokio::test]
+async fn a_handshake_that_never_finishes_is_closed_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "slow");
+    let server = Server::start(json!({"http_server": {"tls": {
+        "enabled": true,
+        "cert_pem_file": cert.cert,
+        "key_pem_file": cert.key,
+    }}}))
+    .await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .expect("connect");
+        // The start of a TLS record header, and nothing more.
+        tcp.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+        idle.push(tcp);
+    }
+    // Meanwhile, a client that completes its handshake is served.
+    let mut ws = Ws::open_tls(server.port, cert.client_config()).await;
+    let reply = ws.connect(&token("good")).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    for mut tcp in idle {
+        let mut buf = [0u8; 64];
+        let ended = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "a stalled handshake was still open after 15 s"
+        );
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(9),
+        "stalled handshakes were closed after {lasted:?}, before the 10 s timeout"
+    );
+    ws.assert_alive().await;
 }
