@@ -146,10 +146,10 @@ impl Terminator {
     }
 
     /// Reloads the certificate on SIGHUP (always) and when the files change (checked every
-    /// [`POLL_INTERVAL`]), until `shutdown`. Certificates given inline have nothing to
-    /// reload: then this returns at once. Must run on a tokio runtime; the SIGHUP handler is
-    /// installed before this returns its future, so a SIGHUP sent after start-up never kills
-    /// the process.
+    /// [`POLL_INTERVAL`]), until `shutdown`. A certificate given inline has nothing to reload:
+    /// a SIGHUP then only says so in the log. Must run on a tokio runtime; the SIGHUP handler
+    /// is installed before this returns its future, so a SIGHUP sent after start-up never
+    /// ends the process.
     pub fn watch(
         &self,
         shutdown: CancellationToken,
@@ -157,52 +157,40 @@ impl Terminator {
         let certs = self.certs.clone();
         let files = matches!(certs.source, Source::Files { .. });
         #[cfg(unix)]
-        let mut hangup = if files {
-            Some(tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::hangup(),
-            )?)
-        } else {
-            None
-        };
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         Ok(async move {
-            if !files {
-                return;
-            }
             let mut poll = tokio::time::interval(POLL_INTERVAL);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 #[cfg(unix)]
-                let hup = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
+                let hup = hangup.recv();
                 #[cfg(not(unix))]
                 let hup = std::future::pending::<Option<()>>();
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    _ = hup => {
-                        tracing::info!("SIGHUP: reloading the TLS certificate");
-                        certs.reload(true);
+                    Some(()) = hup => {
+                        if files {
+                            tracing::info!("SIGHUP: reloading the TLS certificate");
+                            certs.reload(true);
+                        } else {
+                            tracing::info!(
+                                "SIGHUP: the TLS certificate is given inline in the config \
+                                 (http_server.tls.cert_pem): nothing to reload"
+                            );
+                        }
                     }
-                    _ = poll.tick() => {
+                    _ = poll.tick(), if files => {
                         certs.reload(false);
                     }
                 }
             }
         })
     }
-
-    /// Reloads the certificate now if its files changed since the last load (or always, with
-    /// `force`). Returns whether a new certificate is in use.
-    pub fn reload(&self, force: bool) -> bool {
-        self.certs.reload(force)
-    }
 }
 
 impl Certs {
-    /// See [`Terminator::reload`]. Logs the outcome.
+    /// Reloads the certificate if its files changed since the last load (or always, with
+    /// `force`), and logs the outcome. Returns whether a new certificate is in use.
     fn reload(&self, force: bool) -> bool {
         let stamps = self.source.stamps();
         {

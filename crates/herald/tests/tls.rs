@@ -70,13 +70,40 @@ async fn the_api_and_health_answer_over_https() {
 }
 
 #[tokio::test]
-async fn inline_pem_certificates_work() {
+async fn inline_and_base64_pem_certificates_work() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
     let server = Server::start(json!({"http_server": {"tls": {
         "enabled": true,
         "cert_pem": std::fs::read_to_string(&cert.cert).unwrap(),
         "key_pem": std::fs::read_to_string(&cert.key).unwrap(),
+    }}}))
+    .await;
+    assert_eq!(
+        presented(server.port, &cert).await.unwrap(),
+        cert.cert_der().as_ref()
+    );
+    // Nothing to reload: a SIGHUP says so, and the server goes on.
+    sighup(&server);
+    let deadline = Instant::now() + common::STEP;
+    while !server.stderr().contains("nothing to reload") {
+        assert!(Instant::now() < deadline, "{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        presented(server.port, &cert).await.unwrap(),
+        cert.cert_der().as_ref()
+    );
+
+    // The same, base64-encoded.
+    use base64::Engine as _;
+    let b64 = |path: &std::path::Path| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+    };
+    let server = Server::start(json!({"http_server": {"tls": {
+        "enabled": true,
+        "cert_pem_b64": b64(&cert.cert),
+        "key_pem_b64": b64(&cert.key),
     }}}))
     .await;
     assert_eq!(
