@@ -2,8 +2,8 @@
 // alice and bob chat in a room and see each other online; bob leaves, alice sends him three
 // private messages, bob comes back and finds them in order, once; the server restarts under
 // both and the conversation goes on with nothing lost or doubled; the admin UI lists both and
-// publishes into the room; the chat fits a phone. A screenshot of each step is saved (see
-// harness.mjs) — look at them.
+// publishes into the room, and logs out (the server then refuses its session); the chat fits a
+// phone. A screenshot of each step is saved (see harness.mjs) — look at them.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -272,6 +272,17 @@ test('chat and admin in a real browser', async (t) => {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the admin page is ${overflow}px wider than a phone`);
     await screenshot(page, 'admin-phone');
+    // Log out: the page goes back to its login form, and the server refuses the old session.
+    await page.setViewportSize({ width: 1360, height: 1000 });
+    const session = await page.evaluate(() => sessionStorage.getItem('herald.admin.token'));
+    assert.ok(session, 'the page keeps its session token');
+    await page.click('button.logout');
+    await page.locator('#password').waitFor({ timeout: STEP });
+    const refused = await page.evaluate(
+      async (token) => (await fetch('api/stats', { headers: { Authorization: `token ${token}` } })).status,
+      session
+    );
+    assert.equal(refused, 401, 'the logged-out session is refused by the server');
     await context.close();
   });
 

@@ -18,15 +18,15 @@ use tokio::time::Instant;
 
 use crate::auth::TokenError;
 use crate::auth::{SubscribeOptions, SubscribeOverride};
-use crate::engine::{HistoryFilter, StreamPosition};
+use crate::engine::{HistoryFilter, StoredPublication, StreamPosition};
 use crate::hub::{ClientHandle, SubFlags};
 use crate::node::{LiveConnection, PublishOptions, unix_now};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
-    Method, PresenceResult, PresenceStatsResult, PublishRequest, PublishResult, Push, Raw,
-    RefreshRequest, RefreshResult, Reply, ReplyResult, SubRefreshRequest, SubRefreshResult,
+    Method, PresenceResult, PresenceStatsResult, Publication, PublishRequest, PublishResult, Push,
+    Raw, RefreshRequest, RefreshResult, Reply, ReplyResult, SubRefreshRequest, SubRefreshResult,
     SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
-    decode_commands, encode_reply,
+    decode_commands, encode_reply, publication_len,
 };
 use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
 
@@ -338,6 +338,19 @@ impl Client {
         }
     }
 
+    /// How many bytes of stored publications the replies still to be gathered for this frame
+    /// may carry (see [`ReplyRoom`]).
+    fn reply_room(&self, ws: &WebSocket) -> ReplyRoom {
+        // The connection's byte budget, as `server.rs` sets it from `client.queue_max_size`.
+        let budget = self.node.config.client.queue_max_size.max(1024);
+        let gathered = self
+            .aside
+            .as_ref()
+            .and_then(|aside| aside.replies.as_ref())
+            .map_or(0, FrameBuf::payload_len);
+        ReplyRoom::new(budget, ws.outbox().queued_bytes() + gathered)
+    }
+
     fn reply(&mut self, reply: &Reply) {
         let replies = self
             .aside
@@ -401,7 +414,8 @@ impl Client {
             }
             Method::History => {
                 let request = command.history.unwrap_or_default();
-                let result = self.history(request).await?;
+                let room = self.reply_room(ws);
+                let result = self.history(request, room).await?;
                 self.reply_result(id, result);
             }
             Method::Presence => {
@@ -541,7 +555,9 @@ impl Client {
             result.pong = true;
         }
         // Server-side subscriptions recover like client ones, from the positions the client
-        // sends in `subs`; their publications follow the connect reply.
+        // sends in `subs`; their publications follow the connect reply. All their recoveries
+        // are in that one reply, so they share one room.
+        let mut room = self.reply_room(ws);
         let mut joined = Vec::with_capacity(channels.len());
         for (channel, options) in channels {
             let mut sub = request.subs.get(&channel).cloned().unwrap_or_default();
@@ -556,7 +572,10 @@ impl Client {
                 data: options.data.map(protocol::strip_newlines),
                 ..SubscribeResult::default()
             };
-            match self.join(&handle, &sub, flags, &mut sub_result).await {
+            match self
+                .join(&handle, &sub, flags, &mut sub_result, &mut room)
+                .await
+            {
                 Ok(after) => {
                     result.subs.insert(sub.channel.clone(), sub_result);
                     let chan_info = options.info.map(protocol::strip_newlines);
@@ -627,7 +646,11 @@ impl Client {
             Ok((_, ns)) => SubFlags::new(ns, grant.override_.as_ref(), request.join_leave),
             Err(_) => SubFlags::default(),
         };
-        let after = match self.join(&handle, &request, flags, &mut result).await {
+        let mut room = self.reply_room(ws);
+        let after = match self
+            .join(&handle, &request, flags, &mut result, &mut room)
+            .await
+        {
             Ok(after) => after,
             Err(error) => {
                 self.reply(&Reply::error(id, error));
@@ -650,6 +673,12 @@ impl Client {
     /// namespace keeps history. Returns the offset after which held-back publications are
     /// new to the client; the caller queues the reply, then calls [`Hub::activate`] with it.
     ///
+    /// Missed publications that do not fit in `room` are not sent at all: the subscription
+    /// is answered `recovered: false` at the stream's top, as when too much was missed, so
+    /// that the application reloads (with `history`, which pages) instead of the client being
+    /// closed as too slow (3008) — and again on every reconnect, since the same recovery
+    /// would follow.
+    ///
     /// [`Hub::activate`]: crate::hub::Hub::activate
     async fn join(
         &self,
@@ -657,6 +686,7 @@ impl Client {
         request: &SubscribeRequest,
         flags: SubFlags,
         result: &mut SubscribeResult,
+        room: &mut ReplyRoom,
     ) -> Result<u64, Error> {
         let node = &self.node;
         let channel = request.channel.as_str();
@@ -685,11 +715,21 @@ impl Client {
                 .map(|recovery| {
                     result.was_recovering = true;
                     result.recovered = recovery.recovered;
-                    result.publications = recovery
-                        .publications
-                        .iter()
-                        .map(|p| p.to_publication())
-                        .collect();
+                    if recovery.recovered {
+                        match room.take_all(&recovery.publications) {
+                            Some(publications) => result.publications = publications,
+                            None => {
+                                tracing::debug!(
+                                    client = %self.id(),
+                                    channel,
+                                    missed = recovery.publications.len(),
+                                    "recovery does not fit the client's queue \
+                                     (client.queue_max_size): answered recovered: false"
+                                );
+                                result.recovered = false;
+                            }
+                        }
+                    }
                     recovery.position
                 })
         } else {
@@ -710,10 +750,13 @@ impl Client {
         }
     }
 
-    /// `history`: a page of the channel's stream (protocol.md §3).
+    /// `history`: a page of the channel's stream (protocol.md §3), cut to the publications
+    /// that fit in `room` (a shorter page is legal: the client continues from the last offset
+    /// it got, `since` that offset, until it reaches the top the reply names).
     async fn history(
         &mut self,
         request: HistoryRequest,
+        mut room: ReplyRoom,
     ) -> Result<Result<HistoryResult, Error>, Close> {
         if request.channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
@@ -757,17 +800,31 @@ impl Client {
             )
             .await
             .and_then(|page| page.continuing(&filter));
-        Ok(read
-            .map(|page| HistoryResult {
-                publications: page
-                    .publications
-                    .iter()
-                    .map(|p| p.to_publication())
-                    .collect(),
-                epoch: page.position.epoch,
-                offset: page.position.offset,
-            })
-            .map_err(|e| e.to_protocol()))
+        let page = match read {
+            Ok(page) => page,
+            Err(e) => return Ok(Err(e.to_protocol())),
+        };
+        let publications = room.take_prefix(&page.publications);
+        if publications.is_empty()
+            && let Some(first) = page.publications.first()
+        {
+            // Not even one fits: this client can never be sent this publication (nor could it
+            // be delivered to it live). An error, not an empty page, which would read as the
+            // end of the stream.
+            tracing::info!(
+                client = %self.id(),
+                channel = %request.channel,
+                offset = first.offset,
+                "history: the publication is larger than client.queue_max_size leaves for a \
+                 reply; answered 106 (raise client.queue_max_size to read it)"
+            );
+            return Ok(Err(Error::LIMIT_EXCEEDED));
+        }
+        Ok(Ok(HistoryResult {
+            publications,
+            epoch: page.position.epoch,
+            offset: page.position.offset,
+        }))
     }
 
     /// Whether the client may subscribe as it asks: the subscribe result to start from, and
@@ -1108,6 +1165,80 @@ fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::C
     }
 }
 
+/// The bytes of stored publications (a `history` page, a recovery) that replies may still
+/// carry to one client without being closed as too slow.
+///
+/// Everything queued for a connection counts against its byte budget
+/// (`client.queue_max_size`), and a reply over it closes the client with 3008. A reply made of
+/// stored content would then close it again after every reconnect, since the same content
+/// would follow: anyone who can publish into a channel could lock its subscribers out. So
+/// replies with publications fill at most half of the budget (the rest is headroom for the
+/// publications that arrive meanwhile), less what is already queued or gathered; a single
+/// publication may use the whole budget, as its live delivery could.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReplyRoom {
+    /// Bytes the publications may take in all.
+    shared: usize,
+    /// Bytes one publication alone may take, when it is the first.
+    single: usize,
+}
+
+impl ReplyRoom {
+    /// Bytes kept for the rest of a reply (its id, epoch, offset, channel…).
+    const REPLY_OVERHEAD: usize = 512;
+
+    /// The room in a connection with a byte budget of `budget` of which `used` are taken.
+    fn new(budget: usize, used: usize) -> ReplyRoom {
+        let used = used + Self::REPLY_OVERHEAD;
+        ReplyRoom {
+            shared: (budget / 2).saturating_sub(used),
+            single: budget.saturating_sub(used),
+        }
+    }
+
+    /// The encoded size of a publication in a list, its separator included.
+    fn cost(publication: &Publication) -> usize {
+        publication_len(publication) + 1
+    }
+
+    /// Whether `len` bytes of `count` publications fit.
+    fn fits(&self, len: usize, count: usize) -> bool {
+        len <= self.shared || (count == 1 && len <= self.single)
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.shared = self.shared.saturating_sub(len);
+        self.single = self.single.saturating_sub(len);
+    }
+
+    /// The first of `stored` (in their order) that fit: a page.
+    fn take_prefix(&mut self, stored: &[Arc<StoredPublication>]) -> Vec<Publication> {
+        let mut taken = Vec::new();
+        for publication in stored {
+            let publication = publication.to_publication();
+            let len = Self::cost(&publication);
+            if !self.fits(len, taken.len() + 1) {
+                break;
+            }
+            self.consume(len);
+            taken.push(publication);
+        }
+        taken
+    }
+
+    /// All of `stored`, or `None` (and nothing taken) if they do not fit together: a recovery,
+    /// which is whole or not at all.
+    fn take_all(&mut self, stored: &[Arc<StoredPublication>]) -> Option<Vec<Publication>> {
+        let publications: Vec<Publication> = stored.iter().map(|p| p.to_publication()).collect();
+        let len = publications.iter().map(Self::cost).sum();
+        if !self.fits(len, publications.len()) {
+            return None;
+        }
+        self.consume(len);
+        Some(publications)
+    }
+}
+
 /// How a subscribe attempt failed: an error reply, or a reason to close the connection.
 enum SubscribeFailure {
     Error(Error),
@@ -1139,6 +1270,51 @@ mod tests {
             size - debug_extra <= 152,
             "the serve future is {size} bytes ({debug_extra} of them debug-only)"
         );
+    }
+
+    fn stored(offset: u64, text_len: usize) -> Arc<StoredPublication> {
+        let data = protocol::raw(format!("\"{}\"", "x".repeat(text_len))).expect("valid JSON");
+        Arc::new(StoredPublication {
+            offset,
+            data,
+            info: None,
+            tags: Default::default(),
+            time_ms: 0,
+        })
+    }
+
+    /// A page takes the publications that fit in half the budget, and the first one alone
+    /// up to the whole budget.
+    #[test]
+    fn a_reply_room_cuts_a_page_to_half_the_budget() {
+        let cost = ReplyRoom::cost(&stored(1, 1000).to_publication());
+        let page: Vec<_> = (1..=100).map(|i| stored(i, 1000)).collect();
+        let budget = 64 * 1024;
+        let mut room = ReplyRoom::new(budget, 0);
+        let taken = room.take_prefix(&page);
+        let expected = (budget / 2 - ReplyRoom::REPLY_OVERHEAD) / cost;
+        assert_eq!(taken.len(), expected);
+        assert_eq!(taken[0].offset, 1);
+        // In the same frame, one more at most: alone, within what is left of the budget.
+        assert_eq!(room.take_prefix(&page).len(), 1);
+        // One publication of 40 KB: over half the budget, alone within it.
+        let big = [stored(1, 40_000), stored(2, 10)];
+        let taken = ReplyRoom::new(budget, 0).take_prefix(&big);
+        assert_eq!(taken.len(), 1);
+        // What is queued already counts.
+        assert!(ReplyRoom::new(budget, 30_000).take_prefix(&big).is_empty());
+    }
+
+    /// A recovery is all or nothing, and takes nothing when it does not fit.
+    #[test]
+    fn a_reply_room_takes_a_recovery_whole_or_not_at_all() {
+        let budget = 64 * 1024;
+        let mut room = ReplyRoom::new(budget, 0);
+        let missed: Vec<_> = (1..=4).map(|i| stored(i, 10_000)).collect();
+        assert!(room.take_all(&missed).is_none());
+        assert_eq!(room, ReplyRoom::new(budget, 0), "a failed take took room");
+        assert_eq!(room.take_all(&missed[..3]).map(|p| p.len()), Some(3));
+        assert!(room.take_all(&missed[..2]).is_none());
     }
 
     /// The client's share of the serve future's 152 bytes (see the test above).

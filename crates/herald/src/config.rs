@@ -487,6 +487,15 @@ pub struct HttpServerConfig {
     pub http3: Opaque,
     /// Centrifugo h2c on the external port. Not implemented.
     pub h2c_external: bool,
+    /// Herald: how long a client may take to send a request's body once its headers are in
+    /// (server API, admin API, demo sign-in). A slower body gets HTTP 408 and the connection is
+    /// closed. Default 10 s (the header read has its own fixed 10 s).
+    #[serde(with = "go_duration")]
+    pub body_read_timeout: Duration,
+    /// Herald: how many requests may be having their body read before they are authorized
+    /// (admin log-in, demo sign-in) at once; more get HTTP 503 with `Retry-After`. `0` means no
+    /// limit. Default 128.
+    pub unauthenticated_request_limit: usize,
 }
 
 impl Default for HttpServerConfig {
@@ -502,6 +511,8 @@ impl Default for HttpServerConfig {
             internal_tls: None,
             http3: None,
             h2c_external: false,
+            body_read_timeout: Duration::from_secs(10),
+            unauthenticated_request_limit: 128,
         }
     }
 }
@@ -1546,6 +1557,10 @@ impl Config {
             ("client.pong_timeout", c.pong_timeout),
             ("client.stale_close_delay", c.stale_close_delay),
             ("websocket.write_timeout", self.websocket.write_timeout),
+            (
+                "http_server.body_read_timeout",
+                self.http_server.body_read_timeout,
+            ),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be greater than zero"));
@@ -2480,6 +2495,8 @@ port = 10000
         assert_eq!(c.websocket.message_size_limit, 65_536);
         assert_eq!(c.websocket.write_timeout, Duration::from_secs(1));
         assert_eq!(c.http_api.handler_prefix, "/api");
+        assert_eq!(c.http_server.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_server.unauthenticated_request_limit, 128);
         assert_eq!(c.channel.max_length, 255);
         assert_eq!(c.data_dir, PathBuf::from("./herald-data"));
         assert_eq!(c.history.durability, Durability::Fsync);
@@ -2713,6 +2730,8 @@ port = 10000
                 ("HERALD_DATA_DIR", "/tmp/hd"),
                 ("HERALD_HISTORY_DURABILITY", "os"),
                 ("HERALD_LOG_LEVEL", "warn"),
+                ("HERALD_HTTP_SERVER_BODY_READ_TIMEOUT", "2500ms"),
+                ("HERALD_HTTP_SERVER_UNAUTHENTICATED_REQUEST_LIMIT", "7"),
                 ("HERALD_NOT_AN_OPTION", "x"),
                 ("PATH", "/bin"),
             ]),
@@ -2732,6 +2751,8 @@ port = 10000
         assert_eq!(c.data_dir, PathBuf::from("/tmp/hd"));
         assert_eq!(c.history.durability, Durability::Os);
         assert_eq!(c.log.level, LogLevel::Warn);
+        assert_eq!(c.http_server.body_read_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http_server.unauthenticated_request_limit, 7);
         assert_eq!(c.load_warnings.len(), 1);
         assert!(c.load_warnings[0].contains("HERALD_NOT_AN_OPTION"));
     }
@@ -2908,6 +2929,10 @@ port = 10000
             (
                 r#"{"channel": {"without_namespace": {"channel_regex": "^a$"}}}"#,
                 "channel_regex",
+            ),
+            (
+                r#"{"http_server": {"body_read_timeout": "0s"}}"#,
+                "http_server.body_read_timeout must be greater than zero",
             ),
             (
                 r#"{"client": {"ping_interval": "0s"}}"#,

@@ -60,6 +60,11 @@ pub struct Node {
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
     pub live_connections: AtomicUsize,
+    /// Requests whose body is being read before they are authorized (admin log-in, demo
+    /// sign-in), capped by `http_server.unauthenticated_request_limit`.
+    pub unauthenticated: crate::http_guard::RequestGate,
+    /// The admin log-in's rate limits and the admin sessions logged out.
+    pub admin_guard: crate::web::admin_guard::AdminGuard,
 }
 
 impl std::fmt::Debug for Node {
@@ -139,7 +144,6 @@ impl Node {
                 }));
             }
             Node {
-                config: Arc::new(config),
                 hub: Hub::new(),
                 pings,
                 alarms: AlarmClock::new(),
@@ -154,6 +158,11 @@ impl Node {
                 presence: Arc::new(MemoryPresence::new()),
                 recent_keys: RecentKeys::new(IDEMPOTENCY_WINDOW),
                 live_connections: AtomicUsize::new(0),
+                unauthenticated: crate::http_guard::RequestGate::new(
+                    config.http_server.unauthenticated_request_limit,
+                ),
+                admin_guard: crate::web::admin_guard::AdminGuard::new(),
+                config: Arc::new(config),
             }
         }))
     }

@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
 use crate::ws::{self, CloseCode, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
@@ -189,20 +190,61 @@ async fn accept_until_shutdown(
 ) -> std::io::Result<()> {
     let listener =
         TcpListener::from_std(listener).map_err(context("cannot register the listener"))?;
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             () = node.shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let log = backoff.succeeded();
+                    log_accept(&backoff, log, None);
                     tokio::spawn(serve_http(node.clone(), ws.clone(), stream, peer));
                 }
                 Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and the like leave the connection in the accept queue, so the
+                    // listener stays readable: without a wait this would spin a core (and log
+                    // a line per try).
+                    let (wait, log) = backoff.failed(std::time::Instant::now());
+                    log_accept(&backoff, log, Some(&e));
+                    tokio::select! {
+                        () = node.shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }
+    }
+}
+
+/// Logs what [`AcceptBackoff`] says to log: one warning when `accept()` starts failing, a
+/// reminder a minute, one line when it works again.
+fn log_accept(backoff: &AcceptBackoff, log: AcceptLog, error: Option<&std::io::Error>) {
+    let advice = |e: &std::io::Error| {
+        if crate::http_guard::out_of_resources(e) {
+            " (the process is out of file descriptors or memory: raise its limit, e.g. \
+             `ulimit -n` or systemd's LimitNOFILE, or lower the load)"
+        } else {
+            ""
+        }
+    };
+    match (log, error) {
+        (AcceptLog::Started, Some(e)) => tracing::warn!(
+            "accept failed: {e}{}; new connections wait in the queue, retrying every 10 ms \
+             to 1 s (further failures are counted, not logged)",
+            advice(e)
+        ),
+        (AcceptLog::StillFailing(n), Some(e)) => tracing::warn!(
+            "accept still failing: {n} failures since {:.0?} ago, last: {e}{}",
+            backoff
+                .episode_started()
+                .map(|t| t.elapsed())
+                .unwrap_or_default(),
+            advice(e)
+        ),
+        (AcceptLog::Recovered(n), _) => {
+            tracing::info!("accept works again after {n} failures")
+        }
+        _ => {}
     }
 }
 
@@ -313,14 +355,18 @@ async fn route(
 ) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path();
     let api_prefix = node.config.http_api.handler_prefix.as_str();
+    // Handlers that read a body get it with the read deadline.
+    let body_timeout = node.config.http_server.body_read_timeout;
     let response = if path == WEBSOCKET_PATH && !node.config.websocket.disabled {
         upgrade(node, ws, req, peer)
     } else if !node.config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
     {
-        crate::api::handle(&node, req).await
+        let req = req.map(|body| TimedBody::new(body, body_timeout));
+        crate::api::handle_request(&node, req).await
     } else if crate::web::handles(&node.config, path) {
-        crate::web::handle(&node, req).await
+        let req = req.map(|body| TimedBody::new(body, body_timeout));
+        crate::web::handle(&node, req, peer).await
     } else if path == "/health" && req.method() == Method::GET {
         json(StatusCode::OK, "{}".into())
     } else if path == "/metrics" && req.method() == Method::GET {

@@ -95,7 +95,14 @@ function renderLogin(error = '') {
   input.focus();
 }
 
-function logout() {
+async function logout() {
+  // The server refuses this session from now on; the page forgets it whatever the answer
+  // (an expired session, or a server that is down, needs no log-out).
+  try {
+    await api('logout', {});
+  } catch {
+    // Nothing to undo: the session is dropped below either way.
+  }
   token = '';
   sessionStorage.removeItem('herald.admin.token');
   renderLogin();

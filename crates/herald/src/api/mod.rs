@@ -10,8 +10,9 @@
 //!   [`legacy`].
 //! * Authentication by API key ([`auth`]); the request line, headers and body are checked
 //!   before any command runs: 401 (no or wrong key, or no key configured), 404 (unknown
-//!   method), 405 (not POST), 413 (body over [`MAX_BODY_BYTES`]), 400 (malformed JSON) — each
-//!   with a JSON error body saying what to do.
+//!   method), 405 (not POST), 413 (body over [`MAX_BODY_BYTES`]), 408 (body not complete within
+//!   `http_server.body_read_timeout`), 400 (malformed JSON) — each with a JSON error body saying
+//!   what to do.
 //!
 //! The commands themselves live in [`cmd`], one file each.
 
@@ -38,15 +39,8 @@ use reply::{ApiError, ErrorMode};
 pub const MAX_BODY_BYTES: usize = 10 << 20;
 
 /// Answers one server API request: every request whose path starts with
-/// `http_api.handler_prefix` is routed here.
-pub async fn handle(
-    node: &Arc<Node>,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
-    handle_request(node, req).await
-}
-
-/// [`handle`] for any request body (tests use in-memory bodies).
+/// `http_api.handler_prefix` is routed here, its body wrapped in a read deadline
+/// ([`crate::http_guard::TimedBody`]; tests use in-memory bodies).
 pub async fn handle_request<B>(node: &Arc<Node>, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -109,7 +103,14 @@ where
 
     let body = match read_body(req.into_body()).await {
         Ok(body) => body,
-        Err((status, error)) => return reply::request_error(mode, status, &error),
+        Err((status, error)) => {
+            let mut response = reply::request_error(mode, status, &error);
+            if status == StatusCode::REQUEST_TIMEOUT {
+                // The rest of the body is never read: the connection cannot be reused.
+                crate::http_guard::close_after(&mut response);
+            }
+            return response;
+        }
     };
 
     match route {
@@ -209,6 +210,13 @@ where
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) if crate::http_guard::timed_out(e.as_ref()).is_some() => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            ApiError::new(
+                408,
+                format!("request timeout: {e}; send the whole body at once"),
+            ),
+        )),
         Err(e) => Err((
             StatusCode::BAD_REQUEST,
             ApiError::new(107, format!("bad request: could not read the body: {e}")),

@@ -67,6 +67,26 @@ pub fn encode_publication_push_bare<W: Write + ?Sized>(
     )
 }
 
+/// The length in bytes of `publication` encoded as JSON, as it appears in a reply's
+/// `publications` list: what a history page or a recovery costs the client's queue.
+pub fn publication_len(publication: &Publication) -> usize {
+    /// A writer that only counts.
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter cannot fail, and the types serialize infallibly.
+    let _ = write_json(publication, &mut count);
+    count.0
+}
+
 /// Writes `replies` newline-separated (no trailing newline); returns how many were written.
 pub fn encode_replies<'a, W: Write + ?Sized>(
     replies: impl IntoIterator<Item = &'a Reply>,

@@ -33,7 +33,7 @@ pub use command::{
 };
 pub use encode::{
     PING_REPLY, ReplyBatch, encode_bare_push, encode_publication_push,
-    encode_publication_push_bare, encode_push, encode_replies, encode_reply,
+    encode_publication_push_bare, encode_push, encode_replies, encode_reply, publication_len,
 };
 pub use reply::{
     ClientInfo, ConnectPush, ConnectResult, DisconnectPush, HistoryResult, JoinPush, LeavePush,

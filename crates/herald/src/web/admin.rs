@@ -3,7 +3,10 @@
 //! * `GET settings` → `{"insecure", "demo", "version"}` (no login needed: the page asks it
 //!   whether to show the login form);
 //! * `POST login {"password"}` → `{"token"}`: a session token (HS256 JWT signed with
-//!   `admin.secret`, valid [`SESSION_TTL`]); a wrong password is 401;
+//!   `admin.secret`, valid [`SESSION_TTL`], with an id of its own); a wrong password is 401;
+//!   failed log-ins are rate limited per address and globally (429 with `Retry-After`, see
+//!   [`super::admin_guard`]);
+//! * `POST logout` with the session: the session is refused from then on (until it expires);
 //! * with `Authorization: token <session token>` (not needed with `admin.insecure`):
 //!   * `GET stats` → this node's `info` plus cumulative counters (publications, messages
 //!     queued to clients, commands), which the UI turns into rates;
@@ -12,11 +15,13 @@
 //!     `POST /api/<method>` ([`crate::api::cmd::Command`]), answered `{"result"}` or
 //!     `{"error": {"code", "message"}}`.
 //!
-//! Without a valid session every endpoint but `settings` and `login` is 401.
+//! Without a valid session every endpoint but `settings` and `login` is 401. A session is valid
+//! until its `exp`, to the second (no leeway), unless it was logged out.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -51,10 +56,17 @@ pub const METHODS: &[&str] = &[
 /// The `sub` claim of admin session tokens.
 const SESSION_SUBJECT: &str = "admin";
 
+/// The claims of an admin session token.
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionClaims {
     sub: String,
     exp: u64,
+    /// When it was issued (unix seconds).
+    #[serde(default)]
+    iat: u64,
+    /// The session's id, which `logout` revokes; a token without one is refused.
+    #[serde(default)]
+    jti: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,8 +75,13 @@ struct LoginRequest {
     password: String,
 }
 
-/// Answers `{admin}/api/<endpoint>`.
-pub async fn handle<B>(node: &Arc<Node>, endpoint: &str, req: Request<B>) -> HttpResponse
+/// Answers `{admin}/api/<endpoint>` for the client at `addr`.
+pub async fn handle<B>(
+    node: &Arc<Node>,
+    endpoint: &str,
+    req: Request<B>,
+    addr: IpAddr,
+) -> HttpResponse
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -82,19 +99,25 @@ where
                 .to_string(),
             );
         }
-        "login" => return login(node, req).await,
+        "login" => return login(node, req, addr).await,
         _ => {}
     }
-    if !admin.insecure {
-        if let Err(message) = check_session(&admin.secret, req.headers()) {
-            let mut response = json_error(StatusCode::UNAUTHORIZED, message);
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("token"));
-            return response;
+    let session = if admin.insecure {
+        None
+    } else {
+        match check_session(node, req.headers()) {
+            Ok(session) => Some(session),
+            Err(message) => {
+                let mut response = json_error(StatusCode::UNAUTHORIZED, message);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("token"));
+                return response;
+            }
         }
-    }
+    };
     match endpoint {
+        "logout" => logout(node, req.method(), session),
         "stats" => stats(node),
         "users" => users(node),
         method if METHODS.contains(&method) => command(node, method, req).await,
@@ -102,24 +125,40 @@ where
     }
 }
 
-async fn login<B>(node: &Arc<Node>, req: Request<B>) -> HttpResponse
+async fn login<B>(node: &Arc<Node>, req: Request<B>, addr: IpAddr) -> HttpResponse
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let admin = &node.config.admin;
+    let guard = &node.admin_guard;
+    // Anyone may send a body here: their number is capped while it is read. (A request turned
+    // away here sent no password, so it is no failed log-in.)
+    let Some(_reading) = node.unauthenticated.try_enter() else {
+        return node.unauthenticated.full_response();
+    };
+    if !admin.insecure {
+        // Before anything is read: a locked-out client's password is not even looked at, and
+        // this attempt counts as failed until its password proves right.
+        if let Err(wait) = guard.begin_login(addr, Instant::now()) {
+            schedule_summary(node);
+            return too_many_logins(wait);
+        }
+    }
     let usage = "use POST with {\"password\": \"...\"}";
     let request: LoginRequest = match read_post_json(req, usage).await {
         Ok(request) => request,
         Err(response) => return response,
     };
-    let admin = &node.config.admin;
     let password_ok = !admin.password.is_empty()
         && bool::from(request.password.as_bytes().ct_eq(admin.password.as_bytes()));
-    if !(admin.insecure || password_ok) {
-        tracing::info!("admin login refused: wrong password");
-        // Slows down guessing.
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        return json_error(StatusCode::UNAUTHORIZED, "wrong password");
+    if !admin.insecure {
+        // Counted as failed by `begin_login` until now.
+        schedule_summary(node);
+        if !password_ok {
+            return json_error(StatusCode::UNAUTHORIZED, "wrong password");
+        }
+        guard.login_succeeded(addr);
     }
     match session_token(&admin.secret) {
         Ok(token) => json_no_store(
@@ -133,6 +172,48 @@ where
     }
 }
 
+/// HTTP 429 for a log-in refused for `wait` (locked out, or over the global budget).
+fn too_many_logins(wait: Duration) -> HttpResponse {
+    // Whole seconds, rounded up, and at least 1.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many failed log-ins: try again in {seconds} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Logs the failed log-ins' summary at the end of the window that just opened (once per
+/// window, see [`super::admin_guard::AdminGuard::claim_summary`]).
+fn schedule_summary(node: &Arc<Node>) {
+    if !node.admin_guard.claim_summary() {
+        return;
+    }
+    let node = node.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(super::admin_guard::SUMMARY_INTERVAL).await;
+        if let Some(summary) = node.admin_guard.take_summary(Instant::now()) {
+            tracing::warn!("{summary}");
+        }
+    });
+}
+
+/// `POST logout`: the session of the request is refused from now on.
+fn logout(node: &Arc<Node>, method: &Method, session: Option<SessionClaims>) -> HttpResponse {
+    if method != Method::POST {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    if let Some(session) = session {
+        node.admin_guard
+            .revoke_session(&session.jti, session.exp, unix_now());
+    }
+    json_no_store(StatusCode::OK, "{}".into())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -141,15 +222,19 @@ fn unix_now() -> u64 {
 
 /// A session token signed with `secret`.
 pub fn session_token(secret: &str) -> Result<String, crate::auth::SignError> {
+    let now = unix_now();
     let claims = SessionClaims {
         sub: SESSION_SUBJECT.to_owned(),
-        exp: unix_now() + SESSION_TTL.as_secs(),
+        exp: now + SESSION_TTL.as_secs(),
+        iat: now,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
     };
     crate::auth::sign_hs256(&claims, secret)
 }
 
-/// Checks the `Authorization: token <session>` (or `Bearer`) header.
-fn check_session(secret: &str, headers: &HeaderMap) -> Result<(), &'static str> {
+/// Checks the `Authorization: token <session>` (or `Bearer`) header: signed with
+/// `admin.secret`, not expired (to the second), not logged out.
+fn check_session(node: &Node, headers: &HeaderMap) -> Result<SessionClaims, &'static str> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -159,21 +244,36 @@ fn check_session(secret: &str, headers: &HeaderMap) -> Result<(), &'static str> 
         .or_else(|| value.strip_prefix("Bearer "))
         .ok_or("the Authorization header must be `token <session token>`")?
         .trim();
+    let claims = verify_session(&node.config.admin.secret, token)?;
+    if node.admin_guard.session_revoked(&claims.jti, claims.iat) {
+        return Err("session logged out: log in again");
+    }
+    Ok(claims)
+}
+
+/// The claims of session `token` when it is signed with `secret`, for the admin, and not
+/// expired: no leeway, a session ends at its `exp`.
+fn verify_session(secret: &str, token: &str) -> Result<SessionClaims, &'static str> {
     if secret.is_empty() {
         return Err("no admin.secret configured");
     }
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.leeway = 0;
     let data = jsonwebtoken::decode::<SessionClaims>(
         token,
         &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
         &validation,
     )
     .map_err(|_| "session expired or invalid: log in again")?;
-    if data.claims.sub != SESSION_SUBJECT {
+    // jsonwebtoken refuses `exp` < now; a session also ends at `exp` itself.
+    if data.claims.sub != SESSION_SUBJECT
+        || data.claims.jti.is_empty()
+        || data.claims.exp <= unix_now()
+    {
         return Err("session expired or invalid: log in again");
     }
-    Ok(())
+    Ok(data.claims)
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -303,20 +403,27 @@ mod tests {
     #[test]
     fn sessions() {
         let token = session_token("s3cret").unwrap();
-        let mut headers = HeaderMap::new();
-        assert!(check_session("s3cret", &headers).is_err());
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("token {token}")).unwrap(),
-        );
-        assert_eq!(check_session("s3cret", &headers), Ok(()));
-        assert!(check_session("other", &headers).is_err());
-        assert!(check_session("", &headers).is_err());
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("token x.y.z"),
-        );
-        assert!(check_session("s3cret", &headers).is_err());
+        let claims = verify_session("s3cret", &token).expect("a fresh session");
+        assert_eq!(claims.sub, SESSION_SUBJECT);
+        assert_eq!(claims.jti.len(), 32);
+        assert!(verify_session("other", &token).is_err());
+        assert!(verify_session("", &token).is_err());
+        assert!(verify_session("s3cret", "x.y.z").is_err());
+        // Two sessions have different ids.
+        let other = session_token("s3cret").unwrap();
+        assert_ne!(verify_session("s3cret", &other).unwrap().jti, claims.jti);
+        let sign = |claims: serde_json::Value| crate::auth::sign_hs256(&claims, "s3cret").unwrap();
+        let now = unix_now();
+        // No leeway: a second past `exp` is too late (jsonwebtoken allows 60 s by default).
+        let expired =
+            sign(serde_json::json!({"sub": "admin", "exp": now - 1, "iat": now - 10, "jti": "x"}));
+        assert!(verify_session("s3cret", &expired).is_err());
+        // Without an id, or for someone else, it is no session.
+        let no_id = sign(serde_json::json!({"sub": "admin", "exp": now + 60, "iat": now}));
+        assert!(verify_session("s3cret", &no_id).is_err());
+        let other_sub =
+            sign(serde_json::json!({"sub": "bob", "exp": now + 60, "iat": now, "jti": "y"}));
+        assert!(verify_session("s3cret", &other_sub).is_err());
     }
 
     #[test]

@@ -56,6 +56,10 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Anyone may send a body here: their number is capped while it is read.
+    let Some(_reading) = node.unauthenticated.try_enter() else {
+        return node.unauthenticated.full_response();
+    };
     let usage = "use POST with {\"name\": \"...\"}";
     let request: TokenRequest = match read_post_json(req, usage).await {
         Ok(request) => request,

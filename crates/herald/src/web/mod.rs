@@ -11,14 +11,16 @@
 //! A path this module does not serve falls through to the server's 404.
 
 pub mod admin;
+pub mod admin_guard;
 pub mod demo;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use serde::de::DeserializeOwned;
 
@@ -63,8 +65,8 @@ pub fn handles(config: &Config, path: &str) -> bool {
     false
 }
 
-/// Answers a request for which [`handles`] is true.
-pub async fn handle<B>(node: &Arc<Node>, req: Request<B>) -> HttpResponse
+/// Answers a request for which [`handles`] is true, from the client at `peer`.
+pub async fn handle<B>(node: &Arc<Node>, req: Request<B>, peer: SocketAddr) -> HttpResponse
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -78,7 +80,7 @@ where
         let base = admin_base(config);
         if let Some(rest) = path.strip_prefix(base) {
             if let Some(api) = rest.strip_prefix("/api/") {
-                return admin::handle(node, api, req).await;
+                return admin::handle(node, api, req, peer.ip()).await;
             }
             if rest.is_empty() {
                 // `/admin` → `/admin/`, so that the page's relative links resolve alike.
@@ -221,7 +223,7 @@ fn respond(
 
 /// Reads the JSON body of a POST request (at most [`MAX_BODY`] bytes; blank reads as `{}`)
 /// into `T`, or answers with a JSON error: 405 with `usage` for another method, 400/413 for a
-/// bad body.
+/// bad body, 408 for a body too slow to arrive.
 async fn read_post_json<B, T>(req: Request<B>, usage: &str) -> Result<T, HttpResponse>
 where
     B: Body<Data = Bytes>,
@@ -250,13 +252,23 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(json_error(
+    let e = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => return Ok(collected.to_bytes()),
+        Err(e) => e,
+    };
+    if let Some(limit) = crate::http_guard::timed_out(e.as_ref()) {
+        return Err(crate::http_guard::body_timeout_response(limit));
+    }
+    if e.downcast_ref::<LengthLimitError>().is_some() {
+        return Err(json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("the request body must be at most {MAX_BODY} bytes"),
-        )),
+        ));
     }
+    Err(json_error(
+        StatusCode::BAD_REQUEST,
+        &format!("bad request: could not read the body: {e}"),
+    ))
 }
 
 /// A JSON response with `no-store` (tokens and live numbers must not be cached).

@@ -112,6 +112,37 @@ impl Server {
 
     /// Starts a server with exactly this config and waits until it listens.
     pub async fn start_exact(config: Value) -> Server {
+        Server::start_exact_with(config, |_| {}).await
+    }
+
+    /// Starts a server with [`base_config`] merged with `patch`, whose open file descriptors
+    /// are limited to `nofile` (`RLIMIT_NOFILE`, set in the child before it runs herald).
+    pub async fn start_with_fd_limit(patch: Value, nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt as _;
+        let mut config = base_config();
+        merge(&mut config, patch);
+        Server::start_exact_with(config, move |cmd| {
+            // SAFETY: only setrlimit(2), which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: nofile as libc::rlim_t,
+                        rlim_max: nofile as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        })
+        .await
+    }
+
+    /// Starts a server with exactly this config, `configure` given the command before it is
+    /// spawned, and waits until it listens.
+    pub async fn start_exact_with(config: Value, configure: impl FnOnce(&mut Command)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -123,6 +154,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         clean_env(&mut cmd);
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn herald");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();

@@ -10,6 +10,8 @@
 mod common;
 
 mod flood;
+mod http;
+mod replies;
 mod tls;
 
 use std::time::Duration;

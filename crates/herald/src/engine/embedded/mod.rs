@@ -210,6 +210,41 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> EngineError {
     EngineError::Unavailable(format!("{what} {}: {e}", path.display()))
 }
 
+/// Warns when the database file exists but is empty (0 bytes): SQLite takes that for a new
+/// database, so the history starts over, empty, and every stream gets a new epoch. That is
+/// expected only if someone emptied it on purpose; a file lost to a bad copy or a full disk
+/// must not go unnoticed.
+fn warn_if_empty(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        tracing::warn!(
+            "history database {} exists but is empty (0 bytes): starting a new, empty history \
+             in it; every channel's stream starts over with a new epoch, so clients cannot \
+             recover positions from before. If it held data, stop Herald and restore it from a \
+             backup",
+            path.display()
+        );
+    }
+}
+
+/// The refusal to open a damaged database.
+fn damaged(path: &Path, findings: &str) -> EngineError {
+    EngineError::Unavailable(format!(
+        "the history database {} is damaged ({findings}); Herald does not start on a damaged \
+         database: {}",
+        path.display(),
+        store::corruption_advice(path)
+    ))
+}
+
+/// Why the database could not be opened: [`damaged`] when SQLite says it is, else the cause
+/// with the file's name.
+fn open_failed(path: &Path, e: &rusqlite::Error) -> EngineError {
+    if store::is_corruption(e) {
+        return damaged(path, &e.to_string());
+    }
+    EngineError::Unavailable(format!("cannot open {}: {e}", path.display()))
+}
+
 /// Takes the exclusive lock of a data directory.
 fn lock_data_dir(dir: &Path) -> Result<File, EngineError> {
     let path = dir.join(LOCK_FILE);
@@ -243,7 +278,17 @@ impl EmbeddedHistory {
             .map_err(|e| io_error("cannot create", &config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
         let path = config.database_path();
-        let conn = store::open_writer(&path).map_err(sql_error)?;
+        warn_if_empty(&path);
+        let conn = store::open_writer(&path).map_err(|e| open_failed(&path, &e))?;
+        store::read_through(&path);
+        // On a connection of its own: the pages it visits would otherwise fill the writer's
+        // page cache with whatever the check happened to read last.
+        let checked = store::open_reader(&path, true).and_then(|check| store::quick_check(&check));
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(findings)) => return Err(damaged(&path, &findings)),
+            Err(e) => return Err(open_failed(&path, &e)),
+        }
         let wal_path = writer::wal_path(&path);
         let wal = File::options()
             .read(true)
@@ -251,7 +296,8 @@ impl EmbeddedHistory {
             .open(&wal_path)
             .map_err(|e| io_error("cannot open", &wal_path, e))?;
         let wal = Arc::new(wal);
-        let checkpoint_conn = store::open_reader(&path, false).map_err(sql_error)?;
+        let checkpoint_conn =
+            store::open_reader(&path, false).map_err(|e| open_failed(&path, &e))?;
 
         let shared = Arc::new(Shared::new(CacheLimits {
             max_bytes: config.cache_max_bytes,
@@ -445,8 +491,27 @@ impl EmbeddedHistory {
         })
         .await
         .map_err(|e| EngineError::Unavailable(format!("history read task: {e}")))?
-        .map_err(sql_error)?;
+        .map_err(|e| self.read_failed(channel, e))?;
         Ok(view.unwrap_or_else(DiskView::missing))
+    }
+
+    /// Logs why a read of `channel` failed, with the file (and what to do when the file is
+    /// damaged): the client gets only error 100.
+    fn read_failed(&self, channel: &str, e: rusqlite::Error) -> EngineError {
+        let advice = if store::is_corruption(&e) {
+            format!(
+                "; the database is damaged: stop Herald, then {}",
+                store::corruption_advice(&self.path)
+            )
+        } else {
+            String::new()
+        };
+        tracing::error!(
+            file = %self.path.display(),
+            channel,
+            "history: cannot read the channel's stream: {e}{advice}"
+        );
+        sql_error(e)
     }
 
     /// Caches what a disk read found: the meta, and the publications when they are every

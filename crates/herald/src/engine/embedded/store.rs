@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use crate::engine::StoredPublication;
@@ -94,6 +94,54 @@ pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
         "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))?;
     Ok(conn)
+}
+
+/// Checks the structure of the database (`PRAGMA quick_check`: every page and record is
+/// well formed; it reads the whole file once, but does not cross-check indexes against their
+/// tables). `Ok(Err(findings))` when it is damaged, with SQLite's first findings.
+pub(super) fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let findings: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(match findings.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        // One line: SQLite's findings have line breaks of their own.
+        _ => Err(findings.join("; ").replace('\n', " ")),
+    })
+}
+
+/// Reads the file at `path` through once, front to back, so that [`quick_check`] finds its
+/// pages in the OS cache: the check visits pages in tree order, which on a cold cache is
+/// random reads (measured on a 939 MB database: 35 s cold, 1.2 s warm, and 6 s to read the
+/// file sequentially). Errors are ignored: the check that follows reports what matters.
+pub(super) fn read_through(path: &Path) {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return;
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Whether `e` says that the database file is damaged or not a database at all.
+pub(super) fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// What to do about a damaged database file (Herald stopped): what the refusal to start and
+/// the log lines of failed reads and writes tell the operator.
+pub(super) fn corruption_advice(path: &Path) -> String {
+    let path = path.display();
+    format!(
+        "restore {path} from a backup, or move it away (with {path}-wal and \
+         {path}-shm if they exist) to start with an empty history: every channel's stream then \
+         starts over with a new epoch and clients cannot recover older positions \
+         (`sqlite3 {path} .recover` may salvage what is still readable)"
+    )
 }
 
 fn open_error(message: String) -> rusqlite::Error {

@@ -1140,3 +1140,110 @@ fn bench() {
         }
     });
 }
+
+/// Log lines emitted on this thread while `f` runs (a `tracing` subscriber of its own, so
+/// that tests running in parallel do not see each other's).
+async fn logs_during<F: std::future::Future>(f: F) -> (String, F::Output) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            crate::sync::lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let text = String::from_utf8_lossy(&crate::sync::lock(&buffer.0)).into_owned();
+    (text, output)
+}
+
+/// Overwrites every page of the database but the first (the header and the schema) with
+/// garbage.
+fn corrupt_all_but_the_first_page(db: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let bytes = std::fs::read(db).unwrap();
+    let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65_536,
+        n => usize::from(n),
+    };
+    assert!(bytes.len() > 3 * page, "only {} bytes", bytes.len());
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start(page as u64)).unwrap();
+    file.write_all(&vec![0xA5; bytes.len() - page]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// A read that fails on a damaged page logs SQLite's cause with the file and the channel
+/// (the client only gets error 100), and says what to do.
+#[tokio::test]
+async fn a_failed_read_logs_the_cause_the_file_and_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let h = open(dir.path());
+        for i in 0..40 {
+            let data = raw(format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000))).unwrap();
+            h.append(AppendRequest::new("room:1", data, opts(100)))
+                .await
+                .unwrap();
+        }
+    }
+    // Opened on a sound file (the integrity check passes), damaged under it afterwards.
+    let h = open(dir.path());
+    let db = dir.path().join(DATABASE_FILE);
+    corrupt_all_but_the_first_page(&db);
+    let (logs, read) = logs_during(h.read("room:1", all(), opts(100))).await;
+    let error = read.expect_err("a read of damaged pages succeeded");
+    assert!(matches!(error, EngineError::Unavailable(_)), "{error:?}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("cannot read"))
+        .unwrap_or_else(|| panic!("no error logged: {logs:?}"));
+    assert!(line.contains("room:1"), "no channel in {line}");
+    assert!(
+        line.contains(&db.display().to_string()),
+        "no file in {line}"
+    );
+    assert!(line.contains("malformed"), "no SQLite cause in {line}");
+    assert!(line.contains("restore"), "no advice in {line}");
+}
+
+/// A database damaged while closed is refused at open, with its name and what to do.
+#[test]
+fn a_damaged_database_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let h = open(dir.path());
+        for i in 0..40 {
+            let data = raw(format!(r#"{{"n":{i},"pad":"{}"}}"#, "p".repeat(1000))).unwrap();
+            h.append(AppendRequest::new("room:1", data, opts(100)))
+                .await
+                .unwrap();
+        }
+    });
+    let db = dir.path().join(DATABASE_FILE);
+    corrupt_all_but_the_first_page(&db);
+    let error = EmbeddedHistory::open(config(dir.path())).expect_err("opened a damaged database");
+    let message = error.to_string();
+    assert!(message.contains(&db.display().to_string()), "{message}");
+    assert!(message.contains("damaged"), "{message}");
+    assert!(
+        message.contains("restore") && message.contains("move it away"),
+        "{message}"
+    );
+}

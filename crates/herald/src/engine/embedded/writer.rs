@@ -89,6 +89,17 @@ enum Reply {
     Done(oneshot::Sender<()>),
 }
 
+impl Cmd {
+    /// The channel the command is about, if one.
+    fn channel(&self) -> Option<&str> {
+        match self {
+            Cmd::Append(request, _) => Some(&request.channel),
+            Cmd::Ensure { channel, .. } | Cmd::Remove { channel, .. } => Some(channel),
+            Cmd::Sweep(_) | Cmd::SyncIdle | Cmd::Shutdown => None,
+        }
+    }
+}
+
 impl Reply {
     fn send(self) {
         // A caller that stopped waiting is no error.
@@ -513,7 +524,11 @@ impl Writer {
     fn begin(&mut self) -> Option<&mut Open> {
         if self.open.is_none() {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                tracing::error!(error = %e, "history: cannot begin a transaction");
+                tracing::error!(
+                    file = %self.conn.path().unwrap_or_default(),
+                    "history: cannot begin a write transaction: {e}{}",
+                    self.advice(&e)
+                );
                 return None;
             }
             self.open = Some(Open::default());
@@ -543,10 +558,22 @@ impl Writer {
         }
         let mut open = self.open.take().expect("begun above");
         open.commands += 1;
+        let channel = cmd.channel().map(str::to_owned);
         let result = self.execute_in(cmd, &mut open);
         self.open = Some(open);
         if let Err(e) = result {
-            self.abort(e);
+            self.abort(e, channel.as_deref());
+        }
+    }
+
+    /// What to do, for a log line, when `e` says the database file is damaged.
+    fn advice(&self, e: &rusqlite::Error) -> String {
+        match self.conn.path() {
+            Some(path) if store::is_corruption(e) => format!(
+                "; the database is damaged: stop Herald, then {}",
+                store::corruption_advice(std::path::Path::new(path))
+            ),
+            _ => String::new(),
         }
     }
 
@@ -616,9 +643,31 @@ impl Writer {
         Ok(())
     }
 
-    /// Rolls the open transaction back and fails everything in it.
-    fn abort(&mut self, e: rusqlite::Error) {
-        tracing::error!(error = %e, "history: write transaction failed");
+    /// Rolls the open transaction back and fails everything in it. `channel` is the one whose
+    /// command failed, if a command did (else the log names the channels the transaction
+    /// wrote).
+    fn abort(&mut self, e: rusqlite::Error, channel: Option<&str>) {
+        let channels = match channel {
+            Some(channel) => channel.to_owned(),
+            None => {
+                let dirty = self.open.as_ref().map_or(&[][..], |open| &open.dirty[..]);
+                let mut names = dirty.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                if dirty.len() > 5 {
+                    names.push_str(&format!(" and {} more", dirty.len() - 5));
+                }
+                if names.is_empty() {
+                    names.push_str("(none: the background expiry sweep)");
+                }
+                names
+            }
+        };
+        tracing::error!(
+            file = %self.conn.path().unwrap_or_default(),
+            channel = %channels,
+            "history: write failed, its transaction is rolled back and the publishes in it \
+             answered error 100: {e}{}",
+            self.advice(&e)
+        );
         let _ = self.conn.execute_batch("ROLLBACK");
         // What the writer believed about touched streams may be wrong now: reload.
         self.metas.clear();
@@ -643,7 +692,7 @@ impl Writer {
         let now = now_ms();
         if let Err(e) = self.flush_dirty(&open.dirty, now) {
             self.open = Some(open);
-            self.abort(e);
+            self.abort(e, None);
             return;
         }
         let seq = self.seq + 1;
@@ -663,7 +712,7 @@ impl Writer {
             // The pending marks stay: they hide nothing that exists, and the next
             // acknowledged commit of each channel clears them.
             self.open = Some(open);
-            self.abort(e);
+            self.abort(e, None);
             return;
         }
         self.seq = seq;
@@ -943,7 +992,7 @@ impl Writer {
         match result {
             Ok(r) => r,
             Err(e) => {
-                self.abort(e);
+                self.abort(e, None);
                 (false, false)
             }
         }
