@@ -1,6 +1,7 @@
 // TLS termination (http_server.tls) with the real centrifuge SDK: a client over wss:// that
 // trusts a CA made for the test receives a publication sent through the server API over
-// https://. The certificates are made with the `openssl` command.
+// https://. Compression is on, and the `ws` package offers it, so permessage-deflate runs
+// inside TLS too. The certificates are made with the `openssl` command.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -59,6 +60,7 @@ before(async () => {
   certs = makeCertificates(dir);
   herald = await startHerald({
     http_server: { tls: { enabled: true, cert_pem_file: certs.cert, key_pem_file: certs.key } },
+    websocket: { compression: true, compression_min_size: 0 },
   });
 });
 after(async () => {
@@ -70,9 +72,11 @@ after(async () => {
 test('centrifuge-js over wss:// receives a publication sent over https://', async () => {
   const ca = certs.ca;
   // The `ws` package takes TLS options as its third argument: trust the test CA only.
+  const sockets = [];
   class TrustingWebSocket extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols, { ca });
+      sockets.push(this);
     }
   }
   assert.match(herald.wsUrl, /^wss:\/\//);
@@ -80,6 +84,7 @@ test('centrifuge-js over wss:// receives a publication sent over https://', asyn
   clients.push(client);
   client.connect();
   await client.ready(5000);
+  assert.match(sockets.at(-1).extensions, /permessage-deflate/, 'compression was not negotiated');
   const sub = client.newSubscription('news');
   const subscribed = once(sub, 'subscribed');
   sub.subscribe();
@@ -88,13 +93,13 @@ test('centrifuge-js over wss:// receives a publication sent over https://', asyn
   const res = await httpsPost(
     `${herald.apiUrl}/publish`,
     { 'Content-Type': 'application/json', 'X-API-Key': herald.apiKey },
-    JSON.stringify({ channel: 'news', data: { text: 'over TLS' } }),
+    JSON.stringify({ channel: 'news', data: { text: 'over TLS', pad: 'x'.repeat(20000) } }),
     ca
   );
   assert.equal(res.status, 200, res.body);
   assert.ok(JSON.parse(res.body).result, res.body);
   const ctx = await received;
-  assert.deepEqual(ctx.data, { text: 'over TLS' });
+  assert.deepEqual(ctx.data, { text: 'over TLS', pad: 'x'.repeat(20000) });
 });
 
 test('a client that does not trust the certificate cannot connect', async () => {
