@@ -433,6 +433,8 @@ fn checktoken(cli: &Cli, token: &str, out: &mut dyn Write) -> Result<(), CliErro
 
 fn checkconfig(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let config = cli.load_config()?;
+    // The TLS certificate and key are read as the server would read them at start-up.
+    crate::tls::Terminator::from_config(&config.http_server.tls).map_err(CliError::Other)?;
     let source = match cli.config_path() {
         Some(path) => path.display().to_string(),
         None => "defaults and environment (no config file)".into(),

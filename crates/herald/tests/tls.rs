@@ -277,6 +277,31 @@ async fn unusable_tls_settings_stop_the_start_with_the_option_named() {
         err.contains("http_server.tls.cert_pem_file") && err.contains("missing.pem"),
         "{err}"
     );
+    // `checkconfig` reads the files as the server would.
+    let config = dir.path().join("missing.json");
+    let mut tree = common::base_config();
+    common::merge(
+        &mut tree,
+        json!({"http_server": {"tls": {
+            "enabled": true, "cert_pem_file": missing, "key_pem_file": cert.key,
+        }}}),
+    );
+    std::fs::write(&config, tree.to_string()).unwrap();
+    let out = common::run_cli(&["-c", config.to_str().unwrap(), "checkconfig"], dir.path()).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing.pem"),
+        "{err}"
+    );
+    let mut tree = common::base_config();
+    common::merge(&mut tree, tls_files(&cert));
+    std::fs::write(&config, tree.to_string()).unwrap();
+    let out = common::run_cli(&["-c", config.to_str().unwrap(), "checkconfig"], dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = refused(json!({"http_server": {"tls": {"enabled": true}}})).await;
     assert!(
         err.contains("http_server.tls.enabled needs a certificate"),
