@@ -332,6 +332,7 @@ async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, pee
     }
 }
 
+/// Serves HTTP/1.1 (with upgrades) on a connection, plain or TLS.
 async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
