@@ -139,6 +139,14 @@ pub async fn connect(
     let tcp = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
         .await
         .expect("connect timed out")?;
+    connect_on(tcp, config).await
+}
+
+/// [`connect`] over a TCP connection already open (e.g. one with a small receive buffer).
+pub async fn connect_on(
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from("localhost").expect("a valid name");
     tokio::time::timeout(
         STEP,

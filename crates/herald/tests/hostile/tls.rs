@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::tls::{TestCert, connect};
+use crate::common::tls::TestCert;
 use crate::common::{STEP, Server, Ws, encode_client_frame, token};
 use crate::peak_rss_during;
 
@@ -22,7 +22,15 @@ async fn raw_wss(
     port: u16,
     cert: &TestCert,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut tls = connect(port, cert.client_config())
+    // A small receive buffer, as an attacker would ask for, so that what the server sends
+    // piles up at the server rather than in this process's kernel.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = tokio::time::timeout(STEP, socket.connect(([127, 0, 0, 1], port).into()))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let mut tls = crate::common::tls::connect_on(tcp, cert.client_config())
         .await
         .expect("TLS connection");
     let request = format!(
@@ -204,4 +212,88 @@ async fn a_handshake_that_never_finishes_is_closed_on_time() {
         "stalled handshakes were closed after {lasted:?}, before the 10 s timeout"
     );
     ws.assert_alive().await;
+}
+
+/// A subscriber over TLS that stops reading while publications keep coming is dropped as a
+/// slow consumer when its queue passes `client.queue_max_size`, long before its write
+/// timeout: a connection whose TLS output is stalled takes nothing more from its queue, so
+/// the queue's budget sees what waits, as on a plain connection.
+#[tokio::test]
+async fn a_tls_subscriber_that_stops_reading_is_dropped_by_its_queue_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "slow-reader");
+    let server = Server::start(json!({
+        "http_server": {"tls": {
+            "enabled": true,
+            "cert_pem_file": cert.cert,
+            "key_pem_file": cert.key,
+        }},
+        // Long, so that only the queue's budget can drop the reader within the test.
+        "websocket": {"write_timeout": "60s"},
+    }))
+    .await;
+    let _turn = crate::one_attack_at_a_time().await;
+    let mut reader = raw_wss(server.port, &cert).await;
+    for command in [
+        json!({"id": 1, "connect": {"token": token("slow")}}),
+        json!({"id": 2, "subscribe": {"channel": "news"}}),
+    ] {
+        let frame = encode_client_frame(1, command.to_string().as_bytes());
+        reader.write_all(&frame).await.expect("write a command");
+    }
+    // Read until the subscribe reply, then never again.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"subscribe\"") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(STEP, reader.read(&mut buf))
+            .await
+            .expect("no subscribe reply in time")
+            .expect("read the replies");
+        assert!(n > 0, "connection ended before the subscribe reply");
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    let slow = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("herald_client_slow_consumers_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        crate::common::tls::https(
+            server.port,
+            cert.client_config(),
+            "GET",
+            "/metrics",
+            &[],
+            None,
+        )
+        .await
+        .text()
+    };
+    let before = slow(metrics().await);
+    // 4 MB of publications (4 x the default queue budget), 64 KB each.
+    let text = "p".repeat(64 * 1024);
+    let started = Instant::now();
+    for i in 0..64 {
+        let published = crate::common::tls::api(
+            server.port,
+            cert.client_config(),
+            "publish",
+            json!({"channel": "news", "data": {"i": i, "text": text}}),
+        )
+        .await;
+        assert_eq!(published.status, 200, "{}", published.text());
+    }
+    let deadline = Instant::now() + STEP;
+    while slow(metrics().await) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the TLS subscriber that stopped reading was not dropped by its queue budget \
+             within {:?} of the first publication",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
