@@ -171,3 +171,191 @@ impl Write for Socket<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    /// A server config with a self-signed certificate that `openssl` makes for the test.
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let dir = std::env::temp_dir().join(format!("herald-ws-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl (the TLS tests make their certificate with it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let chain = vec![CertificateDer::from_pem_file(&cert).expect("the certificate")];
+        let key = PrivateKeyDer::from_pem_file(&key).expect("the key");
+        let _ = std::fs::remove_dir_all(&dir);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("a usable certificate"),
+        )
+    }
+
+    /// The test's client trusts whatever the server presents: what is tested is the
+    /// connection's buffering, not certificate checks.
+    #[derive(Debug)]
+    struct TrustAnything(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for TrustAnything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// Sets a socket's buffer sizes small, so that the kernel holds little of what is sent.
+    fn small_buffers(stream: &TcpStream) {
+        let socket = socket2::SockRef::from(stream);
+        socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    }
+
+    /// Output to a peer that does not read: [`Tls::send`] takes no more than the TLS buffer's
+    /// limit beyond what the kernel holds, then says `WouldBlock` (the backpressure the
+    /// connection's write timeout and queue budget build on); and once the peer reads, what
+    /// was taken arrives whole.
+    #[tokio::test]
+    async fn output_to_a_peer_that_does_not_read_stays_within_the_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(TrustAnything(provider)))
+                .with_no_client_auth(),
+        );
+        let client = async {
+            let tcp = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            small_buffers(&tcp);
+            let name = ServerName::try_from("localhost").expect("a name");
+            tokio_rustls::TlsConnector::from(client_config)
+                .connect(name, tcp)
+                .await
+                .expect("client handshake")
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            small_buffers(&tcp);
+            tokio_rustls::TlsAcceptor::from(server_config())
+                .accept(tcp)
+                .await
+                .expect("server handshake")
+        };
+        let (mut client, server) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                tokio::join!(client, server)
+            })
+            .await
+            .expect("handshake in time");
+        let (stream, conn) = server.into_inner();
+        let mut tls = Tls::new(conn);
+
+        let chunk = vec![7u8; 1 << 20];
+        let mut taken = 0;
+        let mut blocked = false;
+        for _ in 0..16 {
+            match tls.send(&stream, &[IoSlice::new(&chunk)]) {
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(blocked, "16 MiB taken for a peer that reads nothing");
+        // The kernel's buffers (asked small; Linux doubles and rounds them) and rustls's.
+        assert!(
+            taken <= SEND_BUFFER + 256 * 1024,
+            "{taken} bytes taken for a peer that reads nothing (TLS buffer {SEND_BUFFER})"
+        );
+        assert!(
+            tls.wants_write(),
+            "nothing waits although the socket is full"
+        );
+
+        // The peer reads: what was taken arrives, whole.
+        let read = async {
+            let mut got = vec![0u8; taken];
+            client.read_exact(&mut got).await.expect("read");
+            got
+        };
+        let write = async {
+            while tls.wants_write() {
+                stream.writable().await.expect("writable");
+                match tls.flush(&stream) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("flush: {e}"),
+                }
+            }
+        };
+        let (got, ()) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::join!(read, write)
+        })
+        .await
+        .expect("the taken bytes arrive in time");
+        assert!(got.iter().all(|&b| b == 7), "the bytes arrived altered");
+    }
+}
