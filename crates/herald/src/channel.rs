@@ -1,17 +1,24 @@
-//! Channel names: validation and the special characters of Centrifugo's conventions, shared by
+//! Channel names: validation and the special strings of Centrifugo's conventions, shared by
 //! the client protocol and the server HTTP API.
 //!
-//! * `:` — namespace boundary. After removing one leading `$`, the part before the first `:` is
-//!   the namespace (`chat:room1` → `chat`, `$secret:x` → `secret`); a name without `:` belongs
-//!   to the default namespace `""`, governed by the `channel.without_namespace` options.
-//! * `$` — private prefix: a name starting with `$` needs a subscription token.
-//! * `#` — user boundary: the part after the **last** `#` is a `,`-separated list of the only
-//!   users who may subscribe (`inbox:#bob`, `dialog:#alice,bob`). It only has this meaning in
-//!   namespaces with user-limited channels enabled; otherwise `#` is an ordinary character.
+//! The strings come from the config ([`Naming`], built by `ChannelConfig::naming`); with
+//! Centrifugo's defaults:
+//!
+//! * `:` — namespace boundary (`channel.namespace_boundary`). After removing one leading
+//!   private prefix, the part before the first boundary is the namespace (`chat:room1` →
+//!   `chat`, `$secret:x` → `secret`); a name without it belongs to the default namespace `""`,
+//!   governed by the `channel.without_namespace` options.
+//! * `$` — private prefix (`channel.private_prefix`): a name starting with it needs a
+//!   subscription token. Empty: no channel is private.
+//! * `#` — user boundary (`channel.user_boundary`): the part after the **last** one is a list of
+//!   the only users who may subscribe (`inbox:#bob`, `dialog:#alice,bob`), separated by `,`
+//!   (`channel.user_separator`; empty: the part is one user id). It only has this meaning in
+//!   namespaces with user-limited channels enabled; otherwise it is ordinary text. An empty user
+//!   boundary turns user-limited channels off.
 //!
 //! These follow Centrifugo's `internal/config/container.go` (`namespaceName`, `IsPrivateChannel`,
-//! `IsUserLimited`, `UserAllowed`) with the default boundaries, except that an empty user id is
-//! never allowed by a user list.
+//! `IsUserLimited`, `UserAllowed`), except that an empty user id is never allowed by a user
+//! list.
 //!
 //! Validation here is what applies to every channel: non-empty, at most `max_len` bytes
 //! (Centrifugo's `channel.max_length`, default 255) and no control characters. Centrifugo
@@ -23,14 +30,46 @@ use std::fmt;
 
 use crate::protocol::Error;
 
-/// Separates the namespace from the rest of the name.
-pub const NAMESPACE_BOUNDARY: char = ':';
-/// Starts the user list of a user-limited channel (the last occurrence counts).
-pub const USER_BOUNDARY: char = '#';
-/// Separates user ids in the user list.
-pub const USER_SEPARATOR: char = ',';
-/// Marks a private channel (subscription token required).
-pub const PRIVATE_PREFIX: char = '$';
+/// Separates the namespace from the rest of the name (default of `channel.namespace_boundary`).
+pub const NAMESPACE_BOUNDARY: &str = ":";
+/// Starts the user list of a user-limited channel, the last occurrence counting (default of
+/// `channel.user_boundary`).
+pub const USER_BOUNDARY: &str = "#";
+/// Separates user ids in the user list (default of `channel.user_separator`).
+pub const USER_SEPARATOR: &str = ",";
+/// Marks a private channel, which needs a subscription token (default of
+/// `channel.private_prefix`).
+pub const PRIVATE_PREFIX: &str = "$";
+
+/// The strings that give a channel name its structure, from `channel.private_prefix`,
+/// `channel.namespace_boundary`, `channel.user_boundary` and `channel.user_separator`. Every
+/// place that splits a channel name takes one, so that a config that changes them changes
+/// who may subscribe everywhere at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Naming<'a> {
+    /// Marks a private channel; empty = no channel is private.
+    pub private_prefix: &'a str,
+    /// Separates the namespace; empty = no namespaces (config validation refuses it).
+    pub namespace_boundary: &'a str,
+    /// Starts the user list; empty = no user-limited channels.
+    pub user_boundary: &'a str,
+    /// Separates users in the list; empty = the list is one user id.
+    pub user_separator: &'a str,
+}
+
+/// Centrifugo's default naming: `$`, `:`, `#`, `,`.
+pub const DEFAULT_NAMING: Naming<'static> = Naming {
+    private_prefix: PRIVATE_PREFIX,
+    namespace_boundary: NAMESPACE_BOUNDARY,
+    user_boundary: USER_BOUNDARY,
+    user_separator: USER_SEPARATOR,
+};
+
+impl Default for Naming<'_> {
+    fn default() -> Self {
+        DEFAULT_NAMING
+    }
+}
 /// Default maximum channel name length in bytes (`channel.max_length`).
 pub const DEFAULT_MAX_LENGTH: usize = 255;
 
@@ -77,17 +116,29 @@ pub struct ParsedChannel<'a> {
     /// The name without its namespace part (and without the `$` prefix when namespaced); the
     /// whole name when there is no namespace. This is what a namespace `channel_regex` checks.
     pub rest: &'a str,
-    /// The name starts with `$`: subscribing needs a subscription token.
+    /// The name starts with the private prefix: subscribing needs a subscription token.
     pub private: bool,
-    /// The user list after the last `#`, if the name has one.
+    /// The user list after the last user boundary, if the name has one.
     pub user_part: Option<&'a str>,
+    /// Separates the users in `user_part` (empty: it is one user id).
+    user_separator: &'a str,
 }
 
 /// Validates `name` (non-empty, at most `max_len` bytes — 0 means [`DEFAULT_MAX_LENGTH`] — and
-/// no control characters) and splits it into namespace, private flag and user list.
+/// no control characters) and splits it into namespace, private flag and user list with
+/// Centrifugo's default naming. The server uses [`parse_with`] and the config's naming.
 pub fn parse(name: &str, max_len: usize) -> Result<ParsedChannel<'_>, ChannelError> {
+    parse_with(name, max_len, DEFAULT_NAMING)
+}
+
+/// [`parse`] with the given naming (`ChannelConfig::naming`).
+pub fn parse_with<'a>(
+    name: &'a str,
+    max_len: usize,
+    naming: Naming<'a>,
+) -> Result<ParsedChannel<'a>, ChannelError> {
     validate(name, max_len)?;
-    Ok(split(name))
+    Ok(split(name, naming))
 }
 
 /// Validates `name` without splitting it; see [`parse`].
@@ -113,22 +164,32 @@ pub fn validate(name: &str, max_len: usize) -> Result<(), ChannelError> {
 }
 
 /// Splits a name (assumed valid) into its parts.
-fn split(name: &str) -> ParsedChannel<'_> {
-    let private = name.starts_with(PRIVATE_PREFIX);
-    let trimmed = name.strip_prefix(PRIVATE_PREFIX).unwrap_or(name);
-    let (namespace, rest) = match trimmed.split_once(NAMESPACE_BOUNDARY) {
+fn split<'a>(name: &'a str, naming: Naming<'a>) -> ParsedChannel<'a> {
+    let prefix = naming.private_prefix;
+    let private = !prefix.is_empty() && name.starts_with(prefix);
+    let trimmed = if private { &name[prefix.len()..] } else { name };
+    let boundary = naming.namespace_boundary;
+    let (namespace, rest) = match trimmed
+        .split_once(boundary)
+        .filter(|_| !boundary.is_empty())
+    {
         Some((namespace, rest)) => (namespace, rest),
         None => ("", name),
     };
-    let user_part = name
-        .rfind(USER_BOUNDARY)
-        .map(|at| &name[at + USER_BOUNDARY.len_utf8()..]);
+    let user_boundary = naming.user_boundary;
+    let user_part = if user_boundary.is_empty() {
+        None
+    } else {
+        name.rfind(user_boundary)
+            .map(|at| &name[at + user_boundary.len()..])
+    };
     ParsedChannel {
         name,
         namespace,
         rest,
         private,
         user_part,
+        user_separator: naming.user_separator,
     }
 }
 
@@ -142,9 +203,15 @@ impl<'a> ParsedChannel<'a> {
     /// The user ids of the `#` list, in order (may include empty strings, which match nobody);
     /// nothing for names without `#`.
     pub fn users(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.user_part
-            .into_iter()
-            .flat_map(|part| part.split(USER_SEPARATOR))
+        let separator = self.user_separator;
+        self.user_part.into_iter().flat_map(move |part| {
+            let (one, many) = if separator.is_empty() {
+                (Some(part), None)
+            } else {
+                (None, Some(part.split(separator)))
+            };
+            one.into_iter().chain(many.into_iter().flatten())
+        })
     }
 
     /// Whether the `#` user list names `user`. False for an empty `user` (anonymous) and for
@@ -167,15 +234,16 @@ impl fmt::Display for ParsedChannel<'_> {
     }
 }
 
-/// The personal channel of `user`: `#user` in the default namespace, `namespace:#user`
-/// otherwise (Centrifugo's `subscribe_to_user_personal_channel`).
-pub fn personal_channel(namespace: &str, user: &str) -> String {
+/// The personal channel of `user`: the user boundary and `user` in the default namespace,
+/// `namespace`, the namespace boundary, the user boundary and `user` otherwise (`#42`,
+/// `personal:#42` by default; Centrifugo's `subscribe_to_user_personal_channel`).
+pub fn personal_channel(namespace: &str, user: &str, naming: Naming<'_>) -> String {
     let mut channel = String::with_capacity(namespace.len() + user.len() + 2);
     if !namespace.is_empty() {
         channel.push_str(namespace);
-        channel.push(NAMESPACE_BOUNDARY);
+        channel.push_str(naming.namespace_boundary);
     }
-    channel.push(USER_BOUNDARY);
+    channel.push_str(naming.user_boundary);
     channel.push_str(user);
     channel
 }
@@ -336,11 +404,83 @@ mod tests {
 
     #[test]
     fn personal_channels() {
-        assert_eq!(personal_channel("", "42"), "#42");
-        assert_eq!(personal_channel("personal", "42"), "personal:#42");
-        let name = personal_channel("personal", "42");
+        assert_eq!(personal_channel("", "42", DEFAULT_NAMING), "#42");
+        assert_eq!(
+            personal_channel("personal", "42", DEFAULT_NAMING),
+            "personal:#42"
+        );
+        let name = personal_channel("personal", "42", DEFAULT_NAMING);
         let c = p(&name);
         assert_eq!(c.namespace, "personal");
         assert!(c.allows_user("42"));
+    }
+
+    const CUSTOM: Naming<'static> = Naming {
+        private_prefix: "secret-",
+        namespace_boundary: "/",
+        user_boundary: "@",
+        user_separator: "+",
+    };
+
+    fn q(name: &str) -> ParsedChannel<'_> {
+        parse_with(name, DEFAULT_MAX_LENGTH, CUSTOM).unwrap()
+    }
+
+    #[test]
+    fn a_custom_private_prefix_makes_channels_private() {
+        let c = q("secret-payroll");
+        assert!(c.private);
+        assert_eq!((c.namespace, c.rest), ("", "secret-payroll"));
+        let c = q("secret-hr/payroll");
+        assert!(c.private);
+        assert_eq!((c.namespace, c.rest), ("hr", "payroll"));
+        // `$` is now ordinary text.
+        assert!(!q("$payroll").private);
+        // No prefix: nothing is private.
+        let none = Naming {
+            private_prefix: "",
+            ..DEFAULT_NAMING
+        };
+        assert!(!parse_with("$x", 255, none).unwrap().private);
+    }
+
+    #[test]
+    fn a_custom_namespace_boundary_splits_the_namespace() {
+        let c = q("chat/room:1");
+        assert_eq!((c.namespace, c.rest), ("chat", "room:1"));
+        assert_eq!(q("chat:room").namespace, "");
+    }
+
+    #[test]
+    fn custom_user_boundary_and_separator_limit_users() {
+        let c = q("dm/@alice+bob");
+        assert_eq!(c.namespace, "dm");
+        assert!(c.is_user_limited());
+        assert_eq!(c.users().collect::<Vec<_>>(), ["alice", "bob"]);
+        assert!(c.allows_user("alice") && c.allows_user("bob"));
+        assert!(!c.allows_user("alice+bob"));
+        // `#` and `,` are ordinary text now.
+        let c = q("dm/#alice,bob");
+        assert!(!c.is_user_limited());
+        assert!(!c.allows_user("alice"));
+        // No separator: the part after the boundary is one user id.
+        let one = Naming {
+            user_separator: "",
+            ..DEFAULT_NAMING
+        };
+        let c = parse_with("dm:#alice,bob", 255, one).unwrap();
+        assert_eq!(c.users().collect::<Vec<_>>(), ["alice,bob"]);
+        assert!(c.allows_user("alice,bob") && !c.allows_user("alice"));
+        // No user boundary: no user-limited channels.
+        let off = Naming {
+            user_boundary: "",
+            ..DEFAULT_NAMING
+        };
+        assert!(
+            !parse_with("inbox:#bob", 255, off)
+                .unwrap()
+                .is_user_limited()
+        );
+        assert_eq!(personal_channel("dm", "42", CUSTOM), "dm/@42");
     }
 }

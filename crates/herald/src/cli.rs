@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use crate::auth::{self, TokenError, TokenVerifier};
 use crate::config::{
-    self, Config, ConfigError, ConfigFormat, DEFAULT_CONFIG_FILE, LogFormat, format_duration,
+    self, Config, ConfigError, ConfigFormat, ConfigReport, DEFAULT_CONFIG_FILE, LogFormat,
+    format_duration,
 };
 
 /// Command-line arguments. Flags given here override the config file and the environment.
@@ -241,11 +242,21 @@ impl Cli {
 
     /// The effective configuration: file, then environment, then flags; validated.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        let mut config = Config::load(self.config_path().as_deref())?;
-        self.apply_overrides(&mut config);
-        config.apply_demo();
-        config.validate()?;
-        Ok(config)
+        self.check_config()?.into_config()
+    }
+
+    /// [`Cli::load_config`] that keeps going: the config (when it parses, with the flags
+    /// applied) and every problem found in it, for `checkconfig` to report them all at once.
+    pub fn check_config(&self) -> Result<ConfigReport, ConfigError> {
+        let mut report = Config::read(self.config_path().as_deref())?;
+        if let Some(config) = &mut report.config {
+            self.apply_overrides(config);
+            config.apply_demo();
+            if let Err(e) = config.validate() {
+                report.problems.extend(e.into_problems());
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -431,24 +442,33 @@ fn checktoken(cli: &Cli, token: &str, out: &mut dyn Write) -> Result<(), CliErro
     Ok(())
 }
 
+/// Reports every problem of the configuration in one run: the warnings on `out`, then the
+/// errors (all of them, in one [`ConfigError::Problems`]) as the command's error.
 fn checkconfig(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let config = cli.load_config()?;
-    // The TLS certificate and key are read as the server would read them at start-up.
-    crate::tls::Terminator::from_config(&config.http_server.tls).map_err(CliError::Other)?;
+    let mut report = cli.check_config()?;
+    // The TLS certificate and key are read as the server would read them at start-up (once
+    // the TLS options themselves are consistent).
+    if let Some(config) = &report.config {
+        let tls = &config.http_server.tls;
+        if tls.problems().is_empty() {
+            if let Err(e) = crate::tls::Terminator::from_config(tls) {
+                report.problems.push(crate::config::ConfigError::Invalid(e));
+            }
+        }
+    }
     let source = match cli.config_path() {
         Some(path) => path.display().to_string(),
         None => "defaults and environment (no config file)".into(),
     };
-    print(out, &format!("configuration is valid: {source}"));
-    for warning in &config.load_warnings {
-        print(out, &format!("warning: {warning}"));
+    if report.problems.is_empty() {
+        print(out, &format!("configuration is valid: {source}"));
     }
-    for option in config.unsupported_options() {
-        print(
-            out,
-            &format!("warning: {option} is accepted for Centrifugo compatibility but ignored"),
-        );
+    if let Some(config) = &report.config {
+        for warning in config.load_warnings.iter().chain(config.warnings().iter()) {
+            print(out, &format!("warning: {warning}"));
+        }
     }
+    report.into_config()?;
     Ok(())
 }
 
@@ -790,7 +810,7 @@ mod tests {
         let (result, out, _) = run(&parse(&["-c", cfg.to_str().unwrap(), "checkconfig"]));
         result.unwrap();
         assert!(out.contains("configuration is valid"), "{out}");
-        assert!(out.contains("grpc_api is accepted"), "{out}");
+        assert!(out.contains("warning: grpc_api: not implemented"), "{out}");
 
         let bad = dir.join("bad.json");
         std::fs::write(&bad, r#"{"client": {"pingg_interval": "1s"}}"#).unwrap();

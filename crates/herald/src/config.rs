@@ -4,7 +4,9 @@
 //! Option names and nesting follow Centrifugo v6 (`http_server.port`, `client.token.hmac_secret_key`,
 //! `channel.namespaces[].history_size`, …) so that a Centrifugo config file works unchanged.
 //! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`…)
-//! are accepted as opaque values and reported by [`Config::unsupported_options`], so `main` can warn.
+//! are accepted as opaque values; [`crate::config_audit`] decides for every accepted option that
+//! Herald does not implement whether setting it is refused ([`Config::validate`]) or warned
+//! about ([`Config::warnings`]).
 //!
 //! Anything else is an error that names the option with its full path: a typo such as
 //! `client.pingg_interval` gives `unknown option "client.pingg_interval" (did you mean
@@ -109,6 +111,9 @@ pub enum ConfigError {
     /// The options parse but do not make sense together (see [`Config::validate`]).
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Several problems, all reported at once (each names its option).
+    #[error("{} problems in the configuration:{}", .0.len(), list_problems(.0))]
+    Problems(Vec<ConfigError>),
     /// A config could not be rendered (genconfig).
     #[error("cannot render the config as {format}: {message}")]
     Render {
@@ -117,6 +122,29 @@ pub enum ConfigError {
         /// The serializer's message.
         message: String,
     },
+}
+
+fn list_problems(problems: &[ConfigError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+impl ConfigError {
+    /// `Ok` for no problems, the problem itself for one, [`ConfigError::Problems`] for more.
+    pub fn from_problems(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Problems(problems)),
+        }
+    }
+
+    /// The individual problems: this one, or each of [`ConfigError::Problems`].
+    pub fn into_problems(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Problems(all) => all,
+            one => vec![one],
+        }
+    }
 }
 
 fn unknown_hint(suggestion: Option<&str>, origin: Option<&str>) -> String {
@@ -307,7 +335,7 @@ mod string_or_number {
 // ---------------------------------------------------------------------------------------------
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
-/// yet; kept verbatim. [`Config::unsupported_options`] lists the ones that are set.
+/// yet; kept verbatim. [`crate::config_audit`] refuses or warns about the ones that are set.
 pub type Opaque = Option<Value>;
 
 /// The whole Herald configuration. Build it with [`Config::load`] (file + environment), adjust it
@@ -477,7 +505,8 @@ pub struct HttpServerConfig {
     pub internal_port: String,
     /// TLS on the listener (`https://`, `wss://`); see [`TlsConfig`].
     pub tls: TlsConfig,
-    /// Centrifugo ACME certificates. Not implemented: refused when enabled.
+    /// Centrifugo ACME certificates. Not implemented: refused when enabled (see
+    /// `crate::config_audit`).
     pub tls_autocert: Opaque,
     /// Centrifugo: TLS only on the external port. Not implemented.
     pub tls_external: bool,
@@ -523,9 +552,10 @@ impl Default for HttpServerConfig {
 /// SIGHUP and when they change, see `crate::tls`), base64 (`*_pem_b64`) or inline PEM
 /// (`*_pem`). Centrifugo takes the first source set and ignores the others; Herald refuses a
 /// config that sets two, so that what is served is never a surprise. Client certificates
-/// (`client_ca_*`, mutual TLS) are not implemented and refused. `server_ca_*`,
-/// `insecure_skip_verify` and `server_name` only configure outgoing connections in
-/// Centrifugo's shared TLS type and do nothing on a listener: accepted, and listed as ignored.
+/// (`client_ca_*`, mutual TLS) are not implemented: refused while TLS is on, warned while off
+/// (see `crate::config_audit`). `server_ca_*`, `insecure_skip_verify` and `server_name` only
+/// configure outgoing connections in Centrifugo's shared TLS type and do nothing on a
+/// listener: warned.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -550,11 +580,11 @@ pub struct TlsConfig {
     /// Centrifugo: as `server_ca_pem`, from a file.
     pub server_ca_pem_file: String,
     /// Centrifugo: CA that client certificates must chain to (mutual TLS). Not implemented:
-    /// refused.
+    /// refused while TLS is on.
     pub client_ca_pem: String,
-    /// Centrifugo: as `client_ca_pem`, base64. Refused.
+    /// Centrifugo: as `client_ca_pem`, base64. Not implemented.
     pub client_ca_pem_b64: String,
-    /// Centrifugo: as `client_ca_pem`, from a file. Refused.
+    /// Centrifugo: as `client_ca_pem`, from a file. Not implemented.
     pub client_ca_pem_file: String,
     /// Centrifugo: skip verifying servers Herald connects to. No effect on a listener.
     pub insecure_skip_verify: bool,
@@ -563,26 +593,15 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    /// Checks that an enabled TLS config has exactly one source for the certificate and one
-    /// for the key, and nothing Herald does not implement. Messages name the options.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        let at = "http_server.tls";
-        for (name, value) in [
-            ("client_ca_pem", &self.client_ca_pem),
-            ("client_ca_pem_b64", &self.client_ca_pem_b64),
-            ("client_ca_pem_file", &self.client_ca_pem_file),
-        ] {
-            if !value.is_empty() {
-                return bad(format!(
-                    "{at}.{name}: client certificates (mutual TLS) are not supported; remove \
-                     the option, or terminate mutual TLS in a proxy in front of Herald"
-                ));
-            }
-        }
+    /// What is wrong with an enabled TLS config: it needs exactly one source for the
+    /// certificate and one for the key. Each message names the options. (Options Herald does
+    /// not implement here, such as `client_ca_pem`, are [`crate::config_audit`]'s.)
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if !self.enabled {
-            return Ok(());
+            return problems;
         }
+        let at = "http_server.tls";
         for (what, sources) in [
             (
                 "certificate",
@@ -601,52 +620,25 @@ impl TlsConfig {
                 ],
             ),
         ] {
+            let named = |(name, _): &(&str, &String)| format!("{at}.{name}");
             let set: Vec<String> = sources
                 .iter()
                 .filter(|(_, v)| !v.is_empty())
-                .map(|(name, _)| format!("{at}.{name}"))
+                .map(named)
                 .collect();
-            let names = || {
-                sources
-                    .iter()
-                    .map(|(name, _)| format!("{at}.{name}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             match set.len() {
-                0 => {
-                    return bad(format!(
-                        "{at}.enabled needs a {what}: set one of {}",
-                        names()
-                    ));
-                }
+                0 => problems.push(format!(
+                    "{at}.enabled needs a {what}: set one of {}",
+                    sources.iter().map(named).collect::<Vec<_>>().join(", ")
+                )),
                 1 => {}
-                _ => {
-                    return bad(format!(
-                        "{at}: the {what} is set twice ({}): keep one",
-                        set.join(" and ")
-                    ));
-                }
+                _ => problems.push(format!(
+                    "{at}: the {what} is set twice ({}): keep one",
+                    set.join(" and ")
+                )),
             }
         }
-        Ok(())
-    }
-
-    /// The options set here that do nothing on a listener (see [`TlsConfig`]).
-    fn ignored_options(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, on) in [
-            ("server_ca_pem", !self.server_ca_pem.is_empty()),
-            ("server_ca_pem_b64", !self.server_ca_pem_b64.is_empty()),
-            ("server_ca_pem_file", !self.server_ca_pem_file.is_empty()),
-            ("insecure_skip_verify", self.insecure_skip_verify),
-            ("server_name", !self.server_name.is_empty()),
-        ] {
-            if on {
-                out.push(format!("http_server.tls.{name}"));
-            }
-        }
-        out
+        problems
     }
 }
 
@@ -950,7 +942,8 @@ pub struct ClientConfig {
     /// How often presence entries are refreshed. Default 27s.
     #[serde(with = "go_duration")]
     pub presence_update_interval: Duration,
-    /// Centrifugo command concurrency per connection. Accepted.
+    /// Centrifugo command concurrency per connection. Not implemented (warned about): Herald
+    /// handles a connection's commands in order.
     pub concurrency: usize,
     /// How often a positioned subscription's stream position is checked. Default 40s.
     #[serde(with = "go_duration")]
@@ -958,11 +951,13 @@ pub struct ClientConfig {
     /// Centrifugo position-check lag tolerance. Accepted.
     #[serde(with = "go_duration")]
     pub channel_position_max_time_lag: Duration,
-    /// Maximum connections on this node; 0 = unlimited.
+    /// Maximum open WebSocket connections on this node (a handshake beyond gets HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_limit: usize,
     /// Maximum connections of one user on this node; 0 = unlimited.
     pub user_connection_limit: usize,
-    /// Maximum new connections per second on this node; 0 = unlimited.
+    /// Maximum new WebSocket connections per second on this node (beyond: HTTP 503; see
+    /// [`crate::limits`]); 0 = unlimited.
     pub connection_rate_limit: usize,
     /// Include the server time in the connect reply.
     pub connect_include_server_time: bool,
@@ -974,7 +969,9 @@ pub struct ClientConfig {
     pub insecure_skip_token_signature_verify: bool,
     /// Take the user id from this HTTP header (behind an authenticating proxy).
     pub user_id_http_header: String,
-    /// DANGEROUS: Centrifugo's insecure client mode (everything allowed, no token needed).
+    /// DANGEROUS, development only: Centrifugo's insecure client mode. Clients connect without
+    /// a token (anonymous) and may subscribe to every channel but private ones, publish, and
+    /// read presence and history; connections never expire. Logged as a WARN at start-up.
     pub insecure: bool,
     /// Server-side subscription to the user's personal channel.
     pub subscribe_to_user_personal_channel: PersonalChannelConfig,
@@ -1200,14 +1197,29 @@ pub struct ChannelConfig {
     pub publication_data_format: String,
     /// Longest channel name accepted, in bytes. Default 255.
     pub max_length: usize,
-    /// Centrifugo private-channel prefix (legacy). Default `$`.
+    /// A channel name starting with this needs a subscription token; empty = no private
+    /// channels. Default `$`. (Applied by [`crate::channel`], as the three below.)
     pub private_prefix: String,
-    /// Separates namespace from the rest of a channel name. Default `:`.
+    /// Separates namespace from the rest of a channel name. Default `:`; must not be empty.
     pub namespace_boundary: String,
-    /// Starts the user list of a user-limited channel. Default `#`.
+    /// Starts the user list of a user-limited channel; empty = no user-limited channels.
+    /// Default `#`.
     pub user_boundary: String,
-    /// Separates users in a user-limited channel. Default `,`.
+    /// Separates users in a user-limited channel; empty = the list is one user id. Default `,`.
     pub user_separator: String,
+}
+
+impl ChannelConfig {
+    /// The strings that structure channel names (`private_prefix`, `namespace_boundary`,
+    /// `user_boundary`, `user_separator`), for [`crate::channel::parse_with`].
+    pub fn naming(&self) -> crate::channel::Naming<'_> {
+        crate::channel::Naming {
+            private_prefix: &self.private_prefix,
+            namespace_boundary: &self.namespace_boundary,
+            user_boundary: &self.user_boundary,
+            user_separator: &self.user_separator,
+        }
+    }
 }
 
 impl Default for ChannelConfig {
@@ -1462,6 +1474,12 @@ fn kind_name(v: &Value) -> &'static str {
 // Loading
 // ---------------------------------------------------------------------------------------------
 
+/// The process's environment variables with names and values as strings.
+fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+}
+
 /// Which option paths were set from which environment variable (for error messages).
 #[derive(Default)]
 struct Origins(Vec<(String, String)>);
@@ -1489,13 +1507,32 @@ impl Config {
     /// Command-line flags are applied by the caller afterwards (see `cli::Cli::load_config`),
     /// which validates again.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v)));
-        let env = env.map(|(k, v)| (k, v.to_string_lossy().into_owned()));
-        Config::load_with_env(path, env)
+        Config::load_with_env(path, process_env())
+    }
+
+    /// [`Config::read_with_env`] with the process's environment.
+    pub fn read(path: Option<&Path>) -> Result<ConfigReport, ConfigError> {
+        Config::read_with_env(path, process_env())
     }
 
     /// [`Config::load`] with the environment given explicitly (tests; embedding).
     pub fn load_with_env<I>(path: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut report = Config::read_with_env(path, env)?;
+        if let Some(config) = &report.config {
+            if let Err(e) = config.validate() {
+                report.problems.extend(e.into_problems());
+            }
+        }
+        report.into_config()
+    }
+
+    /// Reads the config like [`Config::load_with_env`] but without validating it, and goes on
+    /// after unknown options so that all of them are reported at once. Fails only when the file
+    /// or an environment variable cannot be read at all.
+    pub fn read_with_env<I>(path: Option<&Path>, env: I) -> Result<ConfigReport, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -1521,11 +1558,17 @@ impl Config {
             }
             None => Value::Object(Map::new()),
         };
-        let (origins, warnings) = apply_env(&mut tree, env)?;
-        let mut config = from_tree(tree, &origins)?;
-        config.load_warnings = warnings;
-        config.validate()?;
-        Ok(config)
+        let (origins, mut warnings) = apply_env(&mut tree, env)?;
+        let loaded = from_tree_lenient(tree, &origins);
+        warnings.extend(loaded.warnings);
+        let config = loaded.config.map(|mut config| {
+            config.load_warnings = warnings;
+            config
+        });
+        Ok(ConfigReport {
+            config,
+            problems: loaded.problems,
+        })
     }
 
     /// Parses config text in the given format (no environment, no validation): for tests and for
@@ -1548,9 +1591,12 @@ impl Config {
             .map(|ns| &ns.options)
     }
 
-    /// Checks that the options make sense together. Every message names the option at fault.
+    /// Checks that the options make sense together and that no option is set that Herald would
+    /// ignore to the user's harm (the "refused" ones of [`crate::config_audit`]). Every message
+    /// names the option at fault, and all problems are reported at once
+    /// ([`ConfigError::Problems`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut problems: Vec<String> = Vec::new();
         let c = &self.client;
         for (name, d) in [
             ("client.ping_interval", c.ping_interval),
@@ -1563,11 +1609,11 @@ impl Config {
             ),
         ] {
             if d.is_zero() {
-                return bad(format!("{name} must be greater than zero"));
+                problems.push(format!("{name} must be greater than zero"));
             }
         }
         if c.pong_timeout >= c.ping_interval {
-            return bad(format!(
+            problems.push(format!(
                 "client.pong_timeout ({}) must be shorter than client.ping_interval ({})",
                 format_duration(c.pong_timeout),
                 format_duration(c.ping_interval)
@@ -1583,17 +1629,17 @@ impl Config {
             ("channel.max_length", self.channel.max_length),
         ] {
             if n == 0 {
-                return bad(format!("{name} must be greater than zero"));
+                problems.push(format!("{name} must be greater than zero"));
             }
         }
         if self.workers > MAX_WORKERS {
-            return bad(format!(
+            problems.push(format!(
                 "workers must be at most {MAX_WORKERS} (0 = one per CPU core), got {}",
                 self.workers
             ));
         }
         if self.websocket.compression_level > 9 {
-            return bad(format!(
+            problems.push(format!(
                 "websocket.compression_level must be between 0 and 9, got {}",
                 self.websocket.compression_level
             ));
@@ -1605,92 +1651,108 @@ impl Config {
             ("health.handler_prefix", &self.health.handler_prefix),
         ] {
             if !prefix.starts_with('/') {
-                return bad(format!("{name} must start with \"/\", got \"{prefix}\""));
+                problems.push(format!("{name} must start with \"/\", got \"{prefix}\""));
             }
         }
         if !self.admin.handler_prefix.is_empty() && !self.admin.handler_prefix.starts_with('/') {
-            return bad(format!(
+            problems.push(format!(
                 "admin.handler_prefix must be empty or start with \"/\", got \"{}\"",
                 self.admin.handler_prefix
             ));
         }
         if let Some(i) = c.allowed_origins.iter().position(|o| o.trim().is_empty()) {
-            return bad(format!("client.allowed_origins[{i}] is empty"));
+            problems.push(format!("client.allowed_origins[{i}] is empty"));
         }
         if self.admin.enabled
             && !self.admin.insecure
             && (self.admin.password.is_empty() || self.admin.secret.is_empty())
         {
-            return bad(
+            problems.push(
                 "admin.enabled needs admin.password and admin.secret (or admin.insecure)"
                     .to_string(),
             );
         }
         if self.channel.namespace_boundary.is_empty() {
-            return bad("channel.namespace_boundary must not be empty".to_string());
+            problems.push("channel.namespace_boundary must not be empty".to_string());
         }
-        if self.channel.history_meta_ttl.is_zero() {
-            return bad("channel.history_meta_ttl must be greater than zero".to_string());
-        }
-
-        self.http_server.tls.validate()?;
-        if self
-            .http_server
-            .tls_autocert
-            .as_ref()
-            .and_then(|v| v.get("enabled"))
-            .is_some_and(is_active)
-        {
-            return bad(
-                "http_server.tls_autocert.enabled: automatic (ACME) certificates are \
-                 not supported; get a certificate (e.g. with certbot) and set \
-                 http_server.tls.cert_pem_file and key_pem_file"
+        if self.demo && self.channel.naming() != crate::channel::DEFAULT_NAMING {
+            problems.push(
+                "demo: the demo chat names its channels with the default channel.private_prefix, \
+                 namespace_boundary, user_boundary and user_separator: remove those options or \
+                 demo"
                     .to_string(),
             );
         }
+        if self.demo
+            && self.websocket.handler_prefix.trim_end_matches('/') != "/connection/websocket"
+        {
+            problems.push(
+                "demo: the demo chat connects to /connection/websocket: remove \
+                 websocket.handler_prefix or demo"
+                    .to_string(),
+            );
+        }
+        if self.channel.history_meta_ttl.is_zero() {
+            problems.push("channel.history_meta_ttl must be greater than zero".to_string());
+        }
+        problems.extend(self.http_server.tls.problems());
 
-        crate::auth::TokenVerifier::new(&c.token)
-            .map_err(|e| ConfigError::Invalid(format!("client.token: {e}")))?;
+        if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
+            problems.push(format!("client.token: {e}"));
+        }
         if c.subscription_token.enabled {
             if !c.subscription_token.token.has_key() {
-                return bad("client.subscription_token.enabled needs a key \
+                problems.push(
+                    "client.subscription_token.enabled needs a key \
                      (client.subscription_token.hmac_secret_key, rsa_public_key, ecdsa_public_key \
                      or jwks_public_endpoint)"
-                    .to_string());
+                        .to_string(),
+                );
             }
-            crate::auth::TokenVerifier::new(&c.subscription_token.token)
-                .map_err(|e| ConfigError::Invalid(format!("client.subscription_token: {e}")))?;
+            if let Err(e) = crate::auth::TokenVerifier::new(&c.subscription_token.token) {
+                problems.push(format!("client.subscription_token: {e}"));
+            }
         }
 
         validate_namespace_options(
             "channel.without_namespace",
             &self.channel.without_namespace,
             self.channel.history_meta_ttl,
-        )?;
+            &mut problems,
+        );
         let mut seen = BTreeSet::new();
         for (i, ns) in self.channel.namespaces.iter().enumerate() {
             let at = format!("channel.namespaces[{i}]");
             if ns.name.is_empty() {
-                return bad(format!("{at}.name is missing"));
+                problems.push(format!("{at}.name is missing"));
             }
             if !ns
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             {
-                return bad(format!(
+                problems.push(format!(
                     "{at}.name \"{}\" may only contain letters, digits, '_', '-' and '.'",
                     ns.name
                 ));
             }
+            let boundary = self.channel.namespace_boundary.as_str();
+            if !boundary.is_empty() && ns.name.contains(boundary) {
+                problems.push(format!(
+                    "{at}.name \"{}\" contains channel.namespace_boundary \"{boundary}\", so no \
+                     channel name can reach it: rename the namespace or change the boundary",
+                    ns.name
+                ));
+            }
             if !seen.insert(ns.name.as_str()) {
-                return bad(format!("{at}.name \"{}\" is used twice", ns.name));
+                problems.push(format!("{at}.name \"{}\" is used twice", ns.name));
             }
             validate_namespace_options(
                 &format!("{at} (\"{}\")", ns.name),
                 &ns.options,
                 self.channel.history_meta_ttl,
-            )?;
+                &mut problems,
+            );
         }
         let personal = &c.subscribe_to_user_personal_channel;
         if personal.enabled
@@ -1699,83 +1761,30 @@ impl Config {
                 .namespace(&personal.personal_channel_namespace)
                 .is_none()
         {
-            return bad(format!(
+            problems.push(format!(
                 "client.subscribe_to_user_personal_channel.personal_channel_namespace \"{}\" \
                  is not in channel.namespaces",
                 personal.personal_channel_namespace
             ));
         }
-        Ok(())
+        problems.extend(
+            crate::config_audit::audit(self)
+                .into_iter()
+                .filter(|f| f.severity == crate::config_audit::Severity::Refused)
+                .map(|f| f.to_string()),
+        );
+        ConfigError::from_problems(problems.into_iter().map(ConfigError::Invalid).collect())
     }
 
-    /// Options that are set but that Herald accepts only for compatibility and ignores (e.g.
-    /// `grpc_api`, `proxies`, `channel.namespaces[0].subscribe_proxy_enabled`), for `main` to
-    /// log as warnings.
-    pub fn unsupported_options(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let top: [(&str, &Opaque); 22] = [
-            ("map_broker", &self.map_broker),
-            ("controller", &self.controller),
-            ("shared_poll", &self.shared_poll),
-            ("rpc", &self.rpc),
-            ("proxies", &self.proxies),
-            ("grpc_api", &self.grpc_api),
-            ("consumers", &self.consumers),
-            ("sse", &self.sse),
-            ("http_stream", &self.http_stream),
-            ("webtransport", &self.webtransport),
-            ("uni_sse", &self.uni_sse),
-            ("uni_http_stream", &self.uni_http_stream),
-            ("uni_websocket", &self.uni_websocket),
-            ("uni_grpc", &self.uni_grpc),
-            ("emulation", &self.emulation),
-            ("swagger", &self.swagger),
-            ("init", &self.init),
-            ("opentelemetry", &self.opentelemetry),
-            ("graphite", &self.graphite),
-            ("node", &self.node),
-            ("shutdown", &self.shutdown),
-            ("debug", &self.debug),
-        ];
-        out.extend(self.http_server.tls.ignored_options());
-        let nested: [(&str, &Opaque); 5] = [
-            ("http_server.tls_autocert", &self.http_server.tls_autocert),
-            ("http_server.internal_tls", &self.http_server.internal_tls),
-            ("http_server.http3", &self.http_server.http3),
-            ("client.proxy", &self.client.proxy),
-            ("channel.proxy", &self.channel.proxy),
-        ];
-        for (name, value) in top.iter().chain(nested.iter()) {
-            if value.as_ref().is_some_and(is_active) {
-                out.push((*name).to_string());
-            }
-        }
-        let mut namespaces = vec![(
-            "channel.without_namespace".to_string(),
-            &self.channel.without_namespace,
-        )];
-        for (i, ns) in self.channel.namespaces.iter().enumerate() {
-            namespaces.push((format!("channel.namespaces[{i}]"), &ns.options));
-        }
-        for (at, o) in namespaces {
-            for (name, on) in [
-                ("subscribe_proxy_enabled", o.subscribe_proxy_enabled),
-                ("publish_proxy_enabled", o.publish_proxy_enabled),
-                ("sub_refresh_proxy_enabled", o.sub_refresh_proxy_enabled),
-                (
-                    "subscribe_stream_proxy_enabled",
-                    o.subscribe_stream_proxy_enabled,
-                ),
-                ("subscription_type", !o.subscription_type.is_empty()),
-                ("map", o.map.as_ref().is_some_and(is_active)),
-                ("shared_poll", o.shared_poll.as_ref().is_some_and(is_active)),
-            ] {
-                if on {
-                    out.push(format!("{at}.{name}"));
-                }
-            }
-        }
-        out
+    /// Options that are set but that Herald does not implement and that are harmless to
+    /// ignore, each as `path: what happens` (the "warned" ones of [`crate::config_audit`]), for
+    /// `main` to log as warnings at start-up and `checkconfig` to list.
+    pub fn warnings(&self) -> Vec<String> {
+        crate::config_audit::audit(self)
+            .into_iter()
+            .filter(|f| f.severity == crate::config_audit::Severity::Warned)
+            .map(|f| f.to_string())
+            .collect()
     }
 
     /// Renders the whole config (every option, defaults included) in `format`.
@@ -1790,7 +1799,7 @@ impl Config {
 
 /// Whether an opaque section's value turns something on (so ignoring it matters): `false`, `0`,
 /// `""`, empty lists/objects and objects of only such values do not.
-fn is_active(v: &Value) -> bool {
+pub(crate) fn is_active(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -1805,13 +1814,14 @@ fn validate_namespace_options(
     at: &str,
     o: &NamespaceOptions,
     global_meta_ttl: Duration,
-) -> Result<(), ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(format!("{at}: {m}")));
+    out: &mut Vec<String>,
+) {
+    let mut problems: Vec<String> = Vec::new();
     if o.history_ttl.subsec_nanos() != 0 || o.history_meta_ttl.subsec_nanos() != 0 {
-        return bad("history_ttl and history_meta_ttl must be whole seconds".to_string());
+        problems.push("history_ttl and history_meta_ttl must be whole seconds".to_string());
     }
     if (o.history_size == 0) != o.history_ttl.is_zero() {
-        return bad("history needs both history_size and history_ttl (or neither)".to_string());
+        problems.push("history needs both history_size and history_ttl (or neither)".to_string());
     }
     let meta_ttl = if o.history_meta_ttl.is_zero() {
         global_meta_ttl
@@ -1819,52 +1829,107 @@ fn validate_namespace_options(
         o.history_meta_ttl
     };
     if o.history_ttl > meta_ttl {
-        return bad(format!(
+        problems.push(format!(
             "history_ttl ({}) can not be longer than history_meta_ttl ({})",
             format_duration(o.history_ttl),
             format_duration(meta_ttl)
         ));
     }
     if o.force_recovery && !o.history_enabled() {
-        return bad("force_recovery needs history (history_size and history_ttl)".to_string());
+        problems.push("force_recovery needs history (history_size and history_ttl)".to_string());
     }
     if o.force_positioning && !o.history_enabled() {
-        return bad("force_positioning needs history (history_size and history_ttl)".to_string());
+        problems.push("force_positioning needs history (history_size and history_ttl)".to_string());
     }
     if o.auto_cache_recover && (!o.force_recovery || o.force_recovery_mode != RecoveryMode::Cache) {
-        return bad(
+        problems.push(
             "auto_cache_recover needs force_recovery and force_recovery_mode \"cache\"".to_string(),
         );
-    }
-    if !o.channel_regex.is_empty() {
-        return bad("channel_regex is not supported by Herald yet; remove it".to_string());
     }
     if let Some(t) = o
         .allowed_delta_types
         .iter()
         .find(|t| t.as_str() != "fossil")
     {
-        return bad(format!(
+        problems.push(format!(
             "allowed_delta_types: unknown delta type \"{t}\" (only \"fossil\")"
         ));
     }
-    Ok(())
+    out.extend(problems.into_iter().map(|m| format!("{at}: {m}")));
 }
 
 /// Turns the file/env tree into a typed config: unknown keys are refused with their path, scalar
 /// strings are coerced where the option is a number or boolean (as Centrifugo's loader does),
 /// then serde checks every value's type, reporting the option's path.
-fn from_tree(mut tree: Value, origins: &Origins) -> Result<Config, ConfigError> {
+fn from_tree(tree: Value, origins: &Origins) -> Result<Config, ConfigError> {
+    let loaded = from_tree_lenient(tree, origins);
+    ConfigError::from_problems(loaded.problems)?;
+    loaded
+        .config
+        .ok_or_else(|| ConfigError::Invalid("the configuration could not be read".to_string()))
+}
+
+/// What [`Config::read_with_env`] found: the config (when every known option has a value of
+/// the right type; its `load_warnings` hold the notes made while reading) and every problem.
+#[derive(Debug)]
+pub struct ConfigReport {
+    /// The config, unless a value had the wrong type.
+    pub config: Option<Config>,
+    /// Unknown options, values of the wrong type and (once validated) inconsistent or refused
+    /// options; empty when the config is usable.
+    pub problems: Vec<ConfigError>,
+}
+
+impl ConfigReport {
+    /// The config when there are no problems; all the problems otherwise.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        ConfigError::from_problems(self.problems)?;
+        self.config
+            .ok_or_else(|| ConfigError::Invalid("the configuration could not be read".to_string()))
+    }
+}
+
+/// What [`from_tree_lenient`] made of a tree.
+struct Loaded {
+    /// The config, when the known options all have values of the right type.
+    config: Option<Config>,
+    /// Unknown options (each removed from the tree so that the rest could be read) and the
+    /// first value of the wrong type.
+    problems: Vec<ConfigError>,
+    /// Options that Centrifugo knows and Herald does not (ignored, with a warning).
+    warnings: Vec<String>,
+}
+
+/// [`from_tree`] that goes on after unknown options, so that all of them are reported at once.
+fn from_tree_lenient(mut tree: Value, origins: &Origins) -> Loaded {
     let template = default_tree();
-    check_and_coerce(&mut tree, &template, "", origins)?;
-    serde_path_to_error::deserialize::<_, Config>(tree).map_err(|err| {
-        let path = err.path().to_string();
-        ConfigError::InvalidValue {
-            origin: origins.for_path(&path),
-            message: err.into_inner().to_string(),
-            path,
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    check_and_coerce(
+        &mut tree,
+        &template,
+        "",
+        origins,
+        &mut problems,
+        &mut warnings,
+    );
+    let config = match serde_path_to_error::deserialize::<_, Config>(tree) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            let path = err.path().to_string();
+            problems.push(ConfigError::InvalidValue {
+                origin: origins.for_path(&path),
+                message: err.into_inner().to_string(),
+                path,
+            });
+            None
         }
-    })
+    };
+    Loaded {
+        config,
+        problems,
+        warnings,
+    }
 }
 
 /// The default config as a JSON tree: the set of known option paths and their value kinds.
@@ -1894,27 +1959,40 @@ fn check_and_coerce(
     template: &Value,
     path: &str,
     origins: &Origins,
-) -> Result<(), ConfigError> {
+    problems: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) {
     match (input, template) {
         (Value::Object(map), Value::Object(known)) => {
-            for (key, value) in map.iter_mut() {
+            map.retain(|key, _| {
+                if known.contains_key(key) {
+                    return true;
+                }
                 let child = join(path, key);
-                match known.get(key) {
-                    Some(t) => check_and_coerce(value, t, &child, origins)?,
-                    None => {
-                        return Err(ConfigError::UnknownOption {
-                            suggestion: closest(key, known.keys()).map(|k| join(path, k)),
-                            origin: origins.for_path(&child),
-                            path: child,
-                        });
-                    }
+                if crate::config_audit::is_centrifugo_option(&child) {
+                    warnings.push(format!(
+                        "{child}: a Centrifugo option that Herald does not implement; ignored"
+                    ));
+                } else {
+                    problems.push(ConfigError::UnknownOption {
+                        suggestion: closest(key, known.keys()).map(|k| join(path, k)),
+                        origin: origins.for_path(&child),
+                        path: child,
+                    });
+                }
+                false
+            });
+            for (key, value) in map.iter_mut() {
+                if let Some(t) = known.get(key) {
+                    check_and_coerce(value, t, &join(path, key), origins, problems, warnings);
                 }
             }
         }
         (Value::Array(items), Value::Array(_)) => {
             if let Some(t) = element_template(path) {
                 for (i, item) in items.iter_mut().enumerate() {
-                    check_and_coerce(item, &t, &format!("{path}[{i}]"), origins)?;
+                    let at = format!("{path}[{i}]");
+                    check_and_coerce(item, &t, &at, origins, problems, warnings);
                 }
             }
         }
@@ -1930,7 +2008,6 @@ fn check_and_coerce(
         }
         _ => {}
     }
-    Ok(())
 }
 
 fn parse_number(s: &str) -> Option<Value> {
@@ -2518,7 +2595,18 @@ port = 10000
     #[test]
     fn full_centrifugo_json_config_loads() {
         let c = json(FULL_JSON).unwrap();
-        c.validate().unwrap();
+        // Parsed whole; what Herald does not implement is refused (all of it at once) or
+        // warned about, each by its path.
+        let refused: Vec<String> = c
+            .validate()
+            .expect_err("a Redis engine and an internal port are refused")
+            .into_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].contains("engine.type: \"redis\" is not implemented"));
+        assert!(refused[1].contains("http_server.internal_port: not implemented"));
         assert_eq!(c.http_server.address, "0.0.0.0");
         assert_eq!(c.http_server.port, 9000);
         assert_eq!(c.http_server.internal_port, "9001");
@@ -2565,9 +2653,18 @@ port = 10000
         assert_eq!(c.history.durability, Durability::Os);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/herald"));
         assert!(c.demo);
+        let warned: Vec<String> = c
+            .warnings()
+            .iter()
+            .map(|w| w.split(':').next().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(
-            c.unsupported_options(),
-            vec!["grpc_api".to_string(), "client.proxy".to_string()]
+            warned,
+            [
+                "channel.namespaces[0].force_recovery_mode",
+                "channel.namespaces[0].allow_tags_filter",
+                "grpc_api"
+            ]
         );
     }
 
@@ -2584,10 +2681,18 @@ port = 10000
 
     #[test]
     fn load_picks_format_from_extension() {
+        // The full configs set options Herald refuses: both formats are read alike, and
+        // refused alike.
         let path = write_temp("herald.toml", FULL_TOML);
+        let from_toml = Config::load_with_env(Some(&path), no_env()).unwrap_err();
+        assert!(from_toml.to_string().contains("engine.type"), "{from_toml}");
+        let path = write_temp("herald.json", FULL_JSON);
+        let from_json = Config::load_with_env(Some(&path), no_env()).unwrap_err();
+        assert_eq!(from_json.to_string(), from_toml.to_string());
+        let path = write_temp("herald.toml", "[http_server]\nport = 9000\n");
         let c = Config::load_with_env(Some(&path), no_env()).unwrap();
         assert_eq!(c.http_server.port, 9000);
-        let path = write_temp("herald.json", FULL_JSON);
+        let path = write_temp("herald.json", r#"{"http_server": {"port": 9000}}"#);
         assert_eq!(Config::load_with_env(Some(&path), no_env()).unwrap(), c);
 
         let path = write_temp("herald.ini", "x=1");
@@ -2855,7 +2960,7 @@ port = 10000
     }
 
     #[test]
-    fn tls_options_are_checked_and_the_listener_only_ones_listed() {
+    fn tls_options_are_checked_and_the_unimplemented_ones_reported() {
         let refused = [
             (
                 r#"{"http_server": {"tls": {"enabled": true}}}"#,
@@ -2871,12 +2976,13 @@ port = 10000
                 "http_server.tls.cert_pem_file and http_server.tls.cert_pem",
             ),
             (
-                r#"{"http_server": {"tls": {"client_ca_pem": "x"}}}"#,
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+                   "key_pem_file": "k", "client_ca_pem": "x"}}}"#,
                 "http_server.tls.client_ca_pem: client certificates",
             ),
             (
                 r#"{"http_server": {"tls_autocert": {"enabled": true}}}"#,
-                "http_server.tls_autocert.enabled",
+                "http_server.tls_autocert",
             ),
         ];
         for (text, expected) in refused {
@@ -2889,14 +2995,27 @@ port = 10000
         )
         .unwrap();
         c.validate().unwrap();
+        let warned: Vec<String> = c
+            .warnings()
+            .into_iter()
+            .map(|w| w.split(':').next().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(
-            c.unsupported_options(),
-            vec![
-                "http_server.tls.insecure_skip_verify".to_string(),
-                "http_server.tls.server_name".to_string()
+            warned,
+            [
+                "http_server.tls.insecure_skip_verify",
+                "http_server.tls.server_name"
             ]
         );
         assert_eq!(c.http_server.tls.cert_pem_file, "c");
+        // Client certificates while TLS is off: harmless, warned.
+        let c = json(r#"{"http_server": {"tls": {"client_ca_pem_file": "ca.pem"}}}"#).unwrap();
+        c.validate().unwrap();
+        assert!(
+            c.warnings()[0].starts_with("http_server.tls.client_ca_pem_file"),
+            "{:?}",
+            c.warnings()
+        );
     }
 
     #[test]
@@ -2970,6 +3089,18 @@ port = 10000
             (
                 r#"{"client": {"subscribe_to_user_personal_channel": {"enabled": true, "personal_channel_namespace": "p"}}}"#,
                 "personal_channel_namespace",
+            ),
+            (
+                r#"{"channel": {"namespace_boundary": ".", "namespaces": [{"name": "a.b"}]}}"#,
+                "contains channel.namespace_boundary",
+            ),
+            (
+                r#"{"demo": true, "channel": {"user_boundary": "@"}}"#,
+                "demo: the demo chat names its channels",
+            ),
+            (
+                r#"{"demo": true, "websocket": {"handler_prefix": "/ws"}}"#,
+                "demo: the demo chat connects",
             ),
         ];
         for (text, want) in cases {

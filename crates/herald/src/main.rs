@@ -39,7 +39,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    init_logging(&config);
+    if let Err(e) = init_logging(&config) {
+        eprintln!("herald: {e}");
+        std::process::exit(1);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.workers > 0 {
         builder.worker_threads(config.workers);
@@ -58,29 +61,67 @@ fn main() {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Logs to stderr, or to the file `log.file` names (appended to, created if missing).
+fn init_logging(config: &Config) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     // RUST_LOG (the ecosystem's convention) refines `log.level` per module when set.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_filter()));
+    let (writer, ansi) = if config.log.file.is_empty() {
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        (BoxMakeWriter::new(std::io::stderr), ansi)
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.log.file)
+            .map_err(|e| {
+                format!(
+                    "cannot open log.file {}: {e} (fix the path or remove log.file to log to \
+                     stderr)",
+                    config.log.file
+                )
+            })?;
+        (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(ansi)
         // A closed stderr must not turn a log line into a panic (which would kill, e.g., the
         // task that handles SIGTERM).
         .log_internal_errors(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
+}
+
+/// Writes this process's id to `pid_file` (when set), as Centrifugo does; removed on drop.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: &str) -> Result<PidFile, String> {
+        if path.is_empty() {
+            return Ok(PidFile(None));
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid_file {path}: {e}"))?;
+        Ok(PidFile(Some(path.into())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
-    for warning in config
-        .load_warnings
-        .iter()
-        .chain(config.unsupported_options().iter())
-    {
+    for warning in config.load_warnings.iter().chain(config.warnings().iter()) {
         tracing::warn!("{warning}");
     }
     // Without a config file and without a token key, make this run usable at once: a random
@@ -93,10 +134,19 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
             config.http_api.key = herald::config::random_secret(32);
         }
     }
+    if config.client.insecure {
+        tracing::warn!(
+            "INSECURE client mode (client.insecure): clients connect without a token, as \
+             anonymous users, and may subscribe (all but private channels), publish, and read \
+             presence and history in every channel; connections never expire. For development \
+             only: never use it in production"
+        );
+    }
     let secret = config.client.token.hmac_secret_key.clone();
     let api_key = config.http_api.key.clone();
     let anonymous = config.client.allow_anonymous_connect_without_token;
     let has_key = config.client.token.has_key();
+    let _pid_file = PidFile::write(&config.pid_file)?;
     let node = Node::new(config)?;
     let shutdown = node.shutdown.clone();
     let signals = signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -117,7 +167,7 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
     tracing::info!(
         "herald {} listening on {http}://{addr} (WebSocket: {ws}://{addr}{})",
         env!("CARGO_PKG_VERSION"),
-        herald::server::WEBSOCKET_PATH
+        herald::server::websocket_path(&node.config)
     );
     match &config_path {
         Some(path) => tracing::info!("config: {}", path.display()),

@@ -16,6 +16,8 @@
 //! | `herald_client_command_duration_seconds` | histogram | `method` |
 //! | `herald_client_messages_queued_total` | counter | |
 //! | `herald_client_slow_consumers_total` | counter | |
+//! | `herald_node_client_connection_limit_total` | counter | |
+//! | `herald_node_client_connection_rate_limit_total` | counter | |
 //! | `herald_publications_total` | counter | `source` (`api`, `client`, `other`) |
 //! | `herald_api_command_duration_seconds` | histogram | `method` |
 //! | `herald_clients`, `herald_users`, `herald_channels`, `herald_subscriptions` | gauge | |
@@ -120,6 +122,8 @@ pub struct Metrics {
     commands_in: Counter,
     messages_out: Counter,
     slow_consumers: Counter,
+    connection_limit: Counter,
+    connection_rate_limit: Counter,
     publications: ByLabel<Counter>,
     command_duration: ByLabel<LatencyHistogram>,
     api_duration: ByLabel<LatencyHistogram>,
@@ -156,6 +160,8 @@ impl Metrics {
             commands_in: Counter::default(),
             messages_out: Counter::default(),
             slow_consumers: Counter::default(),
+            connection_limit: Counter::default(),
+            connection_rate_limit: Counter::default(),
             publications: ByLabel::new("source", PUBLICATION_SOURCES, false),
             command_duration: ByLabel::new("method", CLIENT_METHODS, true),
             api_duration: ByLabel::new("method", API_METHODS, true),
@@ -195,6 +201,16 @@ impl Metrics {
             "client_slow_consumers",
             "Clients disconnected as slow consumers: their outbound queue overflowed, or their output stalled for the write timeout",
             metrics.slow_consumers.clone(),
+        );
+        registry.register(
+            "node_client_connection_limit",
+            "WebSocket connections refused because client.connection_limit connections were open",
+            metrics.connection_limit.clone(),
+        );
+        registry.register(
+            "node_client_connection_rate_limit",
+            "WebSocket connections refused by client.connection_rate_limit",
+            metrics.connection_rate_limit.clone(),
         );
         registry.register(
             "publications",
@@ -278,6 +294,14 @@ impl Metrics {
     /// `n` clients were disconnected as slow consumers.
     pub fn slow_consumers(&self, n: u64) {
         self.slow_consumers.inc_by(n);
+    }
+
+    /// A new connection was refused for `refusal` (see [`crate::limits`]).
+    pub fn connection_refused(&self, refusal: crate::limits::Refusal) {
+        match refusal {
+            crate::limits::Refusal::ConnectionLimit => self.connection_limit.inc(),
+            crate::limits::Refusal::RateLimit => self.connection_rate_limit.inc(),
+        };
     }
 
     /// An API call of `method` took `elapsed`.

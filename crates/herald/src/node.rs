@@ -172,8 +172,9 @@ impl Node {
         &'a self,
         name: &'a str,
     ) -> Result<(ParsedChannel<'a>, &'a NamespaceOptions), protocol::Error> {
-        let parsed =
-            channel::parse(name, self.config.channel.max_length).map_err(|e| e.to_error())?;
+        let channels = &self.config.channel;
+        let parsed = channel::parse_with(name, channels.max_length, channels.naming())
+            .map_err(|e| e.to_error())?;
         let options = self
             .config
             .namespace(parsed.namespace)

@@ -41,6 +41,8 @@ struct WsSettings {
     outbox: Arc<ws::Budget>,
     /// The runtime WebSocket connections run on: the one [`Server::bind`] was called on.
     workers: tokio::runtime::Handle,
+    /// `client.connection_limit` and `client.connection_rate_limit`.
+    limiter: crate::limits::ConnectionLimiter,
 }
 
 /// The HTTP server of a node.
@@ -316,6 +318,10 @@ fn ws_settings(node: &Node) -> WsSettings {
             crate::protocol::Disconnect::SLOW.reason,
         )),
         workers: tokio::runtime::Handle::current(),
+        limiter: crate::limits::ConnectionLimiter::new(
+            node.config.client.connection_limit,
+            node.config.client.connection_rate_limit,
+        ),
     }
 }
 
@@ -355,22 +361,29 @@ async fn route(
     peer: SocketAddr,
 ) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path();
-    let api_prefix = node.config.http_api.handler_prefix.as_str();
+    let config = &node.config;
+    let api_prefix = config.http_api.handler_prefix.as_str();
     // Handlers that read a body get it with the read deadline.
-    let body_timeout = node.config.http_server.body_read_timeout;
-    let response = if path == WEBSOCKET_PATH && !node.config.websocket.disabled {
+    let body_timeout = config.http_server.body_read_timeout;
+    let response = if path == websocket_path(config) && !config.websocket.disabled {
         upgrade(node, ws, req, peer)
-    } else if !node.config.http_api.disabled
+    } else if !config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
     {
         let req = req.map(|body| TimedBody::new(body, body_timeout));
         crate::api::handle_request(&node, req).await
-    } else if crate::web::handles(&node.config, path) {
+    } else if crate::web::handles(config, path) {
         let req = req.map(|body| TimedBody::new(body, body_timeout));
         crate::web::handle(&node, req, peer).await
-    } else if path == "/health" && req.method() == Method::GET {
+    } else if config.health.enabled
+        && path == endpoint_path(&config.health.handler_prefix)
+        && req.method() == Method::GET
+    {
         json(StatusCode::OK, "{}".into())
-    } else if path == "/metrics" && req.method() == Method::GET {
+    } else if config.prometheus.enabled
+        && path == endpoint_path(&config.prometheus.handler_prefix)
+        && req.method() == Method::GET
+    {
         let mut response = Response::new(Full::new(Bytes::from(node.metrics.render(&node.hub))));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -381,6 +394,21 @@ async fn route(
         json_error(StatusCode::NOT_FOUND, "no such endpoint")
     };
     Ok(response)
+}
+
+/// The path an endpoint's `handler_prefix` serves it on: the prefix without trailing `/`
+/// (`/` itself for an empty result), as Centrifugo registers its handlers.
+fn endpoint_path(prefix: &str) -> &str {
+    match prefix.trim_end_matches('/') {
+        "" => "/",
+        path => path,
+    }
+}
+
+/// The path of the WebSocket endpoint: `websocket.handler_prefix` (default
+/// [`WEBSOCKET_PATH`]).
+pub fn websocket_path(config: &crate::config::Config) -> &str {
+    endpoint_path(&config.websocket.handler_prefix)
 }
 
 /// A JSON response.
@@ -428,6 +456,19 @@ fn upgrade(
     mut req: Request<Body>,
     peer: SocketAddr,
 ) -> HttpResponse {
+    // Before anything else, as Centrifugo's ConnLimit middleware. The HTTP thread is the only
+    // one that admits connections and nothing is awaited between this check and the
+    // `LiveConnection` below, so concurrent handshakes cannot overshoot the limit.
+    let open = node
+        .live_connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if let Err(refusal) = ws.limiter.admit(open) {
+        node.metrics.connection_refused(refusal);
+        if ws.limiter.should_log() {
+            tracing::warn!(%peer, open, "WebSocket refused: {}", refusal.message());
+        }
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, refusal.message());
+    }
     if ws::handshake::is_upgrade_request(&req) && !origin_allowed(&node, &req) {
         tracing::info!(%peer, "WebSocket refused: origin not in client.allowed_origins");
         return json_error(

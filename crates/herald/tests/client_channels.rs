@@ -238,3 +238,135 @@ async fn anonymous_needs_allow_subscribe_for_anonymous() {
     assert_error(&ws.subscribe("chat:1").await, 103);
     ws.subscribe_ok("lobby:1").await;
 }
+
+/// `channel.private_prefix: "secret-"`: `secret-payroll` needs a subscription token (103
+/// without one, even where `allow_subscribe_for_client` is on), and `$` is ordinary text.
+#[tokio::test]
+async fn a_custom_private_prefix_needs_a_subscription_token() {
+    let server = Server::start(json!({"channel": {"private_prefix": "secret-"}})).await;
+    let mut ws = server.client("alice").await;
+    assert_error(&ws.subscribe("secret-payroll").await, 103);
+    let sub_token = herald::auth::sign_hs256(
+        &json!({"sub": "alice", "channel": "secret-payroll"}),
+        SECRET,
+    )
+    .unwrap();
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "secret-payroll", "token": sub_token}}))
+        .await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    // `$` no longer marks a private channel: the namespace's permissions decide.
+    let reply = ws.subscribe("$open").await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    // Publishing into a private channel needs a subscription, as with `$`.
+    let mut bob = server.client("bob").await;
+    let server_publish = json!({"publish": {"channel": "secret-x", "data": {}}});
+    assert_error(&bob.call(server_publish).await, 103);
+}
+
+/// `channel.namespace_boundary: "/"`: `chat/room` is in namespace `chat` (for clients and the
+/// server API alike), and `closed:room` is a channel of the default namespace.
+#[tokio::test]
+async fn a_custom_namespace_boundary_selects_the_namespace() {
+    let mut config = channels_config();
+    merge(&mut config, json!({"channel": {"namespace_boundary": "/"}}));
+    let server = Server::start(config).await;
+    let mut ws = server.client("alice").await;
+    assert!(ws.subscribe("chat/room").await["subscribe"].is_object());
+    assert_error(&ws.subscribe("closed/room").await, 103);
+    assert_error(&ws.subscribe("nowhere/room").await, 102);
+    // `:` is ordinary text now: the default namespace, open to subscribers in these tests.
+    assert!(ws.subscribe("closed:room").await["subscribe"].is_object());
+    let response = server
+        .api("publish", json!({"channel": "nowhere/x", "data": {}}))
+        .await;
+    assert_eq!(response.json()["error"]["code"], 102, "{}", response.text());
+    server
+        .api_ok("publish", json!({"channel": "chat/room", "data": {"n": 1}}))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["channel"], "chat/room");
+}
+
+/// `channel.user_boundary: "@"` and `user_separator: "+"`: `inbox:@alice+bob` admits alice
+/// and bob only, `inbox:#carol` limits nobody (and the namespace does not let clients in), and
+/// the personal channel is built with the same strings.
+#[tokio::test]
+async fn custom_user_boundary_and_separator_limit_subscribers() {
+    let mut config = channels_config();
+    merge(
+        &mut config,
+        json!({
+            "channel": {"user_boundary": "@", "user_separator": "+"},
+            "client": {"subscribe_to_user_personal_channel":
+                {"enabled": true, "personal_channel_namespace": "inbox"}}
+        }),
+    );
+    let server = Server::start(config).await;
+    for user in ["alice", "bob"] {
+        let mut ws = server.client(user).await;
+        let reply = ws.subscribe("inbox:@alice+bob").await;
+        assert!(reply["subscribe"].is_object(), "{user}: {reply}");
+    }
+    let mut carol = server.ws().await;
+    let reply = carol.connect(&token("carol")).await;
+    assert!(
+        reply["connect"]["subs"].get("inbox:@carol").is_some(),
+        "the personal channel uses the configured boundary: {reply}"
+    );
+    assert_error(&carol.subscribe("inbox:@alice+bob").await, 103);
+    assert_error(&carol.subscribe("inbox:@alice").await, 103);
+    // With `#` no longer the boundary, `inbox:#carol` is not carol's.
+    assert_error(&carol.subscribe("inbox:#carol").await, 103);
+    // A list written with `,` is one user id `alice,carol`, which carol is not.
+    assert_error(&carol.subscribe("inbox:@alice,carol").await, 103);
+}
+
+/// `client.insecure: true` (development mode, as in Centrifugo): a client connects without a
+/// token as an anonymous user and may subscribe, publish, and read presence and history in
+/// channels whose namespace allows none of it — but not subscribe to a private channel
+/// without a subscription token. The start-up log warns about it.
+#[tokio::test]
+async fn insecure_mode_lets_anonymous_clients_do_everything_but_private_channels() {
+    let server = Server::start(json!({
+        "client": {"insecure": true},
+        "channel": {"namespaces": [
+            {"name": "closed", "presence": true, "history_size": 10, "history_ttl": "60s"},
+            {"name": "inbox", "allow_user_limited_channels": true}
+        ]}
+    }))
+    .await;
+    assert!(
+        server
+            .stderr()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("INSECURE client mode (client.insecure)")),
+        "{}",
+        server.stderr()
+    );
+    let mut ws = server.ws().await;
+    let reply = ws.connect("").await;
+    assert!(reply["connect"].is_object(), "{reply}");
+    assert!(reply["connect"].get("expires").is_none(), "{reply}");
+    assert!(ws.subscribe("closed:room").await["subscribe"].is_object());
+    assert!(ws.subscribe("inbox:#bob").await["subscribe"].is_object());
+    let reply = ws
+        .call(json!({"publish": {"channel": "closed:room", "data": {"n": 1}}}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    let reply = ws
+        .call(json!({"presence": {"channel": "closed:room"}}))
+        .await;
+    assert!(reply["presence"].is_object(), "{reply}");
+    let reply = ws
+        .call(json!({"history": {"channel": "closed:room", "limit": 10}}))
+        .await;
+    assert_eq!(
+        reply["history"]["publications"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    // Private channels still need a subscription token; unknown namespaces stay unknown.
+    assert_error(&ws.subscribe("$secret").await, 103);
+    assert_error(&ws.subscribe("nowhere:x").await, 102);
+}

@@ -197,3 +197,232 @@ async fn genconfig_gentoken_checktoken() {
     let reply = ws.connect(&token).await;
     assert!(reply["connect"]["client"].is_string(), "{reply}");
 }
+
+/// Writes `config` to `config.json` in a new temporary directory.
+fn config_dir(config: &serde_json::Value) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+/// `checkconfig` on a file with a typo, a refused option, an inconsistent pair and a warned
+/// option reports all four in one run, each by its option path, and fails.
+#[tokio::test]
+async fn checkconfig_reports_every_problem_in_one_run() {
+    let mut config = base_config();
+    merge(
+        &mut config,
+        json!({
+            "client": {"pingg_interval": "1s", "pong_timeout": "30s", "concurrency": 8},
+            "engine": {"type": "redis"},
+        }),
+    );
+    let (dir, path) = config_dir(&config);
+    let output = run_cli(&["-c", &path, "checkconfig"], dir.path()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("configuration is valid"), "{stdout}");
+    assert!(
+        stderr.contains("3 problems in the configuration"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "unknown option \"client.pingg_interval\" (did you mean \"client.ping_interval\"?)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("engine.type: \"redis\" is not implemented"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("client.pong_timeout (30s) must be shorter"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("warning: client.concurrency:"), "{stdout}");
+}
+
+/// A refused option stops the server at start-up with a non-zero exit code and a message
+/// that names it and says what to do.
+#[tokio::test]
+async fn a_refused_option_stops_the_server_and_names_it() {
+    for (patch, name, advice) in [
+        (
+            json!({"engine": {"type": "nats"}}),
+            "engine.type",
+            "embedded engine",
+        ),
+        (
+            json!({"client": {"user_id_http_header": "X-User"}}),
+            "client.user_id_http_header",
+            "remove it",
+        ),
+        (
+            json!({"http_server": {"tls": {"enabled": true}}}),
+            "http_server.tls",
+            "terminate TLS in front of Herald",
+        ),
+        (
+            json!({"channel": {"namespaces": [{"name": "a", "subscribe_proxy_enabled": true}]}}),
+            "channel.namespaces[0].subscribe_proxy_enabled",
+            "remove it",
+        ),
+    ] {
+        let mut config = base_config();
+        merge(&mut config, patch);
+        let (dir, path) = config_dir(&config);
+        let output = run_cli(&["-c", &path], dir.path()).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{name}: started; stderr:\n{stderr}"
+        );
+        assert!(stderr.contains(name), "{name} not named:\n{stderr}");
+        assert!(stderr.contains(advice), "{name}: no advice:\n{stderr}");
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
+}
+
+/// A warned option is logged by name at start-up (WARN), and the server runs.
+#[tokio::test]
+async fn a_warned_option_is_logged_by_name_at_start_up() {
+    let server = Server::start(json!({
+        "client": {"concurrency": 8},
+        "channel": {"without_namespace": {"delta_publish": true}},
+        "grpc_api": {"enabled": true}
+    }))
+    .await;
+    let stderr = server.stderr();
+    for name in [
+        "client.concurrency",
+        "channel.without_namespace.delta_publish",
+        "grpc_api",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("{name}:"))),
+            "no WARN line for {name}:\n{stderr}"
+        );
+    }
+    server.client("alice").await.assert_alive().await;
+}
+
+/// A key that is a Centrifugo PRO option loads with a warning naming it; a key that is no
+/// option at all stays an error with the closest name.
+#[tokio::test]
+async fn a_centrifugo_pro_option_is_a_warning_and_a_typo_an_error() {
+    let mut config = base_config();
+    merge(
+        &mut config,
+        json!({"channel": {"namespaces": [
+            {"name": "debounced", "client_publish_debounce_interval": "50ms"}
+        ]}}),
+    );
+    let (dir, path) = config_dir(&config);
+    let output = run_cli(&["-c", &path, "checkconfig"], dir.path()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "warning: channel.namespaces[0].client_publish_debounce_interval: a Centrifugo \
+             option that Herald does not implement"
+        ),
+        "{stdout}"
+    );
+    merge(
+        &mut config,
+        json!({"channel": {"namespaces": [{"name": "debounced", "presense": true}]}}),
+    );
+    let (dir, path) = config_dir(&config);
+    let output = run_cli(&["-c", &path, "checkconfig"], dir.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("channel.namespaces[0].presense\" (did you mean"),
+        "{stderr}"
+    );
+}
+
+/// `/health` and `/metrics` are off by default, as in Centrifugo, and follow `enabled` and
+/// `handler_prefix`; `websocket.handler_prefix` moves the WebSocket endpoint.
+#[tokio::test]
+async fn health_metrics_and_websocket_follow_their_options() {
+    let mut config = base_config();
+    let object = config.as_object_mut().unwrap();
+    object.remove("health");
+    object.remove("prometheus");
+    let server = Server::start_exact(config).await;
+    assert_eq!(server.get("/health").await.status, 404);
+    assert_eq!(server.get("/metrics").await.status, 404);
+    drop(server);
+
+    let server = Server::start(json!({
+        "health": {"handler_prefix": "/ops/health"},
+        "prometheus": {"handler_prefix": "/ops/metrics/"},
+        "websocket": {"handler_prefix": "/ws"}
+    }))
+    .await;
+    assert_eq!(server.get("/health").await.status, 404);
+    assert_eq!(server.get("/metrics").await.status, 404);
+    let health = server.get("/ops/health").await;
+    assert_eq!((health.status, health.text()), (200, "{}".to_string()));
+    let metrics = server.get("/ops/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.text().contains("herald_clients"),
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        server.stderr().contains("/ws)"),
+        "the log names the WebSocket path: {}",
+        server.stderr()
+    );
+    let mut ws = Ws::open(&format!("ws://127.0.0.1:{}/ws", server.port)).await;
+    assert!(ws.connect(&token("alice")).await.get("connect").is_some());
+    let (head, _) = raw_handshake(server.port, &[]).await;
+    assert_eq!(head.status, 404, "the default path is gone: {}", head.text);
+}
+
+/// `log.file` sends the log to that file; `pid_file` holds the process id while it runs.
+#[tokio::test]
+async fn log_file_and_pid_file_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("herald.log");
+    let pid = dir.path().join("herald.pid");
+    let mut config = base_config();
+    merge(
+        &mut config,
+        json!({"log": {"file": log.to_str().unwrap()}, "pid_file": pid.to_str().unwrap()}),
+    );
+    let (cfg_dir, path) = config_dir(&config);
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["-c", &path])
+        .current_dir(cfg_dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    let logged = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pid_text = std::fs::read_to_string(&pid).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged.contains("listening on"), "log file: {logged:?}");
+    assert_eq!(pid_text.trim(), child.id().to_string());
+}

@@ -319,7 +319,7 @@ async fn unusable_tls_settings_stop_the_start_with_the_option_named() {
     .await;
     assert!(err.contains("http_server.tls.client_ca_pem_file"), "{err}");
     let err = refused(json!({"http_server": {"tls_autocert": {"enabled": true}}})).await;
-    assert!(err.contains("http_server.tls_autocert.enabled"), "{err}");
+    assert!(err.contains("http_server.tls_autocert"), "{err}");
 }
 
 #[tokio::test]

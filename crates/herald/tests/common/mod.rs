@@ -53,12 +53,15 @@ pub fn merge(base: &mut Value, patch: Value) {
 }
 
 /// The config every test starts from: localhost on a free port, the test secret and API key,
-/// channels without a namespace open to subscribers.
+/// channels without a namespace open to subscribers, `/health` and `/metrics` on (both are
+/// off by default, as in Centrifugo).
 pub fn base_config() -> Value {
     json!({
         "http_server": {"address": "127.0.0.1", "port": 0},
         "client": {"token": {"hmac_secret_key": SECRET}},
         "http_api": {"key": API_KEY},
+        "health": {"enabled": true},
+        "prometheus": {"enabled": true},
         "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
     })
 }

@@ -11,6 +11,7 @@ mod common;
 
 mod flood;
 mod http;
+mod limits;
 mod replies;
 mod tls;
 

@@ -216,7 +216,9 @@ pub fn check_channel(node: &Node, name: &str) -> Result<(), protocol::Error> {
     if name.is_empty() {
         return Err(bad_request("channel is required"));
     }
-    let parsed = channel::parse(name, node.config.channel.max_length).map_err(bad_request)?;
+    let channels = &node.config.channel;
+    let parsed =
+        channel::parse_with(name, channels.max_length, channels.naming()).map_err(bad_request)?;
     if node.config.namespace(parsed.namespace).is_none() {
         return Err(protocol::Error::new(
             102,

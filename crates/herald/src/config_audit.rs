@@ -1,0 +1,854 @@
+//! What Herald does with each option it accepts but does not implement, so that no option is
+//! silently ignored.
+//!
+//! Herald accepts Centrifugo v6 config files as they are, so its config knows options it does
+//! not implement. Each such option, when set to something other than its default, is one of:
+//!
+//! * **refused** ([`Severity::Refused`]): ignoring it would change who may connect or
+//!   subscribe, where traffic goes or whether publications are delivered (a Redis engine,
+//!   client certificates, proxies, an internal port…). [`crate::config::Config::validate`] turns
+//!   these into errors, so the server does not start and `checkconfig` fails, with a message
+//!   that names the option and says what to do;
+//! * **warned** ([`Severity::Warned`]): ignoring it is harmless (a tuning knob with no
+//!   counterpart, a transport nobody can reach so nobody is misled). `main` logs each as a
+//!   WARN line at start-up and `checkconfig` lists them.
+//!
+//! Options Herald implements, and options Centrifugo itself ignores in the same situation
+//! (e.g. `engine.redis` while `engine.type` is `memory`), are not listed.
+//!
+//! The one list here is the whole audit: every option of the config schema that is neither
+//! implemented nor listed here is a bug (see the test `every_option_is_implemented_or_audited`
+//! in this module).
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::config::{Config, EngineType, NamespaceOptions, Opaque, RecoveryMode, is_active};
+
+/// What happens to a config that sets an option Herald does not implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The config is refused: the server does not start, `checkconfig` fails.
+    Refused,
+    /// The server starts and logs a warning naming the option.
+    Warned,
+}
+
+/// One option that is set but not implemented: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Refused or warned.
+    pub severity: Severity,
+    /// The option's full path, e.g. `engine.type` or `channel.namespaces[0].delta_publish`.
+    pub path: String,
+    /// What Herald does instead, and what the user should do.
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Collects findings; `refuse` and `warn` take the option path and the message.
+#[derive(Default)]
+struct Audit(Vec<Finding>);
+
+impl Audit {
+    fn refuse(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Finding {
+            severity: Severity::Refused,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Finding {
+            severity: Severity::Warned,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Whether an opaque section turns something on: `enabled: true` anywhere inside it (Centrifugo
+/// sections such as `tls_autocert`, `grpc_api`, `client.proxy.connect` are off until then).
+fn enabled_inside(v: &Opaque) -> bool {
+    fn walk(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => map.iter().any(|(k, v)| {
+                (k == "enabled" && v.as_bool() == Some(true)) || (k != "enabled" && walk(v))
+            }),
+            Value::Array(items) => items.iter().any(walk),
+            _ => false,
+        }
+    }
+    v.as_ref().is_some_and(walk)
+}
+
+/// Whether an opaque section is set to anything but empty/false/zero values.
+fn set(v: &Opaque) -> bool {
+    v.as_ref().is_some_and(is_active)
+}
+
+const NOT_YET: &str = "not implemented in Herald yet";
+
+/// Every option of `config` that is set but not implemented, refused ones first in config
+/// order, then warned ones.
+pub fn audit(config: &Config) -> Vec<Finding> {
+    let mut a = Audit::default();
+    let c = config;
+    let defaults = Config::default();
+
+    // Engines: one node, the embedded engine.
+    if matches!(c.engine.kind, EngineType::Redis | EngineType::Nats) {
+        let kind = if c.engine.kind == EngineType::Redis {
+            "redis"
+        } else {
+            "nats"
+        };
+        a.refuse(
+            "engine.type",
+            format!(
+                "\"{kind}\" is {NOT_YET}: remove it (or set \"memory\") to run a single node with \
+                 the embedded engine"
+            ),
+        );
+    }
+    if c.broker.enabled {
+        a.refuse(
+            "broker.enabled",
+            format!(
+                "a separate broker {NOT_YET}: remove the broker section to use the embedded engine"
+            ),
+        );
+    }
+    if c.presence_manager.enabled {
+        a.refuse(
+            "presence_manager.enabled",
+            format!(
+                "a separate presence manager {NOT_YET}: remove the presence_manager section to \
+                 use the embedded engine"
+            ),
+        );
+    }
+
+    // The HTTP server.
+    let http = &c.http_server;
+    if !http.internal_address.is_empty() {
+        a.refuse(
+            "http_server.internal_address",
+            format!(
+                "{NOT_YET}: the API, admin and metrics are served on http_server.address; remove \
+                 it and keep those paths private in front of Herald"
+            ),
+        );
+    }
+    if !http.internal_port.is_empty() {
+        a.refuse(
+            "http_server.internal_port",
+            format!(
+                "{NOT_YET}: the API, admin and metrics are served on http_server.port; remove it \
+                 and keep those paths private in front of Herald"
+            ),
+        );
+    }
+    if enabled_inside(&http.tls_autocert) {
+        a.refuse(
+            "http_server.tls_autocert",
+            format!(
+                "automatic (ACME) certificates are {NOT_YET}: remove it, get a certificate \
+                 (e.g. with certbot) and set http_server.tls.cert_pem_file and key_pem_file \
+                 (reloaded when renewed)"
+            ),
+        );
+    }
+    if enabled_inside(&http.internal_tls) {
+        a.refuse(
+            "http_server.internal_tls",
+            format!(
+                "{NOT_YET} (there is no internal port): remove it; http_server.tls covers \
+                 every route"
+            ),
+        );
+    }
+    let tls = &http.tls;
+    for (name, value) in [
+        ("client_ca_pem", &tls.client_ca_pem),
+        ("client_ca_pem_b64", &tls.client_ca_pem_b64),
+        ("client_ca_pem_file", &tls.client_ca_pem_file),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        let message = format!(
+            "client certificates (mutual TLS) are {NOT_YET}: remove it, or terminate mutual \
+             TLS in a proxy in front of Herald"
+        );
+        let path = format!("http_server.tls.{name}");
+        if tls.enabled {
+            a.refuse(path, message);
+        } else {
+            // Off, as in Centrifugo while http_server.tls is off: nobody is misled.
+            a.warn(
+                path,
+                format!("{message} (ignored while http_server.tls is off)"),
+            );
+        }
+    }
+
+    // Client connections.
+    let cl = &c.client;
+    if cl.insecure_skip_token_signature_verify {
+        a.refuse(
+            "client.insecure_skip_token_signature_verify",
+            format!("{NOT_YET}: tokens are always verified; remove it"),
+        );
+    }
+    if !cl.user_id_http_header.is_empty() {
+        a.refuse(
+            "client.user_id_http_header",
+            format!("{NOT_YET}: clients authenticate with connection tokens; remove it"),
+        );
+    }
+    if enabled_inside(&cl.proxy) {
+        a.refuse(
+            "client.proxy",
+            format!(
+                "proxies are {}: clients authenticate with connection tokens; remove the enabled \
+                 proxies",
+                NOT_YET
+            ),
+        );
+    }
+    if set(&c.consumers) {
+        a.refuse(
+            "consumers",
+            format!(
+                "{NOT_YET}: nothing would be consumed and delivered; remove it and publish \
+                 through the server API"
+            ),
+        );
+    }
+
+    // Namespaces: proxies decide permissions, so ignoring them would change who may subscribe
+    // or publish.
+    for (at, o) in namespaces(c) {
+        if !o.channel_regex.is_empty() {
+            a.refuse(
+                format!("{at}.channel_regex"),
+                format!("{NOT_YET}: channel names would not be checked against it; remove it"),
+            );
+        }
+        for (name, on) in [
+            ("subscribe_proxy_enabled", o.subscribe_proxy_enabled),
+            ("publish_proxy_enabled", o.publish_proxy_enabled),
+            ("sub_refresh_proxy_enabled", o.sub_refresh_proxy_enabled),
+            (
+                "subscribe_stream_proxy_enabled",
+                o.subscribe_stream_proxy_enabled,
+            ),
+        ] {
+            if on {
+                a.refuse(
+                    format!("{at}.{name}"),
+                    format!(
+                        "proxies are {}: the namespace's allow_* options would decide instead; \
+                         remove it and set those",
+                        NOT_YET
+                    ),
+                );
+            }
+        }
+    }
+
+    // ---- Warned: harmless to ignore. ----
+    for (name, on) in [
+        ("server_ca_pem", !tls.server_ca_pem.is_empty()),
+        ("server_ca_pem_b64", !tls.server_ca_pem_b64.is_empty()),
+        ("server_ca_pem_file", !tls.server_ca_pem_file.is_empty()),
+        ("insecure_skip_verify", tls.insecure_skip_verify),
+        ("server_name", !tls.server_name.is_empty()),
+    ] {
+        if on {
+            a.warn(
+                format!("http_server.tls.{name}"),
+                "configures outgoing connections in Centrifugo and does nothing on a \
+                 listener; ignored",
+            );
+        }
+    }
+    for (path, v) in [
+        ("http_server.http3", &http.http3),
+        (
+            "client.connect_code_to_unidirectional_disconnect",
+            &cl.connect_code_to_unidirectional_disconnect,
+        ),
+    ] {
+        if set(v) {
+            a.warn(path, format!("{NOT_YET}; ignored"));
+        }
+    }
+    for (path, on) in [
+        ("http_server.tls_external", http.tls_external),
+        ("http_server.h2c_external", http.h2c_external),
+    ] {
+        if on {
+            a.warn(path, format!("{NOT_YET}; ignored"));
+        }
+    }
+    let dc = &defaults.client;
+    if cl.concurrency != dc.concurrency {
+        a.warn(
+            "client.concurrency",
+            "Herald handles a connection's commands in order, one at a time; ignored",
+        );
+    }
+    if cl.presence_update_interval != dc.presence_update_interval {
+        a.warn(
+            "client.presence_update_interval",
+            "the embedded engine's presence needs no refresh; ignored",
+        );
+    }
+    if cl.expired_sub_close_delay != dc.expired_sub_close_delay {
+        a.warn(
+            "client.expired_sub_close_delay",
+            "an expired subscription is ended with unsubscribe 2501 at once; ignored",
+        );
+    }
+    if cl.channel_position_check_delay != dc.channel_position_check_delay {
+        a.warn(
+            "client.channel_position_check_delay",
+            "Herald does not run the periodic stream position check yet; ignored",
+        );
+    }
+    if cl.channel_position_max_time_lag != dc.channel_position_max_time_lag {
+        a.warn(
+            "client.channel_position_max_time_lag",
+            "Herald does not run the periodic stream position check yet; ignored",
+        );
+    }
+    for (path, token) in [
+        ("client.token", &cl.token),
+        ("client.subscription_token", &cl.subscription_token.token),
+    ] {
+        if token.insecure_skip_jwks_endpoint_safety_check {
+            a.warn(
+                format!("{path}.insecure_skip_jwks_endpoint_safety_check"),
+                "Herald does not support templated JWKS endpoints, so there is nothing to skip; \
+                 ignored",
+            );
+        }
+    }
+    let format_ok = |f: &str| f.is_empty() || f == "json";
+    if !format_ok(&c.channel.publication_data_format) {
+        a.warn(
+            "channel.publication_data_format",
+            "Herald speaks JSON only: publication data is always JSON; ignored",
+        );
+    }
+    for (at, o) in namespaces(c) {
+        warn_namespace(&mut a, &at, o, &format_ok);
+    }
+    let ws = &c.websocket;
+    let dws = &defaults.websocket;
+    for (name, on) in [
+        (
+            "read_buffer_size",
+            ws.read_buffer_size != dws.read_buffer_size,
+        ),
+        (
+            "write_buffer_size",
+            ws.write_buffer_size != dws.write_buffer_size,
+        ),
+        ("use_write_buffer_pool", ws.use_write_buffer_pool),
+    ] {
+        if on {
+            a.warn(
+                format!("websocket.{name}"),
+                "Herald sizes its WebSocket buffers itself; ignored",
+            );
+        }
+    }
+    for (path, on) in [
+        ("admin.web_path", !c.admin.web_path.is_empty()),
+        (
+            "admin.web_proxy_address",
+            !c.admin.web_proxy_address.is_empty(),
+        ),
+    ] {
+        if on {
+            a.warn(
+                path,
+                format!("{NOT_YET}: the embedded admin UI is served; ignored"),
+            );
+        }
+    }
+    let p = &c.prometheus;
+    for (name, on) in [
+        ("instrument_http_handlers", p.instrument_http_handlers),
+        (
+            "recovered_publications_histogram",
+            p.recovered_publications_histogram,
+        ),
+        ("native_histograms", p.native_histograms),
+    ] {
+        if on {
+            a.warn(format!("prometheus.{name}"), format!("{NOT_YET}; ignored"));
+        }
+    }
+    if c.enable_unreleased_features {
+        a.warn(
+            "enable_unreleased_features",
+            "Herald has no unreleased features; ignored",
+        );
+    }
+    let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
+    let sections: [(&str, &Opaque, &str); 22] = [
+        ("map_broker", &c.map_broker, NOT_YET),
+        ("controller", &c.controller, NOT_YET),
+        ("shared_poll", &c.shared_poll, NOT_YET),
+        (
+            "rpc",
+            &c.rpc,
+            "not implemented in Herald yet; rpc calls answer 108",
+        ),
+        ("proxies", &c.proxies, NOT_YET),
+        ("channel.proxy", &c.channel.proxy, NOT_YET),
+        (
+            "grpc_api",
+            &c.grpc_api,
+            "not implemented in Herald yet; use the HTTP API",
+        ),
+        ("sse", &c.sse, transports),
+        ("http_stream", &c.http_stream, transports),
+        ("webtransport", &c.webtransport, transports),
+        ("uni_sse", &c.uni_sse, transports),
+        ("uni_http_stream", &c.uni_http_stream, transports),
+        ("uni_websocket", &c.uni_websocket, transports),
+        ("uni_grpc", &c.uni_grpc, transports),
+        ("emulation", &c.emulation, transports),
+        ("swagger", &c.swagger, NOT_YET),
+        ("debug", &c.debug, NOT_YET),
+        ("init", &c.init, NOT_YET),
+        ("opentelemetry", &c.opentelemetry, NOT_YET),
+        ("graphite", &c.graphite, NOT_YET),
+        ("node", &c.node, NOT_YET),
+        (
+            "shutdown",
+            &c.shutdown,
+            "not implemented in Herald yet: shutdown waits 5 s for clients to go",
+        ),
+    ];
+    for (path, v, what) in sections {
+        if set(v) {
+            a.warn(path, format!("{what}; ignored"));
+        }
+    }
+
+    let mut findings = a.0;
+    findings.sort_by_key(|f| f.severity == Severity::Warned);
+    findings
+}
+
+/// The warned options of one namespace.
+fn warn_namespace(a: &mut Audit, at: &str, o: &NamespaceOptions, format_ok: &dyn Fn(&str) -> bool) {
+    if o.force_recovery_mode == RecoveryMode::Cache {
+        a.warn(
+            format!("{at}.force_recovery_mode"),
+            "\"cache\" is not implemented in Herald yet: recovery replays every missed \
+             publication (stream mode)",
+        );
+    }
+    if o.auto_cache_recover {
+        a.warn(
+            format!("{at}.auto_cache_recover"),
+            format!("{NOT_YET}; ignored"),
+        );
+    }
+    if !o.allowed_delta_types.is_empty() {
+        a.warn(
+            format!("{at}.allowed_delta_types"),
+            "delta compression is not implemented in Herald yet: publications are sent whole",
+        );
+    }
+    if o.delta_publish {
+        a.warn(
+            format!("{at}.delta_publish"),
+            "delta compression is not implemented in Herald yet: publications are sent whole",
+        );
+    }
+    if o.allow_tags_filter {
+        a.warn(
+            format!("{at}.allow_tags_filter"),
+            "tags filters are not applied in Herald yet: subscribers get every publication",
+        );
+    }
+    if !format_ok(&o.publication_data_format) {
+        a.warn(
+            format!("{at}.publication_data_format"),
+            "Herald speaks JSON only: publication data is always JSON; ignored",
+        );
+    }
+    if o.subscribe_stream_proxy_bidirectional {
+        a.warn(
+            format!("{at}.subscribe_stream_proxy_bidirectional"),
+            format!("{NOT_YET}; ignored"),
+        );
+    }
+    for (name, on) in [
+        (
+            "map_clients_presence_channel_prefix",
+            !o.map_clients_presence_channel_prefix.is_empty(),
+        ),
+        (
+            "map_users_presence_channel_prefix",
+            !o.map_users_presence_channel_prefix.is_empty(),
+        ),
+        (
+            "subscription_type",
+            !o.subscription_type.is_empty() && o.subscription_type != "stream",
+        ),
+        ("map", set(&o.map)),
+        ("shared_poll", set(&o.shared_poll)),
+    ] {
+        if on {
+            a.warn(
+                format!("{at}.{name}"),
+                "map and shared-poll subscriptions are not implemented in Herald yet: channels \
+                 are plain streams",
+            );
+        }
+    }
+    for (name, value) in [
+        ("subscribe_proxy_name", &o.subscribe_proxy_name),
+        ("publish_proxy_name", &o.publish_proxy_name),
+        ("sub_refresh_proxy_name", &o.sub_refresh_proxy_name),
+        (
+            "subscribe_stream_proxy_name",
+            &o.subscribe_stream_proxy_name,
+        ),
+    ] {
+        if !value.is_empty() {
+            a.warn(
+                format!("{at}.{name}"),
+                format!("proxies are {}; ignored", NOT_YET),
+            );
+        }
+    }
+}
+
+/// `channel.without_namespace` and each `channel.namespaces[i]`, with their paths.
+fn namespaces(c: &Config) -> Vec<(String, &NamespaceOptions)> {
+    let mut out = vec![(
+        "channel.without_namespace".to_string(),
+        &c.channel.without_namespace,
+    )];
+    for (i, ns) in c.channel.namespaces.iter().enumerate() {
+        out.push((format!("channel.namespaces[{i}]"), &ns.options));
+    }
+    out
+}
+
+/// Whether `path` (dotted, list indices as `[i]`) is an option of Centrifugo v6 (OSS or PRO)
+/// that Herald's config does not have: such an option is ignored with a warning, so that a
+/// Centrifugo config loads as it is, while a key that is no option at all stays an error (a
+/// typo). See [`CENTRIFUGO_OPTIONS`].
+pub fn is_centrifugo_option(path: &str) -> bool {
+    let mut normalized = String::with_capacity(path.len());
+    let mut in_index = false;
+    for ch in path.chars() {
+        match ch {
+            '[' => {
+                in_index = true;
+                normalized.push_str("[]");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            _ => normalized.push(ch),
+        }
+    }
+    CENTRIFUGO_OPTIONS
+        .binary_search(&normalized.as_str())
+        .is_ok()
+        || CENTRIFUGO_OPTIONS
+            .iter()
+            .any(|known| known.ends_with(".*") && normalized.starts_with(&known[..known.len() - 1]))
+}
+
+/// Option paths (sorted; `[]` for any list index; a trailing `.*` for everything under a
+/// path) of Centrifugo v6 that Herald's config schema does not have. Herald's schema has every
+/// OSS option of Centrifugo's `internal/configtypes` (checked against its sources), so these
+/// are Centrifugo PRO options from its documentation: per-namespace engines, channel
+/// patterns, publish debouncing.
+pub const CENTRIFUGO_OPTIONS: &[&str] = &[
+    "brokers",
+    "channel.namespaces[].broker_name",
+    "channel.namespaces[].client_publish_debounce_interval",
+    "channel.namespaces[].pattern",
+    "channel.namespaces[].presence_manager_name",
+    "channel.patterns",
+    "channel.without_namespace.broker_name",
+    "channel.without_namespace.client_publish_debounce_interval",
+    "channel.without_namespace.presence_manager_name",
+    "presence_managers",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigFormat;
+
+    /// Options Herald implements (namespace options under `channel.without_namespace`; the
+    /// same struct serves `channel.namespaces[]`), and options Centrifugo ignores too in the
+    /// configuration where Herald ignores them (an engine's settings while another engine is
+    /// selected, `external` without an internal port, which is refused).
+    const IMPLEMENTED: &[&str] = &[
+        "admin.enabled",
+        "admin.external",
+        "admin.handler_prefix",
+        "admin.insecure",
+        "admin.password",
+        "admin.secret",
+        "broker.nats",
+        "broker.postgres",
+        "broker.redis",
+        "broker.redisnats",
+        "broker.type",
+        "channel.history_meta_ttl",
+        "channel.max_length",
+        "channel.namespace_boundary",
+        "channel.namespaces",
+        "channel.private_prefix",
+        "channel.user_boundary",
+        "channel.user_separator",
+        "channel.without_namespace.allow_history_for_anonymous",
+        "channel.without_namespace.allow_history_for_client",
+        "channel.without_namespace.allow_history_for_subscriber",
+        "channel.without_namespace.allow_positioning",
+        "channel.without_namespace.allow_presence_for_anonymous",
+        "channel.without_namespace.allow_presence_for_client",
+        "channel.without_namespace.allow_presence_for_subscriber",
+        "channel.without_namespace.allow_publish_for_anonymous",
+        "channel.without_namespace.allow_publish_for_client",
+        "channel.without_namespace.allow_publish_for_subscriber",
+        "channel.without_namespace.allow_recovery",
+        "channel.without_namespace.allow_subscribe_for_anonymous",
+        "channel.without_namespace.allow_subscribe_for_client",
+        "channel.without_namespace.allow_user_limited_channels",
+        "channel.without_namespace.force_positioning",
+        "channel.without_namespace.force_push_join_leave",
+        "channel.without_namespace.force_recovery",
+        "channel.without_namespace.history_meta_ttl",
+        "channel.without_namespace.history_size",
+        "channel.without_namespace.history_ttl",
+        "channel.without_namespace.join_leave",
+        "channel.without_namespace.presence",
+        "client.allow_anonymous_connect_without_token",
+        "client.allowed_origins",
+        "client.channel_limit",
+        "client.connect_include_server_time",
+        "client.connection_limit",
+        "client.connection_rate_limit",
+        "client.disallow_anonymous_connection_tokens",
+        "client.expired_close_delay",
+        "client.history_max_publication_limit",
+        "client.insecure",
+        "client.ping_interval",
+        "client.pong_timeout",
+        "client.queue_max_size",
+        "client.recovery_max_publication_limit",
+        "client.stale_close_delay",
+        "client.subscribe_to_user_personal_channel.enabled",
+        "client.subscribe_to_user_personal_channel.personal_channel_namespace",
+        "client.subscribe_to_user_personal_channel.single_connection",
+        "client.subscription_token.audience",
+        "client.subscription_token.audience_regex",
+        "client.subscription_token.ecdsa_public_key",
+        "client.subscription_token.enabled",
+        "client.subscription_token.hmac_previous_secret_key",
+        "client.subscription_token.hmac_previous_secret_key_valid_until",
+        "client.subscription_token.hmac_secret_key",
+        "client.subscription_token.issuer",
+        "client.subscription_token.issuer_regex",
+        "client.subscription_token.jwks_public_endpoint",
+        "client.subscription_token.rsa_public_key",
+        "client.subscription_token.user_id_claim",
+        "client.token.audience",
+        "client.token.audience_regex",
+        "client.token.ecdsa_public_key",
+        "client.token.hmac_previous_secret_key",
+        "client.token.hmac_previous_secret_key_valid_until",
+        "client.token.hmac_secret_key",
+        "client.token.issuer",
+        "client.token.issuer_regex",
+        "client.token.jwks_public_endpoint",
+        "client.token.rsa_public_key",
+        "client.token.user_id_claim",
+        "client.user_connection_limit",
+        "data_dir",
+        "demo",
+        "engine.nats",
+        "engine.redis",
+        "health.enabled",
+        "health.handler_prefix",
+        "history.durability",
+        "http_api.disabled",
+        "http_api.error_mode",
+        "http_api.external",
+        "http_api.handler_prefix",
+        "http_api.insecure",
+        "http_api.key",
+        "http_server.address",
+        "http_server.body_read_timeout",
+        "http_server.port",
+        "http_server.tls.cert_pem",
+        "http_server.tls.cert_pem_b64",
+        "http_server.tls.cert_pem_file",
+        "http_server.tls.enabled",
+        "http_server.tls.key_pem",
+        "http_server.tls.key_pem_b64",
+        "http_server.tls.key_pem_file",
+        "http_server.unauthenticated_request_limit",
+        "log.file",
+        "log.format",
+        "log.level",
+        "pid_file",
+        "presence_manager.redis",
+        "presence_manager.type",
+        "prometheus.enabled",
+        "prometheus.handler_prefix",
+        "usage_stats",
+        "websocket.compression",
+        "websocket.compression_level",
+        "websocket.compression_min_size",
+        "websocket.decompressed_message_size_limit",
+        "websocket.disabled",
+        "websocket.handler_prefix",
+        "websocket.message_size_limit",
+        "websocket.write_coalesce",
+        "websocket.write_timeout",
+        "workers",
+    ];
+
+    fn leaves(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(v, &child, out);
+                }
+            }
+            other => out.push((path.to_string(), other.clone())),
+        }
+    }
+
+    fn tree_with(path: &str, value: Value) -> Value {
+        path.rsplit('.')
+            .fold(value, |inner, key| serde_json::json!({ key: inner }))
+    }
+
+    /// Every option of the schema, set to something other than its default, is either in
+    /// [`IMPLEMENTED`] or reported by [`audit`] under its own path: adding an option to the
+    /// config without implementing or auditing it fails here.
+    #[test]
+    fn every_option_is_implemented_or_audited() {
+        let mut all = Vec::new();
+        leaves(
+            &serde_json::to_value(Config::default()).unwrap(),
+            "",
+            &mut all,
+        );
+        let mut unaccounted = Vec::new();
+        for (path, default) in all {
+            if IMPLEMENTED.contains(&path.as_str()) {
+                continue;
+            }
+            let candidates: Vec<Value> = match &default {
+                Value::Bool(b) => vec![Value::Bool(!b)],
+                Value::Number(_) => vec![Value::from(7)],
+                Value::String(_) => ["7s", "x", "redis", "cache"]
+                    .iter()
+                    .map(|s| Value::from(*s))
+                    .collect(),
+                Value::Null => vec![serde_json::json!({"enabled": true, "x": 1})],
+                Value::Array(_) => vec![serde_json::json!(["x"])],
+                Value::Object(_) => unreachable!(),
+            };
+            let config = candidates.into_iter().find_map(|v| {
+                let text = tree_with(&path, v).to_string();
+                Config::from_str_with_format(&text, ConfigFormat::Json)
+                    .ok()
+                    .filter(|c| *c != Config::default())
+            });
+            let Some(config) = config else {
+                unaccounted.push(format!("{path} (no test value)"));
+                continue;
+            };
+            if !audit(&config).iter().any(|f| f.path == path) {
+                unaccounted.push(path);
+            }
+        }
+        assert!(
+            unaccounted.is_empty(),
+            "options neither implemented nor audited: {unaccounted:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_have_no_findings() {
+        assert_eq!(audit(&Config::default()), []);
+    }
+
+    #[test]
+    fn refused_options_come_first_and_name_their_path() {
+        let c = Config::from_str_with_format(
+            r#"{"engine": {"type": "nats"}, "client": {"user_id_http_header": "X-User", "concurrency": 4},
+                "channel": {"namespaces": [{"name": "a", "publish_proxy_enabled": true}]}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        let found: Vec<(Severity, String)> = audit(&c)
+            .into_iter()
+            .map(|f| (f.severity, f.path))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Severity::Refused, "engine.type".to_string()),
+                (Severity::Refused, "client.user_id_http_header".to_string()),
+                (
+                    Severity::Refused,
+                    "channel.namespaces[0].publish_proxy_enabled".to_string()
+                ),
+                (Severity::Warned, "client.concurrency".to_string()),
+            ]
+        );
+        // A TLS section that is not enabled is Centrifugo's default: nothing to say.
+        let c = Config::from_str_with_format(
+            r#"{"http_server": {"tls": {"enabled": false, "cert_pem_file": "x"}}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(audit(&c), []);
+    }
+
+    #[test]
+    fn centrifugo_pro_options_are_known() {
+        assert!(CENTRIFUGO_OPTIONS.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(is_centrifugo_option(
+            "channel.namespaces[12].client_publish_debounce_interval"
+        ));
+        assert!(is_centrifugo_option("brokers"));
+        assert!(is_centrifugo_option("channel.patterns"));
+        assert!(!is_centrifugo_option("channel.namespaces[0].presense"));
+        assert!(!is_centrifugo_option("client.pingg_interval"));
+    }
+}
