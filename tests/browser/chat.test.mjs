@@ -59,8 +59,9 @@ async function send(page, text) {
   await box.press('Enter');
 }
 
+/** Waits until a message is shown as delivered (not one of ours still "Sending…"). */
 async function waitForMessage(page, text) {
-  await page.locator('.msg .msg-text', { hasText: text }).first().waitFor({ timeout: STEP });
+  await page.locator('[data-testid=message] .msg-text', { hasText: text }).first().waitFor({ timeout: STEP });
 }
 
 /** The messages of the open conversation: {author, text, offset}. */
@@ -256,8 +257,19 @@ test('chat and admin in a real browser', async (t) => {
     await screenshot(page, 'admin-published');
     await screenshot(alice.page, 'chat-shows-admin-message');
     // Disconnect bob from the admin: his chat says so and offers to reconnect; nothing is lost.
-    page.once('dialog', (dialog) => dialog.accept());
+    // Asked in the page, not with the browser's confirm().
+    let nativeDialog = false;
+    page.on('dialog', (dialog) => {
+      nativeDialog = true;
+      dialog.dismiss();
+    });
     await page.click('[data-testid=users] tr[data-user="bob"] button:has-text("Disconnect")');
+    await page.locator('.modal', { hasText: 'Disconnect bob?' }).waitFor({ timeout: STEP });
+    await page.waitForTimeout(300); // the dialog fades in
+    await screenshot(page, 'admin-confirm-disconnect');
+    await page.click('.modal [data-testid=confirm]');
+    await page.locator('.modal').waitFor({ state: 'detached', timeout: STEP });
+    assert.equal(nativeDialog, false, 'the admin used a native dialog');
     await bob.page.locator('.banner', { hasText: 'Disconnected' }).waitFor({ timeout: STEP });
     await screenshot(bob.page, 'bob-disconnected-by-admin');
     await send(alice.page, 'Did the admin just kick you?');

@@ -27,6 +27,13 @@ use crate::config::{
     self, Config, ConfigError, ConfigFormat, ConfigReport, DEFAULT_CONFIG_FILE, LogFormat,
     format_duration,
 };
+use crate::demo_secrets::{self, DemoSecrets};
+
+/// Lifetime of a token from `herald gentoken` without `--ttl` (and of the one printed at the
+/// start of a run without a config): 7 days, long enough for a hand-run client that cannot ask
+/// for a new token by itself. The demo chat's tokens are shorter ([`crate::web::demo::TOKEN_TTL`])
+/// because the page fetches fresh ones on its own.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Command-line arguments. Flags given here override the config file and the environment.
 #[derive(Debug, Clone, Parser)]
@@ -89,8 +96,8 @@ pub enum Command {
         /// User id the token is for; empty = anonymous.
         #[arg(short, long, default_value = "")]
         user: String,
-        /// Lifetime in seconds; 0 = never expires.
-        #[arg(long, value_name = "SECS", default_value_t = 7 * 24 * 3600)]
+        /// Lifetime in seconds (default 604800, 7 days); 0 = never expires.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TOKEN_TTL_SECS)]
         ttl: u64,
     },
     /// Check a connection token against the configured keys: user, expiry, or why it is invalid.
@@ -240,23 +247,64 @@ impl Cli {
         }
     }
 
-    /// The effective configuration: file, then environment, then flags; validated.
+    /// The effective configuration: file, then environment, then flags; validated. In demo
+    /// mode, the secrets the config leaves empty come from the demo's secrets file when one
+    /// exists (see [`crate::demo_secrets`]), so that `herald --demo gentoken`/`publish` work
+    /// with what a running demo server uses.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        self.check_config()?.into_config()
+        self.load(false).map(|(config, _)| config)
+    }
+
+    /// [`Cli::load_config`] for the server: in demo mode the secrets file is made on the first
+    /// start, and what was taken from it is returned for the start-up banner.
+    pub fn load_config_for_serve(
+        &self,
+    ) -> Result<(Config, Option<demo_secrets::Used>), ConfigError> {
+        self.load(true)
+    }
+
+    fn load(&self, create: bool) -> Result<(Config, Option<demo_secrets::Used>), ConfigError> {
+        let (report, used) = self.report(create)?;
+        Ok((report.into_config()?, used))
     }
 
     /// [`Cli::load_config`] that keeps going: the config (when it parses, with the flags
     /// applied) and every problem found in it, for `checkconfig` to report them all at once.
     pub fn check_config(&self) -> Result<ConfigReport, ConfigError> {
+        self.report(false).map(|(report, _)| report)
+    }
+
+    /// The config with the flags and, in demo mode, the demo's secrets applied (the secrets
+    /// file is made when `create` and missing), and every problem found in it.
+    fn report(
+        &self,
+        create: bool,
+    ) -> Result<(ConfigReport, Option<demo_secrets::Used>), ConfigError> {
         let mut report = Config::read(self.config_path().as_deref())?;
+        let mut used = None;
         if let Some(config) = &mut report.config {
             self.apply_overrides(config);
+            if config.demo && DemoSecrets::needed(config) {
+                let secrets = if create {
+                    Some(DemoSecrets::load_or_create(&config.data_dir)?)
+                } else {
+                    DemoSecrets::load(&config.data_dir)?.map(|s| (s, false))
+                };
+                if let Some((secrets, created)) = secrets {
+                    let filled = secrets.fill(config);
+                    used = Some(demo_secrets::Used {
+                        path: DemoSecrets::path(&config.data_dir),
+                        created,
+                        filled,
+                    });
+                }
+            }
             config.apply_demo();
             if let Err(e) = config.validate() {
                 report.problems.extend(e.into_problems());
             }
         }
-        Ok(report)
+        Ok((report, used))
     }
 }
 

@@ -139,7 +139,22 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                 Ok(Some(Incoming::Pong(_))) => continue,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(client = %client.id(), "connection ended: {e}");
+                    if let crate::ws::Error::Protocol(p) = &e
+                        && p.code == crate::ws::CloseCode::TOO_BIG
+                    {
+                        // The one close a well-behaved client still meets (a message it built
+                        // too large): said at info, so that whoever runs the server sees it.
+                        tracing::info!(
+                            client = %client.id(),
+                            "closed with 1009 ({}): the client sent a message over \
+                             websocket.message_size_limit ({} bytes); raise that option if \
+                             such messages are legitimate",
+                            p.reason,
+                            client.node.config.websocket.message_size_limit
+                        );
+                    } else {
+                        tracing::debug!(client = %client.id(), "connection ended: {e}");
+                    }
                     if matches!(e, crate::ws::Error::WriteTimeout) {
                         // It stopped reading what it was sent: a slow consumer, dropped by
                         // its write timeout rather than by its queue's budget.

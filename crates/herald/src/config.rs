@@ -2187,9 +2187,11 @@ impl Config {
     ///   and join/leave;
     /// * namespace `inbox` (unless configured): user-limited channels (`inbox:#bob` is bob's),
     ///   any signed-in user may publish into any inbox; durable history with forced recovery;
-    /// * the admin UI, when it has no password (and is not `insecure`): enabled with a password
-    ///   and a session secret generated for this run (the password is in [`Config::load_warnings`], which `main`
-    ///   logs at start-up).
+    /// * the admin UI, always (a demo shows its admin, even from a `herald genconfig` config,
+    ///   which writes `admin.enabled: false`): with the configured password, else the one from
+    ///   the demo's secrets file (`crate::demo_secrets`, filled in before this by
+    ///   `Cli::load_config`), else a password and session secret generated here (the password
+    ///   is then in [`Config::load_warnings`]).
     ///
     /// Call it after the flags are applied and before [`Config::validate`]. Does nothing when
     /// `demo` is off.
@@ -2232,8 +2234,8 @@ impl Config {
             self.client.recovery_max_publication_limit = 1000;
         }
         let admin = &mut self.admin;
+        admin.enabled = true;
         if admin.password.is_empty() && !admin.insecure {
-            admin.enabled = true;
             admin.password = random_secret(16);
             let path = match admin.handler_prefix.trim_end_matches('/') {
                 "" => "/admin",
@@ -2306,6 +2308,17 @@ mod demo_tests {
             ("pw", "s")
         );
         assert!(c.load_warnings.is_empty());
+
+        // A `herald genconfig` config writes the admin off; the demo shows it anyway, with the
+        // config's password.
+        let mut c = Config::from_str_with_format(
+            r#"{"demo": true, "admin": {"enabled": false, "password": "pw", "secret": "s"}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        c.apply_demo();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.password, "pw");
     }
 }
 

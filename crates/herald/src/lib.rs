@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_id;
 pub mod config;
 pub mod config_audit;
+pub mod demo_secrets;
 pub mod engine;
 pub mod http_guard;
 pub mod hub;

@@ -32,8 +32,8 @@ fn main() {
         }
         return;
     }
-    let config = match cli.load_config() {
-        Ok(config) => config,
+    let (config, demo_secrets) = match cli.load_config_for_serve() {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("herald: {e}");
             std::process::exit(1);
@@ -54,7 +54,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(serve(config, cli.config_path())) {
+    if let Err(e) = runtime.block_on(serve(config, cli.config_path(), demo_secrets)) {
         tracing::error!("{e}");
         eprintln!("herald: {e}");
         std::process::exit(1);
@@ -120,7 +120,11 @@ impl Drop for PidFile {
     }
 }
 
-async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> Result<(), String> {
+async fn serve(
+    mut config: Config,
+    config_path: Option<std::path::PathBuf>,
+    demo_secrets: Option<herald::demo_secrets::Used>,
+) -> Result<(), String> {
     for warning in config.load_warnings.iter().chain(config.warnings().iter()) {
         tracing::warn!("{warning}");
     }
@@ -175,12 +179,37 @@ async fn serve(mut config: Config, config_path: Option<std::path::PathBuf>) -> R
             "no config file: running on embedded defaults (herald genconfig writes one)"
         ),
     }
-    if ephemeral {
-        let token =
-            herald::auth::generate_token("demo", Some(Duration::from_secs(86_400)), &secret, None)
-                .map_err(|e| e.to_string())?;
+    if node.config.demo {
+        // One banner with everything a demo user needs, and the warning they must not miss.
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let base = match addr {
+            std::net::SocketAddr::V6(_) if !addr.ip().is_unspecified() => {
+                format!("http://[{host}]:{}", addr.port())
+            }
+            _ => format!("http://{host}:{}", addr.port()),
+        };
+        tracing::warn!(
+            "{}",
+            herald::web::demo::banner(
+                &base,
+                &node.config,
+                demo_secrets.as_ref(),
+                config_path.as_deref()
+            )
+        );
+    } else if ephemeral {
+        let ttl = Duration::from_secs(herald::cli::DEFAULT_TOKEN_TTL_SECS);
+        let token = herald::auth::generate_token("demo", Some(ttl), &secret, None)
+            .map_err(|e| e.to_string())?;
         tracing::info!("no token secret configured: generated one for this run only");
-        tracing::info!("a connection token for user \"demo\" (valid 24 h): {token}");
+        tracing::info!(
+            "a connection token for user \"demo\" (valid {}): {token}",
+            herald::config::format_duration(ttl)
+        );
         tracing::info!(
             "more tokens: HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY={secret} herald gentoken -u USER"
         );

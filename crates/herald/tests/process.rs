@@ -426,3 +426,72 @@ async fn log_file_and_pid_file_are_written() {
     assert!(logged.contains("listening on"), "log file: {logged:?}");
     assert_eq!(pid_text.trim(), child.id().to_string());
 }
+
+#[tokio::test]
+async fn publish_finds_the_server_as_the_server_finds_its_port() {
+    let server = Server::start(json!({})).await;
+    let port = server.port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // A config without a port: the port comes from the environment, as it would for the server.
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, json!({"http_api": {"key": API_KEY}}).to_string()).unwrap();
+    let config = path.to_str().unwrap();
+    let output = run_cli_env(
+        &["-c", config, "publish", "news", r#"{"text":"by env"}"#],
+        dir.path(),
+        &[("HERALD_HTTP_SERVER_PORT", &port)],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "publish with HERALD_HTTP_SERVER_PORT: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The port in the config file, with no flag and no variable.
+    std::fs::write(
+        &path,
+        json!({"http_api": {"key": API_KEY}, "http_server": {"port": server.port}}).to_string(),
+    )
+    .unwrap();
+    let output = run_cli(&["-c", config, "publish", "news", "{}"], dir.path()).await;
+    assert!(
+        output.status.success(),
+        "publish with the config's port: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn demo_publish_uses_the_demo_api_key() {
+    // `herald --demo` with no config makes an API key and keeps it in the data dir, where
+    // `herald --demo publish` finds it.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let server = Server::start_args(
+        &["--demo", "--port", "0", "--data-dir", data_dir],
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let port = server.port.to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let output = run_cli(
+        &[
+            "--demo",
+            "--data-dir",
+            data_dir,
+            "--port",
+            &port,
+            "publish",
+            "rooms:general",
+            r#"{"text":"hi"}"#,
+        ],
+        cwd.path(),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"offset\": 1"));
+}

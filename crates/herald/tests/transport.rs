@@ -21,6 +21,15 @@ async fn oversize_message_closes_1009() {
     assert!(big.to_string().len() > 2000);
     ws.send(&big).await;
     assert_eq!(ws.expect_close().await.0, 1009);
+    // Whoever runs the server is told, once, which option to raise.
+    let expected = "the client sent a message over websocket.message_size_limit (1024 bytes)";
+    let deadline = std::time::Instant::now() + STEP;
+    while !server.stderr().contains(expected) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = server.stderr();
+    assert_eq!(log.matches(expected).count(), 1, "{log}");
+    assert!(log.contains("closed with 1009 (frame too big)"), "{log}");
 }
 
 #[tokio::test]

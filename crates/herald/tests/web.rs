@@ -126,13 +126,125 @@ async fn demo_serves_the_chat_and_signs_tokens() {
     assert_eq!(response.status, 400);
     assert_eq!(server.get("/demo/token").await.status, 405);
 
-    // Demo without an admin password turns the admin UI on with a generated one, logged.
+    // Demo without an admin password turns the admin UI on with a generated one, said in the
+    // start-up banner with the chat's URL and the warning about /demo/token.
     assert_eq!(server.get("/admin/").await.status, 200);
     let stderr = server.stderr();
-    assert!(
-        stderr.contains("admin UI at /admin/, password for this run: "),
-        "{stderr}"
+    let base = format!("http://127.0.0.1:{}", server.port);
+    for line in [
+        "DEMO MODE — not for production".to_owned(),
+        format!("Chat:   {base}/\n"),
+        format!("Admin:  {base}/admin/  password: "),
+        "/demo/token signs a token for ANY name".to_owned(),
+    ] {
+        assert!(stderr.contains(&line), "no {line:?} in:\n{stderr}");
+    }
+}
+
+/// The admin password in the demo banner (`Admin: URL  password: X (kept in …)`).
+fn banner_password(stderr: &str) -> String {
+    let at = stderr
+        .find("password: ")
+        .unwrap_or_else(|| panic!("no admin password in the banner:\n{stderr}"));
+    stderr[at + "password: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn demo_secrets_persist_across_a_restart() {
+    // `herald --demo` with no config, as the README's first command runs it.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let args = ["--demo", "--port", "0", "--data-dir", &data_dir];
+    let first = Server::start_args(&args, tempfile::tempdir().unwrap()).await;
+    let password = banner_password(&first.stderr());
+    assert!(first.stderr().contains("New demo secrets written to"));
+    let file = data.path().join("demo-secrets.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the secrets file is readable by others"
+        );
+    }
+    let response = post(&first, "/demo/token", &[], &json!({"name": "alice"})).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let token = response.json()["token"].as_str().unwrap().to_owned();
+    let response = post(
+        &first,
+        "/admin/api/login",
+        &[],
+        &json!({"password": password}),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let session = response.json()["token"].as_str().unwrap().to_owned();
+    drop(first);
+
+    let second = Server::start_args(&args, tempfile::tempdir().unwrap()).await;
+    let stderr = second.stderr();
+    assert_eq!(banner_password(&stderr), password, "{stderr}");
+    assert!(!stderr.contains("New demo secrets written to"), "{stderr}");
+    // The chat user's token and the admin's session from before the restart still work.
+    let mut ws = second.ws().await;
+    let reply = ws.connect(&token).await;
+    assert!(reply.get("connect").is_some(), "old token refused: {reply}");
+    let authorization = format!("token {session}");
+    let stats = http(
+        second.port,
+        "GET",
+        "/admin/api/stats",
+        &[("Authorization", &authorization)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        stats.status,
+        200,
+        "old admin session refused: {}",
+        stats.text()
     );
+}
+
+#[tokio::test]
+async fn genconfig_config_with_demo_serves_the_admin_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let output = common::run_cli(&["genconfig", path.to_str().unwrap()], dir.path()).await;
+    assert!(output.status.success(), "{output:?}");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        config["admin"]["enabled"], false,
+        "genconfig writes the admin off"
+    );
+    common::merge(
+        &mut config,
+        json!({"demo": true, "http_server": {"address": "127.0.0.1", "port": 0},
+               "data_dir": dir.path().join("data")}),
+    );
+    let password = config["admin"]["password"].as_str().unwrap().to_owned();
+    let server = Server::start_exact(config).await;
+    assert_eq!(server.get("/admin/").await.status, 200);
+    let response = post(
+        &server,
+        "/admin/api/login",
+        &[],
+        &json!({"password": password}),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    // The banner says where the password is, without printing the config's secret.
+    let stderr = server.stderr();
+    assert!(stderr.contains("password: admin.password in "), "{stderr}");
+    assert!(!stderr.contains(&password), "{stderr}");
+    // The config has every secret: no demo secrets file is made.
+    assert!(!dir.path().join("data").join("demo-secrets.json").exists());
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 import '../common/base.css';
 import './admin.css';
-import { h, icon, ICONS, avatar } from '../common/dom.js';
+import { h, icon, ICONS, avatar, confirmDialog, timeOf } from '../common/dom.js';
 
 const base = location.pathname.replace(/\/(index\.html)?$/, '');
 const apiBase = `${base}/api`;
@@ -122,7 +122,7 @@ function stat(key, label, note = '') {
 function renderDashboard() {
   document.title = 'Herald Admin';
   els = {};
-  els.live = h('span', { class: 'live ok' }, h('span', { class: 'dot' }), 'Live');
+  els.live = h('span', { class: 'live ok', 'data-testid': 'live', role: 'status' }, h('span', { class: 'dot' }), h('span', { class: 'live-text' }, 'Live'));
   els.node = h('span', { class: 'node' });
   els.connChart = h('canvas', { class: 'chart', 'aria-label': 'Connections over the last two minutes' });
   els.rateChart = h('canvas', { class: 'chart', 'aria-label': 'Messages per second over the last two minutes' });
@@ -142,7 +142,7 @@ function renderDashboard() {
       els.node,
       h('span', { class: 'spacer' }),
       els.live,
-      settings.insecure ? null : h('button', { class: 'logout', onclick: logout }, icon(ICONS.logout, 15), 'Log out')
+      settings.insecure ? null : h('button', { class: 'logout', onclick: logout, title: 'Log out', 'aria-label': 'Log out' }, icon(ICONS.logout, 15), h('span', { class: 'label' }, 'Log out'))
     ),
     h(
       'div',
@@ -287,17 +287,7 @@ function inspectTool() {
             'div',
             { class: 'result' },
             h('div', { class: 'row' }, h('span', { class: 'data', style: 'font-family:var(--font);color:var(--muted)' }, `Stream at offset ${result.offset ?? 0}, epoch ${result.epoch || '–'} · newest first`)),
-            pubs.length
-              ? pubs.map((p) =>
-                  h(
-                    'div',
-                    { class: 'row' },
-                    h('span', { class: 'off' }, `#${p.offset}`),
-                    h('span', { class: 'who-pub' }, p.info?.user || 'server'),
-                    h('span', { class: 'data' }, JSON.stringify(p.data))
-                  )
-                )
-              : h('div', { class: 'empty-note' }, 'No publications in history.')
+            pubs.length ? pubs.map(publicationRow) : h('div', { class: 'empty-note' }, 'No publications in history.')
           )
         );
       }
@@ -323,6 +313,36 @@ function inspectTool() {
   );
 }
 
+/**
+ * One publication of a channel's history: offset, who published it (the server-attached
+ * identity, or "server API"), and its message — the `text` of chat-like data, readable, with
+ * the raw JSON a click away; other data as indented JSON.
+ */
+function publicationRow(p) {
+  const data = p.data;
+  const isText = data && typeof data === 'object' && typeof data.text === 'string';
+  const ts = isText && Number(data.ts) ? timeOf(Number(data.ts)) : null;
+  const json = h('pre', { class: 'json' }, JSON.stringify(data, null, 2));
+  return h(
+    'div',
+    { class: 'row pub' },
+    h('span', { class: 'off' }, `#${p.offset}`),
+    h(
+      'div',
+      { class: 'pub-body' },
+      h(
+        'div',
+        { class: 'pub-meta' },
+        h('span', { class: 'who-pub' }, p.info?.user || 'server API'),
+        isText && data.to ? h('span', {}, `→ ${data.to}`) : null,
+        ts ? h('span', {}, ts) : null
+      ),
+      isText ? h('div', { class: 'pub-text' }, data.text) : json,
+      isText ? h('details', {}, h('summary', {}, 'JSON'), json) : null
+    )
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Polling
 
@@ -337,11 +357,13 @@ function startPolling() {
       updateChannels(channels.channels || {});
       els.live.className = 'live ok';
       els.live.lastChild.textContent = 'Live';
+      els.live.title = '';
     } catch (e) {
       if (e instanceof Unauthorized) return renderLogin('Your session ended: log in again.');
       failures++;
       els.live.className = 'live bad';
       els.live.lastChild.textContent = failures > 1 ? 'Server unreachable' : 'Retrying…';
+      els.live.title = failures > 1 ? 'The admin API does not answer; retrying every second.' : '';
     }
   };
   tick();
@@ -445,15 +467,18 @@ function updateUsers(users) {
                 'button',
                 {
                   class: 'btn danger small',
-                  onclick: async (e) => {
+                  onclick: (e) => {
                     const b = e.currentTarget;
-                    if (!confirm(`Disconnect every connection of ${u.user}? Their apps are told not to reconnect by themselves.`)) return;
-                    b.disabled = true;
-                    try {
-                      await command('disconnect', { user: u.user });
-                    } catch (e2) {
-                      alert(e2.message);
-                    }
+                    confirmDialog({
+                      title: `Disconnect ${u.user}?`,
+                      text: `Every connection of ${u.user} is closed, and their apps are told not to reconnect by themselves.`,
+                      confirm: 'Disconnect',
+                      danger: true,
+                      action: async () => {
+                        await command('disconnect', { user: u.user });
+                        b.disabled = true;
+                      },
+                    });
                   },
                 },
                 'Disconnect'

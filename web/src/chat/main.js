@@ -9,6 +9,11 @@
 // (everything it holds) and, after a network drop or a server restart, the SDK resumes from the
 // last offset it delivered. Messages are keyed by offset, so nothing is shown twice.
 // The browser keeps only hints: the name last used, the rooms joined, what was read.
+//
+// Who wrote a message is never taken from its data: anyone may publish anything into an
+// inbox. The author is the publisher identity the server attaches (`info.user`, from the
+// publisher's token), and a private message belongs to the conversation with its publisher;
+// only our own copies (published by us) are filed under the `to` they name.
 
 import './../common/base.css';
 import './chat.css';
@@ -19,6 +24,12 @@ const ROOMS_NS = 'rooms';
 const INBOX_NS = 'inbox';
 const DEFAULT_ROOMS = ['general', 'random', 'help'];
 const NAME_RE = /^[\p{L}\p{N}_.-]{1,32}$/u;
+/** Longest message the composer sends, in characters; the counter shows from COUNTER_FROM. */
+const MAX_CHARS = 4000;
+const COUNTER_FROM = 3500;
+/** Messages longer than this (characters or lines) are shown collapsed, with "Show more". */
+const COLLAPSE_CHARS = 700;
+const COLLAPSE_LINES = 12;
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
 const root = document.getElementById('app');
@@ -31,8 +42,11 @@ function newConv(kind, id) {
   return {
     kind, // 'room' | 'dm'
     id, // room name or peer user
-    items: [], // {type:'msg', offset, author, text, ts, mine, server} | {type:'notice', ts, text}
+    items: [], // {type:'msg', offset, author, text, ts, mine, server, cid} | {type:'notice', ts, text}
     offsets: new Set(),
+    cids: new Set(), // `${author}/${cid}` of the messages shown (a retried send shows once)
+    pending: [], // our messages not yet back from the server: {cid, text, ts, state: 'sending'|'failed', error, send}
+    dividerAfter: null, // offset after which the "New messages" divider goes (while open)
     unread: 0,
     lastRead: Number(localStorage.getItem(readKey(kind, id)) || 0),
     // A room first seen on this device: its history counts as read (private messages do not).
@@ -63,19 +77,34 @@ function readKey(kind, id) {
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
+/** An error whose message can be shown to a person as it is. */
+class HumanError extends Error {}
+
 async function fetchToken(name) {
-  const res = await fetch('/demo/token', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name }),
-  });
+  let res;
+  try {
+    res = await fetch('/demo/token', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name }),
+    });
+  } catch {
+    // fetch() rejects only when no answer came at all ("Failed to fetch").
+    throw new HumanError(
+      navigator.onLine
+        ? 'Cannot reach the chat server. Check that Herald is running, then try again.'
+        : 'You are offline. Connect to the network, then try again.'
+    );
+  }
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body?.error?.message || `sign-in failed (HTTP ${res.status})`);
+  if (res.status === 400) throw new HumanError(body?.error?.message?.replace(/^bad request: /, 'Your ') || 'This name cannot be used.');
+  if (res.status === 404) throw new HumanError('This server does not run the demo chat (start Herald with --demo).');
+  if (!res.ok) throw new HumanError(`The server could not sign you in (HTTP ${res.status}). Try again in a moment.`);
   return body.token;
 }
 
 function renderSignIn(error = '') {
-  document.title = 'Herald Chat — sign in';
+  updateTitle();
   const input = h('input', {
     class: 'input',
     id: 'name',
@@ -253,6 +282,7 @@ function joinRoom(room, select = true) {
         ts: Number(data.ts) || Date.now(),
         mine: ctx.info?.user === state.me,
         server: !ctx.info,
+        cid: typeof data.cid === 'string' ? data.cid : undefined,
       });
     });
     localStorage.setItem(`herald.rooms.${state.me}`, JSON.stringify([...state.rooms.keys()]));
@@ -315,15 +345,25 @@ function subscribeInbox() {
   const inbox = { kind: 'inbox', presence: new Map() };
   subscribe(inboxChannel(state.me), inbox, (ctx) => {
     const d = ctx.data || {};
-    if (typeof d.text !== 'string' || !d.from || !d.to) return;
-    const peer = d.from === state.me ? d.to : d.from;
+    // The author is who published, as the server says (`info.user` comes from the publisher's
+    // token); `d.from` is whatever the publisher wrote and is never trusted. Without a
+    // publisher (a server API publication) there is nobody to file the message under.
+    const publisher = ctx.info?.user;
+    if (typeof d.text !== 'string' || !publisher) return;
+    const mine = publisher === state.me;
+    // Our own copy names its recipient; anything else belongs to the conversation with its
+    // publisher, whatever it claims.
+    const peer = mine ? d.to : publisher;
+    if (typeof peer !== 'string' || !NAME_RE.test(peer)) return;
     const conv = dmConv(peer);
     addMessage(conv, {
       offset: ctx.offset,
-      author: d.from,
+      author: publisher,
       text: d.text,
       ts: Number(d.ts) || Date.now(),
-      mine: d.from === state.me,
+      mine,
+      cid: typeof d.cid === 'string' ? d.cid : undefined,
+      claimed: typeof d.from === 'string' && d.from !== publisher ? d.from.slice(0, 40) : undefined,
     });
   });
 }
@@ -338,8 +378,7 @@ function dmConv(peer) {
   return conv;
 }
 
-async function sendDirect(peer, text) {
-  const msg = { type: 'dm', from: state.me, to: peer, text, ts: Date.now() };
+async function sendDirect(peer, msg) {
   // Into the recipient's inbox (delivered now or when they next sign in), then into ours.
   await state.client.publish(inboxChannel(peer), msg);
   if (peer !== state.me) await state.client.publish(inboxChannel(state.me), msg);
@@ -351,6 +390,17 @@ async function sendDirect(peer, text) {
 function addMessage(conv, msg) {
   if (conv.offsets.has(msg.offset)) return; // recovered twice, or history and live overlap
   conv.offsets.add(msg.offset);
+  if (msg.cid) {
+    // Our own message is back from the server: it is no longer pending.
+    if (msg.mine) conv.pending = conv.pending.filter((p) => p.cid !== msg.cid);
+    // A send retried after a lost answer reached the server twice: show it once.
+    const key = `${msg.author}/${msg.cid}`;
+    if (conv.cids.has(key)) {
+      if (conv === state.current) renderConv();
+      return;
+    }
+    conv.cids.add(key);
+  }
   msg.type = 'msg';
   const items = conv.items;
   // Keep offset order: live messages append; a history page may arrive after live ones.
@@ -381,30 +431,78 @@ function isConvVisible() {
   return !window.matchMedia('(max-width: 760px)').matches || state.view === 'conv';
 }
 
-async function send(text) {
-  const conv = state.current;
-  if (!conv || !text.trim()) return true;
-  try {
-    if (conv.kind === 'room') {
-      await state.subs.get(roomChannel(conv.id)).publish({ text, ts: Date.now() });
-    } else {
-      await sendDirect(conv.id, text);
-    }
-    return true;
-  } catch (e) {
-    toast(`Not sent: ${e.message || `error ${e.code}`}. It will be kept in the box.`, true);
-    return false;
+/** What went wrong with a send, in words for the person who sent it. */
+function sendErrorText(e) {
+  if (!navigator.onLine) return 'you are offline';
+  switch (e?.code) {
+    case 1: // timeout
+    case 2: // transport closed
+    case 3: // client disconnected
+    case 11: // connection closed
+      return state.status === 'connected' ? 'the server did not answer in time' : 'no connection to the server';
+    case 7:
+      return 'you are no longer in this room';
+    case 103:
+      return 'you may not post here';
+    case 106:
+      return 'too many messages: wait a moment';
+    default:
+      return e?.message && !/^[a-z ]+$/.test(e.message) ? e.message : `the server refused it (${e?.message || `error ${e?.code}`})`;
   }
+}
+
+/** A random id for one message, carried in its data, to recognize it when it comes back. */
+function newCid() {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, '');
+}
+
+/** Sends `text` into the open conversation: shown at once as "Sending…", then as sent when the
+ * server delivers it back, or as failed with a Retry button. */
+function send(text) {
+  const conv = state.current;
+  if (!conv || !text.trim()) return;
+  const cid = newCid();
+  const ts = Date.now();
+  const data =
+    conv.kind === 'room'
+      ? { text, ts, cid }
+      : { type: 'dm', from: state.me, to: conv.id, text, ts, cid };
+  const channel = conv.kind === 'room' ? roomChannel(conv.id) : null;
+  const pending = { cid, text, ts, state: 'sending', error: '' };
+  pending.send = async () => {
+    pending.state = 'sending';
+    pending.error = '';
+    if (conv === state.current) renderConv();
+    try {
+      if (channel) {
+        const sub = state.subs.get(channel);
+        if (!sub) throw { code: 7 }; // the room was left meanwhile
+        await sub.publish(data);
+      } else await sendDirect(conv.id, data);
+    } catch (e) {
+      if (!conv.pending.includes(pending)) return; // it came back meanwhile
+      pending.state = 'failed';
+      pending.error = sendErrorText(e);
+      if (conv === state.current) renderConv();
+    }
+  };
+  conv.pending.push(pending);
+  if (conv === state.current) renderConv(true);
+  pending.send();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
 function selectConv(conv) {
+  if (state.current && state.current !== conv) state.current.dividerAfter = null;
   state.current = conv;
   state.view = 'conv';
   state.showMembers = false;
   const last = [...conv.items].reverse().find((i) => i.type === 'msg');
+  // Unread messages get a "New messages" divider above them while the conversation is open.
+  if (conv.unread && last && last.offset > conv.lastRead) conv.dividerAfter = conv.lastRead;
   markRead(conv, last ? last.offset : conv.lastRead);
   renderApp();
   root.querySelector('.composer textarea')?.focus({ preventScroll: true });
@@ -465,7 +563,19 @@ function renderStatus() {
   } else banner?.remove();
 }
 
+/** The tab's title: who is signed in, and how many messages they have not read. */
+function updateTitle() {
+  if (!state.me) {
+    document.title = 'Herald Chat — sign in';
+    return;
+  }
+  let unread = 0;
+  for (const conv of [...state.rooms.values(), ...state.dms.values()]) unread += conv.unread;
+  document.title = `${unread ? `(${unread}) ` : ''}${state.me} — Herald Chat`;
+}
+
 function renderSidebar() {
+  updateTitle();
   if (!els.sidebar || !state.me) return;
   const roomForm = h('input', { placeholder: 'Join or create a room', 'aria-label': 'Room name', maxlength: '40' });
   const dmForm = h('input', { placeholder: 'Message someone…', 'aria-label': 'User name', maxlength: '32' });
@@ -564,7 +674,9 @@ function renderConv(focus = false) {
   messages.replaceChildren(...renderItems(conv));
   const subtitle = els.conv.querySelector('.conv-head .sub');
   subtitle.textContent = convSubtitle(conv);
-  if (atBottom || focus) messages.scrollTop = messages.scrollHeight;
+  const divider = focus ? messages.querySelector('.new-divider') : null;
+  if (divider) messages.scrollTop = Math.max(0, divider.offsetTop - messages.offsetTop - 24);
+  else if (atBottom || focus) messages.scrollTop = messages.scrollHeight;
   else messages.scrollTop = previousScroll;
 }
 
@@ -586,21 +698,40 @@ function buildConvFrame(conv) {
     rows: 1,
     placeholder: conv.kind === 'room' ? `Message #${conv.id}` : `Message ${conv.id}`,
     'aria-label': 'Message',
-    maxlength: '4000',
   });
-  const form = h('form', {}, textarea, h('button', { class: 'send', type: 'submit', title: 'Send', 'aria-label': 'Send' }, icon(ICONS.send, 18)));
-  const submit = async () => {
+  const sendButton = h('button', { class: 'send', type: 'submit', title: 'Send', 'aria-label': 'Send' }, icon(ICONS.send, 18));
+  const form = h('form', {}, textarea, sendButton);
+  // Near the limit a counter appears; over it the message is not cut but refused, and the
+  // counter says by how much.
+  const counter = h('span', { class: 'counter', 'data-testid': 'counter', 'aria-live': 'polite' });
+  const length = () => [...textarea.value].length;
+  const updateCounter = () => {
+    const n = length();
+    const over = n > MAX_CHARS;
+    counter.hidden = n < COUNTER_FROM;
+    counter.classList.toggle('over', over);
+    counter.textContent = over
+      ? `${(n - MAX_CHARS).toLocaleString('en')} characters too long (limit ${MAX_CHARS.toLocaleString('en')})`
+      : `${n.toLocaleString('en')} / ${MAX_CHARS.toLocaleString('en')}`;
+    sendButton.disabled = over;
+  };
+  const submit = () => {
     const text = textarea.value;
-    if (!text.trim()) return;
+    if (!text.trim() || length() > MAX_CHARS) return;
     textarea.value = '';
     autosize();
-    if (!(await send(text))) textarea.value = text;
+    updateCounter();
+    send(text);
   };
   const autosize = () => {
     textarea.style.height = 'auto';
     textarea.style.height = `${Math.min(textarea.scrollHeight, 140)}px`;
   };
-  textarea.addEventListener('input', autosize);
+  textarea.addEventListener('input', () => {
+    autosize();
+    updateCounter();
+  });
+  updateCounter();
   textarea.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
@@ -652,7 +783,7 @@ function buildConvFrame(conv) {
         : null
     ),
     h('div', { class: 'messages', role: 'log', 'aria-live': 'polite' }),
-    h('div', { class: 'composer' }, form, h('div', { class: 'hint' }, 'Enter to send · Shift+Enter for a new line'))
+    h('div', { class: 'composer' }, form, h('div', { class: 'composer-foot' }, h('span', { class: 'hint' }, 'Enter to send · Shift+Enter for a new line'), counter))
   );
   els.app.classList.toggle('no-members', conv.kind !== 'room');
   renderStatus();
@@ -660,7 +791,7 @@ function buildConvFrame(conv) {
 
 function renderItems(conv) {
   const out = [];
-  if (!conv.items.some((i) => i.type === 'msg')) {
+  if (!conv.items.some((i) => i.type === 'msg') && !conv.pending.length) {
     out.push(
       h(
         'div',
@@ -675,10 +806,16 @@ function renderItems(conv) {
   }
   let prev = null;
   let day = null;
+  let divided = false;
   for (const item of conv.items) {
     if (dayOf(item.ts) !== day) {
       day = dayOf(item.ts);
       out.push(h('div', { class: 'day' }, day));
+    }
+    if (!divided && conv.dividerAfter !== null && item.type === 'msg' && !item.mine && item.offset > conv.dividerAfter) {
+      divided = true;
+      out.push(h('div', { class: 'new-divider', role: 'separator', 'data-testid': 'new-divider' }, h('span', {}, 'New messages')));
+      prev = null;
     }
     if (item.type === 'notice') {
       out.push(h('div', { class: 'notice' }, h('b', {}, item.user), ` ${item.what} · ${timeOf(item.ts)}`));
@@ -705,15 +842,76 @@ function renderItems(conv) {
                 { class: 'meta' },
                 h('span', { class: 'author' }, item.author),
                 item.server ? h('span', { class: 'tag' }, 'server') : null,
+                item.claimed
+                  ? h('span', { class: 'tag warn', title: `This message says it is from ${item.claimed}, but ${item.author} sent it.` }, `claims to be ${item.claimed}`)
+                  : null,
                 h('span', { class: 'time' }, timeOf(item.ts))
               ),
-          h('div', { class: 'msg-text' }, item.text)
+          messageText(item)
         )
       )
     );
     prev = item;
   }
+  for (const p of conv.pending) {
+    const failed = p.state === 'failed';
+    out.push(
+      h(
+        'div',
+        { class: `msg mine pending${failed ? ' failed' : ''}`, 'data-testid': 'pending-message' },
+        avatar(state.me, 36),
+        h(
+          'div',
+          { class: 'body' },
+          h('div', { class: 'meta' }, h('span', { class: 'author' }, state.me), h('span', { class: 'time' }, timeOf(p.ts))),
+          messageText(p),
+          h(
+            'div',
+            { class: 'send-state', role: failed ? 'alert' : 'status' },
+            failed ? `Not sent: ${p.error}.` : 'Sending…',
+            failed ? h('button', { class: 'link', onclick: () => p.send() }, 'Retry') : null,
+            failed
+              ? h(
+                  'button',
+                  {
+                    class: 'link muted',
+                    onclick: () => {
+                      conv.pending = conv.pending.filter((x) => x !== p);
+                      renderConv();
+                    },
+                  },
+                  'Discard'
+                )
+              : null
+          )
+        )
+      )
+    );
+  }
   return out;
+}
+
+/** A message's text; a long one collapsed to a few lines with "Show more". */
+function messageText(item) {
+  const text = h('div', { class: 'msg-text' }, item.text);
+  const long = item.text.length > COLLAPSE_CHARS || item.text.split('\n').length > COLLAPSE_LINES;
+  if (!long) return text;
+  text.classList.toggle('collapsed', !item.expanded);
+  const toggle = h(
+    'button',
+    {
+      class: 'link more',
+      'aria-expanded': String(Boolean(item.expanded)),
+      onclick: () => {
+        item.expanded = !item.expanded;
+        text.classList.toggle('collapsed', !item.expanded);
+        toggle.textContent = item.expanded ? 'Show less' : 'Show more';
+        toggle.setAttribute('aria-expanded', String(item.expanded));
+      },
+    },
+    item.expanded ? 'Show less' : 'Show more'
+  );
+  return h('div', { class: 'msg-long' }, text, toggle);
 }
 
 function renderMembers() {

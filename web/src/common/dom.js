@@ -91,3 +91,52 @@ export function dayOf(ts) {
   if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
   return d.toLocaleDateString([], { weekday: 'long', month: 'long', day: 'numeric' });
 }
+
+/**
+ * Asks for a confirmation in the page (not the browser's confirm(), which blocks the page and
+ * cannot be styled): a dialog with `title`, `text`, Cancel and a `confirm` button. On confirm it
+ * runs `action()`; if that throws, the dialog stays open and shows the error; otherwise it
+ * closes. Escape or a click outside cancels.
+ */
+export function confirmDialog({ title, text, confirm, danger = false, action }) {
+  const error = h('div', { class: 'error', role: 'alert' });
+  const close = () => {
+    backdrop.remove();
+    document.removeEventListener('keydown', onKey);
+  };
+  const onKey = (e) => e.key === 'Escape' && close();
+  const ok = h(
+    'button',
+    {
+      class: `btn small${danger ? ' danger' : ''}`,
+      'data-testid': 'confirm',
+      onclick: async () => {
+        ok.disabled = true;
+        error.textContent = '';
+        try {
+          await action();
+          close();
+        } catch (e) {
+          error.textContent = e.message || String(e);
+          ok.disabled = false;
+        }
+      },
+    },
+    confirm
+  );
+  const backdrop = h(
+    'div',
+    { class: 'modal-backdrop', onclick: (e) => e.target === backdrop && close() },
+    h(
+      'div',
+      { class: 'modal', role: 'dialog', 'aria-modal': 'true', 'aria-label': title },
+      h('h2', {}, title),
+      h('p', {}, text),
+      error,
+      h('div', { class: 'actions' }, h('button', { class: 'btn small secondary', onclick: close }, 'Cancel'), ok)
+    )
+  );
+  document.addEventListener('keydown', onKey);
+  document.body.append(backdrop);
+  ok.focus();
+}

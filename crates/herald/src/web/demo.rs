@@ -3,6 +3,7 @@
 //! [`TOKEN_TTL`]) for whatever name is asked. It exists only with `demo` on: anyone may be
 //! anyone, which is what a demo is and what production must never be.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use hyper::body::Body;
 use serde::Deserialize;
 
 use super::{json_no_store, read_post_json};
+use crate::config::Config;
+use crate::demo_secrets;
 use crate::node::Node;
 use crate::server::{HttpResponse, json_error};
 
@@ -89,9 +92,101 @@ where
     }
 }
 
+/// The demo's start-up banner, logged once after the server listens: where the chat and the
+/// admin UI are, how to log into the admin, and — loudly — that [`TOKEN_PATH`] lets anyone
+/// sign in as anyone, so a demo must never be reachable by people who should not be trusted.
+/// `base_url` is how a browser on this machine reaches the server (`http://127.0.0.1:8000`).
+pub fn banner(
+    base_url: &str,
+    config: &Config,
+    secrets: Option<&demo_secrets::Used>,
+    config_path: Option<&Path>,
+) -> String {
+    let admin = &config.admin;
+    let from_file = secrets.filter(|s| s.filled.admin_password);
+    let login = if admin.insecure {
+        "no login (admin.insecure)".to_owned()
+    } else if let Some(used) = from_file {
+        format!(
+            "password: {} (kept in {}; set admin.password to choose one)",
+            admin.password,
+            used.path.display()
+        )
+    } else {
+        match config_path {
+            Some(path) => format!("password: admin.password in {}", path.display()),
+            None => "password: admin.password from the environment".to_owned(),
+        }
+    };
+    let mut lines = vec![
+        "DEMO MODE — not for production".to_owned(),
+        format!("  Chat:   {base_url}/"),
+        format!(
+            "  Admin:  {base_url}{}/  {login}",
+            super::admin_base(config)
+        ),
+    ];
+    if let Some(used) = secrets.filter(|s| s.filled.api_key) {
+        lines.push(format!(
+            "  Server API key: {} (header X-API-Key; `herald --demo publish CHANNEL JSON` uses it)",
+            config.http_api.key
+        ));
+        if used.created {
+            lines.push(format!(
+                "  New demo secrets written to {} (owner-only): restarts keep sessions and tokens",
+                used.path.display()
+            ));
+        }
+    }
+    lines.push(format!(
+        "  WARNING: {TOKEN_PATH} signs a token for ANY name it is asked: anyone who can reach \
+         this port can sign in as any user and read their private messages. Keep the demo on \
+         127.0.0.1 or a trusted network."
+    ));
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banner_says_where_how_and_warns() {
+        let mut config = Config {
+            demo: true,
+            ..Config::default()
+        };
+        let secrets = demo_secrets::DemoSecrets::generate();
+        let filled = secrets.fill(&mut config);
+        config.apply_demo();
+        let used = demo_secrets::Used {
+            path: "/d/demo-secrets.json".into(),
+            created: true,
+            filled,
+        };
+        let text = banner("http://127.0.0.1:8000", &config, Some(&used), None);
+        assert!(text.contains("Chat:   http://127.0.0.1:8000/\n"), "{text}");
+        assert!(
+            text.contains("Admin:  http://127.0.0.1:8000/admin/"),
+            "{text}"
+        );
+        assert!(text.contains(&secrets.admin_password), "{text}");
+        assert!(text.contains(&secrets.http_api_key), "{text}");
+        assert!(text.contains("/d/demo-secrets.json"), "{text}");
+        assert!(text.contains("sign in as any user"), "{text}");
+
+        // A config's own password is not printed, only where it is.
+        let mut config = Config {
+            demo: true,
+            ..Config::default()
+        };
+        config.admin.password = "from-the-config".into();
+        config.admin.secret = "s".into();
+        config.apply_demo();
+        let text = banner("http://h:1", &config, None, Some(Path::new("config.json")));
+        assert!(!text.contains("from-the-config"), "{text}");
+        assert!(text.contains("admin.password in config.json"), "{text}");
+    }
 
     #[test]
     fn names() {

@@ -149,9 +149,24 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        Server::start_args_with(&["-c", &path], dir, configure).await
+    }
+
+    /// Starts `herald ARGS` in `dir` (its working directory, kept as long as the server) and
+    /// waits until it listens.
+    pub async fn start_args(args: &[&str], dir: tempfile::TempDir) -> Server {
+        Server::start_args_with(args, dir, |_| {}).await
+    }
+
+    /// [`Server::start_args`], with `configure` given the command before it is spawned.
+    pub async fn start_args_with(
+        args: &[&str],
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.arg("-c")
-            .arg(&path)
+        cmd.args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -321,6 +336,11 @@ fn parse_listening_port(log: &str) -> Option<u16> {
 
 /// Runs `herald ARGS` to completion (bounded), without inherited `HERALD_*` variables.
 pub async fn run_cli(args: &[&str], dir: &std::path::Path) -> Output {
+    run_cli_env(args, dir, &[]).await
+}
+
+/// [`run_cli`] with these environment variables set.
+pub async fn run_cli_env(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(dir)
@@ -328,6 +348,7 @@ pub async fn run_cli(args: &[&str], dir: &std::path::Path) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     clean_env(&mut cmd);
+    cmd.envs(env.iter().copied());
     let child = cmd.spawn().expect("spawn herald");
     let pid = child.id();
     let waited = tokio::time::timeout(
