@@ -73,6 +73,12 @@ class Herald:
                         "join_leave": True,
                         "allow_presence_for_subscriber": True,
                     },
+                    {
+                        "name": "feed",
+                        "history_size": 5,
+                        "history_ttl": "300s",
+                        "force_recovery": True,
+                    },
                 ],
             },
         }
@@ -150,6 +156,7 @@ class WsClient:
         reply = self.call({"connect": {"token": token, "name": "pytest"}})
         assert "error" not in reply, reply
         self.client_id = reply["connect"]["client"]
+        self.session = reply["connect"].get("session", "")
 
     def send(self, command: dict) -> int:
         self.next_id += 1
@@ -203,6 +210,26 @@ class WsClient:
             if push:
                 self.pushes.append(push)
         raise AssertionError(f"no publication in {channel!r} within {timeout}s")
+
+    def push(self, channel: str, kind: str, timeout: float = 5) -> dict:
+        """The next push of `kind` (`subscribe`, `unsubscribe`, `pub`…) in `channel`."""
+        for i, push in enumerate(self.pushes):
+            if push.get("channel") == channel and kind in push:
+                del self.pushes[i]
+                return push[kind]
+        for message in self._messages(timeout):
+            push = message.get("push", {})
+            if push.get("channel") == channel and kind in push:
+                return push[kind]
+            if push:
+                self.pushes.append(push)
+        raise AssertionError(f"no {kind} push in {channel!r} within {timeout}s")
+
+    def no_push(self, timeout: float = 0.3) -> None:
+        """Asserts that no push (other than server pings) arrives within `timeout`."""
+        assert not self.pushes, self.pushes
+        for message in self._messages(timeout):
+            raise AssertionError(f"unexpected {message}")
 
     def close(self) -> None:
         self._connection.__exit__(None, None, None)

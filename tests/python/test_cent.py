@@ -20,6 +20,7 @@ from cent import (
     PresenceStatsRequest,
     PublishRequest,
     RefreshRequest,
+    StreamPosition,
     SubscribeRequest,
     UnsubscribeRequest,
 )
@@ -192,3 +193,52 @@ def test_refresh_expired_closes_the_users_connections(api, ws_client):
     api.refresh(RefreshRequest(user="frank", expired=True))
     assert closed_with(frank) == 3005
     assert alive(grace)
+
+
+def test_session_targets_one_connection(api, ws_client):
+    """`session` (Centrifugo's per-connection session id, the connect reply's `session`)
+    narrows subscribe, unsubscribe, refresh and disconnect to that connection; one that names
+    no connection is answered `{}`, as Centrifugo does."""
+    a = ws_client("sally")
+    b = ws_client("sally")
+    assert a.session and b.session and a.session != b.session
+    api.subscribe(SubscribeRequest(user="sally", channel="sessions", session="nope"))
+    api.unsubscribe(UnsubscribeRequest(user="sally", channel="sessions", session="nope"))
+    api.refresh(RefreshRequest(user="sally", session="nope", expired=True))
+    api.disconnect(DisconnectRequest(user="sally", session="nope"))
+    a.no_push()
+    b.no_push()
+    api.subscribe(SubscribeRequest(user="sally", channel="sessions", session=b.session))
+    assert b.push("sessions", "subscribe") == {}
+    a.no_push()
+    api.unsubscribe(UnsubscribeRequest(user="sally", channel="sessions", session=b.session))
+    assert b.push("sessions", "unsubscribe")["code"] == 2000
+    api.disconnect(DisconnectRequest(user="sally", session=b.session))
+    with pytest.raises(ConnectionClosed) as closed:
+        b.call({"presence": {"channel": "sessions"}}, timeout=2)
+    assert closed.value.rcvd.code == 3503
+    a.no_push()
+
+
+def test_subscribe_recover_since_delivers_the_missed_publications(api, ws_client):
+    """`recover_since` recovers the server-side subscription: the subscribe push carries the
+    position, the publications after it follow, then the live ones."""
+    channel = "feed:recover"
+    epoch = ""
+    for n in range(1, 5):
+        epoch = api.publish(PublishRequest(channel=channel, data={"n": n})).epoch
+    sub = ws_client("rita")
+    api.subscribe(
+        SubscribeRequest(
+            user="rita",
+            channel=channel,
+            session=sub.session,
+            recover_since=StreamPosition(offset=2, epoch=epoch),
+        )
+    )
+    push = sub.push(channel, "subscribe")
+    assert push["recoverable"] and push["positioned"], push
+    assert (push["offset"], push["epoch"]) == (2, epoch), push
+    api.publish(PublishRequest(channel=channel, data={"n": 5}))
+    got = [sub.publication(channel) for _ in range(3)]
+    assert [(p["offset"], p["data"]["n"]) for p in got] == [(3, 3), (4, 4), (5, 5)]

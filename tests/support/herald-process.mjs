@@ -42,6 +42,8 @@ export class HeraldProcess {
     this.port = 0;
     this.proc = null;
     this.log = '';
+    /** Environment variables for the server (e.g. `HERALD_*` options), set before `start`. */
+    this.env = {};
   }
 
   get url() {
@@ -56,7 +58,7 @@ export class HeraldProcess {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
     const proc = spawn(this.bin, ['-c', this.configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...env, NO_COLOR: '1' },
+      env: { ...env, NO_COLOR: '1', ...this.env },
     });
     this.proc = proc;
     // Never leave a server behind, even if the test process ends without cleaning up.

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::auth::TokenError;
 use crate::auth::{SubscribeOptions, SubscribeOverride};
+use crate::config::RecoveryMode;
 use crate::engine::{HistoryFilter, StoredPublication, StreamPosition};
 use crate::hub::{ClientHandle, SubFlags};
 use crate::node::{LiveConnection, PublishOptions, unix_now};
@@ -29,6 +30,10 @@ use crate::protocol::{
     decode_commands, encode_reply, publication_len,
 };
 use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
+
+/// The subscribe `flag` bit with which a client asks for error 112 (unrecoverable position)
+/// instead of a subscription answered `recovered: false` (the SDKs set it with `getState`).
+const SUBSCRIBE_FLAG_REJECT_UNRECOVERED: i64 = 1 << 1;
 
 /// The server version reported in connect replies.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -560,6 +565,10 @@ impl Client {
         node.hub.add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
+            // Centrifugo gives one to connections of its HTTP-streaming, SSE and emulation
+            // transports; Herald to every connection, so that the server API can target a
+            // connection by it (`session`) on any transport.
+            session: node.hub.session_of(&handle),
             version: VERSION.to_owned(),
             node: node.id.clone(),
             ..ConnectResult::default()
@@ -729,35 +738,49 @@ impl Client {
         result.positioned = result.recoverable
             || options.force_positioning
             || (options.allow_positioning && request.positioned);
-        let position = if request.recover && result.recoverable {
-            let since = StreamPosition::new(request.offset, request.epoch.clone());
-            let limit = node.config.client.recovery_max_publication_limit;
-            history
-                .recover(channel, since, limit, history_options)
-                .await
-                .map(|recovery| {
-                    result.was_recovering = true;
-                    result.recovered = recovery.recovered;
-                    if recovery.recovered {
-                        match room.take_all(&recovery.publications) {
-                            Some(publications) => result.publications = publications,
-                            None => {
-                                tracing::debug!(
-                                    client = %self.id(),
-                                    channel,
-                                    missed = recovery.publications.len(),
-                                    "recovery does not fit the client's queue \
-                                     (client.queue_max_size): answered recovered: false"
-                                );
-                                result.recovered = false;
+        let cache = options.force_recovery_mode == RecoveryMode::Cache;
+        // `auto_cache_recover`: in cache mode the latest publication comes on every
+        // subscribe, also when the client does not ask to recover (as in Centrifugo).
+        let position =
+            if result.recoverable && cache && (request.recover || options.auto_cache_recover) {
+                self.recover_cache(history.as_ref(), request, history_options, result, room)
+                    .await
+            } else if request.recover && result.recoverable {
+                let since = StreamPosition::new(request.offset, request.epoch.clone());
+                let limit = node.config.client.recovery_max_publication_limit;
+                history
+                    .recover(channel, since, limit, history_options)
+                    .await
+                    .map(|recovery| {
+                        result.was_recovering = true;
+                        result.recovered = recovery.recovered;
+                        if recovery.recovered {
+                            match room.take_all(&recovery.publications) {
+                                Some(publications) => result.publications = publications,
+                                None => {
+                                    tracing::debug!(
+                                        client = %self.id(),
+                                        channel,
+                                        missed = recovery.publications.len(),
+                                        "recovery does not fit the client's queue \
+                                         (client.queue_max_size): answered recovered: false"
+                                    );
+                                    result.recovered = false;
+                                }
                             }
                         }
-                    }
-                    recovery.position
-                })
-        } else {
-            history.top(channel, history_options).await
-        };
+                        recovery.position
+                    })
+            } else {
+                history.top(channel, history_options).await
+            };
+        let reject_unrecovered = request.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0 && !cache;
+        if position.is_ok() && result.was_recovering && !result.recovered && reject_unrecovered {
+            // The SDK's `getState` flow: it asked not to be subscribed without what it
+            // missed, and reloads its state (then subscribes from the new position) on 112.
+            node.hub.unsubscribe(channel, handle);
+            return Err(Error::UNRECOVERABLE_POSITION);
+        }
         match position {
             Ok(position) => {
                 if result.positioned {
@@ -771,6 +794,51 @@ impl Client {
                 Err(e.to_protocol())
             }
         }
+    }
+
+    /// Recovery in cache mode (`force_recovery_mode: "cache"`), as Centrifugo does it: the
+    /// client gets the channel's latest publication instead of what it missed, unless it
+    /// already has it (its position is the stream's top). `recovered` when the stream's
+    /// latest publication is still held (or the client is at the top of a stream holding
+    /// none); the epoch does not matter. Returns the stream's top.
+    async fn recover_cache(
+        &self,
+        history: &dyn crate::engine::History,
+        request: &SubscribeRequest,
+        options: crate::engine::HistoryOptions,
+        result: &mut SubscribeResult,
+        room: &mut ReplyRoom,
+    ) -> Result<StreamPosition, crate::engine::EngineError> {
+        let latest = HistoryFilter {
+            since: None,
+            limit: 1,
+            reverse: true,
+        };
+        let page = history.read(&request.channel, latest, options).await?;
+        let top = if page.publications.is_empty() {
+            // `top` makes the stream if there is none yet, so that the epoch given out here
+            // is the one later publications get (as for a subscription without recovery).
+            history.top(&request.channel, options).await?
+        } else {
+            page.position
+        };
+        let up_to_date =
+            request.offset > 0 && request.offset == top.offset && request.epoch == top.epoch;
+        result.was_recovering = true;
+        result.recovered = match page.publications.first() {
+            None => up_to_date,
+            Some(latest) if latest.offset == top.offset && !up_to_date => {
+                match room.take_all(std::slice::from_ref(latest)) {
+                    Some(publications) => {
+                        result.publications = publications;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Some(latest) => latest.offset == top.offset,
+        };
+        Ok(top)
     }
 
     /// `history`: a page of the channel's stream (protocol.md §3), cut to the publications
@@ -862,6 +930,17 @@ impl Client {
         let (channel, options) = node
             .resolve_channel(&request.channel)
             .map_err(SubscribeFailure::Error)?;
+        if request.kind != 0 {
+            // Map and shared-poll subscriptions (Centrifugo's newer subscription types) do
+            // not exist in Herald: refused rather than served as a plain stream.
+            tracing::debug!(
+                client = %self.id(),
+                channel = %request.channel,
+                kind = request.kind,
+                "subscribe: subscription type not available (only streams, type 0)"
+            );
+            return Err(SubscribeFailure::Error(Error::NOT_AVAILABLE));
+        }
         if handle.is_subscribed(&request.channel) {
             return Err(SubscribeFailure::Error(Error::ALREADY_SUBSCRIBED));
         }
@@ -879,15 +958,23 @@ impl Client {
                 .await
                 .map_err(|e| match e {
                     TokenError::Expired => SubscribeFailure::Error(Error::TOKEN_EXPIRED),
+                    // As in Centrifugo: a token that is not valid (malformed, a bad
+                    // signature, a wrong audience or issuer, no channel claim) only fails
+                    // this subscribe; the connection stays.
                     TokenError::Invalid(reason) => {
                         tracing::info!(client = %self.id(), "invalid subscription token: {reason}");
-                        SubscribeFailure::Close(Disconnect::INVALID_TOKEN)
+                        SubscribeFailure::Error(Error::PERMISSION_DENIED)
                     }
                 })?;
+            // A valid token for another channel, user or connection is a client that
+            // misbehaves: closed, as Centrifugo does.
             handle
                 .id
                 .with_str(|id| claims.check_for(&handle.user, &request.channel, id))
-                .map_err(|_| SubscribeFailure::Close(Disconnect::INVALID_TOKEN))?;
+                .map_err(|e| {
+                    tracing::info!(client = %self.id(), "subscription token mismatch: {e}");
+                    SubscribeFailure::Close(Disconnect::INVALID_TOKEN)
+                })?;
             let expires_at = claims.expires_at();
             if let Some(at) = expires_at {
                 result.expires = true;

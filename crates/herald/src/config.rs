@@ -2081,6 +2081,9 @@ fn env_paths(template: &Value, path: &str, out: &mut Vec<(String, Value)>) {
 /// booleans later, by option kind); objects and opaque sections take JSON; lists take JSON or a
 /// comma/space-separated list of strings. Returns where each path came from, and warnings for
 /// `HERALD_*` variables that name no option.
+///
+/// Named namespaces also take Centrifugo's environment form (see [`apply_namespace_env`]):
+/// `HERALD_CHANNEL_NAMESPACES=chat news` plus `HERALD_CHANNEL_NAMESPACES_CHAT_PRESENCE=true`.
 fn apply_env<I>(tree: &mut Value, env: I) -> Result<(Origins, Vec<String>), ConfigError>
 where
     I: IntoIterator<Item = (String, String)>,
@@ -2105,46 +2108,107 @@ where
             var: var.clone(),
             message,
         };
-        let value = match kind {
-            Value::Object(_) => match serde_json::from_str::<Value>(raw) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(other) => {
-                    return Err(env_err(format!(
-                        "{path} is a group of options: expected a JSON object, got {}",
-                        kind_name(&other)
-                    )));
-                }
-                Err(e) => {
-                    return Err(env_err(format!(
-                        "{path} is a group of options: expected a JSON object ({e})"
-                    )));
-                }
-            },
-            Value::Array(_) => {
-                if raw.trim_start().starts_with('[') {
-                    serde_json::from_str(raw)
-                        .map_err(|e| env_err(format!("{path}: not a valid JSON list ({e})")))?
-                } else {
-                    Value::Array(
-                        raw.split(|c: char| c == ',' || c.is_whitespace())
-                            .filter(|s| !s.is_empty())
-                            .map(|s| Value::String(s.to_string()))
-                            .collect(),
-                    )
-                }
-            }
-            Value::Null => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())),
-            _ => Value::String(raw.clone()),
-        };
+        let value = env_value(path, kind, raw).map_err(env_err)?;
         set_path(tree, path, value).map_err(env_err)?;
         origins.0.push((path.clone(), var.clone()));
     }
+    apply_namespace_env(tree, &vars, &mut origins, &mut known)?;
     for var in vars.keys().filter(|v| !known.contains(*v)) {
         warnings.push(format!(
             "environment variable {var} does not name a Herald option and was ignored"
         ));
     }
     Ok((origins, warnings))
+}
+
+/// The value of option `path` (whose default is `kind`) from the environment string `raw`.
+fn env_value(path: &str, kind: &Value, raw: &str) -> Result<Value, String> {
+    Ok(match kind {
+        Value::Object(_) => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(other) => {
+                return Err(format!(
+                    "{path} is a group of options: expected a JSON object, got {}",
+                    kind_name(&other)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{path} is a group of options: expected a JSON object ({e})"
+                ));
+            }
+        },
+        Value::Array(_) => {
+            if raw.trim_start().starts_with('[') {
+                serde_json::from_str(raw)
+                    .map_err(|e| format!("{path}: not a valid JSON list ({e})"))?
+            } else if element_template(path).is_some() {
+                // A list of named option groups (namespaces): Centrifugo's environment form
+                // is their names, separated by spaces; their options come from variables of
+                // their own (see `apply_namespace_env`).
+                Value::Array(
+                    raw.split_whitespace()
+                        .map(|name| serde_json::json!({ "name": name }))
+                        .collect(),
+                )
+            } else {
+                Value::Array(
+                    raw.split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                )
+            }
+        }
+        Value::Null => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned())),
+        _ => Value::String(raw.to_owned()),
+    })
+}
+
+/// Centrifugo's per-namespace environment variables: for each namespace in
+/// `channel.namespaces` (from the file or from `HERALD_CHANNEL_NAMESPACES`, in either form),
+/// `HERALD_CHANNEL_NAMESPACES_<NAME>_<OPTION>` sets that option of it. `<NAME>` is the
+/// namespace's name in capitals with `.` and `-` as `_`, as Centrifugo spells it; the
+/// variables it reads are added to `known`.
+fn apply_namespace_env(
+    tree: &mut Value,
+    vars: &BTreeMap<String, String>,
+    origins: &mut Origins,
+    known: &mut BTreeSet<String>,
+) -> Result<(), ConfigError> {
+    const LIST: &str = "channel.namespaces";
+    let Some(template) = element_template(LIST) else {
+        return Ok(());
+    };
+    let mut options = Vec::new();
+    env_paths(&template, "", &mut options);
+    let list_var = env_var_name(LIST);
+    let Some(Value::Array(namespaces)) = tree.pointer_mut("/channel/namespaces") else {
+        return Ok(());
+    };
+    for (i, namespace) in namespaces.iter_mut().enumerate() {
+        let Some(name) = namespace.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let prefix = format!(
+            "{list_var}_{}_",
+            name.replace(['.', '-'], "_").to_ascii_uppercase()
+        );
+        for (option, kind) in options.iter().filter(|(o, _)| o != "name") {
+            let var = format!("{prefix}{}", option.replace('.', "_").to_ascii_uppercase());
+            let Some(raw) = vars.get(&var) else { continue };
+            known.insert(var.clone());
+            let path = format!("{LIST}[{i}].{option}");
+            let env_err = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            let value = env_value(&path, kind, raw).map_err(env_err)?;
+            set_path(namespace, option, value).map_err(env_err)?;
+            origins.0.push((path, var.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
@@ -2673,11 +2737,7 @@ port = 10000
             .collect();
         assert_eq!(
             warned,
-            [
-                "channel.namespaces[0].force_recovery_mode",
-                "channel.namespaces[0].allow_tags_filter",
-                "grpc_api"
-            ]
+            ["channel.namespaces[0].allow_tags_filter", "grpc_api"]
         );
     }
 
@@ -2901,6 +2961,69 @@ port = 10000
             msg.contains(
                 r#"unknown option "channel.namespaces[0].bogus" (from HERALD_CHANNEL_NAMESPACES)"#
             ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn named_namespaces_take_centrifugos_environment_form() {
+        // Centrifugo v6: the list as space-separated names, each namespace's options from
+        // PREFIX_CHANNEL_NAMESPACES_<NAME>_<OPTION>.
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("HERALD_CHANNEL_NAMESPACES", "smallhistory live-feed"),
+                ("HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_SIZE", "10"),
+                ("HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_HISTORY_TTL", "300s"),
+                (
+                    "HERALD_CHANNEL_NAMESPACES_SMALLHISTORY_FORCE_RECOVERY",
+                    "true",
+                ),
+                (
+                    "HERALD_CHANNEL_NAMESPACES_LIVE_FEED_ALLOW_SUBSCRIBE_FOR_CLIENT",
+                    "true",
+                ),
+            ]),
+        )
+        .unwrap();
+        let small = c.namespace("smallhistory").unwrap();
+        assert_eq!(small.history_size, 10);
+        assert_eq!(small.history_ttl, Duration::from_secs(300));
+        assert!(small.force_recovery && !small.allow_subscribe_for_client);
+        let feed = c.namespace("live-feed").unwrap();
+        assert!(feed.allow_subscribe_for_client && !feed.history_enabled());
+        assert!(c.load_warnings.is_empty(), "{:?}", c.load_warnings);
+
+        // The per-namespace variables also reach namespaces of the file (and of the JSON form).
+        let path = write_temp(
+            "ns.json",
+            r#"{"channel": {"namespaces": [{"name": "chat", "presence": false}]}}"#,
+        );
+        let c = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("HERALD_CHANNEL_NAMESPACES_CHAT_PRESENCE", "true"),
+                ("HERALD_CHANNEL_NAMESPACES_CHAT_BOGUS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.namespace("chat").unwrap().presence);
+        assert_eq!(c.load_warnings.len(), 1, "{:?}", c.load_warnings);
+        assert!(c.load_warnings[0].contains("HERALD_CHANNEL_NAMESPACES_CHAT_BOGUS"));
+
+        // A bad value names the variable and the option.
+        let err = Config::load_with_env(
+            None,
+            env(&[
+                ("HERALD_CHANNEL_NAMESPACES", "chat"),
+                ("HERALD_CHANNEL_NAMESPACES_CHAT_HISTORY_TTL", "soon"),
+            ]),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("channel.namespaces[0].history_ttl")
+                && msg.contains("HERALD_CHANNEL_NAMESPACES_CHAT_HISTORY_TTL"),
             "{msg}"
         );
     }

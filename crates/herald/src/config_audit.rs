@@ -24,7 +24,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::config::{Config, EngineType, NamespaceOptions, Opaque, RecoveryMode, is_active};
+use crate::config::{Config, EngineType, NamespaceOptions, Opaque, is_active};
 
 /// What happens to a config that sets an option Herald does not implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,19 +456,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
 
 /// The warned options of one namespace.
 fn warn_namespace(a: &mut Audit, at: &str, o: &NamespaceOptions, format_ok: &dyn Fn(&str) -> bool) {
-    if o.force_recovery_mode == RecoveryMode::Cache {
-        a.warn(
-            format!("{at}.force_recovery_mode"),
-            "\"cache\" is not implemented in Herald yet: recovery replays every missed \
-             publication (stream mode)",
-        );
-    }
-    if o.auto_cache_recover {
-        a.warn(
-            format!("{at}.auto_cache_recover"),
-            format!("{NOT_YET}; ignored"),
-        );
-    }
     if !o.allowed_delta_types.is_empty() {
         a.warn(
             format!("{at}.allowed_delta_types"),
@@ -636,12 +623,14 @@ mod tests {
         "channel.without_namespace.allow_publish_for_client",
         "channel.without_namespace.allow_publish_for_subscriber",
         "channel.without_namespace.allow_recovery",
+        "channel.without_namespace.auto_cache_recover",
         "channel.without_namespace.allow_subscribe_for_anonymous",
         "channel.without_namespace.allow_subscribe_for_client",
         "channel.without_namespace.allow_user_limited_channels",
         "channel.without_namespace.force_positioning",
         "channel.without_namespace.force_push_join_leave",
         "channel.without_namespace.force_recovery",
+        "channel.without_namespace.force_recovery_mode",
         "channel.without_namespace.history_meta_ttl",
         "channel.without_namespace.history_size",
         "channel.without_namespace.history_ttl",

@@ -19,6 +19,7 @@ use crate::auth::{BoolValue, SubscribeOverride};
 use crate::client_id::ClientId;
 use crate::config::NamespaceOptions;
 use crate::protocol::{ClientInfo, Raw};
+use crate::session::SessionKey;
 use crate::sync::{lock, read, write};
 use crate::ws::{Message, Outbox, PushError};
 
@@ -448,6 +449,8 @@ pub struct Hub {
     shards: Box<[RwLock<ChannelShard>]>,
     users: RwLock<Users>,
     hasher: std::collections::hash_map::RandomState,
+    /// The key of the connections' session ids (see [`crate::session`]).
+    sessions: SessionKey,
 }
 
 impl Default for Hub {
@@ -493,7 +496,18 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             users: RwLock::new(Users::default()),
             hasher: std::collections::hash_map::RandomState::new(),
+            sessions: SessionKey::random(),
         }
+    }
+
+    /// The session id of a connected client (the connect reply's `session`).
+    pub fn session_of(&self, client: &ClientHandle) -> String {
+        self.sessions.session_of(&client.id)
+    }
+
+    /// Whether `session` is the session id of `client`.
+    pub fn has_session(&self, client: &ClientHandle, session: &str) -> bool {
+        self.sessions.matches(&client.id, session)
     }
 
     fn shard(&self, channel: &str) -> &RwLock<ChannelShard> {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod sync;
 pub mod tls;
 pub mod web;

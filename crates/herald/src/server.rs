@@ -450,6 +450,28 @@ fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
     origin_host.eq_ignore_ascii_case(host)
 }
 
+/// Whether a WebSocket handshake asks for Centrifugo's Protobuf format (subprotocol
+/// `centrifuge-protobuf`) without offering JSON (`centrifuge-json`). Herald speaks only JSON:
+/// such a client is refused at the handshake, with a reason, rather than accepted and closed
+/// at its first binary frame.
+fn offers_only_protobuf<B>(req: &Request<B>) -> bool {
+    let mut protobuf = false;
+    for offered in req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+    {
+        match offered {
+            b"centrifuge-json" => return false,
+            b"centrifuge-protobuf" => protobuf = true,
+            _ => {}
+        }
+    }
+    protobuf
+}
+
 fn upgrade(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
@@ -486,6 +508,14 @@ fn upgrade(
                 "the protobuf format is not supported yet: use JSON",
             );
         }
+    }
+    if offers_only_protobuf(&req) {
+        tracing::info!(%peer, "WebSocket refused: only the centrifuge-protobuf subprotocol offered");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the protobuf format (WebSocket subprotocol centrifuge-protobuf) is not supported \
+             yet: use the SDK's JSON format",
+        );
     }
     let (response, negotiated) = match ws::handshake::accept(&req, &ws.handshake) {
         Ok(accepted) => accepted,

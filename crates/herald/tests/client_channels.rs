@@ -239,6 +239,93 @@ async fn anonymous_needs_allow_subscribe_for_anonymous() {
     ws.subscribe_ok("lobby:1").await;
 }
 
+#[tokio::test]
+async fn an_invalid_subscription_token_answers_103_and_keeps_the_connection() {
+    // As in Centrifugo: a token that does not verify only fails the subscribe; a valid token
+    // for another channel, user or connection closes the connection (3500).
+    const SUB_SECRET: &str = "subscription-secret";
+    let mut config = channels_config();
+    merge(
+        &mut config,
+        json!({"client": {"subscription_token": {
+            "enabled": true, "hmac_secret_key": SUB_SECRET, "audience": "herald"
+        }}}),
+    );
+    let server = Server::start(config).await;
+    let mut ws = server.client("alice").await;
+    let sign = |claims: Value, secret: &str| herald::auth::sign_hs256(&claims, secret).unwrap();
+    let invalid = [
+        ("malformed", "not-a-jwt".to_owned()),
+        (
+            "bad signature",
+            sign(
+                json!({"sub": "alice", "channel": "$s", "aud": "herald"}),
+                "wrong",
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                json!({"sub": "alice", "channel": "$s", "aud": "other"}),
+                SUB_SECRET,
+            ),
+        ),
+        (
+            "no channel claim",
+            sign(json!({"sub": "alice", "aud": "herald"}), SUB_SECRET),
+        ),
+    ];
+    for (what, token) in invalid {
+        let reply = ws
+            .call(json!({"subscribe": {"channel": "$s", "token": token}}))
+            .await;
+        assert_eq!(reply["error"]["code"], 103, "{what}: {reply}");
+        ws.assert_alive().await;
+    }
+    // The same connection subscribes with a good token afterwards.
+    let good = sign(
+        json!({"sub": "alice", "channel": "$s", "aud": "herald"}),
+        SUB_SECRET,
+    );
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "$s", "token": good}}))
+        .await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+
+    // Valid tokens for another user or another connection close with 3500.
+    let mismatches = [
+        json!({"sub": "bob", "channel": "$t", "aud": "herald"}),
+        json!({"sub": "alice", "channel": "$t", "aud": "herald", "client": "someone-else"}),
+    ];
+    for claims in mismatches {
+        let mut ws = server.client("alice").await;
+        let token = sign(claims.clone(), SUB_SECRET);
+        ws.send(&json!({"id": 5, "subscribe": {"channel": "$t", "token": token}}))
+            .await;
+        assert_eq!(ws.expect_close().await.0, 3500, "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn map_and_shared_poll_subscriptions_answer_108() {
+    let server = server().await;
+    let mut ws = server.client("alice").await;
+    for kind in [1, 2, 3, 4] {
+        let reply = ws
+            .call(json!({"subscribe": {"channel": "news", "type": kind}}))
+            .await;
+        assert_error(&reply, 108);
+    }
+    ws.assert_alive().await;
+    // Not subscribed by the refused attempts: a plain subscribe succeeds, and type 0 is a
+    // plain stream too.
+    ws.subscribe_ok("news").await;
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "feed:1", "type": 0}}))
+        .await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+}
+
 /// `channel.private_prefix: "secret-"`: `secret-payroll` needs a subscription token (103
 /// without one, even where `allow_subscribe_for_client` is on), and `$` is ordinary text.
 #[tokio::test]

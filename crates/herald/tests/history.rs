@@ -329,3 +329,132 @@ async fn an_idempotent_retry_without_history_is_delivered_once() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn reject_unrecovered_answers_112_instead_of_recovered_false() {
+    // The SDKs' getState flow sets bit 2 of the subscribe flag (value 2): a position that
+    // cannot be recovered is error 112, so that the SDK reloads its state and subscribes
+    // again, instead of a subscription that silently misses publications.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(history_config(data.path(), 3)).await;
+    let first = publish(&server, "chat:g", 1).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    for n in 2..=10 {
+        publish(&server, "chat:g", n).await;
+    }
+    let mut ws = server.client("bob").await;
+    let subscribe = |offset: u64, epoch: &str, flag: u64| {
+        json!({"subscribe": {"channel": "chat:g", "recover": true, "offset": offset,
+                              "epoch": epoch, "flag": flag}})
+    };
+    // Trimmed away (offset 1 of 10 with 3 kept), with the flag (and with channel compaction,
+    // bit 1, which the SDKs always set): 112, and not subscribed.
+    let reply = ws.call(subscribe(1, &epoch, 3)).await;
+    assert_error(&reply, 112);
+    assert_eq!(reply["error"]["message"], "unrecoverable position");
+    ws.assert_alive().await;
+    // Another epoch is unrecoverable as well.
+    assert_error(&ws.call(subscribe(9, "other-epoch", 2)).await, 112);
+    // From the position the app reloaded (the top), the subscription works and gets what
+    // follows.
+    let reply = ws.call(subscribe(10, &epoch, 3)).await;
+    assert_eq!(reply["subscribe"]["recovered"], true, "{reply}");
+    publish(&server, "chat:g", 11).await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["offset"], 11, "{push}");
+    // Without the flag, the old answer: subscribed, recovered: false.
+    let mut other = server.client("carol").await;
+    let reply = other.call(subscribe(1, &epoch, 1)).await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    assert_eq!(reply["subscribe"]["was_recovering"], true, "{reply}");
+    assert_eq!(reply["subscribe"]["recovered"], Value::Null, "{reply}");
+}
+
+#[tokio::test]
+async fn cache_recovery_mode_sends_the_latest_publication() {
+    // force_recovery_mode "cache": a recovering subscriber gets the channel's latest
+    // publication (its current state), not the stream of what it missed.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "channel": {"namespaces": [
+            {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
+             "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache"}
+        ]}
+    }))
+    .await;
+    let mut ws = server.client("bob").await;
+    // An empty channel: nothing to recover, not recovered.
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "state:empty", "recover": true}}))
+        .await;
+    assert_eq!(reply["subscribe"]["was_recovering"], true, "{reply}");
+    assert_eq!(reply["subscribe"]["recovered"], Value::Null, "{reply}");
+    assert_eq!(reply["subscribe"]["publications"], Value::Null, "{reply}");
+    let empty_epoch = reply["subscribe"]["epoch"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(!empty_epoch.is_empty(), "{reply}");
+    let published = publish(&server, "state:empty", 1).await;
+    assert_eq!(
+        published["epoch"],
+        empty_epoch.as_str(),
+        "the epoch given out stays"
+    );
+
+    let first = publish(&server, "state:1", 1).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    for n in 2..=5 {
+        publish(&server, "state:1", n).await;
+    }
+    // From the start, or from a position 3 behind: only the latest publication.
+    for (offset, epoch) in [(0, ""), (2, epoch.as_str()), (2, "another-epoch")] {
+        let mut ws = server.client("bob").await;
+        let reply = ws
+            .call(json!({"subscribe": {"channel": "state:1", "recover": true,
+                                        "offset": offset, "epoch": epoch}}))
+            .await;
+        let sub = &reply["subscribe"];
+        assert_eq!(sub["recovered"], true, "{reply}");
+        assert_eq!(sub["was_recovering"], true, "{reply}");
+        assert_eq!(offsets(&sub["publications"]), vec![5], "{reply}");
+        assert_eq!(sub["publications"][0]["data"], json!({"n": 5}), "{reply}");
+        assert_eq!(sub["offset"], 5, "{reply}");
+    }
+    // A client that has the latest already gets nothing again.
+    let mut ws = server.client("bob").await;
+    let reply = ws
+        .call(json!({"subscribe": {"channel": "state:1", "recover": true,
+                                    "offset": 5, "epoch": epoch}}))
+        .await;
+    assert_eq!(reply["subscribe"]["recovered"], true, "{reply}");
+    assert_eq!(reply["subscribe"]["publications"], Value::Null, "{reply}");
+    // Live publications follow as usual.
+    publish(&server, "state:1", 6).await;
+    assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 6);
+}
+
+#[tokio::test]
+async fn auto_cache_recover_sends_the_latest_publication_without_being_asked() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "channel": {"namespaces": [
+            {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
+             "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache",
+             "auto_cache_recover": true}
+        ]}
+    }))
+    .await;
+    for n in 1..=3 {
+        publish(&server, "state:1", n).await;
+    }
+    // A plain subscribe, as a client that knows no position makes it.
+    let mut ws = server.client("bob").await;
+    let reply = ws.subscribe("state:1").await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["was_recovering"], true, "{reply}");
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(offsets(&sub["publications"]), vec![3], "{reply}");
+}

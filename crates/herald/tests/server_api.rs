@@ -2,8 +2,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn server() -> Server {
     Server::start(json!({
@@ -315,5 +317,235 @@ async fn api_channels_forgets_channels_of_gone_clients() {
             "still listed after disconnect: {channels} {info}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Connects `user` and returns the connection with its session id (the connect reply's
+/// `session`).
+async fn with_session(server: &Server, user: &str) -> (Ws, String) {
+    let mut ws = server.ws().await;
+    let reply = ws.connect(&token(user)).await;
+    let session = reply["connect"]["session"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(!session.is_empty(), "no session in {reply}");
+    (ws, session)
+}
+
+#[tokio::test]
+async fn api_session_targets_one_connection() {
+    let server = server().await;
+    let (mut a, session_a) = with_session(&server, "alice").await;
+    let (mut b, session_b) = with_session(&server, "alice").await;
+    assert_ne!(session_a, session_b, "one session per connection");
+    // A session that names no connection: `{}` and nothing happens (Centrifugo's answer).
+    for method in ["subscribe", "unsubscribe", "disconnect", "refresh"] {
+        let reply = server
+            .api_ok(
+                method,
+                json!({"user": "alice", "channel": "news", "session": "no-such-session"}),
+            )
+            .await;
+        assert_eq!(reply, json!({}), "{method}");
+    }
+    assert!(
+        b.next_push_within(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    // subscribe and unsubscribe reach only the connection of the session.
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "alice", "channel": "news", "session": session_b}),
+        )
+        .await;
+    assert!(b.next_push().await["push"]["subscribe"].is_object());
+    server
+        .api_ok(
+            "unsubscribe",
+            json!({"user": "alice", "channel": "news", "session": session_b}),
+        )
+        .await;
+    assert_eq!(b.next_push().await["push"]["unsubscribe"]["code"], 2000);
+    assert!(
+        a.next_push_within(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    // refresh with `expired` and disconnect close only that connection.
+    server
+        .api_ok(
+            "refresh",
+            json!({"user": "alice", "session": session_b, "expired": true}),
+        )
+        .await;
+    assert_eq!(b.expect_close().await.0, 3005);
+    let (mut c, session_c) = with_session(&server, "alice").await;
+    server
+        .api_ok("disconnect", json!({"user": "alice", "session": session_c}))
+        .await;
+    assert_eq!(c.expect_close().await.0, 3503);
+    a.assert_alive().await;
+    // Another user's session does not reach across users.
+    server
+        .api_ok("disconnect", json!({"user": "bob", "session": session_a}))
+        .await;
+    a.assert_alive().await;
+}
+
+#[tokio::test]
+async fn api_subscribe_recover_since_delivers_what_was_missed() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "channel": {"namespaces": [
+            {"name": "feed", "history_size": 5, "history_ttl": "1h", "force_recovery": true},
+            {"name": "plain", "history_size": 5, "history_ttl": "1h"}
+        ]}
+    }))
+    .await;
+    let mut epoch = String::new();
+    for n in 1..=4 {
+        let published = server
+            .api_ok("publish", json!({"channel": "feed:1", "data": {"n": n}}))
+            .await;
+        epoch = published["epoch"].as_str().unwrap().to_owned();
+    }
+    let (mut ws, session) = with_session(&server, "alice").await;
+    let reply = server
+        .api_ok(
+            "subscribe",
+            json!({"user": "alice", "channel": "feed:1", "session": session,
+                   "recover_since": {"offset": 2, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(reply, json!({}));
+    // The subscribe push at the position recovered from, then the missed 3 and 4, then the
+    // live ones.
+    let push = ws.next_push().await;
+    let sub = &push["push"]["subscribe"];
+    assert_eq!(sub["recoverable"], true, "{push}");
+    assert_eq!(sub["positioned"], true, "{push}");
+    assert_eq!(sub["epoch"], epoch.as_str(), "{push}");
+    assert_eq!(sub["offset"], 2, "{push}");
+    server
+        .api_ok("publish", json!({"channel": "feed:1", "data": {"n": 5}}))
+        .await;
+    for n in 3..=5 {
+        let push = ws.next_push().await;
+        assert_eq!(push["push"]["pub"]["offset"], n, "{push}");
+        assert_eq!(push["push"]["pub"]["data"], json!({"n": n}), "{push}");
+    }
+
+    // A position trimmed from the history: nothing replayed, the push carries the top.
+    for n in 6..=12 {
+        server
+            .api_ok("publish", json!({"channel": "feed:1", "data": {"n": n}}))
+            .await;
+    }
+    let mut other = server.client("bob").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "bob", "channel": "feed:1",
+                   "recover_since": {"offset": 1, "epoch": epoch}}),
+        )
+        .await;
+    let push = other.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 12, "{push}");
+    assert!(
+        other
+            .next_push_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "no partial replay"
+    );
+
+    // Without recovery in the namespace, recover_since has nothing to act on; the override
+    // turns it on.
+    let mut carol = server.client("carol").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "carol", "channel": "plain:1",
+                   "recover_since": {"offset": 0, "epoch": ""}}),
+        )
+        .await;
+    let push = carol.next_push().await;
+    assert_eq!(push["push"]["subscribe"], json!({}), "{push}");
+    server
+        .api_ok("publish", json!({"channel": "plain:2", "data": {"n": 1}}))
+        .await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "carol", "channel": "plain:2",
+                   "recover_since": {"offset": 0, "epoch": ""},
+                   "override": {"force_recovery": {"value": true}}}),
+        )
+        .await;
+    let push = carol.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["recoverable"], true, "{push}");
+    assert_eq!(push["push"]["subscribe"]["offset"], Value::Null, "{push}");
+    let push = carol.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
+}
+
+#[tokio::test]
+async fn api_subscribe_recover_since_replays_nothing_when_the_gap_does_not_fit_the_queue() {
+    // Half of client.queue_max_size is what a recovery may take, as for a client's own
+    // subscribe: more would close the connection as slow (3008). Then nothing is replayed and
+    // the push carries the top, so that the application reloads.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "client": {"queue_max_size": 8192},
+        "channel": {"namespaces": [
+            {"name": "feed", "history_size": 10, "history_ttl": "1h", "force_recovery": true}
+        ]}
+    }))
+    .await;
+    let text = "x".repeat(1500);
+    let mut epoch = String::new();
+    for n in 1..=4 {
+        let published = server
+            .api_ok(
+                "publish",
+                json!({"channel": "feed:big", "data": {"n": n, "text": text}}),
+            )
+            .await;
+        epoch = published["epoch"].as_str().unwrap().to_owned();
+    }
+    let mut ws = server.client("alice").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "alice", "channel": "feed:big",
+                   "recover_since": {"offset": 0, "epoch": epoch}}),
+        )
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 4, "{push}");
+    assert!(
+        ws.next_push_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing replayed"
+    );
+    ws.assert_alive().await;
+    // Two of them fit: replayed.
+    let mut ws = server.client("bob").await;
+    server
+        .api_ok(
+            "subscribe",
+            json!({"user": "bob", "channel": "feed:big",
+                   "recover_since": {"offset": 2, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(ws.next_push().await["push"]["subscribe"]["offset"], 2);
+    for n in 3..=4 {
+        assert_eq!(ws.next_push().await["push"]["pub"]["offset"], n);
     }
 }

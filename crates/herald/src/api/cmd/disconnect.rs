@@ -25,7 +25,7 @@ pub struct DisconnectRequest {
     /// Only this connection (which must belong to `user`).
     #[serde(deserialize_with = "nullable")]
     pub client: String,
-    /// Centrifugo session targeting: refused with 108 (Herald connections have no session).
+    /// Only the connection with this session id (the connect reply's `session`).
     #[serde(deserialize_with = "nullable")]
     pub session: String,
     /// Connection ids to keep open.
@@ -56,7 +56,7 @@ pub struct DisconnectResult {}
 /// Asks each targeted connection not in the whitelist to close.
 ///
 /// Errors: 107 for a missing user, a code outside 3000..=4999 or a reason over 123 bytes;
-/// 108 for `session`.
+/// a `session` that names none of them is not an error.
 pub fn execute(node: &Node, req: DisconnectRequest) -> Result<DisconnectResult, protocol::Error> {
     let (code, reason) = close_code_and_reason(req.disconnect)?;
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;

@@ -248,9 +248,11 @@ pub fn binary_refused(field: &str) -> protocol::Error {
     ))
 }
 
-/// The live clients a user-targeted command (subscribe, unsubscribe, disconnect) acts on: the
-/// connection `client` when given (and only if it belongs to `user`), else every connection
-/// of `user`. `user` may be empty only together with `client` (anonymous connections).
+/// The live clients a user-targeted command (subscribe, unsubscribe, disconnect, refresh)
+/// acts on: the connection `client` when given (and only if it belongs to `user`), else every
+/// connection of `user`; narrowed to the connection whose session id is `session` when that
+/// is given (none matching is not an error: the command then acts on nothing, as in
+/// Centrifugo). `user` may be empty only together with `client` (anonymous connections).
 pub fn target_clients(
     node: &Node,
     user: &str,
@@ -260,16 +262,15 @@ pub fn target_clients(
     if user.is_empty() && client.is_empty() {
         return Err(bad_request("user is required"));
     }
-    if !session.is_empty() {
-        return Err(not_available(
-            "Herald connections have no session id; target a connection with client",
-        ));
-    }
-    Ok(if client.is_empty() {
+    let mut targets = if client.is_empty() {
         node.hub.user_clients(user)
     } else {
         node.hub.client(user, client).into_iter().collect()
-    })
+    };
+    if !session.is_empty() {
+        targets.retain(|c| node.hub.has_session(c, session));
+    }
+    Ok(targets)
 }
 
 #[cfg(test)]
@@ -391,9 +392,22 @@ mod tests {
         assert!(target_clients(&node, "carol", "", "").unwrap().is_empty());
         assert_eq!(target_clients(&node, "", "x1", "").unwrap().len(), 1);
         assert_eq!(target_clients(&node, "", "", "").unwrap_err().code, 107);
+        // A session narrows to the connection it names; an unknown one matches nothing.
+        let session = node.hub.session_of(&a1);
+        let one = target_clients(&node, "alice", "", &session).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(Arc::ptr_eq(&one[0], &a1));
         assert_eq!(
-            target_clients(&node, "alice", "", "s").unwrap_err().code,
-            108
+            target_clients(&node, "alice", "a1", &session)
+                .unwrap()
+                .len(),
+            1
         );
+        assert!(
+            target_clients(&node, "alice", "a2", &session)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(target_clients(&node, "alice", "", "s").unwrap().is_empty());
     }
 }

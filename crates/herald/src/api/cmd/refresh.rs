@@ -22,7 +22,7 @@ pub struct RefreshRequest {
     /// Only this connection (which must belong to `user`).
     #[serde(deserialize_with = "nullable")]
     pub client: String,
-    /// Centrifugo session targeting: refused with 108 (Herald connections have no session).
+    /// Only the connection with this session id (the connect reply's `session`).
     #[serde(deserialize_with = "nullable")]
     pub session: String,
     /// Close the connections now as expired.
@@ -42,7 +42,7 @@ pub struct RefreshResult {}
 /// Sets the expiry of the targeted connections, or closes them when `expired` (or when
 /// `expire_at` is already past).
 ///
-/// Errors: 107 for a missing user; 108 for `session` or `info`.
+/// Errors: 107 for a missing user; 108 for `info`.
 pub fn execute(node: &Node, req: RefreshRequest) -> Result<RefreshResult, protocol::Error> {
     if req.info.is_some() {
         return Err(not_available(

@@ -4,12 +4,26 @@
 //!
 //! `POST /api/subscribe {"user": "42", "channel": "news"}` → `{"result": {}}`. Only connections
 //! that are live on this node now are subscribed; a user with none is not an error.
+//!
+//! In a namespace with history, the subscription is positioned and recoverable as the
+//! namespace's (or the `override`'s) `force_positioning` / `force_recovery` say, as in
+//! Centrifugo: the `subscribe` push carries the stream's `epoch` and `offset`. With
+//! `recover_since` (and recovery on), the connections get what was published after that
+//! position: the push carries that position and the missed publications follow it as
+//! ordinary publication pushes, before any newer one, so the SDK's position moves through
+//! them. When they cannot all be given (trimmed from the history, another epoch, more than
+//! `client.recovery_max_publication_limit` or than half of `client.queue_max_size`), none
+//! is, and the push carries the stream's top, as a client subscribe answered
+//! `recovered: false` would.
+
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::{binary_refused, check_channel, not_available, push_message, target_clients};
 use crate::auth::SubscribeOverride;
-use crate::hub::SubFlags;
+use crate::engine::{StoredPublication, StreamPosition};
+use crate::hub::{ClientHandle, SubFlags};
 use crate::node::Node;
 use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
 
@@ -26,7 +40,7 @@ pub struct SubscribeRequest {
     /// Only this connection (which must belong to `user`).
     #[serde(deserialize_with = "nullable")]
     pub client: String,
-    /// Centrifugo session targeting: refused with 108 (Herald connections have no session).
+    /// Only the connection with this session id (the connect reply's `session`).
     #[serde(deserialize_with = "nullable")]
     pub session: String,
     /// Subscription expiry: refused with 108 when set (not supported yet).
@@ -42,12 +56,11 @@ pub struct SubscribeRequest {
     /// Binary data: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
-    /// Position to recover from: refused with 108 (recovery for subscriptions the server
-    /// makes is not implemented; ignoring it would silently skip what the client missed).
-    pub recover_since: Option<serde::de::IgnoredAny>,
-    /// Channel option overrides for these subscriptions: `presence`, `join_leave` and
-    /// `force_push_join_leave` apply; `force_recovery` and `force_positioning` are accepted
-    /// and have nothing to act on (the server makes the subscription, with no position).
+    /// Position to recover from: the connections get the publications after it (when the
+    /// subscription is recoverable; see the module documentation).
+    pub recover_since: Option<protocol::StreamPosition>,
+    /// Channel option overrides for these subscriptions: `presence`, `join_leave`,
+    /// `force_push_join_leave`, `force_recovery` and `force_positioning`.
     #[serde(rename = "override")]
     pub override_: Option<SubscribeOverride>,
 }
@@ -60,7 +73,8 @@ pub struct SubscribeResult {}
 /// one that was not subscribed yet.
 ///
 /// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
-/// an unknown namespace; 108 for `session`, `expire_at` or `recover_since`.
+/// an unknown namespace; 108 for `expire_at`; the engine's error when the stream's position
+/// cannot be read (then no connection is subscribed).
 pub async fn execute(
     node: &Node,
     req: SubscribeRequest,
@@ -77,18 +91,36 @@ pub async fn execute(
             "subscription expiry (expire_at) is not supported yet",
         ));
     }
-    if req.recover_since.is_some() {
-        return Err(not_available(
-            "recover_since is not supported yet: subscribe without it, or let the client \
-             subscribe with recovery",
-        ));
-    }
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
     // The connections could not ask for join/leave pushes: they get them when the namespace
     // sends them.
     let (_, namespace) = node.resolve_channel(&req.channel)?;
     let flags = SubFlags::new(namespace, req.override_.as_ref(), true);
     if targets.is_empty() {
+        return Ok(SubscribeResult {});
+    }
+    let pick =
+        |value: Option<&crate::auth::BoolValue>, default: bool| value.map_or(default, |v| v.value);
+    let over = req.override_.as_ref();
+    let recoverable = pick(
+        over.and_then(|o| o.force_recovery.as_ref()),
+        namespace.force_recovery,
+    );
+    let positioned = recoverable
+        || pick(
+            over.and_then(|o| o.force_positioning.as_ref()),
+            namespace.force_positioning,
+        );
+    if let Some(history) = node.history.clone().filter(|_| namespace.history_enabled())
+        && positioned
+    {
+        let positioning = Positioning {
+            history: history.as_ref(),
+            options: node.history_options(namespace),
+            recoverable,
+            since: req.recover_since.clone().filter(|_| recoverable),
+        };
+        subscribe_positioned(node, &req, targets, flags, positioning).await?;
         return Ok(SubscribeResult {});
     }
     let message = push_message(&Push::subscribe(
@@ -116,6 +148,120 @@ pub async fn execute(
         }
     }
     Ok(SubscribeResult {})
+}
+
+/// How a subscription in a channel with history is positioned: the stream, and where the
+/// connections recover from (`None`: they start at the top).
+struct Positioning<'a> {
+    history: &'a dyn crate::engine::History,
+    options: crate::engine::HistoryOptions,
+    recoverable: bool,
+    since: Option<protocol::StreamPosition>,
+}
+
+/// Subscribes `targets` to a channel with history: publications are held back while the
+/// position is read (and the missed publications, when recovering), then each connection
+/// gets the `subscribe` push with the position, the missed publications, and what was held
+/// back after them.
+async fn subscribe_positioned(
+    node: &Node,
+    req: &SubscribeRequest,
+    targets: Vec<Arc<ClientHandle>>,
+    flags: SubFlags,
+    positioning: Positioning<'_>,
+) -> Result<(), protocol::Error> {
+    let channel = req.channel.as_str();
+    let pending: Vec<_> = targets
+        .into_iter()
+        .filter(|client| node.hub.subscribe_pending(channel, client, flags))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let read = match &positioning.since {
+        Some(since) => {
+            let since = StreamPosition::new(since.offset, since.epoch.clone());
+            let limit = node.config.client.recovery_max_publication_limit;
+            positioning
+                .history
+                .recover(channel, since.clone(), limit, positioning.options)
+                .await
+                .map(|recovery| {
+                    let fits = recovery.recovered
+                        && fits_queue(&recovery.publications, node.config.client.queue_max_size);
+                    if fits {
+                        // The position the connections recover from (in the stream's epoch:
+                        // `since` may leave it empty); the publications move it to the top.
+                        let from = StreamPosition::new(since.offset, recovery.position.epoch);
+                        (from, recovery.position.offset, recovery.publications)
+                    } else {
+                        let top = recovery.position.offset;
+                        (recovery.position, top, Vec::new())
+                    }
+                })
+        }
+        None => positioning
+            .history
+            .top(channel, positioning.options)
+            .await
+            .map(|top| (top.clone(), top.offset, Vec::new())),
+    };
+    let (position, after, missed) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            for client in &pending {
+                node.hub.unsubscribe(channel, client);
+            }
+            return Err(e.to_protocol());
+        }
+    };
+    let subscribe = push_message(&Push::subscribe(
+        channel,
+        SubscribePush {
+            recoverable: positioning.recoverable,
+            positioned: true,
+            epoch: position.epoch,
+            offset: position.offset,
+            data: req.data.clone().map(strip_newlines),
+        },
+    ))?;
+    let mut messages = vec![subscribe];
+    for publication in &missed {
+        messages.push(push_message(&Push::publication(
+            channel,
+            publication.to_publication(),
+        ))?);
+    }
+    for client in pending {
+        // The push first, then the missed publications, then (on activation) the newer ones.
+        // A closed or overflowing queue means the connection is going away: leave it alone.
+        let queued = messages
+            .iter()
+            .all(|message| client.outbox.push(message.clone()).is_ok());
+        if !queued {
+            node.hub.unsubscribe(channel, &client);
+            continue;
+        }
+        node.hub.activate(channel, &client, after);
+        let info = ClientInfo {
+            chan_info: req.info.clone().map(strip_newlines),
+            ..client.info()
+        };
+        node.joined(channel, info, flags).await;
+    }
+    Ok(())
+}
+
+/// Whether `publications` fit in half of a connection's queue (`client.queue_max_size`), as a
+/// client's own recovery must fit in its reply; more would close the connection as slow.
+fn fits_queue(publications: &[Arc<StoredPublication>], queue_max_size: usize) -> bool {
+    // A publication push's own bytes besides its data: channel, offset, info, framing.
+    const PUSH_OVERHEAD: usize = 256;
+    let bytes: usize = publications
+        .iter()
+        .map(|p| p.data.get().len() + PUSH_OVERHEAD)
+        .sum();
+    bytes <= queue_max_size.max(1024) / 2
 }
 
 #[cfg(test)]
@@ -229,12 +375,10 @@ mod tests {
         let mut req = request("alice", "news");
         req.expire_at = 1;
         assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
+        // A session that names no connection subscribes nobody, and is no error.
         let mut req = request("alice", "news");
         req.session = "s".into();
-        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
-        let mut req = request("alice", "news");
-        req.recover_since = Some(serde::de::IgnoredAny);
-        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
+        assert_eq!(execute(&node, req).await, Ok(SubscribeResult {}));
         assert_eq!(node.hub.num_subscriptions(), 0);
     }
 

@@ -23,7 +23,7 @@ pub struct UnsubscribeRequest {
     /// Only this connection (which must belong to `user`).
     #[serde(deserialize_with = "nullable")]
     pub client: String,
-    /// Centrifugo session targeting: refused with 108 (Herald connections have no session).
+    /// Only the connection with this session id (the connect reply's `session`).
     #[serde(deserialize_with = "nullable")]
     pub session: String,
 }
@@ -36,7 +36,7 @@ pub struct UnsubscribeResult {}
 /// that was subscribed.
 ///
 /// Errors: 107 for a missing user or a missing or malformed channel; 102 for an unknown
-/// namespace; 108 for `session`.
+/// namespace. A `session` that names none of them is not an error.
 pub async fn execute(
     node: &Node,
     req: UnsubscribeRequest,
