@@ -114,7 +114,7 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------
-section "install test dependencies (npm ci in tests/js and tests/browser, pip install -r tests/python/requirements.txt, chromium, make/gcc)"
+section "install test dependencies (npm ci in tests/js and tests/browser, pip install -r tests/python/requirements.txt, chromium, make/gcc, openssl)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 if [ ! -x /usr/bin/chromium ] && ! skipped browser; then
@@ -135,6 +135,17 @@ if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
       echo "could not install make and gcc: building herald will fail" >&2
   else
     echo "make or cc is missing (run: sudo apt-get install -y make gcc): building herald will fail" >&2
+  fi
+fi
+# The TLS tests (crates/herald/tests/tls.rs, tests/js/tls.test.mjs) make their certificates
+# with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing openssl (the TLS tests make their certificates with it)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null) ||
+      echo "could not install openssl: the TLS tests will fail" >&2
+  else
+    echo "openssl is missing (run: sudo apt-get install -y openssl): the TLS tests will fail" >&2
   fi
 fi
 

@@ -94,12 +94,19 @@ export class Herald extends HeraldProcess {
     this.apiKey = apiKey;
   }
 
+  /** Whether the config turns TLS on (then the URLs are wss:// and https:// to `localhost`). */
+  get tls() {
+    return Boolean(this.config.http_server?.tls?.enabled);
+  }
+
   get wsUrl() {
-    return `ws://127.0.0.1:${this.port}/connection/websocket`;
+    return this.tls
+      ? `wss://localhost:${this.port}/connection/websocket`
+      : `ws://127.0.0.1:${this.port}/connection/websocket`;
   }
 
   get apiUrl() {
-    return `http://127.0.0.1:${this.port}/api`;
+    return this.tls ? `https://localhost:${this.port}/api` : `http://127.0.0.1:${this.port}/api`;
   }
 
   /** A connection token for `user`, signed here with the configured secret. */

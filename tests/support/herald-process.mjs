@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const ANSI = /\x1b\[[0-9;]*m/g;
-const LISTENING = /listening on http:\/\/[^\s]*:(\d+)/;
+const LISTENING = /listening on https?:\/\/[^\s]*:(\d+)/;
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

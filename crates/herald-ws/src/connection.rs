@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use flate2::Compress;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -26,6 +25,7 @@ use crate::handshake::Negotiated;
 use crate::instant::PackedInstant;
 use crate::message::{Incoming, Message};
 use crate::outbox::{Outbox, Outgoing, Queue, Waiting};
+use crate::tls::Tls;
 
 /// Size of the per-thread read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -33,10 +33,10 @@ const READ_BUF: usize = 64 * 1024;
 const MAX_IOVECS: usize = 128;
 /// A peer that is gone must give this connection an error, not the process a SIGPIPE.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 /// Elsewhere there is no such flag; Rust programs ignore SIGPIPE from the start anyway.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: libc::c_int = 0;
+pub(crate) const SEND_FLAGS: libc::c_int = 0;
 
 thread_local! {
     /// The read buffer shared by every connection on this thread. A connection reads into it
@@ -115,6 +115,9 @@ struct Cold {
     /// were handed out (so a peer's valid messages are answered before the connection fails).
     decode_error: Option<ProtocolError>,
     failure: Option<Error>,
+    /// The TLS session of a `wss://` connection: set when the connection starts, so a TLS
+    /// connection always has its `Cold` part.
+    tls: Option<Box<Tls>>,
 }
 
 impl std::fmt::Debug for Cold {
@@ -127,6 +130,7 @@ impl std::fmt::Debug for Cold {
             .field("peer_close", &self.peer_close)
             .field("decode_error", &self.decode_error)
             .field("failure", &self.failure)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -246,28 +250,19 @@ impl std::fmt::Debug for WebSocket {
     }
 }
 
-/// The TCP stream of an upgraded hyper connection and the bytes hyper read past the request.
-fn upgraded_stream(upgraded: Upgraded) -> Result<(TcpStream, bytes::Bytes), Error> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().map_err(|_| {
-        Error::Io(io::Error::other(
-            "WebSocket upgrade on a transport other than plain TCP is not supported",
-        ))
-    })?;
-    Ok((parts.io.into_inner(), parts.read_buf))
-}
-
 impl WebSocket {
     /// Takes over the socket of an upgraded hyper connection. `Upgraded` must wrap a
-    /// `TokioIo<TcpStream>` (hyper's own server over tokio); bytes hyper read past the request
-    /// are decoded first.
+    /// `TokioIo<TcpStream>` (hyper's own server over tokio) or, for `wss://`, a
+    /// `TokioIo<tokio_rustls::server::TlsStream<TcpStream>>`; bytes hyper read past the
+    /// request are decoded first.
     pub fn from_upgraded(
         upgraded: Upgraded,
         negotiated: &Negotiated,
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
-        let (stream, already_read) = upgraded_stream(upgraded)?;
-        WebSocket::from_stream(stream, &already_read, negotiated, config, outbox)
+        let (stream, tls, already_read) = crate::tls::upgraded_stream(upgraded)?;
+        WebSocket::start(stream, tls, &already_read, negotiated, config, outbox)
     }
 
     /// As [`WebSocket::from_upgraded`], with the socket moved to `runtime`'s I/O driver: the
@@ -280,12 +275,12 @@ impl WebSocket {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
-        let (stream, already_read) = upgraded_stream(upgraded)?;
+        let (stream, tls, already_read) = crate::tls::upgraded_stream(upgraded)?;
         // Deregistered from the runtime it was accepted on, registered with `runtime`.
         let stream = stream.into_std()?;
         let _on_runtime = runtime.enter();
         let stream = TcpStream::from_std(stream)?;
-        WebSocket::from_stream(stream, &already_read, negotiated, config, outbox)
+        WebSocket::start(stream, tls, &already_read, negotiated, config, outbox)
     }
 
     /// Wraps a TCP stream whose handshake is done; `already_read` holds bytes read past it.
@@ -296,19 +291,33 @@ impl WebSocket {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Result<WebSocket, Error> {
+        WebSocket::start(stream, None, already_read, negotiated, config, outbox)
+    }
+
+    /// [`WebSocket::from_stream`], over TLS when `tls` is given.
+    fn start(
+        stream: TcpStream,
+        tls: Option<Box<Tls>>,
+        already_read: &[u8],
+        negotiated: &Negotiated,
+        config: Arc<Config>,
+        outbox: Arc<Outbox>,
+    ) -> Result<WebSocket, Error> {
         // Latency matters more than packet count here; batching is done by vectored sends.
         stream.set_nodelay(true)?;
-        let cold = negotiated.deflate.map(|params| {
+        let deflate = negotiated.deflate.map(|params| Deflate {
+            params,
+            compressor: (!params.shares_compression()).then(|| {
+                Box::new(deflate::new_compressor(
+                    params.server_max_window_bits,
+                    params.level,
+                ))
+            }),
+        });
+        let cold = (deflate.is_some() || tls.is_some()).then(|| {
             Box::new(Cold {
-                deflate: Some(Deflate {
-                    params,
-                    compressor: (!params.shares_compression()).then(|| {
-                        Box::new(deflate::new_compressor(
-                            params.server_max_window_bits,
-                            params.level,
-                        ))
-                    }),
-                }),
+                deflate,
+                tls,
                 ..Cold::default()
             })
         });
@@ -675,7 +684,11 @@ impl WebSocket {
         loop {
             let read = READ_BUFFER.with(|cell| {
                 let mut buf = cell.borrow_mut();
-                match self.stream.try_read(&mut buf[..]) {
+                let read = match self.cold.as_deref_mut().and_then(|c| c.tls.as_deref_mut()) {
+                    Some(tls) => tls.read(&self.stream, &mut buf[..]),
+                    None => self.stream.try_read(&mut buf[..]),
+                };
+                match read {
                     Ok(0) => Ok(0),
                     Ok(n) => {
                         self.decode(&buf[..n]);
@@ -744,11 +757,17 @@ impl WebSocket {
     /// period is written at once.
     fn holding(&mut self) -> bool {
         let interval = self.config.write_coalesce;
-        // Input waiting for output to move (see `input_paused`) must not wait for a hold too.
+        // Input waiting for output to move (see `input_paused`) must not wait for a hold too,
+        // nor encrypted bytes a TLS connection still holds.
+        let tls_waiting = || {
+            let tls = self.cold.as_ref().and_then(|c| c.tls.as_ref());
+            tls.is_some_and(|tls| tls.wants_write())
+        };
         if interval.is_zero()
             || self.phase != Phase::Open
             || !self.writing.is_empty()
             || self.has_events()
+            || tls_waiting()
         {
             self.flags.set(Flags::HOLDING, false);
             self.flags.set(Flags::HOLD_EXPIRED, false);
@@ -841,6 +860,9 @@ impl WebSocket {
         loop {
             self.drain_outbox();
             if self.writing.is_empty() {
+                if !self.flush_tls()? {
+                    return Ok(false);
+                }
                 self.unstall();
                 // A connection that wrote only a frame or two keeps no write buffer (its next
                 // swap hands the outbox an unallocated queue): idle connections hold no queue
@@ -869,10 +891,13 @@ impl WebSocket {
             // sendmsg rather than writev: the same bytes, without the file layer writev goes
             // through first (position lock, permission and notification hooks), which on a
             // loopback fan-out profile was ~5 % of the server's time in the kernel.
-            let sent = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
-                socket2::SockRef::from(&self.stream)
-                    .send_vectored_with_flags(&slices[..count], SEND_FLAGS)
-            });
+            let sent = match self.cold.as_deref_mut().and_then(|c| c.tls.as_deref_mut()) {
+                Some(tls) => tls.send(&self.stream, &slices[..count]),
+                None => self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+                    socket2::SockRef::from(&self.stream)
+                        .send_vectored_with_flags(&slices[..count], SEND_FLAGS)
+                }),
+            };
             match sent {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
@@ -891,6 +916,24 @@ impl WebSocket {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::Io(e)),
             }
+        }
+    }
+
+    /// Sends the encrypted bytes a TLS connection still holds (none on a plain one). Returns
+    /// whether none are left; if some are, the write timeout runs from now.
+    fn flush_tls(&mut self) -> Result<bool, Error> {
+        let Some(tls) = self.cold.as_deref_mut().and_then(|c| c.tls.as_deref_mut()) else {
+            return Ok(true);
+        };
+        match tls.flush(&self.stream) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.cold_mut()
+                    .stalled_since
+                    .get_or_insert_with(Instant::now);
+                Ok(false)
+            }
+            Err(e) => Err(Error::Io(e)),
         }
     }
 
@@ -933,6 +976,9 @@ impl WebSocket {
 
     /// Half-closes the socket after the close handshake, then waits for the peer's FIN.
     fn shut_write(&mut self) {
+        if let Some(tls) = self.cold.as_deref_mut().and_then(|c| c.tls.as_deref_mut()) {
+            tls.close_notify(&self.stream);
+        }
         let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
         self.phase = Phase::Draining;
         let deadline = Instant::now() + self.config.close_timeout;

@@ -9,6 +9,8 @@
 //! * [`WebSocket`] drives one connection: it decodes with a sans-IO [`Decoder`] from a read
 //!   buffer shared by the thread, answers pings, runs the close handshake and timeouts, and
 //!   writes everything queued in its [`Outbox`] with one vectored write.
+//! * Over TLS (`wss://`, a hyper connection accepted with tokio-rustls), the same connection
+//!   runs rustls's sans-I/O session between its socket and its frames (see `tls`).
 
 pub mod connection;
 pub mod decoder;
@@ -19,6 +21,7 @@ pub mod handshake;
 pub mod instant;
 pub mod message;
 pub mod outbox;
+mod tls;
 
 pub use connection::{Config, WebSocket};
 pub use decoder::{Decoder, Event, Limits};

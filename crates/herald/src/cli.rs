@@ -493,7 +493,17 @@ fn checktoken(cli: &Cli, token: &str, out: &mut dyn Write) -> Result<(), CliErro
 /// Reports every problem of the configuration in one run: the warnings on `out`, then the
 /// errors (all of them, in one [`ConfigError::Problems`]) as the command's error.
 fn checkconfig(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let report = cli.check_config()?;
+    let mut report = cli.check_config()?;
+    // The TLS certificate and key are read as the server would read them at start-up (once
+    // the TLS options themselves are consistent).
+    if let Some(config) = &report.config {
+        let tls = &config.http_server.tls;
+        if tls.problems().is_empty() {
+            if let Err(e) = crate::tls::Terminator::from_config(tls) {
+                report.problems.push(crate::config::ConfigError::Invalid(e));
+            }
+        }
+    }
     let source = match cli.config_path() {
         Some(path) => path.display().to_string(),
         None => "defaults and environment (no config file)".into(),
@@ -526,6 +536,16 @@ fn publish(cli: &Cli, channel: &str, data: &str, out: &mut dyn Write) -> Result<
     let api = &config.http_api;
     if api.key.is_empty() && !api.insecure {
         return Err(CliError::NoApiKey);
+    }
+    if config.http_server.tls.enabled {
+        return Err(CliError::Other(format!(
+            "`herald publish` speaks plain HTTP, and this server has http_server.tls enabled: \
+             publish with an HTTPS client instead, e.g. curl -X POST -H \"X-API-Key: KEY\" \
+             -d '{{\"channel\": \"{channel}\", \"data\": …}}' \
+             https://HOST:{}{}/publish",
+            config.http_server.port,
+            api.handler_prefix.trim_end_matches('/')
+        )));
     }
     let url = format!(
         "http://{}:{}{}/publish",

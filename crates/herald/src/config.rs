@@ -3,7 +3,7 @@
 //!
 //! Option names and nesting follow Centrifugo v6 (`http_server.port`, `client.token.hmac_secret_key`,
 //! `channel.namespaces[].history_size`, …) so that a Centrifugo config file works unchanged.
-//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`, TLS…)
+//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`…)
 //! are accepted as opaque values; [`crate::config_audit`] decides for every accepted option that
 //! Herald does not implement whether setting it is refused ([`Config::validate`]) or warned
 //! about ([`Config::warnings`]).
@@ -503,9 +503,10 @@ pub struct HttpServerConfig {
     /// Centrifugo: a separate port for internal endpoints. Not yet used.
     #[serde(with = "string_or_number")]
     pub internal_port: String,
-    /// Centrifugo TLS settings. Not implemented yet (terminate TLS in front of Herald).
-    pub tls: Opaque,
-    /// Centrifugo ACME certificates. Not implemented.
+    /// TLS on the listener (`https://`, `wss://`); see [`TlsConfig`].
+    pub tls: TlsConfig,
+    /// Centrifugo ACME certificates. Not implemented: refused when enabled (see
+    /// `crate::config_audit`).
     pub tls_autocert: Opaque,
     /// Centrifugo: TLS only on the external port. Not implemented.
     pub tls_external: bool,
@@ -533,7 +534,7 @@ impl Default for HttpServerConfig {
             port: 8000,
             internal_address: String::new(),
             internal_port: String::new(),
-            tls: None,
+            tls: TlsConfig::default(),
             tls_autocert: None,
             tls_external: false,
             internal_tls: None,
@@ -542,6 +543,102 @@ impl Default for HttpServerConfig {
             body_read_timeout: Duration::from_secs(10),
             unauthenticated_request_limit: 128,
         }
+    }
+}
+
+/// `http_server.tls`: TLS termination on the listener, with Centrifugo v6's option names.
+///
+/// The certificate chain and key come from files (`cert_pem_file`/`key_pem_file`, reloaded on
+/// SIGHUP and when they change, see `crate::tls`), base64 (`*_pem_b64`) or inline PEM
+/// (`*_pem`). Centrifugo takes the first source set and ignores the others; Herald refuses a
+/// config that sets two, so that what is served is never a surprise. Client certificates
+/// (`client_ca_*`, mutual TLS) are not implemented: refused while TLS is on, warned while off
+/// (see `crate::config_audit`). `server_ca_*`, `insecure_skip_verify` and `server_name` only
+/// configure outgoing connections in Centrifugo's shared TLS type and do nothing on a
+/// listener: warned.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve HTTPS and WSS instead of plain HTTP and WS on `http_server.port`.
+    pub enabled: bool,
+    /// The certificate chain, inline PEM (leaf first).
+    pub cert_pem: String,
+    /// The certificate chain, base64 of its PEM.
+    pub cert_pem_b64: String,
+    /// Path of the certificate chain's PEM file (leaf first); reloaded when it changes.
+    pub cert_pem_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), inline PEM.
+    pub key_pem: String,
+    /// The private key, base64 of its PEM.
+    pub key_pem_b64: String,
+    /// Path of the private key's PEM file; reloaded when it changes.
+    pub key_pem_file: String,
+    /// Centrifugo: CA to verify servers Herald connects to. No effect on a listener.
+    pub server_ca_pem: String,
+    /// Centrifugo: as `server_ca_pem`, base64.
+    pub server_ca_pem_b64: String,
+    /// Centrifugo: as `server_ca_pem`, from a file.
+    pub server_ca_pem_file: String,
+    /// Centrifugo: CA that client certificates must chain to (mutual TLS). Not implemented:
+    /// refused while TLS is on.
+    pub client_ca_pem: String,
+    /// Centrifugo: as `client_ca_pem`, base64. Not implemented.
+    pub client_ca_pem_b64: String,
+    /// Centrifugo: as `client_ca_pem`, from a file. Not implemented.
+    pub client_ca_pem_file: String,
+    /// Centrifugo: skip verifying servers Herald connects to. No effect on a listener.
+    pub insecure_skip_verify: bool,
+    /// Centrifugo: the name to verify on servers Herald connects to. No effect on a listener.
+    pub server_name: String,
+}
+
+impl TlsConfig {
+    /// What is wrong with an enabled TLS config: it needs exactly one source for the
+    /// certificate and one for the key. Each message names the options. (Options Herald does
+    /// not implement here, such as `client_ca_pem`, are [`crate::config_audit`]'s.)
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.enabled {
+            return problems;
+        }
+        let at = "http_server.tls";
+        for (what, sources) in [
+            (
+                "certificate",
+                [
+                    ("cert_pem_file", &self.cert_pem_file),
+                    ("cert_pem_b64", &self.cert_pem_b64),
+                    ("cert_pem", &self.cert_pem),
+                ],
+            ),
+            (
+                "key",
+                [
+                    ("key_pem_file", &self.key_pem_file),
+                    ("key_pem_b64", &self.key_pem_b64),
+                    ("key_pem", &self.key_pem),
+                ],
+            ),
+        ] {
+            let named = |(name, _): &(&str, &String)| format!("{at}.{name}");
+            let set: Vec<String> = sources
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(named)
+                .collect();
+            match set.len() {
+                0 => problems.push(format!(
+                    "{at}.enabled needs a {what}: set one of {}",
+                    sources.iter().map(named).collect::<Vec<_>>().join(", ")
+                )),
+                1 => {}
+                _ => problems.push(format!(
+                    "{at}: the {what} is set twice ({}): keep one",
+                    set.join(" and ")
+                )),
+            }
+        }
+        problems
     }
 }
 
@@ -1598,6 +1695,7 @@ impl Config {
         if self.channel.history_meta_ttl.is_zero() {
             problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
+        problems.extend(self.http_server.tls.problems());
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));
@@ -2995,6 +3093,65 @@ port = 10000
         assert_eq!(format_duration(Duration::from_secs(720 * 3600)), "720h");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn tls_options_are_checked_and_the_unimplemented_ones_reported() {
+        let refused = [
+            (
+                r#"{"http_server": {"tls": {"enabled": true}}}"#,
+                "needs a certificate",
+            ),
+            (
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c"}}}"#,
+                "needs a key",
+            ),
+            (
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+                   "cert_pem": "x", "key_pem_file": "k"}}}"#,
+                "http_server.tls.cert_pem_file and http_server.tls.cert_pem",
+            ),
+            (
+                r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+                   "key_pem_file": "k", "client_ca_pem": "x"}}}"#,
+                "http_server.tls.client_ca_pem: client certificates",
+            ),
+            (
+                r#"{"http_server": {"tls_autocert": {"enabled": true}}}"#,
+                "http_server.tls_autocert",
+            ),
+        ];
+        for (text, expected) in refused {
+            let err = json(text).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let c = json(
+            r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c",
+               "key_pem_file": "k", "server_name": "x", "insecure_skip_verify": true}}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let warned: Vec<String> = c
+            .warnings()
+            .into_iter()
+            .map(|w| w.split(':').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                "http_server.tls.insecure_skip_verify",
+                "http_server.tls.server_name"
+            ]
+        );
+        assert_eq!(c.http_server.tls.cert_pem_file, "c");
+        // Client certificates while TLS is off: harmless, warned.
+        let c = json(r#"{"http_server": {"tls": {"client_ca_pem_file": "ca.pem"}}}"#).unwrap();
+        c.validate().unwrap();
+        assert!(
+            c.warnings()[0].starts_with("http_server.tls.client_ca_pem_file"),
+            "{:?}",
+            c.warnings()
+        );
     }
 
     #[test]

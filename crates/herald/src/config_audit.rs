@@ -5,8 +5,8 @@
 //! not implement. Each such option, when set to something other than its default, is one of:
 //!
 //! * **refused** ([`Severity::Refused`]): ignoring it would change who may connect or
-//!   subscribe, where traffic goes or whether publications are delivered (a Redis engine, TLS,
-//!   proxies, an internal port…). [`crate::config::Config::validate`] turns
+//!   subscribe, where traffic goes or whether publications are delivered (a Redis engine,
+//!   client certificates, proxies, an internal port…). [`crate::config::Config::validate`] turns
 //!   these into errors, so the server does not start and `checkconfig` fails, with a message
 //!   that names the option and says what to do;
 //! * **warned** ([`Severity::Warned`]): ignoring it is harmless (a tuning knob with no
@@ -75,7 +75,7 @@ impl Audit {
 }
 
 /// Whether an opaque section turns something on: `enabled: true` anywhere inside it (Centrifugo
-/// sections such as `tls`, `grpc_api`, `client.proxy.connect` are off until then).
+/// sections such as `tls_autocert`, `grpc_api`, `client.proxy.connect` are off until then).
 fn enabled_inside(v: &Opaque) -> bool {
     fn walk(v: &Value) -> bool {
         match v {
@@ -156,15 +156,46 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             ),
         );
     }
-    for (path, v) in [
-        ("http_server.tls", &http.tls),
-        ("http_server.tls_autocert", &http.tls_autocert),
-        ("http_server.internal_tls", &http.internal_tls),
+    if enabled_inside(&http.tls_autocert) {
+        a.refuse(
+            "http_server.tls_autocert",
+            format!(
+                "automatic (ACME) certificates are {NOT_YET}: remove it, get a certificate \
+                 (e.g. with certbot) and set http_server.tls.cert_pem_file and key_pem_file \
+                 (reloaded when renewed)"
+            ),
+        );
+    }
+    if enabled_inside(&http.internal_tls) {
+        a.refuse(
+            "http_server.internal_tls",
+            format!(
+                "{NOT_YET} (there is no internal port): remove it; http_server.tls covers \
+                 every route"
+            ),
+        );
+    }
+    let tls = &http.tls;
+    for (name, value) in [
+        ("client_ca_pem", &tls.client_ca_pem),
+        ("client_ca_pem_b64", &tls.client_ca_pem_b64),
+        ("client_ca_pem_file", &tls.client_ca_pem_file),
     ] {
-        if enabled_inside(v) {
-            a.refuse(
+        if value.is_empty() {
+            continue;
+        }
+        let message = format!(
+            "client certificates (mutual TLS) are {NOT_YET}: remove it, or terminate mutual \
+             TLS in a proxy in front of Herald"
+        );
+        let path = format!("http_server.tls.{name}");
+        if tls.enabled {
+            a.refuse(path, message);
+        } else {
+            // Off, as in Centrifugo while http_server.tls is off: nobody is misled.
+            a.warn(
                 path,
-                format!("{NOT_YET}: remove it and terminate TLS in front of Herald"),
+                format!("{message} (ignored while http_server.tls is off)"),
             );
         }
     }
@@ -235,6 +266,21 @@ pub fn audit(config: &Config) -> Vec<Finding> {
     }
 
     // ---- Warned: harmless to ignore. ----
+    for (name, on) in [
+        ("server_ca_pem", !tls.server_ca_pem.is_empty()),
+        ("server_ca_pem_b64", !tls.server_ca_pem_b64.is_empty()),
+        ("server_ca_pem_file", !tls.server_ca_pem_file.is_empty()),
+        ("insecure_skip_verify", tls.insecure_skip_verify),
+        ("server_name", !tls.server_name.is_empty()),
+    ] {
+        if on {
+            a.warn(
+                format!("http_server.tls.{name}"),
+                "configures outgoing connections in Centrifugo and does nothing on a \
+                 listener; ignored",
+            );
+        }
+    }
     for (path, v) in [
         ("http_server.http3", &http.http3),
         (
@@ -648,6 +694,13 @@ mod tests {
         "http_server.address",
         "http_server.body_read_timeout",
         "http_server.port",
+        "http_server.tls.cert_pem",
+        "http_server.tls.cert_pem_b64",
+        "http_server.tls.cert_pem_file",
+        "http_server.tls.enabled",
+        "http_server.tls.key_pem",
+        "http_server.tls.key_pem_b64",
+        "http_server.tls.key_pem_file",
         "http_server.unauthenticated_request_limit",
         "log.file",
         "log.format",

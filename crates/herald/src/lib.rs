@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sync;
+pub mod tls;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.

@@ -163,8 +163,13 @@ async fn serve(
         .await
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let (http, ws) = if server.is_tls() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     tracing::info!(
-        "herald {} listening on http://{addr} (WebSocket: ws://{addr}{})",
+        "herald {} listening on {http}://{addr} (WebSocket: {ws}://{addr}{})",
         env!("CARGO_PKG_VERSION"),
         herald::server::websocket_path(&node.config)
     );

@@ -30,8 +30,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A response body: small, complete bodies only.
 pub type HttpResponse = Response<Full<Bytes>>;
 
-/// Settings derived once from the config for every WebSocket connection.
+/// Settings derived once from the config for every connection (TLS) and every WebSocket.
 struct WsSettings {
+    /// TLS termination (`http_server.tls`), when enabled: every accepted connection does its
+    /// handshake first (see [`serve_http`]).
+    tls: Option<crate::tls::Terminator>,
     handshake: HandshakeConfig,
     connection: Arc<ws::Config>,
     /// The outbound queue budget every connection's outbox shares.
@@ -51,6 +54,8 @@ pub struct Server {
 
 impl Server {
     /// Binds the configured address. Port 0 picks a free port (see [`Server::local_addr`]).
+    /// With TLS on, loads the certificate and starts watching for its reload (SIGHUP, file
+    /// changes).
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
         let http = &node.config.http_server;
         let host = match http.address.as_str() {
@@ -67,8 +72,26 @@ impl Server {
                 ),
             )
         })?;
-        let ws = Arc::new(ws_settings(&node));
+        let tls = crate::tls::Terminator::from_config(&node.config.http_server.tls)
+            .map_err(std::io::Error::other)?;
+        if let Some(tls) = &tls {
+            // From here on, before the server says it listens: a SIGHUP sent once it does
+            // must reload the certificate, never end the process.
+            let watch = tls
+                .watch(node.shutdown.clone())
+                .map_err(context("cannot watch for SIGHUP (TLS certificate reload)"))?;
+            tokio::spawn(watch);
+        }
+        let ws = Arc::new(WsSettings {
+            tls,
+            ..ws_settings(&node)
+        });
         Ok(Server { node, listener, ws })
+    }
+
+    /// Whether the listener speaks TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.ws.tls.is_some()
     }
 
     /// The address the server listens on.
@@ -268,6 +291,7 @@ fn ws_settings(node: &Node) -> WsSettings {
         message_limit
     };
     WsSettings {
+        tls: None,
         handshake: HandshakeConfig {
             protocols: vec!["centrifuge-json".to_owned()],
             deflate: DeflateConfig {
@@ -301,12 +325,29 @@ fn ws_settings(node: &Node) -> WsSettings {
     }
 }
 
+/// Serves HTTP on an accepted connection, after the TLS handshake when TLS is on.
 async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, peer: SocketAddr) {
+    match &ws.tls {
+        None => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+            // A plain-HTTP client, a scanner or a client that does not trust the certificate:
+            // nothing the server can act on.
+            Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        },
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on a connection, plain or TLS.
+async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| route(node.clone(), ws.clone(), req, peer));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, "http connection: {e}");

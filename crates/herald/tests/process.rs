@@ -273,9 +273,9 @@ async fn a_refused_option_stops_the_server_and_names_it() {
             "remove it",
         ),
         (
-            json!({"http_server": {"tls": {"enabled": true}}}),
-            "http_server.tls",
-            "terminate TLS in front of Herald",
+            json!({"http_server": {"tls_autocert": {"enabled": true}}}),
+            "http_server.tls_autocert",
+            "http_server.tls.cert_pem_file",
         ),
         (
             json!({"channel": {"namespaces": [{"name": "a", "subscribe_proxy_enabled": true}]}}),

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::VecDeque;
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -316,10 +318,13 @@ impl Drop for Server {
     }
 }
 
-/// The port in a `listening on http://ADDR:PORT` log line.
+/// The port in a `listening on http://ADDR:PORT` (or `https://`) log line.
 fn parse_listening_port(log: &str) -> Option<u16> {
-    let at = log.find("listening on http://")?;
-    let rest = &log[at + "listening on http://".len()..];
+    let at = log.find("listening on http")?;
+    let rest = &log[at + "listening on http".len()..];
+    let rest = rest
+        .strip_prefix("s://")
+        .or_else(|| rest.strip_prefix("://"))?;
     let addr: String = rest
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '(')
@@ -394,6 +399,11 @@ impl Ws {
             .expect("WebSocket handshake timed out")
             .expect("WebSocket handshake failed");
         assert_eq!(response.status().as_u16(), 101);
+        Ws::from_stream(stream)
+    }
+
+    /// A client on a WebSocket whose handshake is done.
+    fn from_stream(stream: WsStream) -> Ws {
         Ws {
             stream,
             pending: VecDeque::new(),
@@ -575,8 +585,14 @@ impl Ws {
                     .await;
                     // Then end our side of the TCP connection, as a client that closes does
                     // (the server waits for this FIN before it forgets the connection).
-                    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.stream.get_mut() {
-                        let _ = tcp.shutdown().await;
+                    match self.stream.get_mut() {
+                        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+                            let _ = tcp.shutdown().await;
+                        }
+                        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => {
+                            let _ = tls.shutdown().await;
+                        }
+                        _ => {}
                     }
                     return (code, reason);
                 }
@@ -871,10 +887,26 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
+    let stream = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    http_on(stream, port, method, path, headers, body).await
+}
+
+/// [`http`] on a connection already open (plain TCP or TLS).
+pub async fn http_on<S>(
+    mut stream: S,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
         for (k, v) in headers {
@@ -890,10 +922,13 @@ pub async fn http(
         }
         stream.write_all(&bytes).await.expect("write request");
         let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .expect("read response");
+        match stream.read_to_end(&mut response).await {
+            Ok(_) => {}
+            // A TLS peer that closes the TCP connection without close_notify after a
+            // complete `Connection: close` response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            Err(e) => panic!("read response: {e}"),
+        }
         parse_response(&response)
     };
     tokio::time::timeout(STEP, exchange)

@@ -13,6 +13,7 @@ mod flood;
 mod http;
 mod limits;
 mod replies;
+mod tls;
 
 use std::time::Duration;
 
