@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod client_id;
 pub mod config;
+pub mod delta;
 pub mod engine;
 pub mod http_guard;
 pub mod hub;
@@ -17,6 +18,7 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod sync;
+pub mod tags_filter;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.

@@ -161,6 +161,9 @@ pub struct AppendRequest {
     /// Publish `idempotency_key`: a second append with the same key in the same channel within
     /// the idempotency window returns the first result, marked `duplicate`.
     pub idempotency_key: Option<String>,
+    /// The publish asked for delta compression (`delta`, or the namespace's `delta_publish`):
+    /// handed to the delivery hook with the publication, not stored.
+    pub delta: bool,
 }
 
 impl AppendRequest {
@@ -173,6 +176,7 @@ impl AppendRequest {
             tags: BTreeMap::new(),
             options,
             idempotency_key: None,
+            delta: false,
         }
     }
 }
@@ -327,6 +331,7 @@ pub trait History: Send + Sync + 'static {
     fn set_delivery(&self, delivery: Delivery);
 }
 
-/// The delivery hook of [`History::set_delivery`]: channel and publication. It runs on the
-/// engine's own thread, so it must be quick and must not block (queue, don't write).
-pub type Delivery = Arc<dyn Fn(&str, &StoredPublication) + Send + Sync>;
+/// The delivery hook of [`History::set_delivery`]: channel, publication, and whether its
+/// publish asked for delta compression ([`AppendRequest::delta`]). It runs on the engine's
+/// own thread, so it must be quick and must not block (queue, don't write).
+pub type Delivery = Arc<dyn Fn(&str, &StoredPublication, bool) + Send + Sync>;

@@ -35,8 +35,8 @@ pub struct PublishRequest {
     /// history).
     #[serde(deserialize_with = "nullable")]
     pub idempotency_key: String,
-    /// Delta compression for subscribers that negotiated it. Accepted; full payloads are
-    /// always sent.
+    /// Send the publication as a Fossil delta against the channel's previous one to the
+    /// subscribers that negotiated deltas (as the namespace's `delta_publish` does for all).
     #[serde(deserialize_with = "nullable")]
     pub delta: bool,
     /// Version, to drop stale publications (needs history). Accepted, not used yet.
@@ -75,6 +75,7 @@ pub async fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, 
         tags: req.tags,
         skip_history: req.skip_history,
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+        delta: req.delta,
     };
     publish_one(node, &req.channel, data, options).await
 }

@@ -77,6 +77,8 @@ enum Reply {
         Result<AppendResult, EngineError>,
         /// The channel, for the delivery hook.
         String,
+        /// The publish asked for delta compression, for the delivery hook.
+        bool,
     ),
     Position(
         oneshot::Sender<Result<StreamPosition, EngineError>>,
@@ -104,7 +106,7 @@ impl Reply {
     fn send(self) {
         // A caller that stopped waiting is no error.
         match self {
-            Reply::Append(tx, r, _) => drop(tx.send(r)),
+            Reply::Append(tx, r, _, _) => drop(tx.send(r)),
             Reply::Position(tx, r) => drop(tx.send(r)),
             Reply::Unit(tx, r) => drop(tx.send(r)),
             Reply::Done(tx) => drop(tx.send(())),
@@ -113,7 +115,9 @@ impl Reply {
 
     fn fail(self, e: &EngineError) -> Reply {
         match self {
-            Reply::Append(tx, _, channel) => Reply::Append(tx, Err(e.clone()), channel),
+            Reply::Append(tx, _, channel, delta) => {
+                Reply::Append(tx, Err(e.clone()), channel, delta)
+            }
             Reply::Position(tx, _) => Reply::Position(tx, Err(e.clone())),
             Reply::Unit(tx, _) => Reply::Unit(tx, Err(e.clone())),
             done => done,
@@ -138,9 +142,9 @@ impl Committed {
         // above that top (see `Hub::activate`), never one it already has.
         if let Some(deliver) = shared.delivery.get() {
             for r in &self.replies {
-                if let Reply::Append(_, Ok(result), channel) = r {
+                if let Reply::Append(_, Ok(result), channel, delta) = r {
                     if let Some(publication) = &result.publication {
-                        deliver(channel, publication);
+                        deliver(channel, publication, *delta);
                     }
                 }
             }
@@ -586,9 +590,10 @@ impl Writer {
                     tx,
                     Err(EngineError::Unavailable(String::new())),
                     req.channel.clone(),
+                    req.delta,
                 ));
                 let r = self.append(req, now, open)?;
-                if let Some(Reply::Append(_, slot, _)) = open.replies.last_mut() {
+                if let Some(Reply::Append(_, slot, _, _)) = open.replies.last_mut() {
                     *slot = r;
                 }
             }
