@@ -141,6 +141,8 @@ test('a subscriber that did not ask for deltas, or whose namespace does not allo
 });
 
 test('a delta subscription recovers missed publications and goes on with deltas', async () => {
+  // A second delta subscriber keeps the channel's delta base alive meanwhile.
+  await subscribed(await connected('bob'), 'delta:recover', { delta: 'fossil' });
   const client = await connected();
   const { sub, received } = await subscribed(client, 'delta:recover', { delta: 'fossil' });
   await herald.api('publish', { channel: 'delta:recover', data: dashboard(1) });
@@ -157,6 +159,10 @@ test('a delta subscription recovers missed publications and goes on with deltas'
   await herald.api('publish', { channel: 'delta:recover', data: dashboard(4) });
   await until(received, 4, 'after recovery');
   assert.deepEqual(received.map((p) => p.data), [1, 2, 3, 4].map(dashboard));
+  // 1 and the recovered 2 and 3 come in full; 4 is a delta against 3, which the reply
+  // ended with.
+  const stats = sub.deltaStats();
+  assert.equal(stats.numDeltaPayloads, 1, JSON.stringify(stats));
 });
 
 /** Bytes of each publication push a raw WebSocket client receives in `channel` (a frame may

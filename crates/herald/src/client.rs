@@ -680,11 +680,14 @@ impl Client {
                 return Ok(());
             }
         };
+        // A delta subscription can take deltas against the last publication of the reply.
+        let base_offset = result.publications.last().map_or(0, |p| p.offset);
         // The reply goes out before any publication of the channel: those that arrived
         // meanwhile were held back and follow it now.
         self.reply(&Reply::result(id, result));
         self.flush_replies(ws);
-        node.hub.activate(channel, &handle, after);
+        node.hub
+            .activate_with_base(channel, &handle, after, base_offset);
         self.set_sub_expiry(channel, grant.expires_at);
         node.joined(channel, subscriber_info(&handle, grant.chan_info), flags)
             .await;

@@ -338,10 +338,18 @@ struct Specials {
     /// Delta subscriptions, active and pending: while there are any, `base` follows the
     /// channel's publications.
     delta_subscribers: usize,
-    /// Data of the channel's last publication (the base of the next delta), while the channel
-    /// has delta subscribers. Its lock is held through the fan-out of delta subscribers, so
-    /// that concurrent publications reach them in the order their deltas were made.
-    base: Mutex<Option<Box<str>>>,
+    /// The channel's last publication (the base of the next delta), while the channel has
+    /// delta subscribers. Its lock is held through the fan-out of delta subscribers, so that
+    /// concurrent publications reach them in the order their deltas were made.
+    base: Mutex<Option<Base>>,
+}
+
+/// The channel's last publication, as the base of the next delta.
+struct Base {
+    /// Its offset in the channel's stream (0 without history).
+    offset: u64,
+    /// Its data.
+    data: Box<str>,
 }
 
 /// One subscription of a channel, as fan-out sees it: 16 bytes, since every subscriber of a
@@ -694,6 +702,20 @@ impl Hub {
     /// with an offset above `after` (the client already has the rest from its subscribe
     /// reply), then lets publications through directly.
     pub fn activate(&self, channel: &str, client: &ClientHandle, after: u64) {
+        self.activate_with_base(channel, client, after, 0);
+    }
+
+    /// [`Hub::activate`] for a subscription whose subscribe reply carried publications, the
+    /// last at offset `base_offset` (0: none): a delta subscription can take deltas against
+    /// it right away if it is still the channel's last publication (as Centrifugo does after
+    /// a successful recovery).
+    pub fn activate_with_base(
+        &self,
+        channel: &str,
+        client: &ClientHandle,
+        after: u64,
+        base_offset: u64,
+    ) {
         let mut shard = write(self.shard(channel));
         let Some(subscribers) = shard.get_mut(channel) else {
             return;
@@ -703,6 +725,14 @@ impl Hub {
         };
         // Under the shard's write lock: no publication passes between the held ones and
         // the subscription becoming active.
+        // Whether the client has the channel's last publication (the base of the next delta):
+        // the last one held back goes out now, or the subscribe reply ended with it.
+        let reply_has_base = base_offset > 0
+            && subscribers.special.as_ref().is_some_and(|special| {
+                lock(&special.base)
+                    .as_ref()
+                    .is_some_and(|base| base.offset == base_offset)
+            });
         let mut got_last = false;
         for (offset, message) in std::mem::take(&mut *lock(&held)) {
             got_last = offset == 0 || offset > after;
@@ -711,6 +741,7 @@ impl Hub {
                 let _ = client.outbox.push(message);
             }
         }
+        let got_last = got_last || reply_has_base;
         if special.selection.is_plain() {
             subscribers.active.push(special.subscriber);
         } else {
@@ -800,7 +831,7 @@ impl Hub {
         let mut base = (special.delta_subscribers > 0).then(|| lock(&special.base));
         {
             let prev = match (publication, &base) {
-                (Some((_, true)), Some(base)) => base.as_deref().map(str::as_bytes),
+                (Some((_, true)), Some(base)) => base.as_ref().map(|b| b.data.as_bytes()),
                 _ => None,
             };
             let variants = publication.map(|(p, _)| Variants::new(channel, p, prev));
@@ -842,7 +873,10 @@ impl Hub {
             }
         }
         if let Some(base) = base.as_mut() {
-            **base = data.map(Box::from);
+            **base = data.map(|data| Base {
+                offset,
+                data: Box::from(data),
+            });
         }
         delivery
     }
