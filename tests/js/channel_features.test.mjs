@@ -1,6 +1,7 @@
 // Centrifugo v6 channel features with the real centrifuge SDK: Fossil delta compression
-// (`allowed_delta_types`, `delta_publish`, per-publish `delta`, the SDK's `deltaStats()`) and
-// tags filters (`allow_tags_filter`, the subscription's `tagsFilter`).
+// (`allowed_delta_types`, `delta_publish`, per-publish `delta`, the SDK's `deltaStats()`), tags
+// filters (`allow_tags_filter`, the subscription's `tagsFilter`) and version suppression
+// (`version` / `version_epoch` on publish).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,6 +34,13 @@ before(async () => {
           allowed_delta_types: ['fossil'],
         },
         { name: 'nodelta', allow_subscribe_for_client: true },
+        {
+          name: 'versions',
+          allow_subscribe_for_client: true,
+          allow_history_for_subscriber: true,
+          history_size: 10,
+          history_ttl: '300s',
+        },
         { name: 'tf', allow_subscribe_for_client: true, allow_tags_filter: true },
         { name: 'notf', allow_subscribe_for_client: true },
       ],
@@ -264,4 +272,24 @@ test('a tags filter where the namespace does not allow it is refused with 107', 
   assert.equal(ctx.code, 107, JSON.stringify(ctx));
   // The connection stays.
   assert.equal(client.state, 'connected');
+});
+
+test('a publication with a stale version is suppressed: not delivered, no offset used', async () => {
+  const client = await connected();
+  const { sub, received } = await subscribed(client, 'versions:state');
+  const publish = (n, version) =>
+    herald.api('publish', { channel: 'versions:state', data: { n }, version, version_epoch: 'e1' });
+  const first = await publish(1, 5);
+  assert.equal(first.result.offset, 1, JSON.stringify(first));
+  // Not newer than 5: answered with the stream's current position, as Centrifugo does.
+  const stale = await publish(2, 5);
+  assert.deepEqual(stale.result, first.result, JSON.stringify(stale));
+  const older = await publish(3, 4);
+  assert.deepEqual(older.result, first.result);
+  const newer = await publish(4, 6);
+  assert.equal(newer.result.offset, 2, JSON.stringify(newer));
+  await until(received, 2, 'versioned publications');
+  assert.deepEqual(received.map((p) => p.data.n), [1, 4]);
+  const history = await sub.history({ limit: -1 });
+  assert.deepEqual(history.publications.map((p) => p.data.n), [1, 4]);
 });

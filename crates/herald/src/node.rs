@@ -99,6 +99,13 @@ pub struct PublishOptions {
     /// Send it as a Fossil delta against the channel's previous publication to subscribers
     /// that negotiated deltas (also on when the namespace has `delta_publish`).
     pub delta: bool,
+    /// Version of the state the publication carries (0: none): in a channel with history, a
+    /// publication not newer than the last one's version (in the same `version_epoch`) is
+    /// suppressed — not stored, not delivered, no offset used (see
+    /// [`AppendRequest::version`]). Without history it is ignored, as in Centrifugo.
+    pub version: u64,
+    /// The epoch of `version`.
+    pub version_epoch: String,
 }
 
 impl Node {
@@ -211,6 +218,8 @@ impl Node {
                     ),
                     idempotency_key: options.idempotency_key.filter(|k| !k.is_empty()),
                     delta,
+                    version: options.version,
+                    version_epoch: options.version_epoch,
                 };
                 let appended = history.append(request).await.map_err(|e| {
                     tracing::error!(channel, "history append failed: {e}");

@@ -85,6 +85,7 @@ pub async fn execute(
                     skip_history: req.skip_history,
                     idempotency_key: Some(req.idempotency_key.clone()).filter(|k| !k.is_empty()),
                     delta: req.delta,
+                    ..PublishOptions::default()
                 };
                 publish_one(node, channel, data.clone(), options).await
             }

@@ -353,6 +353,10 @@ struct Meta {
     batch_size: usize,
     want_expires: i64,
     batch_publications: Vec<(Arc<StoredPublication>, i64)>,
+    /// Version of the last publication (0: it had none), and its epoch: see
+    /// [`AppendRequest::version`].
+    version: u64,
+    version_epoch: String,
 }
 
 impl Meta {
@@ -368,6 +372,8 @@ impl Meta {
             batch_size: 0,
             want_expires: stored_expires,
             batch_publications: Vec::new(),
+            version: 0,
+            version_epoch: String::new(),
         }
     }
 }
@@ -809,7 +815,9 @@ impl Writer {
         if !self.metas.contains_key(channel) {
             let meta = match store::load_stream(&self.conn, channel)? {
                 Some(row) if !row.expired(now) => {
-                    Meta::new(row.epoch, row.top, row.meta_expires_at, true)
+                    let mut meta = Meta::new(row.epoch, row.top, row.meta_expires_at, true);
+                    (meta.version, meta.version_epoch) = store::load_version(&self.conn, channel)?;
+                    meta
                 }
                 row => {
                     if row.is_some() {
@@ -833,6 +841,9 @@ impl Writer {
             .execute([channel])?;
         self.conn
             .prepare_cached("DELETE FROM streams WHERE channel = ?1")?
+            .execute([channel])?;
+        self.conn
+            .prepare_cached("DELETE FROM stream_versions WHERE channel = ?1")?
             .execute([channel])?;
         Ok(())
     }
@@ -870,11 +881,26 @@ impl Writer {
                 return Ok(Ok(AppendResult {
                     position,
                     duplicate: true,
+                    suppressed: false,
                     publication: None,
                 }));
             }
         }
         let meta = self.meta(&req.channel, now, &mut open.effects)?;
+        if req.version > 0
+            && (req.version_epoch.is_empty() || req.version_epoch == meta.version_epoch)
+            && req.version <= meta.version
+        {
+            // A stale publication (Centrifugo's version suppression): no offset used.
+            return Ok(Ok(AppendResult {
+                position: StreamPosition::new(meta.top, meta.epoch.clone()),
+                duplicate: false,
+                suppressed: true,
+                publication: None,
+            }));
+        }
+        let version_changed = (req.version, req.version_epoch.as_str())
+            != (meta.version, meta.version_epoch.as_str());
         let offset = meta.top + 1;
         let epoch = meta.epoch.clone();
         let expires_at = now.saturating_add(ms(req.options.ttl));
@@ -907,8 +933,26 @@ impl Writer {
                     now.saturating_add(ms(self.idempotency_window)),
                 ])?;
         }
+        if version_changed {
+            if req.version == 0 {
+                self.conn
+                    .prepare_cached("DELETE FROM stream_versions WHERE channel = ?1")?
+                    .execute([&req.channel])?;
+            } else {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO stream_versions (channel, version, version_epoch)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![req.channel, req.version as i64, req.version_epoch])?;
+            }
+        }
         let meta = self.metas.get_mut(&req.channel).expect("loaded above");
         meta.top = offset;
+        if version_changed {
+            meta.version = req.version;
+            meta.version_epoch = req.version_epoch;
+        }
         if meta.batch_first == 0 {
             meta.batch_first = offset;
         }
@@ -931,6 +975,7 @@ impl Writer {
         Ok(Ok(AppendResult {
             position: StreamPosition::new(offset, epoch),
             duplicate: false,
+            suppressed: false,
             publication: Some(publication),
         }))
     }
