@@ -965,11 +965,8 @@ impl Client {
                 Some(Box::new(filter.clone()))
             }
         };
-        let delta = !request.delta.is_empty()
-            && options
-                .allowed_delta_types
-                .iter()
-                .any(|t| *t == request.delta);
+        let delta =
+            !request.delta.is_empty() && options.allowed_delta_types.contains(&request.delta);
         Ok(Selection { tags_filter, delta })
     }
 
