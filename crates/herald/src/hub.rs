@@ -775,9 +775,11 @@ impl Hub {
         flags
     }
 
-    /// Queues `message`, an encoded message without tags (the publication at `offset` of the
-    /// channel's stream, 0 without history), for every local subscriber of `channel`, as it
-    /// is: subscriptions with a tags filter or deltas get it unchanged.
+    /// Queues `message`, an encoded publication push without tags (the publication at
+    /// `offset` of the channel's stream, 0 without history), for every local subscriber of
+    /// `channel`, as it is. The tests' shortcut: publications go through
+    /// [`Hub::broadcast_publication`], which a delta subscription needs.
+    #[cfg(test)]
     pub fn broadcast(&self, channel: &str, message: &Arc<Message>, offset: u64) -> Delivery {
         self.fan_out(channel, message, offset, None)
     }
