@@ -32,7 +32,10 @@ fn document(n: u64) -> String {
             )
         })
         .collect();
-    format!(r#"{{"updated":"counter","seq":{n},"rows":[{}]}}"#, rows.join(","))
+    format!(
+        r#"{{"updated":"counter","seq":{n},"rows":[{}]}}"#,
+        rows.join(",")
+    )
 }
 
 /// How a scenario's subscribers subscribe.

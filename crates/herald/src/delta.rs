@@ -178,4 +178,44 @@ mod tests {
         let rebuilt = fossil_delta::apply(prev.as_bytes(), patch.as_bytes()).unwrap();
         assert_eq!(rebuilt, publication.data.unwrap().get().as_bytes());
     }
+
+    #[test]
+    fn random_edits_round_trip_and_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(27);
+        let alphabet: Vec<char> = "abc{}\":,0123456789 é€😀\\".chars().collect();
+        let text = |len: usize, rng: &mut rand::rngs::StdRng| -> String {
+            (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect()
+        };
+        let (mut deltas, mut fulls) = (0, 0);
+        for round in 0..400 {
+            let len = [0, 1, 15, 16, 17, 100, 2000][round % 7];
+            let prev = text(len, &mut rng);
+            // The next document: a few random edits of the previous one.
+            let mut next: Vec<char> = prev.chars().collect();
+            for _ in 0..rng.random_range(0..4) {
+                let at = rng.random_range(0..=next.len());
+                let insert = text(rng.random_range(0..8), &mut rng);
+                let cut = rng.random_range(0..4).min(next.len() - at);
+                next.splice(at..at + cut, insert.chars());
+            }
+            let next: String = next.into_iter().collect();
+            match fossil(prev.as_bytes(), next.as_bytes()) {
+                Some(patch) => {
+                    deltas += 1;
+                    assert!(patch.len() < next.len());
+                    let rebuilt = fossil_delta::apply(prev.as_bytes(), patch.as_bytes())
+                        .expect("the delta applies");
+                    assert_eq!(rebuilt, next.as_bytes());
+                }
+                None => fulls += 1,
+            }
+        }
+        assert!(
+            deltas > 100 && fulls > 10,
+            "{deltas} deltas, {fulls} in full"
+        );
+    }
 }
