@@ -167,10 +167,11 @@ test('a delta subscription recovers missed publications and goes on with deltas'
   await herald.api('publish', { channel: 'delta:recover', data: dashboard(4) });
   await until(received, 4, 'after recovery');
   assert.deepEqual(received.map((p) => p.data), [1, 2, 3, 4].map(dashboard));
-  // 1 and the recovered 2 and 3 come in full; 4 is a delta against 3, which the reply
-  // ended with.
+  // 1 and the first recovered one (2) come in full; the recovered 3 is a delta against 2,
+  // and 4 a delta against 3, which the reply ended with.
   const stats = sub.deltaStats();
-  assert.equal(stats.numDeltaPayloads, 1, JSON.stringify(stats));
+  assert.equal(stats.numFullPayloads, 2, JSON.stringify(stats));
+  assert.equal(stats.numDeltaPayloads, 2, JSON.stringify(stats));
 });
 
 /** Bytes of each publication push a raw WebSocket client receives in `channel` (a frame may

@@ -755,10 +755,8 @@ impl Client {
                         }
                         match room.take_all(&missed) {
                             Some(publications) if result.delta => {
-                                result.publications = publications
-                                    .iter()
-                                    .filter_map(crate::delta::full_as_string)
-                                    .collect();
+                                result.publications =
+                                    crate::delta::recovered_as_deltas(publications);
                             }
                             Some(publications) => result.publications = publications,
                             None => {

@@ -48,6 +48,33 @@ pub fn full_as_string(publication: &Publication) -> Option<Publication> {
     Some(out)
 }
 
+/// Publications recovered for a delta subscription, as Centrifugo sends them: the first with
+/// its data as a JSON string, each next one as a Fossil delta against the one before it when
+/// that is smaller (else as a JSON string too). The SDK applies them in order.
+pub fn recovered_as_deltas(publications: Vec<Publication>) -> Vec<Publication> {
+    let mut out = Vec::with_capacity(publications.len());
+    let mut prev: Option<&Publication> = None;
+    for publication in &publications {
+        let delta = match (prev.and_then(|p| p.data.as_ref()), &publication.data) {
+            (Some(before), Some(data)) => fossil(before.get().as_bytes(), data.get().as_bytes())
+                .and_then(|patch| json_string(&patch)),
+            _ => None,
+        };
+        let encoded = match delta {
+            Some(patch) => {
+                let mut p = publication.clone();
+                p.data = Some(patch);
+                p.delta = true;
+                Some(p)
+            }
+            None => full_as_string(publication),
+        };
+        out.extend(encoded);
+        prev = Some(publication);
+    }
+    out
+}
+
 /// The encodings of one publication that delta subscribers need, each made on first use and
 /// then shared (see the module doc). Lives for one fan-out.
 pub struct Variants<'a> {
@@ -217,5 +244,31 @@ mod tests {
             deltas > 100 && fulls > 10,
             "{deltas} deltas, {fulls} in full"
         );
+    }
+
+    #[test]
+    fn recovered_publications_chain_deltas_after_a_full_first() {
+        let doc = |n: u32| format!(r#"{{"n":{n},"pad":"{}"}}"#, "q".repeat(200));
+        let publications: Vec<Publication> = (1..=3)
+            .map(|n| Publication {
+                data: Some(protocol::raw(doc(n)).unwrap()),
+                offset: n as u64,
+                ..Publication::default()
+            })
+            .collect();
+        let sent = recovered_as_deltas(publications);
+        assert_eq!(sent.len(), 3);
+        let text = |p: &Publication| -> String {
+            serde_json::from_str(p.data.as_ref().unwrap().get()).unwrap()
+        };
+        assert!(!sent[0].delta);
+        assert_eq!(text(&sent[0]), doc(1));
+        let mut prev = doc(1).into_bytes();
+        for (p, n) in sent[1..].iter().zip(2..) {
+            assert!(p.delta, "{n}");
+            prev = fossil_delta::apply(&prev, text(p).as_bytes()).unwrap();
+            assert_eq!(prev, doc(n).as_bytes());
+            assert_eq!(p.offset, n as u64);
+        }
     }
 }
