@@ -18,9 +18,9 @@ use tokio::time::Instant;
 
 use crate::auth::TokenError;
 use crate::auth::{SubscribeOptions, SubscribeOverride};
-use crate::config::RecoveryMode;
+use crate::config::{NamespaceOptions, RecoveryMode};
 use crate::engine::{HistoryFilter, StoredPublication, StreamPosition};
-use crate::hub::{ClientHandle, SubFlags};
+use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{LiveConnection, PublishOptions, unix_now};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
@@ -29,6 +29,7 @@ use crate::protocol::{
     SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
     decode_commands, encode_reply, publication_len,
 };
+use crate::tags_filter;
 use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
 
 /// The subscribe `flag` bit with which a client asks for error 112 (unrecoverable position)
@@ -605,7 +606,14 @@ impl Client {
                 ..SubscribeResult::default()
             };
             match self
-                .join(&handle, &sub, flags, &mut sub_result, &mut room)
+                .join(
+                    &handle,
+                    &sub,
+                    flags,
+                    Selection::default(),
+                    &mut sub_result,
+                    &mut room,
+                )
                 .await
             {
                 Ok(after) => {
@@ -665,6 +673,11 @@ impl Client {
         let Some(handle) = self.handle.clone() else {
             return Err(Disconnect::BAD_REQUEST);
         };
+        if !request.delta.is_empty() && request.delta != "fossil" {
+            // As Centrifugo: a delta type no server knows is a broken client.
+            tracing::info!(client = %self.id(), delta = %request.delta, "unknown delta type in subscribe");
+            return Err(Disconnect::BAD_REQUEST);
+        }
         let (mut result, grant) = match self.check_subscribe(&request, &handle).await {
             Ok(checked) => checked,
             Err(SubscribeFailure::Error(error)) => {
@@ -674,13 +687,22 @@ impl Client {
             Err(SubscribeFailure::Close(close)) => return Err(close),
         };
         let channel = request.channel.as_str();
-        let flags = match node.resolve_channel(channel) {
-            Ok((_, ns)) => SubFlags::new(ns, grant.override_.as_ref(), request.join_leave),
-            Err(_) => SubFlags::default(),
+        let (flags, selection) = match node.resolve_channel(channel) {
+            Ok((_, ns)) => {
+                let flags = SubFlags::new(ns, grant.override_.as_ref(), request.join_leave);
+                match self.selection(&request, ns) {
+                    Ok(selection) => (flags, selection),
+                    Err(error) => {
+                        self.reply(&Reply::error(id, error));
+                        return Ok(());
+                    }
+                }
+            }
+            Err(_) => (SubFlags::default(), Selection::default()),
         };
         let mut room = self.reply_room(ws);
         let after = match self
-            .join(&handle, &request, flags, &mut result, &mut room)
+            .join(&handle, &request, flags, selection, &mut result, &mut room)
             .await
         {
             Ok(after) => after,
@@ -689,11 +711,14 @@ impl Client {
                 return Ok(());
             }
         };
+        // A delta subscription can take deltas against the last publication of the reply.
+        let base_offset = result.publications.last().map_or(0, |p| p.offset);
         // The reply goes out before any publication of the channel: those that arrived
         // meanwhile were held back and follow it now.
         self.reply(&Reply::result(id, result));
         self.flush_replies(ws);
-        node.hub.activate(channel, &handle, after);
+        node.hub
+            .activate_with_base(channel, &handle, after, base_offset);
         self.set_sub_expiry(channel, grant.expires_at);
         node.joined(channel, subscriber_info(&handle, grant.chan_info), flags)
             .await;
@@ -712,11 +737,15 @@ impl Client {
     /// would follow.
     ///
     /// [`Hub::activate`]: crate::hub::Hub::activate
+    ///
+    /// `selection`: the subscription's tags filter and deltas ([`Client::selection`]); the
+    /// missed publications are filtered, and given as JSON strings to a delta subscription.
     async fn join(
         &self,
         handle: &Arc<ClientHandle>,
         request: &SubscribeRequest,
         flags: SubFlags,
+        selection: Selection,
         result: &mut SubscribeResult,
         room: &mut ReplyRoom,
     ) -> Result<u64, Error> {
@@ -729,7 +758,10 @@ impl Client {
                 .map(|history| (history, node.history_options(options), options)),
             _ => None,
         };
-        node.hub.subscribe_pending(channel, handle, flags);
+        result.delta = selection.delta;
+        let filter = selection.tags_filter.clone();
+        node.hub
+            .subscribe_pending_selective(channel, handle, flags, selection);
         let Some((history, history_options, options)) = stream else {
             return Ok(0);
         };
@@ -743,8 +775,19 @@ impl Client {
         // subscribe, also when the client does not ask to recover (as in Centrifugo).
         let position =
             if result.recoverable && cache && (request.recover || options.auto_cache_recover) {
-                self.recover_cache(history.as_ref(), request, history_options, result, room)
-                    .await
+                let top = self
+                    .recover_cache(history.as_ref(), request, history_options, result, room)
+                    .await;
+                if let Some(filter) = &filter {
+                    result
+                        .publications
+                        .retain(|p| tags_filter::matches(filter, &p.tags));
+                }
+                if result.delta {
+                    let latest = std::mem::take(&mut result.publications);
+                    result.publications = crate::delta::recovered_as_deltas(latest);
+                }
+                top
             } else if request.recover && result.recoverable {
                 let since = StreamPosition::new(request.offset, request.epoch.clone());
                 let limit = node.config.client.recovery_max_publication_limit;
@@ -755,13 +798,21 @@ impl Client {
                         result.was_recovering = true;
                         result.recovered = recovery.recovered;
                         if recovery.recovered {
-                            match room.take_all(&recovery.publications) {
+                            let mut missed = recovery.publications;
+                            if let Some(filter) = &filter {
+                                missed.retain(|p| tags_filter::matches(filter, &p.tags));
+                            }
+                            match room.take_all(&missed) {
+                                Some(publications) if result.delta => {
+                                    result.publications =
+                                        crate::delta::recovered_as_deltas(publications);
+                                }
                                 Some(publications) => result.publications = publications,
                                 None => {
                                     tracing::debug!(
                                         client = %self.id(),
                                         channel,
-                                        missed = recovery.publications.len(),
+                                        missed = missed.len(),
                                         "recovery does not fit the client's queue \
                                          (client.queue_max_size): answered recovered: false"
                                     );
@@ -1009,6 +1060,36 @@ impl Client {
             return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
         }
         Ok((result, Grant::default()))
+    }
+
+    /// The tags filter and deltas a subscribe asks for, as the channel's namespace allows
+    /// them: a `tf` where `allow_tags_filter` is off, or a malformed one, is refused with 107
+    /// as Centrifugo does; a delta type the namespace does not list in `allowed_delta_types`
+    /// is not negotiated (the reply says `delta: false`).
+    fn selection(
+        &self,
+        request: &SubscribeRequest,
+        options: &NamespaceOptions,
+    ) -> Result<Selection, Error> {
+        let tags_filter = match &request.tf {
+            None => None,
+            Some(_) if !options.allow_tags_filter => {
+                tracing::info!(client = %self.id(), channel = %request.channel,
+                    "tags filter not allowed (namespace allow_tags_filter is off)");
+                return Err(Error::BAD_REQUEST);
+            }
+            Some(filter) => {
+                if let Err(reason) = tags_filter::validate(filter) {
+                    tracing::info!(client = %self.id(), channel = %request.channel,
+                        "invalid tags filter: {reason}");
+                    return Err(Error::BAD_REQUEST);
+                }
+                Some(Box::new(filter.clone()))
+            }
+        };
+        let delta =
+            !request.delta.is_empty() && options.allowed_delta_types.contains(&request.delta);
+        Ok(Selection { tags_filter, delta })
     }
 
     async fn unsubscribe(

@@ -1112,11 +1112,12 @@ flat_options! {
         force_recovery_mode: RecoveryMode,
         /// Centrifugo cache auto-recovery. Accepted.
         auto_cache_recover: bool,
-        /// Delta compression types clients may ask for (`fossil`). Accepted.
+        /// Delta compression types clients may ask for in subscribe (`fossil`, the only one).
         allowed_delta_types: Vec<String>,
         /// Let subscribers filter publications by tags.
         allow_tags_filter: bool,
-        /// Centrifugo delta publishing. Accepted.
+        /// Every publication is sent as a delta to subscribers that negotiated deltas (not only
+        /// publishes with `delta: true`).
         delta_publish: bool,
         /// Anonymous users may subscribe without a subscription token.
         allow_subscribe_for_anonymous: bool,

@@ -456,24 +456,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
 
 /// The warned options of one namespace.
 fn warn_namespace(a: &mut Audit, at: &str, o: &NamespaceOptions, format_ok: &dyn Fn(&str) -> bool) {
-    if !o.allowed_delta_types.is_empty() {
-        a.warn(
-            format!("{at}.allowed_delta_types"),
-            "delta compression is not implemented in Herald yet: publications are sent whole",
-        );
-    }
-    if o.delta_publish {
-        a.warn(
-            format!("{at}.delta_publish"),
-            "delta compression is not implemented in Herald yet: publications are sent whole",
-        );
-    }
-    if o.allow_tags_filter {
-        a.warn(
-            format!("{at}.allow_tags_filter"),
-            "tags filters are not applied in Herald yet: subscribers get every publication",
-        );
-    }
     if !format_ok(&o.publication_data_format) {
         a.warn(
             format!("{at}.publication_data_format"),
@@ -623,10 +605,13 @@ mod tests {
         "channel.without_namespace.allow_publish_for_client",
         "channel.without_namespace.allow_publish_for_subscriber",
         "channel.without_namespace.allow_recovery",
+        "channel.without_namespace.allow_tags_filter",
+        "channel.without_namespace.allowed_delta_types",
         "channel.without_namespace.auto_cache_recover",
         "channel.without_namespace.allow_subscribe_for_anonymous",
         "channel.without_namespace.allow_subscribe_for_client",
         "channel.without_namespace.allow_user_limited_channels",
+        "channel.without_namespace.delta_publish",
         "channel.without_namespace.force_positioning",
         "channel.without_namespace.force_push_join_leave",
         "channel.without_namespace.force_recovery",

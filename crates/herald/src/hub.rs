@@ -18,7 +18,8 @@ use smallvec::SmallVec;
 use crate::auth::{BoolValue, SubscribeOverride};
 use crate::client_id::ClientId;
 use crate::config::NamespaceOptions;
-use crate::protocol::{ClientInfo, Raw};
+use crate::delta::Variants;
+use crate::protocol::{ClientInfo, FilterNode, Publication, Raw};
 use crate::session::SessionKey;
 use crate::sync::{lock, read, write};
 use crate::ws::{Message, Outbox, PushError};
@@ -289,6 +290,69 @@ impl SubFlags {
 /// Publications held back, with their offsets, while a subscription is being set up.
 type Held = Mutex<Vec<(u64, Arc<Message>)>>;
 
+/// What a subscription asks of fan-out beyond "every publication, as encoded for everybody":
+/// a tags filter (`tf`), or Fossil deltas (`delta: "fossil"`). Such subscriptions are kept
+/// apart from plain ones (see [`Specials`]), so that plain fan-out pays nothing for them.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Only publications whose tags pass this filter are sent (checked by
+    /// [`crate::tags_filter::validate`] already).
+    pub tags_filter: Option<Box<FilterNode>>,
+    /// Publications are sent with their data as a JSON string, and as Fossil deltas against
+    /// the previous one once the subscriber has it.
+    pub delta: bool,
+}
+
+impl Selection {
+    /// Whether the subscription is a plain one.
+    fn is_plain(&self) -> bool {
+        self.tags_filter.is_none() && !self.delta
+    }
+}
+
+/// A subscription with a [`Selection`], as fan-out sees it.
+struct Special {
+    subscriber: Subscriber,
+    selection: Selection,
+    /// The subscriber has been sent the channel's last publication (fully or as a delta): the
+    /// base the next delta applies to.
+    has_base: AtomicBool,
+}
+
+impl Special {
+    /// Whether `publication` passes the subscription's tags filter.
+    fn wants(&self, publication: Option<&Publication>) -> bool {
+        match (&self.selection.tags_filter, publication) {
+            (Some(filter), Some(publication)) => {
+                crate::tags_filter::matches(filter, &publication.tags)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The subscriptions of one channel that have a [`Selection`], and the channel's last
+/// publication for their deltas.
+#[derive(Default)]
+struct Specials {
+    active: Vec<Special>,
+    /// Delta subscriptions, active and pending: while there are any, `base` follows the
+    /// channel's publications.
+    delta_subscribers: usize,
+    /// The channel's last publication (the base of the next delta), while the channel has
+    /// delta subscribers. Its lock is held through the fan-out of delta subscribers, so that
+    /// concurrent publications reach them in the order their deltas were made.
+    base: Mutex<Option<Base>>,
+}
+
+/// The channel's last publication, as the base of the next delta.
+struct Base {
+    /// Its offset in the channel's stream (0 without history).
+    offset: u64,
+    /// Its data.
+    data: Box<str>,
+}
+
 /// One subscription of a channel, as fan-out sees it: 16 bytes, since every subscriber of a
 /// big channel has one.
 struct Subscriber {
@@ -313,17 +377,22 @@ struct Subscribers {
     /// The active subscriptions. A vector: fan-out walks it front to back, which is what it
     /// is optimised for; removal is a linear search plus `swap_remove`.
     active: Vec<Subscriber>,
+    /// Active subscriptions with a tags filter or deltas; boxed, and absent while there are
+    /// none, so that a channel without them pays 8 bytes.
+    special: Option<Box<Specials>>,
     /// Subscriptions being set up with a stream position (recovery): what is published
     /// meanwhile is held with its offset, and handed over by [`Hub::activate`] after the
     /// subscribe reply, without duplicates. Apart from the active ones, and boxed while
     /// there are any, so that neither fan-out nor an idle subscriber pays for the rare case.
     #[allow(clippy::box_collection)] // On purpose: 8 bytes per channel, not 24.
-    pending: Option<Box<Vec<(Subscriber, Held)>>>,
+    pending: Option<Box<Vec<(Special, Held)>>>,
 }
 
 impl Subscribers {
     fn len(&self) -> usize {
-        self.active.len() + self.pending.as_ref().map_or(0, |p| p.len())
+        self.active.len()
+            + self.special.as_ref().map_or(0, |s| s.active.len())
+            + self.pending.as_ref().map_or(0, |p| p.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -337,13 +406,39 @@ impl Subscribers {
         if let Some(i) = self.active.iter().position(|s| s.is(client)) {
             return Some(self.active.swap_remove(i));
         }
-        self.take_pending(client).map(|(subscriber, _)| subscriber)
+        if let Some(special) = self.special.as_mut()
+            && let Some(i) = special.active.iter().position(|s| s.subscriber.is(client))
+        {
+            let taken = special.active.swap_remove(i);
+            self.forget_special(&taken);
+            return Some(taken.subscriber);
+        }
+        let (taken, _) = self.take_pending(client)?;
+        self.forget_special(&taken);
+        Some(taken.subscriber)
+    }
+
+    /// Updates the delta bookkeeping for a subscription with a selection that is gone.
+    fn forget_special(&mut self, gone: &Special) {
+        let Some(special) = self.special.as_mut() else {
+            return;
+        };
+        if gone.selection.delta {
+            special.delta_subscribers -= 1;
+            if special.delta_subscribers == 0 {
+                // Nobody needs the base any more, and it would go stale.
+                *lock(&special.base) = None;
+            }
+        }
+        if special.active.is_empty() && special.delta_subscribers == 0 {
+            self.special = None;
+        }
     }
 
     /// Takes `client`'s pending subscription out, with what was held for it.
-    fn take_pending(&mut self, client: &ClientHandle) -> Option<(Subscriber, Held)> {
+    fn take_pending(&mut self, client: &ClientHandle) -> Option<(Special, Held)> {
         let pending = self.pending.as_mut()?;
-        let i = pending.iter().position(|(s, _)| s.is(client))?;
+        let i = pending.iter().position(|(s, _)| s.subscriber.is(client))?;
         let taken = pending.swap_remove(i);
         if pending.is_empty() {
             self.pending = None;
@@ -536,7 +631,7 @@ impl Hub {
 
     /// Subscribes a client to a channel. Returns false if it already was.
     pub fn subscribe(&self, channel: &str, client: &Arc<ClientHandle>) -> bool {
-        self.add_subscriber(channel, client, false, SubFlags::default())
+        self.add_subscriber(channel, client, None, SubFlags::default())
     }
 
     /// Subscribes a client with join/leave and presence settings. Returns false if it
@@ -547,7 +642,7 @@ impl Hub {
         client: &Arc<ClientHandle>,
         flags: SubFlags,
     ) -> bool {
-        self.add_subscriber(channel, client, false, flags)
+        self.add_subscriber(channel, client, None, flags)
     }
 
     /// Subscribes a client whose subscribe reply is not sent yet: publications are held back
@@ -558,14 +653,26 @@ impl Hub {
         client: &Arc<ClientHandle>,
         flags: SubFlags,
     ) -> bool {
-        self.add_subscriber(channel, client, true, flags)
+        self.subscribe_pending_selective(channel, client, flags, Selection::default())
     }
 
+    /// [`Hub::subscribe_pending`] for a subscription with a tags filter or deltas.
+    pub fn subscribe_pending_selective(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        flags: SubFlags,
+        selection: Selection,
+    ) -> bool {
+        self.add_subscriber(channel, client, Some(selection), flags)
+    }
+
+    /// Adds a subscription: active when `pending` is `None`, else pending with that selection.
     fn add_subscriber(
         &self,
         channel: &str,
         client: &Arc<ClientHandle>,
-        pending: bool,
+        pending: Option<Selection>,
         flags: SubFlags,
     ) -> bool {
         // The hub's copy of the name, if the channel has subscribers already.
@@ -582,13 +689,25 @@ impl Hub {
         };
         let mut shard = write(self.shard(channel));
         let subscribers = shard.entry(name).or_default();
-        if pending {
-            subscribers
-                .pending
-                .get_or_insert_default()
-                .push((subscriber, Held::default()));
-        } else {
-            subscribers.active.push(subscriber);
+        match pending {
+            Some(selection) => {
+                if selection.delta {
+                    subscribers
+                        .special
+                        .get_or_insert_default()
+                        .delta_subscribers += 1;
+                }
+                let special = Special {
+                    subscriber,
+                    selection,
+                    has_base: AtomicBool::new(false),
+                };
+                subscribers
+                    .pending
+                    .get_or_insert_default()
+                    .push((special, Held::default()));
+            }
+            None => subscribers.active.push(subscriber),
         }
         true
     }
@@ -597,22 +716,58 @@ impl Hub {
     /// with an offset above `after` (the client already has the rest from its subscribe
     /// reply), then lets publications through directly.
     pub fn activate(&self, channel: &str, client: &ClientHandle, after: u64) {
+        self.activate_with_base(channel, client, after, 0);
+    }
+
+    /// [`Hub::activate`] for a subscription whose subscribe reply carried publications, the
+    /// last at offset `base_offset` (0: none): a delta subscription can take deltas against
+    /// it right away if it is still the channel's last publication (as Centrifugo does after
+    /// a successful recovery).
+    pub fn activate_with_base(
+        &self,
+        channel: &str,
+        client: &ClientHandle,
+        after: u64,
+        base_offset: u64,
+    ) {
         let mut shard = write(self.shard(channel));
         let Some(subscribers) = shard.get_mut(channel) else {
             return;
         };
-        let Some((subscriber, held)) = subscribers.take_pending(client) else {
+        let Some((special, held)) = subscribers.take_pending(client) else {
             return;
         };
         // Under the shard's write lock: no publication passes between the held ones and
         // the subscription becoming active.
+        // Whether the client has the channel's last publication (the base of the next delta):
+        // the last one held back goes out now, or the subscribe reply ended with it.
+        let reply_has_base = base_offset > 0
+            && subscribers.special.as_ref().is_some_and(|special| {
+                lock(&special.base)
+                    .as_ref()
+                    .is_some_and(|base| base.offset == base_offset)
+            });
+        let mut got_last = false;
         for (offset, message) in std::mem::take(&mut *lock(&held)) {
-            if offset == 0 || offset > after {
+            got_last = offset == 0 || offset > after;
+            if got_last {
                 // A full queue closes the connection by itself.
                 let _ = client.outbox.push(message);
             }
         }
-        subscribers.active.push(subscriber);
+        let got_last = got_last || reply_has_base;
+        if special.selection.is_plain() {
+            subscribers.active.push(special.subscriber);
+        } else {
+            // The last publication held (the channel's last) went out in full: deltas
+            // against it apply. Otherwise the next publication goes out in full.
+            special.has_base.store(got_last, Ordering::Relaxed);
+            subscribers
+                .special
+                .get_or_insert_default()
+                .active
+                .push(special);
+        }
     }
 
     /// Unsubscribes a client from a channel. Returns the subscription's settings, or `None` if
@@ -634,9 +789,43 @@ impl Hub {
         flags
     }
 
-    /// Queues `message` (the publication at `offset` of the channel's stream, 0 without
-    /// history) for every local subscriber of `channel`.
+    /// Queues `message`, an encoded publication push without tags (the publication at
+    /// `offset` of the channel's stream, 0 without history), for every local subscriber of
+    /// `channel`, as it is. The tests' shortcut: publications go through
+    /// [`Hub::broadcast_publication`], which a delta subscription needs.
+    #[cfg(test)]
     pub fn broadcast(&self, channel: &str, message: &Arc<Message>, offset: u64) -> Delivery {
+        self.fan_out(channel, message, offset, None)
+    }
+
+    /// Queues `publication`, whose push for plain subscribers is `message`, for every local
+    /// subscriber of `channel`. A subscription with a tags filter gets it only if its tags
+    /// pass; a delta subscription gets the data as a JSON string, or — when `delta` (the
+    /// publish asked for one) and it has the channel's previous publication — as a Fossil
+    /// delta against it. Each variant is encoded at most once ([`Variants`]): only the choice
+    /// is made per subscriber.
+    pub fn broadcast_publication(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        message: &Arc<Message>,
+        delta: bool,
+    ) -> Delivery {
+        self.fan_out(
+            channel,
+            message,
+            publication.offset,
+            Some((publication, delta)),
+        )
+    }
+
+    fn fan_out(
+        &self,
+        channel: &str,
+        message: &Arc<Message>,
+        offset: u64,
+        publication: Option<(&Publication, bool)>,
+    ) -> Delivery {
         let shard = read(self.shard(channel));
         let Some(subscribers) = shard.get(channel) else {
             return Delivery::default();
@@ -645,8 +834,65 @@ impl Hub {
         for subscriber in &subscribers.active {
             delivery.queue(&subscriber.outbox, message);
         }
-        for (_, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
-            lock(held).push((offset, message.clone()));
+        let Some(special) = &subscribers.special else {
+            for (_, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
+                lock(held).push((offset, message.clone()));
+            }
+            return delivery;
+        };
+        let data = publication
+            .and_then(|(p, _)| p.data.as_ref())
+            .map(|d| d.get());
+        // With delta subscribers, the base is locked through their fan-out (see `Specials`).
+        let mut base = (special.delta_subscribers > 0).then(|| lock(&special.base));
+        {
+            let prev = match (publication, &base) {
+                (Some((_, true)), Some(base)) => base.as_ref().map(|b| b.data.as_bytes()),
+                _ => None,
+            };
+            let variants = publication.map(|(p, _)| Variants::new(channel, p, prev));
+            // The message a delta subscriber gets: with a base or without.
+            let for_delta = |has_base: bool| -> &Arc<Message> {
+                let chosen = variants.as_ref().and_then(|v| {
+                    if has_base {
+                        v.for_subscriber_with_base()
+                    } else {
+                        v.full_string()
+                    }
+                });
+                chosen.unwrap_or(message)
+            };
+            let plain = publication.map(|(p, _)| p);
+            for sub in &special.active {
+                if !sub.wants(plain) {
+                    // It misses this publication: a delta against it would not apply.
+                    sub.has_base.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                if sub.selection.delta {
+                    let has_base = sub.has_base.swap(true, Ordering::Relaxed);
+                    delivery.queue(&sub.subscriber.outbox, for_delta(has_base));
+                } else {
+                    delivery.queue(&sub.subscriber.outbox, message);
+                }
+            }
+            for (sub, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
+                if !sub.wants(plain) {
+                    continue;
+                }
+                let chosen = if sub.selection.delta {
+                    for_delta(false)
+                } else {
+                    message
+                };
+                lock(held).push((offset, chosen.clone()));
+            }
+        }
+        if let Some(base) = base.as_mut() {
+            **base = data.map(|data| Base {
+                offset,
+                data: Box::from(data),
+            });
         }
         delivery
     }
@@ -958,5 +1204,302 @@ mod tests {
             })
             .collect();
         assert_eq!(payloads, vec![b"7".to_vec(), b"8".to_vec(), b"9".to_vec()]);
+    }
+
+    /// What `c` has been sent, as strings.
+    fn sent(c: &ClientHandle) -> Vec<String> {
+        let mut queued = std::collections::VecDeque::new();
+        c.outbox.drain_into(&mut queued);
+        queued
+            .iter()
+            .map(|item| match item {
+                crate::ws::Outgoing::Shared(m) => m.payload().to_vec(),
+                crate::ws::Outgoing::Frame(f) => f.payload().to_vec(),
+            })
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .collect()
+    }
+
+    /// Publishes `data` with tags to `channel` the way the node does; returns the plain push.
+    fn publish(
+        hub: &Hub,
+        channel: &str,
+        data: &str,
+        tags: &[(&str, &str)],
+        delta: bool,
+    ) -> (Arc<Message>, Delivery) {
+        let publication = Publication {
+            data: Some(crate::protocol::raw(data).unwrap()),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Publication::default()
+        };
+        let message = crate::node::encode_push_message(channel, &publication).unwrap();
+        let delivery = hub.broadcast_publication(channel, &publication, &message, delta);
+        (message, delivery)
+    }
+
+    fn selective(hub: &Hub, channel: &str, c: &Arc<ClientHandle>, selection: Selection) {
+        assert!(hub.subscribe_pending_selective(channel, c, SubFlags::default(), selection));
+        hub.activate(channel, c, 0);
+    }
+
+    fn filter(json: &str) -> Option<Box<FilterNode>> {
+        Some(Box::new(serde_json::from_str(json).unwrap()))
+    }
+
+    #[test]
+    fn a_tags_filter_decides_per_subscriber_and_shares_the_frame() {
+        let hub = Hub::new();
+        let (plain, btc, eth) = (
+            client("p", "", 1 << 20),
+            client("b", "", 1 << 20),
+            client("e", "", 1 << 20),
+        );
+        assert!(hub.subscribe("ch", &plain));
+        let tf = |v: &str| Selection {
+            tags_filter: filter(&format!(r#"{{"key":"ticker","cmp":"eq","val":"{v}"}}"#)),
+            delta: false,
+        };
+        selective(&hub, "ch", &btc, tf("BTC"));
+        selective(&hub, "ch", &eth, tf("ETH"));
+        assert_eq!(hub.num_subscribers("ch"), 3);
+        let (message, delivery) = publish(&hub, "ch", "1", &[("ticker", "BTC")], false);
+        assert_eq!(delivery.delivered, 2);
+        // The plain subscriber's and BTC's queues hold the very same message.
+        assert_eq!(Arc::strong_count(&message), 3);
+        publish(&hub, "ch", "2", &[("ticker", "ETH")], false);
+        publish(&hub, "ch", "3", &[], false);
+        let data = |c: &ClientHandle| -> Vec<String> {
+            sent(c)
+                .iter()
+                .map(|p| {
+                    let v: serde_json::Value = serde_json::from_str(p).unwrap();
+                    v["push"]["pub"]["data"].to_string()
+                })
+                .collect()
+        };
+        assert_eq!(data(&plain), ["1", "2", "3"]);
+        assert_eq!(data(&btc), ["1"]);
+        assert_eq!(data(&eth), ["2"]);
+        assert!(hub.unsubscribe("ch", &btc).is_some());
+        assert!(hub.unsubscribe("ch", &eth).is_some());
+        assert!(
+            read(hub.shard("ch"))["ch"].special.is_none(),
+            "the channel's special list is gone with its last member"
+        );
+    }
+
+    #[test]
+    fn delta_subscribers_get_a_full_string_then_deltas_encoded_once() {
+        let hub = Hub::new();
+        let (a, b, plain) = (
+            client("a", "", 1 << 20),
+            client("b", "", 1 << 20),
+            client("p", "", 1 << 20),
+        );
+        let delta = || Selection {
+            tags_filter: None,
+            delta: true,
+        };
+        hub.subscribe("ch", &plain);
+        selective(&hub, "ch", &a, delta());
+        let doc = |n: u32| format!(r#"{{"n":{n},"text":"{}"}}"#, "lorem ipsum ".repeat(20));
+        publish(&hub, "ch", &doc(1), &[], true);
+        selective(&hub, "ch", &b, delta());
+        publish(&hub, "ch", &doc(2), &[], true);
+        publish(&hub, "ch", &doc(3), &[], false);
+        publish(&hub, "ch", &doc(4), &[], true);
+        let pubs = |c: &ClientHandle| -> Vec<serde_json::Value> {
+            sent(c)
+                .iter()
+                .map(|p| {
+                    serde_json::from_str::<serde_json::Value>(p).unwrap()["push"]["pub"].clone()
+                })
+                .collect()
+        };
+        // Rebuild what a delta subscriber sees, as the SDK does.
+        let rebuild = |pubs: &[serde_json::Value]| -> (Vec<String>, usize) {
+            let mut prev = Vec::new();
+            let mut deltas = 0;
+            let docs = pubs
+                .iter()
+                .map(|p| {
+                    let data = p["data"].as_str().expect("data is a JSON string");
+                    prev = if p["delta"] == true {
+                        deltas += 1;
+                        fossil_delta::apply(&prev, data.as_bytes()).unwrap()
+                    } else {
+                        data.as_bytes().to_vec()
+                    };
+                    String::from_utf8(prev.clone()).unwrap()
+                })
+                .collect();
+            (docs, deltas)
+        };
+        let (a_docs, a_deltas) = rebuild(&pubs(&a));
+        assert_eq!(a_docs, [doc(1), doc(2), doc(3), doc(4)]);
+        // 1: no base yet; 3: published without delta.
+        assert_eq!(a_deltas, 2);
+        let b_pubs = pubs(&b);
+        let (b_docs, b_deltas) = rebuild(&b_pubs);
+        assert_eq!(b_docs, [doc(2), doc(3), doc(4)]);
+        assert_eq!(b_deltas, 1, "b's first publication is full: it had no base");
+        assert!(
+            b_pubs[2]["data"].as_str().unwrap().len() < 40,
+            "a small delta"
+        );
+        // The plain subscriber gets plain JSON.
+        let plain_pubs = pubs(&plain);
+        assert_eq!(plain_pubs.len(), 4);
+        assert!(
+            plain_pubs
+                .iter()
+                .all(|p| p["data"]["n"].is_number() && p["delta"].is_null())
+        );
+    }
+
+    #[test]
+    fn one_delta_is_made_per_publication_for_all_subscribers() {
+        let hub = Hub::new();
+        let subs: Vec<_> = (0..5)
+            .map(|i| client(&i.to_string(), "", 1 << 20))
+            .collect();
+        for c in &subs {
+            selective(
+                &hub,
+                "ch",
+                c,
+                Selection {
+                    tags_filter: None,
+                    delta: true,
+                },
+            );
+        }
+        let doc = |n: u32| format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200));
+        publish(&hub, "ch", &doc(1), &[], true);
+        publish(&hub, "ch", &doc(2), &[], true);
+        let mut deltas: Vec<Arc<Message>> = Vec::new();
+        for c in &subs {
+            let mut queued = std::collections::VecDeque::new();
+            c.outbox.drain_into(&mut queued);
+            assert_eq!(queued.len(), 2);
+            match &queued[1] {
+                crate::ws::Outgoing::Shared(m) => deltas.push(m.clone()),
+                crate::ws::Outgoing::Frame(_) => panic!("a shared message expected"),
+            }
+        }
+        assert!(
+            deltas.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
+            "every subscriber got the same message"
+        );
+        assert!(
+            deltas[0]
+                .payload()
+                .windows(12)
+                .any(|w| w == b"\"delta\":true")
+        );
+    }
+
+    #[test]
+    fn a_pending_delta_subscriber_starts_from_a_full_publication() {
+        let hub = Hub::new();
+        let c = client("c", "", 1 << 20);
+        let doc = |n: u32| format!(r#"{{"n":{n},"pad":"{}"}}"#, "y".repeat(100));
+        assert!(hub.subscribe_pending_selective(
+            "ch",
+            &c,
+            SubFlags::default(),
+            Selection {
+                tags_filter: None,
+                delta: true
+            }
+        ));
+        let publication = |n: u32| Publication {
+            data: Some(crate::protocol::raw(doc(n)).unwrap()),
+            offset: n as u64,
+            ..Publication::default()
+        };
+        for n in 1..=2 {
+            let p = publication(n);
+            let m = crate::node::encode_push_message("ch", &p).unwrap();
+            hub.broadcast_publication("ch", &p, &m, true);
+        }
+        hub.activate("ch", &c, 1);
+        let p = publication(3);
+        let m = crate::node::encode_push_message("ch", &p).unwrap();
+        hub.broadcast_publication("ch", &p, &m, true);
+        let got: Vec<serde_json::Value> = sent(&c)
+            .iter()
+            .map(|p| serde_json::from_str::<serde_json::Value>(p).unwrap()["push"]["pub"].clone())
+            .collect();
+        assert_eq!(got.len(), 2, "offset 1 came with the subscribe reply");
+        assert_eq!(got[0]["data"], doc(2), "held back as a full string");
+        assert_eq!(got[0]["offset"], 2);
+        assert_eq!(got[1]["delta"], true, "then a delta against offset 2");
+        let rebuilt = fossil_delta::apply(
+            doc(2).as_bytes(),
+            got[1]["data"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, doc(3).as_bytes());
+    }
+
+    #[test]
+    fn a_delta_subscriber_that_missed_a_publication_gets_the_next_in_full() {
+        let hub = Hub::new();
+        let c = client("c", "", 1 << 20);
+        selective(
+            &hub,
+            "ch",
+            &c,
+            Selection {
+                tags_filter: filter(r#"{"key":"k","cmp":"ex"}"#),
+                delta: true,
+            },
+        );
+        let doc = |n: u32| format!(r#"{{"n":{n},"pad":"{}"}}"#, "z".repeat(100));
+        publish(&hub, "ch", &doc(1), &[("k", "")], true);
+        publish(&hub, "ch", &doc(2), &[], true);
+        publish(&hub, "ch", &doc(3), &[("k", "")], true);
+        publish(&hub, "ch", &doc(4), &[("k", "")], true);
+        let got: Vec<serde_json::Value> = sent(&c)
+            .iter()
+            .map(|p| serde_json::from_str::<serde_json::Value>(p).unwrap()["push"]["pub"].clone())
+            .collect();
+        let deltas: Vec<bool> = got.iter().map(|p| p["delta"] == true).collect();
+        assert_eq!(
+            deltas,
+            [false, false, true],
+            "3 is full: 2 was filtered out"
+        );
+        assert_eq!(got[1]["data"], doc(3));
+    }
+
+    #[test]
+    fn the_delta_base_is_dropped_with_the_last_delta_subscriber() {
+        let hub = Hub::new();
+        let (a, keep) = (client("a", "", 1 << 20), client("k", "", 1 << 20));
+        hub.subscribe("ch", &keep);
+        let delta = || Selection {
+            tags_filter: None,
+            delta: true,
+        };
+        selective(&hub, "ch", &a, delta());
+        publish(&hub, "ch", r#"{"v":1}"#, &[], true);
+        assert!(hub.unsubscribe("ch", &a).is_some());
+        assert!(read(hub.shard("ch"))["ch"].special.is_none());
+        // Published while nobody kept a base: a new delta subscriber must not get a delta
+        // against the stale one.
+        publish(&hub, "ch", r#"{"v":2}"#, &[], true);
+        selective(&hub, "ch", &a, delta());
+        publish(&hub, "ch", r#"{"v":3}"#, &[], true);
+        let got = sent(&a);
+        assert!(
+            got[got.len() - 1].contains(r#""data":"{\"v\":3}""#),
+            "{got:?}"
+        );
     }
 }

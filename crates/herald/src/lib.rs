@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_id;
 pub mod config;
 pub mod config_audit;
+pub mod delta;
 pub mod demo_secrets;
 pub mod engine;
 pub mod http_guard;
@@ -21,6 +22,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sync;
+pub mod tags_filter;
 pub mod tls;
 pub mod web;
 

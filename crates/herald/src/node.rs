@@ -96,6 +96,16 @@ pub struct PublishOptions {
     /// A publication with the same key in the same channel within the idempotency window is
     /// not stored or delivered again; the first one's result is returned.
     pub idempotency_key: Option<String>,
+    /// Send it as a Fossil delta against the channel's previous publication to subscribers
+    /// that negotiated deltas (also on when the namespace has `delta_publish`).
+    pub delta: bool,
+    /// Version of the state the publication carries (0: none): in a channel with history, a
+    /// publication not newer than the last one's version (in the same `version_epoch`) is
+    /// suppressed — not stored, not delivered, no offset used (see
+    /// [`AppendRequest::version`]). Without history it is ignored, as in Centrifugo.
+    pub version: u64,
+    /// The epoch of `version`.
+    pub version_epoch: String,
 }
 
 impl Node {
@@ -137,9 +147,9 @@ impl Node {
         Ok(Arc::new_cyclic(|node: &std::sync::Weak<Node>| {
             if let Some(history) = &history {
                 let node = node.clone();
-                history.set_delivery(Arc::new(move |channel, publication| {
+                history.set_delivery(Arc::new(move |channel, publication, delta| {
                     if let Some(node) = node.upgrade() {
-                        node.deliver(channel, &publication.to_publication());
+                        node.deliver(channel, &publication.to_publication(), delta);
                     }
                 }));
             }
@@ -195,6 +205,7 @@ impl Node {
     ) -> Result<Published, protocol::Error> {
         let (_, namespace) = self.resolve_channel(channel)?;
         let data = protocol::strip_newlines(data);
+        let delta = options.delta || namespace.delta_publish;
         if let Some(history) = &self.history {
             if namespace.history_enabled() && !options.skip_history {
                 let request = AppendRequest {
@@ -207,6 +218,9 @@ impl Node {
                         self.config.channel.history_meta_ttl,
                     ),
                     idempotency_key: options.idempotency_key.filter(|k| !k.is_empty()),
+                    delta,
+                    version: options.version,
+                    version_epoch: options.version_epoch,
                 };
                 let appended = history.append(request).await.map_err(|e| {
                     tracing::error!(channel, "history append failed: {e}");
@@ -231,7 +245,7 @@ impl Node {
             tags: options.tags,
             ..Publication::default()
         };
-        let delivered = self.deliver(channel, &publication);
+        let delivered = self.deliver(channel, &publication, delta);
         Ok(Published {
             delivered,
             ..Published::default()
@@ -239,8 +253,9 @@ impl Node {
     }
 
     /// Encodes a publication's push once and queues it for every local subscriber; returns
-    /// how many it was queued for.
-    pub fn deliver(&self, channel: &str, publication: &Publication) -> usize {
+    /// how many it was queued for. `delta`: subscribers that negotiated deltas get it as a
+    /// delta against the channel's previous publication (see [`Hub::broadcast_publication`]).
+    pub fn deliver(&self, channel: &str, publication: &Publication, delta: bool) -> usize {
         let message = match encode_push_message(channel, publication) {
             Ok(message) => message,
             Err(_) => {
@@ -248,7 +263,9 @@ impl Node {
                 return 0;
             }
         };
-        let delivery = self.hub.broadcast(channel, &message, publication.offset);
+        let delivery = self
+            .hub
+            .broadcast_publication(channel, publication, &message, delta);
         self.count(delivery);
         delivery.delivered
     }

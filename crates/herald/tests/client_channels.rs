@@ -457,3 +457,84 @@ async fn insecure_mode_lets_anonymous_clients_do_everything_but_private_channels
     assert_error(&ws.subscribe("$secret").await, 103);
     assert_error(&ws.subscribe("nowhere:x").await, 102);
 }
+
+/// Namespaces for the delta and tags filter tests.
+fn selective_config() -> Value {
+    json!({
+        "channel": {"namespaces": [
+            {"name": "delta", "allow_subscribe_for_client": true,
+             "allowed_delta_types": ["fossil"], "delta_publish": true},
+            {"name": "tf", "allow_subscribe_for_client": true, "allow_tags_filter": true},
+            {"name": "plain", "allow_subscribe_for_client": true}
+        ]}
+    })
+}
+
+#[tokio::test]
+async fn delta_is_negotiated_where_allowed_and_an_unknown_type_closes_3501() {
+    let server = Server::start(selective_config()).await;
+    let mut ws = server.client("alice").await;
+    let reply = ws
+        .call(json!({"id": 2, "subscribe": {"channel": "delta:x", "delta": "fossil"}}))
+        .await;
+    assert_eq!(reply["subscribe"]["delta"], true, "{reply}");
+    // Not allowed in the namespace: a plain subscription.
+    let reply = ws
+        .call(json!({"id": 3, "subscribe": {"channel": "plain:x", "delta": "fossil"}}))
+        .await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    assert!(reply["subscribe"].get("delta").is_none(), "{reply}");
+    // The delta subscriber gets the data as a JSON string first, then a delta.
+    let doc = |n: u32| json!({"n": n, "pad": "x".repeat(300)});
+    server
+        .api_ok("publish", json!({"channel": "delta:x", "data": doc(1)}))
+        .await;
+    server
+        .api_ok("publish", json!({"channel": "delta:x", "data": doc(2)}))
+        .await;
+    let first = ws.next_push().await;
+    assert_eq!(first["push"]["pub"]["data"], doc(1).to_string(), "{first}");
+    assert!(first["push"]["pub"].get("delta").is_none(), "{first}");
+    let second = ws.next_push().await;
+    assert_eq!(second["push"]["pub"]["delta"], true, "{second}");
+    assert!(
+        second["push"]["pub"]["data"]
+            .as_str()
+            .is_some_and(|d| d.len() < 50),
+        "{second}"
+    );
+    ws.send(&json!({"id": 4, "subscribe": {"channel": "delta:y", "delta": "zstd"}}))
+        .await;
+    assert_eq!(ws.expect_close().await.0, 3501);
+}
+
+#[tokio::test]
+async fn a_tags_filter_is_refused_107_where_not_allowed_and_applied_where_allowed() {
+    let server = Server::start(selective_config()).await;
+    let mut ws = server.client("alice").await;
+    let tf = json!({"key": "kind", "cmp": "eq", "val": "a"});
+    let reply = ws
+        .call(json!({"id": 2, "subscribe": {"channel": "plain:x", "tf": tf}}))
+        .await;
+    assert_error(&reply, 107);
+    let malformed = json!({"key": "kind", "cmp": "eq"});
+    let reply = ws
+        .call(json!({"id": 3, "subscribe": {"channel": "tf:x", "tf": malformed}}))
+        .await;
+    assert_error(&reply, 107);
+    let reply = ws
+        .call(json!({"id": 4, "subscribe": {"channel": "tf:x", "tf": tf}}))
+        .await;
+    assert!(reply["subscribe"].is_object(), "{reply}");
+    for (n, kind) in [(1, "b"), (2, "a")] {
+        server
+            .api_ok(
+                "publish",
+                json!({"channel": "tf:x", "data": {"n": n}, "tags": {"kind": kind}}),
+            )
+            .await;
+    }
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"]["n"], 2, "{push}");
+    ws.assert_alive().await;
+}

@@ -161,6 +161,15 @@ pub struct AppendRequest {
     /// Publish `idempotency_key`: a second append with the same key in the same channel within
     /// the idempotency window returns the first result, marked `duplicate`.
     pub idempotency_key: Option<String>,
+    /// The publish asked for delta compression (`delta`, or the namespace's `delta_publish`):
+    /// handed to the delivery hook with the publication, not stored.
+    pub delta: bool,
+    /// The publication's version (0: none). Publications carry the version of the state they
+    /// describe: one whose version is not above the stream's last one (in the same
+    /// `version_epoch`, or any when that is empty) is stale and suppressed, as in Centrifugo.
+    pub version: u64,
+    /// The epoch `version` counts in; a new epoch restarts the versions.
+    pub version_epoch: String,
 }
 
 impl AppendRequest {
@@ -173,6 +182,9 @@ impl AppendRequest {
             tags: BTreeMap::new(),
             options,
             idempotency_key: None,
+            delta: false,
+            version: 0,
+            version_epoch: String::new(),
         }
     }
 }
@@ -186,7 +198,10 @@ pub struct AppendResult {
     /// The idempotency key was seen before: nothing was appended, and nothing must be
     /// delivered.
     pub duplicate: bool,
-    /// The stored publication to fan out; `None` exactly when `duplicate`.
+    /// The publication's `version` was not newer than the stream's: nothing was appended
+    /// (no offset used), nothing must be delivered, and `position` is the stream's top.
+    pub suppressed: bool,
+    /// The stored publication to fan out; `None` exactly when `duplicate` or `suppressed`.
     pub publication: Option<Arc<StoredPublication>>,
 }
 
@@ -327,6 +342,7 @@ pub trait History: Send + Sync + 'static {
     fn set_delivery(&self, delivery: Delivery);
 }
 
-/// The delivery hook of [`History::set_delivery`]: channel and publication. It runs on the
-/// engine's own thread, so it must be quick and must not block (queue, don't write).
-pub type Delivery = Arc<dyn Fn(&str, &StoredPublication) + Send + Sync>;
+/// The delivery hook of [`History::set_delivery`]: channel, publication, and whether its
+/// publish asked for delta compression ([`AppendRequest::delta`]). It runs on the engine's
+/// own thread, so it must be quick and must not block (queue, don't write).
+pub type Delivery = Arc<dyn Fn(&str, &StoredPublication, bool) + Send + Sync>;

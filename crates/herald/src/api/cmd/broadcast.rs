@@ -36,7 +36,8 @@ pub struct BroadcastRequest {
     /// Per-channel de-duplication key. Accepted; not de-duplicated yet.
     #[serde(deserialize_with = "nullable")]
     pub idempotency_key: String,
-    /// Delta compression. Accepted; full payloads are always sent.
+    /// Send each publication as a Fossil delta to subscribers that negotiated deltas (see
+    /// `publish`).
     #[serde(deserialize_with = "nullable")]
     pub delta: bool,
 }
@@ -83,6 +84,8 @@ pub async fn execute(
                     tags: req.tags.clone(),
                     skip_history: req.skip_history,
                     idempotency_key: Some(req.idempotency_key.clone()).filter(|k| !k.is_empty()),
+                    delta: req.delta,
+                    ..PublishOptions::default()
                 };
                 publish_one(node, channel, data.clone(), options).await
             }

@@ -35,14 +35,17 @@ pub struct PublishRequest {
     /// history).
     #[serde(deserialize_with = "nullable")]
     pub idempotency_key: String,
-    /// Delta compression for subscribers that negotiated it. Accepted; full payloads are
-    /// always sent.
+    /// Send the publication as a Fossil delta against the channel's previous one to the
+    /// subscribers that negotiated deltas (as the namespace's `delta_publish` does for all).
     #[serde(deserialize_with = "nullable")]
     pub delta: bool,
-    /// Version, to drop stale publications (needs history). Accepted, not used yet.
+    /// Version of the state the publication carries: in a channel with history, one not
+    /// newer than the channel's last version (in the same `version_epoch`) is suppressed —
+    /// not stored or delivered, and answered with the stream's current position. Ignored
+    /// without history (as in Centrifugo).
     #[serde(deserialize_with = "nullable")]
     pub version: u64,
-    /// Epoch of `version`. Accepted, not used yet.
+    /// Epoch of `version`: versions compare only within one epoch (empty: any).
     #[serde(deserialize_with = "nullable")]
     pub version_epoch: String,
 }
@@ -75,6 +78,9 @@ pub async fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, 
         tags: req.tags,
         skip_history: req.skip_history,
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+        delta: req.delta,
+        version: req.version,
+        version_epoch: req.version_epoch,
     };
     publish_one(node, &req.channel, data, options).await
 }
@@ -170,6 +176,40 @@ mod tests {
         let e = execute(&node, req).await.unwrap_err();
         assert_eq!(e.code, 107);
         assert!(e.message.contains("b64data"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_stale_version_is_suppressed_and_answered_with_the_stream_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_with(|c| {
+            c.data_dir = dir.path().into();
+            let chat = &mut c.channel.namespaces[0].options;
+            chat.history_size = 10;
+            chat.history_ttl = std::time::Duration::from_secs(60);
+        });
+        let a = client(&node, "a", "alice");
+        node.hub.subscribe("chat:x", &a);
+        let versioned = |data: &str, version: u64| PublishRequest {
+            version,
+            version_epoch: "e".into(),
+            ..request("chat:x", data)
+        };
+        let first = execute(&node, versioned("1", 2)).await.unwrap();
+        assert_eq!(first.offset, 1);
+        let stale = execute(&node, versioned("2", 2)).await.unwrap();
+        assert_eq!(stale, first, "the stream's top, no offset used");
+        let older = execute(&node, versioned("3", 1)).await.unwrap();
+        assert_eq!(older, first);
+        let next = execute(&node, versioned("4", 3)).await.unwrap();
+        assert_eq!((next.offset, &next.epoch), (2, &first.epoch));
+        let (pushes, _) = drain(&a);
+        assert_eq!(
+            pushes,
+            [
+                r#"{"push":{"channel":"chat:x","pub":{"data":1,"offset":1}}}"#,
+                r#"{"push":{"channel":"chat:x","pub":{"data":4,"offset":2}}}"#
+            ]
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! streams(channel PK, epoch, top_offset, meta_expires_at)          -- one row per live stream
 //! publications(channel, "offset", data, info, tags, time_ms, expires_at, PK(channel, "offset"))
 //! idempotency(channel, key, epoch, "offset", expires_at, PK(channel, key))
+//! stream_versions(channel PK, version, version_epoch)  -- a stream's last publish version
 //! ```
 //!
 //! Times are Unix milliseconds; `meta_expires_at` 0 means the meta never expires. `data` is the
@@ -54,6 +55,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (channel, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE IF NOT EXISTS stream_versions (
+    channel TEXT NOT NULL PRIMARY KEY,
+    version INTEGER NOT NULL,
+    version_epoch TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Opens (creating if needed) the database at `path` for writing: WAL mode, schema in place.
@@ -195,6 +201,16 @@ pub(super) fn load_stream(conn: &Connection, channel: &str) -> rusqlite::Result<
         })
     })
     .optional()
+}
+
+/// The `version` and `version_epoch` of the last publication of `channel` that had a version
+/// (`(0, "")` when none): what a versioned publish must be newer than.
+pub(super) fn load_version(conn: &Connection, channel: &str) -> rusqlite::Result<(u64, String)> {
+    Ok(conn
+        .prepare_cached("SELECT version, version_epoch FROM stream_versions WHERE channel = ?1")?
+        .query_row([channel], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .optional()?
+        .unwrap_or_default())
 }
 
 /// A publication as read from disk, with its expiry (Unix ms).

@@ -100,6 +100,58 @@ async fn offsets_start_at_one_and_continue_after_reopen() {
     assert_eq!(read.position, StreamPosition::new(6, epoch));
 }
 
+/// Appends publication `i` with a version; returns (offset, suppressed).
+async fn append_versioned(h: &dyn History, i: u64, version: u64, epoch: &str) -> (u64, bool) {
+    let mut request = AppendRequest::new("v", payload(i), opts(100));
+    request.version = version;
+    request.version_epoch = epoch.into();
+    let r = h.append(request).await.unwrap();
+    assert_eq!(r.publication.is_none(), r.suppressed);
+    (r.position.offset, r.suppressed)
+}
+
+#[tokio::test]
+async fn a_stale_version_is_suppressed_without_using_an_offset_even_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let h = open(dir.path());
+        assert_eq!(append_versioned(&h, 1, 2, "").await, (1, false));
+        // Not newer: suppressed, answered with the top.
+        assert_eq!(append_versioned(&h, 2, 1, "").await, (1, true));
+        assert_eq!(append_versioned(&h, 3, 2, "").await, (1, true));
+        assert_eq!(append_versioned(&h, 4, 3, "e1").await, (2, false));
+        // The same epoch compares; another epoch starts over.
+        assert_eq!(append_versioned(&h, 5, 3, "e1").await, (2, true));
+        assert_eq!(append_versioned(&h, 6, 1, "e2").await, (3, false));
+    }
+    let h = open(dir.path());
+    assert_eq!(
+        append_versioned(&h, 7, 1, "e2").await,
+        (3, true),
+        "kept on disk"
+    );
+    assert_eq!(
+        append_versioned(&h, 8, 1, "").await,
+        (3, true),
+        "empty epoch: any"
+    );
+    // A publication without version resets it, as in Centrifugo.
+    assert_eq!(append_versioned(&h, 9, 0, "").await, (4, false));
+    assert_eq!(append_versioned(&h, 10, 1, "e2").await, (5, false));
+    let read = h.read("v", all(), opts(100)).await.unwrap();
+    let data: Vec<&str> = read.publications.iter().map(|p| p.data.get()).collect();
+    assert_eq!(
+        data,
+        [
+            r#"{"n":1}"#,
+            r#"{"n":4}"#,
+            r#"{"n":6}"#,
+            r#"{"n":9}"#,
+            r#"{"n":10}"#
+        ]
+    );
+}
+
 #[tokio::test]
 async fn top_creates_the_stream_once_and_the_epoch_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

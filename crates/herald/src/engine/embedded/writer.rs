@@ -77,6 +77,8 @@ enum Reply {
         Result<AppendResult, EngineError>,
         /// The channel, for the delivery hook.
         String,
+        /// The publish asked for delta compression, for the delivery hook.
+        bool,
     ),
     Position(
         oneshot::Sender<Result<StreamPosition, EngineError>>,
@@ -104,7 +106,7 @@ impl Reply {
     fn send(self) {
         // A caller that stopped waiting is no error.
         match self {
-            Reply::Append(tx, r, _) => drop(tx.send(r)),
+            Reply::Append(tx, r, _, _) => drop(tx.send(r)),
             Reply::Position(tx, r) => drop(tx.send(r)),
             Reply::Unit(tx, r) => drop(tx.send(r)),
             Reply::Done(tx) => drop(tx.send(())),
@@ -113,7 +115,9 @@ impl Reply {
 
     fn fail(self, e: &EngineError) -> Reply {
         match self {
-            Reply::Append(tx, _, channel) => Reply::Append(tx, Err(e.clone()), channel),
+            Reply::Append(tx, _, channel, delta) => {
+                Reply::Append(tx, Err(e.clone()), channel, delta)
+            }
             Reply::Position(tx, _) => Reply::Position(tx, Err(e.clone())),
             Reply::Unit(tx, _) => Reply::Unit(tx, Err(e.clone())),
             done => done,
@@ -138,9 +142,9 @@ impl Committed {
         // above that top (see `Hub::activate`), never one it already has.
         if let Some(deliver) = shared.delivery.get() {
             for r in &self.replies {
-                if let Reply::Append(_, Ok(result), channel) = r {
+                if let Reply::Append(_, Ok(result), channel, delta) = r {
                     if let Some(publication) = &result.publication {
-                        deliver(channel, publication);
+                        deliver(channel, publication, *delta);
                     }
                 }
             }
@@ -349,6 +353,10 @@ struct Meta {
     batch_size: usize,
     want_expires: i64,
     batch_publications: Vec<(Arc<StoredPublication>, i64)>,
+    /// Version of the last publication (0: it had none), and its epoch: see
+    /// [`AppendRequest::version`].
+    version: u64,
+    version_epoch: String,
 }
 
 impl Meta {
@@ -364,6 +372,8 @@ impl Meta {
             batch_size: 0,
             want_expires: stored_expires,
             batch_publications: Vec::new(),
+            version: 0,
+            version_epoch: String::new(),
         }
     }
 }
@@ -586,9 +596,10 @@ impl Writer {
                     tx,
                     Err(EngineError::Unavailable(String::new())),
                     req.channel.clone(),
+                    req.delta,
                 ));
                 let r = self.append(req, now, open)?;
-                if let Some(Reply::Append(_, slot, _)) = open.replies.last_mut() {
+                if let Some(Reply::Append(_, slot, _, _)) = open.replies.last_mut() {
                     *slot = r;
                 }
             }
@@ -804,7 +815,9 @@ impl Writer {
         if !self.metas.contains_key(channel) {
             let meta = match store::load_stream(&self.conn, channel)? {
                 Some(row) if !row.expired(now) => {
-                    Meta::new(row.epoch, row.top, row.meta_expires_at, true)
+                    let mut meta = Meta::new(row.epoch, row.top, row.meta_expires_at, true);
+                    (meta.version, meta.version_epoch) = store::load_version(&self.conn, channel)?;
+                    meta
                 }
                 row => {
                     if row.is_some() {
@@ -828,6 +841,9 @@ impl Writer {
             .execute([channel])?;
         self.conn
             .prepare_cached("DELETE FROM streams WHERE channel = ?1")?
+            .execute([channel])?;
+        self.conn
+            .prepare_cached("DELETE FROM stream_versions WHERE channel = ?1")?
             .execute([channel])?;
         Ok(())
     }
@@ -865,11 +881,26 @@ impl Writer {
                 return Ok(Ok(AppendResult {
                     position,
                     duplicate: true,
+                    suppressed: false,
                     publication: None,
                 }));
             }
         }
         let meta = self.meta(&req.channel, now, &mut open.effects)?;
+        if req.version > 0
+            && (req.version_epoch.is_empty() || req.version_epoch == meta.version_epoch)
+            && req.version <= meta.version
+        {
+            // A stale publication (Centrifugo's version suppression): no offset used.
+            return Ok(Ok(AppendResult {
+                position: StreamPosition::new(meta.top, meta.epoch.clone()),
+                duplicate: false,
+                suppressed: true,
+                publication: None,
+            }));
+        }
+        let version_changed = (req.version, req.version_epoch.as_str())
+            != (meta.version, meta.version_epoch.as_str());
         let offset = meta.top + 1;
         let epoch = meta.epoch.clone();
         let expires_at = now.saturating_add(ms(req.options.ttl));
@@ -902,8 +933,26 @@ impl Writer {
                     now.saturating_add(ms(self.idempotency_window)),
                 ])?;
         }
+        if version_changed {
+            if req.version == 0 {
+                self.conn
+                    .prepare_cached("DELETE FROM stream_versions WHERE channel = ?1")?
+                    .execute([&req.channel])?;
+            } else {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO stream_versions (channel, version, version_epoch)
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![req.channel, req.version as i64, req.version_epoch])?;
+            }
+        }
         let meta = self.metas.get_mut(&req.channel).expect("loaded above");
         meta.top = offset;
+        if version_changed {
+            meta.version = req.version;
+            meta.version_epoch = req.version_epoch;
+        }
         if meta.batch_first == 0 {
             meta.batch_first = offset;
         }
@@ -926,6 +975,7 @@ impl Writer {
         Ok(Ok(AppendResult {
             position: StreamPosition::new(offset, epoch),
             duplicate: false,
+            suppressed: false,
             publication: Some(publication),
         }))
     }
