@@ -303,14 +303,14 @@ async fn a_refused_option_stops_the_server_and_names_it() {
 async fn a_warned_option_is_logged_by_name_at_start_up() {
     let server = Server::start(json!({
         "client": {"concurrency": 8},
-        "channel": {"without_namespace": {"delta_publish": true}},
+        "websocket": {"read_buffer_size": 4096},
         "grpc_api": {"enabled": true}
     }))
     .await;
     let stderr = server.stderr();
     for name in [
         "client.concurrency",
-        "channel.without_namespace.delta_publish",
+        "websocket.read_buffer_size",
         "grpc_api",
     ] {
         assert!(
