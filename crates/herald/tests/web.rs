@@ -129,7 +129,7 @@ async fn demo_serves_the_chat_and_signs_tokens() {
     // Demo without an admin password turns the admin UI on with a generated one, said in the
     // start-up banner with the chat's URL and the warning about /demo/token.
     assert_eq!(server.get("/admin/").await.status, 200);
-    let stderr = server.stderr();
+    let stderr = log_with_banner(&server).await;
     let base = format!("http://127.0.0.1:{}", server.port);
     for line in [
         "DEMO MODE — not for production".to_owned(),
@@ -138,6 +138,19 @@ async fn demo_serves_the_chat_and_signs_tokens() {
         "/demo/token signs a token for ANY name".to_owned(),
     ] {
         assert!(stderr.contains(&line), "no {line:?} in:\n{stderr}");
+    }
+}
+
+/// The server's log once its demo banner is there: the banner follows the `listening on`
+/// line that [`Server`] waits for, so a test reading the log at once could miss it.
+async fn log_with_banner(server: &Server) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let stderr = server.stderr();
+        if stderr.contains("/demo/token") || std::time::Instant::now() >= deadline {
+            return stderr;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -160,8 +173,9 @@ async fn demo_secrets_persist_across_a_restart() {
     let data_dir = data.path().to_str().unwrap().to_owned();
     let args = ["--demo", "--port", "0", "--data-dir", &data_dir];
     let first = Server::start_args(&args, tempfile::tempdir().unwrap()).await;
-    let password = banner_password(&first.stderr());
-    assert!(first.stderr().contains("New demo secrets written to"));
+    let log = log_with_banner(&first).await;
+    let password = banner_password(&log);
+    assert!(log.contains("New demo secrets written to"), "{log}");
     let file = data.path().join("demo-secrets.json");
     #[cfg(unix)]
     {
@@ -188,7 +202,7 @@ async fn demo_secrets_persist_across_a_restart() {
     drop(first);
 
     let second = Server::start_args(&args, tempfile::tempdir().unwrap()).await;
-    let stderr = second.stderr();
+    let stderr = log_with_banner(&second).await;
     assert_eq!(banner_password(&stderr), password, "{stderr}");
     assert!(!stderr.contains("New demo secrets written to"), "{stderr}");
     // The chat user's token and the admin's session from before the restart still work.
@@ -240,7 +254,7 @@ async fn genconfig_config_with_demo_serves_the_admin_ui() {
     .await;
     assert_eq!(response.status, 200, "{}", response.text());
     // The banner says where the password is, without printing the config's secret.
-    let stderr = server.stderr();
+    let stderr = log_with_banner(&server).await;
     assert!(stderr.contains("password: admin.password in "), "{stderr}");
     assert!(!stderr.contains(&password), "{stderr}");
     // The config has every secret: no demo secrets file is made.
