@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, http};
+use common::{STEP, Server, http};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "admin-password-for-tests";
