@@ -8,13 +8,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Herald, launchBrowser, screenshot, ADMIN_PASSWORD } from './harness.mjs';
+import {
+  Herald, launchBrowser, screenshot, chatPages, ADMIN_PASSWORD, PHONE, STEP, RECONNECT,
+} from './harness.mjs';
 
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-const STEP = 10000;
-/** Reconnecting after a restart or a network drop (the SDK backs off up to 5 s). */
-const RECONNECT = 25000;
 // Presence and join/leave are checked unless this is set (only for working on a server
 // without presence; CI never sets it).
 const CHECK_PRESENCE = !process.env.HERALD_BROWSER_NO_PRESENCE;
@@ -35,34 +32,7 @@ after(async () => {
   }
 });
 
-async function openChat(viewport = DESKTOP, extra = {}) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, ...extra });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e.message));
-  await page.goto(herald.url);
-  return { context, page };
-}
-
-async function signIn(page, name) {
-  await page.fill('#name', name);
-  await page.click('button[type=submit]');
-  await waitStatus(page, 'Connected');
-}
-
-async function waitStatus(page, text, timeout = STEP) {
-  await page.locator('[data-testid=status]', { hasText: text }).first().waitFor({ timeout });
-}
-
-async function send(page, text) {
-  const box = page.locator('.composer textarea');
-  await box.fill(text);
-  await box.press('Enter');
-}
-
-/** Waits until a message is shown as delivered (not one of ours still "Sending…"). */
-async function waitForMessage(page, text) {
-  await page.locator('[data-testid=message] .msg-text', { hasText: text }).first().waitFor({ timeout: STEP });
-}
+const { openChat, waitStatus, signIn, send, waitForMessage } = chatPages(() => ({ browser, herald }));
 
 /** The messages of the open conversation: {author, text, offset}. */
 async function messages(page) {

@@ -73,3 +73,50 @@ export async function screenshot(page, name) {
   await page.screenshot({ path });
   return path;
 }
+
+/** Viewports the suites take their screenshots at. */
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+/** Upper bound (ms) for one step of a test: a page update, a message, a status. */
+export const STEP = 10000;
+/** Reconnecting after a restart or a network drop (the SDK backs off up to 5 s). */
+export const RECONNECT = 25000;
+
+/**
+ * The page helpers of the chat suites, for the browser and server that `state()` returns
+ * (`{browser, herald}`, set by each suite's `before`).
+ */
+export function chatPages(state) {
+  /** A new browser context (viewport, and `extra` options such as offline) on the chat. */
+  async function openChat(viewport = DESKTOP, extra = {}) {
+    const { browser, herald } = state();
+    const context = await browser.newContext({ viewport, deviceScaleFactor: 1, ...extra });
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error('page error:', e.message));
+    await page.goto(herald.url);
+    return { context, page };
+  }
+
+  async function waitStatus(page, text, timeout = STEP) {
+    await page.locator('[data-testid=status]', { hasText: text }).first().waitFor({ timeout });
+  }
+
+  async function signIn(page, name) {
+    await page.fill('#name', name);
+    await page.click('button[type=submit]');
+    await waitStatus(page, 'Connected');
+  }
+
+  async function send(page, text) {
+    const box = page.locator('.composer textarea');
+    await box.fill(text);
+    await box.press('Enter');
+  }
+
+  /** Waits until a message is shown as delivered (not one of ours still "Sending…"). */
+  async function waitForMessage(page, text) {
+    await page.locator('[data-testid=message] .msg-text', { hasText: text }).first().waitFor({ timeout: STEP });
+  }
+
+  return { openChat, waitStatus, signIn, send, waitForMessage };
+}
