@@ -21,6 +21,23 @@ fn tls_files(cert: &TestCert) -> Value {
     }}})
 }
 
+/// Waits (bounded by `wait`) until the server presents `cert` to a client that trusts it;
+/// fails with `what` and the server's log otherwise.
+async fn wait_until_presented(server: &Server, cert: &TestCert, wait: Duration, what: &str) {
+    let deadline = Instant::now() + wait;
+    loop {
+        if presented(server.port, cert).await.ok().as_deref() == Some(cert.cert_der().as_ref()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}; stderr:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The certificate the server presents to a new connection that trusts `trusting`'s CA, or
 /// the handshake error.
 async fn presented(port: u16, trusting: &TestCert) -> Result<Vec<u8>, String> {
@@ -166,18 +183,13 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
 
     install(&new, &old);
     sighup(&server);
-    let deadline = Instant::now() + common::STEP;
-    loop {
-        if presented(server.port, &new).await.ok().as_deref() == Some(new.cert_der().as_ref()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new certificate after SIGHUP; stderr:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_presented(
+        &server,
+        &new,
+        common::STEP,
+        "no new certificate after SIGHUP",
+    )
+    .await;
     assert!(
         presented(server.port, &old).await.is_err(),
         "a client that trusts only the old CA still got in"
@@ -207,18 +219,13 @@ async fn changed_files_are_picked_up_without_a_signal() {
     let server = Server::start(tls_files(&old)).await;
     install(&new, &old);
     // The files are checked every 5 s.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if presented(server.port, &new).await.ok().as_deref() == Some(new.cert_der().as_ref()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the changed files were not picked up; stderr:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_presented(
+        &server,
+        &new,
+        Duration::from_secs(15),
+        "the changed files were not picked up",
+    )
+    .await;
 }
 
 #[tokio::test]
