@@ -12,15 +12,6 @@ use common::{Server, Ws, token};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The config patch that turns TLS on with `cert`'s files.
-fn tls_files(cert: &TestCert) -> Value {
-    json!({"http_server": {"tls": {
-        "enabled": true,
-        "cert_pem_file": cert.cert,
-        "key_pem_file": cert.key,
-    }}})
-}
-
 /// Waits (bounded by `wait`) until the server presents `cert` to a client that trusts it;
 /// fails with `what` and the server's log otherwise.
 async fn wait_until_presented(server: &Server, cert: &TestCert, wait: Duration, what: &str) {
@@ -65,7 +56,7 @@ fn sighup(server: &Server) {
 async fn the_api_and_health_answer_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
-    let server = Server::start(tls_files(&cert)).await;
+    let server = Server::start(TestCert::server_config(&cert)).await;
     assert!(
         server.stderr().contains("listening on https://"),
         "{}",
@@ -133,7 +124,7 @@ async fn inline_and_base64_pem_certificates_work() {
 async fn plain_http_on_the_tls_port_is_closed_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
-    let server = Server::start(tls_files(&cert)).await;
+    let server = Server::start(TestCert::server_config(&cert)).await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .unwrap();
@@ -167,7 +158,7 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
     let dir = tempfile::tempdir().unwrap();
     let old = TestCert::generate(dir.path(), "old");
     let new = TestCert::generate(dir.path(), "new");
-    let server = Server::start(tls_files(&old)).await;
+    let server = Server::start(TestCert::server_config(&old)).await;
     assert_eq!(
         presented(server.port, &old).await.unwrap(),
         old.cert_der().as_ref()
@@ -216,7 +207,7 @@ async fn changed_files_are_picked_up_without_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     let old = TestCert::generate(dir.path(), "old");
     let new = TestCert::generate(dir.path(), "new");
-    let server = Server::start(tls_files(&old)).await;
+    let server = Server::start(TestCert::server_config(&old)).await;
     install(&new, &old);
     // The files are checked every 5 s.
     wait_until_presented(
@@ -233,7 +224,7 @@ async fn a_bad_reload_keeps_the_certificate_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let old = TestCert::generate(dir.path(), "old");
     let other = TestCert::generate(dir.path(), "other");
-    let server = Server::start(tls_files(&old)).await;
+    let server = Server::start(TestCert::server_config(&old)).await;
     // A key that is not the certificate's.
     std::fs::copy(&other.key, &old.key).unwrap();
     sighup(&server);
@@ -301,7 +292,7 @@ async fn unusable_tls_settings_stop_the_start_with_the_option_named() {
         "{err}"
     );
     let mut tree = common::base_config();
-    common::merge(&mut tree, tls_files(&cert));
+    common::merge(&mut tree, TestCert::server_config(&cert));
     std::fs::write(&config, tree.to_string()).unwrap();
     let out = common::run_cli(&["-c", config.to_str().unwrap(), "checkconfig"], dir.path()).await;
     assert!(
@@ -333,7 +324,7 @@ async fn unusable_tls_settings_stop_the_start_with_the_option_named() {
 async fn a_client_over_wss_receives_a_publication_sent_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
-    let server = Server::start(tls_files(&cert)).await;
+    let server = Server::start(TestCert::server_config(&cert)).await;
     let mut ws = Ws::open_tls(server.port, cert.client_config()).await;
     let reply = ws.connect(&token("alice")).await;
     assert!(reply.get("connect").is_some(), "{reply}");
@@ -356,7 +347,7 @@ async fn herald_publish_says_it_cannot_reach_a_tls_server() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
     let mut config = common::base_config();
-    common::merge(&mut config, tls_files(&cert));
+    common::merge(&mut config, TestCert::server_config(&cert));
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string()).unwrap();
     let out = common::run_cli(
@@ -378,7 +369,7 @@ async fn herald_publish_says_it_cannot_reach_a_tls_server() {
 async fn large_messages_cross_tls_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "a");
-    let mut patch = tls_files(&cert);
+    let mut patch = TestCert::server_config(&cert);
     common::merge(
         &mut patch,
         json!({"channel": {"without_namespace": {"allow_publish_for_client": true}}}),

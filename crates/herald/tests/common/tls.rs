@@ -26,6 +26,15 @@ pub struct TestCert {
 }
 
 impl TestCert {
+    /// The config patch that serves this certificate: `http_server.tls` on, with its files.
+    pub fn server_config(&self) -> serde_json::Value {
+        serde_json::json!({"http_server": {"tls": {
+            "enabled": true,
+            "cert_pem_file": self.cert,
+            "key_pem_file": self.key,
+        }}})
+    }
+
     /// Makes a CA named `name` and a server certificate for `localhost` and `127.0.0.1`
     /// signed by it, in `dir` (files `NAME-ca.pem`, `NAME-cert.pem`, `NAME-key.pem`).
     pub fn generate(dir: &Path, name: &str) -> TestCert {

@@ -63,12 +63,7 @@ async fn raw_wss(
 async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "flood");
-    let server = Server::start(json!({"http_server": {"tls": {
-        "enabled": true,
-        "cert_pem_file": cert.cert,
-        "key_pem_file": cert.key,
-    }}}))
-    .await;
+    let server = Server::start(cert.server_config()).await;
     let mut good = Ws::open_tls(server.port, cert.client_config()).await;
     let reply = good.connect(&token("good")).await;
     assert!(reply.get("connect").is_some(), "{reply}");
@@ -170,12 +165,7 @@ async fn a_ping_flood_over_tls_that_never_reads_stays_bounded() {
 async fn a_handshake_that_never_finishes_is_closed_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "slow");
-    let server = Server::start(json!({"http_server": {"tls": {
-        "enabled": true,
-        "cert_pem_file": cert.cert,
-        "key_pem_file": cert.key,
-    }}}))
-    .await;
+    let server = Server::start(cert.server_config()).await;
     let started = Instant::now();
     let mut idle = Vec::new();
     for _ in 0..50 {
@@ -222,16 +212,10 @@ async fn a_handshake_that_never_finishes_is_closed_on_time() {
 async fn a_tls_subscriber_that_stops_reading_is_dropped_by_its_queue_budget() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(dir.path(), "slow-reader");
-    let server = Server::start(json!({
-        "http_server": {"tls": {
-            "enabled": true,
-            "cert_pem_file": cert.cert,
-            "key_pem_file": cert.key,
-        }},
-        // Long, so that only the queue's budget can drop the reader within the test.
-        "websocket": {"write_timeout": "60s"},
-    }))
-    .await;
+    let mut config = cert.server_config();
+    // Long, so that only the queue's budget can drop the reader within the test.
+    crate::common::merge(&mut config, json!({"websocket": {"write_timeout": "60s"}}));
+    let server = Server::start(config).await;
     let _turn = crate::one_attack_at_a_time().await;
     let mut reader = raw_wss(server.port, &cert).await;
     for command in [
