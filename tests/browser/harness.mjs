@@ -93,6 +93,11 @@ export function chatPages(state) {
     const context = await browser.newContext({ viewport, deviceScaleFactor: 1, ...extra });
     const page = await context.newPage();
     page.on('pageerror', (e) => console.error('page error:', e.message));
+    // The app reports subscription and connection errors with console.warn/error: shown in the
+    // test output, so that a failure says what the page saw (a subscribe refused, a timeout).
+    page.on('console', (m) => {
+      if (m.type() === 'warning' || m.type() === 'error') console.error(`page ${m.type()}: ${m.text()}`);
+    });
     await page.goto(herald.url);
     return { context, page };
   }

@@ -179,7 +179,11 @@ function startChat(name) {
     maxReconnectDelay: 5000,
   });
   state.client = client;
-  client.on('connecting', () => setStatus(state.everConnected ? 'reconnecting' : 'connecting'));
+  client.on('connecting', (ctx) => {
+    // Code 0 is our own connect(); anything else is a reason worth seeing in the console.
+    if (ctx.code !== 0) console.warn(`reconnecting: ${ctx.code} ${ctx.reason}`);
+    setStatus(state.everConnected ? 'reconnecting' : 'connecting');
+  });
   client.on('connected', () => {
     state.everConnected = true;
     setStatus('connected');
@@ -254,7 +258,11 @@ function subscribe(channel, conv, onPublication) {
   });
   sub.on('join', (ctx) => onJoin(conv, ctx.info));
   sub.on('leave', (ctx) => onLeave(conv, ctx.info));
-  sub.on('error', (ctx) => console.warn('subscription error', channel, ctx.error));
+  sub.on('error', (ctx) => console.warn(`subscription error in ${channel}: ${JSON.stringify(ctx.error)}`));
+  // Code 0 is our own unsubscribe(); any other leaves the conversation silent until reload.
+  sub.on('unsubscribed', (ctx) => {
+    if (ctx.code !== 0) console.warn(`unsubscribed from ${channel}: ${ctx.code} ${ctx.reason}`);
+  });
   sub.subscribe();
   state.subs.set(channel, sub);
   return sub;
