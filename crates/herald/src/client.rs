@@ -760,8 +760,10 @@ impl Client {
         };
         result.delta = selection.delta;
         let filter = selection.tags_filter.clone();
-        node.hub
-            .subscribe_pending_selective(channel, handle, flags, selection);
+        // Returns once the broker delivers the channel to this node: what is published from
+        // now on is held back for the client, so the stream top read below loses nothing.
+        node.subscribe_pending(channel, handle, flags, selection)
+            .await?;
         let Some((history, history_options, options)) = stream else {
             return Ok(0);
         };
