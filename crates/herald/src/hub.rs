@@ -1075,6 +1075,27 @@ mod tests {
     }
 
     #[test]
+    fn the_first_subscriber_of_a_channel_is_reported_and_the_last_leaves_it_empty() {
+        let (hub, [a, b, _]) = hub_with(["u1", "u2", "u3"]);
+        let add = |c| hub.add_pending("ch", c, SubFlags::default(), Selection::default());
+        assert_eq!(add(&a), Subscribed::First);
+        assert_eq!(add(&b), Subscribed::Another);
+        assert_eq!(add(&a), Subscribed::Already);
+        // Subscribed elsewhere: still the first here.
+        assert!(hub.subscribe("other", &b));
+        assert_eq!(
+            hub.add_pending("ch2", &b, SubFlags::default(), Selection::default()),
+            Subscribed::First
+        );
+        assert!(hub.unsubscribe("ch", &a).is_some());
+        assert_eq!(hub.num_subscribers("ch"), 1, "b is left");
+        hub.remove_client(&b);
+        assert_eq!(hub.num_subscribers("ch"), 0, "the last one left");
+        // The channel is empty again: the next subscriber is its first.
+        assert_eq!(add(&a), Subscribed::First);
+    }
+
+    #[test]
     fn anonymous_connections_are_found_by_id_and_count_as_one_user() {
         let (hub, [a, b, c]) = hub_with(["", "", "u"]);
         assert_eq!((hub.num_users(), hub.num_clients()), (2, 3));
