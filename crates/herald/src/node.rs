@@ -349,6 +349,27 @@ impl Node {
         }
     }
 
+    /// Refreshes this node's presence entries every `client.presence_update_interval` until
+    /// the node shuts down, when its presence manager expires entries ([`PresenceManager::ttl`]):
+    /// so a shared store drops the clients of a node that crashed, and only those. Returns at
+    /// once for a manager whose entries do not expire (the embedded one).
+    pub async fn refresh_presence(&self) {
+        if self.presence.ttl().is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(self.config.client.presence_update_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = self.presence.refresh().await {
+                tracing::warn!("could not refresh this node's presence entries: {e}");
+            }
+        }
+    }
+
     /// History options of a namespace.
     pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
         HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
