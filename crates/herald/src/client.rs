@@ -831,7 +831,7 @@ impl Client {
         if position.is_ok() && result.was_recovering && !result.recovered && reject_unrecovered {
             // The SDK's `getState` flow: it asked not to be subscribed without what it
             // missed, and reloads its state (then subscribes from the new position) on 112.
-            node.hub.unsubscribe(channel, handle);
+            node.cancel_subscribe(channel, handle).await;
             return Err(Error::UNRECOVERABLE_POSITION);
         }
         match position {
@@ -843,7 +843,7 @@ impl Client {
                 Ok(position.offset)
             }
             Err(e) => {
-                node.hub.unsubscribe(channel, handle);
+                node.cancel_subscribe(channel, handle).await;
                 Err(e.to_protocol())
             }
         }

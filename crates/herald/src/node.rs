@@ -272,8 +272,17 @@ impl Node {
         Ok(())
     }
 
+    /// Undoes a [`Node::subscribe_pending`] whose subscription failed before it became active
+    /// (nothing was announced, so there is no presence entry or leave to undo).
+    pub async fn cancel_subscribe(&self, channel: &str, client: &ClientHandle) {
+        if self.hub.unsubscribe(channel, client).is_some() {
+            self.release(channel).await;
+        }
+    }
+
     /// Unsubscribes this node from `channel` at the broker if it has no local subscriber
-    /// left. Called after every end of a subscription ([`Node::left`]).
+    /// left. Called after every end of a subscription ([`Node::left`],
+    /// [`Node::cancel_subscribe`]).
     async fn release(&self, channel: &str) {
         if self.hub.num_subscribers(channel) > 0 {
             return;
