@@ -119,6 +119,13 @@ impl Node {
     /// history database in `data_dir` when some namespace keeps history) and installs itself as
     /// the engine's event and command handler.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
+        let engine = crate::engine::build(&config).map_err(|e| e.to_string())?;
+        Node::with_engine(config, engine)
+    }
+
+    /// A node for `config` on `engine` (built by [`crate::engine::build`], or another
+    /// implementation of its traits), installed as the engine's event and command handler.
+    pub fn with_engine(config: Config, engine: crate::engine::Engine) -> Result<Arc<Node>, String> {
         let tokens =
             TokenVerifier::new(&config.client.token).map_err(|e| format!("client.token: {e}"))?;
         let subscription_tokens = if config.client.subscription_token.enabled {
@@ -136,7 +143,6 @@ impl Node {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
             config.http_server.port
         );
-        let engine = crate::engine::build(&config).map_err(|e| e.to_string())?;
         let history = engine
             .keeps_history
             .then(|| engine.broker.clone() as Arc<dyn History>);
@@ -507,6 +513,7 @@ mod tests {
     use super::*;
     use crate::api::cmd::test_support::{client, drain, node_with, raw};
     use crate::config::Durability;
+    use crate::engine::EngineError;
 
     /// The offsets of the publication pushes queued for `client`.
     fn offsets(client: &ClientHandle) -> Vec<u64> {
@@ -569,6 +576,142 @@ mod tests {
                 "round {round}: top {top}"
             );
         }
+    }
+
+    /// Records the broker subscriptions of a node over the embedded broker.
+    struct Recording {
+        inner: crate::engine::EmbeddedBroker,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl History for Recording {
+        fn read<'a>(
+            &'a self,
+            channel: &'a str,
+            filter: crate::engine::HistoryFilter,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::HistoryResult, EngineError>>
+        {
+            self.inner.read(channel, filter, options)
+        }
+        fn top<'a>(
+            &'a self,
+            channel: &'a str,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::StreamPosition, EngineError>>
+        {
+            self.inner.top(channel, options)
+        }
+        fn recover<'a>(
+            &'a self,
+            channel: &'a str,
+            since: crate::engine::StreamPosition,
+            limit: usize,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::Recovery, EngineError>> {
+            self.inner.recover(channel, since, limit, options)
+        }
+        fn remove<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            History::remove(&self.inner, channel)
+        }
+    }
+
+    impl Broker for Recording {
+        fn set_handler(&self, handler: Arc<dyn BrokerEventHandler>) {
+            self.inner.set_handler(handler);
+        }
+        fn publish(
+            &self,
+            request: AppendRequest,
+        ) -> crate::engine::BoxFuture<'_, Result<crate::engine::AppendResult, EngineError>>
+        {
+            self.inner.publish(request)
+        }
+        fn publish_join<'a>(
+            &'a self,
+            channel: &'a str,
+            info: &'a ClientInfo,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.inner.publish_join(channel, info)
+        }
+        fn publish_leave<'a>(
+            &'a self,
+            channel: &'a str,
+            info: &'a ClientInfo,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.inner.publish_leave(channel, info)
+        }
+        fn subscribe<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("subscribe {channel}"));
+            self.inner.subscribe(channel)
+        }
+        fn unsubscribe<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("unsubscribe {channel}"));
+            self.inner.unsubscribe(channel)
+        }
+    }
+
+    /// The node subscribes itself to a channel at the broker for its first local subscriber
+    /// only, and unsubscribes after the last one left, however the subscriptions end.
+    #[tokio::test]
+    async fn the_broker_is_subscribed_on_the_first_subscriber_and_unsubscribed_after_the_last() {
+        let config = Config::default();
+        let broker = Arc::new(Recording {
+            inner: crate::engine::EmbeddedBroker::new(None),
+            calls: Default::default(),
+        });
+        let engine = crate::engine::Engine {
+            broker: broker.clone(),
+            ..crate::engine::build(&config).unwrap()
+        };
+        let node = Node::with_engine(config, engine).unwrap();
+        let (a, b) = (client(&node, "a", "alice"), client(&node, "b", "bob"));
+        let subscribe =
+            |c| node.subscribe_pending("news", c, SubFlags::default(), Selection::default());
+        subscribe(&a).await.unwrap();
+        subscribe(&b).await.unwrap();
+        node.hub.activate("news", &a, 0);
+        node.hub.activate("news", &b, 0);
+        let flags = node.hub.unsubscribe("news", &a).unwrap();
+        node.left("news", &a, flags).await;
+        assert_eq!(*broker.calls.lock().unwrap(), ["subscribe news"]);
+        // The last one goes with its connection.
+        for (channel, flags) in node.hub.remove_client(&b) {
+            node.left(&channel, &b, flags).await;
+        }
+        assert_eq!(
+            *broker.calls.lock().unwrap(),
+            ["subscribe news", "unsubscribe news"]
+        );
+        // A subscribe that fails before activation gives the channel back too.
+        subscribe(&a).await.unwrap();
+        node.cancel_subscribe("news", &a).await;
+        assert_eq!(broker.calls.lock().unwrap().len(), 4);
+        // A publication reaches subscribers through the broker's handler.
+        subscribe(&a).await.unwrap();
+        node.hub.activate("news", &a, 0);
+        node.publish("news", raw("1"), PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            drain(&a).0,
+            [r#"{"push":{"channel":"news","pub":{"data":1}}}"#]
+        );
     }
 
     /// Publishes from many tasks into one channel reach a subscriber in strictly increasing
