@@ -760,8 +760,10 @@ impl Client {
         };
         result.delta = selection.delta;
         let filter = selection.tags_filter.clone();
-        node.hub
-            .subscribe_pending_selective(channel, handle, flags, selection);
+        // Returns once the broker delivers the channel to this node: what is published from
+        // now on is held back for the client, so the stream top read below loses nothing.
+        node.subscribe_pending(channel, handle, flags, selection)
+            .await?;
         let Some((history, history_options, options)) = stream else {
             return Ok(0);
         };
@@ -829,7 +831,7 @@ impl Client {
         if position.is_ok() && result.was_recovering && !result.recovered && reject_unrecovered {
             // The SDK's `getState` flow: it asked not to be subscribed without what it
             // missed, and reloads its state (then subscribes from the new position) on 112.
-            node.hub.unsubscribe(channel, handle);
+            node.cancel_subscribe(channel, handle).await;
             return Err(Error::UNRECOVERABLE_POSITION);
         }
         match position {
@@ -841,7 +843,7 @@ impl Client {
                 Ok(position.offset)
             }
             Err(e) => {
-                node.hub.unsubscribe(channel, handle);
+                node.cancel_subscribe(channel, handle).await;
                 Err(e.to_protocol())
             }
         }

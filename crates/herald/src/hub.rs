@@ -539,6 +539,20 @@ impl Users {
 /// and shared with the subscribers' [`ChannelSet`]s.
 type ChannelShard = HashMap<Arc<str>, Subscribers>;
 
+/// What a subscribe did to a channel's local subscribers: a broker spanning nodes delivers a
+/// channel to this node only while it has local subscribers, so the node subscribes itself to
+/// the channel on [`Subscribed::First`] (and unsubscribes when the last one is gone, see
+/// [`Hub::num_subscribers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The client was subscribed already: nothing changed.
+    Already,
+    /// The channel's first local subscriber.
+    First,
+    /// One more subscriber of a channel that had some.
+    Another,
+}
+
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
     shards: Box<[RwLock<ChannelShard>]>,
@@ -667,6 +681,19 @@ impl Hub {
         self.add_subscriber(channel, client, Some(selection), flags)
     }
 
+    /// [`Hub::subscribe_pending_selective`], saying whether it is the channel's first local
+    /// subscription: then the node subscribes itself to the channel at its broker before the
+    /// subscription reads the stream's top ([`crate::node::Node::subscribe_pending`]).
+    pub fn add_pending(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        flags: SubFlags,
+        selection: Selection,
+    ) -> Subscribed {
+        self.add(channel, client, Some(selection), flags)
+    }
+
     /// Adds a subscription: active when `pending` is `None`, else pending with that selection.
     fn add_subscriber(
         &self,
@@ -675,20 +702,36 @@ impl Hub {
         pending: Option<Selection>,
         flags: SubFlags,
     ) -> bool {
+        self.add(channel, client, pending, flags) != Subscribed::Already
+    }
+
+    /// [`Hub::add_subscriber`], saying whether the channel had local subscribers before.
+    fn add(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        pending: Option<Selection>,
+        flags: SubFlags,
+    ) -> Subscribed {
         // The hub's copy of the name, if the channel has subscribers already.
         let known = read(self.shard(channel))
             .get_key_value(channel)
             .map(|(name, _)| name.clone());
         let name = known.unwrap_or_else(|| Arc::from(channel));
         if !client.channels().insert(name.clone()) {
-            return false;
+            return Subscribed::Already;
         }
         let subscriber = Subscriber {
             outbox: client.outbox.clone(),
             flags,
         };
         let mut shard = write(self.shard(channel));
-        let subscribers = shard.entry(name).or_default();
+        let entry = shard.entry(name);
+        let added = match entry {
+            std::collections::hash_map::Entry::Vacant(_) => Subscribed::First,
+            std::collections::hash_map::Entry::Occupied(_) => Subscribed::Another,
+        };
+        let subscribers = entry.or_default();
         match pending {
             Some(selection) => {
                 if selection.delta {
@@ -709,7 +752,7 @@ impl Hub {
             }
             None => subscribers.active.push(subscriber),
         }
-        true
+        added
     }
 
     /// Ends the set-up of a [`Hub::subscribe_pending`] subscription: queues what was held back
@@ -1029,6 +1072,27 @@ mod tests {
         assert_eq!(hub.num_subscribers("news"), 1);
         assert!(hub.unsubscribe("news", &b).is_some());
         assert_eq!(hub.num_channels(), 0);
+    }
+
+    #[test]
+    fn the_first_subscriber_of_a_channel_is_reported_and_the_last_leaves_it_empty() {
+        let (hub, [a, b, _]) = hub_with(["u1", "u2", "u3"]);
+        let add = |c| hub.add_pending("ch", c, SubFlags::default(), Selection::default());
+        assert_eq!(add(&a), Subscribed::First);
+        assert_eq!(add(&b), Subscribed::Another);
+        assert_eq!(add(&a), Subscribed::Already);
+        // Subscribed elsewhere: still the first here.
+        assert!(hub.subscribe("other", &b));
+        assert_eq!(
+            hub.add_pending("ch2", &b, SubFlags::default(), Selection::default()),
+            Subscribed::First
+        );
+        assert!(hub.unsubscribe("ch", &a).is_some());
+        assert_eq!(hub.num_subscribers("ch"), 1, "b is left");
+        hub.remove_client(&b);
+        assert_eq!(hub.num_subscribers("ch"), 0, "the last one left");
+        // The channel is empty again: the next subscriber is its first.
+        assert_eq!(add(&a), Subscribed::First);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_id;
 pub mod config;
 pub mod config_audit;
+pub mod control;
 pub mod delta;
 pub mod demo_secrets;
 pub mod engine;

@@ -1,5 +1,10 @@
 //! [`Node`]: the state one Herald process shares between its client connections, its server
 //! API and its background tasks, and the one publish path they all use.
+//!
+//! The node talks to its engine ([`crate::engine`]) through the broker, presence and
+//! controller traits only, and is their handler in return: every publication, join and leave
+//! reaches the hub from the broker ([`BrokerEvents`]), and every control command reaches this
+//! node's connections from the controller ([`crate::control`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +16,10 @@ use crate::alarm::AlarmClock;
 use crate::auth::TokenVerifier;
 use crate::channel::{self, ParsedChannel};
 use crate::config::{Config, NamespaceOptions};
-use crate::engine::embedded::EmbeddedHistory;
-use crate::engine::{AppendRequest, History, HistoryOptions, MemoryPresence, Presence, RecentKeys};
-
-/// How long an `idempotency_key` is remembered (Centrifugo's window).
-const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-use crate::hub::{ClientHandle, Delivery, Hub, SubFlags};
+use crate::engine::{
+    AppendRequest, Broker, BrokerEventHandler, Controller, History, HistoryOptions, PresenceManager,
+};
+use crate::hub::{ClientHandle, Delivery, Hub, Selection, SubFlags, Subscribed};
 use crate::keepalive::PingWheel;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -49,14 +52,18 @@ pub struct Node {
     pub started: Instant,
     /// Cancelled when the node shuts down; client tasks watch it.
     pub shutdown: CancellationToken,
-    /// Channel history streams, when some namespace keeps history (`history_size` and
+    /// Publications, join/leave and history: the engine's broker.
+    pub broker: Arc<dyn Broker>,
+    /// The broker's history side, when some namespace keeps history (`history_size` and
     /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
     pub history: Option<Arc<dyn History>>,
     /// Who is subscribed to channels whose namespace keeps presence.
-    pub presence: Arc<dyn Presence>,
-    /// Idempotency keys of publications to channels without history (those with history keep
-    /// theirs in the stream).
-    recent_keys: RecentKeys,
+    pub presence: Arc<dyn PresenceManager>,
+    /// Commands to the connections of a user on any node, and the node list.
+    pub controller: Arc<dyn Controller>,
+    /// Serialises, per channel, a first subscriber's broker subscription against the last
+    /// one's broker unsubscription (see [`Node::subscribe_pending`]).
+    channel_locks: ChannelLocks,
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
     pub live_connections: AtomicUsize,
@@ -80,8 +87,6 @@ pub struct Published {
     pub offset: u64,
     /// Stream epoch (empty when the channel keeps no history).
     pub epoch: String,
-    /// Local subscribers it was queued for.
-    pub delivered: usize,
 }
 
 /// Options of one publication beyond channel and data.
@@ -109,9 +114,18 @@ pub struct PublishOptions {
 }
 
 impl Node {
-    /// A node for `config`, which must have been validated. Opens the history database in
-    /// `data_dir` when some namespace keeps history.
+    /// A node for `config`, which must have been validated. Builds its engine
+    /// ([`crate::engine::build`]: refuses an engine Herald does not implement, opens the
+    /// history database in `data_dir` when some namespace keeps history) and installs itself as
+    /// the engine's event and command handler.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
+        let engine = crate::engine::build(&config).map_err(|e| e.to_string())?;
+        Node::with_engine(config, engine)
+    }
+
+    /// A node for `config` on `engine` (built by [`crate::engine::build`], or another
+    /// implementation of its traits), installed as the engine's event and command handler.
+    pub fn with_engine(config: Config, engine: crate::engine::Engine) -> Result<Arc<Node>, String> {
         let tokens =
             TokenVerifier::new(&config.client.token).map_err(|e| format!("client.token: {e}"))?;
         let subscription_tokens = if config.client.subscription_token.enabled {
@@ -129,52 +143,39 @@ impl Node {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "herald".into()),
             config.http_server.port
         );
-        let keeps_history = std::iter::once(&config.channel.without_namespace)
-            .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
-            .any(NamespaceOptions::history_enabled);
-        let history: Option<Arc<dyn History>> = if keeps_history {
-            let engine = EmbeddedHistory::from_config(&config).map_err(|e| {
-                format!(
-                    "cannot open the history database in {}: {e}",
-                    config.data_dir.display()
-                )
-            })?;
-            Some(Arc::new(engine))
-        } else {
-            None
-        };
+        let history = engine
+            .keeps_history
+            .then(|| engine.broker.clone() as Arc<dyn History>);
         let pings = PingWheel::new(config.client.ping_interval, config.client.pong_timeout);
-        Ok(Arc::new_cyclic(|node: &std::sync::Weak<Node>| {
-            if let Some(history) = &history {
-                let node = node.clone();
-                history.set_delivery(Arc::new(move |channel, publication, delta| {
-                    if let Some(node) = node.upgrade() {
-                        node.deliver(channel, &publication.to_publication(), delta);
-                    }
-                }));
-            }
-            Node {
-                hub: Hub::new(),
-                pings,
-                alarms: AlarmClock::new(),
-                tokens,
-                subscription_tokens,
-                metrics: Metrics::new(),
-                id: uuid::Uuid::new_v4().to_string(),
-                name,
-                started: Instant::now(),
-                shutdown: CancellationToken::new(),
-                history,
-                presence: Arc::new(MemoryPresence::new()),
-                recent_keys: RecentKeys::new(IDEMPOTENCY_WINDOW),
-                live_connections: AtomicUsize::new(0),
-                unauthenticated: crate::http_guard::RequestGate::new(
-                    config.http_server.unauthenticated_request_limit,
-                ),
-                admin_guard: crate::web::admin_guard::AdminGuard::new(),
-                config: Arc::new(config),
-            }
-        }))
+        let node = Arc::new(Node {
+            hub: Hub::new(),
+            pings,
+            alarms: AlarmClock::new(),
+            tokens,
+            subscription_tokens,
+            metrics: Metrics::new(),
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+            broker: engine.broker,
+            history,
+            presence: engine.presence,
+            controller: engine.controller,
+            channel_locks: ChannelLocks::new(),
+            live_connections: AtomicUsize::new(0),
+            unauthenticated: crate::http_guard::RequestGate::new(
+                config.http_server.unauthenticated_request_limit,
+            ),
+            admin_guard: crate::web::admin_guard::AdminGuard::new(),
+            config: Arc::new(config),
+        });
+        // Weak: the engine lives as long as the node, and must not keep it alive.
+        node.broker
+            .set_handler(Arc::new(BrokerEvents(Arc::downgrade(&node))));
+        node.controller
+            .set_handler(Arc::new(crate::control::NodeControl(Arc::downgrade(&node))));
+        Ok(node)
     }
 
     /// Parses and validates a channel name and finds its namespace options.
@@ -194,9 +195,9 @@ impl Node {
 
     /// Publishes `data` to `channel`. Callers have checked permissions.
     ///
-    /// In a namespace with history the publication is appended durably first (offset and
-    /// epoch assigned) and reaches subscribers from the engine, in offset order; otherwise its
-    /// push is encoded once and queued for every local subscriber at once.
+    /// The broker appends it durably first in a namespace with history (offset and epoch
+    /// assigned), then hands it to every subscribed node — this one through
+    /// [`BrokerEvents`] — in offset order.
     pub async fn publish(
         &self,
         channel: &str,
@@ -204,57 +205,36 @@ impl Node {
         options: PublishOptions,
     ) -> Result<Published, protocol::Error> {
         let (_, namespace) = self.resolve_channel(channel)?;
-        let data = protocol::strip_newlines(data);
-        let delta = options.delta || namespace.delta_publish;
-        if let Some(history) = &self.history {
-            if namespace.history_enabled() && !options.skip_history {
-                let request = AppendRequest {
-                    channel: channel.to_owned(),
-                    data,
-                    info: options.info,
-                    tags: options.tags,
-                    options: HistoryOptions::for_namespace(
-                        namespace,
-                        self.config.channel.history_meta_ttl,
-                    ),
-                    idempotency_key: options.idempotency_key.filter(|k| !k.is_empty()),
-                    delta,
-                    version: options.version,
-                    version_epoch: options.version_epoch,
-                };
-                let appended = history.append(request).await.map_err(|e| {
-                    tracing::error!(channel, "history append failed: {e}");
-                    e.to_protocol()
-                })?;
-                return Ok(Published {
-                    offset: appended.position.offset,
-                    epoch: appended.position.epoch,
-                    delivered: 0,
-                });
-            }
-        }
-        if let Some(key) = options.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
-            if !self.recent_keys.insert(channel, key) {
-                // A retry of a publication already delivered: same (empty) result, no delivery.
-                return Ok(Published::default());
-            }
-        }
-        let publication = Publication {
-            data: Some(data),
+        let keep = self.history.is_some() && namespace.history_enabled() && !options.skip_history;
+        let request = AppendRequest {
+            channel: channel.to_owned(),
+            data: protocol::strip_newlines(data),
             info: options.info,
             tags: options.tags,
-            ..Publication::default()
+            options: if keep {
+                self.history_options(namespace)
+            } else {
+                HistoryOptions::default()
+            },
+            idempotency_key: options.idempotency_key.filter(|k| !k.is_empty()),
+            delta: options.delta || namespace.delta_publish,
+            version: options.version,
+            version_epoch: options.version_epoch,
         };
-        let delivered = self.deliver(channel, &publication, delta);
+        let published = self.broker.publish(request).await.map_err(|e| {
+            tracing::error!(channel, "publish failed: {e}");
+            e.to_protocol()
+        })?;
         Ok(Published {
-            delivered,
-            ..Published::default()
+            offset: published.position.offset,
+            epoch: published.position.epoch,
         })
     }
 
     /// Encodes a publication's push once and queues it for every local subscriber; returns
     /// how many it was queued for. `delta`: subscribers that negotiated deltas get it as a
     /// delta against the channel's previous publication (see [`Hub::broadcast_publication`]).
+    /// Called by the broker's event handler only: publishing is [`Node::publish`].
     pub fn deliver(&self, channel: &str, publication: &Publication, delta: bool) -> usize {
         let message = match encode_push_message(channel, publication) {
             Ok(message) => message,
@@ -270,22 +250,77 @@ impl Node {
         delivery.delivered
     }
 
+    /// Subscribes a client whose subscribe reply is not sent yet ([`Hub::subscribe_pending`],
+    /// with `selection`), and makes sure the broker delivers the channel to this node before
+    /// returning: the caller reads the stream's top after this, and a publication made in
+    /// between is held back by the hub and deduplicated by offset on activation, never lost.
+    ///
+    /// Errors (the client is not subscribed then): the broker could not subscribe the node.
+    pub async fn subscribe_pending(
+        &self,
+        channel: &str,
+        client: &Arc<ClientHandle>,
+        flags: SubFlags,
+        selection: Selection,
+    ) -> Result<(), protocol::Error> {
+        // Held while the broker subscribes, so that a second subscriber of a channel whose
+        // first one is still subscribing the node waits for it too, and so that the last
+        // one's unsubscription does not overtake it.
+        let _channel = self.channel_locks.lock(channel).await;
+        let added = self.hub.add_pending(channel, client, flags, selection);
+        if added == Subscribed::First
+            && let Err(e) = self.broker.subscribe(channel).await
+        {
+            tracing::error!(channel, "the broker could not subscribe this node: {e}");
+            self.hub.unsubscribe(channel, client);
+            return Err(e.to_protocol());
+        }
+        Ok(())
+    }
+
+    /// Undoes a [`Node::subscribe_pending`] whose subscription failed before it became active
+    /// (nothing was announced, so there is no presence entry or leave to undo).
+    pub async fn cancel_subscribe(&self, channel: &str, client: &ClientHandle) {
+        if self.hub.unsubscribe(channel, client).is_some() {
+            self.release(channel).await;
+        }
+    }
+
+    /// Unsubscribes this node from `channel` at the broker if it has no local subscriber
+    /// left. Called after every end of a subscription ([`Node::left`],
+    /// [`Node::cancel_subscribe`]).
+    async fn release(&self, channel: &str) {
+        if self.hub.num_subscribers(channel) > 0 {
+            return;
+        }
+        let _channel = self.channel_locks.lock(channel).await;
+        // Again under the lock: a first subscriber may have come back in between.
+        if self.hub.num_subscribers(channel) == 0
+            && let Err(e) = self.broker.unsubscribe(channel).await
+        {
+            tracing::warn!(channel, "the broker could not unsubscribe this node: {e}");
+        }
+    }
+
     /// Announces a subscription that has just become active (its subscribe reply or push is
-    /// queued): records its presence entry and sends the join push, as `flags` say.
+    /// queued): records its presence entry and publishes the join, as `flags` say.
     pub async fn joined(&self, channel: &str, info: ClientInfo, flags: SubFlags) {
         if flags.presence
             && let Err(e) = self.presence.add(channel, info.clone()).await
         {
             tracing::warn!(channel, client = %info.client, "could not add presence: {e}");
         }
-        if flags.join_leave {
-            self.announce(&Push::join(channel, info));
+        if flags.join_leave
+            && let Err(e) = self.broker.publish_join(channel, &info).await
+        {
+            tracing::warn!(channel, client = %info.client, "could not publish a join: {e}");
         }
     }
 
     /// Undoes [`Node::joined`] for a subscription that has ended (unsubscribed by the client or
-    /// the server, or its connection closed): removes the presence entry and sends the leave
-    /// push.
+    /// the server, or its connection closed): removes the presence entry, publishes the leave,
+    /// and unsubscribes the node from the channel at the broker if it was the last local
+    /// subscriber.
     pub async fn left(&self, channel: &str, client: &ClientHandle, flags: SubFlags) {
         let mut info = None;
         if flags.presence {
@@ -304,8 +339,11 @@ impl Node {
         }
         if flags.join_leave {
             let info = info.unwrap_or_else(|| client.info());
-            self.announce(&Push::leave(channel, info));
+            if let Err(e) = self.broker.publish_leave(channel, &info).await {
+                tracing::warn!(channel, client = %client.id, "could not publish a leave: {e}");
+            }
         }
+        self.release(channel).await;
     }
 
     /// Queues a join or leave push for the channel's subscribers that want them.
@@ -326,6 +364,27 @@ impl Node {
         }
     }
 
+    /// Refreshes this node's presence entries every `client.presence_update_interval` until
+    /// the node shuts down, when its presence manager expires entries ([`PresenceManager::ttl`]):
+    /// so a shared store drops the clients of a node that crashed, and only those. Returns at
+    /// once for a manager whose entries do not expire (the embedded one).
+    pub async fn refresh_presence(&self) {
+        if self.presence.ttl().is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(self.config.client.presence_update_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = self.presence.refresh().await {
+                tracing::warn!("could not refresh this node's presence entries: {e}");
+            }
+        }
+    }
+
     /// History options of a namespace.
     pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
         HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
@@ -334,6 +393,58 @@ impl Node {
     /// Seconds since the node started.
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+/// The node as its broker's event handler: every publication, join and leave of a channel
+/// with local subscribers comes through here, from this node's publishers or another's.
+/// Weak, so that the engine does not keep a stopped node alive.
+struct BrokerEvents(std::sync::Weak<Node>);
+
+impl BrokerEventHandler for BrokerEvents {
+    fn handle_publication(&self, channel: &str, publication: &Publication, delta: bool) {
+        if let Some(node) = self.0.upgrade() {
+            node.deliver(channel, publication, delta);
+        }
+    }
+
+    fn handle_join(&self, channel: &str, info: &ClientInfo) {
+        if let Some(node) = self.0.upgrade() {
+            node.announce(&Push::join(channel, info.clone()));
+        }
+    }
+
+    fn handle_leave(&self, channel: &str, info: &ClientInfo) {
+        if let Some(node) = self.0.upgrade() {
+            node.announce(&Push::leave(channel, info.clone()));
+        }
+    }
+}
+
+/// Per-channel async locks, sharded: a channel's broker subscription and unsubscription take
+/// its shard's lock, so they happen in the order the hub saw its first and last subscriber.
+/// Taken only on subscribe and on a channel's last unsubscribe, never on fan-out.
+struct ChannelLocks {
+    shards: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl ChannelLocks {
+    const SHARDS: usize = 64;
+
+    fn new() -> Self {
+        ChannelLocks {
+            shards: (0..Self::SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    async fn lock(&self, channel: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let shard = (self.hasher.hash_one(channel) as usize) % Self::SHARDS;
+        self.shards[shard].lock().await
     }
 }
 
@@ -394,5 +505,246 @@ impl std::ops::Deref for LiveConnection {
 impl Drop for LiveConnection {
     fn drop(&mut self) {
         self.0.live_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cmd::test_support::{client, drain, node_with, raw};
+    use crate::config::Durability;
+    use crate::engine::EngineError;
+
+    /// The offsets of the publication pushes queued for `client`.
+    fn offsets(client: &ClientHandle) -> Vec<u64> {
+        drain(client)
+            .0
+            .iter()
+            .map(|text| {
+                let push: serde_json::Value = serde_json::from_str(text).unwrap();
+                push["push"]["pub"]["offset"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    /// What a client subscribe does (see `Client::join`): subscribe pending, read the top,
+    /// activate after it. Publications racing it reach the client exactly once each: those
+    /// up to the top are in the stream (the client reads them by recovery), the ones after
+    /// it are queued, in offset order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscribe_racing_publishes_neither_loses_nor_duplicates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_with(|c| {
+            c.data_dir = dir.path().into();
+            c.history.durability = Durability::Os;
+            let chat = &mut c.channel.namespaces[0].options;
+            chat.history_size = 1000;
+            chat.history_ttl = std::time::Duration::from_secs(60);
+        });
+        const PUBLISHES: u64 = 40;
+        for round in 0..20 {
+            let channel = format!("chat:{round}");
+            let publisher = {
+                let (node, channel) = (node.clone(), channel.clone());
+                tokio::spawn(async move {
+                    for i in 0..PUBLISHES {
+                        let data = raw(&i.to_string());
+                        node.publish(&channel, data, PublishOptions::default())
+                            .await
+                            .unwrap();
+                    }
+                })
+            };
+            // Let the publisher get ahead by a varying amount.
+            for _ in 0..round {
+                tokio::task::yield_now().await;
+            }
+            let c = client(&node, &format!("c{round}"), "u");
+            node.subscribe_pending(&channel, &c, SubFlags::default(), Selection::default())
+                .await
+                .unwrap();
+            let (_, namespace) = node.resolve_channel(&channel).unwrap();
+            let options = node.history_options(namespace);
+            let history = node.history.clone().unwrap();
+            let top = history.top(&channel, options).await.unwrap().offset;
+            node.hub.activate(&channel, &c, top);
+            publisher.await.unwrap();
+            // Each publish resolved after its delivery: everything is queued by now.
+            assert_eq!(
+                offsets(&c),
+                (top + 1..=PUBLISHES).collect::<Vec<_>>(),
+                "round {round}: top {top}"
+            );
+        }
+    }
+
+    /// Records the broker subscriptions of a node over the embedded broker.
+    struct Recording {
+        inner: crate::engine::EmbeddedBroker,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl History for Recording {
+        fn read<'a>(
+            &'a self,
+            channel: &'a str,
+            filter: crate::engine::HistoryFilter,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::HistoryResult, EngineError>>
+        {
+            self.inner.read(channel, filter, options)
+        }
+        fn top<'a>(
+            &'a self,
+            channel: &'a str,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::StreamPosition, EngineError>>
+        {
+            self.inner.top(channel, options)
+        }
+        fn recover<'a>(
+            &'a self,
+            channel: &'a str,
+            since: crate::engine::StreamPosition,
+            limit: usize,
+            options: HistoryOptions,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::engine::Recovery, EngineError>> {
+            self.inner.recover(channel, since, limit, options)
+        }
+        fn remove<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            History::remove(&self.inner, channel)
+        }
+    }
+
+    impl Broker for Recording {
+        fn set_handler(&self, handler: Arc<dyn BrokerEventHandler>) {
+            self.inner.set_handler(handler);
+        }
+        fn publish(
+            &self,
+            request: AppendRequest,
+        ) -> crate::engine::BoxFuture<'_, Result<crate::engine::AppendResult, EngineError>>
+        {
+            self.inner.publish(request)
+        }
+        fn publish_join<'a>(
+            &'a self,
+            channel: &'a str,
+            info: &'a ClientInfo,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.inner.publish_join(channel, info)
+        }
+        fn publish_leave<'a>(
+            &'a self,
+            channel: &'a str,
+            info: &'a ClientInfo,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.inner.publish_leave(channel, info)
+        }
+        fn subscribe<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("subscribe {channel}"));
+            self.inner.subscribe(channel)
+        }
+        fn unsubscribe<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> crate::engine::BoxFuture<'a, Result<(), EngineError>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("unsubscribe {channel}"));
+            self.inner.unsubscribe(channel)
+        }
+    }
+
+    /// The node subscribes itself to a channel at the broker for its first local subscriber
+    /// only, and unsubscribes after the last one left, however the subscriptions end.
+    #[tokio::test]
+    async fn the_broker_is_subscribed_on_the_first_subscriber_and_unsubscribed_after_the_last() {
+        let config = Config::default();
+        let broker = Arc::new(Recording {
+            inner: crate::engine::EmbeddedBroker::new(None),
+            calls: Default::default(),
+        });
+        let engine = crate::engine::Engine {
+            broker: broker.clone(),
+            ..crate::engine::build(&config).unwrap()
+        };
+        let node = Node::with_engine(config, engine).unwrap();
+        let (a, b) = (client(&node, "a", "alice"), client(&node, "b", "bob"));
+        let subscribe =
+            |c| node.subscribe_pending("news", c, SubFlags::default(), Selection::default());
+        subscribe(&a).await.unwrap();
+        subscribe(&b).await.unwrap();
+        node.hub.activate("news", &a, 0);
+        node.hub.activate("news", &b, 0);
+        let flags = node.hub.unsubscribe("news", &a).unwrap();
+        node.left("news", &a, flags).await;
+        assert_eq!(*broker.calls.lock().unwrap(), ["subscribe news"]);
+        // The last one goes with its connection.
+        for (channel, flags) in node.hub.remove_client(&b) {
+            node.left(&channel, &b, flags).await;
+        }
+        assert_eq!(
+            *broker.calls.lock().unwrap(),
+            ["subscribe news", "unsubscribe news"]
+        );
+        // A subscribe that fails before activation gives the channel back too.
+        subscribe(&a).await.unwrap();
+        node.cancel_subscribe("news", &a).await;
+        assert_eq!(broker.calls.lock().unwrap().len(), 4);
+        // A publication reaches subscribers through the broker's handler.
+        subscribe(&a).await.unwrap();
+        node.hub.activate("news", &a, 0);
+        node.publish("news", raw("1"), PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            drain(&a).0,
+            [r#"{"push":{"channel":"news","pub":{"data":1}}}"#]
+        );
+    }
+
+    /// Publishes from many tasks into one channel reach a subscriber in strictly increasing
+    /// offsets, none missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_publishers_reach_a_subscriber_in_offset_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_with(|c| {
+            c.data_dir = dir.path().into();
+            c.history.durability = Durability::Os;
+            let chat = &mut c.channel.namespaces[0].options;
+            chat.history_size = 1000;
+            chat.history_ttl = std::time::Duration::from_secs(60);
+        });
+        let c = client(&node, "c", "u");
+        assert!(node.hub.subscribe("chat:race", &c));
+        const TASKS: u64 = 8;
+        const EACH: u64 = 30;
+        let publishers: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    for i in 0..EACH {
+                        node.publish("chat:race", raw(&i.to_string()), Default::default())
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        assert_eq!(offsets(&c), (1..=TASKS * EACH).collect::<Vec<_>>());
     }
 }

@@ -506,3 +506,33 @@ async fn demo_publish_uses_the_demo_api_key() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("\"offset\": 1"));
 }
+
+/// An engine Herald does not implement (`engine.type`, a separate `broker` or
+/// `presence_manager`) stops the server at start-up, naming the option: running on the
+/// embedded engine instead would silently leave other nodes without its publications.
+#[tokio::test]
+async fn an_unimplemented_engine_stops_the_server_naming_the_option() {
+    for (patch, name) in [
+        (json!({"engine": {"type": "redis"}}), "engine.type"),
+        (json!({"broker": {"enabled": true}}), "broker.enabled"),
+        (
+            json!({"presence_manager": {"enabled": true}}),
+            "presence_manager.enabled",
+        ),
+    ] {
+        let mut config = base_config();
+        merge(&mut config, patch);
+        let (dir, path) = config_dir(&config);
+        let output = run_cli(&["-c", &path], dir.path()).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{name}: started; stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{name}: ")) && stderr.contains("not implemented"),
+            "{name} not named:\n{stderr}"
+        );
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
+}

@@ -1,10 +1,13 @@
-//! The engine boundary: where a channel's history lives ([`History`]), who is in a channel
-//! ([`Presence`]) and how a publication reaches every node ([`Broker`]).
+//! The engine seam: how a publication reaches every node with subscribers and where channel
+//! history lives ([`Broker`], with its read side [`History`]), who is in a channel
+//! ([`PresenceManager`]), and how one node acts on connections of another ([`Controller`]).
 //!
-//! The client and hub code talk to these two traits only, so that other engines (Redis, NATS)
-//! can be swapped in later without touching them. The embedded engine is the default:
-//! [`embedded::EmbeddedHistory`] keeps durable per-channel streams in SQLite under `data_dir`,
-//! and [`LocalBroker`] delivers to this node only.
+//! The node, client and API code talk to these traits only; [`build`] picks their
+//! implementations from the config, once, at start-up. An engine spanning nodes (Redis, NATS)
+//! is added by implementing the three traits and a branch in [`build`]; nothing above them
+//! changes. The embedded engine, the default, is one node: [`embedded::EmbeddedBroker`] over
+//! durable per-channel streams in SQLite under `data_dir` ([`embedded::EmbeddedHistory`]),
+//! [`MemoryPresence`] and [`LocalController`].
 //!
 //! # Streams, offsets and epochs
 //!
@@ -18,18 +21,24 @@
 //!
 //! # Calling it (node / client)
 //!
-//! * publish: [`History::append`] when the namespace keeps history (and the publish does not
-//!   `skip_history`), then fan out [`AppendResult::publication`] (absent for an idempotent
-//!   duplicate, which must not be delivered again) with the returned position;
+//! * publish: [`Broker::publish`] — appended first when the namespace keeps history (and the
+//!   publish does not `skip_history`), then handed to every subscribed node's
+//!   [`BrokerEventHandler`] in offset order; a duplicate (`idempotency_key`) or stale
+//!   (`version`) publication is answered and not delivered;
+//! * join / leave: [`Broker::publish_join`], [`Broker::publish_leave`];
+//! * a channel's first local subscriber / last one gone: [`Broker::subscribe`] /
+//!   [`Broker::unsubscribe`];
 //! * subscribe on a positioned / recoverable channel: [`History::top`] for the reply's
 //!   `epoch`+`offset`, or [`History::recover`] when the client asks to recover;
-//! * `history` command / API: [`History::read`];
-//! * `history_remove`: [`History::remove`];
-//! * `idempotency_key` on a publish that does not go to history: [`RecentKeys::insert`].
+//! * `history` command / API: [`History::read`]; `history_remove`: [`History::remove`];
+//! * presence: [`PresenceManager`]; API `disconnect`/`unsubscribe`/`refresh`/`info`:
+//!   [`Controller`].
 
 pub mod embedded;
 
 mod broker;
+mod build;
+mod controller;
 mod idempotency;
 mod presence;
 
@@ -39,16 +48,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use broker::{Broker, BrokerHandler, LocalBroker};
-pub use embedded::{EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
+pub use broker::{Broker, BrokerEventHandler};
+pub use build::{BuildError, Engine, Unimplemented, build, unimplemented};
+pub use controller::{
+    ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo, Target,
+};
+pub use embedded::{EmbeddedBroker, EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
 pub use idempotency::RecentKeys;
-pub use presence::{MemoryPresence, Presence, PresenceStats};
+pub use presence::{MemoryPresence, PresenceManager, PresenceStats};
 
 use crate::config::NamespaceOptions;
 use crate::protocol::{self, ClientInfo, Publication, Raw};
 
 /// A boxed, sendable future: what the engine traits return, so that they stay dyn-compatible
-/// (`Arc<dyn History>`).
+/// (`Arc<dyn Broker>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A position in a channel's stream.
@@ -145,7 +158,8 @@ impl StoredPublication {
     }
 }
 
-/// A publication to append to a channel's stream.
+/// A publication to publish ([`Broker::publish`]), and to append to its channel's stream when
+/// `options` keeps a history.
 #[derive(Debug)]
 pub struct AppendRequest {
     /// The channel.
@@ -156,7 +170,8 @@ pub struct AppendRequest {
     pub info: Option<ClientInfo>,
     /// Publication tags.
     pub tags: BTreeMap<String, String>,
-    /// The channel's retention; must be [`HistoryOptions::enabled`].
+    /// The channel's retention; [`HistoryOptions::default`] (not enabled) when the publication
+    /// is not kept.
     pub options: HistoryOptions,
     /// Publish `idempotency_key`: a second append with the same key in the same channel within
     /// the idempotency window returns the first result, marked `duplicate`.
@@ -189,8 +204,8 @@ impl AppendRequest {
     }
 }
 
-/// What an append turned into. Returned only once the publication is durable (per
-/// `history.durability`).
+/// What a publish turned into. Returned only once the publication is durable (per
+/// `history.durability`) and handed to the broker's event handler.
 #[derive(Clone, Debug)]
 pub struct AppendResult {
     /// The publication's position (for a duplicate: the first publication's).
@@ -201,7 +216,8 @@ pub struct AppendResult {
     /// The publication's `version` was not newer than the stream's: nothing was appended
     /// (no offset used), nothing must be delivered, and `position` is the stream's top.
     pub suppressed: bool,
-    /// The stored publication to fan out; `None` exactly when `duplicate` or `suppressed`.
+    /// The stored publication (already handed to the event handler); `None` when `duplicate`
+    /// or `suppressed`, or when the publication was not kept.
     pub publication: Option<Arc<StoredPublication>>,
 }
 
@@ -294,13 +310,9 @@ impl EngineError {
     }
 }
 
-/// Per-channel history streams. Implementations are shared (`Arc<dyn History>`) by every
-/// client task and the server API.
+/// The read side of per-channel history streams: what the client protocol and the API ask of
+/// a [`Broker`] (appending is [`Broker::publish`]'s, atomically with the publication).
 pub trait History: Send + Sync + 'static {
-    /// Appends a publication: assigns the next offset and stores it durably before the
-    /// future resolves. Appends to one channel are ordered as they were called.
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendResult, EngineError>>;
-
     /// Reads publications per `filter`, plus the current top. A `since` with another epoch is
     /// [`EngineError::UnrecoverablePosition`]; reverse from offset 0 is a bad request.
     fn read<'a>(
@@ -333,16 +345,9 @@ pub trait History: Send + Sync + 'static {
     /// Removes the channel's publications (`history_remove`); epoch and offset stay, so
     /// positions before the removal become unrecoverable and later ones keep working.
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
-
-    /// Sets what is done with each appended publication once it is durable: called once per
-    /// non-duplicate publication, in offset order per channel, before its publisher's append
-    /// resolves. This is how publications reach subscribers in exactly the order of their
-    /// offsets, however many publishers race (a subscriber that saw offset 7 before 6 would
-    /// recover 7 again after a reconnect).
-    fn set_delivery(&self, delivery: Delivery);
 }
 
-/// The delivery hook of [`History::set_delivery`]: channel, publication, and whether its
+/// The delivery hook of [`EmbeddedHistory::set_delivery`]: channel, publication, and whether its
 /// publish asked for delta compression ([`AppendRequest::delta`]). It runs on the engine's
 /// own thread, so it must be quick and must not block (queue, don't write).
 pub type Delivery = Arc<dyn Fn(&str, &StoredPublication, bool) + Send + Sync>;

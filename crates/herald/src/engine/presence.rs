@@ -1,15 +1,18 @@
-//! [`Presence`]: who is subscribed to a channel, for the `presence` and `presence_stats`
+//! [`PresenceManager`]: who is subscribed to a channel, for the `presence` and `presence_stats`
 //! commands and API methods, and [`MemoryPresence`], the embedded engine's store.
 //!
-//! The client and API code talk to the trait only: a Redis engine can keep presence across
-//! nodes (with entries refreshed every `presence_update_interval` and expiring after
-//! `presence_ttl`), while the embedded one keeps it in this node's memory, where an entry lives
-//! exactly as long as its subscription — it is removed when the client unsubscribes or its
-//! connection ends for whatever reason (close, reset, missed pongs).
+//! The client and API code talk to the trait only. A shared store (Redis) keeps presence
+//! across nodes: its entries expire after [`PresenceManager::ttl`] unless the node that added
+//! them refreshes them ([`PresenceManager::refresh`], called by the node every
+//! `client.presence_update_interval`), so a crashed node's clients vanish by themselves. The
+//! embedded one keeps it in this node's memory, where an entry lives exactly as long as its
+//! subscription — it is removed when the client unsubscribes or its connection ends for
+//! whatever reason (close, reset, missed pongs) — so it needs neither.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{BoxFuture, EngineError};
 use crate::protocol::ClientInfo;
@@ -36,8 +39,8 @@ impl From<PresenceStats> for crate::protocol::PresenceStatsResult {
     }
 }
 
-/// Where presence lives. Shared (`Arc<dyn Presence>`) by every client task and the API.
-pub trait Presence: Send + Sync + 'static {
+/// Where presence lives. Shared (`Arc<dyn PresenceManager>`) by every client task and the API.
+pub trait PresenceManager: Send + Sync + 'static {
     /// Records (or replaces) `info.client`'s entry in `channel`.
     fn add<'a>(
         &'a self,
@@ -60,6 +63,20 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Counts of `channel`'s entries.
     fn stats<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<PresenceStats, EngineError>>;
+
+    /// How long an entry lives unless it is refreshed; `None` when entries live until removed
+    /// (a store only this node writes to). With `Some`, the node calls [`Self::refresh`]
+    /// periodically, well within the TTL.
+    fn ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Extends the life of every entry this node added and has not removed, so that a shared
+    /// store expires only the entries of nodes that stopped refreshing (crashed). Nothing to do
+    /// for a store without [`Self::ttl`].
+    fn refresh(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// One channel's presence: entries by client id, and how many entries each user has (so that
@@ -163,7 +180,7 @@ impl MemoryPresence {
     }
 }
 
-impl Presence for MemoryPresence {
+impl PresenceManager for MemoryPresence {
     fn add<'a>(
         &'a self,
         channel: &'a str,

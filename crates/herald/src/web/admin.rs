@@ -118,7 +118,7 @@ where
     };
     match endpoint {
         "logout" => logout(node, req.method(), session),
-        "stats" => stats(node),
+        "stats" => stats(node).await,
         "users" => users(node),
         method if METHODS.contains(&method) => command(node, method, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -313,8 +313,8 @@ fn counters(text: &str) -> Counters {
     c
 }
 
-fn stats(node: &Arc<Node>) -> HttpResponse {
-    let info = match info::execute(node, info::InfoRequest {}) {
+async fn stats(node: &Arc<Node>) -> HttpResponse {
+    let info = match info::execute(node, info::InfoRequest {}).await {
         Ok(info) => info,
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.message),
     };

@@ -7,10 +7,10 @@
 
 use serde::Deserialize;
 
-use super::{bad_request, target_clients};
+use super::bad_request;
+use crate::engine::ControlCommand;
 use crate::node::Node;
 use crate::protocol::{self, Disconnect, nullable, object};
-use crate::ws::CloseCode;
 
 /// Longest close reason that fits a WebSocket close frame.
 const MAX_REASON_BYTES: usize = 123;
@@ -53,19 +53,25 @@ pub struct DisconnectSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DisconnectResult {}
 
-/// Asks each targeted connection not in the whitelist to close.
+/// Asks each targeted connection not in the whitelist to close, on whatever node it is
+/// (through the engine's controller).
 ///
 /// Errors: 107 for a missing user, a code outside 3000..=4999 or a reason over 123 bytes;
-/// a `session` that names none of them is not an error.
-pub fn execute(node: &Node, req: DisconnectRequest) -> Result<DisconnectResult, protocol::Error> {
+/// 100 when the command cannot reach the nodes. A `session` that names none of them is not an
+/// error.
+pub async fn execute(
+    node: &Node,
+    req: DisconnectRequest,
+) -> Result<DisconnectResult, protocol::Error> {
     let (code, reason) = close_code_and_reason(req.disconnect)?;
-    let targets = target_clients(node, &req.user, &req.client, &req.session)?;
-    for client in targets {
-        if req.whitelist.iter().any(|w| client.id == **w) {
-            continue;
-        }
-        client.outbox.close(CloseCode(code), &reason);
-    }
+    let target = super::target(req.user, req.client, req.session)?;
+    let command = ControlCommand::Disconnect {
+        target,
+        whitelist: req.whitelist,
+        code,
+        reason,
+    };
+    super::send(node, command).await?;
     Ok(DisconnectResult {})
 }
 
@@ -111,8 +117,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn closes_the_users_connections_except_the_whitelist() {
+    #[tokio::test]
+    async fn closes_the_users_connections_except_the_whitelist() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -120,15 +126,15 @@ mod tests {
         let b = client(&node, "b", "bob");
         let mut req = request("alice");
         req.whitelist = vec!["a2".into()];
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert!(a1.outbox.is_closed() && a3.outbox.is_closed());
         assert!(!a2.outbox.is_closed());
         assert!(!b.outbox.is_closed());
         assert_eq!(drain(&a1).1, Some((3503, "force disconnect".into())));
     }
 
-    #[test]
-    fn one_connection() {
+    #[tokio::test]
+    async fn one_connection() {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
@@ -138,7 +144,7 @@ mod tests {
             code: 4501,
             reason: "banned".into(),
         });
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert!(a1.outbox.is_closed() && !a2.outbox.is_closed());
         assert_eq!(drain(&a1).1, Some((4501, "banned".into())));
     }
@@ -181,17 +187,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn errors() {
+    #[tokio::test]
+    async fn errors() {
         let node = node();
         let a = client(&node, "a", "alice");
-        assert_eq!(execute(&node, request("")).unwrap_err().code, 107);
+        assert_eq!(execute(&node, request("")).await.unwrap_err().code, 107);
         let mut req = request("alice");
         req.disconnect = Some(DisconnectSpec {
             code: 1000,
             reason: String::new(),
         });
-        assert_eq!(execute(&node, req).unwrap_err().code, 107);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 107);
         assert!(!a.outbox.is_closed());
     }
 }

@@ -122,14 +122,14 @@ impl Command {
             Command::Broadcast(req) => to_raw(&broadcast::execute(node, req).await?),
             Command::Subscribe(req) => to_raw(&subscribe::execute(node, req).await?),
             Command::Unsubscribe(req) => to_raw(&unsubscribe::execute(node, req).await?),
-            Command::Disconnect(req) => to_raw(&disconnect::execute(node, req)?),
+            Command::Disconnect(req) => to_raw(&disconnect::execute(node, req).await?),
             Command::Channels(req) => to_raw(&channels::execute(node, req)?),
-            Command::Info(req) => to_raw(&info::execute(node, req)?),
+            Command::Info(req) => to_raw(&info::execute(node, req).await?),
             Command::History(req) => to_raw(&history::execute(node, req).await?),
             Command::HistoryRemove(req) => to_raw(&history_remove::execute(node, req).await?),
             Command::Presence(req) => to_raw(&presence::execute(node, req).await?),
             Command::PresenceStats(req) => to_raw(&presence_stats::execute(node, req).await?),
-            Command::Refresh(req) => to_raw(&refresh::execute(node, req)?),
+            Command::Refresh(req) => to_raw(&refresh::execute(node, req).await?),
             Command::NotAvailable(method) => Err(protocol::Error::new(
                 108,
                 format!("not available: Herald does not support the {method} API method yet"),
@@ -271,6 +271,35 @@ pub fn target_clients(
         targets.retain(|c| node.hub.has_session(c, session));
     }
     Ok(targets)
+}
+
+/// The connections a control command targets: `user`'s, or the one connection `client`,
+/// narrowed to `session`. Error 107 when neither a user nor a client is given.
+pub fn target(
+    user: String,
+    client: String,
+    session: String,
+) -> Result<crate::engine::Target, protocol::Error> {
+    if user.is_empty() && client.is_empty() {
+        return Err(bad_request("user is required"));
+    }
+    Ok(crate::engine::Target {
+        user,
+        client,
+        session,
+    })
+}
+
+/// Sends a control command to every node (this one included) through the engine's
+/// controller. Error 100 when it cannot reach them.
+pub async fn send(
+    node: &Node,
+    command: crate::engine::ControlCommand,
+) -> Result<(), protocol::Error> {
+    node.controller.send(command).await.map_err(|e| {
+        tracing::error!("cannot send a control command: {e}");
+        e.to_protocol()
+    })
 }
 
 #[cfg(test)]

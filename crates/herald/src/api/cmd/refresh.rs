@@ -7,10 +7,10 @@
 
 use serde::Deserialize;
 
-use super::{not_available, target_clients};
-use crate::node::{Node, unix_now};
-use crate::protocol::{self, Disconnect, Raw, nullable};
-use crate::ws::CloseCode;
+use super::not_available;
+use crate::engine::ControlCommand;
+use crate::node::Node;
+use crate::protocol::{self, Raw, nullable};
 
 /// Request of `refresh`.
 #[derive(Debug, Default, Deserialize)]
@@ -40,25 +40,22 @@ pub struct RefreshRequest {
 pub struct RefreshResult {}
 
 /// Sets the expiry of the targeted connections, or closes them when `expired` (or when
-/// `expire_at` is already past).
+/// `expire_at` is already past), on whatever node they are (through the engine's controller).
 ///
-/// Errors: 107 for a missing user; 108 for `info`.
-pub fn execute(node: &Node, req: RefreshRequest) -> Result<RefreshResult, protocol::Error> {
+/// Errors: 107 for a missing user; 108 for `info`; 100 when the command cannot reach the
+/// nodes.
+pub async fn execute(node: &Node, req: RefreshRequest) -> Result<RefreshResult, protocol::Error> {
     if req.info.is_some() {
         return Err(not_available(
             "connection info can not be changed by refresh in Herald",
         ));
     }
-    let targets = target_clients(node, &req.user, &req.client, &req.session)?;
-    let expired = req.expired || (req.expire_at > 0 && req.expire_at <= unix_now());
-    for client in targets {
-        if expired {
-            let close = Disconnect::EXPIRED;
-            client.outbox.close(CloseCode(close.code), close.reason);
-        } else {
-            client.set_expiry((req.expire_at > 0).then_some(req.expire_at));
-        }
-    }
+    let command = ControlCommand::Refresh {
+        target: super::target(req.user, req.client, req.session)?,
+        expired: req.expired,
+        expire_at: req.expire_at,
+    };
+    super::send(node, command).await?;
     Ok(RefreshResult {})
 }
 
@@ -66,9 +63,10 @@ pub fn execute(node: &Node, req: RefreshRequest) -> Result<RefreshResult, protoc
 mod tests {
     use super::super::test_support::*;
     use super::*;
+    use crate::node::unix_now;
 
-    #[test]
-    fn sets_expiry_or_closes_the_users_connections() {
+    #[tokio::test]
+    async fn sets_expiry_or_closes_the_users_connections() {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
@@ -78,7 +76,7 @@ mod tests {
             expire_at: later,
             ..RefreshRequest::default()
         };
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert_eq!(a.take_expiry(), Some(Some(later)));
         assert_eq!(a.take_expiry(), None, "taken once");
         assert_eq!(b.take_expiry(), None);
@@ -89,7 +87,7 @@ mod tests {
             expired: true,
             ..RefreshRequest::default()
         };
-        execute(&node, req).unwrap();
+        execute(&node, req).await.unwrap();
         assert_eq!(drain(&a).1, Some((3005, "connection expired".into())));
         assert!(!b.outbox.is_closed());
 
@@ -98,9 +96,12 @@ mod tests {
             info: Some(raw("{}")),
             ..RefreshRequest::default()
         };
-        assert_eq!(execute(&node, req).unwrap_err().code, 108);
+        assert_eq!(execute(&node, req).await.unwrap_err().code, 108);
         assert_eq!(
-            execute(&node, RefreshRequest::default()).unwrap_err().code,
+            execute(&node, RefreshRequest::default())
+                .await
+                .unwrap_err()
+                .code,
             107
         );
     }

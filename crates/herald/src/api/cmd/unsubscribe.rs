@@ -6,9 +6,10 @@
 
 use serde::Deserialize;
 
-use super::{check_channel, push_message, target_clients};
+use super::check_channel;
+use crate::engine::ControlCommand;
 use crate::node::Node;
-use crate::protocol::{self, Push, Unsubscribe, nullable};
+use crate::protocol::{self, nullable};
 
 /// Request of `unsubscribe`.
 #[derive(Debug, Default, Deserialize)]
@@ -33,33 +34,21 @@ pub struct UnsubscribeRequest {
 pub struct UnsubscribeResult {}
 
 /// Unsubscribes the targeted connections and queues an `unsubscribe` push (2000) to each one
-/// that was subscribed.
+/// that was subscribed, on whatever node they are (through the engine's controller).
 ///
 /// Errors: 107 for a missing user or a missing or malformed channel; 102 for an unknown
-/// namespace. A `session` that names none of them is not an error.
+/// namespace; 100 when the command cannot reach the nodes. A `session` that names none of them
+/// is not an error.
 pub async fn execute(
     node: &Node,
     req: UnsubscribeRequest,
 ) -> Result<UnsubscribeResult, protocol::Error> {
     check_channel(node, &req.channel)?;
-    let targets = target_clients(node, &req.user, &req.client, &req.session)?;
-    let mut message = None;
-    for client in targets {
-        // Leave the channel first, so that no publication follows the unsubscribe push.
-        let Some(flags) = node.hub.unsubscribe(&req.channel, &client) else {
-            continue;
-        };
-        let message = match &message {
-            Some(m) => m,
-            None => message.insert(push_message(&Push::unsubscribe(
-                req.channel.as_str(),
-                Unsubscribe::SERVER,
-            ))?),
-        };
-        // A closed queue means the connection is going away anyway.
-        let _ = client.outbox.push(message.clone());
-        node.left(&req.channel, &client, flags).await;
-    }
+    let command = ControlCommand::Unsubscribe {
+        target: super::target(req.user, req.client, req.session)?,
+        channel: req.channel,
+    };
+    super::send(node, command).await?;
     Ok(UnsubscribeResult {})
 }
 

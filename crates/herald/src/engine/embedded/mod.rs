@@ -18,9 +18,12 @@
 //!
 //! The `writer` module has the group commit, `cache` the in-memory side, `store` the schema.
 
+mod broker;
 mod cache;
 mod store;
 mod writer;
+
+pub use broker::EmbeddedBroker;
 
 #[cfg(test)]
 mod tests;
@@ -738,14 +741,24 @@ fn from_cache(
     None
 }
 
-impl History for EmbeddedHistory {
-    fn set_delivery(&self, delivery: crate::engine::Delivery) {
+impl EmbeddedHistory {
+    /// Sets what is done with each appended publication once it is durable: called once per
+    /// non-duplicate publication, in offset order per channel, before its publisher's append
+    /// resolves. This is how publications reach subscribers in exactly the order of their
+    /// offsets, however many publishers race (a subscriber that saw offset 7 before 6 would
+    /// recover 7 again after a reconnect). [`super::EmbeddedBroker`] sets it.
+    pub fn set_delivery(&self, delivery: super::Delivery) {
         if self.shared.delivery.set(delivery).is_err() {
             tracing::warn!("history: the delivery hook was already set; keeping the first");
         }
     }
 
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendResult, EngineError>> {
+    /// Appends a publication: assigns the next offset and stores it durably before the
+    /// future resolves. Appends to one channel are ordered as they were called.
+    pub fn append(
+        &self,
+        request: AppendRequest,
+    ) -> BoxFuture<'_, Result<AppendResult, EngineError>> {
         let (tx, rx) = oneshot::channel();
         // Sent now, not when first polled: appends are ordered as called.
         let sent = self.tx.send(Cmd::Append(request, tx));
@@ -754,7 +767,9 @@ impl History for EmbeddedHistory {
             rx.await.map_err(|_| unavailable())?
         })
     }
+}
 
+impl History for EmbeddedHistory {
     fn read<'a>(
         &'a self,
         channel: &'a str,

@@ -33,7 +33,7 @@ fn payload(i: u64) -> Raw {
     raw(format!(r#"{{"n":{i}}}"#)).unwrap()
 }
 
-async fn append(h: &dyn History, channel: &str, i: u64, o: HistoryOptions) -> AppendResult {
+async fn append(h: &EmbeddedHistory, channel: &str, i: u64, o: HistoryOptions) -> AppendResult {
     h.append(AppendRequest::new(channel, payload(i), o))
         .await
         .unwrap()
@@ -101,7 +101,7 @@ async fn offsets_start_at_one_and_continue_after_reopen() {
 }
 
 /// Appends publication `i` with a version; returns (offset, suppressed).
-async fn append_versioned(h: &dyn History, i: u64, version: u64, epoch: &str) -> (u64, bool) {
+async fn append_versioned(h: &EmbeddedHistory, i: u64, version: u64, epoch: &str) -> (u64, bool) {
     let mut request = AppendRequest::new("v", payload(i), opts(100));
     request.version = version;
     request.version_epoch = epoch.into();
@@ -722,7 +722,7 @@ async fn group_commit_batches_concurrent_appends() {
     let tasks: Vec<_> = (0..1000u64)
         .map(|i| {
             let h = h.clone();
-            tokio::spawn(async move { append(&*h, &format!("g{}", i % 10), i, opts(1000)).await })
+            tokio::spawn(async move { append(&h, &format!("g{}", i % 10), i, opts(1000)).await })
         })
         .collect();
     for t in tasks {
@@ -755,7 +755,7 @@ async fn concurrent_appends_get_gapless_ordered_offsets() {
                 };
                 let mut got = Vec::with_capacity(1000);
                 for i in 0..1000 {
-                    let r = append(&*h, &channel, t * 10_000 + i, opts(100_000)).await;
+                    let r = append(&h, &channel, t * 10_000 + i, opts(100_000)).await;
                     got.push(r.position.offset);
                 }
                 (channel, got)
@@ -823,8 +823,8 @@ async fn from_config_uses_data_dir_and_durability() {
     };
     let ec = EmbeddedConfig::from_config(&c);
     assert_eq!(ec.durability, Durability::Os);
-    let h: Arc<dyn History> = Arc::new(EmbeddedHistory::from_config(&c).unwrap());
-    append(&*h, "c", 1, opts(5)).await;
+    let h = Arc::new(EmbeddedHistory::from_config(&c).unwrap());
+    append(&h, "c", 1, opts(5)).await;
     assert!(dir.path().join("nested").join(DATABASE_FILE).exists());
     let ns = crate::config::NamespaceOptions {
         history_size: 10,
