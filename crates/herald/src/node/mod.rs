@@ -1,5 +1,17 @@
 //! [`Node`]: the state one Herald process shares between its client connections, its server
-//! API and its background tasks, and the one publish path they all use.
+//! API and its background tasks, and the operations both the client protocol and the server
+//! API call, so that the two cannot drift: publish (here), subscribe with positioning and
+//! recovery ([`subscribe`]), history ([`history`]) and presence ([`presence`]). Who may do
+//! what is the node's [`Policy`]'s to say, asked by the client protocol before it calls these.
+
+mod history;
+mod presence;
+mod reply_room;
+mod subscribe;
+
+pub use history::{HistoryQuery, to_publications};
+pub use reply_room::ReplyRoom;
+pub use subscribe::Positioning;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +31,7 @@ const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3
 use crate::hub::{ClientHandle, Delivery, Hub, SubFlags};
 use crate::keepalive::PingWheel;
 use crate::metrics::Metrics;
+use crate::policy::{ConfigPolicy, Policy};
 use crate::protocol::{
     self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
 };
@@ -65,6 +78,9 @@ pub struct Node {
     pub unauthenticated: crate::http_guard::RequestGate,
     /// The admin log-in's rate limits and the admin sessions logged out.
     pub admin_guard: crate::web::admin_guard::AdminGuard,
+    /// Who may connect, subscribe, publish, refresh and call RPCs, when set with
+    /// [`Node::set_policy`]; unset, the configuration decides ([`ConfigPolicy`]).
+    policy: std::sync::OnceLock<Box<dyn Policy>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -172,6 +188,7 @@ impl Node {
                     config.http_server.unauthenticated_request_limit,
                 ),
                 admin_guard: crate::web::admin_guard::AdminGuard::new(),
+                policy: std::sync::OnceLock::new(),
                 config: Arc::new(config),
             }
         }))
@@ -329,6 +346,28 @@ impl Node {
     /// History options of a namespace.
     pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
         HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
+    }
+
+    /// The policy clients are checked against (see [`crate::policy`]).
+    pub fn policy(&self) -> &dyn Policy {
+        static CONFIGURED: ConfigPolicy = ConfigPolicy;
+        self.policy
+            .get()
+            .map_or(&CONFIGURED, |policy| policy.as_ref())
+    }
+
+    /// Replaces the configuration's policy with `policy` (a backend proxy, a test's). Once,
+    /// before the node serves: clients connected under one policy must not see another.
+    /// Gives `policy` back when one was set already.
+    pub fn set_policy(&self, policy: Box<dyn Policy>) -> Result<(), Box<dyn Policy>> {
+        self.policy.set(policy)
+    }
+
+    /// The room a connection with `queued` bytes waiting in its queue has for stored
+    /// publications in what it is sent next (see [`ReplyRoom`]).
+    pub fn reply_room(&self, queued: usize) -> ReplyRoom {
+        // The connection's byte budget, as `server.rs` sets it from `client.queue_max_size`.
+        ReplyRoom::new(self.config.client.queue_max_size.max(1024), queued)
     }
 
     /// Seconds since the node started.
