@@ -101,8 +101,8 @@ impl Aside {
 /// locals they are moved into on the first poll), which for the WebSocket is half a KiB more
 /// per connection. The state is made here and the `async` block uses it in place.
 pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()> + Send + 'static {
-    live.metrics.connection_opened();
-    let stale = live.config.client.stale_close_delay;
+    live.metrics().connection_opened();
+    let stale = live.config().client.stale_close_delay;
     let mut client = Client {
         state: State::Connecting,
         alarm_set: false,
@@ -122,7 +122,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
             // ringing came before the alarm was set is seen. Only then: the check takes the
             // token's lock, which every connection shares.
             if matches!(client.state, State::Connecting | State::Failed)
-                && client.node.shutdown.is_cancelled()
+                && client.node.shutdown().is_cancelled()
             {
                 client.close(&ws, Disconnect::SHUTDOWN);
             }
@@ -152,7 +152,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                              websocket.message_size_limit ({} bytes); raise that option if \
                              such messages are legitimate",
                             p.reason,
-                            client.node.config.websocket.message_size_limit
+                            client.node.config().websocket.message_size_limit
                         );
                     } else {
                         tracing::debug!(client = %client.id(), "connection ended: {e}");
@@ -160,7 +160,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                     if matches!(e, crate::ws::Error::WriteTimeout) {
                         // It stopped reading what it was sent: a slow consumer, dropped by
                         // its write timeout rather than by its queue's budget.
-                        client.node.metrics.slow_consumers(1);
+                        client.node.metrics().slow_consumers(1);
                     }
                     break;
                 }
@@ -181,7 +181,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         let mut leave = client.handle.take().map(|handle| {
             let node = Arc::clone(&client.node);
             Box::pin(async move {
-                for (channel, flags) in node.hub.remove_client(&handle) {
+                for (channel, flags) in node.hub().remove_client(&handle) {
                     node.left(&channel, &handle, flags).await;
                 }
             })
@@ -195,7 +195,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         })
         .await;
         let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
-        client.node.metrics.connection_closed(code);
+        client.node.metrics().connection_closed(code);
     }
 }
 
@@ -231,7 +231,7 @@ impl Client {
             return;
         }
         if let Some(next) = self.next_deadline() {
-            self.node.alarms.set(next, ws.outbox());
+            self.node.alarms().set(next, ws.outbox());
             self.alarm_set = true;
         }
     }
@@ -254,7 +254,7 @@ impl Client {
         self.alarm_set = false;
         let now = Instant::now();
         self.apply_api_refresh();
-        if self.node.shutdown.is_cancelled() {
+        if self.node.shutdown().is_cancelled() {
             return Some(Disconnect::SHUTDOWN);
         }
         if self.deadline.get().is_some_and(|t| t <= now) {
@@ -281,7 +281,7 @@ impl Client {
     /// Sets when the connection expires (unix seconds; `None`: never): it is closed
     /// `client.expired_close_delay` after that, unless refreshed.
     fn set_expiry(&mut self, at: Option<u64>) {
-        let delay = self.node.config.client.expired_close_delay;
+        let delay = self.node.config().client.expired_close_delay;
         let deadline = PackedInstant::from(at.map(|at| instant_of(at) + delay));
         if let Some(at) = deadline.get() {
             self.deadline_ahead(at);
@@ -323,7 +323,7 @@ impl Client {
                 break;
             }
         }
-        self.node.metrics.commands_in(count);
+        self.node.metrics().commands_in(count);
         self.flush_replies(ws);
         result
     }
@@ -346,7 +346,7 @@ impl Client {
         if let Err(crate::ws::PushError::Full) =
             ws.outbox().push_frame(replies.finish(OpCode::Text))
         {
-            self.node.metrics.slow_consumers(1);
+            self.node.metrics().slow_consumers(1);
         }
     }
 
@@ -465,7 +465,7 @@ impl Client {
             Method::None => return Err(Disconnect::BAD_REQUEST),
         }
         self.node
-            .metrics
+            .metrics()
             .command(method.as_str(), started.elapsed());
         Ok(())
     }
@@ -480,7 +480,7 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         let node = self.node.clone();
-        let config = &node.config.client;
+        let config = &node.config().client;
         let credentials = match node.policy().connect(&node, &request).await {
             Ok(credentials) => credentials,
             Err(Refusal::Error(error)) => {
@@ -498,7 +498,7 @@ impl Client {
         } = credentials;
         if config.user_connection_limit > 0
             && !user.is_empty()
-            && node.hub.user_clients(&user).len() >= config.user_connection_limit
+            && node.hub().user_clients(&user).len() >= config.user_connection_limit
         {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
@@ -508,7 +508,7 @@ impl Client {
             let channel = crate::channel::personal_channel(
                 &personal.personal_channel_namespace,
                 &user,
-                node.config.channel.naming(),
+                node.config().channel.naming(),
             );
             if !channels.iter().any(|(c, _)| *c == channel) {
                 channels.push((channel, SubscribeOptions::default()));
@@ -529,15 +529,15 @@ impl Client {
             conn_info,
             ws.outbox().clone(),
         ));
-        node.hub.add_client(handle.clone());
+        node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
             // Centrifugo gives one to connections of its HTTP-streaming, SSE and emulation
             // transports; Herald to every connection, so that the server API can target a
             // connection by it (`session`) on any transport.
-            session: node.hub.session_of(&handle),
+            session: node.hub().session_of(&handle),
             version: VERSION.to_owned(),
-            node: node.id.clone(),
+            node: node.id().to_owned(),
             ..ConnectResult::default()
         };
         if let Some(at) = expires_at {
@@ -593,7 +593,7 @@ impl Client {
                     joined.push((sub.channel, after, flags, chan_info));
                 }
                 Err(error) => {
-                    node.hub.remove_client(&handle);
+                    node.hub().remove_client(&handle);
                     self.state = State::Failed;
                     self.reply(&Reply::error(id, error));
                     return Ok(());
@@ -605,14 +605,14 @@ impl Client {
         // No longer stale-checked: pinged by the node's wheel instead, and closed when the
         // token expires.
         self.set_expiry(expires_at);
-        node.pings.add(&handle);
+        node.pings().add(&handle);
         let personal = &config.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !handle.user.is_empty() {
             // One connection per user (Centrifugo's single-connection mode): the newest wins,
             // the user's others are closed as over the connection limit, so their SDKs do not
             // reconnect and take the place back.
             let limit = Disconnect::CONNECTION_LIMIT;
-            for other in node.hub.user_clients(&handle.user) {
+            for other in node.hub().user_clients(&handle.user) {
                 if !Arc::ptr_eq(&other, &handle) {
                     other.outbox.close(CloseCode(limit.code), limit.reason);
                 }
@@ -798,7 +798,7 @@ impl Client {
         if handle.is_subscribed(&request.channel) {
             return Err(Refusal::Error(Error::ALREADY_SUBSCRIBED));
         }
-        let limit = node.config.client.channel_limit;
+        let limit = node.config().client.channel_limit;
         if limit > 0 && handle.channels().len() >= limit {
             return Err(Refusal::Error(Error::LIMIT_EXCEEDED));
         }
@@ -893,7 +893,7 @@ impl Client {
             return;
         };
         for (channel, _) in expired {
-            let Some(flags) = self.node.hub.unsubscribe(&channel, &handle) else {
+            let Some(flags) = self.node.hub().unsubscribe(&channel, &handle) else {
                 continue;
             };
             let push = Push::unsubscribe(channel.as_str(), Unsubscribe::EXPIRED);
@@ -982,7 +982,7 @@ impl Client {
             Err(Refusal::Error(error)) => return Ok(Err(error)),
             Err(Refusal::Disconnect(close)) => return Err(close),
         };
-        node.metrics.publication("client");
+        node.metrics().publication("client");
         let published = node
             .publish(
                 &request.channel,

@@ -141,7 +141,7 @@ async fn start(policy: Option<Box<dyn Policy>>) -> (Arc<Node>, String) {
     let url = format!(
         "ws://{}{}",
         server.local_addr().expect("address"),
-        herald::server::websocket_path(&node.config)
+        herald::server::websocket_path(node.config())
     );
     tokio::spawn(server.run());
     (node, url)
@@ -182,7 +182,7 @@ async fn the_client_asks_the_nodes_policy() {
         .call(json!({"rpc": {"method": "echo", "data": {"n": 1}}}))
         .await;
     assert_eq!(reply["rpc"]["data"], json!({"n": 1}), "{reply}");
-    node.shutdown.cancel();
+    node.shutdown().cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,5 +200,5 @@ async fn without_a_policy_the_configuration_decides() {
     };
     assert!(node.set_policy(Box::new(ConfigPolicy)).is_ok());
     assert!(node.set_policy(Box::new(second)).is_err());
-    node.shutdown.cancel();
+    node.shutdown().cancel();
 }

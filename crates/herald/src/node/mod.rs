@@ -40,44 +40,44 @@ use crate::ws::{FrameBuf, Message, OpCode};
 /// One Herald process.
 pub struct Node {
     /// The validated configuration.
-    pub config: Arc<Config>,
+    config: Arc<Config>,
     /// Local clients and subscriptions.
-    pub hub: Hub,
+    hub: Hub,
     /// The server pings of connected clients (turned by the task `Server::run` starts).
-    pub pings: PingWheel,
+    pings: PingWheel,
     /// Wakes client tasks at their deadlines (rung by the task `Server::run` starts).
-    pub alarms: AlarmClock,
+    alarms: AlarmClock,
     /// Connection and subscription token verification.
-    pub tokens: TokenVerifier,
+    tokens: TokenVerifier,
     /// Subscription token verification: `client.subscription_token` when enabled, else the same
     /// verifier as `tokens` (sharing its JWKS cache).
-    pub subscription_tokens: TokenVerifier,
+    subscription_tokens: TokenVerifier,
     /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    metrics: Metrics,
     /// This node's id (a UUID), as reported by `/api/info`.
-    pub id: String,
+    id: String,
     /// Human name of the node (host name and port).
-    pub name: String,
+    name: String,
     /// When the node started, for uptime.
-    pub started: Instant,
+    started: Instant,
     /// Cancelled when the node shuts down; client tasks watch it.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Channel history streams, when some namespace keeps history (`history_size` and
     /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
-    pub history: Option<Arc<dyn History>>,
+    history: Option<Arc<dyn History>>,
     /// Who is subscribed to channels whose namespace keeps presence.
-    pub presence: Arc<dyn Presence>,
+    presence: Arc<dyn Presence>,
     /// Idempotency keys of publications to channels without history (those with history keep
     /// theirs in the stream).
     recent_keys: RecentKeys,
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
-    pub live_connections: AtomicUsize,
+    live_connections: AtomicUsize,
     /// Requests whose body is being read before they are authorized (admin log-in, demo
     /// sign-in), capped by `http_server.unauthenticated_request_limit`.
-    pub unauthenticated: crate::http_guard::RequestGate,
+    unauthenticated: crate::http_guard::RequestGate,
     /// The admin log-in's rate limits and the admin sessions logged out.
-    pub admin_guard: crate::web::admin_guard::AdminGuard,
+    admin_guard: crate::web::admin_guard::AdminGuard,
     /// Who may connect, subscribe, publish, refresh and call RPCs, when set with
     /// [`Node::set_policy`]; unset, the configuration decides ([`ConfigPolicy`]).
     policy: std::sync::OnceLock<Box<dyn Policy>>,
@@ -192,6 +192,83 @@ impl Node {
                 config: Arc::new(config),
             }
         }))
+    }
+
+    /// The validated configuration (an `Arc`, for what must outlive a borrow of the node).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Local clients and subscriptions.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The server pings of connected clients (turned by the task `Server::run` starts).
+    pub fn pings(&self) -> &PingWheel {
+        &self.pings
+    }
+
+    /// Wakes client tasks at their deadlines (rung by the task `Server::run` starts).
+    pub fn alarms(&self) -> &AlarmClock {
+        &self.alarms
+    }
+
+    /// Connection token verification (`client.token`).
+    pub fn tokens(&self) -> &TokenVerifier {
+        &self.tokens
+    }
+
+    /// Subscription token verification (`client.subscription_token`, else `client.token`).
+    pub fn subscription_tokens(&self) -> &TokenVerifier {
+        &self.subscription_tokens
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// This node's id (a UUID), as reported by `/api/info`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Human name of the node (host name and port).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cancelled when the node shuts down; client tasks and servers watch it, `cancel` starts
+    /// the shutdown.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Channel history streams, when some namespace keeps history.
+    pub fn history(&self) -> Option<&Arc<dyn History>> {
+        self.history.as_ref()
+    }
+
+    /// Who is subscribed to channels whose namespace keeps presence.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
+    }
+
+    /// Open client connections, connected or not yet.
+    pub fn live_connections(&self) -> usize {
+        self.live_connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body is being read before they are authorized (see
+    /// `http_server.unauthenticated_request_limit`).
+    pub fn unauthenticated(&self) -> &crate::http_guard::RequestGate {
+        &self.unauthenticated
+    }
+
+    /// The admin log-in's rate limits and the admin sessions logged out.
+    pub fn admin_guard(&self) -> &crate::web::admin_guard::AdminGuard {
+        &self.admin_guard
     }
 
     /// Parses and validates a channel name and finds its namespace options.
@@ -368,6 +445,11 @@ impl Node {
     pub fn reply_room(&self, queued: usize) -> ReplyRoom {
         // The connection's byte budget, as `server.rs` sets it from `client.queue_max_size`.
         ReplyRoom::new(self.config.client.queue_max_size.max(1024), queued)
+    }
+
+    /// When the node started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Seconds since the node started.

@@ -34,7 +34,7 @@ impl super::Policy for ConfigPolicy {
     ) -> PolicyFuture<'a, Result<Option<u64>, Refusal>> {
         Box::pin(async move {
             let claims = match node
-                .tokens
+                .tokens()
                 .verify_connection_token(token, SystemTime::now())
                 .await
             {
@@ -71,7 +71,7 @@ impl super::Policy for ConfigPolicy {
     ) -> PolicyFuture<'a, Result<Option<u64>, Refusal>> {
         Box::pin(async move {
             let claims = match node
-                .subscription_tokens
+                .subscription_tokens()
                 .verify_subscription_token(token, SystemTime::now())
                 .await
             {
@@ -110,7 +110,7 @@ impl super::Policy for ConfigPolicy {
                     || (options.allow_publish_for_subscriber && subscribed))
                     && (!client.user.is_empty() || options.allow_publish_for_anonymous)
                     && (!parsed.private || subscribed))
-                    || node.config.client.insecure;
+                    || node.config().client.insecure;
                 if allowed {
                     Ok(PublishGrant::default())
                 } else {
@@ -132,7 +132,7 @@ impl super::Policy for ConfigPolicy {
         let allowed = ((options.allow_history_for_client
             || (options.allow_history_for_subscriber && subscribed))
             && (!client.user.is_empty() || options.allow_history_for_anonymous))
-            || node.config.client.insecure;
+            || node.config().client.insecure;
         if allowed {
             Ok(())
         } else {
@@ -151,7 +151,7 @@ impl super::Policy for ConfigPolicy {
         let allowed = ((options.allow_presence_for_client
             || (options.allow_presence_for_subscriber && subscribed))
             && (!client.user.is_empty() || options.allow_presence_for_anonymous))
-            || node.config.client.insecure;
+            || node.config().client.insecure;
         if allowed {
             Ok(())
         } else {
@@ -163,7 +163,7 @@ impl super::Policy for ConfigPolicy {
 /// `connect`: no token is an anonymous connection where the configuration allows one; a
 /// token is verified and gives the user, expiry, info and server-side subscriptions.
 async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, Refusal> {
-    let config = &node.config.client;
+    let config = &node.config().client;
     if request.token.is_empty() {
         // `client.insecure` (development only) lets anyone in as an anonymous user.
         if !config.allow_anonymous_connect_without_token && !config.insecure {
@@ -173,7 +173,7 @@ async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, R
         return Ok(Credentials::default());
     }
     match node
-        .tokens
+        .tokens()
         .verify_connection_token(&request.token, SystemTime::now())
         .await
     {
@@ -208,7 +208,7 @@ async fn subscribe(
     let (parsed, options) = node.resolve_channel(channel)?;
     if !token.is_empty() {
         let claims = node
-            .subscription_tokens
+            .subscription_tokens()
             .verify_subscription_token(token, SystemTime::now())
             .await
             .map_err(|e| match e {
@@ -241,7 +241,7 @@ async fn subscribe(
         return Err(Refusal::Error(Error::PERMISSION_DENIED));
     }
     // `client.insecure` (development only) opens every channel but private ones.
-    let insecure = node.config.client.insecure;
+    let insecure = node.config().client.insecure;
     if options.allow_user_limited_channels && parsed.is_user_limited() {
         return if parsed.allows_user(&client.user) || insecure {
             Ok(SubscribeGrant::default())

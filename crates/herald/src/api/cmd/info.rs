@@ -63,16 +63,16 @@ pub fn execute(node: &Node, _req: InfoRequest) -> Result<InfoResult, protocol::E
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Ok(InfoResult {
         nodes: vec![NodeInfo {
-            uid: node.id.clone(),
-            name: node.name.clone(),
+            uid: node.id().to_owned(),
+            name: node.name().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            num_clients: count(node.hub.num_clients()),
-            num_users: count(node.hub.num_users()),
-            num_channels: count(node.hub.num_channels()),
+            num_clients: count(node.hub().num_clients()),
+            num_users: count(node.hub().num_users()),
+            num_channels: count(node.hub().num_channels()),
             uptime: u32::try_from(node.uptime_secs()).unwrap_or(u32::MAX),
-            num_subs: count(node.hub.num_subscriptions()),
+            num_subs: count(node.hub().num_subscriptions()),
             process: ProcessInfo {
-                cpu: cpu_percent(node.started),
+                cpu: cpu_percent(node.started()),
                 rss: process_rss_bytes().unwrap_or(0),
             },
         }],
@@ -120,14 +120,14 @@ mod tests {
         let a = client(&node, "a", "alice");
         let a2 = client(&node, "a2", "alice");
         let _b = client(&node, "b", "bob");
-        node.hub.subscribe("news", &a);
-        node.hub.subscribe("news", &a2);
-        node.hub.subscribe("chat:1", &a);
+        node.hub().subscribe("news", &a);
+        node.hub().subscribe("news", &a2);
+        node.hub().subscribe("chat:1", &a);
         let info = execute(&node, InfoRequest {}).unwrap();
         assert_eq!(info.nodes.len(), 1);
         let n = &info.nodes[0];
-        assert_eq!(n.uid, node.id);
-        assert_eq!(n.name, node.name);
+        assert_eq!(n.uid, node.id());
+        assert_eq!(n.name, node.name());
         assert_eq!(n.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(
             (n.num_clients, n.num_users, n.num_channels, n.num_subs),

@@ -59,7 +59,7 @@ mod tests {
             presence: true,
             ..SubFlags::default()
         };
-        node.hub.subscribe_with("chat:1", &a, flags);
+        node.hub().subscribe_with("chat:1", &a, flags);
         node.joined("chat:1", a.info(), flags).await;
         let request = |channel: &str| PresenceRequest {
             channel: channel.into(),
@@ -73,7 +73,7 @@ mod tests {
             execute(&node, request("nope:1")).await.unwrap_err().code,
             102
         );
-        let flags = node.hub.unsubscribe("chat:1", &a).unwrap();
+        let flags = node.hub().unsubscribe("chat:1", &a).unwrap();
         node.left("chat:1", &a, flags).await;
         assert!(
             execute(&node, request("chat:1"))

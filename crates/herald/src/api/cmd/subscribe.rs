@@ -170,7 +170,7 @@ async fn subscribe_one(
         .into_iter()
         .all(|message| client.outbox.push(message).is_ok());
     if !queued {
-        node.hub.unsubscribe(channel, &client);
+        node.hub().unsubscribe(channel, &client);
         return Ok(());
     }
     let info = ClientInfo {
@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(a2.outbox.queued_bytes(), push);
         assert_eq!(b.outbox.queued_bytes(), 0);
         assert!(a1.is_subscribed("news") && a2.is_subscribed("news"));
-        assert_eq!(node.hub.num_subscribers("news"), 2);
+        assert_eq!(node.hub().num_subscribers("news"), 2);
         // Again: nothing new is queued.
         execute(&node, request("alice", "news")).await.unwrap();
         assert_eq!(a1.outbox.queued_bytes(), push);
@@ -253,7 +253,7 @@ mod tests {
             execute(&node, request("ghost", "news")).await,
             Ok(SubscribeResult {})
         );
-        assert_eq!(node.hub.num_channels(), 0);
+        assert_eq!(node.hub().num_channels(), 0);
     }
 
     #[tokio::test]
@@ -297,7 +297,7 @@ mod tests {
         let mut req = request("alice", "news");
         req.session = "s".into();
         assert_eq!(execute(&node, req).await, Ok(SubscribeResult {}));
-        assert_eq!(node.hub.num_subscriptions(), 0);
+        assert_eq!(node.hub().num_subscriptions(), 0);
     }
 
     #[tokio::test]
@@ -314,7 +314,7 @@ mod tests {
         });
         execute(&node, req).await.unwrap();
         assert!(alice.is_subscribed("chat:room") && bob.is_subscribed("chat:room"));
-        let present = node.presence.presence("chat:room").await.unwrap();
+        let present = node.presence().presence("chat:room").await.unwrap();
         assert_eq!(
             present.keys().map(String::as_str).collect::<Vec<_>>(),
             ["a1"],
