@@ -16,25 +16,21 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::auth::TokenError;
-use crate::auth::{SubscribeOptions, SubscribeOverride};
-use crate::config::{NamespaceOptions, RecoveryMode};
-use crate::engine::{HistoryFilter, StoredPublication, StreamPosition};
+use crate::auth::SubscribeOptions;
+use crate::config::NamespaceOptions;
+use crate::engine::StreamPosition;
 use crate::hub::{ClientHandle, Selection, SubFlags};
-use crate::node::{LiveConnection, PublishOptions, unix_now};
+use crate::node::{HistoryQuery, LiveConnection, Positioning, PublishOptions, ReplyRoom, unix_now};
+use crate::policy::{Credentials, Refusal, SubscribeGrant};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
-    Method, PresenceResult, PresenceStatsResult, Publication, PublishRequest, PublishResult, Push,
-    Raw, RefreshRequest, RefreshResult, Reply, ReplyResult, SubRefreshRequest, SubRefreshResult,
-    SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
-    decode_commands, encode_reply, publication_len,
+    Method, PublishRequest, PublishResult, Push, Raw, RefreshRequest, RefreshResult, Reply,
+    ReplyResult, RpcRequest, RpcResult, SubRefreshRequest, SubRefreshResult, SubscribeRequest,
+    SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult, decode_commands,
+    encode_reply,
 };
 use crate::tags_filter;
 use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
-
-/// The subscribe `flag` bit with which a client asks for error 112 (unrecoverable position)
-/// instead of a subscription answered `recovered: false` (the SDKs set it with `getState`).
-const SUBSCRIBE_FLAG_REJECT_UNRECOVERED: i64 = 1 << 1;
 
 /// The server version reported in connect replies.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -105,8 +101,8 @@ impl Aside {
 /// locals they are moved into on the first poll), which for the WebSocket is half a KiB more
 /// per connection. The state is made here and the `async` block uses it in place.
 pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()> + Send + 'static {
-    live.metrics.connection_opened();
-    let stale = live.config.client.stale_close_delay;
+    live.metrics().connection_opened();
+    let stale = live.config().client.stale_close_delay;
     let mut client = Client {
         state: State::Connecting,
         alarm_set: false,
@@ -126,7 +122,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
             // ringing came before the alarm was set is seen. Only then: the check takes the
             // token's lock, which every connection shares.
             if matches!(client.state, State::Connecting | State::Failed)
-                && client.node.shutdown.is_cancelled()
+                && client.node.shutdown().is_cancelled()
             {
                 client.close(&ws, Disconnect::SHUTDOWN);
             }
@@ -156,7 +152,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                              websocket.message_size_limit ({} bytes); raise that option if \
                              such messages are legitimate",
                             p.reason,
-                            client.node.config.websocket.message_size_limit
+                            client.node.config().websocket.message_size_limit
                         );
                     } else {
                         tracing::debug!(client = %client.id(), "connection ended: {e}");
@@ -164,7 +160,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                     if matches!(e, crate::ws::Error::WriteTimeout) {
                         // It stopped reading what it was sent: a slow consumer, dropped by
                         // its write timeout rather than by its queue's budget.
-                        client.node.metrics.slow_consumers(1);
+                        client.node.metrics().slow_consumers(1);
                     }
                     break;
                 }
@@ -185,7 +181,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         let mut leave = client.handle.take().map(|handle| {
             let node = Arc::clone(&client.node);
             Box::pin(async move {
-                for (channel, flags) in node.hub.remove_client(&handle) {
+                for (channel, flags) in node.hub().remove_client(&handle) {
                     node.left(&channel, &handle, flags).await;
                 }
             })
@@ -199,7 +195,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         })
         .await;
         let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
-        client.node.metrics.connection_closed(code);
+        client.node.metrics().connection_closed(code);
     }
 }
 
@@ -211,11 +207,6 @@ impl Client {
             Some(handle) => &handle.id,
             None => &"",
         }
-    }
-
-    /// The user id; empty for an anonymous connection (and before connect).
-    fn user(&self) -> &str {
-        self.handle.as_deref().map_or("", |h| &*h.user)
     }
 
     /// The earliest timer, if any.
@@ -240,7 +231,7 @@ impl Client {
             return;
         }
         if let Some(next) = self.next_deadline() {
-            self.node.alarms.set(next, ws.outbox());
+            self.node.alarms().set(next, ws.outbox());
             self.alarm_set = true;
         }
     }
@@ -263,7 +254,7 @@ impl Client {
         self.alarm_set = false;
         let now = Instant::now();
         self.apply_api_refresh();
-        if self.node.shutdown.is_cancelled() {
+        if self.node.shutdown().is_cancelled() {
             return Some(Disconnect::SHUTDOWN);
         }
         if self.deadline.get().is_some_and(|t| t <= now) {
@@ -290,7 +281,7 @@ impl Client {
     /// Sets when the connection expires (unix seconds; `None`: never): it is closed
     /// `client.expired_close_delay` after that, unless refreshed.
     fn set_expiry(&mut self, at: Option<u64>) {
-        let delay = self.node.config.client.expired_close_delay;
+        let delay = self.node.config().client.expired_close_delay;
         let deadline = PackedInstant::from(at.map(|at| instant_of(at) + delay));
         if let Some(at) = deadline.get() {
             self.deadline_ahead(at);
@@ -332,7 +323,7 @@ impl Client {
                 break;
             }
         }
-        self.node.metrics.commands_in(count);
+        self.node.metrics().commands_in(count);
         self.flush_replies(ws);
         result
     }
@@ -355,21 +346,19 @@ impl Client {
         if let Err(crate::ws::PushError::Full) =
             ws.outbox().push_frame(replies.finish(OpCode::Text))
         {
-            self.node.metrics.slow_consumers(1);
+            self.node.metrics().slow_consumers(1);
         }
     }
 
     /// How many bytes of stored publications the replies still to be gathered for this frame
     /// may carry (see [`ReplyRoom`]).
     fn reply_room(&self, ws: &WebSocket) -> ReplyRoom {
-        // The connection's byte budget, as `server.rs` sets it from `client.queue_max_size`.
-        let budget = self.node.config.client.queue_max_size.max(1024);
         let gathered = self
             .aside
             .as_ref()
             .and_then(|aside| aside.replies.as_ref())
             .map_or(0, FrameBuf::payload_len);
-        ReplyRoom::new(budget, ws.outbox().queued_bytes() + gathered)
+        self.node.reply_room(ws.outbox().queued_bytes() + gathered)
     }
 
     fn reply(&mut self, reply: &Reply) {
@@ -443,10 +432,7 @@ impl Client {
                 let channel = command.presence.unwrap_or_default().channel;
                 match self.check_presence(&channel)? {
                     Ok(()) => {
-                        let result = self.node.presence.presence(&channel).await;
-                        let result = result
-                            .map(|presence| PresenceResult { presence })
-                            .map_err(|e| e.to_protocol());
+                        let result = self.node.channel_presence(&channel).await;
                         self.reply_result(id, result);
                     }
                     Err(error) => self.reply(&Reply::error(id, error)),
@@ -456,10 +442,7 @@ impl Client {
                 let channel = command.presence_stats.unwrap_or_default().channel;
                 match self.check_presence(&channel)? {
                     Ok(()) => {
-                        let result = self.node.presence.stats(&channel).await;
-                        let result = result
-                            .map(PresenceStatsResult::from)
-                            .map_err(|e| e.to_protocol());
+                        let result = self.node.channel_presence_stats(&channel).await;
                         self.reply_result(id, result);
                     }
                     Err(error) => self.reply(&Reply::error(id, error)),
@@ -470,14 +453,19 @@ impl Client {
                 let result = self.sub_refresh(request).await?;
                 self.reply_result(id, result);
             }
-            Method::Ping | Method::Rpc => {
+            Method::Rpc => {
+                let request = command.rpc.unwrap_or_default();
+                let result = self.rpc(request).await?;
+                self.reply_result(id, result);
+            }
+            Method::Ping => {
                 self.reply(&Reply::error(id, Error::NOT_AVAILABLE));
             }
             Method::Send => return Err(Disconnect::NOT_AVAILABLE),
             Method::None => return Err(Disconnect::BAD_REQUEST),
         }
         self.node
-            .metrics
+            .metrics()
             .command(method.as_str(), started.elapsed());
         Ok(())
     }
@@ -492,47 +480,25 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         let node = self.node.clone();
-        let config = &node.config.client;
-        let mut user = String::new();
-        let mut expires_at = None;
-        let mut conn_info = None;
-        let mut channels = Vec::new();
-        if request.token.is_empty() {
-            // `client.insecure` (development only) lets anyone in as an anonymous user.
-            if !config.allow_anonymous_connect_without_token && !config.insecure {
-                tracing::debug!("connect without a token refused");
-                return Err(Disconnect::BAD_REQUEST);
+        let config = &node.config().client;
+        let credentials = match node.policy().connect(&node, &request).await {
+            Ok(credentials) => credentials,
+            Err(Refusal::Error(error)) => {
+                self.state = State::Failed;
+                self.reply(&Reply::error(id, error));
+                return Ok(());
             }
-        } else {
-            match node
-                .tokens
-                .verify_connection_token(&request.token, SystemTime::now())
-                .await
-            {
-                Ok(claims) => {
-                    if claims.sub.is_empty() && config.disallow_anonymous_connection_tokens {
-                        return Err(Disconnect::INVALID_TOKEN);
-                    }
-                    // As in Centrifugo, insecure mode never expires a connection.
-                    expires_at = claims.expires_at().filter(|_| !config.insecure);
-                    user = claims.sub;
-                    conn_info = claims.info.map(protocol::strip_newlines);
-                    channels = server_side_subscriptions(claims.channels, claims.subs);
-                }
-                Err(TokenError::Expired) => {
-                    self.state = State::Failed;
-                    self.reply(&Reply::error(id, Error::TOKEN_EXPIRED));
-                    return Ok(());
-                }
-                Err(TokenError::Invalid(reason)) => {
-                    tracing::info!("invalid connection token: {reason}");
-                    return Err(Disconnect::INVALID_TOKEN);
-                }
-            }
-        }
+            Err(Refusal::Disconnect(close)) => return Err(close),
+        };
+        let Credentials {
+            user,
+            expires_at,
+            info: conn_info,
+            subscriptions: mut channels,
+        } = credentials;
         if config.user_connection_limit > 0
             && !user.is_empty()
-            && node.hub.user_clients(&user).len() >= config.user_connection_limit
+            && node.hub().user_clients(&user).len() >= config.user_connection_limit
         {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
@@ -542,7 +508,7 @@ impl Client {
             let channel = crate::channel::personal_channel(
                 &personal.personal_channel_namespace,
                 &user,
-                node.config.channel.naming(),
+                node.config().channel.naming(),
             );
             if !channels.iter().any(|(c, _)| *c == channel) {
                 channels.push((channel, SubscribeOptions::default()));
@@ -563,15 +529,15 @@ impl Client {
             conn_info,
             ws.outbox().clone(),
         ));
-        node.hub.add_client(handle.clone());
+        node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
             // Centrifugo gives one to connections of its HTTP-streaming, SSE and emulation
             // transports; Herald to every connection, so that the server API can target a
             // connection by it (`session`) on any transport.
-            session: node.hub.session_of(&handle),
+            session: node.hub().session_of(&handle),
             version: VERSION.to_owned(),
-            node: node.id.clone(),
+            node: node.id().to_owned(),
             ..ConnectResult::default()
         };
         if let Some(at) = expires_at {
@@ -605,12 +571,17 @@ impl Client {
                 data: options.data.map(protocol::strip_newlines),
                 ..SubscribeResult::default()
             };
-            match self
-                .join(
+            let positioning = match node.resolve_channel(&sub.channel) {
+                Ok((_, ns)) => Positioning::for_client(ns, &sub),
+                Err(_) => Positioning::default(),
+            };
+            match node
+                .subscribe_client(
                     &handle,
-                    &sub,
+                    &sub.channel,
                     flags,
                     Selection::default(),
+                    &positioning,
                     &mut sub_result,
                     &mut room,
                 )
@@ -622,7 +593,7 @@ impl Client {
                     joined.push((sub.channel, after, flags, chan_info));
                 }
                 Err(error) => {
-                    node.hub.remove_client(&handle);
+                    node.hub().remove_client(&handle);
                     self.state = State::Failed;
                     self.reply(&Reply::error(id, error));
                     return Ok(());
@@ -634,14 +605,14 @@ impl Client {
         // No longer stale-checked: pinged by the node's wheel instead, and closed when the
         // token expires.
         self.set_expiry(expires_at);
-        node.pings.add(&handle);
+        node.pings().add(&handle);
         let personal = &config.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !handle.user.is_empty() {
             // One connection per user (Centrifugo's single-connection mode): the newest wins,
             // the user's others are closed as over the connection limit, so their SDKs do not
             // reconnect and take the place back.
             let limit = Disconnect::CONNECTION_LIMIT;
-            for other in node.hub.user_clients(&handle.user) {
+            for other in node.hub().user_clients(&handle.user) {
                 if !Arc::ptr_eq(&other, &handle) {
                     other.outbox.close(CloseCode(limit.code), limit.reason);
                 }
@@ -653,8 +624,8 @@ impl Client {
             self.flush_replies(ws);
         }
         for (channel, after, flags, chan_info) in joined {
-            node.hub.activate(&channel, &handle, after);
-            node.joined(&channel, subscriber_info(&handle, chan_info), flags)
+            let info = subscriber_info(&handle, chan_info);
+            node.complete_subscription(&channel, &handle, after, 0, info, flags)
                 .await;
         }
         Ok(())
@@ -678,31 +649,51 @@ impl Client {
             tracing::info!(client = %self.id(), delta = %request.delta, "unknown delta type in subscribe");
             return Err(Disconnect::BAD_REQUEST);
         }
-        let (mut result, grant) = match self.check_subscribe(&request, &handle).await {
-            Ok(checked) => checked,
-            Err(SubscribeFailure::Error(error)) => {
+        let grant = match self.check_subscribe(&request, &handle).await {
+            Ok(grant) => grant,
+            Err(Refusal::Error(error)) => {
                 self.reply(&Reply::error(id, error));
                 return Ok(());
             }
-            Err(SubscribeFailure::Close(close)) => return Err(close),
+            Err(Refusal::Disconnect(close)) => return Err(close),
         };
+        let mut result = SubscribeResult {
+            data: grant.data,
+            ..SubscribeResult::default()
+        };
+        if let Some(at) = grant.expires_at {
+            result.expires = true;
+            result.ttl = ttl(at);
+        }
         let channel = request.channel.as_str();
-        let (flags, selection) = match node.resolve_channel(channel) {
+        let (flags, selection, positioning) = match node.resolve_channel(channel) {
             Ok((_, ns)) => {
                 let flags = SubFlags::new(ns, grant.override_.as_ref(), request.join_leave);
                 match self.selection(&request, ns) {
-                    Ok(selection) => (flags, selection),
+                    Ok(selection) => (flags, selection, Positioning::for_client(ns, &request)),
                     Err(error) => {
                         self.reply(&Reply::error(id, error));
                         return Ok(());
                     }
                 }
             }
-            Err(_) => (SubFlags::default(), Selection::default()),
+            Err(_) => (
+                SubFlags::default(),
+                Selection::default(),
+                Positioning::default(),
+            ),
         };
         let mut room = self.reply_room(ws);
-        let after = match self
-            .join(&handle, &request, flags, selection, &mut result, &mut room)
+        let after = match node
+            .subscribe_client(
+                &handle,
+                channel,
+                flags,
+                selection,
+                &positioning,
+                &mut result,
+                &mut room,
+            )
             .await
         {
             Ok(after) => after,
@@ -717,181 +708,11 @@ impl Client {
         // meanwhile were held back and follow it now.
         self.reply(&Reply::result(id, result));
         self.flush_replies(ws);
-        node.hub
-            .activate_with_base(channel, &handle, after, base_offset);
         self.set_sub_expiry(channel, grant.expires_at);
-        node.joined(channel, subscriber_info(&handle, grant.chan_info), flags)
+        let info = subscriber_info(&handle, grant.chan_info);
+        node.complete_subscription(channel, &handle, after, base_offset, info, flags)
             .await;
         Ok(())
-    }
-
-    /// Adds the subscription to the hub with publications held back, and completes `result`
-    /// with the stream position (and the missed publications, when recovering) if the
-    /// namespace keeps history. Returns the offset after which held-back publications are
-    /// new to the client; the caller queues the reply, then calls [`Hub::activate`] with it.
-    ///
-    /// Missed publications that do not fit in `room` are not sent at all: the subscription
-    /// is answered `recovered: false` at the stream's top, as when too much was missed, so
-    /// that the application reloads (with `history`, which pages) instead of the client being
-    /// closed as too slow (3008) — and again on every reconnect, since the same recovery
-    /// would follow.
-    ///
-    /// [`Hub::activate`]: crate::hub::Hub::activate
-    ///
-    /// `selection`: the subscription's tags filter and deltas ([`Client::selection`]); the
-    /// missed publications are filtered, and given as JSON strings to a delta subscription.
-    async fn join(
-        &self,
-        handle: &Arc<ClientHandle>,
-        request: &SubscribeRequest,
-        flags: SubFlags,
-        selection: Selection,
-        result: &mut SubscribeResult,
-        room: &mut ReplyRoom,
-    ) -> Result<u64, Error> {
-        let node = &self.node;
-        let channel = request.channel.as_str();
-        let stream = match node.resolve_channel(channel) {
-            Ok((_, options)) if options.history_enabled() => node
-                .history
-                .clone()
-                .map(|history| (history, node.history_options(options), options)),
-            _ => None,
-        };
-        result.delta = selection.delta;
-        let filter = selection.tags_filter.clone();
-        // Returns once the broker delivers the channel to this node: what is published from
-        // now on is held back for the client, so the stream top read below loses nothing.
-        node.subscribe_pending(channel, handle, flags, selection)
-            .await?;
-        let Some((history, history_options, options)) = stream else {
-            return Ok(0);
-        };
-        result.recoverable =
-            options.force_recovery || (options.allow_recovery && request.recoverable);
-        result.positioned = result.recoverable
-            || options.force_positioning
-            || (options.allow_positioning && request.positioned);
-        let cache = options.force_recovery_mode == RecoveryMode::Cache;
-        // `auto_cache_recover`: in cache mode the latest publication comes on every
-        // subscribe, also when the client does not ask to recover (as in Centrifugo).
-        let position =
-            if result.recoverable && cache && (request.recover || options.auto_cache_recover) {
-                let top = self
-                    .recover_cache(history.as_ref(), request, history_options, result, room)
-                    .await;
-                if let Some(filter) = &filter {
-                    result
-                        .publications
-                        .retain(|p| tags_filter::matches(filter, &p.tags));
-                }
-                if result.delta {
-                    let latest = std::mem::take(&mut result.publications);
-                    result.publications = crate::delta::recovered_as_deltas(latest);
-                }
-                top
-            } else if request.recover && result.recoverable {
-                let since = StreamPosition::new(request.offset, request.epoch.clone());
-                let limit = node.config.client.recovery_max_publication_limit;
-                history
-                    .recover(channel, since, limit, history_options)
-                    .await
-                    .map(|recovery| {
-                        result.was_recovering = true;
-                        result.recovered = recovery.recovered;
-                        if recovery.recovered {
-                            let mut missed = recovery.publications;
-                            if let Some(filter) = &filter {
-                                missed.retain(|p| tags_filter::matches(filter, &p.tags));
-                            }
-                            match room.take_all(&missed) {
-                                Some(publications) if result.delta => {
-                                    result.publications =
-                                        crate::delta::recovered_as_deltas(publications);
-                                }
-                                Some(publications) => result.publications = publications,
-                                None => {
-                                    tracing::debug!(
-                                        client = %self.id(),
-                                        channel,
-                                        missed = missed.len(),
-                                        "recovery does not fit the client's queue \
-                                         (client.queue_max_size): answered recovered: false"
-                                    );
-                                    result.recovered = false;
-                                }
-                            }
-                        }
-                        recovery.position
-                    })
-            } else {
-                history.top(channel, history_options).await
-            };
-        let reject_unrecovered = request.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0 && !cache;
-        if position.is_ok() && result.was_recovering && !result.recovered && reject_unrecovered {
-            // The SDK's `getState` flow: it asked not to be subscribed without what it
-            // missed, and reloads its state (then subscribes from the new position) on 112.
-            node.cancel_subscribe(channel, handle).await;
-            return Err(Error::UNRECOVERABLE_POSITION);
-        }
-        match position {
-            Ok(position) => {
-                if result.positioned {
-                    result.offset = position.offset;
-                    result.epoch = position.epoch;
-                }
-                Ok(position.offset)
-            }
-            Err(e) => {
-                node.cancel_subscribe(channel, handle).await;
-                Err(e.to_protocol())
-            }
-        }
-    }
-
-    /// Recovery in cache mode (`force_recovery_mode: "cache"`), as Centrifugo does it: the
-    /// client gets the channel's latest publication instead of what it missed, unless it
-    /// already has it (its position is the stream's top). `recovered` when the stream's
-    /// latest publication is still held (or the client is at the top of a stream holding
-    /// none); the epoch does not matter. Returns the stream's top.
-    async fn recover_cache(
-        &self,
-        history: &dyn crate::engine::History,
-        request: &SubscribeRequest,
-        options: crate::engine::HistoryOptions,
-        result: &mut SubscribeResult,
-        room: &mut ReplyRoom,
-    ) -> Result<StreamPosition, crate::engine::EngineError> {
-        let latest = HistoryFilter {
-            since: None,
-            limit: 1,
-            reverse: true,
-        };
-        let page = history.read(&request.channel, latest, options).await?;
-        let top = if page.publications.is_empty() {
-            // `top` makes the stream if there is none yet, so that the epoch given out here
-            // is the one later publications get (as for a subscription without recovery).
-            history.top(&request.channel, options).await?
-        } else {
-            page.position
-        };
-        let up_to_date =
-            request.offset > 0 && request.offset == top.offset && request.epoch == top.epoch;
-        result.was_recovering = true;
-        result.recovered = match page.publications.first() {
-            None => up_to_date,
-            Some(latest) if latest.offset == top.offset && !up_to_date => {
-                match room.take_all(std::slice::from_ref(latest)) {
-                    Some(publications) => {
-                        result.publications = publications;
-                        true
-                    }
-                    None => false,
-                }
-            }
-            Some(latest) => latest.offset == top.offset,
-        };
-        Ok(top)
     }
 
     /// `history`: a page of the channel's stream (protocol.md §3), cut to the publications
@@ -906,48 +727,29 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         let node = self.node.clone();
-        let (_, options) = match node.resolve_channel(&request.channel) {
-            Ok(resolved) => resolved,
+        let Some(handle) = self.handle.as_deref() else {
+            return Err(Disconnect::BAD_REQUEST);
+        };
+        let options = match node.history_namespace(&request.channel) {
+            Ok(options) => options,
             Err(error) => return Ok(Err(error)),
         };
-        let Some(history) = node.history.clone().filter(|_| options.history_enabled()) else {
-            return Ok(Err(Error::NOT_AVAILABLE));
-        };
-        let subscribed = self
-            .handle
-            .as_ref()
-            .is_some_and(|h| h.is_subscribed(&request.channel));
-        let anonymous = self.user().is_empty();
-        let allowed = ((options.allow_history_for_client
-            || (options.allow_history_for_subscriber && subscribed))
-            && (!anonymous || options.allow_history_for_anonymous))
-            || node.config.client.insecure;
-        if !allowed {
-            return Ok(Err(Error::PERMISSION_DENIED));
+        if let Err(error) = node
+            .policy()
+            .history(&node, handle, &request.channel, options)
+        {
+            return Ok(Err(error));
         }
-        let cap = node.config.client.history_max_publication_limit as i64;
-        let limit = match i64::from(request.limit) {
-            n if n < 0 => cap,
-            n => n.min(cap),
-        };
-        let filter = HistoryFilter {
+        let query = HistoryQuery {
             since: request
                 .since
                 .map(|p| StreamPosition::new(p.offset, p.epoch)),
-            limit,
+            limit: i64::from(request.limit),
             reverse: request.reverse,
         };
-        let read = history
-            .read(
-                &request.channel,
-                filter.clone(),
-                node.history_options(options),
-            )
-            .await
-            .and_then(|page| page.continuing(&filter));
-        let page = match read {
+        let page = match node.read_history(&request.channel, options, query).await {
             Ok(page) => page,
-            Err(e) => return Ok(Err(e.to_protocol())),
+            Err(error) => return Ok(Err(error)),
         };
         let publications = room.take_prefix(&page.publications);
         if publications.is_empty()
@@ -972,17 +774,16 @@ impl Client {
         }))
     }
 
-    /// Whether the client may subscribe as it asks: the subscribe result to start from, and
-    /// what a subscription token granted.
+    /// Whether the client may subscribe as it asks: the protocol's rules (a valid channel,
+    /// a stream subscription, not subscribed yet, within `client.channel_limit`), then the
+    /// node's policy, whose grant it returns.
     async fn check_subscribe(
         &self,
         request: &SubscribeRequest,
         handle: &ClientHandle,
-    ) -> Result<(SubscribeResult, Grant), SubscribeFailure> {
+    ) -> Result<SubscribeGrant, Refusal> {
         let node = &self.node;
-        let (channel, options) = node
-            .resolve_channel(&request.channel)
-            .map_err(SubscribeFailure::Error)?;
+        node.resolve_channel(&request.channel)?;
         if request.kind != 0 {
             // Map and shared-poll subscriptions (Centrifugo's newer subscription types) do
             // not exist in Herald: refused rather than served as a plain stream.
@@ -992,76 +793,18 @@ impl Client {
                 kind = request.kind,
                 "subscribe: subscription type not available (only streams, type 0)"
             );
-            return Err(SubscribeFailure::Error(Error::NOT_AVAILABLE));
+            return Err(Refusal::Error(Error::NOT_AVAILABLE));
         }
         if handle.is_subscribed(&request.channel) {
-            return Err(SubscribeFailure::Error(Error::ALREADY_SUBSCRIBED));
+            return Err(Refusal::Error(Error::ALREADY_SUBSCRIBED));
         }
-        let limit = node.config.client.channel_limit;
+        let limit = node.config().client.channel_limit;
         if limit > 0 && handle.channels().len() >= limit {
-            return Err(SubscribeFailure::Error(Error::LIMIT_EXCEEDED));
+            return Err(Refusal::Error(Error::LIMIT_EXCEEDED));
         }
-        let anonymous = self.user().is_empty();
-        let mut result = SubscribeResult::default();
-        if !request.token.is_empty() {
-            // A subscription token grants the channel (and is required for private ones).
-            let claims = node
-                .subscription_tokens
-                .verify_subscription_token(&request.token, SystemTime::now())
-                .await
-                .map_err(|e| match e {
-                    TokenError::Expired => SubscribeFailure::Error(Error::TOKEN_EXPIRED),
-                    // As in Centrifugo: a token that is not valid (malformed, a bad
-                    // signature, a wrong audience or issuer, no channel claim) only fails
-                    // this subscribe; the connection stays.
-                    TokenError::Invalid(reason) => {
-                        tracing::info!(client = %self.id(), "invalid subscription token: {reason}");
-                        SubscribeFailure::Error(Error::PERMISSION_DENIED)
-                    }
-                })?;
-            // A valid token for another channel, user or connection is a client that
-            // misbehaves: closed, as Centrifugo does.
-            handle
-                .id
-                .with_str(|id| claims.check_for(&handle.user, &request.channel, id))
-                .map_err(|e| {
-                    tracing::info!(client = %self.id(), "subscription token mismatch: {e}");
-                    SubscribeFailure::Close(Disconnect::INVALID_TOKEN)
-                })?;
-            let expires_at = claims.expires_at();
-            if let Some(at) = expires_at {
-                result.expires = true;
-                result.ttl = ttl(at);
-            }
-            result.data = claims.data.map(protocol::strip_newlines);
-            let grant = Grant {
-                override_: claims.override_,
-                chan_info: claims.info.map(protocol::strip_newlines),
-                expires_at,
-            };
-            return Ok((result, grant));
-        }
-        if channel.private {
-            return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
-        }
-        // `client.insecure` (development only) opens every channel but private ones.
-        let insecure = self.node.config.client.insecure;
-        if options.allow_user_limited_channels && channel.is_user_limited() {
-            return if channel.allows_user(self.user()) || insecure {
-                Ok((result, Grant::default()))
-            } else {
-                Err(SubscribeFailure::Error(Error::PERMISSION_DENIED))
-            };
-        }
-        // As in Centrifugo v6: `allow_subscribe_for_anonymous` extends
-        // `allow_subscribe_for_client` to users without an id.
-        let allowed = (options.allow_subscribe_for_client
-            && (!anonymous || options.allow_subscribe_for_anonymous))
-            || insecure;
-        if !allowed {
-            return Err(SubscribeFailure::Error(Error::PERMISSION_DENIED));
-        }
-        Ok((result, Grant::default()))
+        node.policy()
+            .subscribe(node, handle, &request.channel, &request.token)
+            .await
     }
 
     /// The tags filter and deltas a subscribe asks for, as the channel's namespace allows
@@ -1102,10 +845,10 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         self.set_sub_expiry(&request.channel, None);
-        if let Some(handle) = self.handle.clone()
-            && let Some(flags) = self.node.hub.unsubscribe(&request.channel, &handle)
-        {
-            self.node.left(&request.channel, &handle, flags).await;
+        if let Some(handle) = self.handle.clone() {
+            self.node
+                .unsubscribe_client(&request.channel, &handle)
+                .await;
         }
         Ok(UnsubscribeResult::default())
     }
@@ -1150,7 +893,7 @@ impl Client {
             return;
         };
         for (channel, _) in expired {
-            let Some(flags) = self.node.hub.unsubscribe(&channel, &handle) else {
+            let Some(flags) = self.node.hub().unsubscribe(&channel, &handle) else {
                 continue;
             };
             let push = Push::unsubscribe(channel.as_str(), Unsubscribe::EXPIRED);
@@ -1178,27 +921,16 @@ impl Client {
         else {
             return Ok(Err(Error::PERMISSION_DENIED));
         };
-        let claims = match self
-            .node
-            .subscription_tokens
-            .verify_subscription_token(&request.token, SystemTime::now())
+        let node = self.node.clone();
+        let expires_at = match node
+            .policy()
+            .sub_refresh(&node, &handle, &request.channel, &request.token)
             .await
         {
-            Ok(claims) => claims,
-            Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
-            Err(TokenError::Invalid(reason)) => {
-                tracing::info!(client = %self.id(), "invalid sub_refresh token: {reason}");
-                return Err(Disconnect::INVALID_TOKEN);
-            }
+            Ok(expires_at) => expires_at,
+            Err(Refusal::Error(error)) => return Ok(Err(error)),
+            Err(Refusal::Disconnect(close)) => return Err(close),
         };
-        if handle
-            .id
-            .with_str(|id| claims.check_for(&handle.user, &request.channel, id))
-            .is_err()
-        {
-            return Err(Disconnect::INVALID_TOKEN);
-        }
-        let expires_at = claims.expires_at();
         self.set_sub_expiry(&request.channel, expires_at);
         let mut result = SubRefreshResult::default();
         if let Some(at) = expires_at {
@@ -1214,27 +946,14 @@ impl Client {
         if channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        let options = match self.node.resolve_channel(channel) {
-            Ok((_, options)) => options,
-            Err(error) => return Ok(Err(error)),
+        let Some(handle) = self.handle.as_deref() else {
+            return Err(Disconnect::BAD_REQUEST);
         };
-        if !options.presence {
-            return Ok(Err(Error::NOT_AVAILABLE));
-        }
-        let subscribed = self
-            .handle
-            .as_ref()
-            .is_some_and(|h| h.is_subscribed(channel));
-        let anonymous = self.user().is_empty();
-        let allowed = ((options.allow_presence_for_client
-            || (options.allow_presence_for_subscriber && subscribed))
-            && (!anonymous || options.allow_presence_for_anonymous))
-            || self.node.config.client.insecure;
-        Ok(if allowed {
-            Ok(())
-        } else {
-            Err(Error::PERMISSION_DENIED)
-        })
+        Ok(self.node.presence_namespace(channel).and_then(|options| {
+            self.node
+                .policy()
+                .presence(&self.node, handle, channel, options)
+        }))
     }
 
     async fn publish(
@@ -1248,38 +967,48 @@ impl Client {
             return Ok(Err(Error::BAD_REQUEST));
         };
         let node = self.node.clone();
-        let (channel, options) = match node.resolve_channel(&request.channel) {
-            Ok(resolved) => resolved,
-            Err(error) => return Ok(Err(error)),
+        let Some(handle) = self.handle.clone() else {
+            return Err(Disconnect::BAD_REQUEST);
         };
-        let subscribed = self
-            .handle
-            .as_ref()
-            .is_some_and(|h| h.is_subscribed(&request.channel));
-        let anonymous = self.user().is_empty();
-        // `allow_publish_for_anonymous` extends the other two to users without an id; a
-        // private channel needs a subscription whatever the options say.
-        let allowed = ((options.allow_publish_for_client
-            || (options.allow_publish_for_subscriber && subscribed))
-            && (!anonymous || options.allow_publish_for_anonymous)
-            && (!channel.private || subscribed))
-            || node.config.client.insecure;
-        if !allowed {
-            return Ok(Err(Error::PERMISSION_DENIED));
+        if let Err(error) = node.resolve_channel(&request.channel) {
+            return Ok(Err(error));
         }
-        let info = self.handle.as_ref().map(|h| h.info());
-        node.metrics.publication("client");
+        let grant = match node
+            .policy()
+            .publish(&node, &handle, &request.channel, &data)
+            .await
+        {
+            Ok(grant) => grant,
+            Err(Refusal::Error(error)) => return Ok(Err(error)),
+            Err(Refusal::Disconnect(close)) => return Err(close),
+        };
+        node.metrics().publication("client");
         let published = node
             .publish(
                 &request.channel,
-                data,
+                grant.data.unwrap_or(data),
                 PublishOptions {
-                    info,
+                    info: Some(handle.info()),
+                    skip_history: grant.skip_history,
+                    idempotency_key: grant.idempotency_key,
                     ..PublishOptions::default()
                 },
             )
             .await;
         Ok(published.map(|_| PublishResult::default()))
+    }
+
+    /// `rpc`: answered by the node's policy (by default 108, not available).
+    async fn rpc(&mut self, request: RpcRequest) -> Result<Result<RpcResult, Error>, Close> {
+        let node = self.node.clone();
+        let Some(handle) = self.handle.clone() else {
+            return Err(Disconnect::BAD_REQUEST);
+        };
+        match node.policy().rpc(&node, &handle, &request).await {
+            Ok(result) => Ok(Ok(result)),
+            Err(Refusal::Error(error)) => Ok(Err(error)),
+            Err(Refusal::Disconnect(close)) => Err(close),
+        }
     }
 
     async fn refresh(
@@ -1289,28 +1018,20 @@ impl Client {
         if request.token.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        let claims = match self
-            .node
-            .tokens
-            .verify_connection_token(&request.token, SystemTime::now())
-            .await
-        {
-            Ok(claims) => claims,
-            Err(TokenError::Expired) => return Ok(Err(Error::TOKEN_EXPIRED)),
-            Err(TokenError::Invalid(reason)) => {
-                tracing::info!(client = %self.id(), "invalid refresh token: {reason}");
-                return Err(Disconnect::INVALID_TOKEN);
-            }
+        let node = self.node.clone();
+        let Some(handle) = self.handle.clone() else {
+            return Err(Disconnect::BAD_REQUEST);
         };
-        if claims.sub != self.user() {
-            return Err(Disconnect::INVALID_TOKEN);
-        }
+        let expires_at = match node.policy().refresh(&node, &handle, &request.token).await {
+            Ok(expires_at) => expires_at,
+            Err(Refusal::Error(error)) => return Ok(Err(error)),
+            Err(Refusal::Disconnect(close)) => return Err(close),
+        };
         let mut result = RefreshResult {
             client: self.id().to_string(),
             version: VERSION.to_owned(),
             ..RefreshResult::default()
         };
-        let expires_at = claims.expires_at();
         if let Some(at) = expires_at {
             result.expires = true;
             result.ttl = ttl(at);
@@ -1330,118 +1051,12 @@ fn instant_of(at: u64) -> Instant {
     Instant::now() + Duration::from_secs(at.saturating_sub(unix_now()))
 }
 
-/// What a subscription token grants beyond the channel itself.
-#[derive(Default)]
-struct Grant {
-    /// Namespace option overrides.
-    override_: Option<SubscribeOverride>,
-    /// Channel info for presence and join/leave (`chan_info`).
-    chan_info: Option<Raw>,
-    /// When the subscription expires (unix seconds).
-    expires_at: Option<u64>,
-}
-
-/// The server-side subscriptions of a connection token: `channels` with namespace defaults,
-/// and `subs` with options, which win for a channel in both.
-fn server_side_subscriptions(
-    channels: Vec<String>,
-    subs: std::collections::BTreeMap<String, SubscribeOptions>,
-) -> Vec<(String, SubscribeOptions)> {
-    let mut all: Vec<(String, SubscribeOptions)> = channels
-        .into_iter()
-        .filter(|c| !subs.contains_key(c))
-        .map(|c| (c, SubscribeOptions::default()))
-        .collect();
-    all.extend(subs);
-    all
-}
-
 /// The subscriber as presence and join/leave pushes show it.
 fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::ClientInfo {
     protocol::ClientInfo {
         chan_info,
         ..handle.info()
     }
-}
-
-/// The bytes of stored publications (a `history` page, a recovery) that replies may still
-/// carry to one client without being closed as too slow.
-///
-/// Everything queued for a connection counts against its byte budget
-/// (`client.queue_max_size`), and a reply over it closes the client with 3008. A reply made of
-/// stored content would then close it again after every reconnect, since the same content
-/// would follow: anyone who can publish into a channel could lock its subscribers out. So
-/// replies with publications fill at most half of the budget (the rest is headroom for the
-/// publications that arrive meanwhile), less what is already queued or gathered; a single
-/// publication may use the whole budget, as its live delivery could.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ReplyRoom {
-    /// Bytes the publications may take in all.
-    shared: usize,
-    /// Bytes one publication alone may take, when it is the first.
-    single: usize,
-}
-
-impl ReplyRoom {
-    /// Bytes kept for the rest of a reply (its id, epoch, offset, channel…).
-    const REPLY_OVERHEAD: usize = 512;
-
-    /// The room in a connection with a byte budget of `budget` of which `used` are taken.
-    fn new(budget: usize, used: usize) -> ReplyRoom {
-        let used = used + Self::REPLY_OVERHEAD;
-        ReplyRoom {
-            shared: (budget / 2).saturating_sub(used),
-            single: budget.saturating_sub(used),
-        }
-    }
-
-    /// The encoded size of a publication in a list, its separator included.
-    fn cost(publication: &Publication) -> usize {
-        publication_len(publication) + 1
-    }
-
-    /// Whether `len` bytes of `count` publications fit.
-    fn fits(&self, len: usize, count: usize) -> bool {
-        len <= self.shared || (count == 1 && len <= self.single)
-    }
-
-    fn consume(&mut self, len: usize) {
-        self.shared = self.shared.saturating_sub(len);
-        self.single = self.single.saturating_sub(len);
-    }
-
-    /// The first of `stored` (in their order) that fit: a page.
-    fn take_prefix(&mut self, stored: &[Arc<StoredPublication>]) -> Vec<Publication> {
-        let mut taken = Vec::new();
-        for publication in stored {
-            let publication = publication.to_publication();
-            let len = Self::cost(&publication);
-            if !self.fits(len, taken.len() + 1) {
-                break;
-            }
-            self.consume(len);
-            taken.push(publication);
-        }
-        taken
-    }
-
-    /// All of `stored`, or `None` (and nothing taken) if they do not fit together: a recovery,
-    /// which is whole or not at all.
-    fn take_all(&mut self, stored: &[Arc<StoredPublication>]) -> Option<Vec<Publication>> {
-        let publications: Vec<Publication> = stored.iter().map(|p| p.to_publication()).collect();
-        let len = publications.iter().map(Self::cost).sum();
-        if !self.fits(len, publications.len()) {
-            return None;
-        }
-        self.consume(len);
-        Some(publications)
-    }
-}
-
-/// How a subscribe attempt failed: an error reply, or a reason to close the connection.
-enum SubscribeFailure {
-    Error(Error),
-    Close(Close),
 }
 
 #[cfg(test)]
@@ -1469,51 +1084,6 @@ mod tests {
             size - debug_extra <= 152,
             "the serve future is {size} bytes ({debug_extra} of them debug-only)"
         );
-    }
-
-    fn stored(offset: u64, text_len: usize) -> Arc<StoredPublication> {
-        let data = protocol::raw(format!("\"{}\"", "x".repeat(text_len))).expect("valid JSON");
-        Arc::new(StoredPublication {
-            offset,
-            data,
-            info: None,
-            tags: Default::default(),
-            time_ms: 0,
-        })
-    }
-
-    /// A page takes the publications that fit in half the budget, and the first one alone
-    /// up to the whole budget.
-    #[test]
-    fn a_reply_room_cuts_a_page_to_half_the_budget() {
-        let cost = ReplyRoom::cost(&stored(1, 1000).to_publication());
-        let page: Vec<_> = (1..=100).map(|i| stored(i, 1000)).collect();
-        let budget = 64 * 1024;
-        let mut room = ReplyRoom::new(budget, 0);
-        let taken = room.take_prefix(&page);
-        let expected = (budget / 2 - ReplyRoom::REPLY_OVERHEAD) / cost;
-        assert_eq!(taken.len(), expected);
-        assert_eq!(taken[0].offset, 1);
-        // In the same frame, one more at most: alone, within what is left of the budget.
-        assert_eq!(room.take_prefix(&page).len(), 1);
-        // One publication of 40 KB: over half the budget, alone within it.
-        let big = [stored(1, 40_000), stored(2, 10)];
-        let taken = ReplyRoom::new(budget, 0).take_prefix(&big);
-        assert_eq!(taken.len(), 1);
-        // What is queued already counts.
-        assert!(ReplyRoom::new(budget, 30_000).take_prefix(&big).is_empty());
-    }
-
-    /// A recovery is all or nothing, and takes nothing when it does not fit.
-    #[test]
-    fn a_reply_room_takes_a_recovery_whole_or_not_at_all() {
-        let budget = 64 * 1024;
-        let mut room = ReplyRoom::new(budget, 0);
-        let missed: Vec<_> = (1..=4).map(|i| stored(i, 10_000)).collect();
-        assert!(room.take_all(&missed).is_none());
-        assert_eq!(room, ReplyRoom::new(budget, 0), "a failed take took room");
-        assert_eq!(room.take_all(&missed[..3]).map(|p| p.len()), Some(3));
-        assert!(room.take_all(&missed[..2]).is_none());
     }
 
     /// The client's share of the serve future's 152 bytes (see the test above).

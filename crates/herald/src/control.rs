@@ -71,7 +71,7 @@ pub async fn apply(node: &Node, command: ControlCommand) {
             let mut message = None;
             for client in targets(node, &target) {
                 // Leave the channel first, so that no publication follows the unsubscribe push.
-                let Some(flags) = node.hub.unsubscribe(&channel, &client) else {
+                let Some(flags) = node.hub().unsubscribe(&channel, &client) else {
                     continue;
                 };
                 let message = match &message {
@@ -111,16 +111,16 @@ pub async fn apply(node: &Node, command: ControlCommand) {
 pub fn node_info(node: &Node) -> NodeInfo {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     NodeInfo {
-        uid: node.id.clone(),
-        name: node.name.clone(),
+        uid: node.id().to_owned(),
+        name: node.name().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        num_clients: count(node.hub.num_clients()),
-        num_users: count(node.hub.num_users()),
-        num_channels: count(node.hub.num_channels()),
+        num_clients: count(node.hub().num_clients()),
+        num_users: count(node.hub().num_users()),
+        num_channels: count(node.hub().num_channels()),
         uptime: u32::try_from(node.uptime_secs()).unwrap_or(u32::MAX),
-        num_subs: count(node.hub.num_subscriptions()),
+        num_subs: count(node.hub().num_subscriptions()),
         process: ProcessInfo {
-            cpu: cpu_percent(node.started),
+            cpu: cpu_percent(node.started()),
             rss: process_rss_bytes().unwrap_or(0),
         },
     }

@@ -19,6 +19,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -152,7 +152,7 @@ async fn serve(
     let has_key = config.client.token.has_key();
     let _pid_file = PidFile::write(&config.pid_file)?;
     let node = Node::new(config)?;
-    let shutdown = node.shutdown.clone();
+    let shutdown = node.shutdown().clone();
     let signals = signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     tokio::spawn(async move {
         signals.await;
@@ -171,7 +171,7 @@ async fn serve(
     tracing::info!(
         "herald {} listening on {http}://{addr} (WebSocket: {ws}://{addr}{})",
         env!("CARGO_PKG_VERSION"),
-        herald::server::websocket_path(&node.config)
+        herald::server::websocket_path(node.config())
     );
     match &config_path {
         Some(path) => tracing::info!("config: {}", path.display()),
@@ -179,7 +179,7 @@ async fn serve(
             "no config file: running on embedded defaults (herald genconfig writes one)"
         ),
     }
-    if node.config.demo {
+    if node.config().demo {
         // One banner with everything a demo user needs, and the warning they must not miss.
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()
@@ -196,7 +196,7 @@ async fn serve(
             "{}",
             herald::web::demo::banner(
                 &base,
-                &node.config,
+                node.config(),
                 demo_secrets.as_ref(),
                 config_path.as_deref()
             )

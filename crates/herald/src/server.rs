@@ -57,7 +57,7 @@ impl Server {
     /// With TLS on, loads the certificate and starts watching for its reload (SIGHUP, file
     /// changes).
     pub async fn bind(node: Arc<Node>) -> std::io::Result<Server> {
-        let http = &node.config.http_server;
+        let http = &node.config().http_server;
         let host = match http.address.as_str() {
             "" => "0.0.0.0",
             other => other,
@@ -72,13 +72,13 @@ impl Server {
                 ),
             )
         })?;
-        let tls = crate::tls::Terminator::from_config(&node.config.http_server.tls)
+        let tls = crate::tls::Terminator::from_config(&node.config().http_server.tls)
             .map_err(std::io::Error::other)?;
         if let Some(tls) = &tls {
             // From here on, before the server says it listens: a SIGHUP sent once it does
             // must reload the certificate, never end the process.
             let watch = tls
-                .watch(node.shutdown.clone())
+                .watch(node.shutdown().clone())
                 .map_err(context("cannot watch for SIGHUP (TLS certificate reload)"))?;
             tokio::spawn(watch);
         }
@@ -114,9 +114,9 @@ impl Server {
     pub async fn run(self) -> std::io::Result<()> {
         let Server { node, listener, ws } = self;
         let timers = node.clone();
-        tokio::spawn(async move { timers.pings.run(timers.shutdown.clone()).await });
+        tokio::spawn(async move { timers.pings().run(timers.shutdown().clone()).await });
         let timers = node.clone();
-        tokio::spawn(async move { timers.alarms.run(timers.shutdown.clone()).await });
+        tokio::spawn(async move { timers.alarms().run(timers.shutdown().clone()).await });
         let timers = node.clone();
         tokio::spawn(async move { timers.refresh_presence().await });
         // The HTTP thread keeps its connections (API calls in flight) until the clients are
@@ -130,22 +130,19 @@ impl Server {
                 .spawn(move || serve_http_thread(node, ws, listener, http_may_end))
                 .map_err(context("cannot start the HTTP thread"))?
         };
-        node.shutdown.cancelled().await;
+        node.shutdown().cancelled().await;
         // Connected clients do not each wait for the shutdown (that would cost every idle
         // connection a cancellation future): they are closed from here, as the server API's
         // `disconnect` does. Clients still connecting close themselves when the alarm clock
         // rings them all (see `AlarmClock::run`).
         let shutdown = crate::protocol::Disconnect::SHUTDOWN;
-        for client in node.hub.all_clients() {
+        for client in node.hub().all_clients() {
             client
                 .outbox
                 .close(CloseCode(shutdown.code), shutdown.reason);
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        let live = || {
-            node.live_connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let live = || node.live_connections();
         while live() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -180,7 +177,7 @@ fn serve_http_thread(
             })
         });
     if served.is_err() {
-        node.shutdown.cancel();
+        node.shutdown().cancel();
     }
     served
 }
@@ -197,7 +194,7 @@ async fn accept_until_shutdown(
     let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
-            () = node.shutdown.cancelled() => return Ok(()),
+            () = node.shutdown().cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let log = backoff.succeeded();
@@ -211,7 +208,7 @@ async fn accept_until_shutdown(
                     let (wait, log) = backoff.failed(std::time::Instant::now());
                     log_accept(&backoff, log, Some(&e));
                     tokio::select! {
-                        () = node.shutdown.cancelled() => return Ok(()),
+                        () = node.shutdown().cancelled() => return Ok(()),
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -285,7 +282,7 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
 }
 
 fn ws_settings(node: &Node) -> WsSettings {
-    let websocket = &node.config.websocket;
+    let websocket = &node.config().websocket;
     let message_limit = websocket.message_size_limit.max(1024);
     let decompressed_limit = if websocket.decompressed_message_size_limit > 0 {
         websocket.decompressed_message_size_limit
@@ -315,14 +312,14 @@ fn ws_settings(node: &Node) -> WsSettings {
             ..ws::Config::default()
         }),
         outbox: Arc::new(ws::Budget::new(
-            node.config.client.queue_max_size.max(1024),
+            node.config().client.queue_max_size.max(1024),
             CloseCode(crate::protocol::Disconnect::SLOW.code),
             crate::protocol::Disconnect::SLOW.reason,
         )),
         workers: tokio::runtime::Handle::current(),
         limiter: crate::limits::ConnectionLimiter::new(
-            node.config.client.connection_limit,
-            node.config.client.connection_rate_limit,
+            node.config().client.connection_limit,
+            node.config().client.connection_rate_limit,
         ),
     }
 }
@@ -363,7 +360,7 @@ async fn route(
     peer: SocketAddr,
 ) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path();
-    let config = &node.config;
+    let config = &node.config();
     let api_prefix = config.http_api.handler_prefix.as_str();
     // Handlers that read a body get it with the read deadline.
     let body_timeout = config.http_server.body_read_timeout;
@@ -386,7 +383,7 @@ async fn route(
         && path == endpoint_path(&config.prometheus.handler_prefix)
         && req.method() == Method::GET
     {
-        let mut response = Response::new(Full::new(Bytes::from(node.metrics.render(&node.hub))));
+        let mut response = Response::new(Full::new(Bytes::from(node.metrics().render(node.hub()))));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -439,7 +436,7 @@ fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    let client = &node.config.client;
+    let client = &node.config().client;
     if !client.allowed_origins.is_empty() {
         return client.origin_allowed(origin);
     }
@@ -483,11 +480,9 @@ fn upgrade(
     // Before anything else, as Centrifugo's ConnLimit middleware. The HTTP thread is the only
     // one that admits connections and nothing is awaited between this check and the
     // `LiveConnection` below, so concurrent handshakes cannot overshoot the limit.
-    let open = node
-        .live_connections
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let open = node.live_connections();
     if let Err(refusal) = ws.limiter.admit(open) {
-        node.metrics.connection_refused(refusal);
+        node.metrics().connection_refused(refusal);
         if ws.limiter.should_log() {
             tracing::warn!(%peer, open, "WebSocket refused: {}", refusal.message());
         }

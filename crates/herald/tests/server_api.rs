@@ -549,3 +549,109 @@ async fn api_subscribe_recover_since_replays_nothing_when_the_gap_does_not_fit_t
         assert_eq!(ws.next_push().await["push"]["pub"]["offset"], n);
     }
 }
+
+/// The server API's `subscribe` and a client's own `subscribe` are one node operation: from
+/// the same position both give the same missed publications and the same position; from a
+/// position that cannot be recovered both land at the stream's top with nothing replayed;
+/// in a namespace recovering from the cache both get the latest publication.
+#[tokio::test]
+async fn api_subscribe_positions_like_a_client_subscribe() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(json!({
+        "data_dir": data.path(),
+        "channel": {"namespaces": [
+            {"name": "feed", "history_size": 10, "history_ttl": "1h", "force_recovery": true,
+             "allow_subscribe_for_client": true},
+            {"name": "cached", "history_size": 10, "history_ttl": "1h", "force_recovery": true,
+             "force_recovery_mode": "cache", "allow_subscribe_for_client": true}
+        ]}
+    }))
+    .await;
+    let mut epoch = String::new();
+    for n in 1..=4 {
+        let published = server
+            .api_ok("publish", json!({"channel": "feed:1", "data": {"n": n}}))
+            .await;
+        epoch = published["epoch"].as_str().unwrap().to_owned();
+    }
+    let subscribe = |channel: &str, offset: u64, epoch: &str| {
+        json!({"subscribe": {"channel": channel, "recover": true, "offset": offset,
+                             "epoch": epoch}})
+    };
+    let api_subscribe = |user: &str, channel: &str, offset: u64, epoch: &str| {
+        json!({"user": user, "channel": channel,
+               "recover_since": {"offset": offset, "epoch": epoch}})
+    };
+
+    // From offset 2: 3 and 4, and the stream's top.
+    let mut own = server.client("bob").await;
+    let reply = own.call(subscribe("feed:1", 2, &epoch)).await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(
+        (sub["offset"].clone(), sub["epoch"].clone()),
+        (json!(4), json!(epoch))
+    );
+    let recovered: Vec<Value> = sub["publications"].as_array().unwrap().clone();
+    assert_eq!(recovered.len(), 2, "{reply}");
+    let mut ws = server.client("alice").await;
+    server
+        .api_ok("subscribe", api_subscribe("alice", "feed:1", 2, &epoch))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 2, "{push}");
+    assert_eq!(push["push"]["subscribe"]["epoch"], epoch.as_str(), "{push}");
+    for publication in &recovered {
+        let push = ws.next_push().await;
+        assert_eq!(
+            push["push"]["pub"]["offset"], publication["offset"],
+            "{push}"
+        );
+        assert_eq!(push["push"]["pub"]["data"], publication["data"], "{push}");
+    }
+
+    // From another epoch: not recovered, at the top, nothing replayed.
+    let mut own = server.client("bob").await;
+    let reply = own.call(subscribe("feed:1", 2, "another-epoch")).await;
+    let sub = &reply["subscribe"];
+    assert_ne!(sub["recovered"], true, "{reply}");
+    assert_eq!(sub["offset"], 4, "{reply}");
+    assert!(sub.get("publications").is_none(), "{reply}");
+    let mut ws = server.client("carol").await;
+    server
+        .api_ok(
+            "subscribe",
+            api_subscribe("carol", "feed:1", 2, "another-epoch"),
+        )
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 4, "{push}");
+    assert!(
+        ws.next_push_within(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing replayed"
+    );
+
+    // Cache recovery: the latest publication only.
+    for n in 1..=3 {
+        let published = server
+            .api_ok("publish", json!({"channel": "cached:1", "data": {"n": n}}))
+            .await;
+        epoch = published["epoch"].as_str().unwrap().to_owned();
+    }
+    let mut own = server.client("bob").await;
+    let reply = own.call(subscribe("cached:1", 1, &epoch)).await;
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["publications"][0]["data"], json!({"n": 3}), "{reply}");
+    assert_eq!(sub["offset"], 3, "{reply}");
+    let mut ws = server.client("dave").await;
+    server
+        .api_ok("subscribe", api_subscribe("dave", "cached:1", 1, &epoch))
+        .await;
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["subscribe"]["offset"], 2, "{push}");
+    let push = ws.next_push().await;
+    assert_eq!(push["push"]["pub"]["offset"], 3, "{push}");
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 3}), "{push}");
+}

@@ -142,7 +142,7 @@ async fn run(node: &Arc<Node>, command: LegacyCommand) -> LegacyReply {
             let started = Instant::now();
             let name = cmd.method();
             let outcome = cmd.execute(node).await.map_err(ApiError::from);
-            node.metrics.api_call(name, started.elapsed());
+            node.metrics().api_call(name, started.elapsed());
             outcome
         }
         Ok(None) => Err(method_not_found(&method)),
@@ -180,7 +180,7 @@ mod tests {
     async fn commands_and_replies() {
         let node = node();
         let a = client(&node, "a", "alice");
-        node.hub.subscribe("news", &a);
+        node.hub().subscribe("news", &a);
         let r = replies(
             &node,
             r#"{"method":"publish","params":{"channel":"news","data":{"x":1}}}
@@ -200,7 +200,7 @@ mod tests {
             serde_json::json!({"result": {}})
         );
         assert_eq!(r[2]["id"], 8);
-        assert_eq!(r[2]["result"]["nodes"][0]["uid"], node.id.as_str());
+        assert_eq!(r[2]["result"]["nodes"][0]["uid"], node.id());
         assert_eq!(r[3]["error"]["code"], 108);
         assert_eq!(r[4]["error"]["code"], 104);
         assert_eq!(r[5]["error"]["code"], 104);

@@ -46,7 +46,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let config = &node.config.http_api;
+    let config = &node.config().http_api;
     let mode = ErrorMode::of(&config.error_mode, req.headers());
 
     if let Err(refusal) = auth::authorize(config, req.headers(), req.uri().query()) {
@@ -93,7 +93,7 @@ where
         return response;
     }
 
-    if node.shutdown.is_cancelled() {
+    if node.shutdown().is_cancelled() {
         return reply::request_error(
             mode,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -125,7 +125,7 @@ where
                 Err(e) => return bad_body(mode, e),
             };
             let result = cmd::batch::execute(node, request).await;
-            node.metrics.api_call("batch", started.elapsed());
+            node.metrics().api_call("batch", started.elapsed());
             reply::serialized(StatusCode::OK, &result)
         }
         Route::Method(method) => {
@@ -143,7 +143,7 @@ where
             let started = Instant::now();
             let name = command.method();
             let outcome = command.execute(node).await;
-            node.metrics.api_call(name, started.elapsed());
+            node.metrics().api_call(name, started.elapsed());
             match outcome {
                 Ok(result) => reply::result(&result),
                 Err(e) => {

@@ -75,7 +75,7 @@ fn routes() {
 async fn publish_end_to_end() {
     let node = node();
     let a = client(&node, "a", "alice");
-    node.hub.subscribe("news", &a);
+    node.hub().subscribe("news", &a);
     let r = api(
         &node,
         "/api/publish",
@@ -244,7 +244,7 @@ async fn batch_has_no_result_wrapper() {
     let json = r.json();
     let replies = json["replies"].as_array().unwrap();
     assert_eq!(replies[0], serde_json::json!({"publish": {}}));
-    assert_eq!(replies[1]["info"]["nodes"][0]["uid"], node.id.as_str());
+    assert_eq!(replies[1]["info"]["nodes"][0]["uid"], node.id());
     assert_eq!(replies[2]["error"]["code"], 108);
 }
 
@@ -317,7 +317,7 @@ async fn legacy_endpoint() {
 #[tokio::test]
 async fn shutting_down_is_503() {
     let node = node();
-    node.shutdown.cancel();
+    node.shutdown().cancel();
     let r = api(&node, "/api/info", "{}").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -332,7 +332,7 @@ async fn api_calls_are_measured() {
         r#"{"commands":[{"publish":{"channel":"x","data":1}}]}"#,
     )
     .await;
-    let text = node.metrics.render(&node.hub);
+    let text = node.metrics().render(node.hub());
     assert!(
         text.contains("herald_api_command_duration_seconds_count{method=\"publish\"} 2"),
         "{text}"

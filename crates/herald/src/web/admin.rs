@@ -86,14 +86,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let admin = &node.config.admin;
+    let admin = &node.config().admin;
     match endpoint {
         "settings" => {
             return json_no_store(
                 StatusCode::OK,
                 serde_json::json!({
                     "insecure": admin.insecure,
-                    "demo": node.config.demo,
+                    "demo": node.config().demo,
                     "version": env!("CARGO_PKG_VERSION"),
                 })
                 .to_string(),
@@ -130,12 +130,12 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let admin = &node.config.admin;
-    let guard = &node.admin_guard;
+    let admin = &node.config().admin;
+    let guard = &node.admin_guard();
     // Anyone may send a body here: their number is capped while it is read. (A request turned
     // away here sent no password, so it is no failed log-in.)
-    let Some(_reading) = node.unauthenticated.try_enter() else {
-        return node.unauthenticated.full_response();
+    let Some(_reading) = node.unauthenticated().try_enter() else {
+        return node.unauthenticated().full_response();
     };
     if !admin.insecure {
         // Before anything is read: a locked-out client's password is not even looked at, and
@@ -190,13 +190,13 @@ fn too_many_logins(wait: Duration) -> HttpResponse {
 /// Logs the failed log-ins' summary at the end of the window that just opened (once per
 /// window, see [`super::admin_guard::AdminGuard::claim_summary`]).
 fn schedule_summary(node: &Arc<Node>) {
-    if !node.admin_guard.claim_summary() {
+    if !node.admin_guard().claim_summary() {
         return;
     }
     let node = node.clone();
     tokio::spawn(async move {
         tokio::time::sleep(super::admin_guard::SUMMARY_INTERVAL).await;
-        if let Some(summary) = node.admin_guard.take_summary(Instant::now()) {
+        if let Some(summary) = node.admin_guard().take_summary(Instant::now()) {
             tracing::warn!("{summary}");
         }
     });
@@ -208,7 +208,7 @@ fn logout(node: &Arc<Node>, method: &Method, session: Option<SessionClaims>) -> 
         return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
     if let Some(session) = session {
-        node.admin_guard
+        node.admin_guard()
             .revoke_session(&session.jti, session.exp, unix_now());
     }
     json_no_store(StatusCode::OK, "{}".into())
@@ -244,8 +244,8 @@ fn check_session(node: &Node, headers: &HeaderMap) -> Result<SessionClaims, &'st
         .or_else(|| value.strip_prefix("Bearer "))
         .ok_or("the Authorization header must be `token <session token>`")?
         .trim();
-    let claims = verify_session(&node.config.admin.secret, token)?;
-    if node.admin_guard.session_revoked(&claims.jti, claims.iat) {
+    let claims = verify_session(&node.config().admin.secret, token)?;
+    if node.admin_guard().session_revoked(&claims.jti, claims.iat) {
         return Err("session logged out: log in again");
     }
     Ok(claims)
@@ -318,7 +318,7 @@ async fn stats(node: &Arc<Node>) -> HttpResponse {
         Ok(info) => info,
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.message),
     };
-    let counters = counters(&node.metrics.render(&node.hub));
+    let counters = counters(&node.metrics().render(node.hub()));
     let time_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -347,7 +347,7 @@ struct ClientSummary {
 
 fn users(node: &Arc<Node>) -> HttpResponse {
     let mut by_user: BTreeMap<String, Vec<ClientSummary>> = BTreeMap::new();
-    for client in node.hub.all_clients() {
+    for client in node.hub().all_clients() {
         let mut channels: Vec<String> = client.channels().iter().map(|c| c.to_string()).collect();
         channels.sort();
         by_user
@@ -388,7 +388,7 @@ where
     let started = std::time::Instant::now();
     let name = command.method();
     let outcome = command.execute(node).await;
-    node.metrics.api_call(name, started.elapsed());
+    node.metrics().api_call(name, started.elapsed());
     let body = match outcome {
         Ok(result) => format!("{{\"result\":{}}}", result.get()),
         Err(e) => serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string(),

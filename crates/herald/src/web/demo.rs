@@ -60,8 +60,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // Anyone may send a body here: their number is capped while it is read.
-    let Some(_reading) = node.unauthenticated.try_enter() else {
-        return node.unauthenticated.full_response();
+    let Some(_reading) = node.unauthenticated().try_enter() else {
+        return node.unauthenticated().full_response();
     };
     let usage = "use POST with {\"name\": \"...\"}";
     let request: TokenRequest = match read_post_json(req, usage).await {
@@ -72,7 +72,7 @@ where
     if let Err(e) = check_name(name) {
         return json_error(StatusCode::BAD_REQUEST, &format!("bad request: {e}"));
     }
-    let secret = &node.config.client.token.hmac_secret_key;
+    let secret = &node.config().client.token.hmac_secret_key;
     if secret.is_empty() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,

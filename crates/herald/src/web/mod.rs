@@ -71,7 +71,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let config = &node.config;
+    let config = node.config();
     let path = req.uri().path().to_owned();
     if config.demo && path == demo::TOKEN_PATH {
         return demo::token(node, req).await;

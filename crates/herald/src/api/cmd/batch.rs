@@ -151,7 +151,7 @@ async fn execute_one(node: &Arc<Node>, command: BatchCommand) -> BatchReply {
             let started = Instant::now();
             let method = command.method();
             let outcome = command.execute(node).await;
-            node.metrics.api_call(method, started.elapsed());
+            node.metrics().api_call(method, started.elapsed());
             match outcome {
                 Ok(result) => BatchReply::Ok { method, result },
                 Err(e) => BatchReply::Error(e.into()),
@@ -200,7 +200,7 @@ mod tests {
     async fn runs_commands_in_order() {
         let node = node();
         let a = client(&node, "a", "alice");
-        node.hub.subscribe("news", &a);
+        node.hub().subscribe("news", &a);
         let req = BatchRequest::decode(
             br#"{"commands":[
                 {"publish":{"channel":"news","data":{"n":1}}},
@@ -246,7 +246,7 @@ mod tests {
     async fn parallel_keeps_reply_order() {
         let node = node();
         let a = client(&node, "a", "alice");
-        node.hub.subscribe("news", &a);
+        node.hub().subscribe("news", &a);
         let mut commands = Vec::new();
         for i in 0..50 {
             if i % 5 == 4 {

@@ -115,8 +115,8 @@ mod tests {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
-        node.hub.subscribe("personal#alice", &a);
-        node.hub.subscribe("chat:b", &b);
+        node.hub().subscribe("personal#alice", &a);
+        node.hub().subscribe("chat:b", &b);
         let result = execute(
             &node,
             BroadcastRequest {

@@ -45,7 +45,7 @@ pub struct ChannelInfo {
 pub fn execute(node: &Node, req: ChannelsRequest) -> Result<ChannelsResult, protocol::Error> {
     let glob = Glob::new(&req.pattern).map_err(bad_request)?;
     let channels = node
-        .hub
+        .hub()
         .channels()
         .into_iter()
         .filter(|(name, _)| glob.matches(name))
@@ -250,10 +250,10 @@ mod tests {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
-        node.hub.subscribe("chat:1", &a);
-        node.hub.subscribe("chat:1", &b);
-        node.hub.subscribe("chat:2", &a);
-        node.hub.subscribe("news", &b);
+        node.hub().subscribe("chat:1", &a);
+        node.hub().subscribe("chat:1", &b);
+        node.hub().subscribe("chat:2", &a);
+        node.hub().subscribe("news", &b);
         let all = execute(&node, ChannelsRequest::default()).unwrap();
         assert_eq!(all.channels.len(), 3);
         let chat = execute(

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::check_channel;
-use crate::engine::{HistoryFilter, StreamPosition};
-use crate::node::Node;
+use crate::engine::StreamPosition;
+use crate::node::{HistoryQuery, Node, to_publications};
 use crate::protocol::{self, Publication, nullable};
 
 /// Request of `history`.
@@ -57,36 +57,32 @@ pub struct HistoryResult {
 /// namespace keeps no history; 112 when `since` names another epoch.
 pub async fn execute(node: &Node, req: HistoryRequest) -> Result<HistoryResult, protocol::Error> {
     check_channel(node, &req.channel)?;
-    let (_, options) = node.resolve_channel(&req.channel)?;
-    let Some(history) = node.history.clone().filter(|_| options.history_enabled()) else {
-        return Err(protocol::Error::new(
-            108,
-            "not available: the channel's namespace keeps no history (set history_size and \
-             history_ttl)",
-        ));
-    };
-    let cap = node.config.client.history_max_publication_limit as i64;
-    let filter = HistoryFilter {
+    let options = node.history_namespace(&req.channel).map_err(explain)?;
+    let query = HistoryQuery {
         since: req.since.map(|p| StreamPosition::new(p.offset, p.epoch)),
-        limit: if req.limit < 0 {
-            cap
-        } else {
-            req.limit.min(cap)
-        },
+        limit: req.limit,
         reverse: req.reverse,
     };
-    let page = history
-        .read(&req.channel, filter.clone(), node.history_options(options))
+    let page = node
+        .read_history(&req.channel, options, query)
         .await
-        .and_then(|page| page.continuing(&filter))
-        .map_err(|e| e.to_protocol())?;
+        .map_err(explain)?;
     Ok(HistoryResult {
-        publications: page
-            .publications
-            .iter()
-            .map(|p| p.to_publication())
-            .collect(),
+        publications: to_publications(&page.publications),
         epoch: page.position.epoch,
         offset: page.position.offset,
     })
+}
+
+/// The node's 108 with what the backend's operator can do about it.
+fn explain(error: protocol::Error) -> protocol::Error {
+    if error.code == protocol::Error::NOT_AVAILABLE.code {
+        protocol::Error::new(
+            108,
+            "not available: the channel's namespace keeps no history (set history_size and \
+             history_ttl)",
+        )
+    } else {
+        error
+    }
 }

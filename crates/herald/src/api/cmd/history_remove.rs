@@ -31,7 +31,7 @@ pub async fn execute(
 ) -> Result<HistoryRemoveResult, protocol::Error> {
     check_channel(node, &req.channel)?;
     let (_, options) = node.resolve_channel(&req.channel)?;
-    let Some(history) = node.history.clone().filter(|_| options.history_enabled()) else {
+    let Some(history) = node.history().filter(|_| options.history_enabled()) else {
         return Err(protocol::Error::new(
             108,
             "not available: the channel's namespace keeps no history",

@@ -27,7 +27,7 @@ pub struct InfoResult {
 ///
 /// Errors: 100 when the controller cannot list the nodes.
 pub async fn execute(node: &Node, _req: InfoRequest) -> Result<InfoResult, protocol::Error> {
-    let nodes = node.controller.nodes().await.map_err(|e| {
+    let nodes = node.controller().nodes().await.map_err(|e| {
         tracing::error!("info: cannot list the nodes: {e}");
         e.to_protocol()
     })?;
@@ -45,14 +45,14 @@ mod tests {
         let a = client(&node, "a", "alice");
         let a2 = client(&node, "a2", "alice");
         let _b = client(&node, "b", "bob");
-        node.hub.subscribe("news", &a);
-        node.hub.subscribe("news", &a2);
-        node.hub.subscribe("chat:1", &a);
+        node.hub().subscribe("news", &a);
+        node.hub().subscribe("news", &a2);
+        node.hub().subscribe("chat:1", &a);
         let info = execute(&node, InfoRequest {}).await.unwrap();
         assert_eq!(info.nodes.len(), 1);
         let n = &info.nodes[0];
-        assert_eq!(n.uid, node.id);
-        assert_eq!(n.name, node.name);
+        assert_eq!(n.uid, node.id());
+        assert_eq!(n.name, node.name());
         assert_eq!(n.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(
             (n.num_clients, n.num_users, n.num_channels, n.num_subs),

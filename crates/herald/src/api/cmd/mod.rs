@@ -216,10 +216,10 @@ pub fn check_channel(node: &Node, name: &str) -> Result<(), protocol::Error> {
     if name.is_empty() {
         return Err(bad_request("channel is required"));
     }
-    let channels = &node.config.channel;
+    let channels = &node.config().channel;
     let parsed =
         channel::parse_with(name, channels.max_length, channels.naming()).map_err(bad_request)?;
-    if node.config.namespace(parsed.namespace).is_none() {
+    if node.config().namespace(parsed.namespace).is_none() {
         return Err(protocol::Error::new(
             102,
             format!(
@@ -263,12 +263,12 @@ pub fn target_clients(
         return Err(bad_request("user is required"));
     }
     let mut targets = if client.is_empty() {
-        node.hub.user_clients(user)
+        node.hub().user_clients(user)
     } else {
-        node.hub.client(user, client).into_iter().collect()
+        node.hub().client(user, client).into_iter().collect()
     };
     if !session.is_empty() {
-        targets.retain(|c| node.hub.has_session(c, session));
+        targets.retain(|c| node.hub().has_session(c, session));
     }
     Ok(targets)
 }
@@ -296,7 +296,7 @@ pub async fn send(
     node: &Node,
     command: crate::engine::ControlCommand,
 ) -> Result<(), protocol::Error> {
-    node.controller.send(command).await.map_err(|e| {
+    node.controller().send(command).await.map_err(|e| {
         tracing::error!("cannot send a control command: {e}");
         e.to_protocol()
     })
@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(target_clients(&node, "", "x1", "").unwrap().len(), 1);
         assert_eq!(target_clients(&node, "", "", "").unwrap_err().code, 107);
         // A session narrows to the connection it names; an unknown one matches nothing.
-        let session = node.hub.session_of(&a1);
+        let session = node.hub().session_of(&a1);
         let one = target_clients(&node, "alice", "", &session).unwrap();
         assert_eq!(one.len(), 1);
         assert!(Arc::ptr_eq(&one[0], &a1));

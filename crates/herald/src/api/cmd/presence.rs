@@ -25,25 +25,22 @@ pub struct PresenceRequest {
 /// namespace keeps no presence.
 pub async fn execute(node: &Node, req: PresenceRequest) -> Result<PresenceResult, protocol::Error> {
     check_presence(node, &req.channel)?;
-    let presence = node
-        .presence
-        .presence(&req.channel)
-        .await
-        .map_err(|e| e.to_protocol())?;
-    Ok(PresenceResult { presence })
+    node.channel_presence(&req.channel).await
 }
 
 /// Checks that `channel` is valid and its namespace keeps presence.
 pub fn check_presence(node: &Node, channel: &str) -> Result<(), protocol::Error> {
     check_channel(node, channel)?;
-    let (_, options) = node.resolve_channel(channel)?;
-    if !options.presence {
-        return Err(protocol::Error::new(
-            108,
-            "not available: the channel's namespace keeps no presence (set presence: true)",
-        ));
+    match node.presence_namespace(channel) {
+        Ok(_) => Ok(()),
+        Err(error) if error.code == protocol::Error::NOT_AVAILABLE.code => {
+            Err(protocol::Error::new(
+                108,
+                "not available: the channel's namespace keeps no presence (set presence: true)",
+            ))
+        }
+        Err(error) => Err(error),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -62,7 +59,7 @@ mod tests {
             presence: true,
             ..SubFlags::default()
         };
-        node.hub.subscribe_with("chat:1", &a, flags);
+        node.hub().subscribe_with("chat:1", &a, flags);
         node.joined("chat:1", a.info(), flags).await;
         let request = |channel: &str| PresenceRequest {
             channel: channel.into(),
@@ -76,7 +73,7 @@ mod tests {
             execute(&node, request("nope:1")).await.unwrap_err().code,
             102
         );
-        let flags = node.hub.unsubscribe("chat:1", &a).unwrap();
+        let flags = node.hub().unsubscribe("chat:1", &a).unwrap();
         node.left("chat:1", &a, flags).await;
         assert!(
             execute(&node, request("chat:1"))

@@ -16,10 +16,5 @@ pub async fn execute(
     req: PresenceRequest,
 ) -> Result<PresenceStatsResult, protocol::Error> {
     check_presence(node, &req.channel)?;
-    let stats = node
-        .presence
-        .stats(&req.channel)
-        .await
-        .map_err(|e| e.to_protocol())?;
-    Ok(PresenceStatsResult::from(stats))
+    node.channel_presence_stats(&req.channel).await
 }

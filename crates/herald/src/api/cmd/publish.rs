@@ -93,7 +93,7 @@ pub(super) async fn publish_one(
     options: PublishOptions,
 ) -> Result<PublishResult, protocol::Error> {
     let published = node.publish(channel, data, options).await?;
-    node.metrics.publication("api");
+    node.metrics().publication("api");
     Ok(PublishResult {
         offset: published.offset,
         epoch: published.epoch,
@@ -118,7 +118,7 @@ mod tests {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
-        node.hub.subscribe("news", &a);
+        node.hub().subscribe("news", &a);
         let result = execute(&node, request("news", r#"{"text":"hi"}"#))
             .await
             .unwrap();
@@ -137,7 +137,7 @@ mod tests {
     async fn tags_reach_the_publication() {
         let node = node();
         let a = client(&node, "a", "alice");
-        node.hub.subscribe("news", &a);
+        node.hub().subscribe("news", &a);
         let mut req = request("news", "1");
         req.tags.insert("k".into(), "v".into());
         execute(&node, req).await.unwrap();
@@ -188,7 +188,7 @@ mod tests {
             chat.history_ttl = std::time::Duration::from_secs(60);
         });
         let a = client(&node, "a", "alice");
-        node.hub.subscribe("chat:x", &a);
+        node.hub().subscribe("chat:x", &a);
         let versioned = |data: &str, version: u64| PublishRequest {
             version,
             version_epoch: "e".into(),

@@ -14,7 +14,12 @@
 //! them. When they cannot all be given (trimmed from the history, another epoch, more than
 //! `client.recovery_max_publication_limit` or than half of `client.queue_max_size`), none
 //! is, and the push carries the stream's top, as a client subscribe answered
-//! `recovered: false` would.
+//! `recovered: false` would. In a namespace with `force_recovery_mode: "cache"` the
+//! connection gets the channel's latest publication instead, as a client would.
+//!
+//! The subscription is made by the node's subscribe operation
+//! ([`Node::subscribe_client`]), the one a client's own subscribe uses: the two cannot
+//! position or recover differently.
 
 use std::sync::Arc;
 
@@ -22,9 +27,8 @@ use serde::Deserialize;
 
 use super::{binary_refused, check_channel, not_available, push_message, target_clients};
 use crate::auth::SubscribeOverride;
-use crate::engine::{StoredPublication, StreamPosition};
-use crate::hub::{ClientHandle, SubFlags};
-use crate::node::Node;
+use crate::hub::{ClientHandle, Selection, SubFlags};
+use crate::node::{Node, Positioning};
 use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
 
 /// Request of `subscribe`.
@@ -70,11 +74,13 @@ pub struct SubscribeRequest {
 pub struct SubscribeResult {}
 
 /// Subscribes the targeted connections to the channel and queues a `subscribe` push to each
-/// one that was not subscribed yet.
+/// one that was not subscribed yet, through the node's subscribe operation (the one a
+/// client's own subscribe uses), so the subscription is positioned and recovered as the
+/// namespace says.
 ///
 /// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
 /// an unknown namespace; 108 for `expire_at`; the engine's error when the stream's position
-/// cannot be read (then no connection is subscribed).
+/// cannot be read (the connections subscribed before that one stay subscribed).
 pub async fn execute(
     node: &Node,
     req: SubscribeRequest,
@@ -96,172 +102,84 @@ pub async fn execute(
     // sends them.
     let (_, namespace) = node.resolve_channel(&req.channel)?;
     let flags = SubFlags::new(namespace, req.override_.as_ref(), true);
-    if targets.is_empty() {
-        return Ok(SubscribeResult {});
-    }
-    let pick =
-        |value: Option<&crate::auth::BoolValue>, default: bool| value.map_or(default, |v| v.value);
-    let over = req.override_.as_ref();
-    let recoverable = pick(
-        over.and_then(|o| o.force_recovery.as_ref()),
-        namespace.force_recovery,
+    let positioning = Positioning::for_server(
+        namespace,
+        req.override_.as_ref(),
+        req.recover_since.as_ref(),
     );
-    let positioned = recoverable
-        || pick(
-            over.and_then(|o| o.force_positioning.as_ref()),
-            namespace.force_positioning,
-        );
-    if let Some(history) = node.history.clone().filter(|_| namespace.history_enabled())
-        && positioned
-    {
-        let positioning = Positioning {
-            history: history.as_ref(),
-            options: node.history_options(namespace),
-            recoverable,
-            since: req.recover_since.clone().filter(|_| recoverable),
-        };
-        subscribe_positioned(node, &req, targets, flags, positioning).await?;
-        return Ok(SubscribeResult {});
-    }
-    let message = push_message(&Push::subscribe(
-        req.channel.as_str(),
-        SubscribePush {
-            data: req.data.map(strip_newlines),
-            ..SubscribePush::default()
-        },
-    ))?;
     for client in targets {
-        if client.is_subscribed(&req.channel) {
-            continue;
-        }
-        // The push goes first, so that the connection learns about the subscription before
-        // any publication of the channel reaches it. A closed or overflowing queue means the
-        // connection is going away: leave it alone.
-        if client.outbox.push(message.clone()).is_ok()
-            && node.hub.subscribe_with(&req.channel, &client, flags)
-        {
-            let info = ClientInfo {
-                chan_info: req.info.clone().map(strip_newlines),
-                ..client.info()
-            };
-            node.joined(&req.channel, info, flags).await;
+        if !client.is_subscribed(&req.channel) {
+            subscribe_one(node, &req, client, flags, &positioning).await?;
         }
     }
     Ok(SubscribeResult {})
 }
 
-/// How a subscription in a channel with history is positioned: the stream, and where the
-/// connections recover from (`None`: they start at the top).
-struct Positioning<'a> {
-    history: &'a dyn crate::engine::History,
-    options: crate::engine::HistoryOptions,
-    recoverable: bool,
-    since: Option<protocol::StreamPosition>,
-}
-
-/// Subscribes `targets` to a channel with history: publications are held back while the
-/// position is read (and the missed publications, when recovering), then each connection
-/// gets the `subscribe` push with the position, the missed publications, and what was held
-/// back after them.
-async fn subscribe_positioned(
+/// Subscribes one connection: publications are held back while its position is read (and
+/// what it missed, when recovering), then it gets the `subscribe` push, the missed
+/// publications as publication pushes, and what was held back after them.
+async fn subscribe_one(
     node: &Node,
     req: &SubscribeRequest,
-    targets: Vec<Arc<ClientHandle>>,
+    client: Arc<ClientHandle>,
     flags: SubFlags,
-    positioning: Positioning<'_>,
+    positioning: &Positioning,
 ) -> Result<(), protocol::Error> {
     let channel = req.channel.as_str();
-    let pending: Vec<_> = targets
+    let mut result = protocol::SubscribeResult::default();
+    // The missed publications go out as pushes rather than in a reply, but they must fit the
+    // connection's queue as a client's own recovery must: the same room.
+    let mut room = node.reply_room(client.outbox.queued_bytes());
+    let after = match node
+        .subscribe_client(
+            &client,
+            channel,
+            flags,
+            Selection::default(),
+            positioning,
+            &mut result,
+            &mut room,
+        )
+        .await
+    {
+        Ok(after) => after,
+        // Subscribed meanwhile: nothing to do for this connection.
+        Err(error) if error.code == protocol::Error::ALREADY_SUBSCRIBED.code => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    // The push names the position the publications after it start from (the SDK's position
+    // then moves through them): the one recovered from when there are any, else the top.
+    let offset = result
+        .publications
+        .first()
+        .map_or(result.offset, |first| first.offset.saturating_sub(1));
+    let subscribe = SubscribePush {
+        recoverable: result.recoverable,
+        positioned: result.positioned,
+        epoch: result.epoch,
+        offset,
+        data: req.data.clone().map(strip_newlines),
+    };
+    let mut messages = vec![push_message(&Push::subscribe(channel, subscribe))?];
+    for publication in result.publications {
+        messages.push(push_message(&Push::publication(channel, publication))?);
+    }
+    // The push first, then the missed publications, then (on completion) the newer ones. A
+    // closed or overflowing queue means the connection is going away: leave it alone.
+    let queued = messages
         .into_iter()
-        .filter(|client| node.hub.subscribe_pending(channel, client, flags))
-        .collect();
-    if pending.is_empty() {
+        .all(|message| client.outbox.push(message).is_ok());
+    if !queued {
+        node.hub().unsubscribe(channel, &client);
         return Ok(());
     }
-    let read = match &positioning.since {
-        Some(since) => {
-            let since = StreamPosition::new(since.offset, since.epoch.clone());
-            let limit = node.config.client.recovery_max_publication_limit;
-            positioning
-                .history
-                .recover(channel, since.clone(), limit, positioning.options)
-                .await
-                .map(|recovery| {
-                    let fits = recovery.recovered
-                        && fits_queue(&recovery.publications, node.config.client.queue_max_size);
-                    if fits {
-                        // The position the connections recover from (in the stream's epoch:
-                        // `since` may leave it empty); the publications move it to the top.
-                        let from = StreamPosition::new(since.offset, recovery.position.epoch);
-                        (from, recovery.position.offset, recovery.publications)
-                    } else {
-                        let top = recovery.position.offset;
-                        (recovery.position, top, Vec::new())
-                    }
-                })
-        }
-        None => positioning
-            .history
-            .top(channel, positioning.options)
-            .await
-            .map(|top| (top.clone(), top.offset, Vec::new())),
+    let info = ClientInfo {
+        chan_info: req.info.clone().map(strip_newlines),
+        ..client.info()
     };
-    let (position, after, missed) = match read {
-        Ok(read) => read,
-        Err(e) => {
-            for client in &pending {
-                node.hub.unsubscribe(channel, client);
-            }
-            return Err(e.to_protocol());
-        }
-    };
-    let subscribe = push_message(&Push::subscribe(
-        channel,
-        SubscribePush {
-            recoverable: positioning.recoverable,
-            positioned: true,
-            epoch: position.epoch,
-            offset: position.offset,
-            data: req.data.clone().map(strip_newlines),
-        },
-    ))?;
-    let mut messages = vec![subscribe];
-    for publication in &missed {
-        messages.push(push_message(&Push::publication(
-            channel,
-            publication.to_publication(),
-        ))?);
-    }
-    for client in pending {
-        // The push first, then the missed publications, then (on activation) the newer ones.
-        // A closed or overflowing queue means the connection is going away: leave it alone.
-        let queued = messages
-            .iter()
-            .all(|message| client.outbox.push(message.clone()).is_ok());
-        if !queued {
-            node.hub.unsubscribe(channel, &client);
-            continue;
-        }
-        node.hub.activate(channel, &client, after);
-        let info = ClientInfo {
-            chan_info: req.info.clone().map(strip_newlines),
-            ..client.info()
-        };
-        node.joined(channel, info, flags).await;
-    }
+    node.complete_subscription(channel, &client, after, 0, info, flags)
+        .await;
     Ok(())
-}
-
-/// Whether `publications` fit in half of a connection's queue (`client.queue_max_size`), as a
-/// client's own recovery must fit in its reply; more would close the connection as slow.
-fn fits_queue(publications: &[Arc<StoredPublication>], queue_max_size: usize) -> bool {
-    // A publication push's own bytes besides its data: channel, offset, info, framing.
-    const PUSH_OVERHEAD: usize = 256;
-    let bytes: usize = publications
-        .iter()
-        .map(|p| p.data.get().len() + PUSH_OVERHEAD)
-        .sum();
-    bytes <= queue_max_size.max(1024) / 2
 }
 
 #[cfg(test)]
@@ -289,7 +207,7 @@ mod tests {
         assert_eq!(a2.outbox.queued_bytes(), push);
         assert_eq!(b.outbox.queued_bytes(), 0);
         assert!(a1.is_subscribed("news") && a2.is_subscribed("news"));
-        assert_eq!(node.hub.num_subscribers("news"), 2);
+        assert_eq!(node.hub().num_subscribers("news"), 2);
         // Again: nothing new is queued.
         execute(&node, request("alice", "news")).await.unwrap();
         assert_eq!(a1.outbox.queued_bytes(), push);
@@ -335,7 +253,7 @@ mod tests {
             execute(&node, request("ghost", "news")).await,
             Ok(SubscribeResult {})
         );
-        assert_eq!(node.hub.num_channels(), 0);
+        assert_eq!(node.hub().num_channels(), 0);
     }
 
     #[tokio::test]
@@ -379,7 +297,7 @@ mod tests {
         let mut req = request("alice", "news");
         req.session = "s".into();
         assert_eq!(execute(&node, req).await, Ok(SubscribeResult {}));
-        assert_eq!(node.hub.num_subscriptions(), 0);
+        assert_eq!(node.hub().num_subscriptions(), 0);
     }
 
     #[tokio::test]
@@ -396,7 +314,7 @@ mod tests {
         });
         execute(&node, req).await.unwrap();
         assert!(alice.is_subscribed("chat:room") && bob.is_subscribed("chat:room"));
-        let present = node.presence.presence("chat:room").await.unwrap();
+        let present = node.presence().presence("chat:room").await.unwrap();
         assert_eq!(
             present.keys().map(String::as_str).collect::<Vec<_>>(),
             ["a1"],

@@ -38,7 +38,7 @@ pub fn client(node: &Node, id: &str, user: &str) -> Arc<ClientHandle> {
         None,
         Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow")),
     ));
-    node.hub.add_client(handle.clone());
+    node.hub().add_client(handle.clone());
     handle
 }
 

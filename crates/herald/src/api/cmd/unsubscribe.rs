@@ -71,8 +71,8 @@ mod tests {
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
         let b = client(&node, "b", "bob");
-        node.hub.subscribe("news", &a1);
-        node.hub.subscribe("news", &b);
+        node.hub().subscribe("news", &a1);
+        node.hub().subscribe("news", &b);
         execute(&node, request("alice", "news")).await.unwrap();
         assert!(!a1.is_subscribed("news"));
         assert_eq!(
@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(a2.outbox.queued_bytes(), 0);
         assert!(b.is_subscribed("news"));
         assert_eq!(b.outbox.queued_bytes(), 0);
-        assert_eq!(node.hub.num_subscribers("news"), 1);
+        assert_eq!(node.hub().num_subscribers("news"), 1);
         // Publications no longer reach alice.
         node.publish("news", raw("1"), Default::default())
             .await
@@ -103,8 +103,8 @@ mod tests {
         let node = node();
         let a1 = client(&node, "a1", "alice");
         let a2 = client(&node, "a2", "alice");
-        node.hub.subscribe("chat:x", &a1);
-        node.hub.subscribe("chat:x", &a2);
+        node.hub().subscribe("chat:x", &a1);
+        node.hub().subscribe("chat:x", &a2);
         let mut req = request("alice", "chat:x");
         req.client = "a2".into();
         execute(&node, req).await.unwrap();

@@ -1,10 +1,22 @@
 //! [`Node`]: the state one Herald process shares between its client connections, its server
-//! API and its background tasks, and the one publish path they all use.
+//! API and its background tasks, and the operations both the client protocol and the server
+//! API call, so that the two cannot drift: publish (here), subscribe with positioning and
+//! recovery ([`subscribe`]), history ([`history`]) and presence ([`presence`]). Who may do
+//! what is the node's [`Policy`]'s to say, asked by the client protocol before it calls these.
 //!
 //! The node talks to its engine ([`crate::engine`]) through the broker, presence and
 //! controller traits only, and is their handler in return: every publication, join and leave
 //! reaches the hub from the broker ([`BrokerEvents`]), and every control command reaches this
 //! node's connections from the controller ([`crate::control`]).
+
+mod history;
+mod presence;
+mod reply_room;
+mod subscribe;
+
+pub use history::{HistoryQuery, to_publications};
+pub use reply_room::ReplyRoom;
+pub use subscribe::Positioning;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +34,7 @@ use crate::engine::{
 use crate::hub::{ClientHandle, Delivery, Hub, Selection, SubFlags, Subscribed};
 use crate::keepalive::PingWheel;
 use crate::metrics::Metrics;
+use crate::policy::{ConfigPolicy, Policy};
 use crate::protocol::{
     self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
 };
@@ -30,48 +43,51 @@ use crate::ws::{FrameBuf, Message, OpCode};
 /// One Herald process.
 pub struct Node {
     /// The validated configuration.
-    pub config: Arc<Config>,
+    config: Arc<Config>,
     /// Local clients and subscriptions.
-    pub hub: Hub,
+    hub: Hub,
     /// The server pings of connected clients (turned by the task `Server::run` starts).
-    pub pings: PingWheel,
+    pings: PingWheel,
     /// Wakes client tasks at their deadlines (rung by the task `Server::run` starts).
-    pub alarms: AlarmClock,
+    alarms: AlarmClock,
     /// Connection and subscription token verification.
-    pub tokens: TokenVerifier,
+    tokens: TokenVerifier,
     /// Subscription token verification: `client.subscription_token` when enabled, else the same
     /// verifier as `tokens` (sharing its JWKS cache).
-    pub subscription_tokens: TokenVerifier,
+    subscription_tokens: TokenVerifier,
     /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    metrics: Metrics,
     /// This node's id (a UUID), as reported by `/api/info`.
-    pub id: String,
+    id: String,
     /// Human name of the node (host name and port).
-    pub name: String,
+    name: String,
     /// When the node started, for uptime.
-    pub started: Instant,
+    started: Instant,
     /// Cancelled when the node shuts down; client tasks watch it.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Publications, join/leave and history: the engine's broker.
-    pub broker: Arc<dyn Broker>,
+    broker: Arc<dyn Broker>,
     /// The broker's history side, when some namespace keeps history (`history_size` and
     /// `history_ttl` set); `None` means nothing is stored and no data directory is touched.
-    pub history: Option<Arc<dyn History>>,
+    history: Option<Arc<dyn History>>,
     /// Who is subscribed to channels whose namespace keeps presence.
-    pub presence: Arc<dyn PresenceManager>,
+    presence: Arc<dyn PresenceManager>,
     /// Commands to the connections of a user on any node, and the node list.
-    pub controller: Arc<dyn Controller>,
+    controller: Arc<dyn Controller>,
     /// Serialises, per channel, a first subscriber's broker subscription against the last
     /// one's broker unsubscription (see [`Node::subscribe_pending`]).
     channel_locks: ChannelLocks,
     /// Open client connections, connected or not yet (shutdown waits for all of them to
     /// take their close frame; the hub only knows connected ones).
-    pub live_connections: AtomicUsize,
+    live_connections: AtomicUsize,
     /// Requests whose body is being read before they are authorized (admin log-in, demo
     /// sign-in), capped by `http_server.unauthenticated_request_limit`.
-    pub unauthenticated: crate::http_guard::RequestGate,
+    unauthenticated: crate::http_guard::RequestGate,
     /// The admin log-in's rate limits and the admin sessions logged out.
-    pub admin_guard: crate::web::admin_guard::AdminGuard,
+    admin_guard: crate::web::admin_guard::AdminGuard,
+    /// Who may connect, subscribe, publish, refresh and call RPCs, when set with
+    /// [`Node::set_policy`]; unset, the configuration decides ([`ConfigPolicy`]).
+    policy: std::sync::OnceLock<Box<dyn Policy>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -163,6 +179,7 @@ impl Node {
             presence: engine.presence,
             controller: engine.controller,
             channel_locks: ChannelLocks::new(),
+            policy: std::sync::OnceLock::new(),
             live_connections: AtomicUsize::new(0),
             unauthenticated: crate::http_guard::RequestGate::new(
                 config.http_server.unauthenticated_request_limit,
@@ -176,6 +193,93 @@ impl Node {
         node.controller
             .set_handler(Arc::new(crate::control::NodeControl(Arc::downgrade(&node))));
         Ok(node)
+    }
+
+    /// The validated configuration (an `Arc`, for what must outlive a borrow of the node).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Local clients and subscriptions.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The server pings of connected clients (turned by the task `Server::run` starts).
+    pub fn pings(&self) -> &PingWheel {
+        &self.pings
+    }
+
+    /// Wakes client tasks at their deadlines (rung by the task `Server::run` starts).
+    pub fn alarms(&self) -> &AlarmClock {
+        &self.alarms
+    }
+
+    /// Connection token verification (`client.token`).
+    pub fn tokens(&self) -> &TokenVerifier {
+        &self.tokens
+    }
+
+    /// Subscription token verification (`client.subscription_token`, else `client.token`).
+    pub fn subscription_tokens(&self) -> &TokenVerifier {
+        &self.subscription_tokens
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// This node's id (a UUID), as reported by `/api/info`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Human name of the node (host name and port).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cancelled when the node shuts down; client tasks and servers watch it, `cancel` starts
+    /// the shutdown.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Channel history streams, when some namespace keeps history.
+    pub fn history(&self) -> Option<&Arc<dyn History>> {
+        self.history.as_ref()
+    }
+
+    /// Who is subscribed to channels whose namespace keeps presence.
+    pub fn presence(&self) -> &Arc<dyn PresenceManager> {
+        &self.presence
+    }
+
+    /// Publications, join/leave and history: the engine's broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Commands to the connections of a user on any node, and the node list.
+    pub fn controller(&self) -> &Arc<dyn Controller> {
+        &self.controller
+    }
+
+    /// Open client connections, connected or not yet.
+    pub fn live_connections(&self) -> usize {
+        self.live_connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body is being read before they are authorized (see
+    /// `http_server.unauthenticated_request_limit`).
+    pub fn unauthenticated(&self) -> &crate::http_guard::RequestGate {
+        &self.unauthenticated
+    }
+
+    /// The admin log-in's rate limits and the admin sessions logged out.
+    pub fn admin_guard(&self) -> &crate::web::admin_guard::AdminGuard {
+        &self.admin_guard
     }
 
     /// Parses and validates a channel name and finds its namespace options.
@@ -255,7 +359,8 @@ impl Node {
     /// returning: the caller reads the stream's top after this, and a publication made in
     /// between is held back by the hub and deduplicated by offset on activation, never lost.
     ///
-    /// Errors (the client is not subscribed then): the broker could not subscribe the node.
+    /// Errors (the client is not subscribed then): 105 when it already is (that subscription
+    /// stands), or the broker could not subscribe the node.
     pub async fn subscribe_pending(
         &self,
         channel: &str,
@@ -268,6 +373,11 @@ impl Node {
         // one's unsubscription does not overtake it.
         let _channel = self.channel_locks.lock(channel).await;
         let added = self.hub.add_pending(channel, client, flags, selection);
+        if added == Subscribed::Already {
+            // Subscribed meanwhile (by the server API, or by the client while the API asked):
+            // that subscription stands, and this one is not made.
+            return Err(protocol::Error::ALREADY_SUBSCRIBED);
+        }
         if added == Subscribed::First
             && let Err(e) = self.broker.subscribe(channel).await
         {
@@ -388,6 +498,33 @@ impl Node {
     /// History options of a namespace.
     pub fn history_options(&self, namespace: &NamespaceOptions) -> HistoryOptions {
         HistoryOptions::for_namespace(namespace, self.config.channel.history_meta_ttl)
+    }
+
+    /// The policy clients are checked against (see [`crate::policy`]).
+    pub fn policy(&self) -> &dyn Policy {
+        static CONFIGURED: ConfigPolicy = ConfigPolicy;
+        self.policy
+            .get()
+            .map_or(&CONFIGURED, |policy| policy.as_ref())
+    }
+
+    /// Replaces the configuration's policy with `policy` (a backend proxy, a test's). Once,
+    /// before the node serves: clients connected under one policy must not see another.
+    /// Gives `policy` back when one was set already.
+    pub fn set_policy(&self, policy: Box<dyn Policy>) -> Result<(), Box<dyn Policy>> {
+        self.policy.set(policy)
+    }
+
+    /// The room a connection with `queued` bytes waiting in its queue has for stored
+    /// publications in what it is sent next (see [`ReplyRoom`]).
+    pub fn reply_room(&self, queued: usize) -> ReplyRoom {
+        // The connection's byte budget, as `server.rs` sets it from `client.queue_max_size`.
+        ReplyRoom::new(self.config.client.queue_max_size.max(1024), queued)
+    }
+
+    /// When the node started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Seconds since the node started.
