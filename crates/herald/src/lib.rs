@@ -8,7 +8,6 @@ pub mod cli;
 pub mod client;
 pub mod client_id;
 pub mod config;
-pub mod config_audit;
 pub mod delta;
 pub mod demo_secrets;
 pub mod engine;
