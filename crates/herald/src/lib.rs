@@ -11,6 +11,7 @@ pub mod config;
 pub mod delta;
 pub mod demo_secrets;
 pub mod engine;
+pub mod glob;
 pub mod http_guard;
 pub mod hub;
 pub mod keepalive;
@@ -22,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod sync;
 pub mod tags_filter;
+pub mod time;
 pub mod tls;
 pub mod web;
 

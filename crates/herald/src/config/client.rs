@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Opaque;
 use super::duration::go_duration;
 use super::flat::flat_options;
+use crate::glob::Glob;
 
 flat_options! {
     /// `client.token`: how connection JWTs are verified (see [`crate::auth`]).
@@ -199,7 +200,7 @@ impl ClientConfig {
         let origin = origin.to_ascii_lowercase();
         self.allowed_origins
             .iter()
-            .any(|allowed| glob_match(&allowed.to_ascii_lowercase(), &origin))
+            .any(|allowed| Glob::stars(&allowed.to_ascii_lowercase()).matches(&origin))
     }
 
     /// The token settings to verify subscription tokens with.
@@ -210,27 +211,4 @@ impl ClientConfig {
             &self.token
         }
     }
-}
-
-/// `*`-only glob matching (no other metacharacters), iterative with backtracking to the last star.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
 }
