@@ -8,8 +8,9 @@
 use serde::Deserialize;
 
 use super::{not_available, target_clients};
-use crate::node::{Node, unix_now};
+use crate::node::Node;
 use crate::protocol::{self, Disconnect, Raw, nullable};
+use crate::time::unix_now;
 use crate::ws::CloseCode;
 
 /// Request of `refresh`.
