@@ -202,13 +202,4 @@ impl ClientConfig {
             .iter()
             .any(|allowed| Glob::stars(&allowed.to_ascii_lowercase()).matches(&origin))
     }
-
-    /// The token settings to verify subscription tokens with.
-    pub fn subscription_token_config(&self) -> &TokenConfig {
-        if self.subscription_token.enabled {
-            &self.subscription_token.token
-        } else {
-            &self.token
-        }
-    }
 }

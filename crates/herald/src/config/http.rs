@@ -224,7 +224,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
             disabled: false,
-            handler_prefix: "/connection/websocket".into(),
+            handler_prefix: crate::server::WEBSOCKET_PATH.into(),
             compression: false,
             compression_min_size: 0,
             compression_level: 1,

@@ -102,7 +102,7 @@ impl Config {
             );
         }
         if self.demo
-            && self.websocket.handler_prefix.trim_end_matches('/') != "/connection/websocket"
+            && self.websocket.handler_prefix.trim_end_matches('/') != crate::server::WEBSOCKET_PATH
         {
             problems.push(
                 "demo: the demo chat connects to /connection/websocket: remove \
