@@ -501,7 +501,7 @@ fn checkconfig(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         let tls = &config.http_server.tls;
         if tls.problems().is_empty() {
             if let Err(e) = crate::tls::Terminator::from_config(tls) {
-                report.problems.push(crate::config::ConfigError::Invalid(e));
+                report.problems.push(e.into());
             }
         }
     }

@@ -6,20 +6,43 @@ use std::time::Duration;
 
 use serde::{Deserializer, Serializer};
 
+/// Why a text is not a Go-style duration; each message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// A leading `-`.
+    #[error("a negative duration is not allowed")]
+    Negative,
+    /// Nothing (or only spaces).
+    #[error("empty duration")]
+    Empty,
+    /// A unit or other text where a number should be; holds the rest of the text.
+    #[error("expected a number at \"{0}\"")]
+    ExpectedNumber(String),
+    /// A number with no unit after it.
+    #[error("missing unit (use ns, us, ms, s, m or h)")]
+    MissingUnit,
+    /// A unit Go does not know (such as `d`); holds the rest of the text.
+    #[error("unknown unit at \"{0}\" (use ns, us, ms, s, m or h)")]
+    UnknownUnit(String),
+    /// More than `Duration` holds.
+    #[error("duration is too large")]
+    TooLarge,
+}
+
 /// Parses a Go-style duration as used in Centrifugo configs: a sequence of decimal numbers, each
 /// with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), e.g. `"25s"`, `"1m30s"`, `"1.5h"`,
 /// `"500ms"`; `"0"` alone means zero. Negative durations are refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.starts_with('-') {
-        return Err("a negative duration is not allowed".into());
+        return Err(DurationError::Negative);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     const UNITS: [(&str, u128); 8] = [
         ("ns", 1),
@@ -44,7 +67,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             rest = &after_dot[frac_len..];
         }
         if int_part.is_empty() && frac_part.is_empty() {
-            return Err(format!("expected a number at \"{rest}\""));
+            return Err(DurationError::ExpectedNumber(rest.to_owned()));
         }
         // Longest unit first: "ms" before "m", "ns"/"us" before nothing else clashes.
         let unit = UNITS
@@ -53,13 +76,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .max_by_key(|(name, _)| name.len());
         let Some(&(name, nanos_per_unit)) = unit else {
             return Err(if rest.is_empty() {
-                "missing unit (use ns, us, ms, s, m or h)".to_string()
+                DurationError::MissingUnit
             } else {
-                format!("unknown unit at \"{rest}\" (use ns, us, ms, s, m or h)")
+                DurationError::UnknownUnit(rest.to_owned())
             });
         };
         rest = &rest[name.len()..];
-        let overflow = || "duration is too large".to_string();
+        let overflow = || DurationError::TooLarge;
         let int: u128 = if int_part.is_empty() {
             0
         } else {
@@ -77,7 +100,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         total = total.checked_add(nanos).ok_or_else(overflow)?;
     }
-    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| "duration is too large")?;
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::TooLarge)?;
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 

@@ -84,9 +84,9 @@ where
         let var = env_var_name(path);
         known.insert(var.clone());
         let Some(raw) = vars.get(&var) else { continue };
-        let env_err = |message: String| ConfigError::Env {
+        let env_err = |source: EnvValueError| ConfigError::Env {
             var: var.clone(),
-            message,
+            source,
         };
         let value = env_value(path, kind, raw).map_err(env_err)?;
         set_path(tree, path, value).map_err(env_err)?;
@@ -101,27 +101,70 @@ where
     Ok((origins, warnings))
 }
 
+/// Why an environment variable's value cannot be applied to its option; the message names the
+/// option and says what value it takes.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvValueError {
+    /// A group of options given something other than a JSON object.
+    #[error("{path} is a group of options: expected a JSON object, got {found}")]
+    NotAnObject {
+        /// The option path.
+        path: String,
+        /// What the value is ("a list", "a string", …).
+        found: &'static str,
+    },
+    /// A group of options given text that is not JSON.
+    #[error("{path} is a group of options: expected a JSON object ({source})")]
+    ObjectSyntax {
+        /// The option path.
+        path: String,
+        /// The JSON parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A list given as `[...]` that is not valid JSON.
+    #[error("{path}: not a valid JSON list ({source})")]
+    ListSyntax {
+        /// The option path.
+        path: String,
+        /// The JSON parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The config file has a value where the variable's option needs a group of options.
+    #[error("cannot set {path}: {walked} in the config file is not a group of options")]
+    NotAGroup {
+        /// The option path the variable sets.
+        path: String,
+        /// The part of it that the file gives a plain value.
+        walked: String,
+    },
+}
+
 /// The value of option `path` (whose default is `kind`) from the environment string `raw`.
-fn env_value(path: &str, kind: &Value, raw: &str) -> Result<Value, String> {
+fn env_value(path: &str, kind: &Value, raw: &str) -> Result<Value, EnvValueError> {
     Ok(match kind {
         Value::Object(_) => match serde_json::from_str::<Value>(raw) {
             Ok(v @ Value::Object(_)) => v,
             Ok(other) => {
-                return Err(format!(
-                    "{path} is a group of options: expected a JSON object, got {}",
-                    kind_name(&other)
-                ));
+                return Err(EnvValueError::NotAnObject {
+                    path: path.to_owned(),
+                    found: kind_name(&other),
+                });
             }
-            Err(e) => {
-                return Err(format!(
-                    "{path} is a group of options: expected a JSON object ({e})"
-                ));
+            Err(source) => {
+                return Err(EnvValueError::ObjectSyntax {
+                    path: path.to_owned(),
+                    source,
+                });
             }
         },
         Value::Array(_) => {
             if raw.trim_start().starts_with('[') {
-                serde_json::from_str(raw)
-                    .map_err(|e| format!("{path}: not a valid JSON list ({e})"))?
+                serde_json::from_str(raw).map_err(|source| EnvValueError::ListSyntax {
+                    path: path.to_owned(),
+                    source,
+                })?
             } else if element_template(path).is_some() {
                 // A list of named option groups (namespaces): Centrifugo's environment form
                 // is their names, separated by spaces; their options come from variables of
@@ -179,9 +222,9 @@ fn apply_namespace_env(
             let Some(raw) = vars.get(&var) else { continue };
             known.insert(var.clone());
             let path = format!("{LIST}[{i}].{option}");
-            let env_err = |message: String| ConfigError::Env {
+            let env_err = |source: EnvValueError| ConfigError::Env {
                 var: var.clone(),
-                message,
+                source,
             };
             let value = env_value(&path, kind, raw).map_err(env_err)?;
             set_path(namespace, option, value).map_err(env_err)?;
@@ -191,15 +234,17 @@ fn apply_namespace_env(
     Ok(())
 }
 
-fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
+/// Sets option `path` (dotted) in `tree`, creating the groups on the way.
+fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), EnvValueError> {
     let mut node = tree;
     let mut walked = String::new();
     let mut keys = path.split('.').peekable();
     while let Some(key) = keys.next() {
         let Value::Object(map) = node else {
-            return Err(format!(
-                "cannot set {path}: {walked} in the config file is not a group of options"
-            ));
+            return Err(EnvValueError::NotAGroup {
+                path: path.to_owned(),
+                walked,
+            });
         };
         if keys.peek().is_none() {
             map.insert(key.to_string(), value);

@@ -64,16 +64,21 @@ pub enum ConfigError {
         origin: Option<String>,
     },
     /// An environment variable could not be applied.
-    #[error("environment variable {var}: {message}")]
+    #[error("environment variable {var}: {source}")]
     Env {
         /// The variable's name.
         var: String,
-        /// What is wrong with it.
-        message: String,
+        /// What is wrong with its value.
+        #[source]
+        source: super::env::EnvValueError,
     },
     /// The options parse but do not make sense together (see [`Config::validate`]).
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The TLS certificate or key cannot be used (checked by `herald checkconfig` as the server
+    /// would at start-up).
+    #[error("invalid configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Several problems, all reported at once (each names its option).
     #[error("{} problems in the configuration:{}", .0.len(), list_problems(.0))]
     Problems(Vec<ConfigError>),

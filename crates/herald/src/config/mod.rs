@@ -44,11 +44,11 @@ mod validate;
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
 pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
 pub use demo::{DEMO_INBOX_NAMESPACE, DEMO_ROOMS_NAMESPACE};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration};
 pub use engine::{
     BrokerConfig, Durability, EngineConfig, EngineType, HistoryConfig, PresenceManagerConfig,
 };
-pub use env::env_var_name;
+pub use env::{EnvValueError, env_var_name};
 pub use error::ConfigError;
 pub use format::ConfigFormat;
 pub use genconfig::{genconfig, random_secret};
