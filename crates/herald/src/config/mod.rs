@@ -15,12 +15,12 @@
 //!
 //! Durations are Go-style strings (`"25s"`, `"720h"`, `"1m30s"`, `"500ms"`), as in Centrifugo.
 //!
-//! One file per concern: the schema by section ([`schema`] holds [`Config`]; [`http`],
-//! [`log`], [`engine`], [`client`], [`channel`]), file formats ([`format`]), loading
-//! ([`load`]), the environment overlay ([`env`]), Go durations ([`duration`]), validation
-//! ([`validate`]) and its audit of unimplemented options ([`audit`]), demo mode ([`demo`]) and
-//! `herald genconfig` ([`genconfig`]). Everything other code uses is re-exported here, so that
-//! `crate::config::Config` and friends are the paths to use.
+//! One file per concern: the schema by section (`schema.rs` holds [`Config`]; `http.rs`,
+//! `log.rs`, `engine.rs`, `client.rs`, `channel.rs`), file formats (`format.rs`), loading
+//! (`load.rs`), the environment overlay (`env.rs`), Go durations (`duration.rs`), validation
+//! (`validate.rs`) and its audit of unimplemented options ([`audit`]), demo mode (`demo.rs`)
+//! and `herald genconfig` (`genconfig.rs`). Everything other code uses is re-exported here, so
+//! that `crate::config::Config` and friends stay the paths to use.
 
 pub mod audit;
 mod channel;
