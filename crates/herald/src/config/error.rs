@@ -72,7 +72,7 @@ pub enum ConfigError {
         #[source]
         source: super::env::EnvValueError,
     },
-    /// The options parse but do not make sense together (see [`Config::validate`]).
+    /// The options parse but do not make sense together (see [`Config::validate`](super::Config::validate)).
     #[error("invalid configuration: {0}")]
     Invalid(String),
     /// The TLS certificate or key cannot be used (checked by `herald checkconfig` as the server
