@@ -3,6 +3,10 @@
 //! `npm run build` into `$OUT_DIR/web-dist`, then `$OUT_DIR/web_assets.rs`, a table of
 //! `include_bytes!` that `src/web/` includes.
 //!
+//! npm runs only when one of the web inputs ([`WEB_INPUTS`]) changed since the last run, when
+//! this script itself changed, and on the first build in a target directory; editing Rust code
+//! does not run it. Under `cargo clippy` it never runs (see `main`).
+//!
 //! `HERALD_SKIP_WEB=1` builds without the UI (the binary then serves a short "UI not built"
 //! page). Without npm the build stops with a message saying to install Node 20 or to set it.
 
@@ -33,8 +37,13 @@ fn main() {
     let generated = out.join("web_assets.rs");
 
     let skip = std::env::var("HERALD_SKIP_WEB").is_ok_and(|v| !v.is_empty() && v != "0");
-    if skip || !web.join("package.json").is_file() {
-        if !skip {
+    // `cargo clippy` compiles this script with clippy-driver, so it is compiled and run again
+    // whenever the lint flags change (`cargo clippy` then `cargo clippy -- -D warnings`). Lints
+    // never produce a binary: they get the table without the UI instead of an npm build.
+    let linting = std::env::var("RUSTC_WORKSPACE_WRAPPER")
+        .is_ok_and(|wrapper| wrapper.contains("clippy-driver"));
+    if skip || linting || !web.join("package.json").is_file() {
+        if !skip && !linting {
             println!(
                 "cargo:warning=web/ not found next to the crate: building herald without the web UI"
             );

@@ -12,6 +12,10 @@
 //! * Over TLS (`wss://`, a hyper connection accepted with tokio-rustls), the same connection
 //!   runs rustls's sans-I/O session between its socket and its frames (see `tls`).
 
+// No unsafe code: framing, masking and inflate/deflate are all safe Rust, and the crate parses
+// bytes from untrusted peers.
+#![forbid(unsafe_code)]
+
 pub mod connection;
 pub mod decoder;
 pub mod deflate;

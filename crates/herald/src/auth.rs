@@ -497,12 +497,10 @@ impl TokenVerifier {
             .transpose()?;
         let jwks = non_empty(&cfg.jwks_public_endpoint)
             .map(|url| {
-                Jwks::new(url)
-                    .map(Arc::new)
-                    .map_err(|message| TokenConfigError {
-                        option: "jwks_public_endpoint",
-                        message,
-                    })
+                Jwks::new(url).map(Arc::new).map_err(|e| TokenConfigError {
+                    option: "jwks_public_endpoint",
+                    message: e.to_string(),
+                })
             })
             .transpose()?;
         let regex = |option: &'static str, exact: &'static str, value: &str, exact_value: &str| {

@@ -17,7 +17,7 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -28,6 +28,7 @@ use crate::config::{
     format_duration,
 };
 use crate::demo_secrets::{self, DemoSecrets};
+use crate::time::unix_now;
 
 /// Lifetime of a token from `herald gentoken` without `--ttl` (and of the one printed at the
 /// start of a run without a config): 7 days, long enough for a hand-run client that cannot ask
@@ -500,7 +501,7 @@ fn checkconfig(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         let tls = &config.http_server.tls;
         if tls.problems().is_empty() {
             if let Err(e) = crate::tls::Terminator::from_config(tls) {
-                report.problems.push(crate::config::ConfigError::Invalid(e));
+                report.problems.push(e.into());
             }
         }
     }
@@ -613,10 +614,7 @@ fn publish(cli: &Cli, channel: &str, data: &str, out: &mut dyn Write) -> Result<
 
 /// `1767225600` → `2026-01-01 00:00:00 UTC (in 3h0m0s)` / `(4m0s ago)`.
 fn describe_time(unix: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
     let delta = unix.saturating_sub(now);
     let relative = if delta >= 0 {
         format!(

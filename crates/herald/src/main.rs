@@ -61,8 +61,44 @@ fn main() {
     }
 }
 
+/// Why the server could not start or stopped serving; `main` prints it and exits with 1.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// `log.file` cannot be opened.
+    #[error(
+        "cannot open log.file {path}: {source} (fix the path or remove log.file to log to stderr)"
+    )]
+    LogFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `pid_file` cannot be written.
+    #[error("cannot write pid_file {path}: {source}")]
+    PidFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node could not be built (its message names the option or file at fault).
+    #[error("{0}")]
+    Node(String),
+    /// SIGTERM/SIGINT cannot be caught.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The listener cannot be bound (the message names the address).
+    #[error("{0}")]
+    Bind(#[source] std::io::Error),
+    /// The demo token cannot be signed.
+    #[error("{0}")]
+    Token(#[source] herald::auth::SignError),
+    /// The HTTP server stopped with an error.
+    #[error("HTTP server: {0}")]
+    Server(#[source] std::io::Error),
+}
+
 /// Logs to stderr, or to the file `log.file` names (appended to, created if missing).
-fn init_logging(config: &Config) -> Result<(), String> {
+fn init_logging(config: &Config) -> Result<(), StartError> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     // RUST_LOG (the ecosystem's convention) refines `log.level` per module when set.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -75,12 +111,9 @@ fn init_logging(config: &Config) -> Result<(), String> {
             .create(true)
             .append(true)
             .open(&config.log.file)
-            .map_err(|e| {
-                format!(
-                    "cannot open log.file {}: {e} (fix the path or remove log.file to log to \
-                     stderr)",
-                    config.log.file
-                )
+            .map_err(|source| StartError::LogFile {
+                path: config.log.file.clone(),
+                source,
             })?;
         (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
     };
@@ -102,12 +135,16 @@ fn init_logging(config: &Config) -> Result<(), String> {
 struct PidFile(Option<std::path::PathBuf>);
 
 impl PidFile {
-    fn write(path: &str) -> Result<PidFile, String> {
+    fn write(path: &str) -> Result<PidFile, StartError> {
         if path.is_empty() {
             return Ok(PidFile(None));
         }
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid_file {path}: {e}"))?;
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            StartError::PidFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         Ok(PidFile(Some(path.into())))
     }
 }
@@ -124,7 +161,7 @@ async fn serve(
     mut config: Config,
     config_path: Option<std::path::PathBuf>,
     demo_secrets: Option<herald::demo_secrets::Used>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     for warning in config.load_warnings.iter().chain(config.warnings().iter()) {
         tracing::warn!("{warning}");
     }
@@ -151,18 +188,16 @@ async fn serve(
     let anonymous = config.client.allow_anonymous_connect_without_token;
     let has_key = config.client.token.has_key();
     let _pid_file = PidFile::write(&config.pid_file)?;
-    let node = Node::new(config)?;
+    let node = Node::new(config).map_err(StartError::Node)?;
     let shutdown = node.shutdown().clone();
-    let signals = signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals = signal_handlers().map_err(StartError::Signals)?;
     tokio::spawn(async move {
         signals.await;
         tracing::info!("shutting down: closing clients with 3001");
         shutdown.cancel();
     });
-    let server = Server::bind(node.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let server = Server::bind(node.clone()).await.map_err(StartError::Bind)?;
+    let addr = server.local_addr().map_err(StartError::Bind)?;
     let (http, ws) = if server.is_tls() {
         ("https", "wss")
     } else {
@@ -204,7 +239,7 @@ async fn serve(
     } else if ephemeral {
         let ttl = Duration::from_secs(herald::cli::DEFAULT_TOKEN_TTL_SECS);
         let token = herald::auth::generate_token("demo", Some(ttl), &secret, None)
-            .map_err(|e| e.to_string())?;
+            .map_err(StartError::Token)?;
         tracing::info!("no token secret configured: generated one for this run only");
         tracing::info!(
             "a connection token for user \"demo\" (valid {}): {token}",
@@ -224,7 +259,7 @@ async fn serve(
              and start with `herald -c config.json`, then `herald gentoken -u USER`"
         );
     }
-    server.run().await.map_err(|e| format!("HTTP server: {e}"))
+    server.run().await.map_err(StartError::Server)
 }
 
 /// Registers SIGTERM and SIGINT now and returns a future that completes on the first of them.

@@ -32,6 +32,87 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the certificate and key files are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why TLS could not be set up or a certificate loaded. Each message names the option (and the
+/// file) at fault and what to give instead.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Only one of `cert_pem_file` and `key_pem_file` is set.
+    #[error(
+        "http_server.tls: cert_pem_file and key_pem_file go together: set both (or give the \
+         certificate and key inline with cert_pem and key_pem)"
+    )]
+    UnpairedFiles,
+    /// A certificate or key file cannot be read.
+    #[error("http_server.tls.{option}: cannot read {}: {source}", .path.display())]
+    Read {
+        /// `cert_pem_file` or `key_pem_file`.
+        option: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `cert_pem_b64` or `key_pem_b64` is not base64.
+    #[error("http_server.tls.{what}_pem_b64: not valid base64 ({source})")]
+    Base64 {
+        /// `cert` or `key`.
+        what: &'static str,
+        /// The decoder's complaint.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// The certificate text is not a PEM certificate chain.
+    #[error("{at}: not a valid PEM certificate chain: {source}")]
+    Chain {
+        /// The option (and file) the chain came from.
+        at: String,
+        /// The PEM parser's complaint.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate text holds no certificate.
+    #[error("{at}: no certificate found (expected a PEM \"BEGIN CERTIFICATE\" block)")]
+    NoCertificate {
+        /// The option (and file) the chain came from.
+        at: String,
+    },
+    /// The key text holds no private key rustls can use.
+    #[error(
+        "{at}: no usable private key ({source}); expected a PEM \"BEGIN PRIVATE KEY\", \
+         \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block"
+    )]
+    NoKey {
+        /// The option (and file) the key came from.
+        at: String,
+        /// The PEM parser's complaint.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The key is not the certificate's.
+    #[error("{key_at} is not the key of the certificate in {cert_at}: give the matching pair")]
+    Mismatch {
+        /// Where the key came from.
+        key_at: String,
+        /// Where the certificate came from.
+        cert_at: String,
+    },
+    /// rustls refuses the pair for another reason.
+    #[error("{key_at}: cannot use the key with {cert_at}: {source}")]
+    Unusable {
+        /// Where the key came from.
+        key_at: String,
+        /// Where the certificate came from.
+        cert_at: String,
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls cannot be configured with the crypto provider (a build problem, not a config one).
+    #[error("http_server.tls: cannot set up TLS: {0}")]
+    Setup(#[source] rustls::Error),
+}
+
 /// The TLS side of the listener: the acceptor, and the certificate it serves.
 #[derive(Clone)]
 pub struct Terminator {
@@ -86,17 +167,13 @@ impl ResolvesServerCert for Certs {
 impl Terminator {
     /// The terminator for `config`, or `None` when TLS is off. Fails, with a message naming
     /// the option and the file, when the certificate or key cannot be read or do not match.
-    pub fn from_config(config: &TlsConfig) -> Result<Option<Terminator>, String> {
+    pub fn from_config(config: &TlsConfig) -> Result<Option<Terminator>, TlsError> {
         if !config.enabled {
             return Ok(None);
         }
         let source = if !config.cert_pem_file.is_empty() || !config.key_pem_file.is_empty() {
             if config.cert_pem_file.is_empty() || config.key_pem_file.is_empty() {
-                return Err(
-                    "http_server.tls: cert_pem_file and key_pem_file go together: set \
-                     both (or give the certificate and key inline with cert_pem and key_pem)"
-                        .into(),
-                );
+                return Err(TlsError::UnpairedFiles);
             }
             Source::Files {
                 cert: PathBuf::from(&config.cert_pem_file),
@@ -119,7 +196,7 @@ impl Terminator {
         });
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("http_server.tls: cannot set up TLS: {e}"))?
+            .map_err(TlsError::Setup)?
             .with_no_client_auth()
             .with_cert_resolver(certs.clone());
         // hyper serves HTTP/1.1 only (WebSocket upgrades need it).
@@ -238,7 +315,7 @@ impl Source {
     }
 
     /// Reads and parses the certificate chain and key, and checks that they belong together.
-    fn load(&self, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    fn load(&self, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
         let (cert, key, cert_at, key_at) = match self {
             Source::Files { cert, key } => (
                 read_file(cert, "cert_pem_file")?,
@@ -255,23 +332,24 @@ impl Source {
         };
         let chain = CertificateDer::pem_slice_iter(&cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{cert_at}: not a valid PEM certificate chain: {e}"))?;
+            .map_err(|source| TlsError::Chain {
+                at: cert_at.clone(),
+                source,
+            })?;
         if chain.is_empty() {
-            return Err(format!(
-                "{cert_at}: no certificate found (expected a PEM \"BEGIN CERTIFICATE\" block)"
-            ));
+            return Err(TlsError::NoCertificate { at: cert_at });
         }
-        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
-            format!(
-                "{key_at}: no usable private key ({e}); expected a PEM \"BEGIN PRIVATE KEY\", \
-                 \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block"
-            )
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|source| TlsError::NoKey {
+            at: key_at.clone(),
+            source,
         })?;
         CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "{key_at} is not the key of the certificate in {cert_at}: give the matching pair"
-            ),
-            e => format!("{key_at}: cannot use the key with {cert_at}: {e}"),
+            rustls::Error::InconsistentKeys(_) => TlsError::Mismatch { key_at, cert_at },
+            source => TlsError::Unusable {
+                key_at,
+                cert_at,
+                source,
+            },
         })
     }
 }
@@ -282,21 +360,20 @@ fn stamp(path: &Path) -> FileStamp {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read_file(path: &Path, option: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| {
-        format!(
-            "http_server.tls.{option}: cannot read {}: {e}",
-            path.display()
-        )
+fn read_file(path: &Path, option: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        option,
+        path: path.to_path_buf(),
+        source,
     })
 }
 
 /// The PEM given inline (`cert_pem`/`key_pem`) or as base64 (`*_pem_b64`).
-fn inline_pem(what: &str, pem: &str, b64: &str) -> Result<Vec<u8>, String> {
+fn inline_pem(what: &'static str, pem: &str, b64: &str) -> Result<Vec<u8>, TlsError> {
     if !pem.is_empty() {
         return Ok(pem.as_bytes().to_vec());
     }
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| format!("http_server.tls.{what}_pem_b64: not valid base64 ({e})"))
+        .map_err(|source| TlsError::Base64 { what, source })
 }

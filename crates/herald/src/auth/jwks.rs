@@ -104,6 +104,139 @@ impl Jwk {
     }
 }
 
+/// Why a JWKS answer is not a key set at all (a single unusable key is a [`KeyError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Not JSON, or not an object.
+    #[error("the answer is not a JSON object ({0})")]
+    NotJson(#[source] serde_json::Error),
+    /// An object without `keys`: likely the wrong URL.
+    #[error("the answer has no \"keys\" array: is this a JWKS (RFC 7517) URL?")]
+    NoKeys,
+}
+
+/// Why one key of a JWKS is skipped (logged; the other keys still work).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// `use` is not `sig` (an encryption key).
+    #[error("use \"{0}\" is not for signatures")]
+    NotForSignatures(String),
+    /// A member the key type needs is absent.
+    #[error("missing \"{0}\"")]
+    Missing(&'static str),
+    /// A member is not base64url.
+    #[error("\"{0}\" is not base64url")]
+    NotBase64(&'static str),
+    /// An RSA modulus below 1024 bits.
+    #[error("RSA modulus of {bits} bits is too short (at least 1024)")]
+    RsaTooShort {
+        /// The modulus's size.
+        bits: usize,
+    },
+    /// An RSA key with an empty exponent.
+    #[error("empty RSA exponent")]
+    RsaEmptyExponent,
+    /// ES512's curve.
+    #[error("curve P-521 (ES512) is not supported by Herald")]
+    P521,
+    /// An EC curve other than P-256/P-384.
+    #[error("unknown curve \"{0}\"")]
+    UnknownCurve(String),
+    /// EC coordinates of the wrong size for the curve.
+    #[error("\"x\" and \"y\" must be {size} bytes each for {curve}")]
+    EcPointSize {
+        /// Bytes per coordinate the curve needs.
+        size: usize,
+        /// The curve.
+        curve: String,
+    },
+    /// An OKP curve other than Ed25519.
+    #[error("unsupported OKP curve \"{0}\"")]
+    UnsupportedOkpCurve(String),
+    /// An Ed25519 key that is not 32 bytes.
+    #[error("\"x\" must be 32 bytes for Ed25519")]
+    Ed25519Size,
+    /// A shared secret: never taken from a URL.
+    #[error("symmetric (oct) keys are never taken from a JWKS")]
+    Symmetric,
+    /// No `kty`.
+    #[error("missing \"kty\"")]
+    MissingKeyType,
+    /// A `kty` Herald does not know.
+    #[error("unknown key type \"{0}\"")]
+    UnknownKeyType(String),
+    /// An `alg` that the key type cannot verify.
+    #[error("alg \"{alg}\" is not usable with a {kty} key here")]
+    UnusableAlg {
+        /// The key's `alg`.
+        alg: String,
+        /// The key's `kty`.
+        kty: String,
+    },
+}
+
+/// Why a `jwks_public_endpoint` value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// A Centrifugo template (`{{tenant}}`).
+    #[error(
+        "templated (per-tenant) JWKS endpoints are not supported by Herald; give one fixed URL"
+    )]
+    Templated,
+    /// Not a URL at all.
+    #[error("\"{endpoint}\" is not a URL ({source})")]
+    NotAUrl {
+        /// The value.
+        endpoint: String,
+        /// Why it does not parse.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// Neither `https://` nor `http://`.
+    #[error("\"{0}\" must start with https:// (or http:// on a trusted network)")]
+    Scheme(String),
+    /// No host after the scheme.
+    #[error("\"{0}\" has no host")]
+    NoHost(String),
+}
+
+/// Why fetching the key set failed (logged; keys cached earlier still work).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No TLS client could be built.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The request could not be built.
+    #[error("cannot make the request: {0}")]
+    Request(#[source] http::Error),
+    /// Connecting or exchanging failed: the error chain, with a hint for certificate problems.
+    #[error("{0}")]
+    Exchange(String),
+    /// A redirect, which is not followed.
+    #[error(
+        "answered HTTP {status}, redirecting to {to}: redirects are not followed, set \
+         jwks_public_endpoint to the final address"
+    )]
+    Redirect {
+        /// The status.
+        status: http::StatusCode,
+        /// The `Location`.
+        to: String,
+    },
+    /// Any other status than success.
+    #[error("answered HTTP {0}")]
+    Status(http::StatusCode),
+    /// The body could not be read (or is larger than allowed).
+    #[error("reading the answer: {0}")]
+    Body(String),
+    /// No complete answer in time.
+    #[error("no complete answer within {}s", FETCH_TIMEOUT.as_secs())]
+    Timeout,
+    /// The answer is not a key set.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+}
+
 /// The usable keys of a JWKS document by `kid`, and what was skipped and why (for the log).
 #[derive(Debug, Default)]
 pub struct ParsedSet {
@@ -131,15 +264,14 @@ struct RawJwk {
 /// Parses a JWKS document (`{"keys": [...]}`). A document that is not a JWKS at all is an error;
 /// a key Herald cannot use is skipped (listed in [`ParsedSet::skipped`]) so that one exotic key
 /// (an encryption key, a P-521 key) does not take the others down.
-pub fn parse_jwks(body: &[u8]) -> Result<ParsedSet, String> {
+pub fn parse_jwks(body: &[u8]) -> Result<ParsedSet, DocumentError> {
     #[derive(Deserialize)]
     struct RawSet {
         keys: Option<Vec<serde_json::Value>>,
     }
-    let raw: RawSet = serde_json::from_slice(body)
-        .map_err(|e| format!("the answer is not a JSON object ({e})"))?;
+    let raw: RawSet = serde_json::from_slice(body).map_err(DocumentError::NotJson)?;
     let Some(keys) = raw.keys else {
-        return Err("the answer has no \"keys\" array: is this a JWKS (RFC 7517) URL?".into());
+        return Err(DocumentError::NoKeys);
     };
     let mut set = ParsedSet::default();
     for (i, value) in keys.into_iter().enumerate() {
@@ -174,15 +306,15 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedSet, String> {
     Ok(set)
 }
 
-fn parse_key(raw: RawJwk) -> Result<Jwk, String> {
+fn parse_key(raw: RawJwk) -> Result<Jwk, KeyError> {
     if let Some(use_) = raw.use_.as_deref().filter(|u| *u != "sig") {
-        return Err(format!("use \"{use_}\" is not for signatures"));
+        return Err(KeyError::NotForSignatures(use_.to_owned()));
     }
-    let b64 = |name: &str, value: Option<&String>| -> Result<Vec<u8>, String> {
-        let value = value.ok_or_else(|| format!("missing \"{name}\""))?;
+    let b64 = |name: &'static str, value: Option<&String>| -> Result<Vec<u8>, KeyError> {
+        let value = value.ok_or(KeyError::Missing(name))?;
         URL_SAFE_NO_PAD
             .decode(value.trim_end_matches('='))
-            .map_err(|_| format!("\"{name}\" is not base64url"))
+            .map_err(|_| KeyError::NotBase64(name))
     };
     let kty = raw.kty.as_deref().unwrap_or("");
     let (kind, key) = match kty {
@@ -190,13 +322,10 @@ fn parse_key(raw: RawJwk) -> Result<Jwk, String> {
             let n = b64("n", raw.n.as_ref())?;
             let e = b64("e", raw.e.as_ref())?;
             if n.len() < 128 {
-                return Err(format!(
-                    "RSA modulus of {} bits is too short (at least 1024)",
-                    n.len() * 8
-                ));
+                return Err(KeyError::RsaTooShort { bits: n.len() * 8 });
             }
             if e.is_empty() {
-                return Err("empty RSA exponent".into());
+                return Err(KeyError::RsaEmptyExponent);
             }
             (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
         }
@@ -205,18 +334,18 @@ fn parse_key(raw: RawJwk) -> Result<Jwk, String> {
                 Some("P-256") => (KeyKind::P256, 32),
                 Some("P-384") => (KeyKind::P384, 48),
                 Some("P-521") => {
-                    return Err("curve P-521 (ES512) is not supported by Herald".into());
+                    return Err(KeyError::P521);
                 }
-                Some(other) => return Err(format!("unknown curve \"{other}\"")),
-                None => return Err("missing \"crv\"".into()),
+                Some(other) => return Err(KeyError::UnknownCurve(other.to_owned())),
+                None => return Err(KeyError::Missing("crv")),
             };
             let x = b64("x", raw.x.as_ref())?;
             let y = b64("y", raw.y.as_ref())?;
             if x.len() != size || y.len() != size {
-                return Err(format!(
-                    "\"x\" and \"y\" must be {size} bytes each for {}",
-                    raw.crv.as_deref().unwrap_or("")
-                ));
+                return Err(KeyError::EcPointSize {
+                    size,
+                    curve: raw.crv.clone().unwrap_or_default(),
+                });
             }
             let mut point = Vec::with_capacity(1 + 2 * size);
             point.push(0x04);
@@ -227,18 +356,18 @@ fn parse_key(raw: RawJwk) -> Result<Jwk, String> {
         "OKP" => {
             match raw.crv.as_deref() {
                 Some("Ed25519") => {}
-                Some(other) => return Err(format!("unsupported OKP curve \"{other}\"")),
-                None => return Err("missing \"crv\"".into()),
+                Some(other) => return Err(KeyError::UnsupportedOkpCurve(other.to_owned())),
+                None => return Err(KeyError::Missing("crv")),
             }
             let x = b64("x", raw.x.as_ref())?;
             if x.len() != 32 {
-                return Err("\"x\" must be 32 bytes for Ed25519".into());
+                return Err(KeyError::Ed25519Size);
             }
             (KeyKind::Ed25519, DecodingKey::from_ed_der(&x))
         }
-        "oct" => return Err("symmetric (oct) keys are never taken from a JWKS".into()),
-        "" => return Err("missing \"kty\"".into()),
-        other => return Err(format!("unknown key type \"{other}\"")),
+        "oct" => return Err(KeyError::Symmetric),
+        "" => return Err(KeyError::MissingKeyType),
+        other => return Err(KeyError::UnknownKeyType(other.to_owned())),
     };
     let alg = match raw.alg.as_deref() {
         None | Some("") => None,
@@ -247,7 +376,10 @@ fn parse_key(raw: RawJwk) -> Result<Jwk, String> {
                 .parse::<Algorithm>()
                 .ok()
                 .filter(|alg| kind.accepts(*alg))
-                .ok_or_else(|| format!("alg \"{name}\" is not usable with a {kty} key here"))?;
+                .ok_or_else(|| KeyError::UnusableAlg {
+                    alg: name.to_owned(),
+                    kty: kty.to_owned(),
+                })?;
             Some(alg)
         }
     };
@@ -275,7 +407,7 @@ struct FetchState {
 /// The key set of one JWKS endpoint: fetched, cached by `kid`, refreshed.
 pub struct Jwks {
     url: http::Uri,
-    client: OnceLock<Result<HttpsClient, String>>,
+    client: OnceLock<Result<HttpsClient, rustls::Error>>,
     cached: RwLock<Cached>,
     /// Serialises fetches (background and on demand) and holds the rate limit.
     fetch: tokio::sync::Mutex<FetchState>,
@@ -308,7 +440,7 @@ pub enum LookupError {
 
 impl Jwks {
     /// A key set for `endpoint`, checked but not fetched yet (see [`Jwks::spawn_refresh`]).
-    pub fn new(endpoint: &str) -> Result<Jwks, String> {
+    pub fn new(endpoint: &str) -> Result<Jwks, EndpointError> {
         let url = check_endpoint(endpoint)?;
         Ok(Jwks {
             url,
@@ -368,13 +500,13 @@ impl Jwks {
                      keys cached earlier still work",
                     self.url
                 );
-                Err(LookupError::Unavailable(e))
+                Err(LookupError::Unavailable(e.to_string()))
             }
         }
     }
 
     /// Fetches the set now (waiting for a fetch under way) and replaces the cache on success.
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub async fn refresh(&self) -> Result<(), FetchError> {
         let _state = self.fetch.lock().await;
         self.fetch_and_store().await
     }
@@ -423,7 +555,7 @@ impl Jwks {
         });
     }
 
-    async fn fetch_and_store(&self) -> Result<(), String> {
+    async fn fetch_and_store(&self) -> Result<(), FetchError> {
         let set = self.fetch_set().await?;
         for skipped in &set.skipped {
             tracing::debug!("JWKS {}: skipped {skipped}", self.url);
@@ -451,7 +583,7 @@ impl Jwks {
         Ok(())
     }
 
-    fn client(&self) -> Result<&HttpsClient, String> {
+    fn client(&self) -> Result<&HttpsClient, FetchError> {
         self.client
             .get_or_init(|| {
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -461,17 +593,16 @@ impl Jwks {
                     Ok(builder) => builder,
                     // No system trust store (e.g. a minimal container): Mozilla's roots.
                     Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_provider_and_webpki_roots(provider)
-                        .map_err(|e| format!("cannot set up TLS: {e}"))?,
+                        .with_provider_and_webpki_roots(provider)?,
                 };
                 let connector = builder.https_or_http().enable_http1().build();
                 Ok(Client::builder(TokioExecutor::new()).build(connector))
             })
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|e| FetchError::Tls(e.clone()))
     }
 
-    async fn fetch_set(&self) -> Result<ParsedSet, String> {
+    async fn fetch_set(&self) -> Result<ParsedSet, FetchError> {
         let client = self.client()?;
         let request = http::Request::get(self.url.clone())
             .header(http::header::ACCEPT, "application/json")
@@ -480,7 +611,7 @@ impl Jwks {
                 concat!("herald/", env!("CARGO_PKG_VERSION")),
             )
             .body(Empty::new())
-            .map_err(|e| format!("cannot make the request: {e}"))?;
+            .map_err(FetchError::Request)?;
         let exchange = async {
             let response = client.request(request).await.map_err(|e| {
                 let mut text = error_chain(&e);
@@ -490,7 +621,7 @@ impl Jwks {
                          can name another)",
                     );
                 }
-                text
+                FetchError::Exchange(text)
             })?;
             let status = response.status();
             if status.is_redirection() {
@@ -498,25 +629,23 @@ impl Jwks {
                     .headers()
                     .get(http::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?");
-                return Err(format!(
-                    "answered HTTP {status}, redirecting to {to}: redirects are not followed, \
-                     set jwks_public_endpoint to the final address"
-                ));
+                    .unwrap_or("?")
+                    .to_owned();
+                return Err(FetchError::Redirect { status, to });
             }
             if !status.is_success() {
-                return Err(format!("answered HTTP {status}"));
+                return Err(FetchError::Status(status));
             }
             let body = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(|e| FetchError::Body(e.to_string()))?
                 .to_bytes();
-            parse_jwks(&body)
+            Ok(parse_jwks(&body)?)
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| format!("no complete answer within {}s", FETCH_TIMEOUT.as_secs()))?
+            .map_err(|_| FetchError::Timeout)?
     }
 }
 
@@ -533,28 +662,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Checks a `jwks_public_endpoint` value: an absolute `http` or `https` URL with a host.
-pub fn check_endpoint(endpoint: &str) -> Result<http::Uri, String> {
+pub fn check_endpoint(endpoint: &str) -> Result<http::Uri, EndpointError> {
     let endpoint = endpoint.trim();
     if endpoint.contains("{{") {
-        return Err(
-            "templated (per-tenant) JWKS endpoints are not supported by Herald; \
-                    give one fixed URL"
-                .into(),
-        );
+        return Err(EndpointError::Templated);
     }
-    let url: http::Uri = endpoint
-        .parse()
-        .map_err(|e| format!("\"{endpoint}\" is not a URL ({e})"))?;
+    let url: http::Uri = endpoint.parse().map_err(|source| EndpointError::NotAUrl {
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
     match url.scheme_str() {
         Some("https" | "http") => {}
         _ => {
-            return Err(format!(
-                "\"{endpoint}\" must start with https:// (or http:// on a trusted network)"
-            ));
+            return Err(EndpointError::Scheme(endpoint.to_owned()));
         }
     }
     if url.host().is_none_or(str::is_empty) {
-        return Err(format!("\"{endpoint}\" has no host"));
+        return Err(EndpointError::NoHost(endpoint.to_owned()));
     }
     Ok(url)
 }
@@ -674,7 +798,7 @@ mod tests {
             );
         }
         let err = parse_jwks(b"{\"issuer\": \"x\"}").unwrap_err();
-        assert!(err.contains("\"keys\""), "{err}");
+        assert!(err.to_string().contains("\"keys\""), "{err}");
         // An empty set is a valid (if useless) JWKS.
         assert!(parse_jwks(b"{\"keys\": []}").unwrap().keys.is_empty());
         // Padded base64url is tolerated.
@@ -695,7 +819,7 @@ mod tests {
             ("https://{{tenant}}.example.com/jwks", "templated"),
         ] {
             let err = check_endpoint(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.to_string().contains(why), "{bad}: {err}");
         }
     }
 

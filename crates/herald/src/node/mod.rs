@@ -20,7 +20,7 @@ pub use subscribe::Positioning;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -611,12 +611,9 @@ fn publication_len(publication: &Publication) -> usize {
     publication.data.as_ref().map_or(0, |d| d.get().len())
 }
 
-/// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Unix time in seconds; lives in [`crate::time`], re-exported for the callers that import it
+/// from here.
+pub use crate::time::unix_now;
 
 /// Counts a connection in [`Node::live_connections`] for as long as it exists.
 pub struct LiveConnection(Arc<Node>);

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -34,6 +34,7 @@ use super::{json_no_store, read_body, read_post_json};
 use crate::api::cmd::{Command, info};
 use crate::node::Node;
 use crate::server::{HttpResponse, json_error};
+use crate::time::{unix_now, unix_now_ms};
 
 /// How long an admin session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -214,12 +215,6 @@ fn logout(node: &Arc<Node>, method: &Method, session: Option<SessionClaims>) -> 
     json_no_store(StatusCode::OK, "{}".into())
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A session token signed with `secret`.
 pub fn session_token(secret: &str) -> Result<String, crate::auth::SignError> {
     let now = unix_now();
@@ -319,9 +314,7 @@ async fn stats(node: &Arc<Node>) -> HttpResponse {
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.message),
     };
     let counters = counters(&node.metrics().render(node.hub()));
-    let time_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let time_ms = unix_now_ms();
     json_no_store(
         StatusCode::OK,
         serde_json::json!({
