@@ -24,6 +24,7 @@ pub mod session;
 pub mod sync;
 pub mod tags_filter;
 pub mod tls;
+pub mod transport;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.

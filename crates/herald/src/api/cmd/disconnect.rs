@@ -1,6 +1,7 @@
 //! `disconnect`: the backend closes a user's live connections (e.g. the user was banned or
-//! logged out everywhere). Each connection is closed with a WebSocket close code and reason,
-//! by default 3503 "force disconnect", after which the SDK does not reconnect.
+//! logged out everywhere). Each connection is closed with a [`Disconnect`] code and reason
+//! (on a WebSocket, its close frame's), by default 3503 "force disconnect", after which the
+//! SDK does not reconnect.
 //!
 //! `POST /api/disconnect {"user": "42", "whitelist": ["<client id to keep>"],
 //! "disconnect": {"code": 4000, "reason": "bye"}}` → `{"result": {}}`.
@@ -10,7 +11,6 @@ use serde::Deserialize;
 use super::{bad_request, target_clients};
 use crate::node::Node;
 use crate::protocol::{self, Disconnect, nullable, object};
-use crate::ws::CloseCode;
 
 /// Longest close reason that fits a WebSocket close frame.
 const MAX_REASON_BYTES: usize = 123;
@@ -59,12 +59,13 @@ pub struct DisconnectResult {}
 /// a `session` that names none of them is not an error.
 pub fn execute(node: &Node, req: DisconnectRequest) -> Result<DisconnectResult, protocol::Error> {
     let (code, reason) = close_code_and_reason(req.disconnect)?;
+    let disconnect = Disconnect::custom(code, reason);
     let targets = target_clients(node, &req.user, &req.client, &req.session)?;
     for client in targets {
         if req.whitelist.iter().any(|w| client.id == **w) {
             continue;
         }
-        client.outbox.close(CloseCode(code), &reason);
+        client.disconnect(&disconnect);
     }
     Ok(DisconnectResult {})
 }
@@ -72,7 +73,7 @@ pub fn execute(node: &Node, req: DisconnectRequest) -> Result<DisconnectResult, 
 fn close_code_and_reason(spec: Option<DisconnectSpec>) -> Result<(u16, String), protocol::Error> {
     let default = Disconnect::FORCE_DISCONNECT;
     let Some(spec) = spec else {
-        return Ok((default.code, default.reason.to_owned()));
+        return Ok((default.code, default.reason.into_owned()));
     };
     let code = match spec.code {
         0 => default.code,
@@ -91,7 +92,7 @@ fn close_code_and_reason(spec: Option<DisconnectSpec>) -> Result<(u16, String), 
     }
     let reason = if spec.reason.is_empty() {
         Disconnect::from_code(code)
-            .map(|d| d.reason.to_owned())
+            .map(|d| d.reason.into_owned())
             .unwrap_or_default()
     } else {
         spec.reason

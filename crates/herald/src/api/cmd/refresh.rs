@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::{not_available, target_clients};
 use crate::node::{Node, unix_now};
 use crate::protocol::{self, Disconnect, Raw, nullable};
-use crate::ws::CloseCode;
 
 /// Request of `refresh`.
 #[derive(Debug, Default, Deserialize)]
@@ -53,8 +52,7 @@ pub fn execute(node: &Node, req: RefreshRequest) -> Result<RefreshResult, protoc
     let expired = req.expired || (req.expire_at > 0 && req.expire_at <= unix_now());
     for client in targets {
         if expired {
-            let close = Disconnect::EXPIRED;
-            client.outbox.close(CloseCode(close.code), close.reason);
+            client.disconnect(&Disconnect::EXPIRED);
         } else {
             client.set_expiry((req.expire_at > 0).then_some(req.expire_at));
         }
