@@ -241,7 +241,7 @@ impl Client {
             .min()
     }
 
-    /// Makes sure the node's alarm clock wakes this task (with [`Incoming::Wake`]) at its
+    /// Makes sure the node's alarm clock wakes this task (with [`Inbound::Wake`]) at its
     /// next deadline, unless an alarm is pending already ([`Client::alarm_set`]): one for
     /// that time or an earlier one is enough, since the wake-up it brings sets the next
     /// one. Only a flag is kept, not the alarm's time, so the flag is cleared wherever the

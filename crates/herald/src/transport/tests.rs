@@ -218,3 +218,22 @@ async fn a_disconnect_from_the_hub_reaches_the_transport_through_the_outbox() {
         .expect("the client task did not panic");
     assert_eq!(node.hub.num_clients(), 0);
 }
+
+/// The hook of the unidirectional transports: a connect request yielded by the transport is
+/// refused with 3508 until those transports are served (issue 22), rather than half served.
+#[tokio::test]
+async fn a_connect_request_from_the_transport_is_refused_until_unidirectional_is_served() {
+    let (node, peer, task) = start();
+    peer.commands
+        .send(Inbound::Connect(Box::default()))
+        .expect("the client is running");
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the client ends once its transport is closed")
+        .expect("the client task did not panic");
+    assert_eq!(
+        *peer.closed.lock().expect("not poisoned"),
+        Some(Disconnect::NOT_AVAILABLE)
+    );
+    assert_eq!(node.hub.num_clients(), 0);
+}

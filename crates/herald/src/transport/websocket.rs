@@ -2,16 +2,18 @@
 //! (`/connection/websocket`), the one transport the SDKs use first.
 //!
 //! A thin layer: [`herald_ws::WebSocket`] already drains the outbox into vectored writes, runs
-//! the close handshake and answers pings; this maps its events to the client's and a
-//! [`Disconnect`] to a close frame with the same code and reason (the SDKs read their
+//! the close handshake and answers pings; this maps its events to the client's. A
+//! [`Disconnect`] is the outbox's close request ([`Transport::close`]'s default), which the
+//! WebSocket writes as a close frame with the same code and reason (the SDKs read their
 //! reconnect advice from that code).
+//!
+//! [`Disconnect`]: crate::protocol::Disconnect
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::{Failure, Inbound, ProtocolType, Transport};
 use crate::config::Config;
-use crate::protocol::Disconnect;
 use crate::ws::{self, CloseCode, FrameBuf, Incoming, OpCode, Outbox, PushError, WebSocket};
 
 /// The transport's name, as Centrifugo names it.
@@ -28,12 +30,6 @@ impl WebSocketTransport {
     pub fn new(socket: WebSocket) -> WebSocketTransport {
         WebSocketTransport(socket)
     }
-}
-
-/// The close frame's code and reason for `disconnect`: the disconnect's own, which is what
-/// the SDKs and the browser tests read.
-pub fn close_frame(disconnect: &Disconnect) -> (CloseCode, &str) {
-    (CloseCode(disconnect.code), &disconnect.reason)
 }
 
 impl Transport for WebSocketTransport {
@@ -80,11 +76,6 @@ impl Transport for WebSocketTransport {
         }
     }
 
-    fn close(&self, disconnect: &Disconnect) {
-        let (code, reason) = close_frame(disconnect);
-        self.0.close(code, reason);
-    }
-
     fn ended_with(&self) -> u16 {
         self.0
             .peer_close()
@@ -102,11 +93,12 @@ impl Transport for WebSocketTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Disconnect;
     use tokio::io::AsyncReadExt;
 
     /// A `Disconnect` goes out as a close frame with its code and reason, as the SDKs (and
     /// the JS, Python and browser tests) expect: 0x88, the length, the code big-endian, the
-    /// reason.
+    /// reason. An application's own (the server API's `disconnect`) as much as the table's.
     #[tokio::test]
     async fn a_disconnect_becomes_a_close_frame_with_its_code_and_reason() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -125,22 +117,17 @@ mod tests {
         )
         .expect("websocket");
         let mut transport = WebSocketTransport::new(socket);
-        transport.close(&Disconnect::FORCE_DISCONNECT);
+        transport.close(&Disconnect::custom(4000, String::from("bye")));
         // Drive the connection until it has written the close frame (it then waits for the
         // peer's, which never comes: the timeout below bounds the wait).
         let driven = tokio::time::timeout(
             std::time::Duration::from_millis(200),
             std::future::poll_fn(|cx| transport.poll_recv(cx)),
         );
-        let mut frame = vec![0; 2 + 2 + "force disconnect".len()];
+        let mut frame = [0; 2 + 2 + 3];
         let (_, read) = tokio::join!(driven, peer.read_exact(&mut frame));
         read.expect("a close frame");
-        let mut expected = vec![0x88, 2 + 16, 0x0d, 0xaf]; // FIN + close, 3503
-        expected.extend_from_slice(b"force disconnect");
-        assert_eq!(frame, expected);
-
-        // An application's own disconnect (the server API's) keeps its code and reason.
-        let custom = Disconnect::custom(4000, String::from("bye"));
-        assert_eq!(close_frame(&custom), (CloseCode(4000), "bye"));
+        // FIN + close, payload of 5 bytes, 4000 big-endian, the reason.
+        assert_eq!(frame, [0x88, 5, 0x0f, 0xa0, b'b', b'y', b'e']);
     }
 }
