@@ -1,4 +1,4 @@
-//! One connected client: the Centrifugo client protocol's state machine on a WebSocket —
+//! One connected client: the Centrifugo client protocol's state machine on a transport —
 //! connect, command dispatch, subscriptions, pongs and the timers that close a client that is
 //! stale or expired.
 //!
@@ -30,7 +30,8 @@ use crate::protocol::{
     encode_reply,
 };
 use crate::tags_filter;
-use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
+use crate::transport::{Failure, Inbound, Transport};
+use crate::ws::{FrameBuf, PackedInstant};
 
 /// The server version reported in connect replies.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,13 +95,18 @@ impl Aside {
     }
 }
 
-/// Serves one upgraded WebSocket connection until it ends; `live` counts it among the live
-/// connections until then.
+/// Serves one connection, over `transport`, until it ends; `live` counts it among the live
+/// connections until then. Generic rather than over a `dyn Transport`: each transport gets
+/// its own serve loop, with no indirect call on the hot path and nothing boxed per
+/// connection.
 ///
 /// Not an `async fn`: the future of one keeps its arguments twice (as arguments, and as the
 /// locals they are moved into on the first poll), which for the WebSocket is half a KiB more
 /// per connection. The state is made here and the `async` block uses it in place.
-pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+pub fn serve<T: Transport>(
+    live: LiveConnection,
+    mut transport: T,
+) -> impl Future<Output = ()> + Send + 'static {
     live.metrics().connection_opened();
     let stale = live.config().client.stale_close_delay;
     let mut client = Client {
@@ -113,7 +119,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
     };
     async move {
         loop {
-            client.set_alarm(&ws);
+            client.set_alarm(&transport);
             // Shutdown reaches a connected client through the hub (`Server::run` closes every
             // client there), and one not in the hub (yet) through its alarm, which the node's
             // alarm clock rings for everyone when shutdown starts (the wake-up checks it, see
@@ -124,40 +130,46 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
             if matches!(client.state, State::Connecting | State::Failed)
                 && client.node.shutdown().is_cancelled()
             {
-                client.close(&ws, Disconnect::SHUTDOWN);
+                client.close(&transport, Disconnect::SHUTDOWN);
             }
             // `poll_recv` in place rather than `recv()`: this future is kept by every idle
             // connection, and a nested state machine would widen it. Only the frame is kept
             // across the await below, not the whole result: matched as a temporary, whose
             // room ends with this statement.
-            let data = match std::future::poll_fn(|cx| ws.poll_recv(cx)).await {
-                Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => data,
-                Ok(Some(Incoming::Wake)) => {
-                    if let Some(close) = client.on_timer(&ws) {
-                        client.close(&ws, close);
+            let data = match std::future::poll_fn(|cx| transport.poll_recv(cx)).await {
+                Ok(Some(Inbound::Commands(data))) => data,
+                Ok(Some(Inbound::Wake)) => {
+                    if let Some(close) = client.on_timer(&transport) {
+                        client.close(&transport, close);
                     }
                     continue;
                 }
-                Ok(Some(Incoming::Pong(_))) => continue,
+                Ok(Some(Inbound::Connect(_))) => {
+                    // The hook of the unidirectional transports (issue 22), none of which is
+                    // served yet: their connect request needs a connect push in answer, and
+                    // server-side subscriptions only. Refused rather than half served.
+                    tracing::info!(
+                        transport = transport.name(),
+                        "unidirectional connect refused: not served by this version"
+                    );
+                    client.close(&transport, Disconnect::NOT_AVAILABLE);
+                    continue;
+                }
                 Ok(None) => break,
+                Err(Failure::TooBig { reason }) => {
+                    // The one close a well-behaved client still meets (a message it built
+                    // too large): said at info, so that whoever runs the server sees it.
+                    let (option, limit) = transport.message_size_limit(&client.node.config());
+                    tracing::info!(
+                        client = %client.id(),
+                        "{reason}: the client sent a message over {option} ({limit} bytes); \
+                         raise that option if such messages are legitimate",
+                    );
+                    break;
+                }
                 Err(e) => {
-                    if let crate::ws::Error::Protocol(p) = &e
-                        && p.code == crate::ws::CloseCode::TOO_BIG
-                    {
-                        // The one close a well-behaved client still meets (a message it built
-                        // too large): said at info, so that whoever runs the server sees it.
-                        tracing::info!(
-                            client = %client.id(),
-                            "closed with 1009 ({}): the client sent a message over \
-                             websocket.message_size_limit ({} bytes); raise that option if \
-                             such messages are legitimate",
-                            p.reason,
-                            client.node.config().websocket.message_size_limit
-                        );
-                    } else {
-                        tracing::debug!(client = %client.id(), "connection ended: {e}");
-                    }
-                    if matches!(e, crate::ws::Error::WriteTimeout) {
+                    tracing::debug!(client = %client.id(), "connection ended: {e}");
+                    if matches!(e, Failure::WriteTimeout) {
                         // It stopped reading what it was sent: a slow consumer, dropped by
                         // its write timeout rather than by its queue's budget.
                         client.node.metrics().slow_consumers(1);
@@ -170,8 +182,8 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                 // KiB, and kept inline they would make every idle connection's task that
                 // large. One allocation per received frame instead, which the frame moves
                 // into too.
-                if let Err(close) = Box::pin(client.on_frame(data, &ws)).await {
-                    client.close(&ws, close);
+                if let Err(close) = Box::pin(client.on_frame(data, &transport)).await {
+                    client.close(&transport, close);
                 }
             }
         }
@@ -194,8 +206,10 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
                 .map_or(Poll::Ready(()), |f| f.as_mut().poll(cx))
         })
         .await;
-        let code = ws.peer_close().map_or(1006, |(code, _)| code.0);
-        client.node.metrics().connection_closed(code);
+        client
+            .node
+            .metrics()
+            .connection_closed(transport.ended_with());
     }
 }
 
@@ -218,7 +232,7 @@ impl Client {
             .min()
     }
 
-    /// Makes sure the node's alarm clock wakes this task (with [`Incoming::Wake`]) at its
+    /// Makes sure the node's alarm clock wakes this task (with [`Inbound::Wake`]) at its
     /// next deadline, unless an alarm is pending already ([`Client::alarm_set`]): one for
     /// that time or an earlier one is enough, since the wake-up it brings sets the next
     /// one. Only a flag is kept, not the alarm's time, so the flag is cleared wherever the
@@ -226,12 +240,12 @@ impl Client {
     /// (an alarm rang, or the server API asked; which of the two cannot be told apart). A
     /// deadline moved later keeps the earlier alarm, whose wake-up sets one for the later
     /// time.
-    fn set_alarm(&mut self, ws: &WebSocket) {
+    fn set_alarm(&mut self, transport: &impl Transport) {
         if self.alarm_set {
             return;
         }
         if let Some(next) = self.next_deadline() {
-            self.node.alarms().set(next, ws.outbox());
+            self.node.alarms().set(next, transport.outbox());
             self.alarm_set = true;
         }
     }
@@ -248,7 +262,7 @@ impl Client {
     /// Acts on timers that are due, on an expiry set through the server API, and on a
     /// shutdown (the alarm clock rings every client when one starts). Called on every
     /// wake-up.
-    fn on_timer(&mut self, ws: &WebSocket) -> Option<Close> {
+    fn on_timer(&mut self, transport: &impl Transport) -> Option<Close> {
         // This wake-up may be the pending alarm's: from here on none is counted on, and the
         // next `set_alarm` sets one for the next deadline.
         self.alarm_set = false;
@@ -265,7 +279,7 @@ impl Client {
             });
         }
         if self.sub_expiries().iter().any(|(_, at)| *at <= now) {
-            self.expire_subscriptions(now, ws);
+            self.expire_subscriptions(now, transport);
         }
         None
     }
@@ -290,7 +304,7 @@ impl Client {
     }
 
     /// Starts closing the connection with a protocol disconnect code.
-    fn close(&mut self, ws: &WebSocket, close: Close) {
+    fn close(&mut self, transport: &impl Transport, close: Close) {
         if self.state == State::Closing {
             return;
         }
@@ -302,11 +316,11 @@ impl Client {
             aside.sub_expiry = Vec::new();
         }
         self.drop_aside_if_empty();
-        ws.close(CloseCode(close.code), close.reason);
+        transport.close(&close);
     }
 
     /// Processes one frame of newline-separated commands and sends the replies as one frame.
-    async fn on_frame(&mut self, data: Bytes, ws: &WebSocket) -> Result<(), Close> {
+    async fn on_frame(&mut self, data: Bytes, transport: &impl Transport) -> Result<(), Close> {
         if self.state == State::Failed {
             return Err(Disconnect::BAD_REQUEST);
         }
@@ -318,13 +332,13 @@ impl Client {
                 result = Err(Disconnect::BAD_REQUEST);
                 break;
             };
-            if let Err(close) = self.dispatch(command, ws).await {
+            if let Err(close) = self.dispatch(command, transport).await {
                 result = Err(close);
                 break;
             }
         }
         self.node.metrics().commands_in(count);
-        self.flush_replies(ws);
+        self.flush_replies(transport);
         result
     }
 
@@ -336,29 +350,28 @@ impl Client {
     }
 
     /// Sends the replies gathered so far as one frame.
-    fn flush_replies(&mut self, ws: &WebSocket) {
+    fn flush_replies(&mut self, transport: &impl Transport) {
         let Some(replies) = self.aside.as_mut().and_then(|aside| aside.replies.take()) else {
             return;
         };
         self.drop_aside_if_empty();
         // A closed queue means the connection is going away; its replies do not matter. A full
         // one closes the connection as a slow consumer (3008).
-        if let Err(crate::ws::PushError::Full) =
-            ws.outbox().push_frame(replies.finish(OpCode::Text))
-        {
+        if let Err(crate::ws::PushError::Full) = transport.send_replies(replies) {
             self.node.metrics().slow_consumers(1);
         }
     }
 
     /// How many bytes of stored publications the replies still to be gathered for this frame
     /// may carry (see [`ReplyRoom`]).
-    fn reply_room(&self, ws: &WebSocket) -> ReplyRoom {
+    fn reply_room(&self, transport: &impl Transport) -> ReplyRoom {
         let gathered = self
             .aside
             .as_ref()
             .and_then(|aside| aside.replies.as_ref())
             .map_or(0, FrameBuf::payload_len);
-        self.node.reply_room(ws.outbox().queued_bytes() + gathered)
+        self.node
+            .reply_room(transport.outbox().queued_bytes() + gathered)
     }
 
     fn reply(&mut self, reply: &Reply) {
@@ -384,7 +397,11 @@ impl Client {
     }
 
     /// Applies the dispatch rules of the protocol (protocol.md §2) to one command.
-    async fn dispatch(&mut self, command: Command, ws: &WebSocket) -> Result<(), Close> {
+    async fn dispatch(
+        &mut self,
+        command: Command,
+        transport: &impl Transport,
+    ) -> Result<(), Close> {
         let started = std::time::Instant::now();
         let method = command.method();
         if self.state == State::Connecting && method != Method::Connect {
@@ -401,11 +418,11 @@ impl Client {
         match method {
             Method::Connect => {
                 let request = command.connect.unwrap_or_default();
-                self.connect(id, request, ws).await?;
+                self.connect(id, request, transport).await?;
             }
             Method::Subscribe => {
                 let request = command.subscribe.unwrap_or_default();
-                self.subscribe(id, request, ws).await?;
+                self.subscribe(id, request, transport).await?;
             }
             Method::Unsubscribe => {
                 let request = command.unsubscribe.unwrap_or_default();
@@ -424,7 +441,7 @@ impl Client {
             }
             Method::History => {
                 let request = command.history.unwrap_or_default();
-                let room = self.reply_room(ws);
+                let room = self.reply_room(transport);
                 let result = self.history(request, room).await?;
                 self.reply_result(id, result);
             }
@@ -474,7 +491,7 @@ impl Client {
         &mut self,
         id: u32,
         request: ConnectRequest,
-        ws: &WebSocket,
+        transport: &impl Transport,
     ) -> Result<(), Close> {
         if self.state != State::Connecting {
             return Err(Disconnect::BAD_REQUEST);
@@ -527,7 +544,7 @@ impl Client {
             uuid::Uuid::new_v4().into(),
             user,
             conn_info,
-            ws.outbox().clone(),
+            transport.outbox().clone(),
         ));
         node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
@@ -556,7 +573,7 @@ impl Client {
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply. All their recoveries
         // are in that one reply, so they share one room.
-        let mut room = self.reply_room(ws);
+        let mut room = self.reply_room(transport);
         let mut joined = Vec::with_capacity(channels.len());
         for (channel, options) in channels {
             let mut sub = request.subs.get(&channel).cloned().unwrap_or_default();
@@ -611,17 +628,16 @@ impl Client {
             // One connection per user (Centrifugo's single-connection mode): the newest wins,
             // the user's others are closed as over the connection limit, so their SDKs do not
             // reconnect and take the place back.
-            let limit = Disconnect::CONNECTION_LIMIT;
             for other in node.hub().user_clients(&handle.user) {
                 if !Arc::ptr_eq(&other, &handle) {
-                    other.outbox.close(CloseCode(limit.code), limit.reason);
+                    other.disconnect(&Disconnect::CONNECTION_LIMIT);
                 }
             }
         }
         self.reply(&Reply::result(id, result));
         if !joined.is_empty() {
             // Publications of server-side subscriptions must follow the connect reply.
-            self.flush_replies(ws);
+            self.flush_replies(transport);
         }
         for (channel, after, flags, chan_info) in joined {
             let info = subscriber_info(&handle, chan_info);
@@ -635,7 +651,7 @@ impl Client {
         &mut self,
         id: u32,
         request: SubscribeRequest,
-        ws: &WebSocket,
+        transport: &impl Transport,
     ) -> Result<(), Close> {
         if request.channel.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
@@ -683,7 +699,7 @@ impl Client {
                 Positioning::default(),
             ),
         };
-        let mut room = self.reply_room(ws);
+        let mut room = self.reply_room(transport);
         let after = match node
             .subscribe_client(
                 &handle,
@@ -707,7 +723,7 @@ impl Client {
         // The reply goes out before any publication of the channel: those that arrived
         // meanwhile were held back and follow it now.
         self.reply(&Reply::result(id, result));
-        self.flush_replies(ws);
+        self.flush_replies(transport);
         self.set_sub_expiry(channel, grant.expires_at);
         let info = subscriber_info(&handle, grant.chan_info);
         node.complete_subscription(channel, &handle, after, base_offset, info, flags)
@@ -880,7 +896,7 @@ impl Client {
 
     /// Ends the subscriptions whose token expired without a `sub_refresh`: each gets an
     /// unsubscribe push 2501, after which the SDK subscribes again with a new token.
-    fn expire_subscriptions(&mut self, now: Instant, ws: &WebSocket) {
+    fn expire_subscriptions(&mut self, now: Instant, transport: &impl Transport) {
         let Some(aside) = &mut self.aside else {
             return;
         };
@@ -898,7 +914,7 @@ impl Client {
             };
             let push = Push::unsubscribe(channel.as_str(), Unsubscribe::EXPIRED);
             self.reply(&Reply::push(push));
-            self.flush_replies(ws);
+            self.flush_replies(transport);
             // Presence and the leave push need the engine; they must not wait for this timer.
             let node = self.node.clone();
             let handle = handle.clone();
@@ -1073,12 +1089,13 @@ mod tests {
     /// a 48-byte trailer. At 152 bytes or less the task takes 256 bytes; one byte more and
     /// every idle connection pays 128 bytes more (as a `select!`, a named result kept across
     /// an await, or a field of `Client` or `WebSocket` easily does). The future is the
-    /// `WebSocket` (96 bytes), the `Client` (40) and 16 bytes of its own (the await point, the
-    /// state number). tokio's `TcpStream` is 8 bytes larger in a debug build, where this test
-    /// usually runs: the budget is the release layout's, so that extra is taken off.
+    /// transport (the WebSocket transport is the `WebSocket`: 96 bytes), the `Client` (40) and
+    /// 16 bytes of its own (the await point, the state number). tokio's `TcpStream` is 8 bytes
+    /// larger in a debug build, where this test usually runs: the budget is the release
+    /// layout's, so that extra is taken off.
     #[test]
     fn the_serve_future_keeps_the_task_within_256_bytes() {
-        let size = size_of_output(serve);
+        let size = size_of_output(serve::<crate::transport::WebSocketTransport>);
         let debug_extra = std::mem::size_of::<tokio::net::TcpStream>().saturating_sub(32);
         assert!(
             size - debug_extra <= 152,

@@ -12,7 +12,6 @@ use crate::hub::ClientHandle;
 use crate::metrics::{process_cpu_time, process_rss_bytes};
 use crate::node::{Node, push_message, unix_now};
 use crate::protocol::{Disconnect, Push, Unsubscribe};
-use crate::ws::CloseCode;
 
 /// The node as its controller's command handler. Weak, so that the engine does not keep a
 /// stopped node alive.
@@ -60,11 +59,12 @@ pub async fn apply(node: &Node, command: ControlCommand) {
             code,
             reason,
         } => {
+            let disconnect = Disconnect::custom(code, reason);
             for client in targets(node, &target) {
                 if whitelist.iter().any(|w| client.id == **w) {
                     continue;
                 }
-                client.outbox.close(CloseCode(code), &reason);
+                client.disconnect(&disconnect);
             }
         }
         ControlCommand::Unsubscribe { target, channel } => {
@@ -97,8 +97,7 @@ pub async fn apply(node: &Node, command: ControlCommand) {
             let expired = expired || (expire_at > 0 && expire_at <= unix_now());
             for client in targets(node, &target) {
                 if expired {
-                    let close = Disconnect::EXPIRED;
-                    client.outbox.close(CloseCode(close.code), close.reason);
+                    client.disconnect(&Disconnect::EXPIRED);
                 } else {
                     client.set_expiry((expire_at > 0).then_some(expire_at));
                 }

@@ -67,6 +67,13 @@ impl std::fmt::Debug for ClientHandle {
 }
 
 impl ClientHandle {
+    /// Asks the client's connection, from any task, to close with `disconnect` after what is
+    /// already queued; false if it was closing already. Its transport says it its way (see
+    /// [`crate::transport`]).
+    pub fn disconnect(&self, disconnect: &crate::protocol::Disconnect) -> bool {
+        crate::transport::request_close(&self.outbox, disconnect)
+    }
+
     /// A handle for a newly connected client.
     pub fn new(id: ClientId, user: String, conn_info: Option<Raw>, outbox: Arc<Outbox>) -> Self {
         ClientHandle {

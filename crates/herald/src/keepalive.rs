@@ -16,7 +16,7 @@ use rand::Rng;
 use crate::hub::ClientHandle;
 use crate::protocol::{self, Disconnect};
 use crate::sync::lock;
-use crate::ws::{CloseCode, Message, OpCode};
+use crate::ws::{Message, OpCode};
 
 /// The server ping, an empty reply, encoded once for every client.
 static PING: LazyLock<Arc<Message>> =
@@ -116,10 +116,9 @@ impl PingWheel {
         let turn = self.turns.fetch_add(1, Ordering::Relaxed);
         let pinged = (turn + n - self.pong_ticks % n) % n;
         if turn >= self.pong_ticks {
-            let overdue = Disconnect::NO_PONG;
             for client in lock(&self.slots[pinged]).iter().filter_map(Weak::upgrade) {
                 if client.pong_overdue() {
-                    client.outbox.close(CloseCode(overdue.code), overdue.reason);
+                    client.disconnect(&Disconnect::NO_PONG);
                 }
             }
         }
@@ -146,7 +145,7 @@ impl PingWheel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::Outbox;
+    use crate::ws::{CloseCode, Outbox};
 
     fn client(id: &str) -> Arc<ClientHandle> {
         let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));

@@ -27,6 +27,7 @@ pub mod sync;
 pub mod tags_filter;
 pub mod time;
 pub mod tls;
+pub mod transport;
 pub mod web;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.

@@ -1,5 +1,5 @@
-//! The HTTP listener: accepts connections, routes requests (WebSocket, server API, health,
-//! metrics) and shuts down gracefully.
+//! The HTTP listener: accepts connections, routes requests (the transports' endpoints, server
+//! API, health, metrics) and shuts down gracefully.
 //!
 //! HTTP is served on a thread of its own, and each WebSocket moves to the worker runtime once
 //! upgraded (see [`Server::run`]).
@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
-use crate::ws::{self, CloseCode, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
+use crate::transport::{Endpoint, Endpoints, WebSocketTransport};
+use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
 pub const WEBSOCKET_PATH: &str = "/connection/websocket";
@@ -43,6 +44,8 @@ struct WsSettings {
     workers: tokio::runtime::Handle,
     /// `client.connection_limit` and `client.connection_rate_limit`.
     limiter: crate::limits::ConnectionLimiter,
+    /// Which transport serves which path.
+    endpoints: Endpoints,
 }
 
 /// The HTTP server of a node.
@@ -135,11 +138,8 @@ impl Server {
         // connection a cancellation future): they are closed from here, as the server API's
         // `disconnect` does. Clients still connecting close themselves when the alarm clock
         // rings them all (see `AlarmClock::run`).
-        let shutdown = crate::protocol::Disconnect::SHUTDOWN;
         for client in node.hub().all_clients() {
-            client
-                .outbox
-                .close(CloseCode(shutdown.code), shutdown.reason);
+            client.disconnect(&crate::protocol::Disconnect::SHUTDOWN);
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let live = || node.live_connections();
@@ -311,16 +311,15 @@ fn ws_settings(node: &Node) -> WsSettings {
             write_coalesce: websocket.write_coalesce,
             ..ws::Config::default()
         }),
-        outbox: Arc::new(ws::Budget::new(
+        outbox: Arc::new(crate::transport::outbox_budget(
             node.config().client.queue_max_size.max(1024),
-            CloseCode(crate::protocol::Disconnect::SLOW.code),
-            crate::protocol::Disconnect::SLOW.reason,
         )),
         workers: tokio::runtime::Handle::current(),
         limiter: crate::limits::ConnectionLimiter::new(
             node.config().client.connection_limit,
             node.config().client.connection_rate_limit,
         ),
+        endpoints: Endpoints::from_config(node.config()),
     }
 }
 
@@ -364,8 +363,10 @@ async fn route(
     let api_prefix = config.http_api.handler_prefix.as_str();
     // Handlers that read a body get it with the read deadline.
     let body_timeout = config.http_server.body_read_timeout;
-    let response = if path == websocket_path(config) && !config.websocket.disabled {
-        upgrade(node, ws, req, peer)
+    let response = if let Some(endpoint) = ws.endpoints.find(path) {
+        match endpoint {
+            Endpoint::WebSocket => upgrade(node, ws, req, peer),
+        }
     } else if !config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
     {
@@ -397,7 +398,7 @@ async fn route(
 
 /// The path an endpoint's `handler_prefix` serves it on: the prefix without trailing `/`
 /// (`/` itself for an empty result), as Centrifugo registers its handlers.
-fn endpoint_path(prefix: &str) -> &str {
+pub(crate) fn endpoint_path(prefix: &str) -> &str {
     match prefix.trim_end_matches('/') {
         "" => "/",
         path => path,
@@ -538,7 +539,8 @@ fn upgrade(
                 // The connection gets a task of its own whose future is the `serve` future
                 // itself, stored in the task's allocation: no second allocation for it, and
                 // none of this task's locals kept alongside.
-                ws.workers.spawn(crate::client::serve(live, socket));
+                let transport = WebSocketTransport::new(socket);
+                ws.workers.spawn(crate::client::serve(live, transport));
             }
             Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
         }

@@ -110,18 +110,24 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Why the server closes a connection: sent as the WebSocket close code and reason (or as a
-/// `disconnect` push on unidirectional transports).
+/// Why the server closes a connection, in every transport's terms: the one table of close
+/// codes. A WebSocket sends it as its close frame's code and reason; a streaming transport
+/// (HTTP-streaming, SSE, the unidirectional ones) as a `disconnect` push before it ends the
+/// stream (see [`crate::transport`]). The alarm clock, keepalive, the server API and shutdown
+/// all close connections with one, never with a transport's own close.
 ///
 /// Ranges (centrifuge `disconnect.go`, protocol.md §7): 3000–3499 and 4000–4499 and ≥ 5000 tell
-/// the client to reconnect; 3500–3999 and 4500–4999 are terminal. Reasons stay well below the
+/// the client to reconnect; 3500–3999 and 4500–4999 are terminal. Reconnect advice is derived
+/// from the code ([`Disconnect::reconnect`]) rather than stored beside it, as the SDKs derive it
+/// from a close frame: a separate flag could contradict the code. Reasons stay well below the
 /// 123-byte limit of a close frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Disconnect {
-    /// WebSocket close code.
+    /// Close code.
     pub code: u16,
-    /// Close reason (short, human-readable).
-    pub reason: &'static str,
+    /// Close reason (short, human-readable): one of the table's, or an application's own
+    /// (the server API's `disconnect`).
+    pub reason: Cow<'static, str>,
 }
 
 impl Disconnect {
@@ -196,9 +202,21 @@ impl Disconnect {
         Disconnect::TOO_MANY_ERRORS,
     ];
 
-    /// A disconnect with any code and reason (applications use 4000..=4999).
+    /// A disconnect with any code and a fixed reason (applications use 4000..=4999).
     pub const fn new(code: u16, reason: &'static str) -> Disconnect {
-        Disconnect { code, reason }
+        Disconnect {
+            code,
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    /// A disconnect with any code and a reason made at run time (the server API's
+    /// `disconnect`, whose caller chooses both).
+    pub fn custom(code: u16, reason: impl Into<Cow<'static, str>>) -> Disconnect {
+        Disconnect {
+            code,
+            reason: reason.into(),
+        }
     }
 
     /// Whether the client is advised to reconnect after this close code.
@@ -219,8 +237,17 @@ impl Disconnect {
     pub fn to_push(&self) -> super::DisconnectPush {
         super::DisconnectPush {
             code: u32::from(self.code),
-            reason: self.reason.to_owned(),
+            reason: self.reason.clone().into_owned(),
             reconnect: self.reconnect(),
+        }
+    }
+
+    /// The reason, when it is one of the table's (fixed for the life of the program): what
+    /// a queue's overflow close, set once per server, needs.
+    pub fn fixed_reason(&self) -> Option<&'static str> {
+        match self.reason {
+            Cow::Borrowed(reason) => Some(reason),
+            Cow::Owned(_) => None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `disconnect`: the backend closes a user's live connections (e.g. the user was banned or
-//! logged out everywhere). Each connection is closed with a WebSocket close code and reason,
-//! by default 3503 "force disconnect", after which the SDK does not reconnect.
+//! logged out everywhere). Each connection is closed with a [`Disconnect`] code and reason
+//! (on a WebSocket, its close frame's), by default 3503 "force disconnect", after which the
+//! SDK does not reconnect.
 //!
 //! `POST /api/disconnect {"user": "42", "whitelist": ["<client id to keep>"],
 //! "disconnect": {"code": 4000, "reason": "bye"}}` → `{"result": {}}`.
@@ -78,7 +79,7 @@ pub async fn execute(
 fn close_code_and_reason(spec: Option<DisconnectSpec>) -> Result<(u16, String), protocol::Error> {
     let default = Disconnect::FORCE_DISCONNECT;
     let Some(spec) = spec else {
-        return Ok((default.code, default.reason.to_owned()));
+        return Ok((default.code, default.reason.into_owned()));
     };
     let code = match spec.code {
         0 => default.code,
@@ -97,7 +98,7 @@ fn close_code_and_reason(spec: Option<DisconnectSpec>) -> Result<(u16, String), 
     }
     let reason = if spec.reason.is_empty() {
         Disconnect::from_code(code)
-            .map(|d| d.reason.to_owned())
+            .map(|d| d.reason.into_owned())
             .unwrap_or_default()
     } else {
         spec.reason

@@ -1,0 +1,103 @@
+//! [`Endpoints`]: which transport serves which HTTP path, registered once from the config.
+//!
+//! The server routes a request to a transport by looking its path up here; a transport that
+//! is disabled is simply not registered. Adding one (`/connection/http_stream`,
+//! `/connection/sse`, the unidirectional ones of issue 22) is a variant of [`Endpoint`], one
+//! registration in [`Endpoints::from_config`] and the handler the server calls for it (the
+//! compiler points at the `match` that needs it).
+
+use crate::config::Config;
+use crate::server::endpoint_path;
+
+/// A transport's entry point: what accepts the HTTP request that opens a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The bidirectional WebSocket (`websocket.handler_prefix`, default
+    /// `/connection/websocket`), served by [`super::WebSocketTransport`].
+    WebSocket,
+}
+
+impl Endpoint {
+    /// The transport's name, as Centrifugo names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::WebSocket => super::websocket::NAME,
+        }
+    }
+}
+
+/// The connection endpoints of a server, by path.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    /// A short list (one entry per enabled transport): a scan beats a map.
+    routes: Vec<(String, Endpoint)>,
+}
+
+impl Endpoints {
+    /// The endpoints the config enables.
+    pub fn from_config(config: &Config) -> Endpoints {
+        let mut endpoints = Endpoints::default();
+        if !config.websocket.disabled {
+            endpoints.register(
+                endpoint_path(&config.websocket.handler_prefix),
+                Endpoint::WebSocket,
+            );
+        }
+        endpoints
+    }
+
+    /// Serves `endpoint` on `path`. The first registration of a path wins: two transports
+    /// configured on one path is a configuration mistake, and the earlier (WebSocket first)
+    /// keeps working.
+    pub fn register(&mut self, path: &str, endpoint: Endpoint) {
+        if self.find(path).is_some() {
+            tracing::warn!(
+                path,
+                transport = endpoint.name(),
+                "two transports on one path: change one's handler_prefix"
+            );
+            return;
+        }
+        self.routes.push((path.to_owned(), endpoint));
+    }
+
+    /// The endpoint served on `path`, if any.
+    pub fn find(&self, path: &str) -> Option<Endpoint> {
+        self.routes
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|&(_, endpoint)| endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_websocket_is_served_on_its_handler_prefix_unless_disabled() {
+        let mut config = Config::default();
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(
+            endpoints.find("/connection/websocket"),
+            Some(Endpoint::WebSocket)
+        );
+        assert_eq!(endpoints.find("/connection/http_stream"), None);
+
+        config.websocket.handler_prefix = "/ws/".into();
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(endpoints.find("/ws"), Some(Endpoint::WebSocket));
+        assert_eq!(endpoints.find("/connection/websocket"), None);
+
+        config.websocket.disabled = true;
+        assert_eq!(Endpoints::from_config(&config).find("/ws"), None);
+    }
+
+    #[test]
+    fn the_first_registration_of_a_path_wins() {
+        let mut endpoints = Endpoints::default();
+        endpoints.register("/a", Endpoint::WebSocket);
+        endpoints.register("/a", Endpoint::WebSocket);
+        assert_eq!(endpoints.routes.len(), 1);
+    }
+}
