@@ -23,14 +23,14 @@ use crate::engine::{HistoryFilter, StoredPublication, StreamPosition};
 use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{LiveConnection, PublishOptions, unix_now};
 use crate::protocol::{
-    self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
-    Method, PresenceResult, PresenceStatsResult, Publication, PublishRequest, PublishResult, Push,
-    Raw, RefreshRequest, RefreshResult, Reply, ReplyResult, SubRefreshRequest, SubRefreshResult,
-    SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
-    decode_commands, encode_reply, publication_len,
+    self, Command, ConnectRequest, ConnectResult, Disconnect, Encoding, Error, HistoryRequest,
+    HistoryResult, Method, Payload, PresenceResult, PresenceStatsResult, Publication,
+    PublishRequest, PublishResult, Push, RefreshRequest, RefreshResult, Reply, ReplyResult,
+    SubRefreshRequest, SubRefreshResult, SubscribeRequest, SubscribeResult, Unsubscribe,
+    UnsubscribeRequest, UnsubscribeResult, publication_len,
 };
 use crate::tags_filter;
-use crate::ws::{CloseCode, FrameBuf, Incoming, OpCode, PackedInstant, WebSocket};
+use crate::ws::{CloseCode, FrameBuf, Incoming, PackedInstant, WebSocket};
 
 /// The subscribe `flag` bit with which a client asks for error 112 (unrecoverable position)
 /// instead of a subscription answered `recovered: false` (the SDKs set it with `getState`).
@@ -73,6 +73,9 @@ struct Client {
     /// expires unless refreshed (with the close delay added). One field for the two: they
     /// never apply together, and every byte here is paid by every idle connection.
     deadline: PackedInstant,
+    /// The encoding the client speaks, chosen when it connects (JSON; the WebSocket
+    /// subprotocol will choose Protobuf): how its commands are read and its replies written.
+    encoding: Encoding,
 }
 
 /// What a client holds only for a while or only in rare cases: the replies being gathered
@@ -114,6 +117,7 @@ pub fn serve(live: LiveConnection, mut ws: WebSocket) -> impl Future<Output = ()
         aside: None,
         deadline: (Instant::now() + stale).into(),
         node: live,
+        encoding: Encoding::Json,
     };
     async move {
         loop {
@@ -321,7 +325,7 @@ impl Client {
         }
         let mut count = 0;
         let mut result = Ok(());
-        for command in decode_commands(&data) {
+        for command in self.encoding.decode_commands(&data) {
             count += 1;
             let Ok(command) = command else {
                 result = Err(Disconnect::BAD_REQUEST);
@@ -352,8 +356,9 @@ impl Client {
         self.drop_aside_if_empty();
         // A closed queue means the connection is going away; its replies do not matter. A full
         // one closes the connection as a slow consumer (3008).
-        if let Err(crate::ws::PushError::Full) =
-            ws.outbox().push_frame(replies.finish(OpCode::Text))
+        if let Err(crate::ws::PushError::Full) = ws
+            .outbox()
+            .push_frame(replies.finish(crate::prepared::opcode(self.encoding)))
         {
             self.node.metrics.slow_consumers(1);
         }
@@ -378,10 +383,8 @@ impl Client {
             .get_or_insert_with(Box::default)
             .replies
             .get_or_insert_with(FrameBuf::new);
-        if replies.payload_len() > 0 {
-            let _ = std::io::Write::write_all(replies, b"\n");
-        }
-        if encode_reply(reply, replies).is_err() {
+        let first = replies.payload_len() == 0;
+        if self.encoding.append_reply(reply, first, replies).is_err() {
             tracing::error!(client = %self.id(), "could not encode a reply");
         }
     }
@@ -516,7 +519,7 @@ impl Client {
                     // As in Centrifugo, insecure mode never expires a connection.
                     expires_at = claims.expires_at().filter(|_| !config.insecure);
                     user = claims.sub;
-                    conn_info = claims.info.map(protocol::strip_newlines);
+                    conn_info = claims.info.map(Payload::from);
                     channels = server_side_subscriptions(claims.channels, claims.subs);
                 }
                 Err(TokenError::Expired) => {
@@ -557,12 +560,15 @@ impl Client {
             }
         }
 
-        let handle = Arc::new(ClientHandle::new(
-            uuid::Uuid::new_v4().into(),
-            user,
-            conn_info,
-            ws.outbox().clone(),
-        ));
+        let handle = Arc::new(
+            ClientHandle::new(
+                uuid::Uuid::new_v4().into(),
+                user,
+                conn_info,
+                ws.outbox().clone(),
+            )
+            .with_encoding(self.encoding),
+        );
         node.hub.add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
@@ -602,7 +608,7 @@ impl Client {
                 Err(_) => SubFlags::default(),
             };
             let mut sub_result = SubscribeResult {
-                data: options.data.map(protocol::strip_newlines),
+                data: options.data.map(Payload::from),
                 ..SubscribeResult::default()
             };
             match self
@@ -618,7 +624,7 @@ impl Client {
             {
                 Ok(after) => {
                     result.subs.insert(sub.channel.clone(), sub_result);
-                    let chan_info = options.info.map(protocol::strip_newlines);
+                    let chan_info = options.info.map(Payload::from);
                     joined.push((sub.channel, after, flags, chan_info));
                 }
                 Err(error) => {
@@ -750,6 +756,7 @@ impl Client {
         room: &mut ReplyRoom,
     ) -> Result<u64, Error> {
         let node = &self.node;
+        let encoding = self.encoding;
         let channel = request.channel.as_str();
         let stream = match node.resolve_channel(channel) {
             Ok((_, options)) if options.history_enabled() => node
@@ -785,7 +792,7 @@ impl Client {
                 }
                 if result.delta {
                     let latest = std::mem::take(&mut result.publications);
-                    result.publications = crate::delta::recovered_as_deltas(latest);
+                    result.publications = crate::delta::recovered_as_deltas(encoding, latest);
                 }
                 top
             } else if request.recover && result.recoverable {
@@ -805,7 +812,7 @@ impl Client {
                             match room.take_all(&missed) {
                                 Some(publications) if result.delta => {
                                     result.publications =
-                                        crate::delta::recovered_as_deltas(publications);
+                                        crate::delta::recovered_as_deltas(encoding, publications);
                                 }
                                 Some(publications) => result.publications = publications,
                                 None => {
@@ -1031,10 +1038,10 @@ impl Client {
                 result.expires = true;
                 result.ttl = ttl(at);
             }
-            result.data = claims.data.map(protocol::strip_newlines);
+            result.data = claims.data.map(Payload::from);
             let grant = Grant {
                 override_: claims.override_,
-                chan_info: claims.info.map(protocol::strip_newlines),
+                chan_info: claims.info.map(Payload::from),
                 expires_at,
             };
             return Ok((result, grant));
@@ -1334,7 +1341,7 @@ struct Grant {
     /// Namespace option overrides.
     override_: Option<SubscribeOverride>,
     /// Channel info for presence and join/leave (`chan_info`).
-    chan_info: Option<Raw>,
+    chan_info: Option<Payload>,
     /// When the subscription expires (unix seconds).
     expires_at: Option<u64>,
 }
@@ -1355,7 +1362,7 @@ fn server_side_subscriptions(
 }
 
 /// The subscriber as presence and join/leave pushes show it.
-fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::ClientInfo {
+fn subscriber_info(handle: &ClientHandle, chan_info: Option<Payload>) -> protocol::ClientInfo {
     protocol::ClientInfo {
         chan_info,
         ..handle.info()

@@ -18,6 +18,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod prepared;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{not_available, target_clients};
 use crate::node::{Node, unix_now};
-use crate::protocol::{self, Disconnect, Raw, nullable};
+use crate::protocol::{self, Disconnect, Payload, nullable};
 use crate::ws::CloseCode;
 
 /// Request of `refresh`.
@@ -32,7 +32,7 @@ pub struct RefreshRequest {
     #[serde(deserialize_with = "nullable")]
     pub expire_at: u64,
     /// New connection info: refused with 108 (connection info is fixed at connect).
-    pub info: Option<Raw>,
+    pub info: Option<Payload>,
 }
 
 /// Result of `refresh`: always `{}`.

@@ -25,7 +25,7 @@ use crate::auth::SubscribeOverride;
 use crate::engine::{StoredPublication, StreamPosition};
 use crate::hub::{ClientHandle, SubFlags};
 use crate::node::Node;
-use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
+use crate::protocol::{self, ClientInfo, Payload, Push, SubscribePush, nullable};
 
 /// Request of `subscribe`.
 #[derive(Debug, Default, Deserialize)]
@@ -47,12 +47,12 @@ pub struct SubscribeRequest {
     #[serde(deserialize_with = "nullable")]
     pub expire_at: i64,
     /// Channel info for presence and join/leave pushes (`chan_info`).
-    pub info: Option<Raw>,
+    pub info: Option<Payload>,
     /// Binary channel info: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64info: String,
     /// Data sent to the connections in the `subscribe` push.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Binary data: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
@@ -126,7 +126,7 @@ pub async fn execute(
     let message = push_message(&Push::subscribe(
         req.channel.as_str(),
         SubscribePush {
-            data: req.data.map(strip_newlines),
+            data: req.data,
             ..SubscribePush::default()
         },
     ))?;
@@ -141,7 +141,7 @@ pub async fn execute(
             && node.hub.subscribe_with(&req.channel, &client, flags)
         {
             let info = ClientInfo {
-                chan_info: req.info.clone().map(strip_newlines),
+                chan_info: req.info.clone(),
                 ..client.info()
             };
             node.joined(&req.channel, info, flags).await;
@@ -222,7 +222,7 @@ async fn subscribe_positioned(
             positioned: true,
             epoch: position.epoch,
             offset: position.offset,
-            data: req.data.clone().map(strip_newlines),
+            data: req.data.clone(),
         },
     ))?;
     let mut messages = vec![subscribe];
@@ -244,7 +244,7 @@ async fn subscribe_positioned(
         }
         node.hub.activate(channel, &client, after);
         let info = ClientInfo {
-            chan_info: req.info.clone().map(strip_newlines),
+            chan_info: req.info.clone(),
             ..client.info()
         };
         node.joined(channel, info, flags).await;
@@ -259,7 +259,7 @@ fn fits_queue(publications: &[Arc<StoredPublication>], queue_max_size: usize) ->
     const PUSH_OVERHEAD: usize = 256;
     let bytes: usize = publications
         .iter()
-        .map(|p| p.data.get().len() + PUSH_OVERHEAD)
+        .map(|p| p.data.len() + PUSH_OVERHEAD)
         .sum();
     bytes <= queue_max_size.max(1024) / 2
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::cache::{CacheLimits, Shared};
 use super::*;
 use crate::engine::{AppendRequest, History, HistoryFilter, HistoryOptions, StreamPosition};
-use crate::protocol::{ClientInfo, Raw, raw};
+use crate::protocol::{ClientInfo, Payload, raw};
 
 fn opts(size: usize) -> HistoryOptions {
     HistoryOptions {
@@ -29,7 +29,7 @@ fn open(dir: &Path) -> EmbeddedHistory {
     EmbeddedHistory::open(config(dir)).unwrap()
 }
 
-fn payload(i: u64) -> Raw {
+fn payload(i: u64) -> Payload {
     raw(format!(r#"{{"n":{i}}}"#)).unwrap()
 }
 

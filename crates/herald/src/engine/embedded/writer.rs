@@ -913,7 +913,7 @@ impl Writer {
             .execute(params![
                 req.channel,
                 offset as i64,
-                req.data.get().as_bytes(),
+                req.data.as_bytes(),
                 store::encode_info(&req.info),
                 store::encode_tags(&req.tags),
                 now,
