@@ -210,6 +210,30 @@ async fn publication_fields_round_trip_through_disk() {
     assert_eq!(proto.data.unwrap().get(), r#"{"text":"hi"}"#);
 }
 
+/// Data as an earlier Herald wrote it — the JSON text's bytes, in a BLOB — including JSON a
+/// parser would rewrite (escapes, big numbers, spaces): read back byte for byte, not parsed.
+#[tokio::test]
+async fn data_written_by_an_earlier_version_reads_back_byte_for_byte() {
+    const ODD: &str = r#"{ "s":"caf\u00e9 \ud83d\ude00 \/", "n":123456789012345678901234567890, "f":[-0.0,1E+300] }"#;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let h = open(dir.path());
+        append(&h, "old", 1, opts(10)).await;
+    }
+    let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE publications SET data = ?1 WHERE channel = 'old'",
+            [ODD.as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let h = open(dir.path());
+    let read = h.read("old", all(), opts(10)).await.unwrap();
+    assert_eq!(read.publications[0].data.as_bytes(), ODD.as_bytes());
+}
+
 #[tokio::test]
 async fn size_trims_old_publications() {
     let dir = tempfile::tempdir().unwrap();

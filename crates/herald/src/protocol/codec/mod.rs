@@ -15,6 +15,8 @@ mod json;
 
 #[cfg(test)]
 pub(crate) mod counting;
+#[cfg(test)]
+mod tests;
 
 use std::io::{self, Write};
 
