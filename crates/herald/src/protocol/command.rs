@@ -2,8 +2,8 @@
 //! [`decode_commands`] for newline-batched JSON frames (§1).
 //!
 //! Decoding is tolerant the way the reference server is: unknown fields are ignored (newer SDKs
-//! send extra fields), `null` reads as the field's default, and raw payloads (`data`) keep the
-//! application JSON verbatim as a [`RawValue`].
+//! send extra fields), `null` reads as the field's default, and payloads (`data`) keep the
+//! application JSON verbatim as a [`Payload`](super::Payload).
 
 use std::collections::HashMap;
 

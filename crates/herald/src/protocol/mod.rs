@@ -1,4 +1,4 @@
-//! The Centrifugo client protocol v2, JSON format (`/work/shared/protocol.md`).
+//! The Centrifugo client protocol v2: its messages, and their JSON format (docs/protocol.md).
 //!
 //! * [`command`]: client → server [`Command`]s and [`decode_commands`] for newline-batched
 //!   frames;
@@ -8,10 +8,12 @@
 //!   publication [`encode_publication_push`];
 //! * [`codes`]: [`Error`] reply codes, [`Disconnect`] close codes, [`Unsubscribe`] push codes.
 //!
-//! Payload payload fields (`data`, `info`, `conn_info`, `chan_info`) are [`Payload`] values: the
-//! application's JSON kept verbatim, written back verbatim except that raw `\n` bytes are
-//! stripped (they can only be insignificant whitespace in valid JSON, and `\n` separates
-//! messages in a frame).
+//! * [`payload`]: [`Payload`], the application's bytes in `data`, `info`, `conn_info`,
+//!   `chan_info`: validated as JSON where they enter as JSON, written back verbatim (minus raw
+//!   `\n` bytes, dropped once on entry: insignificant whitespace in valid JSON, and the JSON
+//!   format's message separator);
+//! * [`codec`]: the encoding seam — the [`Codec`] trait, the [`Encoding`] a connection speaks,
+//!   and [`JsonCodec`], the JSON format built from the serde types of this module.
 
 pub mod codec;
 pub mod codes;
