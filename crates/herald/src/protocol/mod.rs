@@ -7,7 +7,6 @@
 //! * [`encode`]: writing replies and pushes into a frame buffer, including the once-per-
 //!   publication [`encode_publication_push`];
 //! * [`codes`]: [`Error`] reply codes, [`Disconnect`] close codes, [`Unsubscribe`] push codes.
-//!
 //! * [`payload`]: [`Payload`], the application's bytes in `data`, `info`, `conn_info`,
 //!   `chan_info`: validated as JSON where they enter as JSON, written back verbatim (minus raw
 //!   `\n` bytes, dropped once on entry: insignificant whitespace in valid JSON, and the JSON

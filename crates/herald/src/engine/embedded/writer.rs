@@ -49,6 +49,9 @@ pub(super) const MAX_OPEN: usize = 8192;
 pub(super) const SWEEP_CHUNK: usize = 1000;
 
 /// A request to the writer.
+// Appends are nearly all of the traffic: boxing the request would cost every durable publish
+// an allocation to make the rare other commands smaller in the queue.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Cmd {
     Append(
         AppendRequest,
