@@ -1639,4 +1639,34 @@ mod tests {
         assert!(sent(&json)[0].starts_with(r#"{"push":{"channel":"ch","join""#));
         assert!(sent(&other)[0].starts_with(r#"counting:{"push":{"channel":"ch","join""#));
     }
+    #[test]
+    fn a_pending_subscriber_is_held_its_own_encoding() {
+        let hub = Hub::new();
+        let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+        let other = Arc::new(
+            ClientHandle::new("c".into(), "".into(), None, outbox)
+                .with_encoding(Encoding::Counting),
+        );
+        let json = client("j", "", 1 << 20);
+        for c in [&json, &other] {
+            assert!(hub.subscribe_pending("ch", c, SubFlags::default()));
+        }
+        let publication = Publication {
+            data: Some(crate::protocol::raw("1").unwrap()),
+            offset: 1,
+            ..Publication::default()
+        };
+        hub.broadcast_publication("ch", &publication, false);
+        for c in [&json, &other] {
+            hub.activate("ch", c, 0);
+        }
+        assert_eq!(
+            sent(&json),
+            [r#"{"push":{"channel":"ch","pub":{"data":1,"offset":1}}}"#]
+        );
+        assert_eq!(
+            sent(&other),
+            [r#"counting:{"push":{"channel":"ch","pub":{"data":1,"offset":1}}}"#]
+        );
+    }
 }
