@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::hub::{ClientHandle, Hub, Selection, SubFlags};
-use herald::node::encode_push_message;
 use herald::protocol::{FilterNode, Publication, raw};
 use herald::ws::{CloseCode, Outbox, Outgoing};
 
@@ -108,8 +107,7 @@ fn run(kind: Kind, subscribers: usize, publications: u64) -> Outcome {
             offset: n,
             ..Publication::default()
         };
-        let message = encode_push_message("ch", &publication).expect("encodes");
-        let delivery = hub.broadcast_publication("ch", &publication, &message, true);
+        let delivery = hub.broadcast_publication("ch", &publication, true);
         outcome.elapsed += started.elapsed();
         outcome.deliveries += delivery.delivered as u64;
         for client in &clients {

@@ -23,11 +23,10 @@ use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{HistoryQuery, LiveConnection, Positioning, PublishOptions, ReplyRoom, unix_now};
 use crate::policy::{Credentials, Refusal, SubscribeGrant};
 use crate::protocol::{
-    self, Command, ConnectRequest, ConnectResult, Disconnect, Error, HistoryRequest, HistoryResult,
-    Method, PublishRequest, PublishResult, Push, Raw, RefreshRequest, RefreshResult, Reply,
-    ReplyResult, RpcRequest, RpcResult, SubRefreshRequest, SubRefreshResult, SubscribeRequest,
-    SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult, decode_commands,
-    encode_reply,
+    self, Command, ConnectRequest, ConnectResult, Disconnect, Encoding, Error, HistoryRequest,
+    HistoryResult, Method, Payload, PublishRequest, PublishResult, Push, RefreshRequest,
+    RefreshResult, Reply, ReplyResult, RpcRequest, RpcResult, SubRefreshRequest, SubRefreshResult,
+    SubscribeRequest, SubscribeResult, Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
 };
 use crate::tags_filter;
 use crate::transport::{Failure, Inbound, Transport};
@@ -70,6 +69,9 @@ struct Client {
     /// expires unless refreshed (with the close delay added). One field for the two: they
     /// never apply together, and every byte here is paid by every idle connection.
     deadline: PackedInstant,
+    /// The encoding the client speaks, its transport's ([`Transport::protocol`]): how its
+    /// commands are read and its replies written.
+    encoding: Encoding,
 }
 
 /// What a client holds only for a while or only in rare cases: the replies being gathered
@@ -116,6 +118,7 @@ pub fn serve<T: Transport>(
         aside: None,
         deadline: (Instant::now() + stale).into(),
         node: live,
+        encoding: transport.protocol(),
     };
     async move {
         loop {
@@ -326,7 +329,7 @@ impl Client {
         }
         let mut count = 0;
         let mut result = Ok(());
-        for command in decode_commands(&data) {
+        for command in self.encoding.decode_commands(&data) {
             count += 1;
             let Ok(command) = command else {
                 result = Err(Disconnect::BAD_REQUEST);
@@ -380,10 +383,8 @@ impl Client {
             .get_or_insert_with(Box::default)
             .replies
             .get_or_insert_with(FrameBuf::new);
-        if replies.payload_len() > 0 {
-            let _ = std::io::Write::write_all(replies, b"\n");
-        }
-        if encode_reply(reply, replies).is_err() {
+        let first = replies.payload_len() == 0;
+        if self.encoding.append_reply(reply, first, replies).is_err() {
             tracing::error!(client = %self.id(), "could not encode a reply");
         }
     }
@@ -540,12 +541,15 @@ impl Client {
             }
         }
 
-        let handle = Arc::new(ClientHandle::new(
-            uuid::Uuid::new_v4().into(),
-            user,
-            conn_info,
-            transport.outbox().clone(),
-        ));
+        let handle = Arc::new(
+            ClientHandle::new(
+                uuid::Uuid::new_v4().into(),
+                user,
+                conn_info,
+                transport.outbox().clone(),
+            )
+            .with_encoding(self.encoding),
+        );
         node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
             client: handle.id.to_string(),
@@ -585,7 +589,7 @@ impl Client {
                 Err(_) => SubFlags::default(),
             };
             let mut sub_result = SubscribeResult {
-                data: options.data.map(protocol::strip_newlines),
+                data: options.data.map(Payload::from),
                 ..SubscribeResult::default()
             };
             let positioning = match node.resolve_channel(&sub.channel) {
@@ -606,7 +610,7 @@ impl Client {
             {
                 Ok(after) => {
                     result.subs.insert(sub.channel.clone(), sub_result);
-                    let chan_info = options.info.map(protocol::strip_newlines);
+                    let chan_info = options.info.map(Payload::from);
                     joined.push((sub.channel, after, flags, chan_info));
                 }
                 Err(error) => {
@@ -1068,7 +1072,7 @@ fn instant_of(at: u64) -> Instant {
 }
 
 /// The subscriber as presence and join/leave pushes show it.
-fn subscriber_info(handle: &ClientHandle, chan_info: Option<Raw>) -> protocol::ClientInfo {
+fn subscriber_info(handle: &ClientHandle, chan_info: Option<Payload>) -> protocol::ClientInfo {
     protocol::ClientInfo {
         chan_info,
         ..handle.info()

@@ -17,7 +17,8 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use crate::protocol::{Publication, Raw};
+use crate::prepared::publication_message;
+use crate::protocol::{Encoding, Publication};
 use crate::ws::Message;
 
 /// The Fossil delta that turns `prev` into `next`, or `None` when it would not be smaller than
@@ -30,18 +31,12 @@ pub fn fossil(prev: &[u8], next: &[u8]) -> Option<String> {
     String::from_utf8(delta).ok()
 }
 
-/// `text` as a JSON string value (quoted and escaped). A string always serializes; `None`
-/// only if serde_json ever failed.
-pub fn json_string(text: &str) -> Option<Raw> {
-    serde_json::value::to_raw_value(text).ok()
-}
-
-/// `publication` as a delta subscriber receives it without a base: its data as a JSON string,
-/// `delta: false`.
-pub fn full_as_string(publication: &Publication) -> Option<Publication> {
+/// `publication` as a delta subscriber speaking `encoding` receives it without a base: its
+/// data in the encoding's delta form (a JSON string in JSON), `delta: false`.
+pub fn full_as_string(encoding: Encoding, publication: &Publication) -> Option<Publication> {
     let mut out = publication.clone();
     out.data = match &publication.data {
-        Some(data) => Some(json_string(data.get())?),
+        Some(data) => Some(encoding.delta_data(data.as_bytes())?),
         None => None,
     };
     out.delta = false;
@@ -49,15 +44,16 @@ pub fn full_as_string(publication: &Publication) -> Option<Publication> {
 }
 
 /// Publications recovered for a delta subscription, as Centrifugo sends them: the first with
-/// its data as a JSON string, each next one as a Fossil delta against the one before it when
-/// that is smaller (else as a JSON string too). The SDK applies them in order.
-pub fn recovered_as_deltas(publications: Vec<Publication>) -> Vec<Publication> {
+/// its data in the encoding's delta form (a JSON string in JSON), each next one as a Fossil
+/// delta against the one before it when that is smaller (else in full too). The SDK applies
+/// them in order.
+pub fn recovered_as_deltas(encoding: Encoding, publications: Vec<Publication>) -> Vec<Publication> {
     let mut out = Vec::with_capacity(publications.len());
     let mut prev: Option<&Publication> = None;
     for publication in &publications {
         let delta = match (prev.and_then(|p| p.data.as_ref()), &publication.data) {
-            (Some(before), Some(data)) => fossil(before.get().as_bytes(), data.get().as_bytes())
-                .and_then(|patch| json_string(&patch)),
+            (Some(before), Some(data)) => fossil(before.as_bytes(), data.as_bytes())
+                .and_then(|patch| encoding.delta_data(patch.as_bytes())),
             _ => None,
         };
         let encoded = match delta {
@@ -67,7 +63,7 @@ pub fn recovered_as_deltas(publications: Vec<Publication>) -> Vec<Publication> {
                 p.delta = true;
                 Some(p)
             }
-            None => full_as_string(publication),
+            None => full_as_string(encoding, publication),
         };
         out.extend(encoded);
         prev = Some(publication);
@@ -75,15 +71,21 @@ pub fn recovered_as_deltas(publications: Vec<Publication>) -> Vec<Publication> {
     out
 }
 
+/// One message per encoding, each made on first use.
+type PerEncoding = [OnceCell<Option<Arc<Message>>>; Encoding::COUNT];
+
 /// The encodings of one publication that delta subscribers need, each made on first use and
-/// then shared (see the module doc). Lives for one fan-out.
+/// then shared (see the module doc), per encoding in use; the Fossil delta itself is computed
+/// once for all encodings. Lives for one fan-out.
 pub struct Variants<'a> {
     channel: &'a str,
     publication: &'a Publication,
     /// Data of the channel's previous publication, when a delta may be sent.
     prev: Option<&'a [u8]>,
-    full_string: OnceCell<Option<Arc<Message>>>,
-    delta: OnceCell<Option<Arc<Message>>>,
+    /// The Fossil delta against `prev`, when there is one and it is smaller than the data.
+    patch: OnceCell<Option<String>>,
+    full: PerEncoding,
+    delta: PerEncoding,
 }
 
 impl<'a> Variants<'a> {
@@ -99,35 +101,42 @@ impl<'a> Variants<'a> {
             channel,
             publication,
             prev,
-            full_string: OnceCell::new(),
-            delta: OnceCell::new(),
+            patch: OnceCell::new(),
+            full: Default::default(),
+            delta: Default::default(),
         }
     }
 
-    /// The push for a delta subscriber that has no base (just subscribed, or the publish did
-    /// not ask for a delta): the data as a JSON string. `None` if it could not be encoded.
-    pub fn full_string(&self) -> Option<&Arc<Message>> {
-        self.full_string
+    /// The push for a delta subscriber speaking `encoding` that has no base (just subscribed,
+    /// or the publish did not ask for a delta): the data in the encoding's delta form. `None`
+    /// if it could not be encoded.
+    pub fn full_string(&self, encoding: Encoding) -> Option<&Arc<Message>> {
+        self.full[encoding.index()]
             .get_or_init(|| {
-                let publication = full_as_string(self.publication)?;
-                crate::node::encode_push_message(self.channel, &publication).ok()
+                let publication = full_as_string(encoding, self.publication)?;
+                publication_message(encoding, self.channel, &publication).ok()
             })
             .as_ref()
     }
 
-    /// The push for a delta subscriber that has the previous publication: the Fossil delta
-    /// against it (or the full string when no delta applies or it would not be smaller).
-    pub fn for_subscriber_with_base(&self) -> Option<&Arc<Message>> {
-        let delta = self.delta.get_or_init(|| {
-            let prev = self.prev?;
-            let data = self.publication.data.as_ref()?;
-            let patch = fossil(prev, data.get().as_bytes())?;
+    /// The push for a delta subscriber speaking `encoding` that has the previous publication:
+    /// the Fossil delta against it (or the full data when no delta applies or it would not be
+    /// smaller).
+    pub fn for_subscriber_with_base(&self, encoding: Encoding) -> Option<&Arc<Message>> {
+        let delta = self.delta[encoding.index()].get_or_init(|| {
+            let patch = self
+                .patch
+                .get_or_init(|| {
+                    let data = self.publication.data.as_ref()?;
+                    fossil(self.prev?, data.as_bytes())
+                })
+                .as_ref()?;
             let mut publication = self.publication.clone();
-            publication.data = Some(json_string(&patch)?);
+            publication.data = Some(encoding.delta_data(patch.as_bytes())?);
             publication.delta = true;
-            crate::node::encode_push_message(self.channel, &publication).ok()
+            publication_message(encoding, self.channel, &publication).ok()
         });
-        delta.as_ref().or_else(|| self.full_string())
+        delta.as_ref().or_else(|| self.full_string(encoding))
     }
 }
 
@@ -180,14 +189,20 @@ mod tests {
             ..Publication::default()
         };
         let v = Variants::new("ch", &publication, None);
-        let full = v.full_string().expect("encodes");
-        assert!(Arc::ptr_eq(full, v.full_string().unwrap()), "made once");
+        let full = v.full_string(Encoding::Json).expect("encodes");
+        assert!(
+            Arc::ptr_eq(full, v.full_string(Encoding::Json).unwrap()),
+            "made once"
+        );
         assert_eq!(
             full.payload(),
             br#"{"push":{"channel":"ch","pub":{"data":"{\"text\":\"hello\"}","offset":7}}}"#
         );
         // Without a base, a subscriber with one still gets the full string.
-        assert!(Arc::ptr_eq(v.for_subscriber_with_base().unwrap(), full));
+        assert!(Arc::ptr_eq(
+            v.for_subscriber_with_base(Encoding::Json).unwrap(),
+            full
+        ));
 
         let prev = br#"{"text":"hello"}"#.repeat(8);
         let next = format!("{}!", String::from_utf8_lossy(&prev));
@@ -197,13 +212,16 @@ mod tests {
         };
         let prev = format!("[{:?}]", String::from_utf8_lossy(&prev));
         let v = Variants::new("ch", &publication, Some(prev.as_bytes()));
-        let delta = v.for_subscriber_with_base().expect("encodes");
-        assert!(Arc::ptr_eq(delta, v.for_subscriber_with_base().unwrap()));
+        let delta = v.for_subscriber_with_base(Encoding::Json).expect("encodes");
+        assert!(Arc::ptr_eq(
+            delta,
+            v.for_subscriber_with_base(Encoding::Json).unwrap()
+        ));
         let push: serde_json::Value = serde_json::from_slice(delta.payload()).unwrap();
         assert_eq!(push["push"]["pub"]["delta"], true);
         let patch = push["push"]["pub"]["data"].as_str().expect("a string");
         let rebuilt = fossil_delta::apply(prev.as_bytes(), patch.as_bytes()).unwrap();
-        assert_eq!(rebuilt, publication.data.unwrap().get().as_bytes());
+        assert_eq!(rebuilt, publication.data.unwrap().as_bytes());
     }
 
     #[test]
@@ -256,10 +274,10 @@ mod tests {
                 ..Publication::default()
             })
             .collect();
-        let sent = recovered_as_deltas(publications);
+        let sent = recovered_as_deltas(Encoding::Json, publications);
         assert_eq!(sent.len(), 3);
         let text = |p: &Publication| -> String {
-            serde_json::from_str(p.data.as_ref().unwrap().get()).unwrap()
+            serde_json::from_slice(p.data.as_ref().unwrap().as_bytes()).unwrap()
         };
         assert!(!sent[0].delta);
         assert_eq!(text(&sent[0]), doc(1));

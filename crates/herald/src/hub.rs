@@ -1,9 +1,9 @@
 //! [`Hub`]: who is connected on this node and who is subscribed to what, and fan-out of an
 //! encoded message to every local subscriber of a channel.
 //!
-//! The hub never encodes per recipient and never awaits: [`Hub::broadcast`] takes one shared
-//! [`Message`] and pushes a reference to it into each subscriber's outbound queue under a read
-//! lock. A subscriber whose queue is over budget is closed by its own queue (3008) and nobody
+//! The hub never encodes per recipient and never awaits: fan-out takes one [`Prepared`] push,
+//! which encodes it at most once per encoding in use in the channel, and pushes a reference to
+//! the message in each subscriber's encoding into its outbound queue under a read lock. A subscriber whose queue is over budget is closed by its own queue (3008) and nobody
 //! else notices.
 
 use std::borrow::Borrow;
@@ -19,7 +19,8 @@ use crate::auth::{BoolValue, SubscribeOverride};
 use crate::client_id::ClientId;
 use crate::config::NamespaceOptions;
 use crate::delta::Variants;
-use crate::protocol::{ClientInfo, FilterNode, Publication, Raw};
+use crate::prepared::Prepared;
+use crate::protocol::{ClientInfo, Encoding, FilterNode, Payload, Publication};
 use crate::session::SessionKey;
 use crate::sync::{lock, read, write};
 use crate::ws::{Message, Outbox, PushError};
@@ -39,8 +40,10 @@ pub struct ClientHandle {
     /// (most user ids: numbers, short names), which saves every such connection an
     /// allocation, in 8 bytes more than a `Box<str>` (the handle stays in its size class).
     pub user: CompactString,
-    /// Connection info from the token, for presence and publication `info`.
-    pub conn_info: Option<Raw>,
+    /// Connection info from the token, for presence and publication `info`. Boxed bytes, not
+    /// a [`Payload`]: half the size in every handle, and [`ClientHandle::info`] copied it
+    /// anyway.
+    conn_info: Option<Box<[u8]>>,
     /// The connection's outbound queue.
     pub outbox: Arc<Outbox>,
     /// The channels this client is subscribed to. The client task and server-side operations
@@ -52,6 +55,8 @@ pub struct ClientHandle {
     /// A server ping went out and its pong has not come back ([`crate::keepalive`] sets it,
     /// the client task clears it).
     pong_due: AtomicBool,
+    /// The encoding the client speaks: which of a publication's encoded messages it gets.
+    pub encoding: Encoding,
 }
 
 /// [`ClientHandle::expiry`] value meaning "the connection no longer expires".
@@ -75,16 +80,28 @@ impl ClientHandle {
     }
 
     /// A handle for a newly connected client.
-    pub fn new(id: ClientId, user: String, conn_info: Option<Raw>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(
+        id: ClientId,
+        user: String,
+        conn_info: Option<Payload>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         ClientHandle {
             id,
             user: CompactString::from(user),
-            conn_info,
+            conn_info: conn_info.map(|info| Box::from(info.as_bytes())),
             outbox,
             channels: Mutex::new(ChannelSet::default()),
             expiry: AtomicU64::new(0),
             pong_due: AtomicBool::new(false),
+            encoding: Encoding::Json,
         }
+    }
+
+    /// The handle speaking `encoding` (JSON unless set).
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Sets a new expiry for the connection (unix seconds; `None`: never) and wakes its
@@ -135,7 +152,10 @@ impl ClientHandle {
         ClientInfo {
             user: self.user.to_string(),
             client: self.id.to_string(),
-            conn_info: self.conn_info.clone(),
+            conn_info: self
+                .conn_info
+                .as_deref()
+                .map(|info| Payload::from_stored(info.to_vec())),
             chan_info: None,
         }
     }
@@ -356,8 +376,8 @@ struct Specials {
 struct Base {
     /// Its offset in the channel's stream (0 without history).
     offset: u64,
-    /// Its data.
-    data: Box<str>,
+    /// Its data (shared with the publication, not copied).
+    data: bytes::Bytes,
 }
 
 /// One subscription of a channel, as fan-out sees it: 16 bytes, since every subscriber of a
@@ -369,6 +389,8 @@ struct Subscriber {
     outbox: Arc<Outbox>,
     /// Join/leave and presence settings of the subscription.
     flags: SubFlags,
+    /// The subscriber's encoding (in what would be padding: the subscriber stays 16 bytes).
+    encoding: Encoding,
 }
 
 impl Subscriber {
@@ -596,7 +618,11 @@ impl Delivery {
     /// Queues `message` for one subscriber and counts the outcome (a closed queue belongs to
     /// a connection that is going away and counts as neither).
     #[inline]
-    fn queue(&mut self, outbox: &Outbox, message: &Arc<Message>) {
+    fn queue(&mut self, outbox: &Outbox, message: Option<&Arc<Message>>) {
+        // A message that could not be encoded was logged when it failed.
+        let Some(message) = message else {
+            return;
+        };
         match outbox.push(message.clone()) {
             Ok(()) => self.delivered += 1,
             Err(PushError::Full) => self.overflowed += 1,
@@ -731,6 +757,7 @@ impl Hub {
         let subscriber = Subscriber {
             outbox: client.outbox.clone(),
             flags,
+            encoding: client.encoding,
         };
         let mut shard = write(self.shard(channel));
         let entry = shard.entry(name);
@@ -841,29 +868,29 @@ impl Hub {
 
     /// Queues `message`, an encoded publication push without tags (the publication at
     /// `offset` of the channel's stream, 0 without history), for every local subscriber of
-    /// `channel`, as it is. The tests' shortcut: publications go through
+    /// `channel`, as it is, whatever its encoding. The tests' shortcut: publications go through
     /// [`Hub::broadcast_publication`], which a delta subscription needs.
     #[cfg(test)]
     pub fn broadcast(&self, channel: &str, message: &Arc<Message>, offset: u64) -> Delivery {
-        self.fan_out(channel, message, offset, None)
+        self.fan_out(channel, &Prepared::encoded(message.clone()), offset, None)
     }
 
-    /// Queues `publication`, whose push for plain subscribers is `message`, for every local
-    /// subscriber of `channel`. A subscription with a tags filter gets it only if its tags
-    /// pass; a delta subscription gets the data as a JSON string, or — when `delta` (the
-    /// publish asked for one) and it has the channel's previous publication — as a Fossil
-    /// delta against it. Each variant is encoded at most once ([`Variants`]): only the choice
-    /// is made per subscriber.
+    /// Queues `publication` for every local subscriber of `channel`, encoded at most once per
+    /// encoding in use ([`Prepared`]). A subscription with a tags filter gets it only if its
+    /// tags pass; a delta subscription gets the data in its encoding's delta form, or — when
+    /// `delta` (the publish asked for one) and it has the channel's previous publication — as
+    /// a Fossil delta against it. Each variant is encoded at most once per encoding
+    /// ([`Variants`]): only the choice is made per subscriber.
     pub fn broadcast_publication(
         &self,
         channel: &str,
         publication: &Publication,
-        message: &Arc<Message>,
         delta: bool,
     ) -> Delivery {
+        let prepared = Prepared::publication(channel, publication);
         self.fan_out(
             channel,
-            message,
+            &prepared,
             publication.offset,
             Some((publication, delta)),
         )
@@ -872,7 +899,7 @@ impl Hub {
     fn fan_out(
         &self,
         channel: &str,
-        message: &Arc<Message>,
+        prepared: &Prepared<'_>,
         offset: u64,
         publication: Option<(&Publication, bool)>,
     ) -> Delivery {
@@ -882,35 +909,35 @@ impl Hub {
         };
         let mut delivery = Delivery::default();
         for subscriber in &subscribers.active {
-            delivery.queue(&subscriber.outbox, message);
+            delivery.queue(&subscriber.outbox, prepared.message(subscriber.encoding));
         }
         let Some(special) = &subscribers.special else {
-            for (_, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
-                lock(held).push((offset, message.clone()));
+            for (sub, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
+                if let Some(message) = prepared.message(sub.subscriber.encoding) {
+                    lock(held).push((offset, message.clone()));
+                }
             }
             return delivery;
         };
-        let data = publication
-            .and_then(|(p, _)| p.data.as_ref())
-            .map(|d| d.get());
+        let data = publication.and_then(|(p, _)| p.data.as_ref());
         // With delta subscribers, the base is locked through their fan-out (see `Specials`).
         let mut base = (special.delta_subscribers > 0).then(|| lock(&special.base));
         {
             let prev = match (publication, &base) {
-                (Some((_, true)), Some(base)) => base.as_ref().map(|b| b.data.as_bytes()),
+                (Some((_, true)), Some(base)) => base.as_ref().map(|b| &b.data[..]),
                 _ => None,
             };
             let variants = publication.map(|(p, _)| Variants::new(channel, p, prev));
-            // The message a delta subscriber gets: with a base or without.
-            let for_delta = |has_base: bool| -> &Arc<Message> {
+            // The message a delta subscriber speaking `encoding` gets: with a base or without.
+            let for_delta = |encoding: Encoding, has_base: bool| -> Option<&Arc<Message>> {
                 let chosen = variants.as_ref().and_then(|v| {
                     if has_base {
-                        v.for_subscriber_with_base()
+                        v.for_subscriber_with_base(encoding)
                     } else {
-                        v.full_string()
+                        v.full_string(encoding)
                     }
                 });
-                chosen.unwrap_or(message)
+                chosen.or_else(|| prepared.message(encoding))
             };
             let plain = publication.map(|(p, _)| p);
             for sub in &special.active {
@@ -919,38 +946,42 @@ impl Hub {
                     sub.has_base.store(false, Ordering::Relaxed);
                     continue;
                 }
+                let encoding = sub.subscriber.encoding;
                 if sub.selection.delta {
                     let has_base = sub.has_base.swap(true, Ordering::Relaxed);
-                    delivery.queue(&sub.subscriber.outbox, for_delta(has_base));
+                    delivery.queue(&sub.subscriber.outbox, for_delta(encoding, has_base));
                 } else {
-                    delivery.queue(&sub.subscriber.outbox, message);
+                    delivery.queue(&sub.subscriber.outbox, prepared.message(encoding));
                 }
             }
             for (sub, held) in subscribers.pending.iter().flat_map(|p| p.iter()) {
                 if !sub.wants(plain) {
                     continue;
                 }
+                let encoding = sub.subscriber.encoding;
                 let chosen = if sub.selection.delta {
-                    for_delta(false)
+                    for_delta(encoding, false)
                 } else {
-                    message
+                    prepared.message(encoding)
                 };
-                lock(held).push((offset, chosen.clone()));
+                if let Some(chosen) = chosen {
+                    lock(held).push((offset, chosen.clone()));
+                }
             }
         }
         if let Some(base) = base.as_mut() {
             **base = data.map(|data| Base {
                 offset,
-                data: Box::from(data),
+                data: data.bytes().clone(),
             });
         }
         delivery
     }
 
-    /// Queues a join or leave push of `channel` for every active subscriber that asked for
-    /// them (a subscription still being set up gets none: its client learns who is there
-    /// from presence).
-    pub fn broadcast_join_leave(&self, channel: &str, message: &Arc<Message>) -> Delivery {
+    /// Queues a join or leave push of `channel` (encoded at most once per encoding in use) for
+    /// every active subscriber that asked for them (a subscription still being set up gets
+    /// none: its client learns who is there from presence).
+    pub fn broadcast_join_leave(&self, channel: &str, push: &Prepared<'_>) -> Delivery {
         let shard = read(self.shard(channel));
         let Some(subscribers) = shard.get(channel) else {
             return Delivery::default();
@@ -958,7 +989,7 @@ impl Hub {
         let mut delivery = Delivery::default();
         for subscriber in &subscribers.active {
             if subscriber.flags.push_join_leave {
-                delivery.queue(&subscriber.outbox, message);
+                delivery.queue(&subscriber.outbox, push.message(subscriber.encoding));
             }
         }
         delivery
@@ -1307,9 +1338,10 @@ mod tests {
                 .collect(),
             ..Publication::default()
         };
-        let message = crate::node::encode_push_message(channel, &publication).unwrap();
-        let delivery = hub.broadcast_publication(channel, &publication, &message, delta);
-        (message, delivery)
+        // As `broadcast_publication`, keeping the JSON message for the caller.
+        let prepared = Prepared::publication(channel, &publication);
+        let delivery = hub.fan_out(channel, &prepared, 0, Some((&publication, delta)));
+        (prepared.take(Encoding::Json).unwrap(), delivery)
     }
 
     fn selective(hub: &Hub, channel: &str, c: &Arc<ClientHandle>, selection: Selection) {
@@ -1495,13 +1527,11 @@ mod tests {
         };
         for n in 1..=2 {
             let p = publication(n);
-            let m = crate::node::encode_push_message("ch", &p).unwrap();
-            hub.broadcast_publication("ch", &p, &m, true);
+            hub.broadcast_publication("ch", &p, true);
         }
         hub.activate("ch", &c, 1);
         let p = publication(3);
-        let m = crate::node::encode_push_message("ch", &p).unwrap();
-        hub.broadcast_publication("ch", &p, &m, true);
+        hub.broadcast_publication("ch", &p, true);
         let got: Vec<serde_json::Value> = sent(&c)
             .iter()
             .map(|p| serde_json::from_str::<serde_json::Value>(p).unwrap()["push"]["pub"].clone())
@@ -1571,6 +1601,143 @@ mod tests {
         assert!(
             got[got.len() - 1].contains(r#""data":"{\"v\":3}""#),
             "{got:?}"
+        );
+    }
+    /// The messages queued for `c`, as the shared messages they are.
+    fn shared(c: &ClientHandle) -> Vec<Arc<Message>> {
+        let mut queued = std::collections::VecDeque::new();
+        c.outbox.drain_into(&mut queued);
+        queued
+            .into_iter()
+            .filter_map(|item| match item {
+                crate::ws::Outgoing::Shared(m) => Some(m),
+                crate::ws::Outgoing::Frame(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_channel_with_two_encodings_encodes_each_publication_once_per_encoding() {
+        use crate::protocol::codec::counting;
+        let hub = Hub::new();
+        let speaking = |id: &str, encoding: Encoding| {
+            let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+            Arc::new(ClientHandle::new(id.into(), "".into(), None, outbox).with_encoding(encoding))
+        };
+        let json: Vec<_> = (0..3)
+            .map(|i| speaking(&format!("j{i}"), Encoding::Json))
+            .collect();
+        let other: Vec<_> = (0..3)
+            .map(|i| speaking(&format!("c{i}"), Encoding::Counting))
+            .collect();
+        for c in json.iter().chain(&other) {
+            assert!(hub.subscribe("ch", c));
+        }
+        // One of the other encoding with a tags filter, two with deltas.
+        let filtered = speaking("f", Encoding::Counting);
+        let ticker = r#"{"key":"ticker","cmp":"eq","val":"BTC"}"#;
+        let tf = Selection {
+            tags_filter: filter(ticker),
+            delta: false,
+        };
+        selective(&hub, "ch", &filtered, tf);
+        let deltas: Vec<_> = (0..2)
+            .map(|i| speaking(&format!("d{i}"), Encoding::Counting))
+            .collect();
+        for c in &deltas {
+            let delta = Selection {
+                tags_filter: None,
+                delta: true,
+            };
+            selective(&hub, "ch", c, delta);
+        }
+
+        let before = counting::encoded();
+        let doc = |n: u32| format!(r#"{{"n":{n},"text":"{}"}}"#, "lorem ipsum ".repeat(20));
+        let (_, delivery) = publish(&hub, "ch", &doc(1), &[("ticker", "BTC")], true);
+        assert_eq!(delivery.delivered, 9);
+        // The other encoding: its plain push, and the full form for delta subscribers without
+        // a base — once each for its six subscribers.
+        assert_eq!(counting::encoded() - before, 2);
+        let before = counting::encoded();
+        publish(&hub, "ch", &doc(2), &[("ticker", "BTC")], true);
+        // Its plain push and one delta for both delta subscribers.
+        assert_eq!(counting::encoded() - before, 2);
+
+        // JSON subscribers share one JSON message per publication.
+        let first: Vec<_> = json.iter().map(|c| shared(c)).collect();
+        for queued in &first {
+            assert_eq!(queued.len(), 2);
+            assert!(Arc::ptr_eq(&queued[0], &first[0][0]));
+            assert!(Arc::ptr_eq(&queued[1], &first[0][1]));
+            assert!(queued[0].payload().starts_with(b"{\"push\""));
+        }
+        // The other encoding's plain subscribers (and the filtered one) share theirs.
+        let plain: Vec<_> = other.iter().chain([&filtered]).map(|c| shared(c)).collect();
+        for queued in &plain {
+            assert_eq!(queued.len(), 2);
+            assert!(Arc::ptr_eq(&queued[0], &plain[0][0]));
+            assert!(queued[0].payload().starts_with(b"counting:{\"push\""));
+        }
+        // Its delta subscribers share the full form, then the delta, in their encoding.
+        let delta: Vec<_> = deltas.iter().map(|c| shared(c)).collect();
+        assert!(Arc::ptr_eq(&delta[0][0], &delta[1][0]));
+        assert!(Arc::ptr_eq(&delta[0][1], &delta[1][1]));
+        let second = std::str::from_utf8(delta[0][1].payload()).unwrap();
+        let second: serde_json::Value =
+            serde_json::from_str(second.strip_prefix("counting:").unwrap()).unwrap();
+        assert_eq!(second["push"]["pub"]["delta"], true, "{second}");
+    }
+
+    #[test]
+    fn a_join_push_is_encoded_once_per_encoding() {
+        let hub = Hub::new();
+        let json = client("j", "", 1 << 20);
+        let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+        let other = Arc::new(
+            ClientHandle::new("c".into(), "".into(), None, outbox)
+                .with_encoding(Encoding::Counting),
+        );
+        let flags = SubFlags {
+            push_join_leave: true,
+            ..SubFlags::default()
+        };
+        assert!(hub.subscribe_with("ch", &json, flags));
+        assert!(hub.subscribe_with("ch", &other, flags));
+        let push = crate::protocol::Push::join("ch", json.info());
+        let prepared = Prepared::push(&push);
+        assert_eq!(hub.broadcast_join_leave("ch", &prepared).delivered, 2);
+        assert!(sent(&json)[0].starts_with(r#"{"push":{"channel":"ch","join""#));
+        assert!(sent(&other)[0].starts_with(r#"counting:{"push":{"channel":"ch","join""#));
+    }
+    #[test]
+    fn a_pending_subscriber_is_held_its_own_encoding() {
+        let hub = Hub::new();
+        let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+        let other = Arc::new(
+            ClientHandle::new("c".into(), "".into(), None, outbox)
+                .with_encoding(Encoding::Counting),
+        );
+        let json = client("j", "", 1 << 20);
+        for c in [&json, &other] {
+            assert!(hub.subscribe_pending("ch", c, SubFlags::default()));
+        }
+        let publication = Publication {
+            data: Some(crate::protocol::raw("1").unwrap()),
+            offset: 1,
+            ..Publication::default()
+        };
+        hub.broadcast_publication("ch", &publication, false);
+        for c in [&json, &other] {
+            hub.activate("ch", c, 0);
+        }
+        assert_eq!(
+            sent(&json),
+            [r#"{"push":{"channel":"ch","pub":{"data":1,"offset":1}}}"#]
+        );
+        assert_eq!(
+            sent(&other),
+            [r#"counting:{"push":{"channel":"ch","pub":{"data":1,"offset":1}}}"#]
         );
     }
 }

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+pub mod prepared;
 pub mod protocol;
 pub mod server;
 pub mod session;

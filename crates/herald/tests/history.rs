@@ -458,3 +458,74 @@ async fn auto_cache_recover_sends_the_latest_publication_without_being_asked() {
     assert_eq!(sub["recovered"], true, "{reply}");
     assert_eq!(offsets(&sub["publications"]), vec![3], "{reply}");
 }
+
+/// JSON whose exact bytes a parser would change: unicode and control escapes, an escaped `/`,
+/// numbers beyond f64 (and -0.0, 1E+300), deep nesting, and insignificant spaces.
+const ODD_JSON: &str = r#"{ "s" : "caf\u00e9 \ud83d\ude00 \"q\" \\ \/ \t", "big":123456789012345678901234567890, "f":[-0.0,1E+300,0.10], "deep":{"a":[{"b":[[],{},null,true]}]} }"#;
+
+/// The publication data in a text frame, as its bytes: what follows `"data":` up to the
+/// `"info"` or `"offset"` field that the server writes after it.
+fn data_bytes(frame: &str) -> &str {
+    let start = frame.find(r#""data":"#).expect("a publication") + 7;
+    let rest = &frame[start..];
+    let end = [r#","info":"#, r#","offset":"#]
+        .iter()
+        .filter_map(|next| rest.find(next))
+        .min()
+        .expect("a field after the data");
+    &rest[..end]
+}
+
+#[tokio::test]
+async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let config = history_config(data.path(), 100);
+    let mut server = Server::start(config.clone()).await;
+    let mut reader = server.client("ann").await;
+    reader.subscribe_ok("chat:odd").await;
+    let mut writer = server.client("bob").await;
+    writer
+        .send_text(&format!(
+            r#"{{"id":7,"publish":{{"channel":"chat:odd","data":{ODD_JSON}}}}}"#
+        ))
+        .await;
+    assert_eq!(writer.reply_to(7).await["publish"], json!({}));
+
+    // Live delivery.
+    let Frame::Text(live) = reader.next_frame().await else {
+        panic!("expected the publication");
+    };
+    assert_eq!(data_bytes(&live), ODD_JSON, "{live}");
+
+    // History, through the client command.
+    reader
+        .send_text(r#"{"id":3,"history":{"channel":"chat:odd","limit":10}}"#)
+        .await;
+    let Frame::Text(page) = reader.next_frame().await else {
+        panic!("expected the history reply");
+    };
+    assert_eq!(data_bytes(&page), ODD_JSON, "{page}");
+    let epoch = split_values(&page)[0]["history"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Recovery, after a kill -9 and a restart: read back from the database.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGKILL) };
+    server.wait_exit(Duration::from_secs(10)).await;
+    let server = Server::start(config).await;
+    let mut ws = server.client("ann").await;
+    ws.send_text(&format!(
+        r#"{{"id":4,"subscribe":{{"channel":"chat:odd","recover":true,"offset":0,"epoch":"{epoch}"}}}}"#
+    ))
+    .await;
+    let Frame::Text(recovered) = ws.next_frame().await else {
+        panic!("expected the subscribe reply");
+    };
+    assert_eq!(
+        split_values(&recovered)[0]["subscribe"]["recovered"],
+        true,
+        "{recovered}"
+    );
+    assert_eq!(data_bytes(&recovered), ODD_JSON, "{recovered}");
+}

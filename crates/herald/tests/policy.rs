@@ -15,7 +15,7 @@ use herald::node::Node;
 use herald::policy::{
     ConfigPolicy, Credentials, Policy, PolicyFuture, PublishGrant, Refusal, SubscribeGrant,
 };
-use herald::protocol::{self, ConnectRequest, Error, Raw, RpcRequest, RpcResult};
+use herald::protocol::{self, ConnectRequest, Error, Payload, RpcRequest, RpcResult};
 use herald::server::Server as HeraldServer;
 use serde_json::json;
 
@@ -74,7 +74,7 @@ impl Policy for TestPolicy {
         node: &'a Node,
         client: &'a ClientHandle,
         channel: &'a str,
-        data: &'a Raw,
+        data: &'a Payload,
     ) -> PolicyFuture<'a, Result<PublishGrant, Refusal>> {
         if channel == "shout" {
             let grant = PublishGrant {

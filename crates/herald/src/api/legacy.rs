@@ -17,7 +17,7 @@ use super::cmd::batch::method_not_found;
 use super::cmd::{Command, DecodeError};
 use super::reply::ApiError;
 use crate::node::Node;
-use crate::protocol::{Raw, nullable};
+use crate::protocol::nullable;
 
 /// Centrifugo's legacy `MethodType` numbers, by name (0..=12; 13 is unused, 14 and up are
 /// PRO methods Herald does not have).
@@ -87,7 +87,7 @@ struct LegacyCommand {
     id: u32,
     #[serde(deserialize_with = "nullable")]
     method: MethodName,
-    params: Option<Raw>,
+    params: Option<Box<RawValue>>,
 }
 
 /// One legacy reply.

@@ -58,7 +58,7 @@ pub use idempotency::RecentKeys;
 pub use presence::{MemoryPresence, PresenceManager, PresenceStats};
 
 use crate::config::NamespaceOptions;
-use crate::protocol::{self, ClientInfo, Publication, Raw};
+use crate::protocol::{self, ClientInfo, Payload, Publication};
 
 /// A boxed, sendable future: what the engine traits return, so that they stay dyn-compatible
 /// (`Arc<dyn Broker>`).
@@ -122,8 +122,8 @@ impl HistoryOptions {
 pub struct StoredPublication {
     /// Its offset in the stream.
     pub offset: u64,
-    /// Payload, raw JSON.
-    pub data: Raw,
+    /// Payload bytes, stored and returned verbatim.
+    pub data: Payload,
     /// Publisher (client-side publishes).
     pub info: Option<ClientInfo>,
     /// Publication tags.
@@ -150,11 +150,11 @@ impl StoredPublication {
         let info = self.info.as_ref().map_or(0, |i| {
             48 + i.user.len()
                 + i.client.len()
-                + i.conn_info.as_ref().map_or(0, |r| r.get().len())
-                + i.chan_info.as_ref().map_or(0, |r| r.get().len())
+                + i.conn_info.as_ref().map_or(0, Payload::len)
+                + i.chan_info.as_ref().map_or(0, Payload::len)
         });
         let tags: usize = self.tags.iter().map(|(k, v)| 48 + k.len() + v.len()).sum();
-        96 + self.data.get().len() + info + tags
+        96 + self.data.len() + info + tags
     }
 }
 
@@ -164,8 +164,8 @@ impl StoredPublication {
 pub struct AppendRequest {
     /// The channel.
     pub channel: String,
-    /// Payload, raw JSON (already normalised by the caller, e.g. `protocol::strip_newlines`).
-    pub data: Raw,
+    /// Payload bytes, as accepted where they entered (see [`Payload`]).
+    pub data: Payload,
     /// Publisher (client-side publishes).
     pub info: Option<ClientInfo>,
     /// Publication tags.
@@ -189,7 +189,7 @@ pub struct AppendRequest {
 
 impl AppendRequest {
     /// A request with no publisher info, tags or idempotency key.
-    pub fn new(channel: impl Into<String>, data: Raw, options: HistoryOptions) -> Self {
+    pub fn new(channel: impl Into<String>, data: Payload, options: HistoryOptions) -> Self {
         AppendRequest {
             channel: channel.into(),
             data,

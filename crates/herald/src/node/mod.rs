@@ -35,10 +35,9 @@ use crate::hub::{ClientHandle, Delivery, Hub, Selection, SubFlags, Subscribed};
 use crate::keepalive::PingWheel;
 use crate::metrics::Metrics;
 use crate::policy::{ConfigPolicy, Policy};
-use crate::protocol::{
-    self, ClientInfo, Publication, Push, Raw, encode_publication_push, encode_push,
-};
-use crate::ws::{FrameBuf, Message, OpCode};
+use crate::prepared::{self, Prepared};
+use crate::protocol::{self, ClientInfo, Encoding, Payload, Publication, Push};
+use crate::ws::Message;
 
 /// One Herald process.
 pub struct Node {
@@ -305,14 +304,14 @@ impl Node {
     pub async fn publish(
         &self,
         channel: &str,
-        data: Raw,
+        data: Payload,
         options: PublishOptions,
     ) -> Result<Published, protocol::Error> {
         let (_, namespace) = self.resolve_channel(channel)?;
         let keep = self.history.is_some() && namespace.history_enabled() && !options.skip_history;
         let request = AppendRequest {
             channel: channel.to_owned(),
-            data: protocol::strip_newlines(data),
+            data,
             info: options.info,
             tags: options.tags,
             options: if keep {
@@ -335,21 +334,13 @@ impl Node {
         })
     }
 
-    /// Encodes a publication's push once and queues it for every local subscriber; returns
-    /// how many it was queued for. `delta`: subscribers that negotiated deltas get it as a
-    /// delta against the channel's previous publication (see [`Hub::broadcast_publication`]).
-    /// Called by the broker's event handler only: publishing is [`Node::publish`].
+    /// Queues a publication for every local subscriber, its push encoded once per encoding in
+    /// use; returns how many it was queued for. `delta`: subscribers that negotiated deltas
+    /// get it as a delta against the channel's previous publication (see
+    /// [`Hub::broadcast_publication`]). Called by the broker's event handler only: publishing
+    /// is [`Node::publish`].
     pub fn deliver(&self, channel: &str, publication: &Publication, delta: bool) -> usize {
-        let message = match encode_push_message(channel, publication) {
-            Ok(message) => message,
-            Err(_) => {
-                tracing::error!(channel, "could not encode a publication");
-                return 0;
-            }
-        };
-        let delivery = self
-            .hub
-            .broadcast_publication(channel, publication, &message, delta);
+        let delivery = self.hub.broadcast_publication(channel, publication, delta);
         self.count(delivery);
         delivery.delivered
     }
@@ -458,12 +449,8 @@ impl Node {
 
     /// Queues a join or leave push for the channel's subscribers that want them.
     fn announce(&self, push: &Push) {
-        match push_message(push) {
-            Ok(message) => {
-                self.count(self.hub.broadcast_join_leave(&push.channel, &message));
-            }
-            Err(_) => tracing::error!(channel = %push.channel, "could not encode a push"),
-        }
+        let prepared = Prepared::push(push);
+        self.count(self.hub.broadcast_join_leave(&push.channel, &prepared));
     }
 
     /// Counts a fan-out in the metrics: messages queued, and subscribers cut off as slow.
@@ -585,30 +572,13 @@ impl ChannelLocks {
     }
 }
 
-/// Encodes a publication push once, as a WebSocket text frame ready for any number of clients.
-pub fn encode_push_message(
-    channel: &str,
-    publication: &Publication,
-) -> Result<Arc<Message>, protocol::Error> {
-    let mut buf = FrameBuf::with_capacity(64 + channel.len() + publication_len(publication));
-    encode_publication_push(channel, publication, &mut buf)
-        .map_err(|_| protocol::Error::INTERNAL)?;
-    Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
-}
-
-/// Encodes a push (other than a publication) once, as a WebSocket text frame ready for any
-/// number of clients.
+/// Encodes a push (other than a publication) once in JSON, as a WebSocket text frame ready
+/// for any number of JSON clients (the server API's pushes to connections it names).
 pub fn push_message(push: &Push) -> Result<Arc<Message>, protocol::Error> {
-    let mut buf = FrameBuf::with_capacity(64 + push.channel.len());
-    encode_push(push, &mut buf).map_err(|e| {
+    prepared::push_message(Encoding::Json, push).map_err(|e| {
         tracing::error!(error = %e, "encoding a push failed");
         protocol::Error::INTERNAL
-    })?;
-    Ok(Arc::new(Message::from_frame_buf(buf, OpCode::Text)))
-}
-
-fn publication_len(publication: &Publication) -> usize {
-    publication.data.as_ref().map_or(0, |d| d.get().len())
+    })
 }
 
 /// Unix time in seconds; lives in [`crate::time`], re-exported for the callers that import it

@@ -157,7 +157,8 @@ impl Node {
                 }
                 if result.delta {
                     let latest = std::mem::take(&mut result.publications);
-                    result.publications = crate::delta::recovered_as_deltas(latest);
+                    result.publications =
+                        crate::delta::recovered_as_deltas(handle.encoding, latest);
                 }
                 top
             } else if positioning.recover && result.recoverable {
@@ -175,8 +176,10 @@ impl Node {
                             }
                             match room.take_all(&missed) {
                                 Some(publications) if result.delta => {
-                                    result.publications =
-                                        crate::delta::recovered_as_deltas(publications);
+                                    result.publications = crate::delta::recovered_as_deltas(
+                                        handle.encoding,
+                                        publications,
+                                    );
                                 }
                                 Some(publications) => result.publications = publications,
                                 None => {

@@ -8,7 +8,7 @@ use crate::auth::{SubscribeOptions, TokenError};
 use crate::config::NamespaceOptions;
 use crate::hub::ClientHandle;
 use crate::node::Node;
-use crate::protocol::{self, ConnectRequest, Disconnect, Error, Raw};
+use crate::protocol::{ConnectRequest, Disconnect, Error, Payload};
 
 /// The default [`Policy`](super::Policy): JWT connection and subscription tokens (verified
 /// with `client.token` / `client.subscription_token`), the namespaces' `allow_*` options,
@@ -98,7 +98,7 @@ impl super::Policy for ConfigPolicy {
         node: &'a Node,
         client: &'a ClientHandle,
         channel: &'a str,
-        _data: &'a Raw,
+        _data: &'a Payload,
     ) -> PolicyFuture<'a, Result<PublishGrant, Refusal>> {
         let decision = match node.resolve_channel(channel) {
             Err(error) => Err(Refusal::Error(error)),
@@ -185,7 +185,7 @@ async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, R
                 // As in Centrifugo, insecure mode never expires a connection.
                 expires_at: claims.expires_at().filter(|_| !config.insecure),
                 user: claims.sub,
-                info: claims.info.map(protocol::strip_newlines),
+                info: claims.info.map(Payload::from),
                 subscriptions: server_side_subscriptions(claims.channels, claims.subs),
             })
         }
@@ -232,9 +232,9 @@ async fn subscribe(
             })?;
         return Ok(SubscribeGrant {
             expires_at: claims.expires_at(),
-            data: claims.data.map(protocol::strip_newlines),
+            data: claims.data.map(Payload::from),
             override_: claims.override_,
-            chan_info: claims.info.map(protocol::strip_newlines),
+            chan_info: claims.info.map(Payload::from),
         });
     }
     if parsed.private {

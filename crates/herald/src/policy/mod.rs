@@ -29,7 +29,7 @@ use crate::auth::{SubscribeOptions, SubscribeOverride};
 use crate::config::NamespaceOptions;
 use crate::hub::ClientHandle;
 use crate::node::Node;
-use crate::protocol::{ConnectRequest, Disconnect, Error, Raw, RpcRequest, RpcResult};
+use crate::protocol::{ConnectRequest, Disconnect, Error, Payload, RpcRequest, RpcResult};
 
 /// The future of a policy decision that may wait (on a token's keys, on a backend).
 pub type PolicyFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -64,7 +64,7 @@ pub struct Credentials {
     /// When the connection expires unless refreshed (unix seconds); `None`: never.
     pub expires_at: Option<u64>,
     /// Connection info shown in presence, join/leave and client publications.
-    pub info: Option<Raw>,
+    pub info: Option<Payload>,
     /// Server-side subscriptions the connection gets, with their options.
     pub subscriptions: Vec<(String, SubscribeOptions)>,
 }
@@ -75,18 +75,18 @@ pub struct SubscribeGrant {
     /// When the subscription expires unless refreshed with `sub_refresh` (unix seconds).
     pub expires_at: Option<u64>,
     /// Data for the subscribe reply.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Channel option overrides (presence, join/leave) for this subscription.
     pub override_: Option<SubscribeOverride>,
     /// Channel info for presence and join/leave (`chan_info`).
-    pub chan_info: Option<Raw>,
+    pub chan_info: Option<Payload>,
 }
 
 /// How a publication allowed by the policy is made (the default: as the client sent it).
 #[derive(Debug, Default)]
 pub struct PublishGrant {
     /// Publish this data instead of the client's.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Do not keep the publication in history.
     pub skip_history: bool,
     /// De-duplicate the publication by this key.
@@ -138,7 +138,7 @@ pub trait Policy: Send + Sync + 'static {
         node: &'a Node,
         client: &'a ClientHandle,
         channel: &'a str,
-        data: &'a Raw,
+        data: &'a Payload,
     ) -> PolicyFuture<'a, Result<PublishGrant, Refusal>>;
 
     /// `rpc`: the answer to a call. The default: 108, no RPC is served.

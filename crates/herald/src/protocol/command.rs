@@ -2,14 +2,14 @@
 //! [`decode_commands`] for newline-batched JSON frames (§1).
 //!
 //! Decoding is tolerant the way the reference server is: unknown fields are ignored (newer SDKs
-//! send extra fields), `null` reads as the field's default, and raw payloads (`data`) keep the
-//! application JSON verbatim as a [`RawValue`].
+//! send extra fields), `null` reads as the field's default, and payloads (`data`) keep the
+//! application JSON verbatim as a [`Payload`](super::Payload).
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Raw, is_default, nullable, object};
+use super::{Payload, is_default, nullable, object};
 
 /// One client → server message. Exactly one request field is expected; the server handles the
 /// first present one in the order of [`Command::method`].
@@ -171,11 +171,8 @@ pub struct ConnectRequest {
     )]
     pub token: String,
     /// Custom payload (for the connect proxy), raw JSON.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "super::ser_raw"
-    )]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// Positions to recover for server-side subscriptions, by channel.
     #[serde(
         deserialize_with = "nullable",
@@ -247,11 +244,8 @@ pub struct SubscribeRequest {
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub offset: u64,
     /// Custom payload for the subscribe proxy, raw JSON.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "super::ser_raw"
-    )]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// Client asks for position tracking.
     #[serde(deserialize_with = "nullable", skip_serializing_if = "is_default")]
     pub positioned: bool,
@@ -342,11 +336,8 @@ pub struct PublishRequest {
     )]
     pub channel: String,
     /// Payload, raw JSON.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "super::ser_raw"
-    )]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// 0 = stream publish; 1 = map publish (newer extension).
     #[serde(
         rename = "type",
@@ -434,11 +425,8 @@ pub struct PingRequest {}
 #[serde(default)]
 pub struct SendRequest {
     /// Payload, raw JSON.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "super::ser_raw"
-    )]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
 }
 
 /// `rpc`: a request/response call to the application (RPC proxy).
@@ -446,11 +434,8 @@ pub struct SendRequest {
 #[serde(default)]
 pub struct RpcRequest {
     /// Payload, raw JSON.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "super::ser_raw"
-    )]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// RPC method name.
     #[serde(
         deserialize_with = "nullable",

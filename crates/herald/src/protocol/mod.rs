@@ -1,4 +1,4 @@
-//! The Centrifugo client protocol v2, JSON format (`/work/shared/protocol.md`).
+//! The Centrifugo client protocol v2: its messages, and their JSON format (docs/protocol.md).
 //!
 //! * [`command`]: client → server [`Command`]s and [`decode_commands`] for newline-batched
 //!   frames;
@@ -7,23 +7,26 @@
 //! * [`encode`]: writing replies and pushes into a frame buffer, including the once-per-
 //!   publication [`encode_publication_push`];
 //! * [`codes`]: [`Error`] reply codes, [`Disconnect`] close codes, [`Unsubscribe`] push codes.
-//!
-//! Raw payload fields (`data`, `info`, `conn_info`, `chan_info`) are [`Raw`] values: the
-//! application's JSON kept verbatim, written back verbatim except that raw `\n` bytes are
-//! stripped (they can only be insignificant whitespace in valid JSON, and `\n` separates
-//! messages in a frame).
+//! * [`payload`]: [`Payload`], the application's bytes in `data`, `info`, `conn_info`,
+//!   `chan_info`: validated as JSON where they enter as JSON, written back verbatim (minus raw
+//!   `\n` bytes, dropped once on entry: insignificant whitespace in valid JSON, and the JSON
+//!   format's message separator);
+//! * [`codec`]: the encoding seam — the [`Codec`] trait, the [`Encoding`] a connection speaks,
+//!   and [`JsonCodec`], the JSON format built from the serde types of this module.
 
+pub mod codec;
 pub mod codes;
 pub mod command;
 pub mod encode;
+pub mod payload;
 pub mod reply;
 
 #[cfg(test)]
 mod tests;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
+use serde::{Deserialize, Deserializer};
 
+pub use codec::{Codec, Encoding, JsonCodec};
 pub use codes::{Disconnect, Error, Unsubscribe};
 pub use command::{
     Command, Commands, ConnectRequest, DecodeError, FilterNode, HistoryRequest, Method,
@@ -35,6 +38,7 @@ pub use encode::{
     PING_REPLY, ReplyBatch, encode_bare_push, encode_publication_push,
     encode_publication_push_bare, encode_push, encode_replies, encode_reply, publication_len,
 };
+pub use payload::Payload;
 pub use reply::{
     ClientInfo, ConnectPush, ConnectResult, DisconnectPush, HistoryResult, JoinPush, LeavePush,
     MessagePush, PingResult, PresenceResult, PresenceStatsResult, Publication, PublishResult, Push,
@@ -42,31 +46,9 @@ pub use reply::{
     SubscribeResult, UnsubscribePush, UnsubscribeResult,
 };
 
-/// A raw JSON payload kept verbatim (always valid JSON by construction).
-pub type Raw = Box<RawValue>;
-
-/// Parses and validates `json` as a [`Raw`] payload, stripping raw `\n` bytes so that encoding
-/// it later never has to (see [`strip_newlines`]).
-pub fn raw(json: impl Into<String>) -> Result<Raw, serde_json::Error> {
-    let mut json: String = json.into();
-    if json.contains('\n') {
-        json.retain(|c| c != '\n');
-    }
-    RawValue::from_string(json)
-}
-
-/// Returns `value` without raw `\n` bytes (unchanged, without copying, when it has none).
-///
-/// Encoding strips them anyway; normalising once when a payload enters the server (e.g. before
-/// storing it in history) keeps the per-publication encode on its fast path.
-pub fn strip_newlines(value: Raw) -> Raw {
-    if !value.get().contains('\n') {
-        return value;
-    }
-    let stripped: String = value.get().chars().filter(|&c| c != '\n').collect();
-    // Removing insignificant whitespace from valid JSON keeps it valid; keep the original if
-    // that ever failed.
-    RawValue::from_string(stripped).unwrap_or(value)
+/// Parses and validates `json` (JSON text) as a [`Payload`]: [`Payload::from_json`].
+pub fn raw(json: impl Into<String>) -> Result<Payload, serde_json::Error> {
+    Payload::from_json(json)
 }
 
 /// `skip_serializing_if` helper: the field equals its zero value.
@@ -118,26 +100,4 @@ where
     T: Deserialize<'de>,
 {
     Ok(Option::<Object<T>>::deserialize(deserializer)?.map(|object| object.0))
-}
-
-/// `serialize_with` helper for raw fields: verbatim, minus raw `\n` bytes.
-pub(crate) fn ser_raw<S: Serializer>(
-    value: &Option<Raw>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(raw) => ser_raw_value(raw, serializer),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn ser_raw_value<S: Serializer>(raw: &RawValue, serializer: S) -> Result<S::Ok, S::Error> {
-    let text = raw.get();
-    if !text.contains('\n') {
-        return raw.serialize(serializer);
-    }
-    let stripped: String = text.chars().filter(|&c| c != '\n').collect();
-    RawValue::from_string(stripped)
-        .map_err(serde::ser::Error::custom)?
-        .serialize(serializer)
 }

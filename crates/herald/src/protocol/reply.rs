@@ -4,7 +4,7 @@
 //! Serialization follows the omission rules of protocol.md §1: zero / false / empty fields are
 //! left out, except `ClientInfo.user` / `client`, `PresenceResult.presence`,
 //! `PresenceStatsResult.num_clients` / `num_users` and `HistoryResult.publications` / `epoch` /
-//! `offset`, which are always emitted. Raw payloads are written verbatim minus raw `\n` bytes.
+//! `offset`, which are always emitted. Payload payloads are written verbatim minus raw `\n` bytes.
 //! Field order follows the schema's field numbers, like the reference encoder.
 //!
 //! `Deserialize` is derived too (tolerant, unknown fields ignored) for tests, the load
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Raw, is_default, ser_raw};
+use super::{Error, Payload, is_default};
 
 /// One server → client message: the answer to a command (`id` > 0 with `error` or one
 /// result), an asynchronous [`Push`] (`id` 0), or — when empty — a server ping (`{}`).
@@ -148,8 +148,8 @@ pub struct ConnectResult {
     #[serde(skip_serializing_if = "is_default")]
     pub ttl: u32,
     /// Custom data (from the connect proxy), raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// Server-side subscriptions by channel.
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub subs: HashMap<String, SubscribeResult>,
@@ -206,8 +206,8 @@ pub struct SubscribeResult {
     #[serde(skip_serializing_if = "is_default")]
     pub positioned: bool,
     /// Custom data (subscribe proxy / token `data`), raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// The client asked to recover (`was_recovering && !recovered` ⇒ reload state).
     #[serde(skip_serializing_if = "is_default")]
     pub was_recovering: bool,
@@ -266,8 +266,8 @@ pub struct HistoryResult {
 #[serde(default)]
 pub struct RpcResult {
     /// Response payload, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
 }
 
 /// `refresh` result.
@@ -381,7 +381,7 @@ impl Push {
     }
 
     /// An asynchronous message to this connection (no channel).
-    pub fn message(data: Raw) -> Push {
+    pub fn message(data: Payload) -> Push {
         Push {
             message: Some(MessagePush { data: Some(data) }),
             ..Push::default()
@@ -431,11 +431,11 @@ pub struct ClientInfo {
     /// Connection id.
     pub client: String,
     /// Connection info (connection token `info` / proxy), raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub conn_info: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_info: Option<Payload>,
     /// Channel info (subscription token `info` / proxy), raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub chan_info: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chan_info: Option<Payload>,
 }
 
 /// One message in a channel, as sent in `pub` pushes, recovery and history.
@@ -445,8 +445,8 @@ pub struct ClientInfo {
 #[serde(default)]
 pub struct Publication {
     /// Payload, raw JSON (or a Fossil delta when `delta`).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
     /// Publisher (client-side publishes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
@@ -515,8 +515,8 @@ pub struct UnsubscribePush {
 #[serde(default)]
 pub struct MessagePush {
     /// Payload, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
 }
 
 /// Body of a `subscribe` push (server-side subscription added after connect).
@@ -536,8 +536,8 @@ pub struct SubscribePush {
     #[serde(skip_serializing_if = "is_default")]
     pub positioned: bool,
     /// Custom data, raw JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_raw")]
-    pub data: Option<Raw>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
 }
 
 /// Body of a `disconnect` push (unidirectional transports); build it with

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::*;
+use serde_json::value::RawValue;
 
 fn enc(reply: &Reply) -> String {
     let mut out = Vec::new();
@@ -23,8 +24,10 @@ fn one(frame: &str) -> Command {
     commands.remove(0).unwrap()
 }
 
-fn raw_of(text: &str) -> Raw {
-    RawValue::from_string(text.to_owned()).unwrap()
+/// A payload with the bytes of `text` as they are (raw `\n` included: the encoder must
+/// strip them).
+fn raw_of(text: &str) -> Payload {
+    Payload::from_stored(text.to_owned())
 }
 
 // ---- §11 example session ----
@@ -513,10 +516,13 @@ fn raw_helpers_normalise_newlines() {
     assert_eq!(value.get(), "{\"a\": 1}");
     assert!(raw("{").is_err());
     assert!(raw("").is_err());
-    let stripped = strip_newlines(raw_of("[\n1\n]"));
+    // A parsed value (a token claim) and a decoded field are normalised the same way.
+    let stripped = Payload::from(RawValue::from_string("[\n1\n]".into()).unwrap());
     assert_eq!(stripped.get(), "[1]");
-    let untouched = strip_newlines(raw_of("[1]"));
+    let untouched = Payload::from(RawValue::from_string("[1]".into()).unwrap());
     assert_eq!(untouched.get(), "[1]");
+    let decoded: Payload = serde_json::from_str("[\n1\n]").unwrap();
+    assert_eq!(decoded.get(), "[1]");
 }
 
 // ---- batch decoding ----

@@ -33,20 +33,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::protocol::{ConnectRequest, Disconnect};
+use crate::protocol::{ConnectRequest, Disconnect, Encoding};
 use crate::ws::{Budget, CloseCode, FrameBuf, Outbox, PushError};
 
 pub use endpoints::{Endpoint, Endpoints};
 pub use websocket::WebSocketTransport;
-
-/// The encoding of a connection's protocol messages (Centrifugo's protocol type). Only JSON
-/// is served today; Protobuf will be the second variant, chosen by the transport from its
-/// request (a WebSocket subprotocol, a query parameter).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProtocolType {
-    /// Newline-delimited JSON commands and replies.
-    Json,
-}
 
 /// What a transport hands its client.
 #[derive(Debug)]
@@ -101,8 +92,10 @@ pub trait Transport: Send + Sync + 'static {
     /// `uni_websocket`…): for logs and metrics.
     fn name(&self) -> &'static str;
 
-    /// How the connection's messages are encoded.
-    fn protocol(&self) -> ProtocolType;
+    /// How the connection's messages are encoded (Centrifugo's protocol type), chosen by the
+    /// transport from the request that opened it (a WebSocket subprotocol, a query parameter):
+    /// the client reads its commands and writes its replies with this codec.
+    fn protocol(&self) -> Encoding;
 
     /// Whether the client only receives (Centrifugo's unidirectional transports): it sends no
     /// commands, its connect request comes with the request that opened the connection

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::node::{LiveConnection, Node};
-use crate::ws::{OpCode, Outgoing};
+use crate::ws::Outgoing;
 
 /// An in-memory transport: commands come from a channel, output stays in the outbox for
 /// the test to take, and a close is recorded as the [`Disconnect`] it was given.
@@ -29,8 +29,8 @@ impl Transport for FakeTransport {
         "fake"
     }
 
-    fn protocol(&self) -> ProtocolType {
-        ProtocolType::Json
+    fn protocol(&self) -> Encoding {
+        Encoding::Json
     }
 
     fn unidirectional(&self) -> bool {
@@ -42,7 +42,8 @@ impl Transport for FakeTransport {
     }
 
     fn send_replies(&self, replies: FrameBuf) -> Result<(), PushError> {
-        self.outbox.push_frame(replies.finish(OpCode::Text))
+        self.outbox
+            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())))
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>> {

@@ -12,9 +12,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{Failure, Inbound, ProtocolType, Transport};
+use super::{Failure, Inbound, Transport};
 use crate::config::Config;
-use crate::ws::{self, CloseCode, FrameBuf, Incoming, OpCode, Outbox, PushError, WebSocket};
+use crate::protocol::Encoding;
+use crate::ws::{self, CloseCode, FrameBuf, Incoming, Outbox, PushError, WebSocket};
 
 /// The transport's name, as Centrifugo names it.
 pub const NAME: &str = "websocket";
@@ -37,8 +38,8 @@ impl Transport for WebSocketTransport {
         NAME
     }
 
-    fn protocol(&self) -> ProtocolType {
-        ProtocolType::Json
+    fn protocol(&self) -> Encoding {
+        Encoding::Json
     }
 
     fn unidirectional(&self) -> bool {
@@ -50,7 +51,9 @@ impl Transport for WebSocketTransport {
     }
 
     fn send_replies(&self, replies: FrameBuf) -> Result<(), PushError> {
-        self.0.outbox().push_frame(replies.finish(OpCode::Text))
+        self.0
+            .outbox()
+            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())))
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>> {

@@ -13,7 +13,7 @@ use super::publish::{PublishResult, publish_one};
 use super::{bad_request, check_channel, publication_data};
 use crate::api::reply::ApiError;
 use crate::node::{Node, PublishOptions};
-use crate::protocol::{self, Raw, nullable};
+use crate::protocol::{self, Payload, nullable};
 
 /// Request of `broadcast`: `publish` with a list of channels.
 #[derive(Debug, Default, Deserialize)]
@@ -23,7 +23,7 @@ pub struct BroadcastRequest {
     #[serde(deserialize_with = "nullable")]
     pub channels: Vec<String>,
     /// The payload: any JSON value. Required.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,

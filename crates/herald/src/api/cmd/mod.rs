@@ -33,7 +33,7 @@ use crate::channel;
 use crate::hub::ClientHandle;
 use crate::node::Node;
 pub use crate::node::push_message;
-use crate::protocol::{self, Raw};
+use crate::protocol::{self, Payload};
 
 /// Methods of the Centrifugo server API that Herald does not implement yet: they answer
 /// error 108 "not available", so that a client knows at once.
@@ -233,7 +233,7 @@ pub fn check_channel(node: &Node, name: &str) -> Result<(), protocol::Error> {
 
 /// The payload of a publication: `data` (JSON). Binary `b64data` is refused: Herald's clients
 /// speak the JSON protocol, which cannot carry binary payloads.
-pub fn publication_data(data: Option<Raw>, b64data: &str) -> Result<Raw, protocol::Error> {
+pub fn publication_data(data: Option<Payload>, b64data: &str) -> Result<Payload, protocol::Error> {
     if !b64data.is_empty() {
         return Err(binary_refused("b64data"));
     }
@@ -338,7 +338,7 @@ mod tests {
             panic!("{cmd:?}")
         };
         assert_eq!(req.channel, "news");
-        assert_eq!(req.data.as_deref().map(RawValue::get), Some(r#"{"a":1}"#));
+        assert_eq!(req.data.as_ref().map(Payload::get), Some(r#"{"a":1}"#));
         assert!(req.tags.is_empty());
         assert!(matches!(
             Command::decode("info", b"").unwrap(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_channel, publication_data};
 use crate::node::{Node, PublishOptions};
-use crate::protocol::{self, Raw, nullable};
+use crate::protocol::{self, Payload, nullable};
 
 /// Request of `publish`.
 #[derive(Debug, Default, Deserialize)]
@@ -20,7 +20,7 @@ pub struct PublishRequest {
     #[serde(deserialize_with = "nullable")]
     pub channel: String,
     /// The payload: any JSON value. Required.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
@@ -89,7 +89,7 @@ pub async fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, 
 pub(super) async fn publish_one(
     node: &Node,
     channel: &str,
-    data: Raw,
+    data: Payload,
     options: PublishOptions,
 ) -> Result<PublishResult, protocol::Error> {
     let published = node.publish(channel, data, options).await?;

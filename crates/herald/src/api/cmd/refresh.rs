@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::not_available;
 use crate::engine::ControlCommand;
 use crate::node::Node;
-use crate::protocol::{self, Raw, nullable};
+use crate::protocol::{self, Payload, nullable};
 
 /// Request of `refresh`.
 #[derive(Debug, Default, Deserialize)]
@@ -32,7 +32,7 @@ pub struct RefreshRequest {
     #[serde(deserialize_with = "nullable")]
     pub expire_at: u64,
     /// New connection info: refused with 108 (connection info is fixed at connect).
-    pub info: Option<Raw>,
+    pub info: Option<Payload>,
 }
 
 /// Result of `refresh`: always `{}`.

@@ -29,7 +29,7 @@ use super::{binary_refused, check_channel, not_available, push_message, target_c
 use crate::auth::SubscribeOverride;
 use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{Node, Positioning};
-use crate::protocol::{self, ClientInfo, Push, Raw, SubscribePush, nullable, strip_newlines};
+use crate::protocol::{self, ClientInfo, Payload, Push, SubscribePush, nullable};
 
 /// Request of `subscribe`.
 #[derive(Debug, Default, Deserialize)]
@@ -51,12 +51,12 @@ pub struct SubscribeRequest {
     #[serde(deserialize_with = "nullable")]
     pub expire_at: i64,
     /// Channel info for presence and join/leave pushes (`chan_info`).
-    pub info: Option<Raw>,
+    pub info: Option<Payload>,
     /// Binary channel info: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64info: String,
     /// Data sent to the connections in the `subscribe` push.
-    pub data: Option<Raw>,
+    pub data: Option<Payload>,
     /// Binary data: refused with 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
@@ -158,7 +158,7 @@ async fn subscribe_one(
         positioned: result.positioned,
         epoch: result.epoch,
         offset,
-        data: req.data.clone().map(strip_newlines),
+        data: req.data.clone(),
     };
     let mut messages = vec![push_message(&Push::subscribe(channel, subscribe))?];
     for publication in result.publications {
@@ -174,7 +174,7 @@ async fn subscribe_one(
         return Ok(());
     }
     let info = ClientInfo {
-        chan_info: req.info.clone().map(strip_newlines),
+        chan_info: req.info.clone(),
         ..client.info()
     };
     node.complete_subscription(channel, &client, after, 0, info, flags)

@@ -49,7 +49,7 @@ pub fn frame_len(json: &str) -> usize {
 }
 
 /// A raw JSON value.
-pub fn raw(json: &str) -> protocol::Raw {
+pub fn raw(json: &str) -> protocol::Payload {
     protocol::raw(json).expect("valid JSON")
 }
 

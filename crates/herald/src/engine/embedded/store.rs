@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Times are Unix milliseconds; `meta_expires_at` 0 means the meta never expires. `data` is the
-//! raw JSON payload, `info` the publisher's `ClientInfo` as JSON, `tags` a JSON object (NULL
+//! payload's bytes as accepted (JSON text for JSON payloads, as before payloads were bytes), `info` the publisher's `ClientInfo` as JSON, `tags` a JSON object (NULL
 //! when empty), so that the database stays readable with the `sqlite3` shell.
 
 use std::collections::BTreeMap;
@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
-use serde_json::value::RawValue;
 
 use crate::engine::StoredPublication;
-use crate::protocol::ClientInfo;
+use crate::protocol::{ClientInfo, Payload};
 
 /// Bumped when the schema changes incompatibly.
 const SCHEMA_VERSION: i64 = 1;
@@ -256,9 +255,8 @@ pub(super) fn load_range(
 pub(super) fn decode_publication(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let offset = r.get::<_, i64>(0)? as u64;
     let data: Vec<u8> = r.get(1)?;
-    let data = String::from_utf8(data)
-        .map_err(|e| conversion_error(1, e))
-        .and_then(|s| RawValue::from_string(s).map_err(|e| conversion_error(1, e)))?;
+    // Stored as they were accepted: read back as they are, without parsing them again.
+    let data = Payload::from_stored(data);
     let info: Option<Vec<u8>> = r.get(2)?;
     let info = match info {
         Some(bytes) => {

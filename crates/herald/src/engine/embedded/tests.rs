@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::cache::{CacheLimits, Shared};
 use super::*;
 use crate::engine::{AppendRequest, History, HistoryFilter, HistoryOptions, StreamPosition};
-use crate::protocol::{ClientInfo, Raw, raw};
+use crate::protocol::{ClientInfo, Payload, raw};
 
 fn opts(size: usize) -> HistoryOptions {
     HistoryOptions {
@@ -29,7 +29,7 @@ fn open(dir: &Path) -> EmbeddedHistory {
     EmbeddedHistory::open(config(dir)).unwrap()
 }
 
-fn payload(i: u64) -> Raw {
+fn payload(i: u64) -> Payload {
     raw(format!(r#"{{"n":{i}}}"#)).unwrap()
 }
 
@@ -208,6 +208,30 @@ async fn publication_fields_round_trip_through_disk() {
     let proto = p.to_publication();
     assert_eq!(proto.offset, 1);
     assert_eq!(proto.data.unwrap().get(), r#"{"text":"hi"}"#);
+}
+
+/// Data as an earlier Herald wrote it — the JSON text's bytes, in a BLOB — including JSON a
+/// parser would rewrite (escapes, big numbers, spaces): read back byte for byte, not parsed.
+#[tokio::test]
+async fn data_written_by_an_earlier_version_reads_back_byte_for_byte() {
+    const ODD: &str = r#"{ "s":"caf\u00e9 \ud83d\ude00 \/", "n":123456789012345678901234567890, "f":[-0.0,1E+300] }"#;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let h = open(dir.path());
+        append(&h, "old", 1, opts(10)).await;
+    }
+    let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE publications SET data = ?1 WHERE channel = 'old'",
+            [ODD.as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let h = open(dir.path());
+    let read = h.read("old", all(), opts(10)).await.unwrap();
+    assert_eq!(read.publications[0].data.as_bytes(), ODD.as_bytes());
 }
 
 #[tokio::test]
