@@ -16,7 +16,7 @@ use crate::stats;
 use crate::sys::{self, now_ns};
 use crate::worker::{Auth, Pool, Progress, WorkerResult, WorkerSpec};
 use crate::ws::Target;
-use crate::{Common, ConnectArgs, FanoutArgs, IdleArgs, PublishVia};
+use crate::{ClientModel, Common, ConnectArgs, FanoutArgs, IdleArgs, PublishVia};
 
 /// Connections one loopback source address is given when the port range is unknown.
 const PER_SOURCE: usize = 25_000;
@@ -109,6 +109,9 @@ pub(crate) fn prepare(
             report_ms: 200,
             publishers,
             recover: None,
+            client_model: c.client_model,
+            delta: false,
+            tags_filter: None,
         });
         first += count;
     }
@@ -357,6 +360,43 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     if a.payload_size > 1 << 20 {
         return Err("--payload-size must be at most 1 MiB".into());
     }
+    if a.tags_filter.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+        return Err("--tags-filter must be a fraction in [0, 1]".into());
+    }
+    let features = a.delta || a.tags_filter.is_some();
+    if features && c.client_model != ClientModel::Tungstenite {
+        return Err(
+            "--delta and --tags-filter need --client-model tungstenite (a client that \
+                    decodes publications as a client library does)"
+                .into(),
+        );
+    }
+    if features && a.publish_via != PublishVia::Api {
+        return Err(
+            "--delta and --tags-filter need --publish-via api (the publish sets `delta` \
+                    and `tags`)"
+                .into(),
+        );
+    }
+    if a.delta && a.tags_filter.is_some() {
+        return Err(
+            "use --delta or --tags-filter, not both: a filtered subscriber's delta \
+                    base would be a publication it never received"
+                .into(),
+        );
+    }
+    // What each API publish adds to its body for the channel-feature modes.
+    let mut extra_fields = String::new();
+    if a.delta {
+        extra_fields.push_str(r#","delta":true"#);
+    }
+    if a.tags_filter.is_some() {
+        extra_fields.push_str(&format!(
+            r#","tags":{{"{}":"{}"}}"#,
+            crate::typical::TAG_KEY,
+            crate::typical::TAG_VALUE
+        ));
+    }
     let api = if a.publish_via == PublishVia::Api {
         let key =
             a.api_key.as_deref().filter(|k| !k.is_empty()).ok_or(
@@ -372,12 +412,16 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         .unwrap_or(default_publishers(a.rate, c.subs))
         .clamp(1, 32)
         .min(total as usize);
-    let p = prepare(
+    let mut p = prepare(
         c,
         true,
         publishers,
         a.duration * 2.0 + a.drain_timeout + 10.0,
     )?;
+    for s in &mut p.specs {
+        s.delta = a.delta;
+        s.tags_filter = a.tags_filter;
+    }
     let server_rss_start = p.server_pid.and_then(sys::rss_kib);
     let Started {
         mut pool,
@@ -393,7 +437,9 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let mut pubs = Vec::with_capacity(publishers);
     for i in 0..publishers {
         pubs.push(match &api {
-            Some(api) => Publisher::Http(HttpPublisher::new(api.clone())),
+            Some(api) => Publisher::Http(Box::new(
+                HttpPublisher::new(api.clone()).with_fields(&extra_fields),
+            )),
             None => Publisher::Client(Box::new(
                 ClientPublisher::connect(&c.url, &p.auth, i).await?,
             )),
@@ -457,7 +503,13 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let pressure = sys::cpu_pressure();
     let ok = counters.ok.load(Relaxed);
     let failed = counters.failed.load(Relaxed);
-    let expected = ok * subscribed;
+    // With a tags filter only the matching subscribers are sent the publications.
+    let receiving = if a.tags_filter.is_some() {
+        ready.receiving.saturating_sub(ready.closed)
+    } else {
+        subscribed
+    };
+    let expected = ok * receiving;
     eprintln!("published {ok}/{total} ({failed} failed); waiting for the last deliveries");
 
     // Drain: until everything arrived, nothing arrived for 2 s, or the drain timeout.
@@ -510,8 +562,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
 
     let mut out = report::Human::new();
     out.line(format!(
-        "fanout: {} subscribers ({} subscribed), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
-        c.subs, subscribed, a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
+        "fanout: {} subscribers ({} subscribed, {:?} client model{}), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
+        c.subs, subscribed, c.client_model, mode_note(&a, receiving), a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
     ));
     out.line(format!(
         "published {ok}/{total} ({failed} failed) at {:.1} msg/s; publish round trip p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -562,8 +614,11 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     report::json_line(&crate::fields! {
         "scenario": "fanout",
         "label": c.label,
+        "client_model": format!("{:?}", c.client_model).to_lowercase(),
+        "mode": mode(&a),
         "subs": c.subs,
         "subscribed": subscribed,
+        "receiving": receiving,
         "connect_failed": m.progress.failed,
         "rate": a.rate,
         "duration_s": a.duration,
@@ -610,6 +665,23 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "closes": m.closes,
     });
     Ok(())
+}
+
+/// The fan-out mode's name in results: `plain`, `delta` or `tags-<fraction>`.
+fn mode(a: &FanoutArgs) -> String {
+    match (a.delta, a.tags_filter) {
+        (true, _) => "delta".into(),
+        (false, Some(f)) => format!("tags-{f}"),
+        (false, None) => "plain".into(),
+    }
+}
+
+fn mode_note(a: &FanoutArgs, receiving: u64) -> String {
+    match (a.delta, a.tags_filter) {
+        (true, _) => ", fossil deltas".into(),
+        (false, Some(f)) => format!(", tags filter matching {f} of them: {receiving} receive"),
+        (false, None) => String::new(),
+    }
 }
 
 /// The `idle` scenario.
@@ -870,6 +942,7 @@ mod tests {
             server_pid: Some(1),
             plot: None,
             label: None,
+            client_model: crate::ClientModel::Fast,
         };
         let p = prepare(&c, true, 1, 1.0).unwrap();
         let counts: Vec<usize> = p.specs.iter().map(|s| s.count).collect();
