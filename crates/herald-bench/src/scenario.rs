@@ -294,6 +294,7 @@ struct Merged {
     setup_end_ns: u64,
     last_recv_ns: u64,
     rss_kib: u64,
+    deltas: u64,
 }
 
 fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
@@ -313,6 +314,7 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
         setup_end_ns: 0,
         last_recv_ns: 0,
         rss_kib: 0,
+        deltas: 0,
     };
     for r in results {
         stats::merge(&mut m.delivery, &stats::decode(&r.delivery)?);
@@ -333,6 +335,7 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
         m.setup_end_ns = m.setup_end_ns.max(r.setup_end_ns);
         m.last_recv_ns = m.last_recv_ns.max(r.last_recv_ns);
         m.rss_kib += r.rss_kib;
+        m.deltas += r.deltas;
     }
     Ok(m)
 }
@@ -576,6 +579,12 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         m.out_of_order,
         m.progress.closed
     ));
+    if a.delta {
+        out.line(format!(
+            "{} of the {received} publications received came as Fossil deltas",
+            m.deltas
+        ));
+    }
     out.latency("delivery latency", &s);
     out.latency(
         "  of which until the bytes reached the client's socket (kernel receive timestamp)",
@@ -642,6 +651,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "drain_s": r3(drain_secs),
         "deliveries_per_s": r3(received as f64 / delivery_secs.max(1e-9)),
         "out_of_order": m.out_of_order,
+        "deltas_received": m.deltas,
         "disconnects": m.progress.closed,
         "p50_ms": r3(s.p50_ms),
         "p90_ms": r3(s.p90_ms),

@@ -25,6 +25,7 @@
 //!   publisher sets, the others on a value it never sets.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
@@ -43,6 +44,10 @@ use crate::ws::Target;
 pub const TAG_KEY: &str = "bench";
 /// See [`TAG_KEY`].
 pub const TAG_VALUE: &str = "on";
+
+/// Publications this process received as Fossil deltas (`delta: true`): proof that the delta
+/// mode measured deltas, not full payloads.
+pub static DELTAS: AtomicU64 = AtomicU64::new(0);
 
 /// One typical client's connection.
 pub type Conn = WebSocketStream<TcpStream>;
@@ -243,6 +248,7 @@ impl Receiver {
                 }
                 self.base = fossil_delta::apply(&self.base, text.as_bytes())
                     .map_err(|e| Bad::Delta(format!("{e:?}")))?;
+                DELTAS.fetch_add(1, Relaxed);
             } else {
                 self.base = text.into_bytes();
             }

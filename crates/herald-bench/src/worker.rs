@@ -161,6 +161,9 @@ pub struct WorkerResult {
     pub closes: BTreeMap<String, u64>,
     /// This worker's RSS at the end, KiB.
     pub rss_kib: u64,
+    /// Publications received as Fossil deltas (`--delta`).
+    #[serde(default)]
+    pub deltas: u64,
 }
 
 /// One line from a worker.
@@ -327,6 +330,7 @@ async fn run(spec: WorkerSpec) {
         errors: shared.errors.get(),
         closes: shared.closes.get(),
         rss_kib: crate::sys::rss_kib(std::process::id()).unwrap_or(0),
+        deltas: crate::typical::DELTAS.load(Relaxed),
     };
     emit(&WorkerMsg::Done(Box::new(result)));
 }
