@@ -10,7 +10,9 @@
 #   ROUNDS=3 DURATION=8 BENCH=target/release/herald-bench SCENARIOS="1000x1000 1000x5000 10000x100"
 #   MODELS="fast tungstenite"
 #
-# BEFORE or AFTER may be examples/broadcast_reference (it takes the same -c/--port).
+# BEFORE or AFTER may be examples/broadcast_reference (it takes the same -c/--port); publish
+# to it through a client connection (VIA_BEFORE=client or VIA_AFTER=client): its HTTP API
+# shares the runtime with the connections and falls far behind the asked rate under fan-out.
 #
 # Run it on a machine with nothing else busy: server and bench share the cores.
 set -euo pipefail
@@ -23,6 +25,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 SCENARIOS=${SCENARIOS:-1000x1000 1000x5000 10000x100}
 MODELS=${MODELS:-fast tungstenite}
+VIA_BEFORE=${VIA_BEFORE:-api}
+VIA_AFTER=${VIA_AFTER:-api}
 PORT=${PORT:-8123}
 SECRET=herald-bench-secret-not-for-production
 API_KEY=herald-bench-api-key
@@ -32,7 +36,7 @@ cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-# run BUILD SUBS RATE MODEL: one fan-out run against a fresh server; prints its JSON result line.
+# run BUILD SUBS RATE MODEL VIA: one fan-out run against a fresh server; prints its JSON result line.
 run() {
     "$1" -c "$ROOT/bench/config.json" --port "$PORT" >/dev/null 2>&1 &
     SERVER_PID=$!
@@ -40,7 +44,7 @@ run() {
     "$BENCH" fanout --url "ws://127.0.0.1:$PORT/connection/websocket" \
         --api "http://127.0.0.1:$PORT/api" --api-key "$API_KEY" --hmac-secret "$SECRET" \
         --server-pid "$SERVER_PID" --subs "$2" --rate "$3" --duration "$DURATION" \
-        --payload-size 64 --client-model "$4" 2>/dev/null | grep '^{' || true
+        --payload-size 64 --client-model "$4" --publish-via "$5" 2>/dev/null | grep '^{' || true
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
@@ -50,9 +54,9 @@ for round in $(seq 1 "$ROUNDS"); do
     for scenario in $SCENARIOS; do
         for model in $MODELS; do
             for build in before after; do
-                bin=$BEFORE
-                [ "$build" = after ] && bin=$AFTER
-                line=$(run "$bin" "${scenario%x*}" "${scenario#*x}" "$model")
+                bin=$BEFORE via=$VIA_BEFORE
+                [ "$build" = after ] && bin=$AFTER via=$VIA_AFTER
+                line=$(run "$bin" "${scenario%x*}" "${scenario#*x}" "$model" "$via")
                 echo "$round $scenario/$model $build $line" >>"$OUT"
                 python3 - "$round" "$scenario/$model" "$build" "$line" <<'EOF'
 import json, sys

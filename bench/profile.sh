@@ -72,8 +72,9 @@ thread_cpu() {
         esac
     done) | tee "$OUT.txt" | grep '^{' >"$OUT.json" || true
 sleep "$((DURATION > 0 ? 3 : 0))"
-join "$OUT.threads.before" "$OUT.threads.after" 2>/dev/null |
-    awk '{ printf "%-24s %6.2f s CPU while publishing\n", $1, ($3 - $2) / 100 }' >"$OUT.threads.txt" || true
+awk 'NR == FNR { before[$1] = $2; next }
+     { printf "%-24s %6.2f s CPU while publishing\n", $1, ($2 - before[$1]) / 100 }' \
+    "$OUT.threads.before" "$OUT.threads.after" >"$OUT.threads.txt" 2>/dev/null || true
 kill "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
