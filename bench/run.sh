@@ -220,6 +220,12 @@ if [ "$QUICK" = 1 ]; then
                 --client-model "$model"
         done
     fi
+    if want features && [ "$PUBLISH_VIA" = api ]; then
+        run "features-100x100-delta" fanout --subs 100 --rate 100 --duration 3 --payload-size 64 \
+            --client-model tungstenite --delta
+        run "features-100x100-tags" fanout --subs 100 --rate 100 --duration 3 --payload-size 64 \
+            --client-model tungstenite --tags-filter 0.5
+    fi
     if want history; then
         run_history publish-closed-16 publish --channels 10 --concurrency 16 --duration 2 --payload-size 64
         run_history recover-500x20 recover --channel bench:recover --subs 500 --messages 20

@@ -659,9 +659,10 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "p999_ms": r3(s.p999_ms),
         "max_ms": r3(s.max_ms),
         "mean_ms": r3(s.mean_ms),
-        "arrival_p50_ms": r3(arrival.p50_ms),
-        "arrival_p99_ms": r3(arrival.p99_ms),
-        "arrival_max_ms": r3(arrival.max_ms),
+        // None (a dash in tables) when the client model has no kernel receive timestamps.
+        "arrival_p50_ms": (arrival.count > 0).then(|| r3(arrival.p50_ms)),
+        "arrival_p99_ms": (arrival.count > 0).then(|| r3(arrival.p99_ms)),
+        "arrival_max_ms": (arrival.count > 0).then(|| r3(arrival.max_ms)),
         "server_pid": p.server_pid,
         "server_rss_before_kib": server_rss_before,
         "server_rss_after_kib": server_rss_after,
