@@ -320,6 +320,7 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     if want fanout; then
     echo "* server: \`target/release/herald -c bench/config.json --port $PORT\`, restarted for every run"
     echo "  (config: HMAC connection tokens, API key, \`channel.without_namespace.allow_subscribe_for_client\`,"
+    echo "  \`allowed_delta_types: [fossil]\` and \`allow_tags_filter\` (used only by subscribers that ask),"
     echo "  \`client.queue_max_size\` 64 MiB, log level warn)"
     echo "* publications: $PUBLISH_VIA ($( [ "$PUBLISH_VIA" = api ] && echo "POST /api/publish over keep-alive HTTP/1.1" || echo "client \`publish\` command over WebSocket"  )),"
     echo "  64-byte data objects \`{\"ts\":…,\"seq\":…,\"pad\":\"…\"}\` at a fixed rate; latency = receive time − \`ts\`"
