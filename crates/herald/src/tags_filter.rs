@@ -22,57 +22,110 @@ pub const MAX_DEPTH: usize = 16;
 /// See [`MAX_DEPTH`].
 pub const MAX_NODES: usize = 256;
 
-/// Checks that `filter` is well formed (as Centrifugo does at subscribe time); the error says
-/// what is wrong, for the log.
-pub fn validate(filter: &FilterNode) -> Result<(), String> {
+/// What is wrong with a tags filter (as Centrifugo checks it at subscribe time): said in the
+/// log, while the client gets 107 (bad request).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// Deeper than [`MAX_DEPTH`] or with more than [`MAX_NODES`] nodes.
+    #[error("filter too large (at most {MAX_DEPTH} levels and {MAX_NODES} nodes)")]
+    TooLarge,
+    /// A leaf without a comparison.
+    #[error("leaf node must have cmp set")]
+    MissingCmp,
+    /// A leaf without a key (only `ex`/`nex` may omit it).
+    #[error("leaf node requires key")]
+    MissingKey,
+    /// A comparison given the wrong operands (`val` for one value, `vals` for a set, none
+    /// for `ex`/`nex`): the comparison and what it needs.
+    #[error("{cmp} comparison {needs}")]
+    Operands {
+        /// The comparison (`eq`, `in`, `ex`…).
+        cmp: String,
+        /// What it requires or must not have.
+        needs: &'static str,
+    },
+    /// A comparison Herald does not know.
+    #[error("unknown comparison operator: {0}")]
+    UnknownCmp(String),
+    /// An `and`/`or` without children, or a `not` without exactly one.
+    #[error("{op} node must have {needs}")]
+    Children {
+        /// The operator.
+        op: String,
+        /// How many children it needs.
+        needs: &'static str,
+    },
+    /// An operator Herald does not know.
+    #[error("invalid op: {0}")]
+    UnknownOp(String),
+}
+
+/// Checks that `filter` is well formed (as Centrifugo does at subscribe time).
+pub fn validate(filter: &FilterNode) -> Result<(), FilterError> {
     let mut nodes = 0;
     validate_node(filter, 1, &mut nodes)
 }
 
-fn validate_node(f: &FilterNode, depth: usize, nodes: &mut usize) -> Result<(), String> {
+fn validate_node(f: &FilterNode, depth: usize, nodes: &mut usize) -> Result<(), FilterError> {
     *nodes += 1;
     if depth > MAX_DEPTH || *nodes > MAX_NODES {
-        return Err(format!(
-            "filter too large (at most {MAX_DEPTH} levels and {MAX_NODES} nodes)"
-        ));
+        return Err(FilterError::TooLarge);
     }
     match f.op.as_str() {
         "" => {
             let has_val = !f.val.is_empty();
             let has_vals = !f.vals.is_empty();
             match f.cmp.as_str() {
-                "" => return Err("leaf node must have cmp set".into()),
+                "" => return Err(FilterError::MissingCmp),
                 "eq" | "neq" | "sw" | "ew" | "ct" | "gt" | "gte" | "lt" | "lte" => {
                     if !has_val {
-                        return Err(format!("{} comparison requires val", f.cmp));
+                        return Err(FilterError::Operands {
+                            cmp: f.cmp.clone(),
+                            needs: "requires val",
+                        });
                     }
                     if has_vals {
-                        return Err(format!("{} comparison must not use vals", f.cmp));
+                        return Err(FilterError::Operands {
+                            cmp: f.cmp.clone(),
+                            needs: "must not use vals",
+                        });
                     }
                 }
                 "in" | "nin" => {
                     if !has_vals {
-                        return Err(format!("{} comparison requires non-empty vals", f.cmp));
+                        return Err(FilterError::Operands {
+                            cmp: f.cmp.clone(),
+                            needs: "requires non-empty vals",
+                        });
                     }
                     if has_val {
-                        return Err(format!("{} comparison must not use val", f.cmp));
+                        return Err(FilterError::Operands {
+                            cmp: f.cmp.clone(),
+                            needs: "must not use val",
+                        });
                     }
                 }
                 "ex" | "nex" => {
                     if has_val || has_vals {
-                        return Err(format!("{} comparison must not use val or vals", f.cmp));
+                        return Err(FilterError::Operands {
+                            cmp: f.cmp.clone(),
+                            needs: "must not use val or vals",
+                        });
                     }
                 }
-                other => return Err(format!("unknown comparison operator: {other}")),
+                other => return Err(FilterError::UnknownCmp(other.to_owned())),
             }
             if f.key.is_empty() && f.cmp != "ex" && f.cmp != "nex" {
-                return Err("leaf node requires key".into());
+                return Err(FilterError::MissingKey);
             }
             Ok(())
         }
         "and" | "or" => {
             if f.nodes.is_empty() {
-                return Err(format!("{} node must have at least one child", f.op));
+                return Err(FilterError::Children {
+                    op: f.op.clone(),
+                    needs: "at least one child",
+                });
             }
             f.nodes
                 .iter()
@@ -80,9 +133,12 @@ fn validate_node(f: &FilterNode, depth: usize, nodes: &mut usize) -> Result<(), 
         }
         "not" => match f.nodes.as_slice() {
             [child] => validate_node(child, depth + 1, nodes),
-            _ => Err("not node must have exactly one child".into()),
+            _ => Err(FilterError::Children {
+                op: f.op.clone(),
+                needs: "exactly one child",
+            }),
         },
-        other => Err(format!("invalid op: {other}")),
+        other => Err(FilterError::UnknownOp(other.to_owned())),
     }
 }
 
@@ -323,9 +379,9 @@ mod tests {
         for _ in 0..MAX_DEPTH {
             deep = node("not", vec![deep]);
         }
-        assert!(validate(&deep).unwrap_err().contains("too large"));
+        assert_eq!(validate(&deep), Err(FilterError::TooLarge));
         let wide = node("or", vec![leaf("k", "ex", ""); MAX_NODES]);
-        assert!(validate(&wide).unwrap_err().contains("too large"));
+        assert_eq!(validate(&wide), Err(FilterError::TooLarge));
         let fits = node("or", vec![leaf("k", "ex", ""); MAX_NODES - 1]);
         assert!(validate(&fits).is_ok());
     }

@@ -33,22 +33,34 @@ struct TokenRequest {
     name: String,
 }
 
+/// Why a demo sign-in name is refused (answered 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// No name.
+    #[error("name is required")]
+    Empty,
+    /// Over [`MAX_NAME_CHARS`] characters.
+    #[error("name must be at most {MAX_NAME_CHARS} characters")]
+    TooLong,
+    /// A character other than letters, digits, `_`, `-` and `.`.
+    #[error("name may contain letters, digits, '_', '-' and '.', not {0:?}")]
+    Character(char),
+}
+
 /// Checks a sign-in name: 1 to [`MAX_NAME_CHARS`] letters, digits, `_`, `-` or `.` (no
 /// `,` or `#`, which would break user-limited channel names, and no spaces).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("name is required".into());
+        return Err(NameError::Empty);
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("name must be at most {MAX_NAME_CHARS} characters"));
+        return Err(NameError::TooLong);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
     {
-        return Err(format!(
-            "name may contain letters, digits, '_', '-' and '.', not {c:?}"
-        ));
+        return Err(NameError::Character(c));
     }
     Ok(())
 }

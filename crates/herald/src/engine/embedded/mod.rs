@@ -289,7 +289,7 @@ impl EmbeddedHistory {
         let checked = store::open_reader(&path, true).and_then(|check| store::quick_check(&check));
         match checked {
             Ok(Ok(())) => {}
-            Ok(Err(findings)) => return Err(damaged(&path, &findings)),
+            Ok(Err(damage)) => return Err(damaged(&path, &damage.0)),
             Err(e) => return Err(open_failed(&path, &e)),
         }
         let wal_path = writer::wal_path(&path);

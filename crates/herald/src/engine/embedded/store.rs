@@ -103,8 +103,8 @@ pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Checks the structure of the database (`PRAGMA quick_check`: every page and record is
 /// well formed; it reads the whole file once, but does not cross-check indexes against their
-/// tables). `Ok(Err(findings))` when it is damaged, with SQLite's first findings.
-pub(super) fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
+/// tables). `Ok(Err(damage))` when it is damaged, with SQLite's first findings.
+pub(super) fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), Damage>> {
     let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
     let findings: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))?
@@ -112,9 +112,14 @@ pub(super) fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), Stri
     Ok(match findings.as_slice() {
         [ok] if ok == "ok" => Ok(()),
         // One line: SQLite's findings have line breaks of their own.
-        _ => Err(findings.join("; ").replace('\n', " ")),
+        _ => Err(Damage(findings.join("; ").replace('\n', " "))),
     })
 }
+
+/// What `PRAGMA quick_check` found wrong in a database: SQLite's first findings, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Damage(pub(super) String);
 
 /// Reads the file at `path` through once, front to back, so that [`quick_check`] finds its
 /// pages in the OS cache: the check visits pages in tree order, which on a cold cache is
