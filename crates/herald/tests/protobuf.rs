@@ -260,3 +260,84 @@ async fn json_is_chosen_when_both_formats_are_offered() {
         head.text
     );
 }
+
+/// Binary data from a Protobuf client reaches Protobuf subscribers byte for byte; a JSON
+/// subscriber cannot be sent it as JSON: it gets the channel's next publication, and a history
+/// page holding it is an error, not a broken message.
+#[tokio::test]
+async fn binary_data_goes_to_protobuf_subscribers_only() {
+    let server = Server::start(json!({
+        "channel": {"without_namespace": {
+            "allow_subscribe_for_client": true, "allow_publish_for_client": true,
+            "allow_history_for_client": true, "history_size": 10, "history_ttl": "1h",
+            "force_recovery": true
+        }}
+    }))
+    .await;
+    let mut pb = PbClient::open(&server).await;
+    pb.call(command(1, |c| {
+        c.connect = Some(ConnectRequest {
+            token: token("alice"),
+            ..ConnectRequest::default()
+        })
+    }))
+    .await;
+    let subscribed = pb
+        .call(command(2, |c| {
+            c.subscribe = Some(SubscribeRequest {
+                channel: "bin".into(),
+                ..SubscribeRequest::default()
+            })
+        }))
+        .await;
+    assert!(subscribed.error.is_none(), "{subscribed:?}");
+    let mut js = server.client("bob").await;
+    js.subscribe_ok("bin").await;
+
+    let binary = [0xff_u8, 0, b'\n', 0x80];
+    for (id, data) in [(3, binary.to_vec()), (4, br#"{"n":2}"#.to_vec())] {
+        let reply = pb
+            .call(command(id, |c| {
+                c.publish = Some(PublishRequest {
+                    channel: "bin".into(),
+                    data: Some(herald::protocol::Payload::from_stored(data)),
+                    ..PublishRequest::default()
+                })
+            }))
+            .await;
+        assert!(reply.publish.is_some(), "{reply:?}");
+    }
+    let first = pb.next(|r| r.push.is_some()).await.push.unwrap();
+    assert_eq!(
+        first.publication.unwrap().data.unwrap().as_bytes(),
+        binary.as_slice()
+    );
+    let push = js.next_push().await;
+    assert_eq!(push["push"]["pub"]["offset"], 2, "{push}");
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 2}), "{push}");
+    // Its history holds a publication JSON cannot carry: the command fails with an internal
+    // error (100) rather than a broken JSON message, and the connection stays.
+    let history = js
+        .call(json!({"id": 9, "history": {"channel": "bin", "limit": -1}}))
+        .await;
+    assert_eq!(history["error"]["code"], 100, "{history}");
+    js.assert_alive().await;
+    // The Protobuf client reads the same history whole.
+    let history = pb
+        .call(command(5, |c| {
+            c.history = Some(HistoryRequest {
+                channel: "bin".into(),
+                limit: -1,
+                ..HistoryRequest::default()
+            })
+        }))
+        .await
+        .history
+        .expect("a history result");
+    let data: Vec<_> = history
+        .publications
+        .iter()
+        .map(|p| p.data.as_ref().unwrap().as_bytes().to_vec())
+        .collect();
+    assert_eq!(data, [binary.to_vec(), br#"{"n":2}"#.to_vec()]);
+}
