@@ -341,3 +341,37 @@ async fn binary_data_goes_to_protobuf_subscribers_only() {
         .collect();
     assert_eq!(data, [binary.to_vec(), br#"{"n":2}"#.to_vec()]);
 }
+
+/// The server API's pushes to the connections it names (subscribe, unsubscribe) reach a
+/// Protobuf client in Protobuf.
+#[tokio::test]
+async fn server_api_pushes_reach_a_protobuf_client_in_protobuf() {
+    let server = Server::start(json!({})).await;
+    let mut pb = PbClient::open(&server).await;
+    pb.call(command(1, |c| {
+        c.connect = Some(ConnectRequest {
+            token: token("alice"),
+            ..ConnectRequest::default()
+        })
+    }))
+    .await;
+    server
+        .api_ok("subscribe", json!({"user": "alice", "channel": "srv"}))
+        .await;
+    let push = pb.next(|r| r.push.is_some()).await.push.unwrap();
+    assert_eq!(push.channel, "srv");
+    assert!(push.subscribe.is_some(), "{push:?}");
+    server
+        .api_ok("publish", json!({"channel": "srv", "data": {"n": 1}}))
+        .await;
+    let push = pb.next(|r| r.push.is_some()).await.push.unwrap();
+    assert_eq!(
+        push.publication.unwrap().data.unwrap().as_bytes(),
+        br#"{"n":1}"#
+    );
+    server
+        .api_ok("unsubscribe", json!({"user": "alice", "channel": "srv"}))
+        .await;
+    let push = pb.next(|r| r.push.is_some()).await.push.unwrap();
+    assert_eq!(push.unsubscribe.unwrap().code, 2000);
+}
