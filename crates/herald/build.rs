@@ -7,6 +7,10 @@
 //! this script itself changed, and on the first build in a target directory; editing Rust code
 //! does not run it. Under `cargo clippy` it never runs (see `main`).
 //!
+//! It also generates the Rust types of the client protocol's Protobuf schema
+//! (`proto/client.proto`) with prost into `$OUT_DIR/herald.client.rs`, parsing the schema with
+//! protox (a Rust .proto parser) so that no system `protoc` has to be installed.
+//!
 //! `HERALD_SKIP_WEB=1` builds without the UI (the binary then serves a short "UI not built"
 //! page). Without npm the build stops with a message saying to install Node 20 or to set it.
 
@@ -29,6 +33,7 @@ const WEB_INPUTS: &[&str] = &[
 ];
 
 fn main() {
+    protobuf();
     println!("cargo:rerun-if-env-changed=HERALD_SKIP_WEB");
     println!("cargo:rerun-if-changed=build.rs");
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR"));
@@ -80,6 +85,20 @@ fn main() {
         panic!("the web build produced no index.html in {}", dist.display());
     }
     write(&generated, &table(&files, true));
+}
+
+/// Generates `$OUT_DIR/herald.client.rs` from `proto/client.proto`: prost's types, with
+/// `bytes` fields as `bytes::Bytes` so that payloads are shared with `protocol::Payload`
+/// rather than copied.
+fn protobuf() {
+    const SCHEMA: &str = "proto/client.proto";
+    println!("cargo:rerun-if-changed={SCHEMA}");
+    let descriptors = protox::compile([SCHEMA], ["proto"])
+        .unwrap_or_else(|e| panic!("{SCHEMA} is not a valid Protobuf schema: {e}"));
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("cannot generate Rust from {SCHEMA}: {e}"));
 }
 
 fn env(name: &str) -> String {

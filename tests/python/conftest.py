@@ -74,6 +74,18 @@ class Herald:
                         "allow_presence_for_subscriber": True,
                     },
                     {
+                        # test_centrifuge_protobuf.py: the Protobuf SDK and a JSON client.
+                        "name": "pbsdk",
+                        "allow_subscribe_for_client": True,
+                        "allow_publish_for_client": True,
+                        "allow_history_for_client": True,
+                        "allow_presence_for_client": True,
+                        "presence": True,
+                        "history_size": 10,
+                        "history_ttl": "300s",
+                        "force_recovery": True,
+                    },
+                    {
                         "name": "feed",
                         "history_size": 5,
                         "history_ttl": "300s",

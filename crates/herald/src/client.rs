@@ -378,14 +378,25 @@ impl Client {
     }
 
     fn reply(&mut self, reply: &Reply) {
+        let encoding = self.encoding;
         let replies = self
             .aside
             .get_or_insert_with(Box::default)
             .replies
             .get_or_insert_with(FrameBuf::new);
-        let first = replies.payload_len() == 0;
-        if self.encoding.append_reply(reply, first, replies).is_err() {
-            tracing::error!(client = %self.id(), "could not encode a reply");
+        let before = replies.payload_len();
+        let first = before == 0;
+        if let Err(e) = encoding.append_reply(reply, first, replies) {
+            // What was written of it goes (a half-written JSON message would break the whole
+            // frame), and the command is answered with an internal error instead. The way to
+            // get here: a payload that is not JSON (binary data from a Protobuf client) in a
+            // reply to a JSON client, e.g. its history.
+            replies.truncate_payload(replies.payload_len().saturating_sub(before));
+            let fallback = Reply::error(reply.id, Error::INTERNAL);
+            if reply.id != 0 && encoding.append_reply(&fallback, first, replies).is_err() {
+                replies.truncate_payload(replies.payload_len().saturating_sub(before));
+            }
+            tracing::warn!(client = %self.id(), "could not encode a reply: {e}");
         }
     }
 

@@ -10,7 +10,8 @@ use crate::api::cmd::target_clients;
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, NodeInfo, ProcessInfo, Target};
 use crate::hub::ClientHandle;
 use crate::metrics::{process_cpu_time, process_rss_bytes};
-use crate::node::{Node, push_message, unix_now};
+use crate::node::{Node, unix_now};
+use crate::prepared::Prepared;
 use crate::protocol::{Disconnect, Push, Unsubscribe};
 
 /// The node as its controller's command handler. Weak, so that the engine does not keep a
@@ -68,21 +69,17 @@ pub async fn apply(node: &Node, command: ControlCommand) {
             }
         }
         ControlCommand::Unsubscribe { target, channel } => {
-            let mut message = None;
+            let push = Push::unsubscribe(channel.as_str(), Unsubscribe::SERVER);
+            // Encoded at most once per encoding among the targets.
+            let prepared = Prepared::push(&push);
             for client in targets(node, &target) {
                 // Leave the channel first, so that no publication follows the unsubscribe push.
                 let Some(flags) = node.hub().unsubscribe(&channel, &client) else {
                     continue;
                 };
-                let message = match &message {
-                    Some(m) => m,
-                    None => match push_message(&Push::unsubscribe(
-                        channel.as_str(),
-                        Unsubscribe::SERVER,
-                    )) {
-                        Ok(m) => message.insert(m),
-                        Err(_) => return,
-                    },
+                let Some(message) = prepared.message(client.encoding) else {
+                    tracing::error!(channel = %channel, "encoding an unsubscribe push failed");
+                    return;
                 };
                 // A closed queue means the connection is going away anyway.
                 let _ = client.outbox.push(message.clone());

@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
-use crate::transport::{Endpoint, Endpoints, WebSocketTransport};
+use crate::protocol::Encoding;
+use crate::transport::{Endpoint, Endpoints, Json, Protobuf, WebSocketTransport};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -322,7 +323,11 @@ fn ws_settings(node: &Node) -> WsSettings {
     WsSettings {
         tls: None,
         handshake: HandshakeConfig {
-            protocols: vec!["centrifuge-json".to_owned()],
+            // In order of preference: JSON when a client offers both.
+            protocols: vec![
+                "centrifuge-json".to_owned(),
+                PROTOBUF_SUBPROTOCOL.to_owned(),
+            ],
             deflate: DeflateConfig {
                 enabled: websocket.compression,
                 min_size: websocket.compression_min_size,
@@ -481,27 +486,27 @@ fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
     origin_host.eq_ignore_ascii_case(host)
 }
 
-/// Whether a WebSocket handshake asks for Centrifugo's Protobuf format (subprotocol
-/// `centrifuge-protobuf`) without offering JSON (`centrifuge-json`). Herald speaks only JSON:
-/// such a client is refused at the handshake, with a reason, rather than accepted and closed
-/// at its first binary frame.
-fn offers_only_protobuf<B>(req: &Request<B>) -> bool {
-    let mut protobuf = false;
-    for offered in req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-    {
-        match offered {
-            b"centrifuge-json" => return false,
-            b"centrifuge-protobuf" => protobuf = true,
-            _ => {}
-        }
+/// The encoding a WebSocket connection speaks, as Centrifugo chooses it: Protobuf when the
+/// handshake agreed on the `centrifuge-protobuf` subprotocol (the SDKs' Protobuf builds offer
+/// only that one; offered alongside `centrifuge-json`, JSON wins, the server's preference), or
+/// when the URL asks for it with `format=protobuf` or `cf_protocol=protobuf` (clients that
+/// cannot set a subprotocol); JSON otherwise.
+fn ws_encoding<B>(req: &Request<B>, negotiated: &ws::Negotiated) -> Encoding {
+    let by_subprotocol = negotiated.protocol.as_deref() == Some(PROTOBUF_SUBPROTOCOL);
+    let by_query = req.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|p| p == "format=protobuf" || p == "cf_protocol=protobuf")
+    });
+    if by_subprotocol || by_query {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
     }
-    protobuf
 }
+
+/// The WebSocket subprotocol of the Protobuf format.
+const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 
 fn upgrade(
     node: Arc<Node>,
@@ -528,29 +533,11 @@ fn upgrade(
             "origin not allowed: add it to client.allowed_origins",
         );
     }
-    if let Some(query) = req.uri().query() {
-        if query
-            .split('&')
-            .any(|p| p == "format=protobuf" || p == "cf_protocol=protobuf")
-        {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "the protobuf format is not supported yet: use JSON",
-            );
-        }
-    }
-    if offers_only_protobuf(&req) {
-        tracing::info!(%peer, "WebSocket refused: only the centrifuge-protobuf subprotocol offered");
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "the protobuf format (WebSocket subprotocol centrifuge-protobuf) is not supported \
-             yet: use the SDK's JSON format",
-        );
-    }
     let (response, negotiated) = match ws::handshake::accept(&req, &ws.handshake) {
         Ok(accepted) => accepted,
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
+    let encoding = ws_encoding(&req, &negotiated);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Counted from the handshake on, so that shutdown waits for this connection too.
     let live = LiveConnection::new(node.clone());
@@ -568,13 +555,19 @@ fn upgrade(
             ws.connection.clone(),
             outbox,
         ) {
-            Ok(socket) => {
-                // The connection gets a task of its own whose future is the `serve` future
-                // itself, stored in the task's allocation: no second allocation for it, and
-                // none of this task's locals kept alongside.
-                let transport = WebSocketTransport::new(socket);
-                ws.workers.spawn(crate::client::serve(live, transport));
-            }
+            // The connection gets a task of its own whose future is the `serve` future
+            // itself, stored in the task's allocation: no second allocation for it, and
+            // none of this task's locals kept alongside.
+            Ok(socket) => match encoding {
+                Encoding::Protobuf => {
+                    let transport = WebSocketTransport::<Protobuf>::new(socket);
+                    ws.workers.spawn(crate::client::serve(live, transport));
+                }
+                _ => {
+                    let transport = WebSocketTransport::<Json>::new(socket);
+                    ws.workers.spawn(crate::client::serve(live, transport));
+                }
+            },
             Err(e) => tracing::warn!(%peer, "WebSocket setup failed: {e}"),
         }
     });
@@ -610,6 +603,34 @@ mod tests {
             std::io::Error::last_os_error()
         );
         info.tcpi_sacked
+    }
+
+    /// Protobuf by the agreed subprotocol or by either query parameter Centrifugo accepts;
+    /// JSON otherwise.
+    #[test]
+    fn the_encoding_follows_the_subprotocol_or_the_query() {
+        let request = |uri: &str| Request::get(uri).body(()).expect("a request");
+        let agreed = |protocol: &str| ws::Negotiated {
+            protocol: Some(protocol.to_owned()),
+            ..ws::Negotiated::default()
+        };
+        let none = ws::Negotiated::default();
+        let path = "/connection/websocket";
+        assert_eq!(ws_encoding(&request(path), &none), Encoding::Json);
+        assert_eq!(
+            ws_encoding(&request(path), &agreed("centrifuge-json")),
+            Encoding::Json
+        );
+        assert_eq!(
+            ws_encoding(&request(path), &agreed("centrifuge-protobuf")),
+            Encoding::Protobuf
+        );
+        for query in ["format=protobuf", "a=1&cf_protocol=protobuf"] {
+            let uri = format!("{path}?{query}");
+            assert_eq!(ws_encoding(&request(&uri), &none), Encoding::Protobuf);
+        }
+        let uri = format!("{path}?format=json");
+        assert_eq!(ws_encoding(&request(&uri), &none), Encoding::Json);
     }
 
     #[tokio::test]

@@ -232,57 +232,10 @@ async fn unknown_path_is_404_json() {
 }
 
 #[tokio::test]
-async fn a_protobuf_only_subprotocol_is_refused_at_the_handshake() {
+async fn a_handshake_without_a_subprotocol_is_accepted() {
     let server = Server::start(json!({})).await;
-    // Offering only Protobuf (what the SDKs send with their Protobuf codec): HTTP 400 with a
-    // JSON reason, not an accepted socket that is closed at the first binary frame.
-    let response = http(
-        server.port,
-        "GET",
-        "/connection/websocket",
-        &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Protocol", "centrifuge-protobuf"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(response.status, 400, "{}", response.text());
-    let message = response.json()["error"]["message"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    assert!(
-        message.contains("protobuf") && message.contains("not supported"),
-        "{message}"
-    );
-    let (head, _) = raw_handshake(
-        server.port,
-        &[("Sec-WebSocket-Protocol", "centrifuge-protobuf")],
-    )
-    .await;
-    assert_eq!(head.status, 400, "{}", head.text);
-    // JSON offered as well (in any order): accepted with JSON.
-    let (head, _) = raw_handshake(
-        server.port,
-        &[(
-            "Sec-WebSocket-Protocol",
-            "centrifuge-protobuf, centrifuge-json",
-        )],
-    )
-    .await;
-    assert_eq!(head.status, 101, "{}", head.text);
-    assert!(
-        head.text
-            .to_ascii_lowercase()
-            .contains("sec-websocket-protocol: centrifuge-json"),
-        "{}",
-        head.text
-    );
-    // No subprotocol, as the JS SDK's JSON codec connects: accepted.
+    // No subprotocol, as the JS SDK's JSON codec connects: accepted. (Protobuf, and the
+    // choice between the two, are tested in tests/protobuf.rs.)
     let (head, _) = raw_handshake(server.port, &[]).await;
     assert_eq!(head.status, 101, "{}", head.text);
 }

@@ -572,10 +572,10 @@ impl ChannelLocks {
     }
 }
 
-/// Encodes a push (other than a publication) once in JSON, as a WebSocket text frame ready
-/// for any number of JSON clients (the server API's pushes to connections it names).
-pub fn push_message(push: &Push) -> Result<Arc<Message>, protocol::Error> {
-    prepared::push_message(Encoding::Json, push).map_err(|e| {
+/// Encodes a push (other than a publication) in `encoding`, as a WebSocket frame for a client
+/// speaking it (the server API's pushes to connections it names).
+pub fn push_message(encoding: Encoding, push: &Push) -> Result<Arc<Message>, protocol::Error> {
+    prepared::push_message(encoding, push).map_err(|e| {
         tracing::error!(error = %e, "encoding a push failed");
         protocol::Error::INTERNAL
     })

@@ -502,6 +502,22 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
+    /// A Protobuf command's varint length prefix is malformed or longer than the rest of
+    /// the frame.
+    #[error("command at position {index}: bad length prefix")]
+    Length {
+        /// Zero-based position of the command in the frame.
+        index: usize,
+    },
+    /// A Protobuf command is not a valid Command message.
+    #[error("command at position {index}: {source}")]
+    Protobuf {
+        /// Zero-based position of the command in the frame.
+        index: usize,
+        /// The Protobuf error.
+        #[source]
+        source: prost::DecodeError,
+    },
 }
 
 /// Decodes one JSON command (a JSON object; arrays are rejected, as by the reference decoder).

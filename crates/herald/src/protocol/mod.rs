@@ -26,7 +26,7 @@ mod tests;
 
 use serde::{Deserialize, Deserializer};
 
-pub use codec::{Codec, Encoding, JsonCodec};
+pub use codec::{Codec, Encoding, JsonCodec, ProtobufCodec};
 pub use codes::{Disconnect, Error, Unsubscribe};
 pub use command::{
     Command, Commands, ConnectRequest, DecodeError, FilterNode, HistoryRequest, Method,

@@ -37,7 +37,7 @@ use crate::protocol::{ConnectRequest, Disconnect, Encoding};
 use crate::ws::{Budget, CloseCode, FrameBuf, Outbox, PushError};
 
 pub use endpoints::{Endpoint, Endpoints};
-pub use websocket::WebSocketTransport;
+pub use websocket::{Format, Json, Protobuf, WebSocketTransport};
 
 /// What a transport hands its client.
 #[derive(Debug)]

@@ -7,8 +7,14 @@
 //! WebSocket writes as a close frame with the same code and reason (the SDKs read their
 //! reconnect advice from that code).
 //!
+//! The encoding is chosen at the handshake (the `centrifuge-protobuf` subprotocol, or
+//! `?format=protobuf` / `?cf_protocol=protobuf`: see `server.rs`) and carried in the type,
+//! [`WebSocketTransport<Json>`] or [`WebSocketTransport<Protobuf>`], rather than in a field:
+//! a field would cost every idle connection (see below), a type parameter costs nothing.
+//!
 //! [`Disconnect`]: crate::protocol::Disconnect
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,26 +26,48 @@ use crate::ws::{self, CloseCode, FrameBuf, Incoming, Outbox, PushError, WebSocke
 /// The transport's name, as Centrifugo names it.
 pub const NAME: &str = "websocket";
 
-/// The client protocol over one upgraded WebSocket connection.
+/// The encoding of a [`WebSocketTransport`], as a type: [`Json`] or [`Protobuf`].
+pub trait Format: Send + 'static {
+    /// The encoding the connection speaks.
+    const ENCODING: Encoding;
+}
+
+/// JSON text frames (the default, and the `centrifuge-json` subprotocol).
+#[derive(Debug)]
+pub enum Json {}
+
+impl Format for Json {
+    const ENCODING: Encoding = Encoding::Json;
+}
+
+/// Protobuf binary frames (the `centrifuge-protobuf` subprotocol).
+#[derive(Debug)]
+pub enum Protobuf {}
+
+impl Format for Protobuf {
+    const ENCODING: Encoding = Encoding::Protobuf;
+}
+
+/// The client protocol over one upgraded WebSocket connection, in the encoding `F`.
 ///
 /// Exactly a [`WebSocket`]: every idle connection's task holds one, and any field added here
 /// would cost each of them 128 bytes (see the size tests in `client.rs`).
-pub struct WebSocketTransport(WebSocket);
+pub struct WebSocketTransport<F: Format = Json>(WebSocket, PhantomData<fn() -> F>);
 
-impl WebSocketTransport {
-    /// Serves the client protocol over `socket`.
-    pub fn new(socket: WebSocket) -> WebSocketTransport {
-        WebSocketTransport(socket)
+impl<F: Format> WebSocketTransport<F> {
+    /// Serves the client protocol over `socket` in the encoding `F`.
+    pub fn new(socket: WebSocket) -> WebSocketTransport<F> {
+        WebSocketTransport(socket, PhantomData)
     }
 }
 
-impl Transport for WebSocketTransport {
+impl<F: Format> Transport for WebSocketTransport<F> {
     fn name(&self) -> &'static str {
         NAME
     }
 
     fn protocol(&self) -> Encoding {
-        Encoding::Json
+        F::ENCODING
     }
 
     fn unidirectional(&self) -> bool {
@@ -59,8 +87,8 @@ impl Transport for WebSocketTransport {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>> {
         loop {
             return Poll::Ready(match std::task::ready!(self.0.poll_recv(cx)) {
-                // Binary frames are commands too: a JSON client that sends them gets the
-                // same "bad request" as for any undecodable command.
+                // Either frame type carries commands: a client whose frames do not decode in
+                // its encoding gets the same "bad request" as for any undecodable command.
                 Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => {
                     Ok(Some(Inbound::Commands(data)))
                 }
@@ -119,7 +147,7 @@ mod tests {
             Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow")),
         )
         .expect("websocket");
-        let mut transport = WebSocketTransport::new(socket);
+        let mut transport = WebSocketTransport::<Json>::new(socket);
         transport.close(&Disconnect::custom(4000, String::from("bye")));
         // Drive the connection until it has written the close frame (it then waits for the
         // peer's, which never comes: the timeout below bounds the wait).

@@ -160,9 +160,15 @@ async fn subscribe_one(
         offset,
         data: req.data.clone(),
     };
-    let mut messages = vec![push_message(&Push::subscribe(channel, subscribe))?];
+    let mut messages = vec![push_message(
+        client.encoding,
+        &Push::subscribe(channel, subscribe),
+    )?];
     for publication in result.publications {
-        messages.push(push_message(&Push::publication(channel, publication))?);
+        messages.push(push_message(
+            client.encoding,
+            &Push::publication(channel, publication),
+        )?);
     }
     // The push first, then the missed publications, then (on completion) the newer ones. A
     // closed or overflowing queue means the connection is going away: leave it alone.

@@ -2,9 +2,10 @@
 //!
 //! A [`Codec`] decodes the commands of one inbound transport message and encodes replies and
 //! pushes into an outbound one. [`JsonCodec`] is the JSON format of the client protocol
-//! (commands and replies as JSON objects, several per message separated by `\n`). Each
-//! connection speaks one [`Encoding`], chosen when it connects; a Protobuf codec plugs in as
-//! a new `Encoding` variant with its [`Codec`] implementation (see `docs/architecture.md`).
+//! (commands and replies as JSON objects, several per message separated by `\n`);
+//! [`ProtobufCodec`] its Protobuf format (varint-length-prefixed messages, binary frames).
+//! Each connection speaks one [`Encoding`], chosen when it connects (see
+//! `docs/architecture.md`).
 //!
 //! Why an enum in front of the trait rather than `dyn Codec`: the codecs are few and known
 //! at compile time, so a connection holds a one-byte [`Encoding`], fan-out indexes its
@@ -12,6 +13,7 @@
 //! a statically dispatched, inlinable implementation — no vtable on the hot path.
 
 mod json;
+mod protobuf;
 
 #[cfg(test)]
 pub(crate) mod counting;
@@ -21,6 +23,7 @@ mod tests;
 use std::io::{self, Write};
 
 pub use json::{JsonCodec, JsonCommands};
+pub use protobuf::{ProtobufCodec, ProtobufCommands};
 
 use super::{Command, DecodeError, Payload, Publication, Push, Reply};
 
@@ -73,10 +76,12 @@ pub enum Encoding {
     /// The JSON format ([`JsonCodec`]).
     #[default]
     Json = 0,
+    /// The Protobuf format ([`ProtobufCodec`]).
+    Protobuf = 1,
     /// Test only: JSON that counts its publication encodes, to prove fan-out encodes once per
     /// encoding ([`counting::CountingCodec`]).
     #[cfg(test)]
-    Counting = 1,
+    Counting = 2,
 }
 
 /// Runs `$body` with `$codec` bound to the codec of `$encoding`: the one place that maps an
@@ -86,6 +91,10 @@ macro_rules! with_codec {
         match $encoding {
             Encoding::Json => {
                 let $codec = &JsonCodec;
+                $body
+            }
+            Encoding::Protobuf => {
+                let $codec = &ProtobufCodec;
                 $body
             }
             #[cfg(test)]
@@ -100,10 +109,10 @@ macro_rules! with_codec {
 impl Encoding {
     /// How many encodings there are: the size of a once-per-encoding cache.
     #[cfg(not(test))]
-    pub const COUNT: usize = 1;
+    pub const COUNT: usize = 2;
     /// How many encodings there are: the size of a once-per-encoding cache.
     #[cfg(test)]
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
 
     /// The encoding's index in a once-per-encoding cache (`0..COUNT`).
     #[inline]
@@ -120,6 +129,7 @@ impl Encoding {
     pub fn decode_commands(self, message: &[u8]) -> Commands<'_> {
         match self {
             Encoding::Json => Commands::Json(JsonCodec.decode_commands(message)),
+            Encoding::Protobuf => Commands::Protobuf(ProtobufCodec.decode_commands(message)),
             #[cfg(test)]
             Encoding::Counting => Commands::Json(JsonCodec.decode_commands(message)),
         }
@@ -159,6 +169,7 @@ impl Encoding {
     pub fn all() -> impl Iterator<Item = Encoding> {
         [
             Encoding::Json,
+            Encoding::Protobuf,
             #[cfg(test)]
             Encoding::Counting,
         ]
@@ -176,6 +187,8 @@ fn codec_binary<C: Codec>(_codec: &C) -> bool {
 pub enum Commands<'a> {
     /// JSON commands.
     Json(JsonCommands<'a>),
+    /// Protobuf commands.
+    Protobuf(ProtobufCommands<'a>),
 }
 
 impl Iterator for Commands<'_> {
@@ -185,6 +198,7 @@ impl Iterator for Commands<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Commands::Json(commands) => commands.next(),
+            Commands::Protobuf(commands) => commands.next(),
         }
     }
 }
