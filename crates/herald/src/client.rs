@@ -162,7 +162,7 @@ pub fn serve<T: Transport>(
                 Err(Failure::TooBig { reason }) => {
                     // The one close a well-behaved client still meets (a message it built
                     // too large): said at info, so that whoever runs the server sees it.
-                    let (option, limit) = transport.message_size_limit(&client.node.config());
+                    let (option, limit) = transport.message_size_limit(client.node.config());
                     tracing::info!(
                         client = %client.id(),
                         "{reason}: the client sent a message over {option} ({limit} bytes); \
@@ -561,6 +561,7 @@ impl Client {
             node: node.id().to_owned(),
             ..ConnectResult::default()
         };
+        transport.connected(&result.session);
         if let Some(at) = expires_at {
             result.expires = true;
             result.ttl = ttl(at);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming as Body;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
-use crate::transport::{Endpoint, Endpoints, WebSocketTransport};
+use crate::transport::http_stream::{self, StreamBody};
+use crate::transport::{Emulation, Endpoint, Endpoints, WebSocketTransport};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -30,6 +31,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A response body: small, complete bodies only.
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A response of any endpoint: a complete body, or a streaming transport's stream.
+type Routed = Response<Either<Full<Bytes>, StreamBody>>;
 
 /// Settings derived once from the config for every connection (TLS) and every WebSocket.
 struct WsSettings {
@@ -46,6 +50,8 @@ struct WsSettings {
     limiter: crate::limits::ConnectionLimiter,
     /// Which transport serves which path.
     endpoints: Endpoints,
+    /// The streaming connections, by session, for the emulation endpoint.
+    emulation: Arc<Emulation>,
 }
 
 /// The HTTP server of a node.
@@ -320,6 +326,7 @@ fn ws_settings(node: &Node) -> WsSettings {
             node.config().client.connection_rate_limit,
         ),
         endpoints: Endpoints::from_config(node.config()),
+        emulation: Arc::default(),
     }
 }
 
@@ -357,7 +364,7 @@ async fn route(
     ws: Arc<WsSettings>,
     req: Request<Body>,
     peer: SocketAddr,
-) -> Result<HttpResponse, Infallible> {
+) -> Result<Routed, Infallible> {
     let path = req.uri().path();
     let config = &node.config();
     let api_prefix = config.http_api.handler_prefix.as_str();
@@ -366,6 +373,8 @@ async fn route(
     let response = if let Some(endpoint) = ws.endpoints.find(path) {
         match endpoint {
             Endpoint::WebSocket => upgrade(node, ws, req, peer),
+            Endpoint::HttpStream => return Ok(open_http_stream(node, ws, req, peer).await),
+            Endpoint::Emulation => emulate(node, ws, req).await,
         }
     } else if !config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
@@ -393,7 +402,182 @@ async fn route(
     } else {
         json_error(StatusCode::NOT_FOUND, "no such endpoint")
     };
-    Ok(response)
+    Ok(response.map(Either::Left))
+}
+
+/// Admits a new connection under `client.connection_limit` and
+/// `client.connection_rate_limit`, as Centrifugo's ConnLimit middleware does before anything
+/// else; the response to send if not. The HTTP thread is the only one that admits
+/// connections, so when nothing is awaited between this check and the `LiveConnection` that
+/// counts the connection, concurrent requests cannot overshoot the limit.
+fn admit(node: &Node, ws: &WsSettings, peer: SocketAddr, what: &str) -> Option<HttpResponse> {
+    let open = node.live_connections();
+    let refusal = ws.limiter.admit(open).err()?;
+    node.metrics().connection_refused(refusal);
+    if ws.limiter.should_log() {
+        tracing::warn!(%peer, open, "{what} refused: {}", refusal.message());
+    }
+    Some(json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        refusal.message(),
+    ))
+}
+
+/// The CORS headers of a response to a browser page from an allowed origin (the streaming
+/// endpoints are fetched cross-origin, unlike a WebSocket, which CORS does not cover).
+fn allow_origin<B>(req: &Request<Body>, response: &mut Response<B>) {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of a streaming endpoint, whose origin was
+/// allowed: the methods and the headers the page asked for.
+fn preflight(req: &Request<Body>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    allow_origin(req, &mut response);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("300"),
+    );
+    response
+}
+
+/// Reads a request's whole body, at most `limit` bytes (`option` names the limit, for the
+/// advice) and within the body read deadline; the error response otherwise.
+async fn read_body(
+    node: &Node,
+    req: Request<Body>,
+    limit: usize,
+    option: &str,
+) -> Result<Bytes, HttpResponse> {
+    let timeout = node.config().http_server.body_read_timeout;
+    let body = TimedBody::new(req.into_body(), timeout);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is over {option} ({limit} bytes)"),
+        )),
+        Err(e) if crate::http_guard::timed_out(e.as_ref()).is_some() => Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("request timeout: {e}; send the whole body at once"),
+        )),
+        Err(e) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// The checks every streaming request passes first: the method, the origin (answering a
+/// CORS preflight); the response to send instead, if any.
+fn streaming_request_refused(
+    node: &Node,
+    req: &Request<Body>,
+    peer: SocketAddr,
+) -> Option<HttpResponse> {
+    if !origin_allowed(node, req) {
+        tracing::info!(%peer, path = req.uri().path(), "refused: origin not in client.allowed_origins");
+        return Some(json_error(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: add it to client.allowed_origins",
+        ));
+    }
+    if req.method() == Method::OPTIONS {
+        return Some(preflight(req));
+    }
+    if req.method() != Method::POST {
+        return Some(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST, as the SDKs' streaming transports do",
+        ));
+    }
+    None
+}
+
+/// Opens an HTTP-streaming connection (`/connection/http_stream`): the request's body is the
+/// connect command, the response streams the connection's output (see
+/// [`crate::transport::http_stream`]).
+async fn open_http_stream(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Routed {
+    if let Some(refused) = streaming_request_refused(&node, &req, peer) {
+        return refused.map(Either::Left);
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let limit = node.config().http_stream.max_request_body_size;
+    let connect = match read_body(&node, req, limit, "http_stream.max_request_body_size").await {
+        Ok(connect) => connect,
+        Err(refused) => return refused.map(Either::Left),
+    };
+    // After the body is read: nothing is awaited from here to the `LiveConnection`.
+    if let Some(refused) = admit(&node, &ws, peer, "HTTP stream") {
+        return refused.map(Either::Left);
+    }
+    let live = LiveConnection::new(node.clone());
+    let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
+    let (transport, body) = http_stream::open(connect, outbox, ws.emulation.clone());
+    ws.workers.spawn(crate::client::serve(live, transport));
+    let mut response = http_stream::response(Either::Right(body));
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// The emulation endpoint: hands a streaming connection the commands its client POSTed (see
+/// [`crate::transport::emulation`]); 204 once they are queued for it.
+async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> HttpResponse {
+    if let Some(refused) =
+        streaming_request_refused(&node, &req, SocketAddr::from(([0, 0, 0, 0], 0)))
+    {
+        return refused;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    allow_origin(&req, &mut response);
+    let limit = node.config().emulation.max_request_body_size;
+    let body = match read_body(&node, req, limit, "emulation.max_request_body_size").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let status = match ws.emulation.deliver(&body) {
+        Ok(()) => {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            return response;
+        }
+        Err(e @ crate::transport::emulation::Refused::BadRequest) => (StatusCode::BAD_REQUEST, e),
+        Err(e @ crate::transport::emulation::Refused::NoSession) => (StatusCode::NOT_FOUND, e),
+        Err(e @ crate::transport::emulation::Refused::Busy) => (StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let mut refused = json_error(status.0, &status.1.to_string());
+    for (name, value) in response.headers() {
+        refused.headers_mut().insert(name, value.clone());
+    }
+    refused
 }
 
 /// The path an endpoint's `handler_prefix` serves it on: the prefix without trailing `/`

@@ -15,6 +15,13 @@ pub enum Endpoint {
     /// The bidirectional WebSocket (`websocket.handler_prefix`, default
     /// `/connection/websocket`), served by [`super::WebSocketTransport`].
     WebSocket,
+    /// HTTP-streaming (`http_stream.handler_prefix`, default `/connection/http_stream`),
+    /// served by [`super::HttpStreamTransport`].
+    HttpStream,
+    /// Where the streaming transports' clients POST their commands
+    /// (`emulation.handler_prefix`, default `/emulation`; see [`super::emulation`]). Not a
+    /// transport of its own, but the other half of the streaming ones.
+    Emulation,
 }
 
 impl Endpoint {
@@ -22,6 +29,8 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::WebSocket => super::websocket::NAME,
+            Endpoint::HttpStream => super::http_stream::NAME,
+            Endpoint::Emulation => "emulation",
         }
     }
 }
@@ -41,6 +50,16 @@ impl Endpoints {
             endpoints.register(
                 endpoint_path(&config.websocket.handler_prefix),
                 Endpoint::WebSocket,
+            );
+        }
+        if config.http_stream.enabled {
+            endpoints.register(
+                endpoint_path(&config.http_stream.handler_prefix),
+                Endpoint::HttpStream,
+            );
+            endpoints.register(
+                endpoint_path(&config.emulation.handler_prefix),
+                Endpoint::Emulation,
             );
         }
         endpoints
@@ -91,6 +110,19 @@ mod tests {
 
         config.websocket.disabled = true;
         assert_eq!(Endpoints::from_config(&config).find("/ws"), None);
+    }
+
+    #[test]
+    fn http_streaming_and_its_emulation_endpoint_are_served_when_enabled() {
+        let mut config = Config::default();
+        assert_eq!(Endpoints::from_config(&config).find("/emulation"), None);
+        config.http_stream.enabled = true;
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(
+            endpoints.find("/connection/http_stream"),
+            Some(Endpoint::HttpStream)
+        );
+        assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
     }
 
     #[test]
