@@ -348,22 +348,57 @@ async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: Soc
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| route(node.clone(), ws.clone(), req, peer));
+    let write_timeout = ws.connection.write_timeout;
+    let watched = Watched::default();
+    let service = {
+        let watched = watched.clone();
+        service_fn(move |req| route(node.clone(), ws.clone(), req, peer, watched.clone()))
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, "http connection: {e}");
+    tokio::pin!(conn);
+    // The write deadline of a streaming response: hyper has none, and a peer that stops
+    // reading would otherwise hold its connection (and what is buffered for it) forever.
+    let mut last_progress = None;
+    loop {
+        let stream = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::select! {
+            served = &mut conn => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, "http connection: {e}");
+                }
+                return;
+            }
+            // Ticks whether or not a stream is open yet: a request may open one at any time.
+            // Only HTTP connections still served by hyper tick (an upgraded WebSocket has
+            // left this loop), each once per write timeout.
+            () = tokio::time::sleep(write_timeout) => {
+                let Some(stream) = stream else { continue };
+                let progress = stream.progress();
+                if progress.is_some() && progress == last_progress {
+                    tracing::debug!(%peer, "HTTP stream cut: its peer read nothing for {write_timeout:?}");
+                    stream.cut();
+                    return;
+                }
+                last_progress = progress;
+            }
+        }
     }
 }
+
+/// The stream an HTTP connection carries, once a request opened one: watched for its write
+/// deadline by the task serving the connection.
+type Watched = Arc<std::sync::Mutex<Option<Arc<http_stream::Stream>>>>;
 
 async fn route(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
     req: Request<Body>,
     peer: SocketAddr,
+    watched: Watched,
 ) -> Result<Routed, Infallible> {
     let path = req.uri().path();
     let config = &node.config();
@@ -373,7 +408,9 @@ async fn route(
     let response = if let Some(endpoint) = ws.endpoints.find(path) {
         match endpoint {
             Endpoint::WebSocket => upgrade(node, ws, req, peer),
-            Endpoint::HttpStream => return Ok(open_http_stream(node, ws, req, peer).await),
+            Endpoint::HttpStream => {
+                return Ok(open_http_stream(node, ws, req, peer, &watched).await);
+            }
             Endpoint::Emulation => emulate(node, ws, req).await,
         }
     } else if !config.http_api.disabled
@@ -519,6 +556,7 @@ async fn open_http_stream(
     ws: Arc<WsSettings>,
     req: Request<Body>,
     peer: SocketAddr,
+    watched: &Watched,
 ) -> Routed {
     if let Some(refused) = streaming_request_refused(&node, &req, peer) {
         return refused.map(Either::Left);
@@ -535,7 +573,9 @@ async fn open_http_stream(
     }
     let live = LiveConnection::new(node.clone());
     let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
-    let (transport, body) = http_stream::open(connect, outbox, ws.emulation.clone());
+    let (transport, body, stream) =
+        http_stream::open_watched(connect, outbox, ws.emulation.clone());
+    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     ws.workers.spawn(crate::client::serve(live, transport));
     let mut response = http_stream::response(Either::Right(body));
     if let Some(origin) = origin {

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -47,6 +48,11 @@ const NEWLINE: Bytes = Bytes::from_static(b"\n");
 pub struct Stream {
     outbox: Arc<Outbox>,
     state: Mutex<Shared>,
+    /// Messages the writer handed to the HTTP connection so far, and whether it is waiting
+    /// for output (rather than for the HTTP connection to take what it has): what
+    /// [`Stream::stalled`] looks at.
+    handed: AtomicU64,
+    idle: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +65,8 @@ struct Shared {
     ended: bool,
     /// The close code the stream ended with, once it wrote one.
     closed_with: Option<u16>,
+    /// The HTTP connection was cut for a write that missed its deadline.
+    cut: bool,
     /// The session id the connection registered with the emulation endpoint.
     session: Option<String>,
     /// The client's task, waiting for one of the above.
@@ -81,6 +89,26 @@ impl Stream {
         if let Some(task) = task {
             task.wake();
         }
+    }
+
+    /// A probe of the write deadline, taken by the HTTP connection every write timeout: the
+    /// number of messages handed over so far, or `None` while the writer waits for output
+    /// (nothing is late). Two probes a write timeout apart that give the same number mean the
+    /// HTTP connection took nothing in that time: its peer stopped reading.
+    pub fn progress(&self) -> Option<u64> {
+        if self.idle.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.handed.load(Ordering::Acquire))
+    }
+
+    /// Ends the connection whose HTTP connection was cut (a write deadline passed): its task
+    /// reports a write timeout.
+    pub fn cut(&self) {
+        self.tell_task(|state| {
+            state.ended = true;
+            state.cut = true;
+        });
     }
 
     /// Queues commands from the emulation endpoint for the client's task; refused when
@@ -111,9 +139,21 @@ pub fn open(
     outbox: Arc<Outbox>,
     emulation: Arc<Emulation>,
 ) -> (HttpStreamTransport, StreamBody) {
+    let (transport, body, _) = open_watched(connect, outbox, emulation);
+    (transport, body)
+}
+
+/// [`open`], with the [`Stream`] the HTTP connection watches for its write deadline.
+pub fn open_watched(
+    connect: Bytes,
+    outbox: Arc<Outbox>,
+    emulation: Arc<Emulation>,
+) -> (HttpStreamTransport, StreamBody, Arc<Stream>) {
     let stream = Arc::new(Stream {
         outbox,
         state: Mutex::new(Shared::default()),
+        handed: AtomicU64::new(0),
+        idle: AtomicBool::new(false),
     });
     let body = StreamBody {
         stream: stream.clone(),
@@ -124,11 +164,11 @@ pub fn open(
         done: false,
     };
     let transport = HttpStreamTransport {
-        stream,
+        stream: stream.clone(),
         connect: Some(connect),
         emulation,
     };
-    (transport, body)
+    (transport, body, stream)
 }
 
 /// The response that carries the stream: newline-delimited JSON, with the headers that keep
@@ -208,6 +248,9 @@ impl Transport for HttpStreamTransport {
         if std::mem::take(&mut state.woken) {
             return Poll::Ready(Ok(Some(Inbound::Wake)));
         }
+        if state.cut {
+            return Poll::Ready(Err(Failure::WriteTimeout));
+        }
         if state.ended {
             return Poll::Ready(Ok(None));
         }
@@ -258,6 +301,7 @@ impl StreamBody {
 
 impl Drop for StreamBody {
     fn drop(&mut self) {
+        self.stream.idle.store(true, Ordering::Release);
         self.end();
     }
 }
@@ -296,6 +340,29 @@ impl hyper::body::Body for StreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
+        let frame = this.next_frame(cx);
+        let stream = &this.stream;
+        // Waiting for output, or ended: nothing the HTTP connection owes a write for.
+        let idle = matches!(frame, Poll::Pending | Poll::Ready(None));
+        stream.idle.store(idle, Ordering::Release);
+        if !idle {
+            stream.handed.fetch_add(1, Ordering::AcqRel);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+}
+
+impl StreamBody {
+    /// The next piece of the stream (see [`hyper::body::Body::poll_frame`]).
+    fn next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self;
         loop {
             if std::mem::take(&mut this.newline) {
                 return Poll::Ready(Some(Ok(Frame::data(NEWLINE))));
@@ -333,10 +400,6 @@ impl hyper::body::Body for StreamBody {
                 this.done = true;
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        false
     }
 }
 
