@@ -1,6 +1,8 @@
-// The HTTP-streaming transport as the real centrifuge SDK uses it when a WebSocket cannot get
-// through: `transports: [{transport: 'http_stream', endpoint}]`, with its commands POSTed to
-// the emulation endpoint. Node 20's own fetch and ReadableStream carry it.
+// The streaming transports as the real centrifuge SDK uses them when a WebSocket cannot get
+// through: `transports: [{transport: 'http_stream' | 'sse', endpoint}]`, with their commands
+// POSTed to the emulation endpoint. Node 20's own fetch and ReadableStream carry
+// HTTP-streaming; Node has no EventSource, so SSE uses the `eventsource` package (the
+// WHATWG-compliant one).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { Centrifuge } from 'centrifuge';
+import { EventSource } from 'eventsource';
 
 import { once, sleep, startHerald } from './herald.mjs';
 
@@ -32,6 +35,7 @@ before(async () => {
   herald = await startHerald({
     data_dir: dataDir,
     http_stream: { enabled: true },
+    sse: { enabled: true },
     channel: { namespaces: [CHAT] },
   });
 });
@@ -41,10 +45,11 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** A client of `user` that may use HTTP-streaming only. */
-function streamingClient(user) {
-  const c = new Centrifuge([{ transport: 'http_stream', endpoint: `${herald.url}/connection/http_stream` }], {
+/** A client of `user` that may use `transport` only. */
+function streamingClient(transport, user) {
+  const c = new Centrifuge([{ transport, endpoint: `${herald.url}/connection/${transport}` }], {
     token: herald.token(user),
+    eventsource: EventSource,
     emulationEndpoint: `${herald.url}/emulation`,
     minReconnectDelay: 100,
     maxReconnectDelay: 1000,
@@ -60,66 +65,68 @@ async function until(check, what) {
   assert.ok(check(), `timed out waiting for ${what}`);
 }
 
-test('connect, subscribe, publications, client publish, rpc error, presence, history', async () => {
-  const c = streamingClient('alice');
-  const connected = once(c, 'connected');
-  c.connect();
-  const ctx = await connected;
-  assert.equal(ctx.transport, 'http_stream');
-  assert.ok(ctx.client, JSON.stringify(ctx));
+for (const transport of ['http_stream', 'sse']) {
+  test(`${transport}: connect, subscribe, publications, client publish, rpc error, presence, history`, async () => {
+    const c = streamingClient(transport, `alice-${transport}`);
+    const connected = once(c, 'connected');
+    c.connect();
+    const ctx = await connected;
+    assert.equal(ctx.transport, transport);
+    assert.ok(ctx.client, JSON.stringify(ctx));
 
-  const sub = c.newSubscription('chat:room');
-  const pubs = [];
-  sub.on('publication', (p) => pubs.push(p.data));
-  const subscribed = once(sub, 'subscribed');
-  sub.subscribe();
-  await subscribed;
+    const sub = c.newSubscription(`chat:room-${transport}`);
+    const pubs = [];
+    sub.on('publication', (p) => pubs.push(p.data));
+    const subscribed = once(sub, 'subscribed');
+    sub.subscribe();
+    await subscribed;
 
-  await herald.api('publish', { channel: 'chat:room', data: { from: 'api' } });
-  await until(() => pubs.length === 1, 'the API publication');
-  await sub.publish({ from: 'client' });
-  await until(() => pubs.length === 2, "the client's own publication");
-  assert.deepEqual(pubs, [{ from: 'api' }, { from: 'client' }]);
+    await herald.api('publish', { channel: `chat:room-${transport}`, data: { from: 'api' } });
+    await until(() => pubs.length === 1, 'the API publication');
+    await sub.publish({ from: 'client' });
+    await until(() => pubs.length === 2, "the client's own publication");
+    assert.deepEqual(pubs, [{ from: 'api' }, { from: 'client' }]);
 
-  await assert.rejects(c.rpc('nothing', {}), (e) => e.code === 108, 'rpc is not available');
+    await assert.rejects(c.rpc('nothing', {}), (e) => e.code === 108, 'rpc is not available');
 
-  const presence = await sub.presence();
-  assert.deepEqual(
-    Object.values(presence.clients).map((info) => info.user),
-    ['alice']
-  );
-  const history = await sub.history({ limit: 10 });
-  assert.deepEqual(
-    history.publications.map((p) => p.data),
-    [{ from: 'api' }, { from: 'client' }]
-  );
-  c.disconnect();
-});
+    const presence = await sub.presence();
+    assert.deepEqual(
+      Object.values(presence.clients).map((info) => info.user),
+      [`alice-${transport}`]
+    );
+    const history = await sub.history({ limit: 10 });
+    assert.deepEqual(
+      history.publications.map((p) => p.data),
+      [{ from: 'api' }, { from: 'client' }]
+    );
+    c.disconnect();
+  });
 
-test('kill -9 and restart: the SDK reconnects over HTTP-streaming and recovers what it missed', async () => {
-  const c = streamingClient('bob');
-  const sub = c.newSubscription('chat:crash');
-  const pubs = [];
-  sub.on('publication', (p) => pubs.push(p.data.n));
-  const subscribed = once(sub, 'subscribed');
-  sub.subscribe();
-  c.connect();
-  await subscribed;
-  await herald.api('publish', { channel: 'chat:crash', data: { n: 1 } });
-  await until(() => pubs.length === 1, 'the first publication');
+  test(`${transport}: kill -9 and restart: the SDK reconnects and recovers what it missed`, async () => {
+    const c = streamingClient(transport, `bob-${transport}`);
+    const sub = c.newSubscription(`chat:crash-${transport}`);
+    const pubs = [];
+    sub.on('publication', (p) => pubs.push(p.data.n));
+    const subscribed = once(sub, 'subscribed');
+    sub.subscribe();
+    c.connect();
+    await subscribed;
+    await herald.api('publish', { channel: `chat:crash-${transport}`, data: { n: 1 } });
+    await until(() => pubs.length === 1, 'the first publication');
 
-  const lost = once(c, 'connecting');
-  await herald.stop('SIGKILL');
-  await lost;
-  const resubscribed = once(sub, 'subscribed', 10000);
-  await herald.start();
-  await herald.api('publish', { channel: 'chat:crash', data: { n: 2 } });
-  await herald.api('publish', { channel: 'chat:crash', data: { n: 3 } });
-  const ctx = await resubscribed;
-  assert.equal(ctx.wasRecovering, true, JSON.stringify(ctx));
-  assert.equal(ctx.recovered, true, JSON.stringify(ctx));
-  await until(() => pubs.length === 3, 'the publications made while it was away');
-  await sleep(200);
-  assert.deepEqual(pubs, [1, 2, 3], 'each once, in order');
-  c.disconnect();
-});
+    const lost = once(c, 'connecting');
+    await herald.stop('SIGKILL');
+    await lost;
+    const resubscribed = once(sub, 'subscribed', 10000);
+    await herald.start();
+    await herald.api('publish', { channel: `chat:crash-${transport}`, data: { n: 2 } });
+    await herald.api('publish', { channel: `chat:crash-${transport}`, data: { n: 3 } });
+    const ctx = await resubscribed;
+    assert.equal(ctx.wasRecovering, true, JSON.stringify(ctx));
+    assert.equal(ctx.recovered, true, JSON.stringify(ctx));
+    await until(() => pubs.length === 3, 'the publications made while it was away');
+    await sleep(200);
+    assert.deepEqual(pubs, [1, 2, 3], 'each once, in order');
+    c.disconnect();
+  });
+}

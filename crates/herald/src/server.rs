@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
-use crate::transport::http_stream::{self, StreamBody};
+use crate::transport::http_stream::{self, Framing, StreamBody};
 use crate::transport::{Emulation, Endpoint, Endpoints, WebSocketTransport};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
@@ -409,7 +409,12 @@ async fn route(
         match endpoint {
             Endpoint::WebSocket => upgrade(node, ws, req, peer),
             Endpoint::HttpStream => {
-                return Ok(open_http_stream(node, ws, req, peer, &watched).await);
+                let framing = Framing::Lines;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
+            }
+            Endpoint::Sse => {
+                let framing = Framing::Sse;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
             }
             Endpoint::Emulation => emulate(node, ws, req).await,
         }
@@ -483,7 +488,7 @@ fn preflight(req: &Request<Body>) -> HttpResponse {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
+        HeaderValue::from_static("GET, POST, OPTIONS"),
     );
     if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
@@ -528,6 +533,7 @@ fn streaming_request_refused(
     node: &Node,
     req: &Request<Body>,
     peer: SocketAddr,
+    get_too: bool,
 ) -> Option<HttpResponse> {
     if !origin_allowed(node, req) {
         tracing::info!(%peer, path = req.uri().path(), "refused: origin not in client.allowed_origins");
@@ -539,17 +545,18 @@ fn streaming_request_refused(
     if req.method() == Method::OPTIONS {
         return Some(preflight(req));
     }
-    if req.method() != Method::POST {
+    if req.method() != Method::POST && !(get_too && req.method() == Method::GET) {
         return Some(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST, as the SDKs' streaming transports do",
+            "use POST (or GET for SSE), as the SDKs' streaming transports do",
         ));
     }
     None
 }
 
-/// Opens an HTTP-streaming connection (`/connection/http_stream`): the request's body is the
-/// connect command, the response streams the connection's output (see
+/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection:
+/// the request's body (or for an SSE GET its `cf_connect` query parameter) is the connect
+/// command, the response streams the connection's output (see
 /// [`crate::transport::http_stream`]).
 async fn open_http_stream(
     node: Arc<Node>,
@@ -557,15 +564,34 @@ async fn open_http_stream(
     req: Request<Body>,
     peer: SocketAddr,
     watched: &Watched,
+    framing: Framing,
 ) -> Routed {
-    if let Some(refused) = streaming_request_refused(&node, &req, peer) {
+    let sse = framing == Framing::Sse;
+    if let Some(refused) = streaming_request_refused(&node, &req, peer, sse) {
         return refused.map(Either::Left);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let limit = node.config().http_stream.max_request_body_size;
-    let connect = match read_body(&node, req, limit, "http_stream.max_request_body_size").await {
-        Ok(connect) => connect,
-        Err(refused) => return refused.map(Either::Left),
+    let (limit, option) = if sse {
+        (
+            node.config().sse.max_request_body_size,
+            "sse.max_request_body_size",
+        )
+    } else {
+        (
+            node.config().http_stream.max_request_body_size,
+            "http_stream.max_request_body_size",
+        )
+    };
+    let connect = if req.method() == Method::GET {
+        match cf_connect(req.uri().query(), limit, option) {
+            Ok(connect) => connect,
+            Err(refused) => return refused.map(Either::Left),
+        }
+    } else {
+        match read_body(&node, req, limit, option).await {
+            Ok(connect) => connect,
+            Err(refused) => return refused.map(Either::Left),
+        }
     };
     // After the body is read: nothing is awaited from here to the `LiveConnection`.
     if let Some(refused) = admit(&node, &ws, peer, "HTTP stream") {
@@ -574,10 +600,10 @@ async fn open_http_stream(
     let live = LiveConnection::new(node.clone());
     let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
     let (transport, body, stream) =
-        http_stream::open_watched(connect, outbox, ws.emulation.clone());
+        http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
     *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     ws.workers.spawn(crate::client::serve(live, transport));
-    let mut response = http_stream::response(Either::Right(body));
+    let mut response = http_stream::response(framing, Either::Right(body));
     if let Some(origin) = origin {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -589,11 +615,41 @@ async fn open_http_stream(
     response
 }
 
+/// The connect command of an SSE GET: its `cf_connect` query parameter (EventSource can send
+/// no body), at most `limit` bytes; the error response otherwise.
+fn cf_connect(query: Option<&str>, limit: usize, option: &str) -> Result<Bytes, HttpResponse> {
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "cf_connect")
+        .map(|(_, value)| value)
+        .ok_or_else(|| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "no connect command: send it in the cf_connect query parameter, or POST it",
+            )
+        })?;
+    let decoded = crate::api::auth::percent_decode(value).ok_or_else(|| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            "cf_connect is not a percent-encoded UTF-8 string",
+        )
+    })?;
+    if decoded.len() > limit {
+        return Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the connect command is over {option} ({limit} bytes)"),
+        ));
+    }
+    Ok(Bytes::from(decoded.into_owned()))
+}
+
 /// The emulation endpoint: hands a streaming connection the commands its client POSTed (see
 /// [`crate::transport::emulation`]); 204 once they are queued for it.
 async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> HttpResponse {
     if let Some(refused) =
-        streaming_request_refused(&node, &req, SocketAddr::from(([0, 0, 0, 0], 0)))
+        streaming_request_refused(&node, &req, SocketAddr::from(([0, 0, 0, 0], 0)), false)
     {
         return refused;
     }

@@ -380,7 +380,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         );
     }
     let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
-    let sections: [(&str, &Opaque, &str); 20] = [
+    let sections: [(&str, &Opaque, &str); 19] = [
         ("map_broker", &c.map_broker, NOT_YET),
         ("controller", &c.controller, NOT_YET),
         ("shared_poll", &c.shared_poll, NOT_YET),
@@ -396,7 +396,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             &c.grpc_api,
             "not implemented in Herald yet; use the HTTP API",
         ),
-        ("sse", &c.sse, transports),
         ("webtransport", &c.webtransport, transports),
         ("uni_sse", &c.uni_sse, transports),
         ("uni_http_stream", &c.uni_http_stream, transports),
@@ -671,6 +670,9 @@ mod tests {
         "presence_manager.type",
         "prometheus.enabled",
         "prometheus.handler_prefix",
+        "sse.enabled",
+        "sse.handler_prefix",
+        "sse.max_request_body_size",
         "usage_stats",
         "websocket.compression",
         "websocket.compression_level",

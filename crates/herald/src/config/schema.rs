@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
-    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, WebSocketConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, WebSocketConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -79,8 +79,8 @@ pub struct Config {
     pub grpc_api: Opaque,
     /// Centrifugo `consumers` (Kafka, PostgreSQL outbox). Not implemented.
     pub consumers: Opaque,
-    /// Centrifugo bidirectional SSE transport. Not implemented yet.
-    pub sse: Opaque,
+    /// The bidirectional SSE transport.
+    pub sse: SseConfig,
     /// The bidirectional HTTP-streaming transport.
     pub http_stream: HttpStreamConfig,
     /// Centrifugo WebTransport. Not implemented.
@@ -146,7 +146,7 @@ impl Default for Config {
             proxies: None,
             grpc_api: None,
             consumers: None,
-            sse: None,
+            sse: SseConfig::default(),
             http_stream: HttpStreamConfig::default(),
             webtransport: None,
             uni_sse: None,

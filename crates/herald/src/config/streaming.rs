@@ -1,5 +1,5 @@
-//! `http_stream` and `emulation`: the HTTP-streaming transport the SDKs fall back to where a
-//! WebSocket cannot get through, and the endpoint that carries its client's commands.
+//! `http_stream`, `sse` and `emulation`: the streaming transports the SDKs fall back to where a
+//! WebSocket cannot get through, and the endpoint that carries their clients' commands.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,29 @@ impl Default for HttpStreamConfig {
         HttpStreamConfig {
             enabled: false,
             handler_prefix: crate::transport::http_stream::PATH.into(),
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+/// `sse`: the bidirectional SSE transport (an EventSource GET, its connect command in the
+/// `cf_connect` query parameter, or a POST; its commands come through `emulation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// Serve the transport (off by default, as in Centrifugo).
+    pub enabled: bool,
+    /// Path of the endpoint. Default `/connection/sse`.
+    pub handler_prefix: String,
+    /// Largest connect request (a POST body), in bytes. Default 65536.
+    pub max_request_body_size: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        SseConfig {
+            enabled: false,
+            handler_prefix: crate::transport::http_stream::SSE_PATH.into(),
             max_request_body_size: 65536,
         }
     }

@@ -18,6 +18,9 @@ pub enum Endpoint {
     /// HTTP-streaming (`http_stream.handler_prefix`, default `/connection/http_stream`),
     /// served by [`super::HttpStreamTransport`].
     HttpStream,
+    /// Bidirectional SSE (`sse.handler_prefix`, default `/connection/sse`), served by
+    /// [`super::HttpStreamTransport`] with SSE framing.
+    Sse,
     /// Where the streaming transports' clients POST their commands
     /// (`emulation.handler_prefix`, default `/emulation`; see [`super::emulation`]). Not a
     /// transport of its own, but the other half of the streaming ones.
@@ -30,6 +33,7 @@ impl Endpoint {
         match self {
             Endpoint::WebSocket => super::websocket::NAME,
             Endpoint::HttpStream => super::http_stream::NAME,
+            Endpoint::Sse => super::http_stream::SSE_NAME,
             Endpoint::Emulation => "emulation",
         }
     }
@@ -57,6 +61,11 @@ impl Endpoints {
                 endpoint_path(&config.http_stream.handler_prefix),
                 Endpoint::HttpStream,
             );
+        }
+        if config.sse.enabled {
+            endpoints.register(endpoint_path(&config.sse.handler_prefix), Endpoint::Sse);
+        }
+        if config.http_stream.enabled || config.sse.enabled {
             endpoints.register(
                 endpoint_path(&config.emulation.handler_prefix),
                 Endpoint::Emulation,
@@ -123,6 +132,14 @@ mod tests {
             Some(Endpoint::HttpStream)
         );
         assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
+        assert_eq!(endpoints.find("/connection/sse"), None);
+
+        config.http_stream.enabled = false;
+        config.sse.enabled = true;
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(endpoints.find("/connection/sse"), Some(Endpoint::Sse));
+        assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
+        assert_eq!(endpoints.find("/connection/http_stream"), None);
     }
 
     #[test]

@@ -39,8 +39,29 @@ pub const NAME: &str = "http_stream";
 /// Default path of the endpoint (Centrifugo's).
 pub const PATH: &str = "/connection/http_stream";
 
-/// What ends each message on the stream.
+/// The SSE transport's name, as Centrifugo names it.
+pub const SSE_NAME: &str = "sse";
+
+/// Default path of the SSE endpoint (Centrifugo's).
+pub const SSE_PATH: &str = "/connection/sse";
+
+/// What ends each message on an HTTP stream.
 const NEWLINE: Bytes = Bytes::from_static(b"\n");
+
+/// What starts each SSE event (one per JSON message).
+const SSE_DATA: Bytes = Bytes::from_static(b"data: ");
+
+/// What ends each SSE event.
+const SSE_END: Bytes = Bytes::from_static(b"\n\n");
+
+/// How a stream delimits its messages: the one difference between HTTP-streaming and SSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Newline-delimited JSON (`/connection/http_stream`).
+    Lines,
+    /// Server-sent events, one `data:` event per JSON message (`/connection/sse`).
+    Sse,
+}
 
 /// What the writer (the response body), the client's task and the emulation endpoint share
 /// of one streaming connection.
@@ -139,12 +160,13 @@ pub fn open(
     outbox: Arc<Outbox>,
     emulation: Arc<Emulation>,
 ) -> (HttpStreamTransport, StreamBody) {
-    let (transport, body, _) = open_watched(connect, outbox, emulation);
+    let (transport, body, _) = open_watched(Framing::Lines, connect, outbox, emulation);
     (transport, body)
 }
 
 /// [`open`], with the [`Stream`] the HTTP connection watches for its write deadline.
 pub fn open_watched(
+    framing: Framing,
     connect: Bytes,
     outbox: Arc<Outbox>,
     emulation: Arc<Emulation>,
@@ -159,27 +181,31 @@ pub fn open_watched(
         stream: stream.clone(),
         queue: Queue::default(),
         settle: 0,
-        newline: false,
+        framing,
+        pieces: VecDeque::new(),
         last: None,
         done: false,
     };
     let transport = HttpStreamTransport {
         stream: stream.clone(),
+        framing,
         connect: Some(connect),
         emulation,
     };
     (transport, body, stream)
 }
 
-/// The response that carries the stream: newline-delimited JSON, with the headers that keep
-/// browsers and proxies from caching or buffering it (a buffered push arrives late or never).
-pub fn response<B>(body: B) -> Response<B> {
+/// The response that carries the stream (newline-delimited JSON, or `text/event-stream`), with
+/// the headers that keep browsers and proxies from caching or buffering it (a buffered push
+/// arrives late or never).
+pub fn response<B>(framing: Framing, body: B) -> Response<B> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let content_type = match framing {
+        Framing::Lines => "application/json",
+        Framing::Sse => "text/event-stream; charset=utf-8",
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
@@ -194,6 +220,7 @@ pub fn response<B>(body: B) -> Response<B> {
 /// The client protocol over one HTTP stream: the client's side of a [`Stream`].
 pub struct HttpStreamTransport {
     stream: Arc<Stream>,
+    framing: Framing,
     /// The connect command from the request's body, until the client takes it.
     connect: Option<Bytes>,
     emulation: Arc<Emulation>,
@@ -210,7 +237,10 @@ impl Drop for HttpStreamTransport {
 
 impl Transport for HttpStreamTransport {
     fn name(&self) -> &'static str {
-        NAME
+        match self.framing {
+            Framing::Lines => NAME,
+            Framing::Sse => SSE_NAME,
+        }
     }
 
     fn protocol(&self) -> Encoding {
@@ -269,10 +299,16 @@ impl Transport for HttpStreamTransport {
     }
 
     fn message_size_limit(&self, config: &Config) -> (&'static str, usize) {
-        (
-            "http_stream.max_request_body_size",
-            config.http_stream.max_request_body_size,
-        )
+        match self.framing {
+            Framing::Lines => (
+                "http_stream.max_request_body_size",
+                config.http_stream.max_request_body_size,
+            ),
+            Framing::Sse => (
+                "sse.max_request_body_size",
+                config.sse.max_request_body_size,
+            ),
+        }
     }
 }
 
@@ -284,8 +320,10 @@ pub struct StreamBody {
     /// Bytes handed to the HTTP connection since the last drain, given back to the budget at
     /// the next one.
     settle: i32,
-    /// The message just handed over still needs its newline.
-    newline: bool,
+    framing: Framing,
+    /// What to hand over before the next message: the pieces of the current one (its
+    /// delimiters, and for SSE its lines), all slices of shared bytes.
+    pieces: VecDeque<Bytes>,
     /// The `disconnect` push to write last.
     last: Option<Bytes>,
     /// The close request was taken: the stream ends after `queue` and `last`.
@@ -293,6 +331,36 @@ pub struct StreamBody {
 }
 
 impl StreamBody {
+    /// Queues the pieces of one message (one or more JSON lines) as the stream frames it.
+    fn frame_message(&mut self, mut message: Bytes) {
+        match self.framing {
+            Framing::Lines => {
+                self.pieces.push_back(message);
+                self.pieces.push_back(NEWLINE);
+            }
+            // A `data:` field ends at a newline: each JSON line is an event of its own (JSON
+            // text has no raw newline inside a message).
+            Framing::Sse => {
+                while !message.is_empty() {
+                    let line = match message.iter().position(|&b| b == b'\n') {
+                        Some(at) => {
+                            let line = message.split_to(at);
+                            message = message.slice(1..);
+                            line
+                        }
+                        None => std::mem::take(&mut message),
+                    };
+                    if line.is_empty() {
+                        continue;
+                    }
+                    self.pieces.push_back(SSE_DATA);
+                    self.pieces.push_back(line);
+                    self.pieces.push_back(SSE_END);
+                }
+            }
+        }
+    }
+
     /// Marks the stream ended and tells the client's task.
     fn end(&self) {
         self.stream.tell_task(|state| state.ended = true);
@@ -364,18 +432,18 @@ impl StreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self;
         loop {
-            if std::mem::take(&mut this.newline) {
-                return Poll::Ready(Some(Ok(Frame::data(NEWLINE))));
+            if let Some(piece) = this.pieces.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             if let Some(item) = this.queue.pop_front() {
                 let len = i32::try_from(item.len()).unwrap_or(i32::MAX);
                 this.settle = this.settle.saturating_add(len);
-                this.newline = true;
-                return Poll::Ready(Some(Ok(Frame::data(payload(&item)))));
+                this.frame_message(payload(&item));
+                continue;
             }
             if let Some(last) = this.last.take() {
-                this.newline = true;
-                return Poll::Ready(Some(Ok(Frame::data(last))));
+                this.frame_message(last);
+                continue;
             }
             if this.done {
                 this.end();
@@ -447,6 +515,27 @@ mod tests {
         let end = std::future::poll_fn(|cx| transport.poll_recv(cx)).await;
         assert!(matches!(end, Ok(None)));
         assert_eq!(transport.ended_with(), 4000);
+    }
+
+    /// SSE: each JSON line of a message is a `data:` event of its own, the close included.
+    #[tokio::test]
+    async fn sse_sends_one_event_per_json_line() {
+        let outbox = outbox(1 << 20);
+        let (transport, mut body, _) =
+            open_watched(Framing::Sse, Bytes::new(), outbox.clone(), Arc::default());
+        let mut replies = FrameBuf::new();
+        std::io::Write::write_all(&mut replies, b"{\"id\":1}\n{\"id\":2}").expect("write");
+        transport.send_replies(replies).expect("queued");
+        transport.close(&Disconnect::custom(4000, "bye"));
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(frame.expect("infallible").data_ref().expect("data"));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "data: {\"id\":1}\n\ndata: {\"id\":2}\n\n\
+             data: {\"push\":{\"disconnect\":{\"code\":4000,\"reason\":\"bye\",\"reconnect\":true}}}\n\n"
+        );
     }
 
     /// A client that does not read: what the writer took and did not hand over stays
