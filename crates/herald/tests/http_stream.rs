@@ -28,13 +28,18 @@ impl Stream {
         Stream::open_on(socket, port, connect).await
     }
 
-    async fn open_on(mut socket: TcpStream, port: u16, connect: &Value) -> (Stream, String) {
+    async fn open_on(socket: TcpStream, port: u16, connect: &Value) -> (Stream, String) {
         let body = connect.to_string();
         let request = format!(
             "POST /connection/http_stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        Stream::request(socket, &request).await
+    }
+
+    /// Sends `request` and reads the response's head.
+    async fn request(mut socket: TcpStream, request: &str) -> (Stream, String) {
         socket.write_all(request.as_bytes()).await.expect("write");
         let mut reader = BufReader::new(socket);
         let mut head = String::new();
@@ -59,10 +64,28 @@ impl Stream {
 
     /// The next message on the stream, `None` at its end.
     async fn next(&mut self) -> Option<Value> {
+        let line = self.next_line().await?;
+        Some(serde_json::from_str(&line).expect("a JSON line"))
+    }
+
+    /// The next message of an SSE stream (the data of its next event), `None` at its end.
+    async fn next_event(&mut self) -> Option<Value> {
+        loop {
+            let line = self.next_line().await?;
+            if line.is_empty() {
+                continue;
+            }
+            let data = line.strip_prefix("data: ").expect("a data: field");
+            return Some(serde_json::from_str(data).expect("JSON data"));
+        }
+    }
+
+    /// The next line of the body, without its newline; `None` at its end.
+    async fn next_line(&mut self) -> Option<String> {
         loop {
             if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=at).collect();
-                return Some(serde_json::from_slice(&line[..at]).expect("a JSON line"));
+                return Some(String::from_utf8(line[..at].to_vec()).expect("UTF-8"));
             }
             if self.ended {
                 return None;
@@ -253,6 +276,91 @@ async fn a_stream_nobody_reads_is_cut_off() {
         .await
         .unwrap_or_default();
     assert!(slow >= 1.0, "counted as a slow consumer: {slow}");
+}
+
+/// SSE: an EventSource GET with the connect command in `cf_connect`; each message a `data:`
+/// event; the server API's `disconnect` ends it with a `disconnect` push.
+#[tokio::test]
+async fn an_sse_connection_is_served_from_cf_connect_and_ends_with_a_disconnect_push() {
+    let server = Server::start(json!({"sse": {"enabled": true}})).await;
+    let connect = json!({"id": 1, "connect": {"token": token("carol")}}).to_string();
+    let encoded: String = connect
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let socket = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    let (mut stream, head) = Stream::request(socket, &request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let connect = stream.next_event().await.expect("the connect reply");
+    assert_eq!(connect["id"], 1, "{connect}");
+    assert!(connect["connect"]["session"].is_string(), "{connect}");
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "carol", "disconnect": {"code": 4501, "reason": "bye"}}),
+        )
+        .await;
+    let last = stream.next_event().await.expect("the disconnect push");
+    assert_eq!(last["push"]["disconnect"]["code"], 4501, "{last}");
+    assert_eq!(stream.next_event().await, None, "the stream ends");
+}
+
+/// The streaming endpoints check `client.allowed_origins` and answer CORS preflights for
+/// the origins it allows.
+#[tokio::test]
+async fn origins_are_checked_and_preflights_answered() {
+    let server = Server::start(json!({
+        "http_stream": {"enabled": true},
+        "client": {"allowed_origins": ["https://app.example"]}
+    }))
+    .await;
+    let preflight = http(
+        server.port,
+        "OPTIONS",
+        "/emulation",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    let header = |name: &str| {
+        preflight
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        header("access-control-allow-headers").as_deref(),
+        Some("content-type")
+    );
+    let refused = http(
+        server.port,
+        "POST",
+        "/connection/http_stream",
+        &[("Origin", "https://evil.example")],
+        Some(b"{}"),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
 }
 
 /// Without `http_stream.enabled` neither endpoint is served.
