@@ -585,7 +585,7 @@ async fn open_http_stream(
     let connect = if req.method() == Method::GET {
         match cf_connect(req.uri().query(), limit, option) {
             Ok(connect) => connect,
-            Err(refused) => return refused.map(Either::Left),
+            Err((status, message)) => return json_error(status, &message).map(Either::Left),
         }
     } else {
         match read_body(&node, req, limit, option).await {
@@ -616,8 +616,12 @@ async fn open_http_stream(
 }
 
 /// The connect command of an SSE GET: its `cf_connect` query parameter (EventSource can send
-/// no body), at most `limit` bytes; the error response otherwise.
-fn cf_connect(query: Option<&str>, limit: usize, option: &str) -> Result<Bytes, HttpResponse> {
+/// no body), at most `limit` bytes; else the status and message to answer with.
+fn cf_connect(
+    query: Option<&str>,
+    limit: usize,
+    option: &str,
+) -> Result<Bytes, (StatusCode, String)> {
     let value = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -625,21 +629,21 @@ fn cf_connect(query: Option<&str>, limit: usize, option: &str) -> Result<Bytes, 
         .find(|(name, _)| *name == "cf_connect")
         .map(|(_, value)| value)
         .ok_or_else(|| {
-            json_error(
+            (
                 StatusCode::BAD_REQUEST,
-                "no connect command: send it in the cf_connect query parameter, or POST it",
+                "no connect command: send it in the cf_connect query parameter, or POST it".into(),
             )
         })?;
     let decoded = crate::api::auth::percent_decode(value).ok_or_else(|| {
-        json_error(
+        (
             StatusCode::BAD_REQUEST,
-            "cf_connect is not a percent-encoded UTF-8 string",
+            "cf_connect is not a percent-encoded UTF-8 string".into(),
         )
     })?;
     if decoded.len() > limit {
-        return Err(json_error(
+        return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the connect command is over {option} ({limit} bytes)"),
+            format!("the connect command is over {option} ({limit} bytes)"),
         ));
     }
     Ok(Bytes::from(decoded.into_owned()))
