@@ -378,3 +378,36 @@ async fn the_endpoints_are_off_by_default() {
     assert_eq!(response.status, 404);
     assert_eq!(emulate(server.port, "s", &[]).await.status, 404);
 }
+
+/// Pings on a stream: the server's `{}` comes on the stream, the client's pong through the
+/// emulation endpoint keeps the connection; a ping left unanswered ends it with a 3012
+/// `disconnect` push and the end of the stream.
+#[tokio::test]
+async fn pings_go_out_on_the_stream_and_pongs_come_through_emulation() {
+    let server = Server::start(json!({
+        "http_stream": {"enabled": true},
+        "client": {"ping_interval": "1s", "pong_timeout": "900ms"}
+    }))
+    .await;
+    let (mut stream, _) = Stream::open(
+        server.port,
+        &json!({"id": 1, "connect": {"token": token("dave")}}),
+    )
+    .await;
+    let connect = stream.next().await.expect("the connect reply");
+    let session = connect["connect"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    for _ in 0..2 {
+        let ping = stream.next().await.expect("a ping");
+        assert_eq!(ping, json!({}), "a server ping");
+        let pong = emulate(server.port, &session, &[json!({})]).await;
+        assert_eq!(pong.status, 204, "{}", pong.text());
+    }
+    // The third ping is not answered.
+    assert_eq!(stream.next().await, Some(json!({})));
+    let last = stream.next().await.expect("the disconnect push");
+    assert_eq!(last["push"]["disconnect"]["code"], 3012, "{last}");
+    assert_eq!(stream.next().await, None, "the stream ends");
+}
