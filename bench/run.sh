@@ -17,8 +17,12 @@
 #   OUT=bench/RESULTS.md
 #   QUIET_IDLE=0      if > 0: before each run wait (at most QUIET_WAIT=300 s) until the CPUs
 #                     were at least this many percent idle over 2 s (for shared machines)
-#   SETS="fanout history"  which sets to run: fanout (fanout, idle, connect on bench/config.json)
-#                     and history (publish, recover on bench/config-history.json)
+#   SETS="fanout features history"  which sets to run: fanout (fanout with both client
+#                     models, idle, connect on bench/config.json), features (fan-out with fossil
+#                     deltas and with a tags filter, against plain, on bench/config.json) and
+#                     history (publish, recover on bench/config-history.json)
+#   CLIENT_MODELS="fast tungstenite"  the subscribers' client models of the fan-out runs
+#                     (both by default: see crates/herald-bench/src/typical.rs)
 #   PUBLISH_DURATION=10 seconds of each publish run
 #   PUBLISH_CHANNELS=100 channels the publish runs spread over (bench:0 … bench:99)
 #   RECOVER_SUBS=15000 RECOVER_PROCS=3 RECOVER_MESSAGES=100   the recover run
@@ -41,12 +45,15 @@ IDLE_SUBS=${IDLE_SUBS:-15000}
 PUBLISH_VIA=${PUBLISH_VIA:-auto}
 QUICK=${QUICK:-0}
 PORT=${PORT:-8000}
-SETS=${SETS:-fanout history}
+SETS=${SETS:-fanout features history}
 PUBLISH_DURATION=${PUBLISH_DURATION:-10}
 PUBLISH_CHANNELS=${PUBLISH_CHANNELS:-100}
 RECOVER_SUBS=${RECOVER_SUBS:-15000}
 RECOVER_PROCS=${RECOVER_PROCS:-3}
 RECOVER_MESSAGES=${RECOVER_MESSAGES:-100}
+CLIENT_MODELS=${CLIENT_MODELS:-fast tungstenite}
+# short N: 1000 -> 1k, 5000 -> 5k, 100 -> 100 (run labels).
+short() { if [ $(($1 % 1000)) -eq 0 ]; then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
 want() { case " $SETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WORK=${WORK:-bench/out}
 mkdir -p "$WORK"
@@ -121,7 +128,7 @@ api_works() {
     printf '%s' "$body" | grep -q '"result"'
 }
 
-if want fanout && [ "$PUBLISH_VIA" = auto ]; then
+if { want fanout || want features; } && [ "$PUBLISH_VIA" = auto ]; then
     start_server
     if api_works; then PUBLISH_VIA=api; else PUBLISH_VIA=client; fi
     stop_server
@@ -208,7 +215,16 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 PSI_START=$(sed -n 's/^some avg10=\([^ ]*\) avg60=\([^ ]*\) avg300=\([^ ]*\).*/\1 \2 \3/p' /proc/pressure/cpu 2>/dev/null || echo "n/a")
 if [ "$QUICK" = 1 ]; then
     if want fanout; then
-        run fanout-100x100 fanout --subs 100 --rate 100 --duration 3 --payload-size 64
+        for model in $CLIENT_MODELS; do
+            run "fanout-100x100-$model" fanout --subs 100 --rate 100 --duration 3 --payload-size 64 \
+                --client-model "$model"
+        done
+    fi
+    if want features && [ "$PUBLISH_VIA" = api ]; then
+        run "features-100x100-delta" fanout --subs 100 --rate 100 --duration 3 --payload-size 64 \
+            --client-model tungstenite --delta
+        run "features-100x100-tags" fanout --subs 100 --rate 100 --duration 3 --payload-size 64 \
+            --client-model tungstenite --tags-filter 0.5
     fi
     if want history; then
         run_history publish-closed-16 publish --channels 10 --concurrency 16 --duration 2 --payload-size 64
@@ -216,23 +232,36 @@ if [ "$QUICK" = 1 ]; then
     fi
 else
     if want fanout; then
-        for i in $(seq 1 "$RUNS"); do
-            run "fanout-1k-subs-1k-msg" fanout --subs 1000 --rate 1000 --duration "$DURATION" --payload-size 64 \
-                --plot "$WORK/fanout-1k-1k-$i.svg"
-        done
-        for i in $(seq 1 "$RUNS"); do
-            run "fanout-1k-subs-5k-msg" fanout --subs 1000 --rate 5000 --duration "$DURATION" --payload-size 64 \
-                --plot "$WORK/fanout-1k-5k-$i.svg"
-        done
-        for i in $(seq 1 "$RUNS"); do
-            run "fanout-10k-subs-100-msg" fanout --subs 10000 --rate 100 --duration "$DURATION" --payload-size 64 \
-                --plot "$WORK/fanout-10k-100-$i.svg"
+        # Both client models, always (see crates/herald-bench/src/typical.rs): alternated
+        # within each round so that both see the same machine.
+        for scenario in 1000x1000 1000x5000 10000x100; do
+            subs=${scenario%x*} rate=${scenario#*x}
+            name="fanout-$((subs / 1000))k-subs-$(short "$rate")-msg"
+            for i in $(seq 1 "$RUNS"); do
+                for model in $CLIENT_MODELS; do
+                    run "$name-$model" fanout --subs "$subs" --rate "$rate" --duration "$DURATION" \
+                        --payload-size 64 --client-model "$model" --plot "$WORK/$name-$model-$i.svg"
+                done
+            done
         done
         # A fifth as many clients too: the two runs give the marginal memory per connection
         # (without the one-time cost of the first connections; see the idle table).
         run "idle-$((IDLE_SUBS / 5))" idle --subs "$((IDLE_SUBS / 5))" --hold 15
         run "idle-$IDLE_SUBS" idle --subs "$IDLE_SUBS" --hold 15
         run "connect-5k" connect --subs 5000 --concurrency 100
+    fi
+    if want features && [ "$PUBLISH_VIA" = api ]; then
+        # Channel features against plain fan-out, same clients (the tungstenite model decodes
+        # deltas as an SDK does): fossil deltas on every subscriber, and a tags filter that
+        # half of the subscribers match.
+        for i in $(seq 1 "$RUNS"); do
+            for mode in plain delta tags; do
+                extra=()
+                case $mode in delta) extra=(--delta) ;; tags) extra=(--tags-filter 0.5) ;; esac
+                run "features-1k-subs-1k-msg-$mode" fanout --subs 1000 --rate 1000 --duration "$DURATION" \
+                    --payload-size 64 --client-model tungstenite "${extra[@]}"
+            done
+        done
     fi
     if want history; then
         # Closed loop: as many publications as the connections can get acknowledged; more
@@ -291,11 +320,22 @@ END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     if want fanout; then
     echo "* server: \`target/release/herald -c bench/config.json --port $PORT\`, restarted for every run"
     echo "  (config: HMAC connection tokens, API key, \`channel.without_namespace.allow_subscribe_for_client\`,"
+    echo "  \`allowed_delta_types: [fossil]\` and \`allow_tags_filter\` (used only by subscribers that ask),"
     echo "  \`client.queue_max_size\` 64 MiB, log level warn)"
     echo "* publications: $PUBLISH_VIA ($( [ "$PUBLISH_VIA" = api ] && echo "POST /api/publish over keep-alive HTTP/1.1" || echo "client \`publish\` command over WebSocket"  )),"
     echo "  64-byte data objects \`{\"ts\":…,\"seq\":…,\"pad\":\"…\"}\` at a fixed rate; latency = receive time − \`ts\`"
     echo "  (both from CLOCK_MONOTONIC of this machine)"
-    echo "* subscribers: one user per connection (HS256 token signed by the bench), one channel"
+    echo "* subscribers: one user per connection (HS256 token signed by the bench), one channel;"
+    echo "  two client models, each fan-out scenario run with both (label suffix): \`fast\`, the bench's"
+    echo "  own client (one \`recv\` per wake-up, \`ts\` found without building JSON), and \`tungstenite\`, a"
+    echo "  typical client (tokio-tungstenite, default config, a task per connection taking one message"
+    echo "  at a time, serde parsing; latency taken when the task handles the publication)"
+    fi
+    if want features; then
+        echo "* \`features-*\` runs: 1,000 tungstenite-model subscribers × 1,000 msg/s, \`plain\`, \`delta\`"
+        echo "  (subscribe \`delta: \"fossil\"\`, publish \`delta: true\`; each subscriber applies the Fossil"
+        echo "  delta to the previous payload, then reads \`ts\` from the rebuilt payload) and \`tags\` (publish"
+        echo "  \`tags: {bench: on}\`; every subscriber has a \`tf\` filter, half of them matching)"
     fi
     if want history; then
         echo "* durable history runs (\`publish\`, \`recover\`): \`target/release/herald -c bench/config-history.json"

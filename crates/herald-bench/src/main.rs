@@ -25,6 +25,7 @@ mod scenario;
 mod stats;
 mod sys;
 mod token;
+mod typical;
 mod worker;
 mod ws;
 
@@ -121,6 +122,26 @@ pub struct Common {
     /// A label copied into the JSON result (e.g. the server name).
     #[arg(long)]
     pub label: Option<String>,
+    /// How the subscribers are written: `fast` (the bench's own client: one `recv` per
+    /// wake-up, no JSON values built) or `tungstenite` (a typical client: a tokio-tungstenite
+    /// connection and task per subscriber, one message at a time, serde parsing).
+    #[arg(long, value_enum, default_value_t = ClientModel::Fast)]
+    pub client_model: ClientModel,
+}
+
+/// The subscribers' client implementation (see `typical.rs` for why there are two).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientModel {
+    /// The hand-written client of `ws.rs`: reads whatever a wake-up finds in one `recv` and
+    /// scans it for `ts` without building JSON; as cheap as a client can be.
+    #[default]
+    Fast,
+    /// A typical client: tokio-tungstenite with its default configuration, one task per
+    /// connection taking one message at a time, every line parsed with serde.
+    Tungstenite,
 }
 
 /// How the publisher publishes.
@@ -162,6 +183,17 @@ pub struct FanoutArgs {
     /// Seconds to wait for the last deliveries after publishing ends.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
+    /// Subscribers negotiate `delta: "fossil"` and the publications ask for deltas
+    /// (`"delta": true`); subscribers apply each delta to the previous payload before reading
+    /// `ts`. Needs `--client-model tungstenite`, `--publish-via api` and a namespace with
+    /// `allowed_delta_types: ["fossil"]`.
+    #[arg(long)]
+    pub delta: bool,
+    /// Publications carry the tag `bench=on`; every subscriber subscribes with a tags filter,
+    /// and this fraction (0..1) of them filter on `bench == on` (the others on a value never
+    /// sent). Needs `--client-model tungstenite`, `--publish-via api` and `allow_tags_filter`.
+    #[arg(long, value_name = "FRACTION")]
+    pub tags_filter: Option<f64>,
 }
 
 /// `idle` options.

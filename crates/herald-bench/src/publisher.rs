@@ -73,6 +73,8 @@ pub fn ack_offset(body: &[u8]) -> Result<Option<u64>, String> {
 /// One keep-alive HTTP connection to the API.
 pub struct HttpPublisher {
     api: Api,
+    /// Fields appended to every request body after `data` (e.g. `,"delta":true`).
+    fields: String,
     stream: Option<TcpStream>,
     req: Vec<u8>,
     resp: Vec<u8>,
@@ -83,10 +85,17 @@ impl HttpPublisher {
     pub fn new(api: Api) -> HttpPublisher {
         HttpPublisher {
             api,
+            fields: String::new(),
             stream: None,
             req: Vec::with_capacity(1024),
             resp: vec![0; 16 * 1024],
         }
+    }
+
+    /// Appends `fields` (JSON members, each starting with a comma) to every publish body.
+    pub fn with_fields(mut self, fields: &str) -> HttpPublisher {
+        self.fields = fields.to_string();
+        self
     }
 
     /// Opens the connection now (so that the first publish does not pay for it).
@@ -128,7 +137,8 @@ impl HttpPublisher {
     ) -> io::Result<Result<Option<u64>, String>> {
         use std::io::Write as _;
         self.ensure_connected().await?;
-        let body_len = r#"{"channel":,"data":}"#.len() + channel_json.len() + data.len();
+        let body_len =
+            r#"{"channel":,"data":}"#.len() + channel_json.len() + data.len() + self.fields.len();
         self.req.clear();
         write!(
             self.req,
@@ -136,6 +146,7 @@ impl HttpPublisher {
             self.api.path, self.api.host, self.api.key
         )?;
         self.req.extend_from_slice(data);
+        self.req.extend_from_slice(self.fields.as_bytes());
         self.req.push(b'}');
         let stream = self.stream.as_mut().expect("connected above");
         if let Err(e) = stream.write_all(&self.req).await {
@@ -375,7 +386,7 @@ impl ClientPublisher {
 /// Either kind of publisher.
 pub enum Publisher {
     /// Through the HTTP API.
-    Http(HttpPublisher),
+    Http(Box<HttpPublisher>),
     /// Through a client connection.
     Client(Box<ClientPublisher>),
 }

@@ -373,7 +373,7 @@ pub async fn worker(spec: WorkerSpec, rs: RecoverSpec) {
                 let done = shared.setup_done.load(Acquire);
                 let r = shared.progress();
                 // The generic progress drives the parent's set-up phase.
-                let p = Progress { connected: r.subscribed, failed: r.setup_failed, closed: 0, received: 0 };
+                let p = Progress { connected: r.subscribed, failed: r.setup_failed, closed: 0, received: 0, receiving: 0 };
                 worker::emit(&WorkerMsg::Progress(p));
                 worker::emit(&WorkerMsg::Recover(r));
                 if !ready_sent && done >= spec.count as u64 {
@@ -712,6 +712,13 @@ pub fn total_secs(go_ns: u64, last_done_ns: u64) -> Option<f64> {
 /// The `recover` scenario (parent side).
 pub async fn recover(a: RecoverArgs) -> Result<(), String> {
     let c = &a.common;
+    if c.client_model != crate::ClientModel::Fast {
+        return Err(
+            "recover runs its own client life cycle: --client-model tungstenite is for \
+                    fanout, idle and connect"
+                .into(),
+        );
+    }
     if !(1..=1_000_000).contains(&a.messages) {
         return Err("--messages must be 1..1000000".into());
     }

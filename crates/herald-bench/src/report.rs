@@ -272,6 +272,8 @@ pub fn markdown_tables(text: &str) -> String {
                 ("label", "run"),
                 ("subscribed", "subs"),
                 ("rate", "msg/s"),
+                ("client_model", "client"),
+                ("mode", "mode"),
                 ("published", "published"),
                 ("publish_rate", "published/s"),
                 ("received", "received"),

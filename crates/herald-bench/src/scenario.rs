@@ -16,7 +16,7 @@ use crate::stats;
 use crate::sys::{self, now_ns};
 use crate::worker::{Auth, Pool, Progress, WorkerResult, WorkerSpec};
 use crate::ws::Target;
-use crate::{Common, ConnectArgs, FanoutArgs, IdleArgs, PublishVia};
+use crate::{ClientModel, Common, ConnectArgs, FanoutArgs, IdleArgs, PublishVia};
 
 /// Connections one loopback source address is given when the port range is unknown.
 const PER_SOURCE: usize = 25_000;
@@ -109,6 +109,9 @@ pub(crate) fn prepare(
             report_ms: 200,
             publishers,
             recover: None,
+            client_model: c.client_model,
+            delta: false,
+            tags_filter: None,
         });
         first += count;
     }
@@ -291,6 +294,7 @@ struct Merged {
     setup_end_ns: u64,
     last_recv_ns: u64,
     rss_kib: u64,
+    deltas: u64,
 }
 
 fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
@@ -310,6 +314,7 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
         setup_end_ns: 0,
         last_recv_ns: 0,
         rss_kib: 0,
+        deltas: 0,
     };
     for r in results {
         stats::merge(&mut m.delivery, &stats::decode(&r.delivery)?);
@@ -330,6 +335,7 @@ fn merge(results: &[WorkerResult]) -> Result<Merged, String> {
         m.setup_end_ns = m.setup_end_ns.max(r.setup_end_ns);
         m.last_recv_ns = m.last_recv_ns.max(r.last_recv_ns);
         m.rss_kib += r.rss_kib;
+        m.deltas += r.deltas;
     }
     Ok(m)
 }
@@ -357,6 +363,43 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     if a.payload_size > 1 << 20 {
         return Err("--payload-size must be at most 1 MiB".into());
     }
+    if a.tags_filter.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+        return Err("--tags-filter must be a fraction in [0, 1]".into());
+    }
+    let features = a.delta || a.tags_filter.is_some();
+    if features && c.client_model != ClientModel::Tungstenite {
+        return Err(
+            "--delta and --tags-filter need --client-model tungstenite (a client that \
+                    decodes publications as a client library does)"
+                .into(),
+        );
+    }
+    if features && a.publish_via != PublishVia::Api {
+        return Err(
+            "--delta and --tags-filter need --publish-via api (the publish sets `delta` \
+                    and `tags`)"
+                .into(),
+        );
+    }
+    if a.delta && a.tags_filter.is_some() {
+        return Err(
+            "use --delta or --tags-filter, not both: a filtered subscriber's delta \
+                    base would be a publication it never received"
+                .into(),
+        );
+    }
+    // What each API publish adds to its body for the channel-feature modes.
+    let mut extra_fields = String::new();
+    if a.delta {
+        extra_fields.push_str(r#","delta":true"#);
+    }
+    if a.tags_filter.is_some() {
+        extra_fields.push_str(&format!(
+            r#","tags":{{"{}":"{}"}}"#,
+            crate::typical::TAG_KEY,
+            crate::typical::TAG_VALUE
+        ));
+    }
     let api = if a.publish_via == PublishVia::Api {
         let key =
             a.api_key.as_deref().filter(|k| !k.is_empty()).ok_or(
@@ -372,12 +415,16 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         .unwrap_or(default_publishers(a.rate, c.subs))
         .clamp(1, 32)
         .min(total as usize);
-    let p = prepare(
+    let mut p = prepare(
         c,
         true,
         publishers,
         a.duration * 2.0 + a.drain_timeout + 10.0,
     )?;
+    for s in &mut p.specs {
+        s.delta = a.delta;
+        s.tags_filter = a.tags_filter;
+    }
     let server_rss_start = p.server_pid.and_then(sys::rss_kib);
     let Started {
         mut pool,
@@ -393,7 +440,9 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let mut pubs = Vec::with_capacity(publishers);
     for i in 0..publishers {
         pubs.push(match &api {
-            Some(api) => Publisher::Http(HttpPublisher::new(api.clone())),
+            Some(api) => Publisher::Http(Box::new(
+                HttpPublisher::new(api.clone()).with_fields(&extra_fields),
+            )),
             None => Publisher::Client(Box::new(
                 ClientPublisher::connect(&c.url, &p.auth, i).await?,
             )),
@@ -457,7 +506,13 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let pressure = sys::cpu_pressure();
     let ok = counters.ok.load(Relaxed);
     let failed = counters.failed.load(Relaxed);
-    let expected = ok * subscribed;
+    // With a tags filter only the matching subscribers are sent the publications.
+    let receiving = if a.tags_filter.is_some() {
+        ready.receiving.saturating_sub(ready.closed)
+    } else {
+        subscribed
+    };
+    let expected = ok * receiving;
     eprintln!("published {ok}/{total} ({failed} failed); waiting for the last deliveries");
 
     // Drain: until everything arrived, nothing arrived for 2 s, or the drain timeout.
@@ -510,8 +565,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
 
     let mut out = report::Human::new();
     out.line(format!(
-        "fanout: {} subscribers ({} subscribed), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
-        c.subs, subscribed, a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
+        "fanout: {} subscribers ({} subscribed, {:?} client model{}), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
+        c.subs, subscribed, c.client_model, mode_note(&a, receiving), a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
     ));
     out.line(format!(
         "published {ok}/{total} ({failed} failed) at {:.1} msg/s; publish round trip p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -524,6 +579,12 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         m.out_of_order,
         m.progress.closed
     ));
+    if a.delta {
+        out.line(format!(
+            "{} of the {received} publications received came as Fossil deltas",
+            m.deltas
+        ));
+    }
     out.latency("delivery latency", &s);
     out.latency(
         "  of which until the bytes reached the client's socket (kernel receive timestamp)",
@@ -562,8 +623,11 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     report::json_line(&crate::fields! {
         "scenario": "fanout",
         "label": c.label,
+        "client_model": format!("{:?}", c.client_model).to_lowercase(),
+        "mode": mode(&a),
         "subs": c.subs,
         "subscribed": subscribed,
+        "receiving": receiving,
         "connect_failed": m.progress.failed,
         "rate": a.rate,
         "duration_s": a.duration,
@@ -587,6 +651,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "drain_s": r3(drain_secs),
         "deliveries_per_s": r3(received as f64 / delivery_secs.max(1e-9)),
         "out_of_order": m.out_of_order,
+        "deltas_received": m.deltas,
         "disconnects": m.progress.closed,
         "p50_ms": r3(s.p50_ms),
         "p90_ms": r3(s.p90_ms),
@@ -594,9 +659,10 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "p999_ms": r3(s.p999_ms),
         "max_ms": r3(s.max_ms),
         "mean_ms": r3(s.mean_ms),
-        "arrival_p50_ms": r3(arrival.p50_ms),
-        "arrival_p99_ms": r3(arrival.p99_ms),
-        "arrival_max_ms": r3(arrival.max_ms),
+        // None (a dash in tables) when the client model has no kernel receive timestamps.
+        "arrival_p50_ms": (arrival.count > 0).then(|| r3(arrival.p50_ms)),
+        "arrival_p99_ms": (arrival.count > 0).then(|| r3(arrival.p99_ms)),
+        "arrival_max_ms": (arrival.count > 0).then(|| r3(arrival.max_ms)),
         "server_pid": p.server_pid,
         "server_rss_before_kib": server_rss_before,
         "server_rss_after_kib": server_rss_after,
@@ -610,6 +676,23 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "closes": m.closes,
     });
     Ok(())
+}
+
+/// The fan-out mode's name in results: `plain`, `delta` or `tags-<fraction>`.
+fn mode(a: &FanoutArgs) -> String {
+    match (a.delta, a.tags_filter) {
+        (true, _) => "delta".into(),
+        (false, Some(f)) => format!("tags-{f}"),
+        (false, None) => "plain".into(),
+    }
+}
+
+fn mode_note(a: &FanoutArgs, receiving: u64) -> String {
+    match (a.delta, a.tags_filter) {
+        (true, _) => ", fossil deltas".into(),
+        (false, Some(f)) => format!(", tags filter matching {f} of them: {receiving} receive"),
+        (false, None) => String::new(),
+    }
 }
 
 /// The `idle` scenario.
@@ -870,6 +953,7 @@ mod tests {
             server_pid: Some(1),
             plot: None,
             label: None,
+            client_model: crate::ClientModel::Fast,
         };
         let p = prepare(&c, true, 1, 1.0).unwrap();
         let counts: Vec<usize> = p.specs.iter().map(|s| s.count).collect();

@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::ClientModel;
 use crate::proto::{self, Line};
 use crate::stats::{self, Tally};
 use crate::sys::now_ns;
@@ -98,6 +99,16 @@ pub struct WorkerSpec {
     /// Run the `recover` scenario's client life cycle instead of connect-and-hold.
     #[serde(default)]
     pub recover: Option<crate::recover::RecoverSpec>,
+    /// Which client implementation the connections use.
+    #[serde(default)]
+    pub client_model: crate::ClientModel,
+    /// Subscribe with `delta: "fossil"` (tungstenite model).
+    #[serde(default)]
+    pub delta: bool,
+    /// Subscribe with a tags filter that this fraction of the subscribers match (tungstenite
+    /// model).
+    #[serde(default)]
+    pub tags_filter: Option<f64>,
 }
 
 /// A progress report.
@@ -111,6 +122,9 @@ pub struct Progress {
     pub closed: u64,
     /// Bench publications received.
     pub received: u64,
+    /// Set-up connections meant to receive the publications (see `--tags-filter`).
+    #[serde(default)]
+    pub receiving: u64,
 }
 
 /// What a worker reports at the end.
@@ -147,6 +161,9 @@ pub struct WorkerResult {
     pub closes: BTreeMap<String, u64>,
     /// This worker's RSS at the end, KiB.
     pub rss_kib: u64,
+    /// Publications received as Fossil deltas (`--delta`).
+    #[serde(default)]
+    pub deltas: u64,
 }
 
 /// One line from a worker.
@@ -181,6 +198,9 @@ pub fn emit(msg: &WorkerMsg) {
 #[derive(Default)]
 struct Shared {
     connected: AtomicU64,
+    /// Set-up connections whose subscription should receive the publications (all, unless a
+    /// tags filter leaves some out).
+    receiving: AtomicU64,
     failed: AtomicU64,
     closed: AtomicU64,
     setup_done: AtomicU64,
@@ -310,6 +330,7 @@ async fn run(spec: WorkerSpec) {
         errors: shared.errors.get(),
         closes: shared.closes.get(),
         rss_kib: crate::sys::rss_kib(std::process::id()).unwrap_or(0),
+        deltas: crate::typical::DELTAS.load(Relaxed),
     };
     emit(&WorkerMsg::Done(Box::new(result)));
 }
@@ -320,6 +341,7 @@ fn progress(shared: &Shared) -> Progress {
         failed: shared.failed.load(Relaxed),
         closed: shared.closed.load(Relaxed),
         received: stats::counters().0,
+        receiving: shared.receiving.load(Relaxed),
     }
 }
 
@@ -337,15 +359,19 @@ async fn conn_task(
         Some(spec.sources[g % spec.sources.len()])
     };
     let t0 = now_ns();
-    let res = match tokio::time::timeout(
-        Duration::from_millis(spec.connect_timeout_ms),
-        setup(g, &spec, &target, source),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err("timeout (--connect-timeout)".to_string()),
+    let set_up = async {
+        match spec.client_model {
+            ClientModel::Fast => setup(g, &spec, &target, source).await.map(Conn::Fast),
+            ClientModel::Tungstenite => crate::typical::setup(g, &spec, &target, source)
+                .await
+                .map(|c| Conn::Typical(Box::new(c))),
+        }
     };
+    let res =
+        match tokio::time::timeout(Duration::from_millis(spec.connect_timeout_ms), set_up).await {
+            Ok(r) => r,
+            Err(_) => Err("timeout (--connect-timeout)".to_string()),
+        };
     drop(permit);
     let end = now_ns();
     shared.setup_end_ns.fetch_max(end, Relaxed);
@@ -353,6 +379,12 @@ async fn conn_task(
         Ok(ws) => {
             stats::with_local(|l| stats::record_ns(&mut l.setup, end - t0));
             shared.connected.fetch_add(1, Relaxed);
+            if spec
+                .tags_filter
+                .is_none_or(|f| crate::typical::filter_matches(g, f))
+            {
+                shared.receiving.fetch_add(1, Relaxed);
+            }
             shared.setup_done.fetch_add(1, Release);
             ws
         }
@@ -363,9 +395,18 @@ async fn conn_task(
             return;
         }
     };
-    let why = read_loop(ws, spec.publishers).await;
+    let why = match ws {
+        Conn::Fast(ws) => read_loop(ws, spec.publishers).await,
+        Conn::Typical(ws) => crate::typical::read_loop(*ws, spec.delta, spec.publishers).await,
+    };
     shared.closed.fetch_add(1, Relaxed);
     shared.closes.add(why);
+}
+
+/// A set-up connection of either client model.
+enum Conn {
+    Fast(WsClient),
+    Typical(Box<crate::typical::Conn>),
 }
 
 async fn setup(
@@ -617,6 +658,7 @@ impl Pool {
                 failed: a.failed + p.failed,
                 closed: a.closed + p.closed,
                 received: a.received + p.received,
+                receiving: a.receiving + p.receiving,
             })
     }
 

@@ -1,7 +1,7 @@
 //! The HTTP listener: accepts connections, routes requests (the transports' endpoints, server
 //! API, health, metrics) and shuts down gracefully.
 //!
-//! HTTP is served on a thread of its own, and each WebSocket moves to the worker runtime once
+//! HTTP is served on threads of its own, and each WebSocket moves to the worker runtime once
 //! upgraded (see [`Server::run`]).
 
 use std::convert::Infallible;
@@ -52,6 +52,9 @@ struct WsSettings {
     endpoints: Endpoints,
     /// The streaming connections, by session, for the emulation endpoint.
     emulation: Arc<Emulation>,
+    /// Held from the connection limit's check until the new connection is counted: the HTTP
+    /// threads admit one handshake at a time (held across no await).
+    admission: std::sync::Mutex<()>,
 }
 
 /// The HTTP server of a node.
@@ -111,12 +114,13 @@ impl Server {
     /// Serves until `node.shutdown` is cancelled, then closes every client with 3001 and waits
     /// (a bounded time) for them to go.
     ///
-    /// HTTP (the server API, WebSocket handshakes, the web UI) is served by a single-threaded
-    /// runtime on a thread of its own, `herald-http`; an upgraded WebSocket moves to the
-    /// runtime `run` is called on, which runs nothing else. A publish request then never
-    /// queues behind the connections' writes: under fan-out load, with everything on one
-    /// runtime, it waited up to a whole round of writes to be read (publish round trip p99
-    /// 116–151 ms with 10,000 subscribers × 100 msg/s) and its fan-out started that much later.
+    /// HTTP (the server API, WebSocket handshakes, the web UI) is served by a runtime of its
+    /// own, on `herald-http` threads (as many as the connections' workers, see
+    /// [`http_threads`]); an upgraded WebSocket moves to the runtime `run` is called on, which
+    /// runs nothing else. A publish request then never queues behind the connections' writes:
+    /// under fan-out load, with everything on one runtime, it waited up to a whole round of
+    /// writes to be read (publish round trip p99 116–151 ms with 10,000 subscribers × 100
+    /// msg/s) and its fan-out started that much later.
     ///
     /// Fails when that thread cannot be started, or its runtime or listener cannot be set up
     /// there (it then stops the node first).
@@ -171,7 +175,15 @@ fn serve_http_thread(
     listener: std::net::TcpListener,
     may_end: tokio::sync::oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
-    let served = tokio::runtime::Builder::new_current_thread()
+    let threads = http_threads(&node);
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads).thread_name("herald-http");
+        b
+    };
+    let served = builder
         .enable_all()
         .build()
         .map_err(context("cannot start the HTTP runtime"))
@@ -186,6 +198,24 @@ fn serve_http_thread(
         node.shutdown().cancel();
     }
     served
+}
+
+/// How many threads serve HTTP: as many as run the connections (`workers`, default one per
+/// core).
+///
+/// Why more than one: a publish through the server API fans out on the thread that serves it
+/// (a push into every subscriber's outbox), so at 1,000 subscribers × 5,000 publications/s
+/// the API threads do 5 million pushes a second. On one thread, with the cores saturated by
+/// the connections' writes, the scheduler gave that thread a third of a core at best and the
+/// API fell to ~3,100 of the 5,000 publishes/s asked (issue 25); with a thread per core the
+/// fan-out of concurrent requests runs in parallel and gets the scheduler's share of each
+/// core (see bench/RESULTS.md). Handling HTTP on the connections' runtime instead would make
+/// a publish wait behind their writes again (see [`Server::run`]).
+fn http_threads(node: &Node) -> usize {
+    match node.config().workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// Accepts connections on `listener` (registered here, with the HTTP thread's runtime) and
@@ -327,6 +357,7 @@ fn ws_settings(node: &Node) -> WsSettings {
         ),
         endpoints: Endpoints::from_config(node.config()),
         emulation: Arc::default(),
+        admission: std::sync::Mutex::new(()),
     }
 }
 
@@ -449,9 +480,9 @@ async fn route(
 
 /// Admits a new connection under `client.connection_limit` and
 /// `client.connection_rate_limit`, as Centrifugo's ConnLimit middleware does before anything
-/// else; the response to send if not. The HTTP thread is the only one that admits
-/// connections, so when nothing is awaited between this check and the `LiveConnection` that
-/// counts the connection, concurrent requests cannot overshoot the limit.
+/// else; the response to send if not. The caller holds `ws.admission` from before this check
+/// until the `LiveConnection` that counts the connection, awaiting nothing in between, so
+/// concurrent requests on the HTTP threads cannot overshoot the limit.
 fn admit(node: &Node, ws: &WsSettings, peer: SocketAddr, what: &str) -> Option<HttpResponse> {
     let open = node.live_connections();
     let refusal = ws.limiter.admit(open).err()?;
@@ -594,10 +625,12 @@ async fn open_http_stream(
         }
     };
     // After the body is read: nothing is awaited from here to the `LiveConnection`.
+    let admitting = crate::sync::lock(&ws.admission);
     if let Some(refused) = admit(&node, &ws, peer, "HTTP stream") {
         return refused.map(Either::Left);
     }
     let live = LiveConnection::new(node.clone());
+    drop(admitting);
     let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
     let (transport, body, stream) =
         http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
@@ -762,9 +795,10 @@ fn upgrade(
     mut req: Request<Body>,
     peer: SocketAddr,
 ) -> HttpResponse {
-    // Before anything else, as Centrifugo's ConnLimit middleware. The HTTP thread is the only
-    // one that admits connections and nothing is awaited between this check and the
+    // Before anything else, as Centrifugo's ConnLimit middleware. Admission is serialized
+    // (HTTP has several threads) and nothing is awaited between this check and the
     // `LiveConnection` below, so concurrent handshakes cannot overshoot the limit.
+    let admitting = crate::sync::lock(&ws.admission);
     let open = node.live_connections();
     if let Err(refusal) = ws.limiter.admit(open) {
         node.metrics().connection_refused(refusal);
@@ -806,6 +840,7 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Counted from the handshake on, so that shutdown waits for this connection too.
     let live = LiveConnection::new(node.clone());
+    drop(admitting);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
