@@ -35,4 +35,4 @@ pub use frame::{Frame, FrameBuf, FrameHeader, OpCode};
 pub use handshake::{HandshakeConfig, HandshakeError, Negotiated};
 pub use instant::PackedInstant;
 pub use message::{Incoming, Message};
-pub use outbox::{Budget, CloseRequest, Outbox, Outgoing, PushError};
+pub use outbox::{Budget, CloseRequest, Outbox, Outgoing, PushError, Queue};

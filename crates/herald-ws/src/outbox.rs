@@ -36,14 +36,16 @@ impl Outgoing {
     }
 }
 
-/// A queue of outgoing items that takes one pointer until it is first used.
+/// A queue of outgoing items that takes one pointer until it is first used: what a
+/// connection's writer takes from its outbox ([`Outbox::drain_for_writer`]) and writes out,
+/// whatever its transport (a WebSocket here, an HTTP stream in the server).
 ///
 /// Every connection keeps two (its outbox's, and the one its task writes from), idle or not,
 /// and an empty `VecDeque` inline would cost each 32 bytes. The box is allocated with the
 /// first item; a busy connection keeps both boxes and swaps them (see [`Queue::append`]), so
 /// steady traffic allocates nothing.
 #[derive(Debug, Default)]
-pub(crate) struct Queue(Option<Box<Items>>);
+pub struct Queue(Option<Box<Items>>);
 
 /// The inside of a [`Queue`] that holds a buffer.
 #[derive(Debug, Default)]
@@ -56,7 +58,7 @@ pub(crate) struct Items {
 }
 
 impl Queue {
-    pub(crate) fn push_back(&mut self, item: Outgoing) {
+    pub fn push_back(&mut self, item: Outgoing) {
         self.0
             .get_or_insert_with(Box::default)
             .items
@@ -64,13 +66,13 @@ impl Queue {
     }
 
     /// Removes the front item (the next one starts unwritten).
-    pub(crate) fn pop_front(&mut self) -> Option<Outgoing> {
+    pub fn pop_front(&mut self) -> Option<Outgoing> {
         let queue = self.0.as_mut()?;
         queue.front_written = 0;
         queue.items.pop_front()
     }
 
-    pub(crate) fn front(&self) -> Option<&Outgoing> {
+    pub fn front(&self) -> Option<&Outgoing> {
         self.0.as_ref()?.items.front()
     }
 
@@ -95,16 +97,16 @@ impl Queue {
         self.0.iter_mut().flat_map(|queue| queue.items.iter_mut())
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |queue| queue.items.len())
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Drops all items, keeping the buffer.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         if let Some(queue) = &mut self.0 {
             queue.items.clear();
             queue.front_written = 0;
@@ -121,7 +123,7 @@ impl Queue {
     }
 
     /// Drops the items and the buffer: the queue takes no memory but its pointer again.
-    pub(crate) fn release(&mut self) {
+    pub fn release(&mut self) {
         self.0 = None;
     }
 
@@ -432,7 +434,7 @@ impl Outbox {
 
     /// Whether output or a close request is waiting; if not, the task of `cx` is woken when
     /// there is.
-    pub(crate) fn poll_pending(&self, cx: &Context<'_>) -> bool {
+    pub fn poll_pending(&self, cx: &Context<'_>) -> bool {
         let mut state = self.lock();
         state.holding = false;
         if !state.queue.is_empty() || state.close.is_some() || state.notified {
@@ -476,11 +478,7 @@ impl Outbox {
     /// until it is written: `settle` is what the writer wrote (or dropped) since its last
     /// drain, given back to the budget, less what it queued on its own (its pongs), charged to
     /// it. Settling here, under the lock the drain takes anyway, costs the write path nothing.
-    pub(crate) fn drain_for_writer(
-        &self,
-        into: &mut Queue,
-        settle: i32,
-    ) -> (Option<CloseRequest>, bool) {
+    pub fn drain_for_writer(&self, into: &mut Queue, settle: i32) -> (Option<CloseRequest>, bool) {
         let mut state = self.lock();
         let max = i64::from(self.budget.max_bytes);
         // Clamped: a pong charged to a full budget may pass it (it is a few bytes, and the

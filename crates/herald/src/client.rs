@@ -572,6 +572,7 @@ impl Client {
             node: node.id().to_owned(),
             ..ConnectResult::default()
         };
+        transport.connected(&result.session);
         if let Some(at) = expires_at {
             result.expires = true;
             result.ttl = ttl(at);

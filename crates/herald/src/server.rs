@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming as Body;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -20,7 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
 use crate::protocol::Encoding;
-use crate::transport::{Endpoint, Endpoints, Json, Protobuf, WebSocketTransport};
+use crate::transport::http_stream::{self, Framing, StreamBody};
+use crate::transport::{Emulation, Endpoint, Endpoints, Json, Protobuf, WebSocketTransport};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -31,6 +32,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A response body: small, complete bodies only.
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A response of any endpoint: a complete body, or a streaming transport's stream.
+type Routed = Response<Either<Full<Bytes>, StreamBody>>;
 
 /// Settings derived once from the config for every connection (TLS) and every WebSocket.
 struct WsSettings {
@@ -47,6 +51,8 @@ struct WsSettings {
     limiter: crate::limits::ConnectionLimiter,
     /// Which transport serves which path.
     endpoints: Endpoints,
+    /// The streaming connections, by session, for the emulation endpoint.
+    emulation: Arc<Emulation>,
     /// Held from the connection limit's check until the new connection is counted: the HTTP
     /// threads admit one handshake at a time (held across no await).
     admission: std::sync::Mutex<()>,
@@ -355,6 +361,7 @@ fn ws_settings(node: &Node) -> WsSettings {
             node.config().client.connection_rate_limit,
         ),
         endpoints: Endpoints::from_config(node.config()),
+        emulation: Arc::default(),
         admission: std::sync::Mutex::new(()),
     }
 }
@@ -377,23 +384,58 @@ async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: Soc
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| route(node.clone(), ws.clone(), req, peer));
+    let write_timeout = ws.connection.write_timeout;
+    let watched = Watched::default();
+    let service = {
+        let watched = watched.clone();
+        service_fn(move |req| route(node.clone(), ws.clone(), req, peer, watched.clone()))
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, "http connection: {e}");
+    tokio::pin!(conn);
+    // The write deadline of a streaming response: hyper has none, and a peer that stops
+    // reading would otherwise hold its connection (and what is buffered for it) forever.
+    let mut last_progress = None;
+    loop {
+        let stream = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::select! {
+            served = &mut conn => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, "http connection: {e}");
+                }
+                return;
+            }
+            // Ticks whether or not a stream is open yet: a request may open one at any time.
+            // Only HTTP connections still served by hyper tick (an upgraded WebSocket has
+            // left this loop), each once per write timeout.
+            () = tokio::time::sleep(write_timeout) => {
+                let Some(stream) = stream else { continue };
+                let progress = stream.progress();
+                if progress.is_some() && progress == last_progress {
+                    tracing::debug!(%peer, "HTTP stream cut: its peer read nothing for {write_timeout:?}");
+                    stream.cut();
+                    return;
+                }
+                last_progress = progress;
+            }
+        }
     }
 }
+
+/// The stream an HTTP connection carries, once a request opened one: watched for its write
+/// deadline by the task serving the connection.
+type Watched = Arc<std::sync::Mutex<Option<Arc<http_stream::Stream>>>>;
 
 async fn route(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
     req: Request<Body>,
     peer: SocketAddr,
-) -> Result<HttpResponse, Infallible> {
+    watched: Watched,
+) -> Result<Routed, Infallible> {
     let path = req.uri().path();
     let config = &node.config();
     let api_prefix = config.http_api.handler_prefix.as_str();
@@ -402,6 +444,15 @@ async fn route(
     let response = if let Some(endpoint) = ws.endpoints.find(path) {
         match endpoint {
             Endpoint::WebSocket => upgrade(node, ws, req, peer),
+            Endpoint::HttpStream => {
+                let framing = Framing::Lines;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
+            }
+            Endpoint::Sse => {
+                let framing = Framing::Sse;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
+            }
+            Endpoint::Emulation => emulate(node, ws, req).await,
         }
     } else if !config.http_api.disabled
         && (path == api_prefix || path.starts_with(&format!("{api_prefix}/")))
@@ -429,7 +480,242 @@ async fn route(
     } else {
         json_error(StatusCode::NOT_FOUND, "no such endpoint")
     };
-    Ok(response)
+    Ok(response.map(Either::Left))
+}
+
+/// Admits a new connection under `client.connection_limit` and
+/// `client.connection_rate_limit`, as Centrifugo's ConnLimit middleware does before anything
+/// else; the response to send if not. The caller holds `ws.admission` from before this check
+/// until the `LiveConnection` that counts the connection, awaiting nothing in between, so
+/// concurrent requests on the HTTP threads cannot overshoot the limit.
+fn admit(node: &Node, ws: &WsSettings, peer: SocketAddr, what: &str) -> Option<HttpResponse> {
+    let open = node.live_connections();
+    let refusal = ws.limiter.admit(open).err()?;
+    node.metrics().connection_refused(refusal);
+    if ws.limiter.should_log() {
+        tracing::warn!(%peer, open, "{what} refused: {}", refusal.message());
+    }
+    Some(json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        refusal.message(),
+    ))
+}
+
+/// The CORS headers of a response to a browser page from an allowed origin (the streaming
+/// endpoints are fetched cross-origin, unlike a WebSocket, which CORS does not cover).
+fn allow_origin<B>(req: &Request<Body>, response: &mut Response<B>) {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of a streaming endpoint, whose origin was
+/// allowed: the methods and the headers the page asked for.
+fn preflight(req: &Request<Body>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    allow_origin(req, &mut response);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("300"),
+    );
+    response
+}
+
+/// Reads a request's whole body, at most `limit` bytes (`option` names the limit, for the
+/// advice) and within the body read deadline; the error response otherwise.
+async fn read_body(
+    node: &Node,
+    req: Request<Body>,
+    limit: usize,
+    option: &str,
+) -> Result<Bytes, HttpResponse> {
+    let timeout = node.config().http_server.body_read_timeout;
+    let body = TimedBody::new(req.into_body(), timeout);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is over {option} ({limit} bytes)"),
+        )),
+        Err(e) if crate::http_guard::timed_out(e.as_ref()).is_some() => Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("request timeout: {e}; send the whole body at once"),
+        )),
+        Err(e) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// The checks every streaming request passes first: the method, the origin (answering a
+/// CORS preflight); the response to send instead, if any.
+fn streaming_request_refused(
+    node: &Node,
+    req: &Request<Body>,
+    peer: SocketAddr,
+    get_too: bool,
+) -> Option<HttpResponse> {
+    if !origin_allowed(node, req) {
+        tracing::info!(%peer, path = req.uri().path(), "refused: origin not in client.allowed_origins");
+        return Some(json_error(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: add it to client.allowed_origins",
+        ));
+    }
+    if req.method() == Method::OPTIONS {
+        return Some(preflight(req));
+    }
+    if req.method() != Method::POST && !(get_too && req.method() == Method::GET) {
+        return Some(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST (or GET for SSE), as the SDKs' streaming transports do",
+        ));
+    }
+    None
+}
+
+/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection:
+/// the request's body (or for an SSE GET its `cf_connect` query parameter) is the connect
+/// command, the response streams the connection's output (see
+/// [`crate::transport::http_stream`]).
+async fn open_http_stream(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    req: Request<Body>,
+    peer: SocketAddr,
+    watched: &Watched,
+    framing: Framing,
+) -> Routed {
+    let sse = framing == Framing::Sse;
+    if let Some(refused) = streaming_request_refused(&node, &req, peer, sse) {
+        return refused.map(Either::Left);
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let (limit, option) = if sse {
+        (
+            node.config().sse.max_request_body_size,
+            "sse.max_request_body_size",
+        )
+    } else {
+        (
+            node.config().http_stream.max_request_body_size,
+            "http_stream.max_request_body_size",
+        )
+    };
+    let connect = if req.method() == Method::GET {
+        match cf_connect(req.uri().query(), limit, option) {
+            Ok(connect) => connect,
+            Err((status, message)) => return json_error(status, &message).map(Either::Left),
+        }
+    } else {
+        match read_body(&node, req, limit, option).await {
+            Ok(connect) => connect,
+            Err(refused) => return refused.map(Either::Left),
+        }
+    };
+    // After the body is read: nothing is awaited from here to the `LiveConnection`.
+    let admitting = crate::sync::lock(&ws.admission);
+    if let Some(refused) = admit(&node, &ws, peer, "HTTP stream") {
+        return refused.map(Either::Left);
+    }
+    let live = LiveConnection::new(node.clone());
+    drop(admitting);
+    let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
+    let (transport, body, stream) =
+        http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
+    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    ws.workers.spawn(crate::client::serve(live, transport));
+    let mut response = http_stream::response(framing, Either::Right(body));
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// The connect command of an SSE GET: its `cf_connect` query parameter (EventSource can send
+/// no body), at most `limit` bytes; else the status and message to answer with.
+fn cf_connect(
+    query: Option<&str>,
+    limit: usize,
+    option: &str,
+) -> Result<Bytes, (StatusCode, String)> {
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "cf_connect")
+        .map(|(_, value)| value)
+        .ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                "no connect command: send it in the cf_connect query parameter, or POST it".into(),
+            )
+        })?;
+    let decoded = crate::api::auth::percent_decode(value).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "cf_connect is not a percent-encoded UTF-8 string".into(),
+        )
+    })?;
+    if decoded.len() > limit {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the connect command is over {option} ({limit} bytes)"),
+        ));
+    }
+    Ok(Bytes::from(decoded.into_owned()))
+}
+
+/// The emulation endpoint: hands a streaming connection the commands its client POSTed (see
+/// [`crate::transport::emulation`]); 204 once they are queued for it.
+async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> HttpResponse {
+    if let Some(refused) =
+        streaming_request_refused(&node, &req, SocketAddr::from(([0, 0, 0, 0], 0)), false)
+    {
+        return refused;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    allow_origin(&req, &mut response);
+    let limit = node.config().emulation.max_request_body_size;
+    let body = match read_body(&node, req, limit, "emulation.max_request_body_size").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let status = match ws.emulation.deliver(&body) {
+        Ok(()) => {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            return response;
+        }
+        Err(e @ crate::transport::emulation::Refused::BadRequest) => (StatusCode::BAD_REQUEST, e),
+        Err(e @ crate::transport::emulation::Refused::NoSession) => (StatusCode::NOT_FOUND, e),
+        Err(e @ crate::transport::emulation::Refused::Busy) => (StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let mut refused = json_error(status.0, &status.1.to_string());
+    for (name, value) in response.headers() {
+        refused.headers_mut().insert(name, value.clone());
+    }
+    refused
 }
 
 /// The path an endpoint's `handler_prefix` serves it on: the prefix without trailing `/`

@@ -97,7 +97,7 @@ pub fn authorize(
 
 /// Decodes a query-string value (`%XX` escapes, `+` as space); `None` when malformed or not
 /// UTF-8.
-fn percent_decode(value: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn percent_decode(value: &str) -> Option<Cow<'_, str>> {
     if !value.contains(['%', '+']) {
         return Some(Cow::Borrowed(value));
     }

@@ -380,7 +380,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         );
     }
     let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
-    let sections: [(&str, &Opaque, &str); 22] = [
+    let sections: [(&str, &Opaque, &str); 19] = [
         ("map_broker", &c.map_broker, NOT_YET),
         ("controller", &c.controller, NOT_YET),
         ("shared_poll", &c.shared_poll, NOT_YET),
@@ -396,14 +396,11 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             &c.grpc_api,
             "not implemented in Herald yet; use the HTTP API",
         ),
-        ("sse", &c.sse, transports),
-        ("http_stream", &c.http_stream, transports),
         ("webtransport", &c.webtransport, transports),
         ("uni_sse", &c.uni_sse, transports),
         ("uni_http_stream", &c.uni_http_stream, transports),
         ("uni_websocket", &c.uni_websocket, transports),
         ("uni_grpc", &c.uni_grpc, transports),
-        ("emulation", &c.emulation, transports),
         ("swagger", &c.swagger, NOT_YET),
         ("debug", &c.debug, NOT_YET),
         ("init", &c.init, NOT_YET),
@@ -638,6 +635,8 @@ mod tests {
         "client.user_connection_limit",
         "data_dir",
         "demo",
+        "emulation.handler_prefix",
+        "emulation.max_request_body_size",
         "engine.nats",
         "engine.redis",
         "health.enabled",
@@ -660,6 +659,9 @@ mod tests {
         "http_server.tls.key_pem_b64",
         "http_server.tls.key_pem_file",
         "http_server.unauthenticated_request_limit",
+        "http_stream.enabled",
+        "http_stream.handler_prefix",
+        "http_stream.max_request_body_size",
         "log.file",
         "log.format",
         "log.level",
@@ -668,6 +670,9 @@ mod tests {
         "presence_manager.type",
         "prometheus.enabled",
         "prometheus.handler_prefix",
+        "sse.enabled",
+        "sse.handler_prefix",
+        "sse.max_request_body_size",
         "usage_stats",
         "websocket.compression",
         "websocket.compression_level",

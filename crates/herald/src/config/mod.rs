@@ -37,6 +37,7 @@ mod http;
 mod load;
 mod log;
 mod schema;
+mod streaming;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -59,6 +60,7 @@ pub use http::{
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use schema::{Config, Opaque};
+pub use streaming::{EmulationConfig, HttpStreamConfig, SseConfig};
 pub(crate) use validate::is_active;
 
 /// Prefix of the environment variables that override config options:

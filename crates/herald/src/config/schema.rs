@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EngineConfig, HealthConfig,
-    HistoryConfig, HttpApiConfig, HttpServerConfig, LogConfig, NamespaceOptions,
-    PresenceManagerConfig, PrometheusConfig, WebSocketConfig,
+    AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
+    HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, WebSocketConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -79,10 +79,10 @@ pub struct Config {
     pub grpc_api: Opaque,
     /// Centrifugo `consumers` (Kafka, PostgreSQL outbox). Not implemented.
     pub consumers: Opaque,
-    /// Centrifugo bidirectional SSE transport. Not implemented yet.
-    pub sse: Opaque,
-    /// Centrifugo bidirectional HTTP-streaming transport. Not implemented yet.
-    pub http_stream: Opaque,
+    /// The bidirectional SSE transport.
+    pub sse: SseConfig,
+    /// The bidirectional HTTP-streaming transport.
+    pub http_stream: HttpStreamConfig,
     /// Centrifugo WebTransport. Not implemented.
     pub webtransport: Opaque,
     /// Centrifugo unidirectional SSE transport. Not implemented yet.
@@ -93,8 +93,8 @@ pub struct Config {
     pub uni_websocket: Opaque,
     /// Centrifugo unidirectional gRPC transport. Not implemented.
     pub uni_grpc: Opaque,
-    /// Centrifugo emulation endpoint. Not implemented yet.
-    pub emulation: Opaque,
+    /// The endpoint of the streaming transports' commands.
+    pub emulation: EmulationConfig,
     /// Centrifugo Swagger UI. Not implemented.
     pub swagger: Opaque,
     /// Centrifugo Go pprof endpoints. Not applicable.
@@ -146,14 +146,14 @@ impl Default for Config {
             proxies: None,
             grpc_api: None,
             consumers: None,
-            sse: None,
-            http_stream: None,
+            sse: SseConfig::default(),
+            http_stream: HttpStreamConfig::default(),
             webtransport: None,
             uni_sse: None,
             uni_http_stream: None,
             uni_websocket: None,
             uni_grpc: None,
-            emulation: None,
+            emulation: EmulationConfig::default(),
             swagger: None,
             debug: None,
             init: None,

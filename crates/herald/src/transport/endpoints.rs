@@ -15,6 +15,16 @@ pub enum Endpoint {
     /// The bidirectional WebSocket (`websocket.handler_prefix`, default
     /// `/connection/websocket`), served by [`super::WebSocketTransport`].
     WebSocket,
+    /// HTTP-streaming (`http_stream.handler_prefix`, default `/connection/http_stream`),
+    /// served by [`super::HttpStreamTransport`].
+    HttpStream,
+    /// Bidirectional SSE (`sse.handler_prefix`, default `/connection/sse`), served by
+    /// [`super::HttpStreamTransport`] with SSE framing.
+    Sse,
+    /// Where the streaming transports' clients POST their commands
+    /// (`emulation.handler_prefix`, default `/emulation`; see [`super::emulation`]). Not a
+    /// transport of its own, but the other half of the streaming ones.
+    Emulation,
 }
 
 impl Endpoint {
@@ -22,6 +32,9 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::WebSocket => super::websocket::NAME,
+            Endpoint::HttpStream => super::http_stream::NAME,
+            Endpoint::Sse => super::http_stream::SSE_NAME,
+            Endpoint::Emulation => "emulation",
         }
     }
 }
@@ -41,6 +54,21 @@ impl Endpoints {
             endpoints.register(
                 endpoint_path(&config.websocket.handler_prefix),
                 Endpoint::WebSocket,
+            );
+        }
+        if config.http_stream.enabled {
+            endpoints.register(
+                endpoint_path(&config.http_stream.handler_prefix),
+                Endpoint::HttpStream,
+            );
+        }
+        if config.sse.enabled {
+            endpoints.register(endpoint_path(&config.sse.handler_prefix), Endpoint::Sse);
+        }
+        if config.http_stream.enabled || config.sse.enabled {
+            endpoints.register(
+                endpoint_path(&config.emulation.handler_prefix),
+                Endpoint::Emulation,
             );
         }
         endpoints
@@ -91,6 +119,27 @@ mod tests {
 
         config.websocket.disabled = true;
         assert_eq!(Endpoints::from_config(&config).find("/ws"), None);
+    }
+
+    #[test]
+    fn http_streaming_and_its_emulation_endpoint_are_served_when_enabled() {
+        let mut config = Config::default();
+        assert_eq!(Endpoints::from_config(&config).find("/emulation"), None);
+        config.http_stream.enabled = true;
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(
+            endpoints.find("/connection/http_stream"),
+            Some(Endpoint::HttpStream)
+        );
+        assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
+        assert_eq!(endpoints.find("/connection/sse"), None);
+
+        config.http_stream.enabled = false;
+        config.sse.enabled = true;
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(endpoints.find("/connection/sse"), Some(Endpoint::Sse));
+        assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
+        assert_eq!(endpoints.find("/connection/http_stream"), None);
     }
 
     #[test]

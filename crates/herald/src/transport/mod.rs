@@ -24,7 +24,9 @@
 //!
 //! [`ClientHandle::disconnect`]: crate::hub::ClientHandle::disconnect
 
+pub mod emulation;
 pub mod endpoints;
+pub mod http_stream;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -36,7 +38,9 @@ use crate::config::Config;
 use crate::protocol::{ConnectRequest, Disconnect, Encoding};
 use crate::ws::{Budget, CloseCode, FrameBuf, Outbox, PushError};
 
+pub use emulation::Emulation;
 pub use endpoints::{Endpoint, Endpoints};
+pub use http_stream::HttpStreamTransport;
 pub use websocket::{Format, Json, Protobuf, WebSocketTransport};
 
 /// What a transport hands its client.
@@ -111,6 +115,13 @@ pub trait Transport: Send + Sync + 'static {
     /// `replies`), to be written before anything queued after them. A full queue closes the
     /// connection as a slow consumer ([`PushError::Full`]); a closed one drops them.
     fn send_replies(&self, replies: FrameBuf) -> Result<(), PushError>;
+
+    /// Told by the client once it is connected, with the session id its connect reply gave:
+    /// a transport whose commands come through the emulation endpoint registers it there
+    /// ([`emulation`]). Nothing to do for the others.
+    fn connected(&self, session: &str) {
+        let _ = session;
+    }
 
     /// Waits for the next event from the client or the outbox, writing queued output
     /// meanwhile. `Ok(None)` once the connection ended cleanly. A poll function rather than an

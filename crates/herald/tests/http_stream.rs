@@ -1,0 +1,413 @@
+//! The HTTP-streaming transport over real HTTP: a POST of the connect command opens a stream
+//! of newline-delimited replies and pushes, its commands come through `/emulation`, and it
+//! ends with a `disconnect` push where a WebSocket gets a close frame.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One streaming connection, read line by line from its chunked response.
+struct Stream {
+    reader: BufReader<TcpStream>,
+    /// Body bytes read and not yet split into lines.
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl Stream {
+    /// POSTs `connect` to `/connection/http_stream`; the response's status and headers.
+    async fn open(port: u16, connect: &Value) -> (Stream, String) {
+        let socket = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        Stream::open_on(socket, port, connect).await
+    }
+
+    async fn open_on(socket: TcpStream, port: u16, connect: &Value) -> (Stream, String) {
+        let body = connect.to_string();
+        let request = format!(
+            "POST /connection/http_stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        Stream::request(socket, &request).await
+    }
+
+    /// Sends `request` and reads the response's head.
+    async fn request(mut socket: TcpStream, request: &str) -> (Stream, String) {
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let mut reader = BufReader::new(socket);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            tokio::time::timeout(STEP, reader.read_line(&mut line))
+                .await
+                .expect("response head in time")
+                .expect("read");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let stream = Stream {
+            reader,
+            pending: Vec::new(),
+            ended: false,
+        };
+        (stream, head.to_ascii_lowercase())
+    }
+
+    /// The next message on the stream, `None` at its end.
+    async fn next(&mut self) -> Option<Value> {
+        let line = self.next_line().await?;
+        Some(serde_json::from_str(&line).expect("a JSON line"))
+    }
+
+    /// The next message of an SSE stream (the data of its next event), `None` at its end.
+    async fn next_event(&mut self) -> Option<Value> {
+        loop {
+            let line = self.next_line().await?;
+            if line.is_empty() {
+                continue;
+            }
+            let data = line.strip_prefix("data: ").expect("a data: field");
+            return Some(serde_json::from_str(data).expect("JSON data"));
+        }
+    }
+
+    /// The next line of the body, without its newline; `None` at its end.
+    async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                return Some(String::from_utf8(line[..at].to_vec()).expect("UTF-8"));
+            }
+            if self.ended {
+                return None;
+            }
+            // One chunk: its size in hex, CRLF, the bytes, CRLF.
+            let mut size = String::new();
+            tokio::time::timeout(STEP, self.reader.read_line(&mut size))
+                .await
+                .expect("a chunk in time")
+                .expect("read");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).await.expect("chunk");
+            if size == 0 {
+                self.ended = true;
+            }
+            self.pending.extend_from_slice(&chunk[..size]);
+        }
+    }
+
+    /// The next message that is not a ping or a publication ahead of it.
+    async fn next_where(&mut self, what: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let message = self.next().await.expect("the stream ended early");
+            if what(&message) {
+                return message;
+            }
+        }
+    }
+}
+
+/// POSTs commands for the connection of `session` to the emulation endpoint.
+async fn emulate(port: u16, session: &str, commands: &[Value]) -> HttpResponse {
+    let data: Vec<String> = commands.iter().map(Value::to_string).collect();
+    let body = json!({"session": session, "node": "", "data": data.join("\n")}).to_string();
+    http(
+        port,
+        "POST",
+        "/emulation",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .await
+}
+
+fn enabled() -> Value {
+    json!({"http_stream": {"enabled": true}})
+}
+
+/// Connect, subscribe through the emulation endpoint, receive a publication, then the server
+/// API's `disconnect`: a `disconnect` push with its code, then the end of the stream.
+#[tokio::test]
+async fn a_streaming_connection_is_served_and_ends_with_a_disconnect_push() {
+    let server = Server::start(enabled()).await;
+    let (mut stream, head) = Stream::open(
+        server.port,
+        &json!({"id": 1, "connect": {"token": token("alice")}}),
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-accel-buffering: no"), "{head}");
+    assert!(head.contains("cache-control: private, no-cache"), "{head}");
+    let connect = stream.next().await.expect("the connect reply");
+    assert_eq!(connect["id"], 1, "{connect}");
+    let session = connect["connect"]["session"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    assert!(connect["connect"]["node"].is_string(), "{connect}");
+
+    let posted = emulate(
+        server.port,
+        &session,
+        &[json!({"id": 2, "subscribe": {"channel": "news"}})],
+    )
+    .await;
+    assert_eq!(posted.status, 204, "{}", posted.text());
+    let subscribed = stream.next_where(|m| m["id"] == 2).await;
+    assert!(subscribed.get("subscribe").is_some(), "{subscribed}");
+
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    let publication = stream.next_where(|m| m.get("push").is_some()).await;
+    assert_eq!(publication["push"]["channel"], "news", "{publication}");
+    assert_eq!(publication["push"]["pub"]["data"]["n"], 1, "{publication}");
+
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "alice", "disconnect": {"code": 4500, "reason": "bye"}}),
+        )
+        .await;
+    let last = stream
+        .next_where(|m| m["push"].get("disconnect").is_some())
+        .await;
+    assert_eq!(last["push"]["disconnect"]["code"], 4500, "{last}");
+    assert_eq!(
+        stream.next().await,
+        None,
+        "the stream ends after the disconnect push"
+    );
+
+    // The connection is gone: its session reaches nothing any more.
+    let mut gone = emulate(
+        server.port,
+        &session,
+        &[json!({"id": 3, "presence": {"channel": "news"}})],
+    )
+    .await;
+    for _ in 0..50 {
+        if gone.status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone = emulate(
+            server.port,
+            &session,
+            &[json!({"id": 3, "presence": {"channel": "news"}})],
+        )
+        .await;
+    }
+    assert_eq!(gone.status, 404, "{}", gone.text());
+}
+
+/// A client that opens a stream and then reads nothing: the server cuts it off once its
+/// outbox is over budget and its writes stall, and stays within bounded memory meanwhile
+/// (every publication after the cut is refused, not queued).
+#[tokio::test]
+async fn a_stream_nobody_reads_is_cut_off() {
+    let server = Server::start(json!({
+        "http_stream": {"enabled": true},
+        "client": {"queue_max_size": 65536},
+        "websocket": {"write_timeout": "500ms"},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true}}
+    }))
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let socket = socket
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("connect");
+    let (mut stream, _) = Stream::open_on(
+        socket,
+        server.port,
+        &json!({"id": 1, "connect": {"token": token("slow")}}),
+    )
+    .await;
+    let connect = stream.next().await.expect("the connect reply");
+    let session = connect["connect"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    emulate(
+        server.port,
+        &session,
+        &[json!({"id": 2, "subscribe": {"channel": "firehose"}})],
+    )
+    .await;
+    stream.next_where(|m| m["id"] == 2).await;
+    // From here on the client reads nothing.
+    // Large enough that the kernel buffers on both sides fill within a few hundred.
+    let data = "x".repeat(32 * 1024);
+    let mut gone = false;
+    for _ in 0..400 {
+        server
+            .api_ok(
+                "publish",
+                json!({"channel": "firehose", "data": {"pad": data}}),
+            )
+            .await;
+        let info = server.api_ok("info", json!({})).await;
+        if info["nodes"][0]["num_clients"] == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = server.api_ok("info", json!({})).await;
+    assert!(
+        gone,
+        "the client that reads nothing is still connected: {info}"
+    );
+    let slow = server
+        .metric("herald_client_slow_consumers_total")
+        .await
+        .unwrap_or_default();
+    assert!(slow >= 1.0, "counted as a slow consumer: {slow}");
+}
+
+/// SSE: an EventSource GET with the connect command in `cf_connect`; each message a `data:`
+/// event; the server API's `disconnect` ends it with a `disconnect` push.
+#[tokio::test]
+async fn an_sse_connection_is_served_from_cf_connect_and_ends_with_a_disconnect_push() {
+    let server = Server::start(json!({"sse": {"enabled": true}})).await;
+    let connect = json!({"id": 1, "connect": {"token": token("carol")}}).to_string();
+    let encoded: String = connect
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let socket = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    let (mut stream, head) = Stream::request(socket, &request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let connect = stream.next_event().await.expect("the connect reply");
+    assert_eq!(connect["id"], 1, "{connect}");
+    assert!(connect["connect"]["session"].is_string(), "{connect}");
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "carol", "disconnect": {"code": 4501, "reason": "bye"}}),
+        )
+        .await;
+    let last = stream.next_event().await.expect("the disconnect push");
+    assert_eq!(last["push"]["disconnect"]["code"], 4501, "{last}");
+    assert_eq!(stream.next_event().await, None, "the stream ends");
+}
+
+/// The streaming endpoints check `client.allowed_origins` and answer CORS preflights for
+/// the origins it allows.
+#[tokio::test]
+async fn origins_are_checked_and_preflights_answered() {
+    let server = Server::start(json!({
+        "http_stream": {"enabled": true},
+        "client": {"allowed_origins": ["https://app.example"]}
+    }))
+    .await;
+    let preflight = http(
+        server.port,
+        "OPTIONS",
+        "/emulation",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    let header = |name: &str| {
+        preflight
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        header("access-control-allow-headers").as_deref(),
+        Some("content-type")
+    );
+    let refused = http(
+        server.port,
+        "POST",
+        "/connection/http_stream",
+        &[("Origin", "https://evil.example")],
+        Some(b"{}"),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+}
+
+/// Without `http_stream.enabled` neither endpoint is served.
+#[tokio::test]
+async fn the_endpoints_are_off_by_default() {
+    let server = Server::start(json!({})).await;
+    let response = http(
+        server.port,
+        "POST",
+        "/connection/http_stream",
+        &[],
+        Some(b"{}"),
+    )
+    .await;
+    assert_eq!(response.status, 404);
+    assert_eq!(emulate(server.port, "s", &[]).await.status, 404);
+}
+
+/// Pings on a stream: the server's `{}` comes on the stream, the client's pong through the
+/// emulation endpoint keeps the connection; a ping left unanswered ends it with a 3012
+/// `disconnect` push and the end of the stream.
+#[tokio::test]
+async fn pings_go_out_on_the_stream_and_pongs_come_through_emulation() {
+    let server = Server::start(json!({
+        "http_stream": {"enabled": true},
+        "client": {"ping_interval": "1s", "pong_timeout": "900ms"}
+    }))
+    .await;
+    let (mut stream, _) = Stream::open(
+        server.port,
+        &json!({"id": 1, "connect": {"token": token("dave")}}),
+    )
+    .await;
+    let connect = stream.next().await.expect("the connect reply");
+    let session = connect["connect"]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    for _ in 0..2 {
+        let ping = stream.next().await.expect("a ping");
+        assert_eq!(ping, json!({}), "a server ping");
+        let pong = emulate(server.port, &session, &[json!({})]).await;
+        assert_eq!(pong.status, 204, "{}", pong.text());
+    }
+    // The third ping is not answered.
+    assert_eq!(stream.next().await, Some(json!({})));
+    let last = stream.next().await.expect("the disconnect push");
+    assert_eq!(last["push"]["disconnect"]["code"], 3012, "{last}");
+    assert_eq!(stream.next().await, None, "the stream ends");
+}
