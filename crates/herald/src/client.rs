@@ -175,13 +175,9 @@ pub fn serve<T: Transport>(
                 // KiB, and kept inline they would make every idle connection's task that
                 // large. One allocation per received frame instead, which the frame moves
                 // into too.
-                let done = match data {
-                    Received::Commands(data) => Box::pin(client.on_frame(data, &transport)).await,
-                    Received::Connect(request) => {
-                        Box::pin(client.on_unidirectional_connect(*request, &transport)).await
-                    }
-                };
-                if let Err(close) = done {
+                // One boxed future for either: two awaits here would each take room in
+                // this future.
+                if let Err(close) = Box::pin(client.on_received(data, &transport)).await {
                     client.close(&transport, close);
                 }
             }
@@ -363,6 +359,18 @@ impl Client {
         self.node.metrics().commands_in(count);
         self.flush_replies(transport);
         result
+    }
+
+    /// Processes what the transport handed over: commands, or a unidirectional connect.
+    async fn on_received(
+        &mut self,
+        data: Received,
+        transport: &impl Transport,
+    ) -> Result<(), Close> {
+        match data {
+            Received::Commands(data) => self.on_frame(data, transport).await,
+            Received::Connect(request) => self.on_unidirectional_connect(*request, transport).await,
+        }
     }
 
     /// Processes the connect request of a unidirectional transport: answered with a connect
