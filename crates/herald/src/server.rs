@@ -598,9 +598,10 @@ fn streaming_request_refused(
     None
 }
 
-/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection:
-/// the request's body (or for an SSE GET its `cf_connect` query parameter) is the connect
-/// command, the response streams the connection's output (see
+/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection,
+/// or a unidirectional one of either: the request's body (or for an SSE GET its `cf_connect`
+/// query parameter) is the connect command (the connect request, unidirectional), the
+/// response streams the connection's output (see
 /// [`crate::transport::http_stream`]).
 async fn open_http_stream(
     node: Arc<Node>,

@@ -2,7 +2,7 @@
 //!
 //! The server routes a request to a transport by looking its path up here; a transport that
 //! is disabled is simply not registered. Adding one (`/connection/http_stream`,
-//! `/connection/sse`, the unidirectional ones of issue 22) is a variant of [`Endpoint`], one
+//! `/connection/sse`, `/connection/uni_http_stream`…) is a variant of [`Endpoint`], one
 //! registration in [`Endpoints::from_config`] and the handler the server calls for it (the
 //! compiler points at the `match` that needs it).
 

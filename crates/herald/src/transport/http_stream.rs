@@ -15,6 +15,11 @@
 //! outbox passes on. A close request is written as a `disconnect` push and then the stream
 //! ends, where a WebSocket would send a close frame; when the stream ends for any reason (the
 //! client went away too), the client's task learns it and the connection ends.
+//!
+//! The same transport serves the unidirectional streams (`/connection/uni_http_stream`,
+//! `/connection/uni_sse`; [`Framing::UniLines`], [`Framing::UniSse`]): the request carries a
+//! connect *request*, handed to the client as [`Inbound::Connect`], no command follows, and
+//! the writer sends each push bare, as a slice of the shared `{"push":…}` bytes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
