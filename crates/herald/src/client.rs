@@ -140,22 +140,12 @@ pub fn serve<T: Transport>(
             // across the await below, not the whole result: matched as a temporary, whose
             // room ends with this statement.
             let data = match std::future::poll_fn(|cx| transport.poll_recv(cx)).await {
-                Ok(Some(Inbound::Commands(data))) => data,
+                Ok(Some(Inbound::Commands(data))) => Received::Commands(data),
+                Ok(Some(Inbound::Connect(request))) => Received::Connect(request),
                 Ok(Some(Inbound::Wake)) => {
                     if let Some(close) = client.on_timer(&transport) {
                         client.close(&transport, close);
                     }
-                    continue;
-                }
-                Ok(Some(Inbound::Connect(_))) => {
-                    // The hook of the unidirectional transports (issue 22), none of which is
-                    // served yet: their connect request needs a connect push in answer, and
-                    // server-side subscriptions only. Refused rather than half served.
-                    tracing::info!(
-                        transport = transport.name(),
-                        "unidirectional connect refused: not served by this version"
-                    );
-                    client.close(&transport, Disconnect::NOT_AVAILABLE);
                     continue;
                 }
                 Ok(None) => break,
@@ -185,7 +175,9 @@ pub fn serve<T: Transport>(
                 // KiB, and kept inline they would make every idle connection's task that
                 // large. One allocation per received frame instead, which the frame moves
                 // into too.
-                if let Err(close) = Box::pin(client.on_frame(data, &transport)).await {
+                // One boxed future for either: two awaits here would each take room in
+                // this future.
+                if let Err(close) = Box::pin(client.on_received(data, &transport)).await {
                     client.close(&transport, close);
                 }
             }
@@ -213,6 +205,30 @@ pub fn serve<T: Transport>(
             .node
             .metrics()
             .connection_closed(transport.ended_with());
+    }
+}
+
+/// What the serve loop got from its transport to process: commands, or the connect request
+/// of a unidirectional transport (what is kept across the processing's await, so only this
+/// and not the whole [`Inbound`] result).
+enum Received {
+    Commands(Bytes),
+    Connect(Box<ConnectRequest>),
+}
+
+/// The disconnect that tells a unidirectional client why its connect was refused: it reads no
+/// replies, so the connect error becomes the code of its `disconnect` push (whether to
+/// reconnect included).
+fn unidirectional_refusal(error: &Error) -> Disconnect {
+    match error.code {
+        c if c == Error::UNAUTHORIZED.code => Disconnect::INVALID_TOKEN,
+        c if c == Error::TOKEN_EXPIRED.code => Disconnect::EXPIRED,
+        c if c == Error::PERMISSION_DENIED.code => Disconnect::PERMISSION_DENIED,
+        c if c == Error::LIMIT_EXCEEDED.code => Disconnect::CONNECTION_LIMIT,
+        c if c == Error::BAD_REQUEST.code || c == Error::UNKNOWN_CHANNEL.code => {
+            Disconnect::BAD_REQUEST
+        }
+        _ => Disconnect::INTERNAL,
     }
 }
 
@@ -343,6 +359,51 @@ impl Client {
         self.node.metrics().commands_in(count);
         self.flush_replies(transport);
         result
+    }
+
+    /// Processes what the transport handed over: commands, or a unidirectional connect.
+    async fn on_received(
+        &mut self,
+        data: Received,
+        transport: &impl Transport,
+    ) -> Result<(), Close> {
+        match data {
+            Received::Commands(data) => self.on_frame(data, transport).await,
+            Received::Connect(request) => self.on_unidirectional_connect(*request, transport).await,
+        }
+    }
+
+    /// Processes the connect request of a unidirectional transport: answered with a connect
+    /// push (then its server-side subscriptions' pushes), or refused with a disconnect.
+    async fn on_unidirectional_connect(
+        &mut self,
+        request: ConnectRequest,
+        transport: &impl Transport,
+    ) -> Result<(), Close> {
+        let started = std::time::Instant::now();
+        let result = self.connect(0, request, transport).await;
+        self.node.metrics().commands_in(1);
+        self.node
+            .metrics()
+            .command(Method::Connect.as_str(), started.elapsed());
+        self.flush_replies(transport);
+        result
+    }
+
+    /// Refuses a connect with `error`: a reply to a bidirectional client (whose connection
+    /// stays open, failed), the matching disconnect for a unidirectional one.
+    fn refuse_connect(
+        &mut self,
+        id: u32,
+        error: Error,
+        transport: &impl Transport,
+    ) -> Result<(), Close> {
+        self.state = State::Failed;
+        if transport.unidirectional() {
+            return Err(unidirectional_refusal(&error));
+        }
+        self.reply(&Reply::error(id, error));
+        Ok(())
     }
 
     /// Drops the [`Aside`] box once it holds nothing.
@@ -512,11 +573,7 @@ impl Client {
         let config = &node.config().client;
         let credentials = match node.policy().connect(&node, &request).await {
             Ok(credentials) => credentials,
-            Err(Refusal::Error(error)) => {
-                self.state = State::Failed;
-                self.reply(&Reply::error(id, error));
-                return Ok(());
-            }
+            Err(Refusal::Error(error)) => return self.refuse_connect(id, error, transport),
             Err(Refusal::Disconnect(close)) => return Err(close),
         };
         let Credentials {
@@ -546,9 +603,7 @@ impl Client {
         // Server-side subscriptions must all be valid channels.
         for (channel, _) in &channels {
             if let Err(error) = node.resolve_channel(channel) {
-                self.state = State::Failed;
-                self.reply(&Reply::error(id, error));
-                return Ok(());
+                return self.refuse_connect(id, error, transport);
             }
         }
 
@@ -582,7 +637,10 @@ impl Client {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         }
-        if config.ping_interval > Duration::ZERO {
+        // A unidirectional client cannot answer pings, and the ping wheel closes a client
+        // that does not: it is not pinged (so its connect push says no ping interval).
+        let unidirectional = transport.unidirectional();
+        if config.ping_interval > Duration::ZERO && !unidirectional {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
             result.pong = true;
         }
@@ -627,9 +685,7 @@ impl Client {
                 }
                 Err(error) => {
                     node.hub().remove_client(&handle);
-                    self.state = State::Failed;
-                    self.reply(&Reply::error(id, error));
-                    return Ok(());
+                    return self.refuse_connect(id, error, transport);
                 }
             }
         }
@@ -638,7 +694,9 @@ impl Client {
         // No longer stale-checked: pinged by the node's wheel instead, and closed when the
         // token expires.
         self.set_expiry(expires_at);
-        node.pings().add(&handle);
+        if !unidirectional {
+            node.pings().add(&handle);
+        }
         let personal = &config.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !handle.user.is_empty() {
             // One connection per user (Centrifugo's single-connection mode): the newest wins,
@@ -650,7 +708,11 @@ impl Client {
                 }
             }
         }
-        self.reply(&Reply::result(id, result));
+        if unidirectional {
+            self.reply(&Reply::push(Push::connect(result)));
+        } else {
+            self.reply(&Reply::result(id, result));
+        }
         if !joined.is_empty() {
             // Publications of server-side subscriptions must follow the connect reply.
             self.flush_replies(transport);

@@ -452,6 +452,14 @@ async fn route(
                 let framing = Framing::Sse;
                 return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
             }
+            Endpoint::UniHttpStream => {
+                let framing = Framing::UniLines;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
+            }
+            Endpoint::UniSse => {
+                let framing = Framing::UniSse;
+                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
+            }
             Endpoint::Emulation => emulate(node, ws, req).await,
         }
     } else if !config.http_api.disabled
@@ -590,9 +598,10 @@ fn streaming_request_refused(
     None
 }
 
-/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection:
-/// the request's body (or for an SSE GET its `cf_connect` query parameter) is the connect
-/// command, the response streams the connection's output (see
+/// Opens an HTTP-streaming (`/connection/http_stream`) or SSE (`/connection/sse`) connection,
+/// or a unidirectional one of either: the request's body (or for an SSE GET its `cf_connect`
+/// query parameter) is the connect command (the connect request, unidirectional), the
+/// response streams the connection's output (see
 /// [`crate::transport::http_stream`]).
 async fn open_http_stream(
     node: Arc<Node>,
@@ -602,21 +611,29 @@ async fn open_http_stream(
     watched: &Watched,
     framing: Framing,
 ) -> Routed {
-    let sse = framing == Framing::Sse;
+    let sse = framing.sse();
     if let Some(refused) = streaming_request_refused(&node, &req, peer, sse) {
         return refused.map(Either::Left);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let (limit, option) = if sse {
-        (
-            node.config().sse.max_request_body_size,
-            "sse.max_request_body_size",
-        )
-    } else {
-        (
-            node.config().http_stream.max_request_body_size,
+    let config = node.config();
+    let (limit, option) = match framing {
+        Framing::Lines => (
+            config.http_stream.max_request_body_size,
             "http_stream.max_request_body_size",
-        )
+        ),
+        Framing::Sse => (
+            config.sse.max_request_body_size,
+            "sse.max_request_body_size",
+        ),
+        Framing::UniLines => (
+            config.uni_http_stream.max_request_body_size,
+            "uni_http_stream.max_request_body_size",
+        ),
+        Framing::UniSse => (
+            config.uni_sse.max_request_body_size,
+            "uni_sse.max_request_body_size",
+        ),
     };
     let connect = if req.method() == Method::GET {
         match cf_connect(req.uri().query(), limit, option) {
@@ -629,6 +646,17 @@ async fn open_http_stream(
             Err(refused) => return refused.map(Either::Left),
         }
     };
+    // A unidirectional client says nothing after its connect request: one that does not parse
+    // is answered here, where an HTTP status still reaches it.
+    if framing.unidirectional()
+        && serde_json::from_slice::<crate::protocol::ConnectRequest>(&connect).is_err()
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the connect request is not a JSON connect request object (e.g. {\"token\":\"…\"})",
+        )
+        .map(Either::Left);
+    }
     // After the body is read: nothing is awaited from here to the `LiveConnection`.
     let admitting = crate::sync::lock(&ws.admission);
     if let Some(refused) = admit(&node, &ws, peer, "HTTP stream") {

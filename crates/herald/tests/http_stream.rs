@@ -411,3 +411,131 @@ async fn pings_go_out_on_the_stream_and_pongs_come_through_emulation() {
     assert_eq!(last["push"]["disconnect"]["code"], 3012, "{last}");
     assert_eq!(stream.next().await, None, "the stream ends");
 }
+
+/// Unidirectional HTTP-streaming, as `curl -N -d '{"token":…}'` uses it: the POST body is the
+/// connect request; the stream carries bare pushes, the connect push first, then the
+/// publications of the server-side subscriptions (token `channels`, API `subscribe`), and the
+/// server API's `disconnect` ends it with a bare `disconnect` push.
+#[tokio::test]
+async fn a_uni_http_stream_gets_bare_pushes_and_ends_with_a_disconnect_push() {
+    let server = Server::start(json!({"uni_http_stream": {"enabled": true}})).await;
+    let claims = json!({"sub": "dave", "channels": ["news"]});
+    let token = herald::auth::sign_hs256(&claims, SECRET).expect("sign token");
+    let body = json!({"token": token}).to_string();
+    let socket = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /connection/uni_http_stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut stream, head) = Stream::request(socket, &request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let connect = stream.next().await.expect("the connect push");
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+    assert!(
+        connect["connect"]["subs"].get("news").is_some(),
+        "{connect}"
+    );
+    assert!(
+        connect.get("id").is_none(),
+        "a push, not a reply: {connect}"
+    );
+
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    let publication = stream.next_where(|m| m.get("pub").is_some()).await;
+    assert_eq!(publication["channel"], "news", "{publication}");
+    assert_eq!(publication["pub"]["data"]["n"], 1, "{publication}");
+
+    server
+        .api_ok("subscribe", json!({"user": "dave", "channel": "extra"}))
+        .await;
+    server
+        .api_ok("publish", json!({"channel": "extra", "data": {"n": 2}}))
+        .await;
+    let publication = stream
+        .next_where(|m| m.get("pub").is_some() && m["channel"] == "extra")
+        .await;
+    assert_eq!(publication["pub"]["data"]["n"], 2, "{publication}");
+
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "dave", "disconnect": {"code": 4502, "reason": "bye"}}),
+        )
+        .await;
+    let last = stream.next_where(|m| m.get("disconnect").is_some()).await;
+    assert_eq!(last["disconnect"]["code"], 4502, "{last}");
+    assert_eq!(stream.next().await, None, "the stream ends");
+}
+
+/// Unidirectional SSE, as a plain `EventSource` uses it: the connect request in `cf_connect`;
+/// bare pushes as `data:` events; a refused token ends the stream with a disconnect push
+/// saying so (3500, no reconnect) rather than an error reply nobody reads.
+#[tokio::test]
+async fn a_uni_sse_stream_is_served_from_cf_connect_and_a_bad_token_is_a_disconnect() {
+    let server = Server::start(json!({"uni_sse": {"enabled": true}})).await;
+    let open = |connect: Value| {
+        let port = server.port;
+        async move {
+            let encoded: String = connect
+                .to_string()
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let socket = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let request = format!(
+                "GET /connection/uni_sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Accept: text/event-stream\r\n\r\n"
+            );
+            Stream::request(socket, &request).await
+        }
+    };
+    let (mut stream, head) = open(json!({"token": token("erin")})).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let connect = stream.next_event().await.expect("the connect push");
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+    server
+        .api_ok("subscribe", json!({"user": "erin", "channel": "news"}))
+        .await;
+    server
+        .api_ok("publish", json!({"channel": "news", "data": {"n": 3}}))
+        .await;
+    let publication = loop {
+        let event = stream.next_event().await.expect("the publication");
+        if event.get("pub").is_some() {
+            break event;
+        }
+    };
+    assert_eq!(publication["channel"], "news", "{publication}");
+    server
+        .api_ok(
+            "disconnect",
+            json!({"user": "erin", "disconnect": {"code": 4503, "reason": "bye"}}),
+        )
+        .await;
+    let last = loop {
+        let event = stream.next_event().await.expect("the disconnect push");
+        if event.get("disconnect").is_some() {
+            break event;
+        }
+    };
+    assert_eq!(last["disconnect"]["code"], 4503, "{last}");
+    assert_eq!(stream.next_event().await, None, "the stream ends");
+
+    let (mut refused, _) = open(json!({"token": "not a token"})).await;
+    let last = refused.next_event().await.expect("the disconnect push");
+    assert_eq!(last["disconnect"]["code"], 3500, "{last}");
+    assert_eq!(refused.next_event().await, None, "the stream ends");
+}

@@ -380,7 +380,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         );
     }
     let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
-    let sections: [(&str, &Opaque, &str); 19] = [
+    let sections: [(&str, &Opaque, &str); 17] = [
         ("map_broker", &c.map_broker, NOT_YET),
         ("controller", &c.controller, NOT_YET),
         ("shared_poll", &c.shared_poll, NOT_YET),
@@ -397,8 +397,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             "not implemented in Herald yet; use the HTTP API",
         ),
         ("webtransport", &c.webtransport, transports),
-        ("uni_sse", &c.uni_sse, transports),
-        ("uni_http_stream", &c.uni_http_stream, transports),
         ("uni_websocket", &c.uni_websocket, transports),
         ("uni_grpc", &c.uni_grpc, transports),
         ("swagger", &c.swagger, NOT_YET),
@@ -673,6 +671,12 @@ mod tests {
         "sse.enabled",
         "sse.handler_prefix",
         "sse.max_request_body_size",
+        "uni_http_stream.enabled",
+        "uni_http_stream.handler_prefix",
+        "uni_http_stream.max_request_body_size",
+        "uni_sse.enabled",
+        "uni_sse.handler_prefix",
+        "uni_sse.max_request_body_size",
         "usage_stats",
         "websocket.compression",
         "websocket.compression_level",

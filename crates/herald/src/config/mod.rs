@@ -60,7 +60,9 @@ pub use http::{
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use schema::{Config, Opaque};
-pub use streaming::{EmulationConfig, HttpStreamConfig, SseConfig};
+pub use streaming::{
+    EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
+};
 pub(crate) use validate::is_active;
 
 /// Prefix of the environment variables that override config options:

@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
-    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, WebSocketConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, UniHttpStreamConfig,
+    UniSseConfig, WebSocketConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -85,10 +86,10 @@ pub struct Config {
     pub http_stream: HttpStreamConfig,
     /// Centrifugo WebTransport. Not implemented.
     pub webtransport: Opaque,
-    /// Centrifugo unidirectional SSE transport. Not implemented yet.
-    pub uni_sse: Opaque,
-    /// Centrifugo unidirectional HTTP-streaming transport. Not implemented yet.
-    pub uni_http_stream: Opaque,
+    /// The unidirectional SSE transport.
+    pub uni_sse: UniSseConfig,
+    /// The unidirectional HTTP-streaming transport.
+    pub uni_http_stream: UniHttpStreamConfig,
     /// Centrifugo unidirectional WebSocket transport. Not implemented yet.
     pub uni_websocket: Opaque,
     /// Centrifugo unidirectional gRPC transport. Not implemented.
@@ -149,8 +150,8 @@ impl Default for Config {
             sse: SseConfig::default(),
             http_stream: HttpStreamConfig::default(),
             webtransport: None,
-            uni_sse: None,
-            uni_http_stream: None,
+            uni_sse: UniSseConfig::default(),
+            uni_http_stream: UniHttpStreamConfig::default(),
             uni_websocket: None,
             uni_grpc: None,
             emulation: EmulationConfig::default(),

@@ -68,3 +68,51 @@ impl Default for EmulationConfig {
         }
     }
 }
+
+/// `uni_http_stream`: the unidirectional HTTP-streaming transport, for clients with no SDK
+/// (`curl -N`): the connect request is the POST body, and the stream carries pushes only,
+/// newline-delimited (see [`crate::transport::http_stream`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniHttpStreamConfig {
+    /// Serve the transport (off by default, as in Centrifugo).
+    pub enabled: bool,
+    /// Path of the endpoint. Default `/connection/uni_http_stream`.
+    pub handler_prefix: String,
+    /// Largest connect request (the POST body), in bytes. Default 65536.
+    pub max_request_body_size: usize,
+}
+
+impl Default for UniHttpStreamConfig {
+    fn default() -> Self {
+        UniHttpStreamConfig {
+            enabled: false,
+            handler_prefix: crate::transport::http_stream::UNI_PATH.into(),
+            max_request_body_size: 65536,
+        }
+    }
+}
+
+/// `uni_sse`: the unidirectional SSE transport, for a plain `EventSource`: the connect request
+/// is the `cf_connect` query parameter of a GET (or a POST body), and the stream carries
+/// pushes only, one event each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniSseConfig {
+    /// Serve the transport (off by default, as in Centrifugo).
+    pub enabled: bool,
+    /// Path of the endpoint. Default `/connection/uni_sse`.
+    pub handler_prefix: String,
+    /// Largest connect request (`cf_connect` or a POST body), in bytes. Default 65536.
+    pub max_request_body_size: usize,
+}
+
+impl Default for UniSseConfig {
+    fn default() -> Self {
+        UniSseConfig {
+            enabled: false,
+            handler_prefix: crate::transport::http_stream::UNI_SSE_PATH.into(),
+            max_request_body_size: 65536,
+        }
+    }
+}

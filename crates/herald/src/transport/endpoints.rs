@@ -2,7 +2,7 @@
 //!
 //! The server routes a request to a transport by looking its path up here; a transport that
 //! is disabled is simply not registered. Adding one (`/connection/http_stream`,
-//! `/connection/sse`, the unidirectional ones of issue 22) is a variant of [`Endpoint`], one
+//! `/connection/sse`, `/connection/uni_http_stream`…) is a variant of [`Endpoint`], one
 //! registration in [`Endpoints::from_config`] and the handler the server calls for it (the
 //! compiler points at the `match` that needs it).
 
@@ -21,6 +21,12 @@ pub enum Endpoint {
     /// Bidirectional SSE (`sse.handler_prefix`, default `/connection/sse`), served by
     /// [`super::HttpStreamTransport`] with SSE framing.
     Sse,
+    /// Unidirectional HTTP-streaming (`uni_http_stream.handler_prefix`, default
+    /// `/connection/uni_http_stream`), served by [`super::HttpStreamTransport`] with
+    /// unidirectional framing.
+    UniHttpStream,
+    /// Unidirectional SSE (`uni_sse.handler_prefix`, default `/connection/uni_sse`).
+    UniSse,
     /// Where the streaming transports' clients POST their commands
     /// (`emulation.handler_prefix`, default `/emulation`; see [`super::emulation`]). Not a
     /// transport of its own, but the other half of the streaming ones.
@@ -34,6 +40,8 @@ impl Endpoint {
             Endpoint::WebSocket => super::websocket::NAME,
             Endpoint::HttpStream => super::http_stream::NAME,
             Endpoint::Sse => super::http_stream::SSE_NAME,
+            Endpoint::UniHttpStream => super::http_stream::UNI_NAME,
+            Endpoint::UniSse => super::http_stream::UNI_SSE_NAME,
             Endpoint::Emulation => "emulation",
         }
     }
@@ -64,6 +72,18 @@ impl Endpoints {
         }
         if config.sse.enabled {
             endpoints.register(endpoint_path(&config.sse.handler_prefix), Endpoint::Sse);
+        }
+        if config.uni_http_stream.enabled {
+            endpoints.register(
+                endpoint_path(&config.uni_http_stream.handler_prefix),
+                Endpoint::UniHttpStream,
+            );
+        }
+        if config.uni_sse.enabled {
+            endpoints.register(
+                endpoint_path(&config.uni_sse.handler_prefix),
+                Endpoint::UniSse,
+            );
         }
         if config.http_stream.enabled || config.sse.enabled {
             endpoints.register(
@@ -140,6 +160,27 @@ mod tests {
         assert_eq!(endpoints.find("/connection/sse"), Some(Endpoint::Sse));
         assert_eq!(endpoints.find("/emulation"), Some(Endpoint::Emulation));
         assert_eq!(endpoints.find("/connection/http_stream"), None);
+    }
+
+    #[test]
+    fn the_unidirectional_streams_are_served_when_enabled_without_the_emulation_endpoint() {
+        let mut config = Config::default();
+        assert_eq!(
+            Endpoints::from_config(&config).find("/connection/uni_http_stream"),
+            None
+        );
+        config.uni_http_stream.enabled = true;
+        config.uni_sse.enabled = true;
+        let endpoints = Endpoints::from_config(&config);
+        assert_eq!(
+            endpoints.find("/connection/uni_http_stream"),
+            Some(Endpoint::UniHttpStream)
+        );
+        assert_eq!(
+            endpoints.find("/connection/uni_sse"),
+            Some(Endpoint::UniSse)
+        );
+        assert_eq!(endpoints.find("/emulation"), None);
     }
 
     #[test]

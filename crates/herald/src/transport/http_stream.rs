@@ -15,6 +15,11 @@
 //! outbox passes on. A close request is written as a `disconnect` push and then the stream
 //! ends, where a WebSocket would send a close frame; when the stream ends for any reason (the
 //! client went away too), the client's task learns it and the connection ends.
+//!
+//! The same transport serves the unidirectional streams (`/connection/uni_http_stream`,
+//! `/connection/uni_sse`; [`Framing::UniLines`], [`Framing::UniSse`]): the request carries a
+//! connect *request*, handed to the client as [`Inbound::Connect`], no command follows, and
+//! the writer sends each push bare, as a slice of the shared `{"push":…}` bytes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -45,6 +50,23 @@ pub const SSE_NAME: &str = "sse";
 /// Default path of the SSE endpoint (Centrifugo's).
 pub const SSE_PATH: &str = "/connection/sse";
 
+/// The unidirectional HTTP-streaming transport's name, as Centrifugo names it.
+pub const UNI_NAME: &str = "uni_http_stream";
+
+/// Default path of the unidirectional HTTP-streaming endpoint (Centrifugo's).
+pub const UNI_PATH: &str = "/connection/uni_http_stream";
+
+/// The unidirectional SSE transport's name, as Centrifugo names it.
+pub const UNI_SSE_NAME: &str = "uni_sse";
+
+/// Default path of the unidirectional SSE endpoint (Centrifugo's).
+pub const UNI_SSE_PATH: &str = "/connection/uni_sse";
+
+/// How every push starts in the JSON the hub prepares for all its recipients
+/// (`{"push":{…}}`): a unidirectional stream sends what is inside, as Centrifugo sends its
+/// unidirectional clients bare pushes.
+const PUSH_PREFIX: &[u8] = b"{\"push\":";
+
 /// What ends each message on an HTTP stream.
 const NEWLINE: Bytes = Bytes::from_static(b"\n");
 
@@ -54,13 +76,31 @@ const SSE_DATA: Bytes = Bytes::from_static(b"data: ");
 /// What ends each SSE event.
 const SSE_END: Bytes = Bytes::from_static(b"\n\n");
 
-/// How a stream delimits its messages: the one difference between HTTP-streaming and SSE.
+/// How a stream delimits its messages (the difference between HTTP-streaming and SSE), and
+/// whether it is unidirectional (pushes only, sent bare).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// Newline-delimited JSON (`/connection/http_stream`).
     Lines,
     /// Server-sent events, one `data:` event per JSON message (`/connection/sse`).
     Sse,
+    /// Newline-delimited bare pushes (`/connection/uni_http_stream`).
+    UniLines,
+    /// Server-sent events of bare pushes (`/connection/uni_sse`).
+    UniSse,
+}
+
+impl Framing {
+    /// Whether messages are SSE events.
+    pub fn sse(self) -> bool {
+        matches!(self, Framing::Sse | Framing::UniSse)
+    }
+
+    /// Whether the stream is unidirectional: its request carries the connect request and the
+    /// stream carries bare pushes.
+    pub fn unidirectional(self) -> bool {
+        matches!(self, Framing::UniLines | Framing::UniSse)
+    }
 }
 
 /// What the writer (the response body), the client's task and the emulation endpoint share
@@ -201,9 +241,10 @@ pub fn open_watched(
 pub fn response<B>(framing: Framing, body: B) -> Response<B> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    let content_type = match framing {
-        Framing::Lines => "application/json",
-        Framing::Sse => "text/event-stream; charset=utf-8",
+    let content_type = if framing.sse() {
+        "text/event-stream; charset=utf-8"
+    } else {
+        "application/json"
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
@@ -240,6 +281,8 @@ impl Transport for HttpStreamTransport {
         match self.framing {
             Framing::Lines => NAME,
             Framing::Sse => SSE_NAME,
+            Framing::UniLines => UNI_NAME,
+            Framing::UniSse => UNI_SSE_NAME,
         }
     }
 
@@ -248,7 +291,7 @@ impl Transport for HttpStreamTransport {
     }
 
     fn unidirectional(&self) -> bool {
-        false
+        self.framing.unidirectional()
     }
 
     fn outbox(&self) -> &Arc<Outbox> {
@@ -269,7 +312,14 @@ impl Transport for HttpStreamTransport {
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>> {
         if let Some(connect) = self.connect.take() {
-            return Poll::Ready(Ok(Some(Inbound::Commands(connect))));
+            if !self.framing.unidirectional() {
+                return Poll::Ready(Ok(Some(Inbound::Commands(connect))));
+            }
+            // The server checked it parses before it opened the stream.
+            return Poll::Ready(match serde_json::from_slice(&connect) {
+                Ok(request) => Ok(Some(Inbound::Connect(Box::new(request)))),
+                Err(e) => Err(Failure::Other(Box::new(e))),
+            });
         }
         let mut state = self.stream.lock();
         if let Some(commands) = state.commands.pop_front() {
@@ -308,6 +358,14 @@ impl Transport for HttpStreamTransport {
                 "sse.max_request_body_size",
                 config.sse.max_request_body_size,
             ),
+            Framing::UniLines => (
+                "uni_http_stream.max_request_body_size",
+                config.uni_http_stream.max_request_body_size,
+            ),
+            Framing::UniSse => (
+                "uni_sse.max_request_body_size",
+                config.uni_sse.max_request_body_size,
+            ),
         }
     }
 }
@@ -333,30 +391,36 @@ pub struct StreamBody {
 impl StreamBody {
     /// Queues the pieces of one message (one or more JSON lines) as the stream frames it.
     fn frame_message(&mut self, mut message: Bytes) {
-        match self.framing {
-            Framing::Lines => {
-                self.pieces.push_back(message);
-                self.pieces.push_back(NEWLINE);
-            }
-            // A `data:` field ends at a newline: each JSON line is an event of its own (JSON
-            // text has no raw newline inside a message).
-            Framing::Sse => {
-                while !message.is_empty() {
-                    let line = match message.iter().position(|&b| b == b'\n') {
-                        Some(at) => {
-                            let line = message.split_to(at);
-                            message = message.slice(1..);
-                            line
-                        }
-                        None => std::mem::take(&mut message),
-                    };
-                    if line.is_empty() {
-                        continue;
-                    }
-                    self.pieces.push_back(SSE_DATA);
-                    self.pieces.push_back(line);
-                    self.pieces.push_back(SSE_END);
+        if self.framing == Framing::Lines {
+            self.pieces.push_back(message);
+            self.pieces.push_back(NEWLINE);
+            return;
+        }
+        // One JSON message per line: an SSE `data:` field ends at a newline, so each is an
+        // event of its own (JSON text has no raw newline inside a message), and a
+        // unidirectional stream unwraps each push of its own.
+        while !message.is_empty() {
+            let mut line = match message.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    let line = message.split_to(at);
+                    message = message.slice(1..);
+                    line
                 }
+                None => std::mem::take(&mut message),
+            };
+            if line.is_empty() {
+                continue;
+            }
+            if self.framing.unidirectional() {
+                line = bare_push(line);
+            }
+            if self.framing.sse() {
+                self.pieces.push_back(SSE_DATA);
+                self.pieces.push_back(line);
+                self.pieces.push_back(SSE_END);
+            } else {
+                self.pieces.push_back(line);
+                self.pieces.push_back(NEWLINE);
             }
         }
     }
@@ -383,6 +447,18 @@ fn payload(item: &Outgoing) -> Bytes {
     };
     let header = frame.len() - frame.payload().len();
     frame.as_bytes().slice(header..)
+}
+
+/// What a unidirectional client is sent of a JSON message: the push inside `{"push":…}`, a
+/// slice of the shared bytes rather than a copy (a ping, `{}`, stays as it is).
+fn bare_push(message: Bytes) -> Bytes {
+    if message.len() > PUSH_PREFIX.len() + 1
+        && message.starts_with(PUSH_PREFIX)
+        && message.ends_with(b"}")
+    {
+        return message.slice(PUSH_PREFIX.len()..message.len() - 1);
+    }
+    message
 }
 
 /// A `disconnect` push, as the stream's last message.
@@ -536,6 +612,60 @@ mod tests {
             "data: {\"id\":1}\n\ndata: {\"id\":2}\n\n\
              data: {\"push\":{\"disconnect\":{\"code\":4000,\"reason\":\"bye\",\"reconnect\":true}}}\n\n"
         );
+    }
+
+    /// Unidirectional: each push goes out bare (`{"push":X}` as `X`), a ping (`{}`) as it is,
+    /// one per line (or per SSE event), and the close as a bare `disconnect` push.
+    #[tokio::test]
+    async fn a_unidirectional_stream_sends_bare_pushes() {
+        for (framing, start, end) in [
+            (Framing::UniLines, "", "\n"),
+            (Framing::UniSse, "data: ", "\n\n"),
+        ] {
+            let outbox = outbox(1 << 20);
+            let (transport, mut body, _) =
+                open_watched(framing, Bytes::new(), outbox.clone(), Arc::default());
+            assert!(transport.unidirectional());
+            let mut replies = FrameBuf::new();
+            std::io::Write::write_all(
+                &mut replies,
+                b"{\"push\":{\"connect\":{}}}\n{\"push\":{\"channel\":\"a\"}}",
+            )
+            .expect("write");
+            transport.send_replies(replies).expect("queued");
+            outbox
+                .push(Arc::new(crate::ws::Message::text("{}")))
+                .expect("queued");
+            transport.close(&Disconnect::custom(4000, "bye"));
+            let mut out = Vec::new();
+            while let Some(frame) = body.frame().await {
+                out.extend_from_slice(frame.expect("infallible").data_ref().expect("data"));
+            }
+            let expected: String = [
+                "{\"connect\":{}}",
+                "{\"channel\":\"a\"}",
+                "{}",
+                "{\"disconnect\":{\"code\":4000,\"reason\":\"bye\",\"reconnect\":true}}",
+            ]
+            .iter()
+            .map(|m| format!("{start}{m}{end}"))
+            .collect();
+            assert_eq!(String::from_utf8_lossy(&out), expected, "{framing:?}");
+        }
+    }
+
+    /// The connect request of a unidirectional stream reaches the client as one, not as
+    /// commands.
+    #[tokio::test]
+    async fn a_unidirectional_stream_yields_its_connect_request() {
+        let (mut transport, _body, _) = open_watched(
+            Framing::UniLines,
+            Bytes::from_static(b"{\"token\":\"t\"}"),
+            outbox(1 << 20),
+            Arc::default(),
+        );
+        let first = std::future::poll_fn(|cx| transport.poll_recv(cx)).await;
+        assert!(matches!(first, Ok(Some(Inbound::Connect(c))) if c.token == "t"));
     }
 
     /// A client that does not read: what the writer took and did not hand over stays

@@ -53,9 +53,9 @@ pub enum Inbound {
     Wake,
     /// The connect request of a unidirectional transport, which takes it from the HTTP request
     /// that opened the connection (a body, a `cf_connect` query parameter) instead of from a
-    /// first command; the client answers it with a connect push rather than a reply. The hook
-    /// for the unidirectional transports (issue 22): no transport yields it yet, and the
-    /// client closes a connection that sends one (see `client::serve`).
+    /// first command; the client answers it with a connect push rather than a reply, and a
+    /// refusal with a disconnect (see `client::serve`). Yielded by the unidirectional
+    /// HTTP-streaming and SSE transports ([`http_stream`]).
     Connect(Box<ConnectRequest>),
 }
 

@@ -22,6 +22,8 @@ struct FakeTransport {
     inbound: mpsc::UnboundedReceiver<Inbound>,
     /// What the client closed the connection with, once it did.
     closed: Arc<Mutex<Option<Disconnect>>>,
+    /// Whether it plays a unidirectional transport.
+    uni: bool,
 }
 
 impl Transport for FakeTransport {
@@ -34,7 +36,7 @@ impl Transport for FakeTransport {
     }
 
     fn unidirectional(&self) -> bool {
-        false
+        self.uni
     }
 
     fn outbox(&self) -> &Arc<Outbox> {
@@ -114,6 +116,11 @@ impl Peer {
 /// A node letting anonymous clients in, a client served on a fake transport, and the test's
 /// side of it.
 fn start() -> (Arc<Node>, Peer, tokio::task::JoinHandle<()>) {
+    start_with(false)
+}
+
+/// [`start`], the fake transport unidirectional if `uni`.
+fn start_with(uni: bool) -> (Arc<Node>, Peer, tokio::task::JoinHandle<()>) {
     let mut config = Config::default();
     config.client.insecure = true;
     let node = Node::new(config).expect("test node");
@@ -124,6 +131,7 @@ fn start() -> (Arc<Node>, Peer, tokio::task::JoinHandle<()>) {
         outbox: outbox.clone(),
         inbound,
         closed: closed.clone(),
+        uni,
     };
     let task = tokio::spawn(crate::client::serve(
         LiveConnection::new(node.clone()),
@@ -216,21 +224,20 @@ async fn a_disconnect_from_the_hub_reaches_the_transport_through_the_outbox() {
     assert_eq!(node.hub().num_clients(), 0);
 }
 
-/// The hook of the unidirectional transports: a connect request yielded by the transport is
-/// refused with 3508 until those transports are served (issue 22), rather than half served.
+/// A unidirectional transport's connect request is answered with a connect push (no reply
+/// id, no pings asked for: its client cannot answer them), and the client is connected.
 #[tokio::test]
-async fn a_connect_request_from_the_transport_is_refused_until_unidirectional_is_served() {
-    let (node, peer, task) = start();
+async fn a_unidirectional_connect_is_answered_with_a_connect_push() {
+    let (node, peer, _task) = start_with(true);
     peer.commands
         .send(Inbound::Connect(Box::default()))
         .expect("the client is running");
-    tokio::time::timeout(Duration::from_secs(2), task)
-        .await
-        .expect("the client ends once its transport is closed")
-        .expect("the client task did not panic");
-    assert_eq!(
-        *peer.closed.lock().expect("not poisoned"),
-        Some(Disconnect::NOT_AVAILABLE)
-    );
-    assert_eq!(node.hub().num_clients(), 0);
+    let mut queued = VecDeque::new();
+    let first: serde_json::Value =
+        serde_json::from_str(&peer.next(&mut queued).await).expect("JSON");
+    let connect = &first["push"]["connect"];
+    assert!(connect["client"].is_string(), "{first}");
+    assert!(first.get("id").is_none(), "{first}");
+    assert!(connect.get("pong").is_none(), "{first}");
+    assert_eq!(node.hub().num_clients(), 1);
 }
