@@ -167,3 +167,19 @@ test('Protobuf SDK: kill -9 and restart, the subscription recovers what was publ
   assert.deepEqual(pubs.map((p) => jsonOf(p.data)), [{ n: 1 }, { n: 2 }, { n: 3 }]);
   assert.deepEqual(pubs.map((p) => p.offset), [1, 2, 3]);
 });
+
+test('Protobuf SDK: a server API b64data publication arrives as the exact bytes, live and from history', async () => {
+  const c = await protobufClient('alice');
+  const { sub, pubs } = await subscribed(c, 'chat:b64');
+  // Not UTF-8, not JSON: a zero byte, a newline, bytes over 0x7f.
+  const bytes = Uint8Array.from([0xff, 0x00, 0x0a, 0x80, 0x7b]);
+  const b64data = Buffer.from(bytes).toString('base64');
+  const published = await herald.api('publish', { channel: 'chat:b64', b64data });
+  assert.equal(published.error, undefined, JSON.stringify(published));
+  await until(() => pubs.length === 1, 'the b64data publication');
+  assert.ok(pubs[0].data instanceof Uint8Array, 'Protobuf data is bytes');
+  assert.deepEqual(Array.from(pubs[0].data), Array.from(bytes));
+  const history = await sub.history({ limit: -1 });
+  assert.equal(history.publications.length, 1);
+  assert.deepEqual(Array.from(history.publications[0].data), Array.from(bytes));
+});

@@ -7,6 +7,7 @@ and presence. In Protobuf the SDK hands payloads over as bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 from cent import PublishRequest
@@ -73,3 +74,32 @@ def test_protobuf_sdk_with_a_json_client_in_one_channel(herald, api, ws_client):
     received = json_client.publication(channel)
     assert received["data"] == {"from": "python"}
     assert received["info"]["user"] == "alice"
+
+
+def test_cent_b64data_reaches_the_protobuf_sdk_as_its_bytes(herald, api):
+    """cent's `b64data` is decoded by the server: the Protobuf SDK receives the exact bytes,
+    live and from history (and `b64data` wins over `data`, as in Centrifugo)."""
+    channel = "pbsdk:b64"
+    raw = bytes([0xFF, 0x00, 0x0A, 0x80, 0x7B])
+
+    async def scenario() -> None:
+        client = Client(herald.ws_url, token=herald.token("alice"), use_protobuf=True, proxy=None)
+        recorder = Recorder()
+        sub = client.new_subscription(channel, events=recorder)
+        try:
+            await client.connect()
+            await sub.subscribe()
+            await sub.ready(timeout=5)
+            api.publish(
+                PublishRequest(
+                    channel=channel, data={"ignored": True}, b64data=base64.b64encode(raw).decode()
+                )
+            )
+            await until(lambda: len(recorder.pubs) == 1, "the b64data publication")
+            assert recorder.pubs[0].data == raw
+            history = await sub.history(limit=-1)
+            assert [p.data for p in history.publications] == [raw]
+        finally:
+            await client.disconnect()
+
+    asyncio.run(scenario())

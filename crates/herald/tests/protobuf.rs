@@ -375,3 +375,85 @@ async fn server_api_pushes_reach_a_protobuf_client_in_protobuf() {
     let push = pb.next(|r| r.push.is_some()).await.push.unwrap();
     assert_eq!(push.unsubscribe.unwrap().code, 2000);
 }
+
+/// The server API's `b64data` (publish, broadcast) delivers its decoded bytes to a Protobuf
+/// subscriber exactly, and history keeps them: the client recovers the same bytes. Base64
+/// that does not decode is refused with 107 and publishes nothing.
+#[tokio::test]
+async fn api_b64data_reaches_a_protobuf_client_as_bytes() {
+    let server = Server::start(json!({
+        "channel": {"without_namespace": {
+            "allow_subscribe_for_client": true, "allow_history_for_client": true,
+            "history_size": 10, "history_ttl": "1h"
+        }}
+    }))
+    .await;
+    let mut pb = PbClient::open(&server).await;
+    pb.call(command(1, |c| {
+        c.connect = Some(ConnectRequest {
+            token: token("alice"),
+            ..ConnectRequest::default()
+        })
+    }))
+    .await;
+    let subscribed = pb
+        .call(command(2, |c| {
+            c.subscribe = Some(SubscribeRequest {
+                channel: "bin".into(),
+                ..SubscribeRequest::default()
+            })
+        }))
+        .await;
+    assert!(subscribed.error.is_none(), "{subscribed:?}");
+
+    // 0xff 0x00 '\n' 0x80 and 0x01 0x02 0x03: neither is UTF-8 JSON.
+    server
+        .api_ok("publish", json!({"channel": "bin", "b64data": "/wAKgA=="}))
+        .await;
+    server
+        .api_ok(
+            "broadcast",
+            json!({"channels": ["bin"], "b64data": "AQID", "data": {"ignored": true}}),
+        )
+        .await;
+    let refused = server
+        .api(
+            "publish",
+            json!({"channel": "bin", "b64data": "not base64!"}),
+        )
+        .await
+        .json();
+    assert_eq!(refused["error"]["code"], 107, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("b64data")),
+        "{refused}"
+    );
+
+    let expected = [vec![0xff_u8, 0, b'\n', 0x80], vec![1, 2, 3]];
+    for bytes in &expected {
+        let push = pb.next(|r| r.push.is_some()).await.push.unwrap();
+        assert_eq!(
+            push.publication.unwrap().data.unwrap().as_bytes(),
+            bytes.as_slice()
+        );
+    }
+    let history = pb
+        .call(command(3, |c| {
+            c.history = Some(HistoryRequest {
+                channel: "bin".into(),
+                limit: -1,
+                ..HistoryRequest::default()
+            })
+        }))
+        .await
+        .history
+        .expect("a history result");
+    let data: Vec<_> = history
+        .publications
+        .iter()
+        .map(|p| p.data.as_ref().unwrap().as_bytes().to_vec())
+        .collect();
+    assert_eq!(data, expected);
+}

@@ -24,7 +24,8 @@ pub struct BroadcastRequest {
     pub channels: Vec<String>,
     /// The payload: any JSON value. Required.
     pub data: Option<Payload>,
-    /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
+    /// The payload as standard base64 bytes, for Protobuf subscribers: wins over `data`
+    /// (as in Centrifugo); not base64 → 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
     /// Do not keep the publications in history.
@@ -64,7 +65,7 @@ pub struct PublishResponse {
 /// Publishes `req.data` to each of `req.channels`.
 ///
 /// Errors for the whole call: 107 when there are no channels, or the data is missing or
-/// binary. A bad or unknown channel is an error in its own response only.
+/// `b64data` is not base64. A bad or unknown channel is an error in its own response only.
 pub async fn execute(
     node: &Node,
     req: BroadcastRequest,
@@ -176,7 +177,7 @@ mod tests {
             BroadcastRequest {
                 channels: vec!["a".into()],
                 data: Some(raw("1")),
-                b64data: "AA==".into(),
+                b64data: "A=A=".into(),
                 ..BroadcastRequest::default()
             },
         )

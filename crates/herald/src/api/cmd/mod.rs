@@ -25,6 +25,8 @@ pub(crate) mod test_support;
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -231,21 +233,30 @@ pub fn check_channel(node: &Node, name: &str) -> Result<(), protocol::Error> {
     Ok(())
 }
 
-/// The payload of a publication: `data` (JSON). Binary `b64data` is refused: Herald's clients
-/// speak the JSON protocol, which cannot carry binary payloads.
+/// The payload of a publication: the bytes of `b64data` when it is set, else `data` (JSON).
+/// As in Centrifugo, `b64data` wins when both are set. Binary bytes reach Protobuf
+/// subscribers as they are; JSON subscribers are not sent a payload that is not JSON (see
+/// docs/protocol.md, "Protobuf format").
 pub fn publication_data(data: Option<Payload>, b64data: &str) -> Result<Payload, protocol::Error> {
-    if !b64data.is_empty() {
-        return Err(binary_refused("b64data"));
+    if let Some(bytes) = binary_payload("b64data", b64data)? {
+        return Ok(bytes);
     }
-    data.ok_or_else(|| bad_request("data is required (a JSON value)"))
+    data.ok_or_else(|| bad_request("data is required (a JSON value, or base64 bytes in b64data)"))
 }
 
-/// The error for a binary (`b64…`) field.
-pub fn binary_refused(field: &str) -> protocol::Error {
-    bad_request(format!(
-        "{field} (binary payload) is not supported: Herald's clients use the JSON protocol, \
-         which cannot carry binary; send JSON instead"
-    ))
+/// Decodes a binary (`b64…`) field of a request, standard base64 with padding, into payload
+/// bytes: `None` when the field is empty, 107 naming the field when it is not base64.
+pub fn binary_payload(field: &str, b64: &str) -> Result<Option<Payload>, protocol::Error> {
+    if b64.is_empty() {
+        return Ok(None);
+    }
+    let bytes = STANDARD.decode(b64).map_err(|e| {
+        bad_request(format!(
+            "{field} is not standard base64 ({e}): encode the bytes with the A-Z a-z 0-9 + / \
+             alphabet and = padding"
+        ))
+    })?;
+    Ok(Some(Payload::from_stored(bytes)))
 }
 
 /// The live clients a user-targeted command (subscribe, unsubscribe, disconnect, refresh)

@@ -21,7 +21,8 @@ pub struct PublishRequest {
     pub channel: String,
     /// The payload: any JSON value. Required.
     pub data: Option<Payload>,
-    /// Binary payload in base64: refused with 107 (Herald's clients speak JSON only).
+    /// The payload as standard base64 bytes, for Protobuf subscribers: wins over `data`
+    /// (as in Centrifugo); not base64 → 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
     /// Do not keep this publication in the channel's history.
@@ -68,7 +69,8 @@ fn is_zero(n: &u64) -> bool {
 
 /// Publishes `req.data` to `req.channel`.
 ///
-/// Errors: 107 when the channel is missing or malformed, the data is missing or binary;
+/// Errors: 107 when the channel is missing or malformed, the data is missing or `b64data`
+/// is not base64;
 /// 102 when the channel's namespace is not configured.
 pub async fn execute(node: &Node, req: PublishRequest) -> Result<PublishResult, protocol::Error> {
     check_channel(node, &req.channel)?;
@@ -172,7 +174,7 @@ mod tests {
         assert_eq!(e.code, 107);
         assert!(e.message.contains("data is required"), "{}", e.message);
         let mut req = request("news", "1");
-        req.b64data = "aGk=".into();
+        req.b64data = "aGk".into();
         let e = execute(&node, req).await.unwrap_err();
         assert_eq!(e.code, 107);
         assert!(e.message.contains("b64data"), "{}", e.message);
@@ -210,6 +212,33 @@ mod tests {
                 r#"{"push":{"channel":"chat:x","pub":{"data":4,"offset":2}}}"#
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn b64data_is_published_as_its_bytes_and_wins_over_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node_with(|c| {
+            c.data_dir = dir.path().into();
+            let chat = &mut c.channel.namespaces[0].options;
+            chat.history_size = 10;
+            chat.history_ttl = std::time::Duration::from_secs(60);
+        });
+        let mut req = request("chat:bin", r#"{"json":true}"#);
+        req.b64data = "/wAKgA==".into();
+        assert_eq!(execute(&node, req).await.unwrap().offset, 1);
+        let options = node.history_options(node.history_namespace("chat:bin").unwrap());
+        let filter = crate::engine::HistoryFilter {
+            limit: -1,
+            ..Default::default()
+        };
+        let history = node.history().expect("history is on");
+        let page = history.read("chat:bin", filter, options).await.unwrap();
+        let data: Vec<_> = page
+            .publications
+            .iter()
+            .map(|p| p.data.as_bytes())
+            .collect();
+        assert_eq!(data, [[0xff_u8, 0, b'\n', 0x80].as_slice()]);
     }
 
     #[tokio::test]

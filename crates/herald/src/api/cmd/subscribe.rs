@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{binary_refused, check_channel, not_available, push_message, target_clients};
+use super::{binary_payload, check_channel, not_available, push_message, target_clients};
 use crate::auth::SubscribeOverride;
 use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{Node, Positioning};
@@ -52,12 +52,12 @@ pub struct SubscribeRequest {
     pub expire_at: i64,
     /// Channel info for presence and join/leave pushes (`chan_info`).
     pub info: Option<Payload>,
-    /// Binary channel info: refused with 107.
+    /// `info` as standard base64 bytes (wins over `info`); not base64 → 107.
     #[serde(deserialize_with = "nullable")]
     pub b64info: String,
     /// Data sent to the connections in the `subscribe` push.
     pub data: Option<Payload>,
-    /// Binary data: refused with 107.
+    /// `data` as standard base64 bytes (wins over `data`); not base64 → 107.
     #[serde(deserialize_with = "nullable")]
     pub b64data: String,
     /// Position to recover from: the connections get the publications after it (when the
@@ -83,14 +83,15 @@ pub struct SubscribeResult {}
 /// cannot be read (the connections subscribed before that one stay subscribed).
 pub async fn execute(
     node: &Node,
-    req: SubscribeRequest,
+    mut req: SubscribeRequest,
 ) -> Result<SubscribeResult, protocol::Error> {
     check_channel(node, &req.channel)?;
-    if !req.b64info.is_empty() {
-        return Err(binary_refused("b64info"));
+    // Binary info/data win over the JSON ones, as in Centrifugo.
+    if let Some(info) = binary_payload("b64info", &req.b64info)? {
+        req.info = Some(info);
     }
-    if !req.b64data.is_empty() {
-        return Err(binary_refused("b64data"));
+    if let Some(data) = binary_payload("b64data", &req.b64data)? {
+        req.data = Some(data);
     }
     if req.expire_at > 0 {
         return Err(not_available(
@@ -291,10 +292,10 @@ mod tests {
             102
         );
         let mut req = request("alice", "news");
-        req.b64data = "AA==".into();
+        req.b64data = "AA=".into();
         assert_eq!(execute(&node, req).await.unwrap_err().code, 107);
         let mut req = request("alice", "news");
-        req.b64info = "AA==".into();
+        req.b64info = "*".into();
         assert_eq!(execute(&node, req).await.unwrap_err().code, 107);
         let mut req = request("alice", "news");
         req.expire_at = 1;
