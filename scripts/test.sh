@@ -6,7 +6,7 @@
 # On a fresh Debian machine with Rust stable, Node 20 and Python 3.11 (as root or not), it
 # installs what the tests need (npm packages of tests/js and tests/browser, PyPI packages of
 # tests/python, Debian's chromium for the browser tests when it is missing and we are root),
-# starts Redis and NATS when they are installed but not running, then runs:
+# installs Debian's redis-server and nats-server when missing (as root) and starts them when not running, then runs:
 #
 #   1. cargo fmt --check, cargo clippy -D warnings
 #   2. cargo test --workspace
@@ -89,7 +89,21 @@ echo "node $(node --version), npm $(npm --version)"
 python3 --version
 
 # ------------------------------------------------------------------------------------------
-section "services (Redis, NATS: started when installed and not running)"
+section "services (Redis, NATS: installed when missing and we are root, started when not running)"
+# The engine tests to come start their own redis-server / nats-server on free ports; a fresh
+# machine gets Debian's packages here so that a missing install fails in CI, not for a user.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian's ${missing[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) ||
+      echo "could not install ${missing[*]}" >&2
+  else
+    echo "${missing[*]} not installed (run: sudo apt-get install -y ${missing[*]})" >&2
+  fi
+fi
 if command -v redis-server >/dev/null 2>&1; then
   if listening 6379; then
     echo "redis: already running on 127.0.0.1:6379"
