@@ -39,11 +39,7 @@ impl super::Policy for ConfigPolicy {
                 .await
             {
                 Ok(claims) => claims,
-                Err(TokenError::Expired) => return Err(Refusal::Error(Error::TOKEN_EXPIRED)),
-                Err(TokenError::Invalid(reason)) => {
-                    tracing::info!(client = %client.id, "invalid refresh token: {reason}");
-                    return Err(Refusal::Disconnect(Disconnect::INVALID_TOKEN));
-                }
+                Err(e) => return Err(refresh_refused(e, client, "refresh")),
             };
             if claims.sub != *client.user {
                 return Err(Refusal::Disconnect(Disconnect::INVALID_TOKEN));
@@ -76,11 +72,7 @@ impl super::Policy for ConfigPolicy {
                 .await
             {
                 Ok(claims) => claims,
-                Err(TokenError::Expired) => return Err(Refusal::Error(Error::TOKEN_EXPIRED)),
-                Err(TokenError::Invalid(reason)) => {
-                    tracing::info!(client = %client.id, "invalid sub_refresh token: {reason}");
-                    return Err(Refusal::Disconnect(Disconnect::INVALID_TOKEN));
-                }
+                Err(e) => return Err(refresh_refused(e, client, "sub_refresh")),
             };
             if client
                 .id
@@ -274,4 +266,17 @@ fn server_side_subscriptions(
         .collect();
     all.extend(subs);
     all
+}
+
+/// How a refresh or sub-refresh token that fails verification is answered: an expired one with
+/// 109 (the SDK fetches a fresh token and tries again), any other by closing the connection
+/// (3500), as in Centrifugo. `command` names it in the log.
+fn refresh_refused(error: TokenError, client: &ClientHandle, command: &str) -> Refusal {
+    match error {
+        TokenError::Expired => Refusal::Error(Error::TOKEN_EXPIRED),
+        TokenError::Invalid(reason) => {
+            tracing::info!(client = %client.id, "invalid {command} token: {reason}");
+            Refusal::Disconnect(Disconnect::INVALID_TOKEN)
+        }
+    }
 }
