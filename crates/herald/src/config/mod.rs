@@ -36,6 +36,7 @@ mod genconfig;
 mod http;
 mod load;
 mod log;
+mod nats;
 mod schema;
 mod streaming;
 #[cfg(test)]
@@ -58,6 +59,7 @@ pub use http::{
     WebSocketConfig,
 };
 pub use load::ConfigReport;
+pub use nats::{NatsConfig, NatsJetStreamConfig};
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use schema::{Config, Opaque};
 pub use streaming::{

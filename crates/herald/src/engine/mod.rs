@@ -35,6 +35,7 @@
 //!   [`Controller`].
 
 pub mod embedded;
+pub mod nats;
 
 mod broker;
 mod build;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use broker::{Broker, BrokerEventHandler};
-pub use build::{BuildError, Engine, Unimplemented, build, unimplemented};
+pub use build::{BuildError, Engine, Unimplemented, build, nats_config, unimplemented};
 pub use controller::{
     ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo, Target,
 };
