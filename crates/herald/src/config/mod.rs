@@ -59,8 +59,8 @@ pub use http::{
     WebSocketConfig,
 };
 pub use load::ConfigReport;
-pub use nats::{NatsConfig, NatsJetStreamConfig};
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use nats::{NatsConfig, NatsJetStreamConfig};
 pub use schema::{Config, Opaque};
 pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,

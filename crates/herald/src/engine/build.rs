@@ -89,7 +89,8 @@ pub fn unimplemented(config: &Config) -> Vec<Unimplemented> {
 /// "nats"`.
 pub fn nats_config(config: &Config) -> Option<(&'static str, &NatsConfig)> {
     if config.broker.enabled {
-        return (config.broker.kind == EngineType::Nats).then_some(("broker.nats", &config.broker.nats));
+        return (config.broker.kind == EngineType::Nats)
+            .then_some(("broker.nats", &config.broker.nats));
     }
     (config.engine.kind == EngineType::Nats).then_some(("engine.nats", &config.engine.nats))
 }
@@ -122,7 +123,10 @@ fn nats_unimplemented(config: &Config, at: &'static str, nats: &NatsConfig) -> V
             !tls.client_ca_pem.is_empty()
                 || !tls.client_ca_pem_b64.is_empty()
                 || !tls.client_ca_pem_file.is_empty(),
-            named("broker.nats.tls.client_ca_pem", "engine.nats.tls.client_ca_pem"),
+            named(
+                "broker.nats.tls.client_ca_pem",
+                "engine.nats.tls.client_ca_pem",
+            ),
             "a client CA means nothing on an outgoing connection: remove it",
         ),
         (
@@ -150,7 +154,10 @@ fn nats_unimplemented(config: &Config, at: &'static str, nats: &NatsConfig) -> V
     }
     if keeps_history(config) && !nats.jetstream.enabled {
         found.push(Unimplemented {
-            option: named("broker.nats.jetstream.enabled", "engine.nats.jetstream.enabled"),
+            option: named(
+                "broker.nats.jetstream.enabled",
+                "engine.nats.jetstream.enabled",
+            ),
             message: "some namespace keeps history (history_size and history_ttl), which the \
                       nodes must share: set it to true (history on JetStream; the NATS server \
                       needs JetStream, nats-server -js), or remove history from the namespaces"

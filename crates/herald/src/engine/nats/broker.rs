@@ -177,7 +177,10 @@ impl Broker for NatsBroker {
                 meta.tags = request.tags;
                 // Stored: a subscriber node that does not get this message reads it from the
                 // stream when the next one arrives or when it reconnects.
-                if let Err(e) = self.send(&request.channel, &meta, request.data.as_bytes()).await {
+                if let Err(e) = self
+                    .send(&request.channel, &meta, request.data.as_bytes())
+                    .await
+                {
                     tracing::warn!(
                         channel = %request.channel,
                         offset = stored.offset,
@@ -248,8 +251,7 @@ impl Broker for NatsBroker {
             };
             let connects = self.connection.connects.clone();
             let task = tokio::spawn(reader.run(subscriber, connects));
-            if let Some(old) = crate::sync::lock(&self.channels).insert(channel.to_owned(), task)
-            {
+            if let Some(old) = crate::sync::lock(&self.channels).insert(channel.to_owned(), task) {
                 old.abort();
             }
             Ok(())

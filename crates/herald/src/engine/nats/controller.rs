@@ -195,7 +195,9 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
     ) {
         (Ok(nodes), Ok(control)) => (nodes, control),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("nats: cannot listen to the other nodes, info and commands stay on this node: {e}");
+            tracing::error!(
+                "nats: cannot listen to the other nodes, info and commands stay on this node: {e}"
+            );
             return;
         }
     };

@@ -112,7 +112,11 @@ impl JetStreamHistory {
 
     /// The subject of `channel`'s stream: `P.stream.T`.
     fn stream_subject(&self, channel: &str) -> String {
-        format!("{}.stream.{}", self.connection.prefix, channel_token(channel))
+        format!(
+            "{}.stream.{}",
+            self.connection.prefix,
+            channel_token(channel)
+        )
     }
 
     fn stream_config(&self, channel: &str, options: HistoryOptions) -> stream::Config {
@@ -154,7 +158,10 @@ impl JetStreamHistory {
             Some(stream) => stream,
             None => self
                 .connection
-                .deadline("create stream", self.js.get_or_create_stream(config.clone()))
+                .deadline(
+                    "create stream",
+                    self.js.get_or_create_stream(config.clone()),
+                )
                 .await
                 .map_err(|e| self.creation_failed(&name, e))?,
         };
@@ -189,7 +196,9 @@ impl JetStreamHistory {
     async fn find(&self, name: &str) -> Result<Option<stream::Stream>, EngineError> {
         let found = tokio::time::timeout(self.connection.timeout, self.js.get_stream(name))
             .await
-            .map_err(|_| unavailable("stream info", "no answer within broker.nats.write_timeout"))?;
+            .map_err(|_| {
+                unavailable("stream info", "no answer within broker.nats.write_timeout")
+            })?;
         match found {
             Ok(stream) => Ok(Some(stream)),
             Err(e) => match e.kind() {
@@ -323,7 +332,11 @@ impl JetStreamHistory {
         let name = self.stream_name(&request.channel);
         let epoch = match self.known(&name) {
             Some(known) if known.options == request.options => known.epoch,
-            _ => epoch_of(self.stream(&request.channel, request.options).await?.cached_info()),
+            _ => epoch_of(
+                self.stream(&request.channel, request.options)
+                    .await?
+                    .cached_info(),
+            ),
         };
         let mut meta = Meta::new(Kind::Pub);
         meta.info = request.info.clone();
@@ -363,7 +376,12 @@ impl JetStreamHistory {
                 .await?;
             let ack = tokio::time::timeout(self.connection.timeout, sent)
                 .await
-                .map_err(|_| unavailable("publish", "no acknowledgement within broker.nats.write_timeout"))?;
+                .map_err(|_| {
+                    unavailable(
+                        "publish",
+                        "no acknowledgement within broker.nats.write_timeout",
+                    )
+                })?;
             let ack = match ack {
                 Ok(ack) => ack,
                 Err(e)

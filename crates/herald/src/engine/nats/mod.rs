@@ -236,9 +236,8 @@ mod tls {
     /// system's roots are not consulted: set the CA), a client certificate when `cert_pem*`
     /// and `key_pem*` are set.
     pub(super) fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, EngineError> {
-        let bad = |at: &str, e: String| {
-            EngineError::BadRequest(format!("broker.nats.tls.{at}: {e}"))
-        };
+        let bad =
+            |at: &str, e: String| EngineError::BadRequest(format!("broker.nats.tls.{at}: {e}"));
         let ca = pem(
             "server_ca_pem",
             &tls.server_ca_pem,
@@ -255,7 +254,8 @@ mod tls {
         }
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&ca) {
-            let cert = cert.map_err(|e| bad("server_ca_pem", format!("not a PEM certificate: {e}")))?;
+            let cert =
+                cert.map_err(|e| bad("server_ca_pem", format!("not a PEM certificate: {e}")))?;
             roots
                 .add(cert)
                 .map_err(|e| bad("server_ca_pem", e.to_string()))?;
@@ -265,7 +265,12 @@ mod tls {
             .with_safe_default_protocol_versions()
             .map_err(|e| bad("enabled", e.to_string()))?
             .with_root_certificates(roots);
-        let cert = pem("cert_pem", &tls.cert_pem, &tls.cert_pem_b64, &tls.cert_pem_file)?;
+        let cert = pem(
+            "cert_pem",
+            &tls.cert_pem,
+            &tls.cert_pem_b64,
+            &tls.cert_pem_file,
+        )?;
         let key = pem("key_pem", &tls.key_pem, &tls.key_pem_b64, &tls.key_pem_file)?;
         if cert.is_empty() != key.is_empty() {
             return Err(bad(

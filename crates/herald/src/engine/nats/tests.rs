@@ -87,7 +87,12 @@ async fn racing_appenders_on_two_nodes_get_gapless_offsets() {
             tokio::spawn(async move {
                 let mut offsets = Vec::new();
                 for i in 0..25 {
-                    offsets.push(append(&h, "race", t * 100 + i, opts(1000)).await.position.offset);
+                    offsets.push(
+                        append(&h, "race", t * 100 + i, opts(1000))
+                            .await
+                            .position
+                            .offset,
+                    );
                 }
                 offsets
             })
@@ -128,29 +133,56 @@ async fn idempotency_versions_and_removal() {
         r
     };
     let outcome = |r: AppendResult| (r.position.offset, r.suppressed);
-    assert_eq!(outcome(h.append(&versioned(1, 2, "")).await.unwrap()), (1, false));
-    assert_eq!(outcome(h.append(&versioned(2, 1, "")).await.unwrap()), (1, true));
-    assert_eq!(outcome(h.append(&versioned(3, 2, "")).await.unwrap()), (1, true));
-    assert_eq!(outcome(h.append(&versioned(4, 3, "e1")).await.unwrap()), (2, false));
-    assert_eq!(outcome(h.append(&versioned(5, 3, "e1")).await.unwrap()), (2, true));
-    assert_eq!(outcome(h.append(&versioned(6, 1, "e2")).await.unwrap()), (3, false));
+    assert_eq!(
+        outcome(h.append(&versioned(1, 2, "")).await.unwrap()),
+        (1, false)
+    );
+    assert_eq!(
+        outcome(h.append(&versioned(2, 1, "")).await.unwrap()),
+        (1, true)
+    );
+    assert_eq!(
+        outcome(h.append(&versioned(3, 2, "")).await.unwrap()),
+        (1, true)
+    );
+    assert_eq!(
+        outcome(h.append(&versioned(4, 3, "e1")).await.unwrap()),
+        (2, false)
+    );
+    assert_eq!(
+        outcome(h.append(&versioned(5, 3, "e1")).await.unwrap()),
+        (2, true)
+    );
+    assert_eq!(
+        outcome(h.append(&versioned(6, 1, "e2")).await.unwrap()),
+        (3, false)
+    );
     // Racing versions: exactly one of the same version gets in.
     let requests: Vec<_> = (0..5).map(|i| versioned(10 + i, 7, "e2")).collect();
     let racing = futures_util::future::join_all(requests.iter().map(|r| h.append(r))).await;
-    let fresh = racing.iter().filter(|r| !r.as_ref().unwrap().suppressed).count();
+    let fresh = racing
+        .iter()
+        .filter(|r| !r.as_ref().unwrap().suppressed)
+        .count();
     assert_eq!(fresh, 1);
 
     // Removal keeps the epoch and the offset.
     let top = h.top("i", opts(100)).await.unwrap();
     History::remove(&h, "i").await.unwrap();
-    let read = h.read("i", HistoryFilter::default(), opts(100)).await.unwrap();
+    let read = h
+        .read("i", HistoryFilter::default(), opts(100))
+        .await
+        .unwrap();
     assert!(read.publications.is_empty());
     assert_eq!(read.position, top);
     let next = append(&h, "i", 9, opts(100)).await;
     assert_eq!(next.position.offset, top.offset + 1);
     assert_eq!(next.position.epoch, top.epoch);
     // A recovery from before the removal is not complete; from after it is.
-    let r = h.recover("i", StreamPosition::new(1, &top.epoch), 100, opts(100)).await.unwrap();
+    let r = h
+        .recover("i", StreamPosition::new(1, &top.epoch), 100, opts(100))
+        .await
+        .unwrap();
     assert!(!r.recovered);
     let r = h.recover("i", top.clone(), 100, opts(100)).await.unwrap();
     assert!(r.recovered && r.publications.len() == 1);
@@ -229,9 +261,13 @@ async fn brokers_deliver_across_nodes_in_offset_order_and_fill_gaps_from_the_str
         .unwrap();
     assert_eq!(seen.wait_for(6).await.len(), 6);
     // Without history: no offset, delivered as is.
-    a.publish(AppendRequest::new("ch", payload(6), HistoryOptions::default()))
-        .await
-        .unwrap();
+    a.publish(AppendRequest::new(
+        "ch",
+        payload(6),
+        HistoryOptions::default(),
+    ))
+    .await
+    .unwrap();
     a.publish_leave("ch", &info).await.unwrap();
     let got = seen.wait_for(8).await;
     assert_eq!(

@@ -130,7 +130,10 @@ mod tests {
         let bytes = encode(&meta, &[0, 159, 255]).unwrap();
         let (back, payload) = decode(&bytes).unwrap();
         assert_eq!(payload.as_bytes(), [0, 159, 255]);
-        assert_eq!((back.kind, back.offset, back.epoch.as_str()), (Kind::Pub, 7, "e"));
+        assert_eq!(
+            (back.kind, back.offset, back.epoch.as_str()),
+            (Kind::Pub, 7, "e")
+        );
         assert_eq!(back.info.unwrap().user, "alice");
         assert_eq!(back.tags["k"], "v");
     }
