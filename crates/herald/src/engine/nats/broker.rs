@@ -446,10 +446,12 @@ impl ChannelReader {
                     handler.handle_gap(&self.channel);
                 }
                 // Start again from what is held, or from the next publication.
-                self.order.last = match self.order.held.keys().next() {
-                    Some(first) => Some((epoch, first - 1)),
-                    None => None,
-                };
+                self.order.last = self
+                    .order
+                    .held
+                    .keys()
+                    .next()
+                    .map(|first| (epoch, first - 1));
             }
             Err(e) => {
                 tracing::warn!(channel = %self.channel, "cannot read missed publications: {e}");
