@@ -98,7 +98,7 @@ impl NatsBroker {
     /// Publishes `meta` + `payload` on `channel`'s subject, flushed to NATS within the write
     /// deadline.
     async fn send(&self, channel: &str, meta: &Meta, payload: &[u8]) -> Result<(), EngineError> {
-        self.connection.ensure_connected()?;
+        self.connection.ready().await?;
         let body = wire::encode(meta, payload)?;
         let client = self.connection.client();
         let subject = self.connection.channel_subject(channel);
@@ -166,7 +166,7 @@ impl Broker for NatsBroker {
             let mut meta = Meta::new(Kind::Pub);
             meta.delta = request.delta;
             if request.options.enabled() {
-                self.connection.ensure_connected()?;
+                self.connection.ready().await?;
                 let result = self.storage()?.append(&request).await?;
                 let Some(stored) = &result.publication else {
                     return Ok(result);
@@ -233,7 +233,7 @@ impl Broker for NatsBroker {
             if crate::sync::lock(&self.channels).contains_key(channel) {
                 return Ok(());
             }
-            self.connection.ensure_connected()?;
+            self.connection.ready().await?;
             let client = self.connection.client();
             let subject = self.connection.channel_subject(channel);
             let subscriber = self

@@ -266,7 +266,7 @@ impl Controller for NatsController {
             let handler = self.handler()?;
             let uid = handler.node_info().uid;
             handler.handle_command(command.clone()).await;
-            self.connection.ensure_connected()?;
+            self.connection.ready().await?;
             let envelope = Envelope {
                 from: uid,
                 command: command.into(),

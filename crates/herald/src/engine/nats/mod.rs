@@ -57,6 +57,7 @@ pub struct NatsConnection {
     prefix: Arc<str>,
     url: Arc<str>,
     timeout: Duration,
+    dial_timeout: Duration,
     /// Bumped each time the connection is (re)established, so that the broker re-reads what
     /// it may have missed while disconnected.
     connects: watch::Receiver<u64>,
@@ -132,6 +133,7 @@ impl NatsConnection {
             prefix: config.prefix.as_str().into(),
             url,
             timeout: config.write_timeout,
+            dial_timeout: config.dial_timeout,
             connects,
         })
     }
@@ -154,8 +156,16 @@ impl NatsConnection {
     }
 
     /// [`Self::health`] as an engine error, for calls that must not be queued while NATS is
-    /// away (a core publish would wait in the client's buffer and be reported as sent).
-    fn ensure_connected(&self) -> Result<(), EngineError> {
+    /// away (a core publish would wait in the client's buffer and be reported as sent). Right
+    /// after start-up, while the first connection is still being made, it waits for it up to
+    /// `dial_timeout`; a connection that dropped fails at once.
+    async fn ready(&self) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::now() + self.dial_timeout;
+        while self.client.connection_state() == State::Pending
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.health().map_err(EngineError::Unavailable)
     }
 
