@@ -318,3 +318,39 @@ async fn nats_restarted_while_publishing_loses_no_acknowledged_publication() {
     }
     assert_eq!(seen, (1..=top).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn tls_to_nats_verifies_the_server_against_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = common::tls::TestCert::generate(certs.path(), "nats");
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let nats = Nats::start_with(&["--tls", "--tlscert", cert_file, "--tlskey", key_file]);
+    let mut config = node_config(&nats);
+    merge(
+        &mut config,
+        json!({"broker": {"nats": {"tls": {"enabled": true, "server_ca_pem_file": cert.ca}}}}),
+    );
+    let node = Server::start(config.clone()).await;
+    wait_until(
+        || async { node.get("/health").await.status == 200 },
+        "healthy over TLS",
+    )
+    .await;
+    assert_eq!(publish(&node, "chat:tls", 1).await["offset"], 1);
+
+    // Another CA: the server is not trusted, so the node never connects.
+    let other = common::tls::TestCert::generate(certs.path(), "other");
+    merge(
+        &mut config,
+        json!({"broker": {"nats": {"tls": {"server_ca_pem_file": other.ca}}}}),
+    );
+    let untrusted = Server::start(config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let health = untrusted.get("/health").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    let refused = untrusted
+        .api("publish", json!({"channel": "chat:tls", "data": {}}))
+        .await
+        .json();
+    assert!(refused.get("error").is_some(), "{refused}");
+}

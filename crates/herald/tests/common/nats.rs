@@ -29,6 +29,8 @@ fn free_port() -> u16 {
 /// A running nats-server with JetStream.
 pub struct Nats {
     child: Option<Child>,
+    /// Extra `nats-server` arguments (TLS).
+    args: Vec<String>,
     /// Its client port.
     pub port: u16,
     store: tempfile::TempDir,
@@ -37,9 +39,15 @@ pub struct Nats {
 impl Nats {
     /// Starts one and waits until it accepts connections.
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// Starts one with extra arguments (e.g. `--tls --tlscert FILE --tlskey FILE`).
+    pub fn start_with(args: &[&str]) -> Nats {
         let store = tempfile::tempdir().expect("a JetStream store directory");
         let mut nats = Nats {
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
             port: free_port(),
             store,
         };
@@ -63,6 +71,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -119,7 +119,9 @@ impl NatsConnection {
                 }
             });
         if config.tls.enabled {
-            options = options.tls_client_config(tls::client_config(&config.tls)?);
+            options = options
+                .require_tls(true)
+                .tls_client_config(tls::client_config(&config.tls)?);
         }
         // With `retry_on_initial_connect` the client is made without waiting on the network:
         // the future is ready at its first poll.
