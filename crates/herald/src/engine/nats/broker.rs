@@ -30,9 +30,10 @@ use crate::protocol::{ClientInfo, Payload, Publication};
 /// How long a publication that arrived ahead of its predecessors waits for them before they
 /// are read from the stream.
 pub const GAP_WAIT: Duration = Duration::from_millis(50);
-/// Publications held back at most per channel while waiting for missing ones; past that the
-/// missing are read at once.
+/// Publications held back at most per channel while waiting for missing ones, and their
+/// payload bytes at most; past either the missing are read at once.
 const MAX_HELD: usize = 1024;
+const MAX_HELD_BYTES: usize = 16 << 20;
 /// How long an `idempotency_key` of a publication without history is remembered.
 const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 /// How long a channel task waits before retrying a failed read of missing publications.
@@ -277,8 +278,17 @@ impl Broker for NatsBroker {
 struct Order {
     last: Option<(String, u64)>,
     held: BTreeMap<u64, (Publication, bool)>,
+    /// Payload bytes in `held`.
+    held_bytes: usize,
     /// When the held publications stop waiting for the missing ones.
     fill_at: Option<Instant>,
+}
+
+impl Order {
+    /// Whether no more publications may be held back.
+    fn full(&self) -> bool {
+        self.held.len() >= MAX_HELD || self.held_bytes >= MAX_HELD_BYTES
+    }
 }
 
 /// What the task of one subscribed channel needs.
@@ -366,10 +376,16 @@ impl ChannelReader {
                     return;
                 }
                 if meta.offset > last + 1 {
-                    self.order
+                    let size = publication.data.as_ref().map_or(0, Payload::len);
+                    if let Some((old, _)) = self
+                        .order
                         .held
-                        .insert(meta.offset, (publication, meta.delta));
-                    if self.order.held.len() >= MAX_HELD {
+                        .insert(meta.offset, (publication, meta.delta))
+                    {
+                        self.order.held_bytes -= old.data.as_ref().map_or(0, Payload::len);
+                    }
+                    self.order.held_bytes += size;
+                    if self.order.full() {
                         let upto = self.order.held.keys().next().map(|first| first - 1);
                         self.fill(upto).await;
                     } else if self.order.fill_at.is_none() {
@@ -386,6 +402,7 @@ impl ChannelReader {
                     "the channel's stream has a new epoch (it was recreated)"
                 );
                 self.order.held.clear();
+                self.order.held_bytes = 0;
                 self.order.fill_at = None;
             }
             // The first publication since this node subscribed sets where it starts.
@@ -404,13 +421,15 @@ impl ChannelReader {
             };
             let offset = *entry.key();
             if offset <= last {
-                entry.remove();
+                let (publication, _) = entry.remove();
+                self.order.held_bytes -= publication.data.as_ref().map_or(0, Payload::len);
                 continue;
             }
             if offset != last + 1 {
                 break;
             }
             let (publication, delta) = entry.remove();
+            self.order.held_bytes -= publication.data.as_ref().map_or(0, Payload::len);
             self.deliver(&publication, delta);
             self.order.last = Some((epoch, offset));
         }
@@ -455,7 +474,7 @@ impl ChannelReader {
             }
             Err(e) => {
                 tracing::warn!(channel = %self.channel, "cannot read missed publications: {e}");
-                if self.order.held.len() < MAX_HELD {
+                if !self.order.full() {
                     self.order.fill_at = Some(Instant::now() + RETRY_AFTER);
                     return;
                 }
