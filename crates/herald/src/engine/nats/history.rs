@@ -8,7 +8,7 @@
 //!   reported unrecoverable rather than silently wrong.
 //! * **Retention**: `max_msgs` = `history_size`, `max_age` = `history_ttl`, oldest discarded;
 //!   a namespace whose options changed updates its streams as they are next used.
-//! * **Idempotency**: the `idempotency_key` is the message's `Nats-Msg-Id`; JetStream answers
+//! * **Idempotency**: the `idempotency_key`'s SHA-256 is the message's `Nats-Msg-Id`; JetStream answers
 //!   a repeat within the stream's duplicate window (5 minutes, or `history_ttl` if shorter)
 //!   with the first message's sequence.
 //! * **Versions**: an append with a `version` reads the stream's last publication and appends
@@ -27,7 +27,7 @@ use async_nats::jetstream::{self, stream};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::wire::{self, Kind, Meta};
-use super::{NatsConnection, channel_token};
+use super::{NatsConnection, channel_token, hex_sha256, stream_token};
 use crate::engine::embedded::{Range, RecoverPlan, complete, plan_read, plan_recover};
 use crate::engine::{
     AppendRequest, AppendResult, BoxFuture, EngineError, History, HistoryFilter, HistoryOptions,
@@ -107,7 +107,7 @@ impl JetStreamHistory {
 
     /// The stream of `channel`: `P_T`.
     pub fn stream_name(&self, channel: &str) -> String {
-        format!("{}_{}", self.connection.prefix, channel_token(channel))
+        format!("{}_{}", self.connection.prefix, stream_token(channel))
     }
 
     /// The subject of `channel`'s stream: `P.stream.T`.
@@ -349,7 +349,12 @@ impl JetStreamHistory {
         loop {
             let mut headers = async_nats::HeaderMap::new();
             if let Some(key) = &request.idempotency_key {
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, key.as_str());
+                // Hashed: a key is the publisher's text, which a header line cannot always
+                // hold (line breaks), and any length.
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    hex_sha256(key.as_bytes()).as_str(),
+                );
             }
             if request.version > 0 {
                 let (stream, top) = self.top_of(&request.channel, request.options).await?;

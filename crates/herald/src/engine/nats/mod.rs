@@ -219,6 +219,30 @@ pub fn channel_token(channel: &str) -> String {
     token
 }
 
+/// Longest [`channel_token`] used as it is in a stream name: JetStream's file store makes a
+/// directory per stream, and a file name has at most 255 bytes.
+const MAX_STREAM_TOKEN: usize = 200;
+
+/// A channel as the part of its stream's name: [`channel_token`] when it is short enough,
+/// else `_H` and the SHA-256 of the channel in hex (which no escaped token can be: `_` is
+/// always followed by two hex digits there).
+pub fn stream_token(channel: &str) -> String {
+    let token = channel_token(channel);
+    if token.len() <= MAX_STREAM_TOKEN {
+        return token;
+    }
+    format!("_H{}", hex_sha256(channel.as_bytes()))
+}
+
+/// SHA-256 in lowercase hex.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 mod tls {
     //! The rustls client config for `broker.nats.tls`.
 

@@ -363,3 +363,34 @@ fn channel_tokens_are_injective_and_safe() {
     assert_ne!(channel_token("a_3A"), channel_token("a:"));
     assert_eq!(channel_token("é"), "_C3_A9");
 }
+
+#[test]
+fn long_channels_get_hashed_stream_names_that_fit_a_file_name() {
+    assert_eq!(stream_token("news"), "news");
+    let long = ":".repeat(100);
+    let token = stream_token(&long);
+    assert!(token.starts_with("_H") && token.len() == 66, "{token}");
+    assert_ne!(token, stream_token(&":".repeat(101)));
+    // Short enough: as it is.
+    assert_eq!(stream_token(&"a".repeat(200)), "a".repeat(200));
+}
+
+#[tokio::test]
+async fn a_long_channel_and_a_key_with_line_breaks_work() {
+    let nats = server::Nats::start();
+    let h = JetStreamHistory::new(connect(&nats).await);
+    let channel = format!("chat:{}", "é".repeat(100));
+    let keyed = |i| {
+        let mut r = AppendRequest::new(channel.as_str(), payload(i), opts(10));
+        r.idempotency_key = Some("line\r\nNats-Expected-Stream: x".into());
+        r
+    };
+    let first = h.append(&keyed(1)).await.unwrap();
+    assert_eq!(first.position.offset, 1);
+    assert!(h.append(&keyed(2)).await.unwrap().duplicate);
+    let read = h
+        .read(&channel, HistoryFilter::default(), opts(10))
+        .await
+        .unwrap();
+    assert_eq!(read.publications.len(), 1);
+}
