@@ -354,3 +354,35 @@ async fn tls_to_nats_verifies_the_server_against_the_configured_ca() {
         .json();
     assert!(refused.get("error").is_some(), "{refused}");
 }
+
+#[tokio::test]
+async fn engine_type_nats_and_broker_type_nats_are_one_engine() {
+    let nats = Nats::start();
+    let broker = Server::start(node_config(&nats)).await;
+    let engine = Server::start(json!({
+        "engine": {"type": "nats", "nats": {"url": nats.url(), "prefix": "it",
+                                            "jetstream": {"enabled": true}}},
+        "channel": {"namespaces": [
+            {"name": "chat", "allow_subscribe_for_client": true, "history_size": 1000,
+             "history_ttl": "1h", "force_recovery": true}
+        ]}
+    }))
+    .await;
+    for node in [&broker, &engine] {
+        wait_until(
+            || async { node.get("/health").await.status == 200 },
+            "healthy",
+        )
+        .await;
+    }
+    let mut ws = engine.client("eve").await;
+    ws.subscribe_ok("chat:e").await;
+    assert_eq!(publish(&broker, "chat:e", 1).await["offset"], 1);
+    assert_eq!(offsets_of(&mut ws, 1).await, vec![1]);
+    // The warning about per-node presence names the option and the settings in use.
+    assert!(
+        broker.stderr().contains("is per node with broker.nats"),
+        "{}",
+        broker.stderr()
+    );
+}
