@@ -132,23 +132,23 @@ test('connect, subscribe, publish and rpc through the proxies, without a token',
   assert.deepEqual(reply.data, { method: 'sum', echo: { a: 2, b: 3 }, user: 'zoe' });
 });
 
-test('the proxies\' refusals reach the SDK as errors', async () => {
+test('the proxies\' refusals reach the SDK', async () => {
   const c = client('yan');
   const connected = once(c, 'connected');
   c.connect();
   await connected;
+  // A permanent subscribe error (103) ends the subscription with that code.
   const sub = c.newSubscription('room:secret');
-  const failed = once(sub, 'error');
+  const unsubscribed = once(sub, 'unsubscribed');
   sub.subscribe();
-  const err = await failed;
-  assert.equal(err.error.code, 103);
-  sub.unsubscribe();
+  const unsub = await unsubscribed;
+  assert.equal(unsub.code, 103);
 
+  // A permanent connect error from the backend ends the connection with its code.
   const refused = client('mallory');
-  const error = once(refused, 'error');
+  const disconnected = once(refused, 'disconnected');
   refused.connect();
-  const ctx = await error;
-  assert.equal(ctx.error.code, 4403);
-  assert.equal(ctx.error.message, 'not you');
-  refused.disconnect();
+  const ctx = await disconnected;
+  assert.equal(ctx.code, 4403);
+  assert.equal(ctx.reason, 'not you');
 });
