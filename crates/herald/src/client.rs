@@ -1117,7 +1117,6 @@ impl Client {
                     delta: grant.delta,
                     version: grant.version,
                     version_epoch: grant.version_epoch,
-                    ..PublishOptions::default()
                 },
             )
             .await;

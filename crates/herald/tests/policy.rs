@@ -13,7 +13,8 @@ use herald::config::Config;
 use herald::hub::ClientHandle;
 use herald::node::Node;
 use herald::policy::{
-    ConfigPolicy, ConnectContext, Credentials, Policy, PolicyFuture, PublishGrant, Refusal, SubscribeGrant,
+    ConfigPolicy, ConnectContext, Credentials, Policy, PolicyFuture, PublishGrant, Refusal,
+    SubscribeGrant,
 };
 use herald::protocol::{self, ConnectRequest, Error, Payload, RpcRequest, RpcResult};
 use herald::server::Server as HeraldServer;

@@ -130,7 +130,11 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
 
     let mut ws = Ws::open_with_headers(
         &server.ws_url(),
-        &[("X-Forwarded-User", "alice@example"), ("Cookie", "session=1"), ("X-Other", "no")],
+        &[
+            ("X-Forwarded-User", "alice@example"),
+            ("Cookie", "session=1"),
+            ("X-Other", "no"),
+        ],
     )
     .await;
     let reply = ws
@@ -139,7 +143,10 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
     let result = &reply["connect"];
     assert_eq!(result["data"], json!({"welcome": true}), "{reply}");
     assert!(result.get("expires").is_none(), "{reply}");
-    assert!(result["subs"].get("news").is_some(), "server-side channel: {reply}");
+    assert!(
+        result["subs"].get("news").is_some(),
+        "server-side channel: {reply}"
+    );
     let sent = &backend.requests("/connect")[0];
     let body = &sent["body"];
     assert_eq!(body["transport"], "websocket");
@@ -150,10 +157,16 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
     assert_eq!(body["version"], "5.0.0");
     let headers = &sent["headers"];
     assert_eq!(headers["x-forwarded-user"], "alice@example");
-    assert_eq!(headers["cookie"], "session=1", "the client's header wins over a static one");
+    assert_eq!(
+        headers["cookie"], "session=1",
+        "the client's header wins over a static one"
+    );
     assert_eq!(headers["x-static"], "static");
     assert_eq!(headers["content-type"], "application/json");
-    assert!(headers.get("x-other").is_none(), "only http_headers are forwarded");
+    assert!(
+        headers.get("x-other").is_none(),
+        "only http_headers are forwarded"
+    );
     // No RPC proxy is configured: RPC stays 108.
     ws.assert_alive().await;
 
@@ -166,25 +179,34 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
 
     // The backend's error, disconnect, empty answer, status transforms and broken answer.
     let mut ws = server.ws().await;
-    let reply = ws.call(json!({"connect": {"data": {"who": "refused"}}})).await;
+    let reply = ws
+        .call(json!({"connect": {"data": {"who": "refused"}}}))
+        .await;
     assert_eq!(reply["error"], json!({"code": 4403, "message": "go away"}));
     let mut ws = server.ws().await;
-    ws.send(&json!({"id": 1, "connect": {"data": {"who": "kicked"}}})).await;
+    ws.send(&json!({"id": 1, "connect": {"data": {"who": "kicked"}}}))
+        .await;
     assert_eq!(ws.expect_close().await, (4501, "banned".to_string()));
     let mut ws = server.ws().await;
-    ws.send(&json!({"id": 1, "connect": {"data": {"who": "nothing"}}})).await;
+    ws.send(&json!({"id": 1, "connect": {"data": {"who": "nothing"}}}))
+        .await;
     assert_eq!(ws.expect_close().await.0, 3501);
     let mut ws = server.ws().await;
-    ws.send(&json!({"id": 1, "connect": {"data": {"who": "teapot"}}})).await;
+    ws.send(&json!({"id": 1, "connect": {"data": {"who": "teapot"}}}))
+        .await;
     assert_eq!(ws.expect_close().await, (4418, "teapot".to_string()));
     let mut ws = server.ws().await;
-    let reply = ws.call(json!({"connect": {"data": {"who": "limited"}}})).await;
+    let reply = ws
+        .call(json!({"connect": {"data": {"who": "limited"}}}))
+        .await;
     assert_eq!(
         reply["error"],
         json!({"code": 111, "message": "slow down", "temporary": true})
     );
     let mut ws = server.ws().await;
-    let reply = ws.call(json!({"connect": {"data": {"who": "broken"}}})).await;
+    let reply = ws
+        .call(json!({"connect": {"data": {"who": "broken"}}}))
+        .await;
     assert_eq!(reply["error"]["code"], 100, "{reply}");
     assert_eq!(reply["error"]["temporary"], true, "{reply}");
 }
@@ -206,7 +228,9 @@ async fn a_backend_that_is_down_or_slow_is_a_temporary_error_not_a_hang() {
     assert_eq!(reply["error"]["temporary"], true, "{reply}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(
-        server.stderr().contains("connect proxy call failed: backend unreachable"),
+        server
+            .stderr()
+            .contains("connect proxy call failed: backend unreachable"),
         "the failure is logged with its cause: {}",
         server.stderr()
     );
@@ -221,7 +245,11 @@ async fn a_backend_that_is_down_or_slow_is_a_temporary_error_not_a_hang() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
         "answered after the 300ms timeout, not the backend's 3s: {took:?}"
     );
-    assert!(server.stderr().contains("no answer within 300ms"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("no answer within 300ms"),
+        "{}",
+        server.stderr()
+    );
 }
 
 /// A client connected through the connect proxy (with `meta`), in namespaces whose subscribe,
@@ -265,9 +293,10 @@ async fn subscribe_proxy_decides_and_sends_meta_and_headers() {
         }}
     }));
     let server = channel_setup(&backend).await;
-    let mut ws =
-        Ws::open_with_headers(&server.ws_url(), &[("Authorization", "Bearer abc")]).await;
-    let reply = ws.call(json!({"connect": {"data": {"user": "carol"}}})).await;
+    let mut ws = Ws::open_with_headers(&server.ws_url(), &[("Authorization", "Bearer abc")]).await;
+    let reply = ws
+        .call(json!({"connect": {"data": {"user": "carol"}}}))
+        .await;
     assert!(reply.get("connect").is_some(), "{reply}");
 
     let reply = ws.subscribe("sp:open").await;
@@ -277,7 +306,11 @@ async fn subscribe_proxy_decides_and_sends_meta_and_headers() {
     assert_eq!(sent["body"]["user"], "carol");
     assert_eq!(sent["body"]["meta"], json!({"plan": "gold"}));
     assert_eq!(sent["body"]["transport"], "websocket");
-    assert!(sent["body"]["client"].as_str().is_some_and(|c| c.len() == 36));
+    assert!(
+        sent["body"]["client"]
+            .as_str()
+            .is_some_and(|c| c.len() == 36)
+    );
     assert_eq!(sent["headers"]["authorization"], "Bearer abc");
 
     let reply = ws.subscribe("sp:closed").await;
@@ -286,7 +319,8 @@ async fn subscribe_proxy_decides_and_sends_meta_and_headers() {
     let reply = ws.subscribe("open:x").await;
     assert!(reply.get("subscribe").is_some(), "{reply}");
     assert_eq!(backend.requests("/subscribe").len(), 2);
-    ws.send(&json!({"id": 99, "subscribe": {"channel": "sp:bye"}})).await;
+    ws.send(&json!({"id": 99, "subscribe": {"channel": "sp:bye"}}))
+        .await;
     assert_eq!(ws.expect_close().await, (4000, "bye".to_string()));
 }
 
@@ -302,16 +336,24 @@ async fn publish_proxy_decides_and_rewrites() {
     }));
     let server = channel_setup(&backend).await;
     let mut ws = server.ws().await;
-    ws.call(json!({"connect": {"data": {"user": "dave"}}})).await;
+    ws.call(json!({"connect": {"data": {"user": "dave"}}}))
+        .await;
     ws.subscribe_ok("pp:rewrite").await;
     ws.subscribe_ok("pp:b64").await;
 
     let reply = ws.publish("pp:rewrite", json!({"text": "original"})).await;
     assert!(reply.get("publish").is_some(), "{reply}");
     let push = ws.next_push().await;
-    assert_eq!(push["push"]["pub"]["data"], json!({"text": "rewritten"}), "{push}");
+    assert_eq!(
+        push["push"]["pub"]["data"],
+        json!({"text": "rewritten"}),
+        "{push}"
+    );
     let sent = &backend.requests("/publish")[0]["body"];
-    assert_eq!(sent["encoding"], "binary", "binary_encoding of the named proxy");
+    assert_eq!(
+        sent["encoding"], "binary",
+        "binary_encoding of the named proxy"
+    );
     assert_eq!(sent["b64data"], "eyJ0ZXh0Ijoib3JpZ2luYWwifQ==");
     assert_eq!(sent["user"], "dave");
 
@@ -319,7 +361,10 @@ async fn publish_proxy_decides_and_rewrites() {
     let push = ws.next_push().await;
     assert_eq!(push["push"]["pub"]["data"], json!({"b": 64}), "{push}");
     let reply = ws.publish("pp:no", json!({})).await;
-    assert_eq!(reply["error"], json!({"code": 4100, "message": "moderated"}));
+    assert_eq!(
+        reply["error"],
+        json!({"code": 4100, "message": "moderated"})
+    );
 }
 
 #[tokio::test]
@@ -344,7 +389,9 @@ async fn rpc_goes_to_the_proxy_of_its_namespace() {
     }))
     .await;
     let mut ws = server.client("erin").await;
-    let reply = ws.call(json!({"rpc": {"method": "sum", "data": {"a": 1}}})).await;
+    let reply = ws
+        .call(json!({"rpc": {"method": "sum", "data": {"a": 1}}}))
+        .await;
     assert_eq!(
         reply["rpc"]["data"],
         json!({"echo": {"a": 1}, "method": "sum"}),
@@ -362,7 +409,8 @@ async fn rpc_goes_to_the_proxy_of_its_namespace() {
     assert_error(&reply, 108);
     let reply = ws.call(json!({"rpc": {"method": "nowhere:x"}})).await;
     assert_error(&reply, 104);
-    ws.send(&json!({"id": 50, "rpc": {"method": "admin:kick"}})).await;
+    ws.send(&json!({"id": 50, "rpc": {"method": "admin:kick"}}))
+        .await;
     assert_eq!(ws.expect_close().await, (4005, "kick".to_string()));
 }
 
@@ -376,7 +424,8 @@ async fn refresh_proxy_extends_a_connection_then_expires_it() {
     connect["enabled"] = json!(true);
     let mut refresh = proxy(backend.url("/refresh"));
     refresh["enabled"] = json!(true);
-    let server = Server::start(json!({"client": {"proxy": {"connect": connect, "refresh": refresh}}})).await;
+    let server =
+        Server::start(json!({"client": {"proxy": {"connect": connect, "refresh": refresh}}})).await;
     // Expiries from now on: starting the server may take a while on a busy machine.
     backend.set(json!({
         "/connect": {"body": {"result": {"user": "frank", "expire_at": unix_now() + 2}}},
@@ -417,13 +466,17 @@ async fn sub_refresh_proxy_extends_a_subscription_then_ends_it() {
         "/sub_refresh": {"body": {"result": {"expire_at": unix_now() + 4}}}
     }));
     let mut ws = server.ws().await;
-    ws.call(json!({"connect": {"data": {"user": "gina"}}})).await;
+    ws.call(json!({"connect": {"data": {"user": "gina"}}}))
+        .await;
     let reply = ws.subscribe("sp:timed").await;
     assert!(reply.get("subscribe").is_some(), "{reply}");
     assert!(reply["subscribe"].get("expires").is_none(), "{reply}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while backend.requests("/sub_refresh").is_empty() {
-        assert!(Instant::now() < deadline, "the sub_refresh proxy was not asked");
+        assert!(
+            Instant::now() < deadline,
+            "the sub_refresh proxy was not asked"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let asked = &backend.requests("/sub_refresh")[0]["body"];
@@ -455,9 +508,13 @@ async fn a_proxy_named_nowhere_or_over_grpc_is_refused_at_start() {
     )
     .unwrap();
     let out = run_cli(&["-c", config.to_str().unwrap(), "checkconfig"], dir.path()).await;
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("channel.namespaces[0].subscribe_proxy_enabled: no proxy named \"ghost\""), "{text}");
+    assert!(
+        text.contains("channel.namespaces[0].subscribe_proxy_enabled: no proxy named \"ghost\""),
+        "{text}"
+    );
     assert!(text.contains("client.proxy.connect.endpoint"), "{text}");
     assert!(text.contains("rpc.proxy.grpc"), "{text}");
 }

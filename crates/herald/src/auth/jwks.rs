@@ -647,7 +647,9 @@ pub(crate) fn https_connector() -> Result<HttpsConnector<HttpConnector>, rustls:
     {
         Ok(builder) => builder,
         // No system trust store (e.g. a minimal container): Mozilla's roots.
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?,
+        Err(_) => {
+            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?
+        }
     };
     Ok(builder.https_or_http().enable_http1().build())
 }

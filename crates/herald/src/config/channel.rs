@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChannelProxies, Opaque};
 use super::duration::go_duration;
 use super::flat::flat_options;
+use super::{ChannelProxies, Opaque};
 
 /// How a recovering subscription catches up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClientProxies, Opaque};
 use super::duration::go_duration;
 use super::flat::flat_options;
+use super::{ClientProxies, Opaque};
 use crate::glob::Glob;
 
 flat_options! {

@@ -61,8 +61,8 @@ pub use http::{
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use proxy::{
-    ChannelProxies, ClientProxies, ProxyConfig, ProxyHttpConfig, RpcConfig, RpcNamespace, RpcOptions,
-    StatusToCodeTransform, TransformDisconnect, TransformError,
+    ChannelProxies, ClientProxies, ProxyConfig, ProxyHttpConfig, RpcConfig, RpcNamespace,
+    RpcOptions, StatusToCodeTransform, TransformDisconnect, TransformError,
 };
 pub use schema::{Config, Opaque};
 pub use streaming::{

@@ -180,10 +180,14 @@ impl RpcConfig {
         if !self.namespace_boundary.is_empty()
             && let Some((ns, _)) = method.split_once(self.namespace_boundary.as_str())
         {
-            return self.namespaces.iter().find(|n| n.name == ns).map(|n| RpcOptions {
-                proxy_enabled: n.proxy_enabled,
-                proxy_name: n.proxy_name.clone(),
-            });
+            return self
+                .namespaces
+                .iter()
+                .find(|n| n.name == ns)
+                .map(|n| RpcOptions {
+                    proxy_enabled: n.proxy_enabled,
+                    proxy_name: n.proxy_name.clone(),
+                });
         }
         Some(self.without_namespace.clone())
     }
@@ -216,11 +220,26 @@ pub struct RpcNamespace {
 /// named ones.
 pub(crate) fn all_proxies(config: &super::Config) -> Vec<(String, &ProxyConfig)> {
     let mut all = vec![
-        ("client.proxy.connect".to_string(), &config.client.proxy.connect),
-        ("client.proxy.refresh".to_string(), &config.client.proxy.refresh),
-        ("channel.proxy.subscribe".to_string(), &config.channel.proxy.subscribe),
-        ("channel.proxy.publish".to_string(), &config.channel.proxy.publish),
-        ("channel.proxy.sub_refresh".to_string(), &config.channel.proxy.sub_refresh),
+        (
+            "client.proxy.connect".to_string(),
+            &config.client.proxy.connect,
+        ),
+        (
+            "client.proxy.refresh".to_string(),
+            &config.client.proxy.refresh,
+        ),
+        (
+            "channel.proxy.subscribe".to_string(),
+            &config.channel.proxy.subscribe,
+        ),
+        (
+            "channel.proxy.publish".to_string(),
+            &config.channel.proxy.publish,
+        ),
+        (
+            "channel.proxy.sub_refresh".to_string(),
+            &config.channel.proxy.sub_refresh,
+        ),
         ("rpc.proxy".to_string(), &config.rpc.proxy),
     ];
     for (i, p) in config.proxies.iter().enumerate() {
@@ -295,7 +314,9 @@ pub(super) fn problems(config: &super::Config) -> Vec<String> {
         ("client.proxy.refresh", &config.client.proxy.refresh),
     ] {
         if p.enabled && p.endpoint.is_empty() {
-            problems.push(format!("{at}.enabled needs {at}.endpoint (the backend's URL)"));
+            problems.push(format!(
+                "{at}.enabled needs {at}.endpoint (the backend's URL)"
+            ));
         }
     }
     let channel = &config.channel.proxy;
@@ -439,7 +460,10 @@ mod tests {
             "proxies[0].name is missing",
             "proxies[1].name \"default\" is taken",
         ] {
-            assert!(problems.contains(expected), "missing {expected:?} in:\n{problems}");
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
         }
         assert!(config("{}").validate().is_ok());
     }

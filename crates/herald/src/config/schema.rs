@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
-    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig, UniHttpStreamConfig,
-    UniSseConfig, WebSocketConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig,
+    UniHttpStreamConfig, UniSseConfig, WebSocketConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement

@@ -155,10 +155,7 @@ impl super::Policy for ConfigPolicy {
 
 /// `connect`: no token is an anonymous connection where the configuration allows one; a
 /// token is verified and gives the user, expiry, info and server-side subscriptions.
-pub(super) async fn connect(
-    node: &Node,
-    request: &ConnectRequest,
-) -> Result<Credentials, Refusal> {
+pub(super) async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, Refusal> {
     let config = &node.config().client;
     if request.token.is_empty() {
         // `client.insecure` (development only) lets anyone in as an anonymous user.

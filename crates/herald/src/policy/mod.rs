@@ -221,7 +221,11 @@ pub trait Policy: Send + Sync + 'static {
 
     /// Keeps `headers` (those of [`Policy::wanted_headers`] the request had) for the
     /// connection whose outbox is `outbox`, before its `connect`.
-    fn keep_headers(&self, outbox: &Arc<Outbox>, headers: Vec<(http::HeaderName, http::HeaderValue)>) {
+    fn keep_headers(
+        &self,
+        outbox: &Arc<Outbox>,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) {
         let _ = (outbox, headers);
     }
 

@@ -75,7 +75,11 @@ pub fn watch_subscription(node: &Arc<Node>, client: &Arc<ClientHandle>, channel:
             if !client.is_subscribed(&channel) {
                 return;
             }
-            match node.policy().sub_refresh(&node, &client, &channel, "").await {
+            match node
+                .policy()
+                .sub_refresh(&node, &client, &channel, "")
+                .await
+            {
                 Ok(Some(next)) => at = next,
                 Ok(None) => return,
                 Err(Refusal::Error(_)) => {

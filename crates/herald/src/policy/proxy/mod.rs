@@ -89,11 +89,10 @@ impl ProxyPolicy {
             o.subscribe_proxy_enabled || o.publish_proxy_enabled || o.sub_refresh_proxy_enabled
         });
         let rpc = &config.rpc;
-        let rpc_proxies = rpc.without_namespace.proxy_enabled
-            || rpc.namespaces.iter().any(|ns| ns.proxy_enabled);
+        let rpc_proxies =
+            rpc.without_namespace.proxy_enabled || rpc.namespaces.iter().any(|ns| ns.proxy_enabled);
         let client = &config.client.proxy;
-        if !(client.connect.enabled || client.refresh.enabled || channel_proxies || rpc_proxies)
-        {
+        if !(client.connect.enabled || client.refresh.enabled || channel_proxies || rpc_proxies) {
             return Ok(None);
         }
         let build = |p: &ProxyConfig| -> Result<Option<Arc<HttpProxy>>, String> {
@@ -190,10 +189,7 @@ impl ProxyPolicy {
 
     /// The headers a call to `proxy` forwards for connection `info`: the emulated ones it
     /// lists, then the transport's (which win, as in Centrifugo).
-    fn forwarded(
-        proxy: &HttpProxy,
-        info: &ConnectionInfo,
-    ) -> Vec<(HeaderName, HeaderValue)> {
+    fn forwarded(proxy: &HttpProxy, info: &ConnectionInfo) -> Vec<(HeaderName, HeaderValue)> {
         let mut out: Vec<(HeaderName, HeaderValue)> = Vec::new();
         for (name, value) in &info.emulated {
             if proxy.emulated_headers.contains(name)
@@ -321,7 +317,8 @@ impl ProxyPolicy {
             tracing::error!(proxy = %proxy.name, "connect proxy result: {what}: {e}");
             Refusal::Error(Error::INTERNAL)
         };
-        let conn_info = wire::payload(result.info, &result.b64info).map_err(|e| bad("b64info", e))?;
+        let conn_info =
+            wire::payload(result.info, &result.b64info).map_err(|e| bad("b64info", e))?;
         let data = wire::payload(result.data, &result.b64data).map_err(|e| bad("b64data", e))?;
         let expires_at = match u64::try_from(result.expire_at) {
             Ok(0) | Err(_) => None,
@@ -330,8 +327,7 @@ impl ProxyPolicy {
         };
         // A channel Herald has no namespace for is refused by the client's connect, as
         // Centrifugo refuses it.
-        let subscriptions =
-            by_config::server_side_subscriptions(result.channels, result.subs);
+        let subscriptions = by_config::server_side_subscriptions(result.channels, result.subs);
         info.meta = result.meta.map(Arc::from);
         self.connections.insert(context.outbox, info);
         Ok(Credentials {
@@ -418,9 +414,10 @@ impl Policy for ProxyPolicy {
             };
             match Self::ask::<_, wire::RefreshResult>(proxy, "refresh", &info, &body).await {
                 Ok(result) => {
-                    let meta = result.as_ref().and_then(|r| r.meta.as_deref()).map(|m| {
-                        Arc::<serde_json::value::RawValue>::from(m.to_owned())
-                    });
+                    let meta = result
+                        .as_ref()
+                        .and_then(|r| r.meta.as_deref())
+                        .map(|m| Arc::<serde_json::value::RawValue>::from(m.to_owned()));
                     let refreshed = Self::refreshed(result, proxy, "refresh")
                         .map_err(|()| Refusal::Disconnect(Disconnect::EXPIRED))?;
                     if let Some(meta) = meta {
@@ -578,7 +575,9 @@ impl Policy for ProxyPolicy {
         let proxy = match rpc.options_for(&request.method) {
             None => Err(Error::METHOD_NOT_FOUND),
             Some(options) if !options.proxy_enabled => Err(Error::NOT_AVAILABLE),
-            Some(options) => self.pick(&self.rpc, &options.proxy_name).ok_or(Error::NOT_AVAILABLE),
+            Some(options) => self
+                .pick(&self.rpc, &options.proxy_name)
+                .ok_or(Error::NOT_AVAILABLE),
         };
         let proxy = match proxy {
             Ok(proxy) => proxy,

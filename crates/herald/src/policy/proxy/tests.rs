@@ -9,7 +9,9 @@ use crate::protocol::Payload;
 use crate::ws::Outbox;
 
 fn outbox() -> Arc<Outbox> {
-    Arc::new(Outbox::sharing(Arc::new(crate::transport::outbox_budget(1024))))
+    Arc::new(Outbox::sharing(Arc::new(crate::transport::outbox_budget(
+        1024,
+    ))))
 }
 
 #[test]
