@@ -119,6 +119,7 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
     let mut connect = proxy(backend.url("/connect"));
     connect["enabled"] = json!(true);
     connect["http_headers"] = json!(["X-Forwarded-User", "Cookie"]);
+    connect["emulated_headers"] = json!(["X-Emulated", "X-Forwarded-User"]);
     connect["http"] = json!({
         "static_headers": {"X-Static": "static", "Cookie": "static-cookie"},
         "status_to_code_transforms": [
@@ -138,7 +139,10 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
     )
     .await;
     let reply = ws
-        .call(json!({"connect": {"data": {"who": "alice"}, "name": "js", "version": "5.0.0"}}))
+        .call(
+            json!({"connect": {"data": {"who": "alice"}, "name": "js", "version": "5.0.0",
+            "headers": {"X-Emulated": "from-sdk", "X-Forwarded-User": "forged", "X-Nope": "no"}}}),
+        )
         .await;
     let result = &reply["connect"];
     assert_eq!(result["data"], json!({"welcome": true}), "{reply}");
@@ -166,6 +170,18 @@ async fn connect_proxy_decides_who_connects_without_a_token() {
     assert!(
         headers.get("x-other").is_none(),
         "only http_headers are forwarded"
+    );
+    assert_eq!(
+        headers["x-emulated"], "from-sdk",
+        "emulated_headers are forwarded"
+    );
+    assert!(
+        headers.get("x-nope").is_none(),
+        "only emulated_headers are forwarded"
+    );
+    assert_eq!(
+        headers["x-forwarded-user"], "alice@example",
+        "a transport header wins over an emulated one"
     );
     // No RPC proxy is configured: RPC stays 108.
     ws.assert_alive().await;
