@@ -287,6 +287,28 @@ pub(super) fn problems(config: &super::Config) -> Vec<String> {
                  rpc.namespaces[].proxy_enabled); remove it"
             ));
         }
+        for (i, t) in p.http.status_to_code_transforms.iter().enumerate() {
+            let at = format!("{at}.http.status_to_code_transforms[{i}]");
+            if t.to_error.code == 0 && t.to_disconnect.code == 0 {
+                problems.push(format!(
+                    "{at}: set to_error.code or to_disconnect.code (what status {} gives the \
+                     client)",
+                    t.status_code
+                ));
+            }
+            if t.to_disconnect.code != 0 && !(3000..=4999).contains(&t.to_disconnect.code) {
+                problems.push(format!(
+                    "{at}.to_disconnect.code {} is outside 3000..=4999, which a close frame \
+                     cannot carry",
+                    t.to_disconnect.code
+                ));
+            }
+            if t.to_disconnect.reason.len() > 123 {
+                problems.push(format!(
+                    "{at}.to_disconnect.reason is longer than the 123 bytes a close frame holds"
+                ));
+            }
+        }
         if named && p.name.is_empty() {
             problems.push(format!("{at}.name is missing"));
         }

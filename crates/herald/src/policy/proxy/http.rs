@@ -71,6 +71,32 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The longest close reason a WebSocket close frame holds.
+const MAX_REASON_BYTES: usize = 123;
+
+/// A disconnect a backend asked for (`code`, `reason`), as a close frame can carry it: a code
+/// outside the application range 3000..=4999 becomes 3004 (internal server error, the SDK
+/// reconnects) and is logged, a reason is cut to 123 bytes.
+pub fn backend_disconnect(proxy: &str, code: u32, reason: &str) -> Disconnect {
+    let Some(code) = u16::try_from(code)
+        .ok()
+        .filter(|c| (3000..=4999).contains(c))
+    else {
+        tracing::error!(
+            proxy,
+            code,
+            "the backend asked for a disconnect code outside 3000..=4999, which a close frame \
+             cannot carry: the client is closed with 3004 instead; answer a code in that range"
+        );
+        return Disconnect::INTERNAL;
+    };
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Disconnect::custom(code, reason[..end].to_owned())
+}
+
 /// One proxy endpoint, ready to call.
 #[derive(Debug)]
 pub struct HttpProxy {
@@ -202,9 +228,10 @@ impl HttpProxy {
                 });
             }
             if t.to_disconnect.code > 0 {
-                return Refusal::Disconnect(Disconnect::custom(
-                    u16::try_from(t.to_disconnect.code).unwrap_or(u16::MAX),
-                    t.to_disconnect.reason.clone(),
+                return Refusal::Disconnect(backend_disconnect(
+                    &self.name,
+                    t.to_disconnect.code,
+                    &t.to_disconnect.reason,
                 ));
             }
         }

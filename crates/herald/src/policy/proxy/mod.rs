@@ -234,9 +234,10 @@ impl ProxyPolicy {
             )))
         })?;
         if let Some(d) = response.disconnect {
-            return Err(Ok(Refusal::Disconnect(Disconnect::custom(
-                u16::try_from(d.code).unwrap_or(u16::MAX),
-                d.reason,
+            return Err(Ok(Refusal::Disconnect(http::backend_disconnect(
+                &proxy.name,
+                d.code,
+                &d.reason,
             ))));
         }
         if let Some(e) = response.error {

@@ -63,3 +63,15 @@ fn connections_are_found_by_their_outbox_and_pruned_when_gone() {
     assert!(table.len() <= 65, "{}", table.len());
     assert!(table.get(&kept).is_some());
 }
+
+#[test]
+fn a_backend_disconnect_fits_a_close_frame() {
+    use super::http::backend_disconnect;
+    let d = backend_disconnect("p", 4501, "banned");
+    assert_eq!((d.code, d.reason.as_ref()), (4501, "banned"));
+    assert_eq!(backend_disconnect("p", 1000, "x").code, 3004);
+    assert_eq!(backend_disconnect("p", 70_000, "x").code, 3004);
+    let long = "é".repeat(100);
+    let d = backend_disconnect("p", 4000, &long);
+    assert!(d.reason.len() <= 123 && long.starts_with(d.reason.as_ref()));
+}
