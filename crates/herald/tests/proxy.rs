@@ -95,6 +95,19 @@ fn proxy(endpoint: String) -> Value {
     json!({"endpoint": endpoint, "timeout": "500ms"})
 }
 
+/// Waits (bounded) until the server's log has `text`: its stderr is read by another thread.
+async fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + STEP;
+    while !server.stderr().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "the log never said {text:?}: {}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -243,13 +256,7 @@ async fn a_backend_that_is_down_or_slow_is_a_temporary_error_not_a_hang() {
     assert_eq!(reply["error"]["code"], 100, "{reply}");
     assert_eq!(reply["error"]["temporary"], true, "{reply}");
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(
-        server
-            .stderr()
-            .contains("connect proxy call failed: backend unreachable"),
-        "the failure is logged with its cause: {}",
-        server.stderr()
-    );
+    wait_for_log(&server, "connect proxy call failed: backend unreachable").await;
 
     let mut ws = server.ws().await;
     assert!(ws.connect(&token("u")).await.get("connect").is_some());
@@ -261,11 +268,7 @@ async fn a_backend_that_is_down_or_slow_is_a_temporary_error_not_a_hang() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
         "answered after the 300ms timeout, not the backend's 3s: {took:?}"
     );
-    assert!(
-        server.stderr().contains("no answer within 300ms"),
-        "{}",
-        server.stderr()
-    );
+    wait_for_log(&server, "no answer within 300ms").await;
 }
 
 /// A client connected through the connect proxy (with `meta`), in namespaces whose subscribe,
