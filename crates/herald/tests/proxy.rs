@@ -537,3 +537,31 @@ async fn a_proxy_named_nowhere_or_over_grpc_is_refused_at_start() {
     assert!(text.contains("client.proxy.connect.endpoint"), "{text}");
     assert!(text.contains("rpc.proxy.grpc"), "{text}");
 }
+
+#[tokio::test]
+async fn a_refresh_proxy_that_is_down_gives_the_connection_more_time() {
+    let backend = Backend::start(json!({}));
+    let mut connect = proxy(backend.url("/connect"));
+    connect["enabled"] = json!(true);
+    let down = format!("http://127.0.0.1:{}/refresh", closed_port());
+    let server = Server::start(json!({"client": {"proxy": {
+        "connect": connect,
+        "refresh": {"enabled": true, "endpoint": down, "timeout": "300ms"}
+    }}}))
+    .await;
+    backend.set(json!({
+        "/connect": {"body": {"result": {"user": "hana", "expire_at": unix_now() + 2}}}
+    }));
+    let mut ws = server.ws().await;
+    let reply = ws.call(json!({"connect": {}})).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    wait_for_log(&server, "refresh proxy call failed").await;
+    assert!(
+        server.stderr().contains("the connection lives 60 s more"),
+        "{}",
+        server.stderr()
+    );
+    // Past its expiry, and still served.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.assert_alive().await;
+}
