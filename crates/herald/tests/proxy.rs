@@ -565,3 +565,49 @@ async fn a_refresh_proxy_that_is_down_gives_the_connection_more_time() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     ws.assert_alive().await;
 }
+
+#[tokio::test]
+async fn a_streaming_connection_forwards_its_request_headers_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start(json!({"/connect": {"body": {"result": {"user": "ivy"}}}}));
+    let mut connect = proxy(backend.url("/connect"));
+    connect["enabled"] = json!(true);
+    connect["http_headers"] = json!(["X-Forwarded-User"]);
+    let server = Server::start(json!({
+        "client": {"proxy": {"connect": connect}},
+        "uni_http_stream": {"enabled": true}
+    }))
+    .await;
+    let body = json!({"data": {"via": "stream"}}).to_string();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /connection/uni_http_stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         X-Forwarded-User: ivy@example\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    // The connect push comes on the stream once the backend said who it is.
+    let mut received = Vec::new();
+    let deadline = Instant::now() + STEP;
+    while !String::from_utf8_lossy(&received).contains("\"connect\"") {
+        assert!(Instant::now() < deadline, "no connect push: {received:?}");
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(STEP, socket.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "the stream ended: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let sent = &backend.requests("/connect")[0];
+    assert_eq!(sent["body"]["transport"], "uni_http_stream");
+    assert_eq!(sent["body"]["data"], json!({"via": "stream"}));
+    assert_eq!(sent["headers"]["x-forwarded-user"], "ivy@example");
+}
