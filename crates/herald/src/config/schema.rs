@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
-    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, UniHttpStreamConfig,
-    UniSseConfig, WebSocketConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig,
+    UniHttpStreamConfig, UniSseConfig, WebSocketConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -72,10 +72,10 @@ pub struct Config {
     pub controller: Opaque,
     /// Centrifugo `shared_poll`. Not implemented.
     pub shared_poll: Opaque,
-    /// Centrifugo `rpc` (RPC namespaces / proxy). Not implemented.
-    pub rpc: Opaque,
-    /// Centrifugo named `proxies`. Not implemented.
-    pub proxies: Opaque,
+    /// RPC methods answered by a backend proxy (`rpc.proxy`, `rpc.namespaces`).
+    pub rpc: RpcConfig,
+    /// Named proxies that namespaces reference by `*_proxy_name`.
+    pub proxies: Vec<ProxyConfig>,
     /// Centrifugo `grpc_api`. Not implemented.
     pub grpc_api: Opaque,
     /// Centrifugo `consumers` (Kafka, PostgreSQL outbox). Not implemented.
@@ -143,8 +143,8 @@ impl Default for Config {
             map_broker: None,
             controller: None,
             shared_poll: None,
-            rpc: None,
-            proxies: None,
+            rpc: RpcConfig::default(),
+            proxies: Vec::new(),
             grpc_api: None,
             consumers: None,
             sse: SseConfig::default(),

@@ -185,6 +185,7 @@ impl Config {
                 personal.personal_channel_namespace
             ));
         }
+        problems.extend(super::proxy::problems(self));
         problems.extend(
             crate::config::audit::audit(self)
                 .into_iter()

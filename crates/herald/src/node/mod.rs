@@ -162,6 +162,12 @@ impl Node {
             .keeps_history
             .then(|| engine.broker.clone() as Arc<dyn History>);
         let pings = PingWheel::new(config.client.ping_interval, config.client.pong_timeout);
+        // A config that turns a backend proxy on is decided by the proxies (and by the
+        // configuration where Centrifugo does not ask them).
+        let policy = std::sync::OnceLock::new();
+        if let Some(proxies) = crate::policy::ProxyPolicy::from_config(&config)? {
+            let _ = policy.set(Box::new(proxies) as Box<dyn Policy>);
+        }
         let node = Arc::new(Node {
             hub: Hub::new(),
             pings,
@@ -178,7 +184,7 @@ impl Node {
             presence: engine.presence,
             controller: engine.controller,
             channel_locks: ChannelLocks::new(),
-            policy: std::sync::OnceLock::new(),
+            policy,
             live_connections: AtomicUsize::new(0),
             unauthenticated: crate::http_guard::RequestGate::new(
                 config.http_server.unauthenticated_request_limit,
@@ -495,9 +501,10 @@ impl Node {
             .map_or(&CONFIGURED, |policy| policy.as_ref())
     }
 
-    /// Replaces the configuration's policy with `policy` (a backend proxy, a test's). Once,
-    /// before the node serves: clients connected under one policy must not see another.
-    /// Gives `policy` back when one was set already.
+    /// Replaces the configuration's policy with `policy` (a test's, an embedding
+    /// application's). Once, before the node serves: clients connected under one policy must
+    /// not see another. Gives `policy` back when one was set already (also when the
+    /// configuration turned a proxy on: the node then uses [`crate::policy::ProxyPolicy`]).
     pub fn set_policy(&self, policy: Box<dyn Policy>) -> Result<(), Box<dyn Policy>> {
         self.policy.set(policy)
     }
