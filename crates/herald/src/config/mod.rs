@@ -41,6 +41,7 @@ mod streaming;
 #[cfg(test)]
 mod test_support;
 mod validate;
+mod webhooks;
 
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
 pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
@@ -64,6 +65,7 @@ pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
 };
 pub(crate) use validate::is_active;
+pub use webhooks::{EVENT_KINDS, WebhooksConfig};
 
 /// Prefix of the environment variables that override config options:
 /// `HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY` sets `client.token.hmac_secret_key`.
