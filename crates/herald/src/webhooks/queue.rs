@@ -36,6 +36,9 @@ use crate::sync::lock;
 
 /// The database's file name under `data_dir`.
 pub const FILE_NAME: &str = "webhooks.db";
+/// Held with an exclusive lock while the queue is open: two processes delivering one queue
+/// would send every event twice.
+pub const LOCK_FILE: &str = "webhooks.lock";
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -163,6 +166,8 @@ pub struct Queue {
     /// Drops since then.
     dropped_since_log: AtomicU64,
     path: PathBuf,
+    /// The lock on [`LOCK_FILE`], held as long as the queue.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Queue {
@@ -191,6 +196,7 @@ impl Queue {
             )
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        let lock = lock_dir(dir).map_err(|e| fail(&e))?;
         let conn = open(&path).map_err(|e| fail(&e))?;
         let mut pending = VecDeque::new();
         let mut up = Vec::new();
@@ -243,6 +249,7 @@ impl Queue {
             full_logged_at: AtomicU64::new(0),
             dropped_since_log: AtomicU64::new(0),
             path: path.clone(),
+            _lock: lock,
         });
         let weak = Arc::downgrade(&queue);
         std::thread::Builder::new()
@@ -358,6 +365,28 @@ impl Queue {
         lock(&self.pending).extend(stored);
         self.ready.notify_one();
     }
+}
+
+/// Takes the exclusive lock of the queue in `dir`.
+fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::other(format!(
+                "{LOCK_FILE} is locked by another Herald process using this data_dir ({})",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(file)
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -487,6 +516,9 @@ mod tests {
             assert_eq!(queue.metrics().dropped.get(), 2);
             queue.delivered(1);
             assert_eq!(queue.len(), 2);
+            let second = Queue::open(dir.path(), Budget::new(3, 1 << 20), QueueMetrics::default());
+            let error = second.err().unwrap();
+            assert!(error.contains("another Herald process"), "{error}");
         }
         std::thread::sleep(Duration::from_millis(100));
         let (queue, up) =
