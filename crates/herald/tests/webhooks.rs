@@ -193,7 +193,11 @@ async fn online_offline_with_a_reconnect_inside_and_outside_the_grace_period() {
     let events = wait_recorded(&record, STEP, |e| user(e).len() == 3).await;
     assert_eq!(
         user(&events),
-        ["user_online alice", "user_offline alice", "user_online alice"]
+        [
+            "user_online alice",
+            "user_offline alice",
+            "user_online alice"
+        ]
     );
     // Every event has a unique id and a time.
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
@@ -222,7 +226,9 @@ async fn occupied_on_the_first_subscriber_vacated_after_the_last() {
     };
     alice.subscribe_ok("news").await;
     wait_recorded(&record, STEP, |e| summary(e) == ["channel_occupied news"]).await;
-    let reply = alice.call(json!({"unsubscribe": {"channel": "news"}})).await;
+    let reply = alice
+        .call(json!({"unsubscribe": {"channel": "news"}}))
+        .await;
     assert!(reply.get("error").is_none(), "{reply}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(summary(&recorded(&record)), ["channel_occupied news"]);
@@ -340,7 +346,10 @@ async fn a_backend_down_for_10s_gets_every_event_once_in_order() {
     assert_eq!(offsets(&events), (1..=40).collect::<Vec<_>>());
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(ids.len(), 40, "no event twice");
-    assert_eq!(server.metric("herald_webhook_events_queued").await, Some(0.0));
+    assert_eq!(
+        server.metric("herald_webhook_events_queued").await,
+        Some(0.0)
+    );
     assert_eq!(
         server.metric("herald_webhook_events_delivered_total").await,
         Some(40.0)
@@ -407,5 +416,8 @@ async fn a_wrong_secret_is_detected_by_the_backend() {
             .unwrap()
             >= 2.0
     );
-    assert_eq!(server.metric("herald_webhook_events_queued").await, Some(1.0));
+    assert_eq!(
+        server.metric("herald_webhook_events_queued").await,
+        Some(1.0)
+    );
 }

@@ -150,10 +150,7 @@ impl Hub {
 
     /// Installs the observer of first/last connections and subscribers (once; before the
     /// node serves). Gives it back when one was set already.
-    pub fn set_observer(
-        &self,
-        observer: Arc<dyn HubObserver>,
-    ) -> Result<(), Arc<dyn HubObserver>> {
+    pub fn set_observer(&self, observer: Arc<dyn HubObserver>) -> Result<(), Arc<dyn HubObserver>> {
         self.observer.set(observer)
     }
 

@@ -110,9 +110,8 @@ impl Delivery {
             if batch.is_empty() {
                 continue;
             }
-            let mut body = Vec::with_capacity(
-                16 + batch.iter().map(|s| s.body.len() + 1).sum::<usize>(),
-            );
+            let mut body =
+                Vec::with_capacity(16 + batch.iter().map(|s| s.body.len() + 1).sum::<usize>());
             body.extend_from_slice(b"{\"events\":[");
             for (i, stored) in batch.iter().enumerate() {
                 if i > 0 {
@@ -162,7 +161,10 @@ impl Delivery {
     }
 
     async fn post(&self, body: Bytes) -> Result<(), PostError> {
-        let client = self.client.as_ref().map_err(|e| PostError::Tls(e.clone()))?;
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| PostError::Tls(e.clone()))?;
         let timestamp = crate::time::unix_now();
         let request = http::Request::post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -239,15 +241,16 @@ mod tests {
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body_in_hex() {
         assert_eq!(
             signature(b"secret", 1700000000, br#"{"events":[]}"#),
-            "sha256=".to_owned() + &{
-                let mut mac = <Hmac<Sha256>>::new_from_slice(b"secret").unwrap();
-                mac.update(br#"1700000000.{"events":[]}"#);
-                mac.finalize()
-                    .into_bytes()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            }
+            "sha256=".to_owned()
+                + &{
+                    let mut mac = <Hmac<Sha256>>::new_from_slice(b"secret").unwrap();
+                    mac.update(br#"1700000000.{"events":[]}"#);
+                    mac.finalize()
+                        .into_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                }
         );
         let s = signature(b"secret", 1, b"x");
         assert_eq!(s.len(), 7 + 64);

@@ -124,7 +124,9 @@ impl Event<'_> {
             data: json_data,
             // Bytes that are not JSON (a Protobuf client's payload) travel as base64.
             b64data: match (data, json_data) {
-                (Some(bytes), None) => Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                (Some(bytes), None) => {
+                    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
                 _ => None,
             },
             info: publication.and_then(|p| p.info).map(|info| WireInfo {

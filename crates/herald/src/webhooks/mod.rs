@@ -89,10 +89,11 @@ impl std::fmt::Debug for Webhooks {
 
 /// Checks a `webhooks.endpoint` value: an absolute `http` or `https` URL with a host.
 pub fn check_endpoint(endpoint: &str) -> Result<http::Uri, String> {
-    let url: http::Uri = endpoint
-        .trim()
-        .parse()
-        .map_err(|e| format!("\"{endpoint}\" is not a URL ({e}); write e.g. https://backend.example/herald/events"))?;
+    let url: http::Uri = endpoint.trim().parse().map_err(|e| {
+        format!(
+            "\"{endpoint}\" is not a URL ({e}); write e.g. https://backend.example/herald/events"
+        )
+    })?;
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none_or(str::is_empty) {
         return Err(format!(
             "\"{endpoint}\" must be an http:// or https:// URL with a host"

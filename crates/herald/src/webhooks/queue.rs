@@ -72,6 +72,9 @@ pub struct UpChange {
     pub up: bool,
 }
 
+/// An `up` row: a user announced online or a channel announced occupied.
+pub type Announced = (UpKind, String);
+
 /// Room for events waiting for delivery, in count and bytes: reserved before an event is
 /// handed to the writer, released when the backend acknowledged it (or it was lost).
 #[derive(Debug)]
@@ -186,7 +189,7 @@ impl Queue {
         dir: &Path,
         budget: Budget,
         metrics: QueueMetrics,
-    ) -> Result<(Arc<Queue>, Vec<(UpKind, String)>), String> {
+    ) -> Result<(Arc<Queue>, Vec<Announced>), String> {
         let path = dir.join(FILE_NAME);
         let fail = |e: &dyn std::fmt::Display| {
             format!(

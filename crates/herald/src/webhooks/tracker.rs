@@ -141,9 +141,7 @@ impl Tracker {
     fn leave(&self, inner: &mut Inner, key: &str) {
         inner.generation += 1;
         let generation = inner.generation;
-        inner
-            .states
-            .insert(key.into(), State::Leaving(generation));
+        inner.states.insert(key.into(), State::Leaving(generation));
         let was_empty = inner.due.is_empty();
         inner
             .due
@@ -187,7 +185,8 @@ impl Tracker {
             let Some((_, key, generation)) = due else {
                 continue;
             };
-            let current = |inner: &Inner| inner.states.get(&key) == Some(&State::Leaving(generation));
+            let current =
+                |inner: &Inner| inner.states.get(&key) == Some(&State::Leaving(generation));
             if !current(&lock(&self.inner)) {
                 // Came back, or left again later (that later deadline decides).
                 continue;
