@@ -421,3 +421,94 @@ async fn a_wrong_secret_is_detected_by_the_backend() {
         Some(1.0)
     );
 }
+
+/// A queue at `webhooks.max_queue` drops new events, counts them and says so in the log;
+/// what it kept is delivered once the backend is back.
+#[tokio::test]
+async fn a_full_queue_drops_counts_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let mut backend = Backend::start(HOOK_SECRET, &record, 0);
+    let port = backend.port;
+    backend.stop();
+    let server = Server::start(config(
+        &backend.endpoint(),
+        dir.path(),
+        json!({"events": ["offline_publication"], "max_queue": 5}),
+    ))
+    .await;
+    publish_to_carol(&server, 1..=8).await;
+    let deadline = Instant::now() + STEP;
+    while server.metric("herald_webhook_events_dropped_total").await != Some(3.0) {
+        assert!(Instant::now() < deadline, "3 events not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        server.metric("herald_webhook_events_queued").await,
+        Some(5.0)
+    );
+    assert!(
+        server.stderr().contains("the event queue is full"),
+        "{}",
+        server.stderr()
+    );
+    let _backend = Backend::start(HOOK_SECRET, &record, port);
+    let events = wait_recorded(&record, Duration::from_secs(10), |e| e.len() >= 5).await;
+    assert_eq!(offsets(&events), [1, 2, 3, 4, 5]);
+}
+
+/// Throughput of events in a reconnect storm: `HERALD_STORM_USERS` users (default 500)
+/// connect at once, then all disconnect (`offline_grace` 0): the time until the backend has
+/// every `user_online` and `user_offline`. A measurement, not a check: run it with
+/// `cargo test -p herald --test webhooks -- --ignored --nocapture reconnect_storm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn reconnect_storm_throughput() {
+    let users: usize = std::env::var("HERALD_STORM_USERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500)
+        .min(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let backend = Backend::start(HOOK_SECRET, &record, 0);
+    let server = Server::start(config(
+        &backend.endpoint(),
+        dir.path(),
+        json!({"events": ["user_online", "user_offline"], "offline_grace": "0s"}),
+    ))
+    .await;
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(users);
+    for i in 0..users {
+        clients.push(server.client(&format!("user{i}")).await);
+    }
+    let connected = started.elapsed();
+    let closing = Instant::now();
+    drop(clients);
+    wait_recorded(&record, Duration::from_secs(120), |e| e.len() >= 2 * users).await;
+    let drained = closing.elapsed();
+    let elapsed = started.elapsed();
+    let events = recorded(&record);
+    assert_eq!(of(&events, "user_online").len(), users);
+    assert_eq!(of(&events, "user_offline").len(), users);
+    let span = |kind: &str| {
+        let times: Vec<u64> = of(&events, kind)
+            .iter()
+            .map(|e| e["time"].as_u64().unwrap())
+            .collect();
+        times.iter().max().unwrap() - times.iter().min().unwrap()
+    };
+    println!(
+        "events made over: online {} ms, offline {} ms",
+        span("user_online"),
+        span("user_offline")
+    );
+    println!(
+        "{users} users: connected one after the other in {connected:?}; all {} events \
+         delivered {elapsed:?} after the first connect, {drained:?} after all disconnected \
+         ({users} user_offline made and delivered in that time: {:.0} events/s)",
+        2 * users,
+        users as f64 / drained.as_secs_f64()
+    );
+}

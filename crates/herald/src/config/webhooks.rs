@@ -94,13 +94,19 @@ impl WebhooksConfig {
         if !self.enabled {
             return problems;
         }
-        if let Err(e) = crate::webhooks::check_endpoint(&self.endpoint) {
+        if self.endpoint.trim().is_empty() {
+            problems.push(
+                "webhooks.enabled needs webhooks.endpoint (the http:// or https:// URL of your \
+                 backend that events are POSTed to)"
+                    .to_owned(),
+            );
+        } else if let Err(e) = crate::webhooks::check_endpoint(&self.endpoint) {
             problems.push(format!("webhooks.endpoint: {e}"));
         }
         if self.secret.is_empty() {
             problems.push(
-                "webhooks.enabled needs webhooks.secret (the key the backend checks \
-                 X-Herald-Signature with; `herald genconfig` shows how random secrets look)"
+                "webhooks.enabled needs webhooks.secret (the key your backend checks \
+                 X-Herald-Signature with: a long random string, e.g. from `openssl rand -hex 32`)"
                     .to_owned(),
             );
         }
