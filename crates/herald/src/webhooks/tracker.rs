@@ -215,3 +215,87 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::BoxFuture;
+    use crate::webhooks::queue::{Budget, QueueMetrics};
+
+    /// Nobody is live anywhere else.
+    struct Nowhere;
+
+    impl Liveness for Nowhere {
+        fn user_connected<'a>(&'a self, _: &'a str) -> BoxFuture<'a, bool> {
+            Box::pin(std::future::ready(false))
+        }
+        fn channel_occupied<'a>(&'a self, _: &'a str) -> BoxFuture<'a, bool> {
+            Box::pin(std::future::ready(false))
+        }
+        fn user_subscribed<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, bool> {
+            Box::pin(std::future::ready(false))
+        }
+    }
+
+    /// The types of the events the queue holds, once the writer thread has written `n`.
+    async fn written(queue: &Queue, n: usize) -> Vec<String> {
+        // Up to 5 s.
+        for _ in 0..1000 {
+            let front = queue.front(100);
+            if front.len() >= n {
+                return front
+                    .iter()
+                    .map(|s| {
+                        let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+                        format!(
+                            "{} {}",
+                            v["type"].as_str().unwrap(),
+                            v["user"].as_str().unwrap()
+                        )
+                    })
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{n} events not written");
+    }
+
+    /// Back within the grace period: nothing; gone past it: offline; a key restored from a
+    /// previous run goes offline after the grace period too.
+    #[tokio::test]
+    async fn a_return_within_the_grace_period_is_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = Queue::open(
+            dir.path(),
+            Budget::new(100, 1 << 20),
+            QueueMetrics::default(),
+        )
+        .unwrap();
+        let grace = Duration::from_secs(1);
+        let tracker = Arc::new(Tracker::new(UpKind::User, grace, true, true, queue.clone()));
+        let stop = CancellationToken::new();
+        tokio::spawn(tracker.clone().run(Arc::new(Nowhere), stop.clone()));
+        tracker.up("alice");
+        tracker.down("alice");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tracker.up("alice");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(written(&queue, 1).await, ["user_online alice"]);
+        let left = std::time::Instant::now();
+        tracker.down("alice");
+        tracker.restore(["bob".to_owned()]);
+        assert_eq!(
+            written(&queue, 3).await,
+            [
+                "user_online alice",
+                "user_offline alice",
+                "user_offline bob"
+            ]
+        );
+        assert!(
+            left.elapsed() >= Duration::from_millis(950),
+            "not before the grace period"
+        );
+        stop.cancel();
+    }
+}
