@@ -9,8 +9,9 @@ use crate::engine::BoxFuture;
 use crate::node::Node;
 
 /// Whether users and channels are live on any node. An implementation that cannot tell (its
-/// store is unreachable) answers `true`: a missed event is retried by nothing, but a false
-/// "offline" would send a user a push notification for a message they saw.
+/// store is unreachable) answers `true`, and says so in the log: a missing offline event is
+/// the lesser harm, where a false one would send a user a push notification for a message
+/// they saw.
 pub trait Liveness: Send + Sync {
     /// Whether `user` has a connection.
     fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, bool>;

@@ -163,9 +163,10 @@ impl Webhooks {
         } else {
             (None, None, None)
         };
-        let delivery = match w.enabled {
-            true => Some(Delivery::new(w)?),
-            false => None,
+        let delivery = if w.enabled {
+            Some(Delivery::new(w)?)
+        } else {
+            None
         };
         let (candidates, resolver_input) = mpsc::unbounded_channel();
         Ok(Some(Arc::new(Webhooks {
