@@ -133,6 +133,7 @@ impl Server {
         tokio::spawn(async move { timers.alarms().run(timers.shutdown().clone()).await });
         let timers = node.clone();
         tokio::spawn(async move { timers.refresh_presence().await });
+        node.run_webhooks();
         // The HTTP thread keeps its connections (API calls in flight) until the clients are
         // closed below; dropping `closed` lets it end.
         let (closed, http_may_end) = tokio::sync::oneshot::channel::<()>();

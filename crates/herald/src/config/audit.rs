@@ -772,6 +772,18 @@ mod tests {
         "websocket.message_size_limit",
         "websocket.write_coalesce",
         "websocket.write_timeout",
+        "webhooks.enabled",
+        "webhooks.endpoint",
+        "webhooks.events",
+        "webhooks.max_batch",
+        "webhooks.max_queue",
+        "webhooks.max_queue_bytes",
+        "webhooks.offline_grace",
+        "webhooks.retry_max_backoff",
+        "webhooks.retry_min_backoff",
+        "webhooks.secret",
+        "webhooks.timeout",
+        "webhooks.vacated_grace",
         "workers",
     ];
 

@@ -42,6 +42,7 @@ mod streaming;
 #[cfg(test)]
 mod test_support;
 mod validate;
+mod webhooks;
 
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
 pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
@@ -69,6 +70,7 @@ pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
 };
 pub(crate) use validate::is_active;
+pub use webhooks::{EVENT_KINDS, WebhooksConfig};
 
 /// Prefix of the environment variables that override config options:
 /// `HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY` sets `client.token.hmac_secret_key`.

@@ -10,7 +10,7 @@ use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
     NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig,
-    UniHttpStreamConfig, UniSseConfig, WebSocketConfig,
+    UniHttpStreamConfig, UniSseConfig, WebSocketConfig, WebhooksConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -56,6 +56,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Herald: serve the demo chat app and enable a permissive demo namespace.
     pub demo: bool,
+    /// Herald: events POSTed to a backend (user online/offline, channel occupied/vacated,
+    /// publications for offline users).
+    pub webhooks: WebhooksConfig,
     /// Herald: threads that run client connections and server work; `0` (the default) means
     /// one per CPU core. HTTP (the API, handshakes) has a thread of its own besides these.
     /// Fewer than the cores can serve faster on a machine whose other cores are busy with
@@ -137,6 +140,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             data_dir: PathBuf::from("./herald-data"),
             demo: false,
+            webhooks: WebhooksConfig::default(),
             workers: 0,
             pid_file: String::new(),
             enable_unreleased_features: false,

@@ -87,6 +87,8 @@ pub struct Node {
     /// Who may connect, subscribe, publish, refresh and call RPCs, when set with
     /// [`Node::set_policy`]; unset, the configuration decides ([`ConfigPolicy`]).
     policy: std::sync::OnceLock<Box<dyn Policy>>,
+    /// Events for the backend (`webhooks`) and the demo's offline notices, when either is on.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -168,13 +170,16 @@ impl Node {
         if let Some(proxies) = crate::policy::ProxyPolicy::from_config(&config)? {
             let _ = policy.set(Box::new(proxies) as Box<dyn Policy>);
         }
+        let metrics = Metrics::new();
+        let webhooks = crate::webhooks::Webhooks::new(&config, metrics.webhooks().clone())?;
         let node = Arc::new(Node {
             hub: Hub::new(),
             pings,
             alarms: AlarmClock::new(),
             tokens,
             subscription_tokens,
-            metrics: Metrics::new(),
+            metrics,
+            webhooks,
             id: uuid::Uuid::new_v4().to_string(),
             name,
             started: Instant::now(),
@@ -197,6 +202,10 @@ impl Node {
             .set_handler(Arc::new(BrokerEvents(Arc::downgrade(&node))));
         node.controller
             .set_handler(Arc::new(crate::control::NodeControl(Arc::downgrade(&node))));
+        if let Some(webhooks) = node.webhooks.as_ref().filter(|w| w.observes_hub()) {
+            // Set once, here, on a hub nobody else has seen yet.
+            let _ = node.hub.set_observer(webhooks.clone());
+        }
         Ok(node)
     }
 
@@ -269,6 +278,19 @@ impl Node {
     /// Commands to the connections of a user on any node, and the node list.
     pub fn controller(&self) -> &Arc<dyn Controller> {
         &self.controller
+    }
+
+    /// Webhooks, when `webhooks.enabled` or demo mode is on.
+    pub fn webhooks(&self) -> Option<&Arc<crate::webhooks::Webhooks>> {
+        self.webhooks.as_ref()
+    }
+
+    /// Starts the webhooks' tasks (their grace periods, the offline check, the delivery), if
+    /// any; they end when the node shuts down. Called by `Server::run`.
+    pub fn run_webhooks(self: &Arc<Self>) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.run(self);
+        }
     }
 
     /// Open client connections, connected or not yet.
@@ -536,6 +558,9 @@ impl BrokerEventHandler for BrokerEvents {
     fn handle_publication(&self, channel: &str, publication: &Publication, delta: bool) {
         if let Some(node) = self.0.upgrade() {
             node.deliver(channel, publication, delta);
+            if let Some(webhooks) = &node.webhooks {
+                webhooks.published(&node, channel, publication);
+            }
         }
     }
 
