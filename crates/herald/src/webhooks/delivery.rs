@@ -30,6 +30,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::Queue;
+use crate::auth::jwks::error_chain;
 use crate::config::WebhooksConfig;
 
 /// The header with the signature.
@@ -204,32 +205,10 @@ fn jitter(backoff: Duration) -> Duration {
 }
 
 fn client() -> Result<HttpsClient, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
-        Ok(builder) => builder,
-        // No system trust store (e.g. a minimal container): Mozilla's roots.
-        Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(|e| e.to_string())?,
-    };
-    let connector = builder.https_or_http().enable_http1().build();
+    let connector = crate::auth::jwks::https_connector().map_err(|e| e.to_string())?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector))
-}
-
-/// An error and its causes, `a: b: c` (hyper's own message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
