@@ -114,6 +114,7 @@ impl Config {
             problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
         problems.extend(self.http_server.tls.problems());
+        problems.extend(self.webhooks.problems());
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));
@@ -185,6 +186,7 @@ impl Config {
                 personal.personal_channel_namespace
             ));
         }
+        problems.extend(super::proxy::problems(self));
         problems.extend(
             crate::config::audit::audit(self)
                 .into_iter()
