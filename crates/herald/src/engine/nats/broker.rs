@@ -244,11 +244,24 @@ impl Broker for NatsBroker {
             // On the server before this resolves: the stream top the node reads next is
             // asked on the same connection, so it is answered after the subscription is in.
             self.connection.deadline("flush", client.flush()).await?;
+            // Where delivery starts: the stream's top now (read after the subscription is
+            // in, so every later publication arrives), or offset 0 of a stream to come.
+            let mut order = Order::default();
+            if let Some(history) = &self.history {
+                match history.position_of(channel).await {
+                    Ok(Some(top)) => order.last = Some(top),
+                    Ok(None) => order.from_zero = true,
+                    Err(e) => tracing::warn!(
+                        channel,
+                        "cannot read the stream's position: delivery starts at the next publication: {e}"
+                    ),
+                }
+            }
             let reader = ChannelReader {
                 channel: channel.to_owned(),
                 handler: self.handler.clone(),
                 history: self.history.clone(),
-                order: Order::default(),
+                order,
             };
             let connects = self.connection.connects.clone();
             let task = tokio::spawn(reader.run(subscriber, connects));
@@ -282,6 +295,9 @@ struct Order {
     held_bytes: usize,
     /// When the held publications stop waiting for the missing ones.
     fill_at: Option<Instant>,
+    /// The channel had no stream when this node subscribed: its first publication is
+    /// offset 1, whatever arrives first.
+    from_zero: bool,
 }
 
 impl Order {
@@ -368,6 +384,9 @@ impl ChannelReader {
             self.deliver(&publication, meta.delta);
             return;
         }
+        if self.order.last.is_none() && std::mem::take(&mut self.order.from_zero) {
+            self.order.last = Some((meta.epoch.clone(), 0));
+        }
         match &self.order.last {
             Some((epoch, last)) if *epoch == meta.epoch => {
                 let last = *last;
@@ -405,7 +424,8 @@ impl ChannelReader {
                 self.order.held_bytes = 0;
                 self.order.fill_at = None;
             }
-            // The first publication since this node subscribed sets where it starts.
+            // The stream's position could not be read at subscribe: the first publication
+            // sets where delivery starts.
             None => {}
         }
         self.deliver(&publication, meta.delta);

@@ -294,6 +294,19 @@ impl JetStreamHistory {
         Ok(publications.into_iter().flatten().collect())
     }
 
+    /// Where `channel`'s stream is now: `Some((epoch, last offset))`, `None` when it has no
+    /// stream yet (its first publication will be offset 1).
+    pub(super) async fn position_of(
+        &self,
+        channel: &str,
+    ) -> Result<Option<(String, u64)>, EngineError> {
+        let found = self.find(&self.stream_name(channel)).await?;
+        Ok(found.map(|stream| {
+            let info = stream.cached_info();
+            (epoch_of(info), info.state.last_sequence)
+        }))
+    }
+
     /// The publications after `after` up to `upto`, oldest first, for a node that missed
     /// them; `None` when some are no longer in the stream (or the stream's epoch is not
     /// `epoch`).
