@@ -45,10 +45,21 @@ def sign_hs256(claims: dict, secret: str) -> str:
     return f"{header}.{body}.{b64url(sig)}"
 
 
+def merge(base: dict, extra: dict) -> None:
+    """Deep-merges `extra` into `base` (dicts key by key; anything else replaces)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+
+
 class Herald:
     """A running herald process with a temporary config."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: dict | None = None) -> None:
+        """`extra` is merged over the default config (test_nats.py: the NATS broker and the
+        cluster's shared secret and API key)."""
         if not HERALD_BIN.is_file():
             raise RuntimeError(
                 f"herald binary not found at {HERALD_BIN}: build it with "
@@ -94,6 +105,9 @@ class Herald:
                 ],
             },
         }
+        merge(config, extra or {})
+        self.secret = config["client"]["token"]["hmac_secret_key"]
+        self.api_key = config["http_api"]["key"]
         self.config_path = self.dir / "config.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.log: list[str] = []

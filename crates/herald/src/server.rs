@@ -475,7 +475,15 @@ async fn route(
         && path == endpoint_path(&config.health.handler_prefix)
         && req.method() == Method::GET
     {
-        json(StatusCode::OK, "{}".into())
+        // A broker that lost its backend (NATS down) cannot publish or deliver across nodes:
+        // unhealthy, saying why, until it is back.
+        match node.broker().health() {
+            Ok(()) => json(StatusCode::OK, "{}".into()),
+            Err(why) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": why }).to_string(),
+            ),
+        }
     } else if config.prometheus.enabled
         && path == endpoint_path(&config.prometheus.handler_prefix)
         && req.method() == Method::GET

@@ -9,18 +9,53 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A config whose `chat` and `inbox` namespaces keep history in `data_dir`.
-fn history_config(data_dir: &std::path::Path, history_size: u64) -> Value {
-    json!({
-        "data_dir": data_dir,
-        "channel": {"namespaces": [
-            {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_client": true,
-             "allow_history_for_client": true, "history_size": history_size,
-             "history_ttl": "1h", "force_recovery": true},
-            {"name": "inbox", "allow_user_limited_channels": true, "allow_publish_for_client": true,
-             "history_size": 1000, "history_ttl": "720h", "force_recovery": true}
-        ]}
-    })
+/// Which engine keeps the history: every test below runs on both (`embedded::…`, `nats::…`).
+#[derive(Clone, Copy)]
+enum Engine {
+    /// SQLite under `data_dir`.
+    Embedded,
+    /// JetStream on a nats-server of the test's own.
+    Nats,
+}
+
+/// Where a test's history lives: its data directory, or its nats-server (which outlives the
+/// Herald processes a test kills and restarts, as a data directory does).
+enum Store {
+    Embedded(tempfile::TempDir),
+    Nats(common::nats::Nats),
+}
+
+impl Store {
+    fn new(engine: Engine) -> Store {
+        match engine {
+            Engine::Embedded => Store::Embedded(tempfile::tempdir().unwrap()),
+            Engine::Nats => Store::Nats(common::nats::Nats::start()),
+        }
+    }
+
+    /// `config` with this store: `data_dir`, or the NATS broker with JetStream history.
+    fn with(&self, mut config: Value) -> Value {
+        let store = match self {
+            Store::Embedded(dir) => json!({"data_dir": dir.path()}),
+            Store::Nats(nats) => json!({"broker": {"enabled": true, "type": "nats", "nats": {
+                "url": nats.url(), "write_timeout": "5s", "jetstream": {"enabled": true}}}}),
+        };
+        merge(&mut config, store);
+        config
+    }
+
+    /// A config whose `chat` and `inbox` namespaces keep history in this store.
+    fn history_config(&self, history_size: u64) -> Value {
+        self.with(json!({
+            "channel": {"namespaces": [
+                {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_client": true,
+                 "allow_history_for_client": true, "history_size": history_size,
+                 "history_ttl": "1h", "force_recovery": true},
+                {"name": "inbox", "allow_user_limited_channels": true, "allow_publish_for_client": true,
+                 "history_size": 1000, "history_ttl": "720h", "force_recovery": true}
+            ]}
+        }))
+    }
 }
 
 async fn publish(server: &Server, channel: &str, n: u64) -> Value {
@@ -40,10 +75,9 @@ fn offsets(publications: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn publish_assigns_offsets_and_history_returns_them() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn publish_assigns_offsets_and_history_returns_them(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     let first = publish(&server, "chat:1", 1).await;
     assert_eq!(first["offset"], 1, "{first}");
     let epoch = first["epoch"].as_str().unwrap().to_owned();
@@ -100,10 +134,9 @@ async fn publish_assigns_offsets_and_history_returns_them() {
     assert_eq!(reply["history"]["epoch"], epoch.as_str());
 }
 
-#[tokio::test]
-async fn a_reconnecting_client_recovers_exactly_what_it_missed() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn a_reconnecting_client_recovers_exactly_what_it_missed(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     publish(&server, "chat:r", 1).await;
     let mut ws = server.client("bob").await;
     let reply = ws.subscribe("chat:r").await;
@@ -135,10 +168,9 @@ async fn a_reconnecting_client_recovers_exactly_what_it_missed() {
     );
 }
 
-#[tokio::test]
-async fn a_gap_larger_than_the_history_is_not_recovered() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 3)).await;
+async fn a_gap_larger_than_the_history_is_not_recovered(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(3)).await;
     let first = publish(&server, "chat:g", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
     for n in 2..=10 {
@@ -179,10 +211,9 @@ async fn a_gap_larger_than_the_history_is_not_recovered() {
     assert_eq!(offsets(&page["publications"]), vec![9, 10]);
 }
 
-#[tokio::test]
-async fn recovery_and_offsets_survive_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let config = history_config(data.path(), 100);
+async fn recovery_and_offsets_survive_a_restart(engine: Engine) {
+    let store = Store::new(engine);
+    let config = store.history_config(100);
     let mut server = Server::start(config.clone()).await;
     let first = publish(&server, "chat:s", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
@@ -202,10 +233,9 @@ async fn recovery_and_offsets_survive_a_restart() {
     assert_eq!(offsets(&reply["subscribe"]["publications"]), vec![2, 3]);
 }
 
-#[tokio::test]
-async fn the_offline_inbox_delivers_everything_once_in_order() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn the_offline_inbox_delivers_everything_once_in_order(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     let mut alice = server.client("alice").await;
     for n in 1..=20 {
         let reply = alice.publish("inbox:#bob", json!({"text": n})).await;
@@ -228,10 +258,9 @@ async fn the_offline_inbox_delivers_everything_once_in_order() {
     assert_eq!(sub["publications"][0]["info"]["user"], "alice");
 }
 
-#[tokio::test]
-async fn concurrent_publishers_are_delivered_in_offset_order() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 1000)).await;
+async fn concurrent_publishers_are_delivered_in_offset_order(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(1000)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("chat:o").await;
     let port = server.port;
@@ -264,10 +293,9 @@ async fn concurrent_publishers_are_delivered_in_offset_order() {
     assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
 }
 
-#[tokio::test]
-async fn an_idempotent_retry_is_stored_and_delivered_once() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn an_idempotent_retry_is_stored_and_delivered_once(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("chat:i").await;
     let body = json!({"channel": "chat:i", "data": {"n": 1}, "idempotency_key": "order-1"});
@@ -282,10 +310,9 @@ async fn an_idempotent_retry_is_stored_and_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn server_side_subscriptions_recover_through_connect() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn server_side_subscriptions_recover_through_connect(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     let token =
         herald::auth::sign_hs256(&json!({"sub": "carol", "channels": ["chat:srv"]}), SECRET)
             .unwrap();
@@ -313,10 +340,9 @@ async fn server_side_subscriptions_recover_through_connect() {
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 5);
 }
 
-#[tokio::test]
-async fn an_idempotent_retry_without_history_is_delivered_once() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn an_idempotent_retry_without_history_is_delivered_once(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(100)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("news").await;
     let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k-1"});
@@ -330,13 +356,12 @@ async fn an_idempotent_retry_without_history_is_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn reject_unrecovered_answers_112_instead_of_recovered_false() {
+async fn reject_unrecovered_answers_112_instead_of_recovered_false(engine: Engine) {
     // The SDKs' getState flow sets bit 2 of the subscribe flag (value 2): a position that
     // cannot be recovered is error 112, so that the SDK reloads its state and subscribes
     // again, instead of a subscription that silently misses publications.
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 3)).await;
+    let store = Store::new(engine);
+    let server = Server::start(store.history_config(3)).await;
     let first = publish(&server, "chat:g", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
     for n in 2..=10 {
@@ -370,18 +395,16 @@ async fn reject_unrecovered_answers_112_instead_of_recovered_false() {
     assert_eq!(reply["subscribe"]["recovered"], Value::Null, "{reply}");
 }
 
-#[tokio::test]
-async fn cache_recovery_mode_sends_the_latest_publication() {
+async fn cache_recovery_mode_sends_the_latest_publication(engine: Engine) {
     // force_recovery_mode "cache": a recovering subscriber gets the channel's latest
     // publication (its current state), not the stream of what it missed.
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(json!({
-        "data_dir": data.path(),
+    let store = Store::new(engine);
+    let server = Server::start(store.with(json!({
         "channel": {"namespaces": [
             {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
              "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache"}
         ]}
-    }))
+    })))
     .await;
     let mut ws = server.client("bob").await;
     // An empty channel: nothing to recover, not recovered.
@@ -435,17 +458,15 @@ async fn cache_recovery_mode_sends_the_latest_publication() {
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 6);
 }
 
-#[tokio::test]
-async fn auto_cache_recover_sends_the_latest_publication_without_being_asked() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(json!({
-        "data_dir": data.path(),
+async fn auto_cache_recover_sends_the_latest_publication_without_being_asked(engine: Engine) {
+    let store = Store::new(engine);
+    let server = Server::start(store.with(json!({
         "channel": {"namespaces": [
             {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
              "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache",
              "auto_cache_recover": true}
         ]}
-    }))
+    })))
     .await;
     for n in 1..=3 {
         publish(&server, "state:1", n).await;
@@ -476,10 +497,11 @@ fn data_bytes(frame: &str) -> &str {
     &rest[..end]
 }
 
-#[tokio::test]
-async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let config = history_config(data.path(), 100);
+async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart(
+    engine: Engine,
+) {
+    let store = Store::new(engine);
+    let config = store.history_config(100);
     let mut server = Server::start(config.clone()).await;
     let mut reader = server.client("ann").await;
     reader.subscribe_ok("chat:odd").await;
@@ -529,3 +551,37 @@ async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_afte
     );
     assert_eq!(data_bytes(&recovered), ODD_JSON, "{recovered}");
 }
+
+/// Each test above, once per engine.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::Embedded).await
+            })*
+        }
+        mod nats {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::Nats).await
+            })*
+        }
+    };
+}
+
+on_every_engine!(
+    publish_assigns_offsets_and_history_returns_them,
+    a_reconnecting_client_recovers_exactly_what_it_missed,
+    a_gap_larger_than_the_history_is_not_recovered,
+    recovery_and_offsets_survive_a_restart,
+    the_offline_inbox_delivers_everything_once_in_order,
+    concurrent_publishers_are_delivered_in_offset_order,
+    an_idempotent_retry_is_stored_and_delivered_once,
+    server_side_subscriptions_recover_through_connect,
+    an_idempotent_retry_without_history_is_delivered_once,
+    reject_unrecovered_answers_112_instead_of_recovered_false,
+    cache_recovery_mode_sends_the_latest_publication,
+    auto_cache_recover_sends_the_latest_publication_without_being_asked,
+    odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart,
+);

@@ -263,9 +263,9 @@ async fn checkconfig_reports_every_problem_in_one_run() {
 async fn a_refused_option_stops_the_server_and_names_it() {
     for (patch, name, advice) in [
         (
-            json!({"engine": {"type": "nats"}}),
-            "engine.type",
-            "embedded engine",
+            json!({"engine": {"type": "nats", "nats": {"allow_wildcards": true}}}),
+            "engine.nats.allow_wildcards",
+            "remove it",
         ),
         (
             json!({"client": {"user_id_http_header": "X-User"}}),
@@ -514,7 +514,7 @@ async fn demo_publish_uses_the_demo_api_key() {
 async fn an_unimplemented_engine_stops_the_server_naming_the_option() {
     for (patch, name) in [
         (json!({"engine": {"type": "redis"}}), "engine.type"),
-        (json!({"broker": {"enabled": true}}), "broker.enabled"),
+        (json!({"broker": {"enabled": true}}), "broker.type"),
         (
             json!({"presence_manager": {"enabled": true}}),
             "presence_manager.enabled",

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Opaque;
+use super::{NatsConfig, Opaque};
 
 /// A backend for PUB/SUB, history and presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub enum EngineType {
     Memory,
     /// Redis: cross-node PUB/SUB, shared history and presence.
     Redis,
-    /// NATS: cross-node PUB/SUB.
+    /// NATS: cross-node PUB/SUB and node control, history on JetStream.
     Nats,
 }
 
@@ -30,8 +30,8 @@ pub struct EngineConfig {
     pub kind: EngineType,
     /// Redis connection settings (Centrifugo names). Kept verbatim until the Redis engine lands.
     pub redis: Opaque,
-    /// Herald: NATS connection settings. Kept verbatim until the NATS engine lands.
-    pub nats: Opaque,
+    /// Herald: NATS settings, as `broker.nats` (used with `type: "nats"`).
+    pub nats: NatsConfig,
 }
 
 /// `broker`: Centrifugo's separate PUB/SUB + history backend.
@@ -45,8 +45,8 @@ pub struct BrokerConfig {
     pub kind: EngineType,
     /// Redis settings (verbatim).
     pub redis: Opaque,
-    /// NATS settings (verbatim).
-    pub nats: Opaque,
+    /// NATS settings (used with `type: "nats"`).
+    pub nats: NatsConfig,
     /// Centrifugo PostgreSQL stream broker (verbatim; not implemented).
     pub postgres: Opaque,
     /// Centrifugo Redis+NATS broker (verbatim; not implemented).

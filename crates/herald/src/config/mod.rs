@@ -36,6 +36,7 @@ mod genconfig;
 mod http;
 mod load;
 mod log;
+mod nats;
 mod proxy;
 mod schema;
 mod streaming;
@@ -61,6 +62,7 @@ pub use http::{
 };
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use nats::{NatsConfig, NatsJetStreamConfig};
 pub use proxy::{
     ChannelProxies, ClientProxies, ProxyConfig, ProxyHttpConfig, RpcConfig, RpcNamespace,
     RpcOptions, StatusToCodeTransform, TransformDisconnect, TransformError,

@@ -25,6 +25,14 @@ pub trait BrokerEventHandler: Send + Sync + 'static {
     fn handle_join(&self, channel: &str, info: &ClientInfo);
     /// A client unsubscribed from `channel` (on any node).
     fn handle_leave(&self, channel: &str, info: &ClientInfo);
+    /// This node missed publications of `channel` that the broker cannot deliver any more
+    /// (no longer in the stream): the node tells the channel's local subscribers that their
+    /// position is lost (insufficient state), so their SDKs resubscribe and recover or learn
+    /// that they cannot. A broker that never loses publications (the embedded one) never
+    /// calls it.
+    fn handle_gap(&self, channel: &str) {
+        let _ = channel;
+    }
 }
 
 /// Publication fan-out between nodes plus the channels' history streams (the [`History`] half:
@@ -65,4 +73,10 @@ pub trait Broker: History {
 
     /// Stops delivering `channel`'s events to this node.
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Whether the broker can serve now (`/health`); the error says why not, for the operator.
+    /// A broker within the process is always healthy.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::embedded::{EmbeddedBroker, EmbeddedHistory};
 use super::{Broker, Controller, LocalController, MemoryPresence, PresenceManager};
-use crate::config::{Config, EngineType, NamespaceOptions};
+use crate::config::{Config, EngineType, NamespaceOptions, NatsConfig};
 
 /// The engine a node runs on: its three seams.
 #[derive(Clone)]
@@ -50,38 +50,128 @@ const NOT_YET: &str = "not implemented in Herald yet";
 /// order.
 pub fn unimplemented(config: &Config) -> Vec<Unimplemented> {
     let mut found = Vec::new();
-    let kind = match config.engine.kind {
-        EngineType::Redis => Some("redis"),
-        EngineType::Nats => Some("nats"),
-        EngineType::Embedded | EngineType::Memory => None,
-    };
-    if let Some(kind) = kind {
+    if config.engine.kind == EngineType::Redis {
         found.push(Unimplemented {
             option: "engine.type",
             message: format!(
-                "\"{kind}\" is {NOT_YET}: remove it (or set \"memory\") to run a single node with \
+                "\"redis\" is {NOT_YET}: remove it (or set \"memory\") to run a single node with \
+                 the embedded engine, or use \"nats\" for several nodes"
+            ),
+        });
+    }
+    if config.broker.enabled && config.broker.kind != EngineType::Nats {
+        found.push(Unimplemented {
+            option: "broker.type",
+            message: format!(
+                "only \"nats\" is implemented for a separate broker (a Redis broker is \
+                 {NOT_YET}): set broker.type to \"nats\", or remove the broker section to use \
                  the embedded engine"
             ),
         });
     }
-    if config.broker.enabled {
-        found.push(Unimplemented {
-            option: "broker.enabled",
-            message: format!(
-                "a separate broker {NOT_YET}: remove the broker section to use the embedded engine"
-            ),
-        });
+    if let Some((at, nats)) = nats_config(config) {
+        found.extend(nats_unimplemented(config, at, nats));
     }
     if config.presence_manager.enabled {
         found.push(Unimplemented {
             option: "presence_manager.enabled",
             message: format!(
                 "a separate presence manager {NOT_YET}: remove the presence_manager section to \
-                 use the embedded engine"
+                 use the engine's (with NATS: each node's own)"
             ),
         });
     }
     found
+}
+
+/// The NATS settings in use and where they are (`broker.nats` or `engine.nats`), if the
+/// config selects NATS: `broker.type: "nats"` with `broker.enabled`, else `engine.type:
+/// "nats"`.
+pub fn nats_config(config: &Config) -> Option<(&'static str, &NatsConfig)> {
+    if config.broker.enabled {
+        return (config.broker.kind == EngineType::Nats)
+            .then_some(("broker.nats", &config.broker.nats));
+    }
+    (config.engine.kind == EngineType::Nats).then_some(("engine.nats", &config.engine.nats))
+}
+
+/// The `broker.nats` (or `engine.nats`) options Herald does not implement, and history
+/// without JetStream.
+fn nats_unimplemented(config: &Config, at: &'static str, nats: &NatsConfig) -> Vec<Unimplemented> {
+    let mut found = Vec::new();
+    // `option` is static; the two places NATS settings can live.
+    let named = |broker: &'static str, engine: &'static str| {
+        if at == "broker.nats" { broker } else { engine }
+    };
+    if nats.allow_wildcards {
+        found.push(Unimplemented {
+            option: named("broker.nats.allow_wildcards", "engine.nats.allow_wildcards"),
+            message: format!("wildcard subscriptions are {NOT_YET}: remove it"),
+        });
+    }
+    if nats.raw_mode.as_ref().is_some_and(crate::config::is_active) {
+        found.push(Unimplemented {
+            option: named("broker.nats.raw_mode", "engine.nats.raw_mode"),
+            message: format!(
+                "raw mode {NOT_YET}: remove it (Herald's subjects carry its own format)"
+            ),
+        });
+    }
+    let tls = &nats.tls;
+    let unsupported_tls = [
+        (
+            !tls.client_ca_pem.is_empty()
+                || !tls.client_ca_pem_b64.is_empty()
+                || !tls.client_ca_pem_file.is_empty(),
+            named(
+                "broker.nats.tls.client_ca_pem",
+                "engine.nats.tls.client_ca_pem",
+            ),
+            "a client CA means nothing on an outgoing connection: remove it",
+        ),
+        (
+            tls.insecure_skip_verify,
+            named(
+                "broker.nats.tls.insecure_skip_verify",
+                "engine.nats.tls.insecure_skip_verify",
+            ),
+            "Herald always verifies the NATS server: remove it and set server_ca_pem_file to \
+             the CA that signed the server's certificate",
+        ),
+        (
+            !tls.server_name.is_empty(),
+            named("broker.nats.tls.server_name", "engine.nats.tls.server_name"),
+            "the name verified is the URL's host: remove it and put that name in the URL",
+        ),
+    ];
+    for (set, option, message) in unsupported_tls {
+        if set {
+            found.push(Unimplemented {
+                option,
+                message: format!("{NOT_YET} for NATS: {message}"),
+            });
+        }
+    }
+    if keeps_history(config) && !nats.jetstream.enabled {
+        found.push(Unimplemented {
+            option: named(
+                "broker.nats.jetstream.enabled",
+                "engine.nats.jetstream.enabled",
+            ),
+            message: "some namespace keeps history (history_size and history_ttl), which the \
+                      nodes must share: set it to true (history on JetStream; the NATS server \
+                      needs JetStream, nats-server -js), or remove history from the namespaces"
+                .into(),
+        });
+    }
+    found
+}
+
+/// Whether some namespace keeps history (`history_size` and `history_ttl`).
+fn keeps_history(config: &Config) -> bool {
+    std::iter::once(&config.channel.without_namespace)
+        .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
+        .any(NamespaceOptions::history_enabled)
 }
 
 /// Why an engine could not be built.
@@ -90,6 +180,14 @@ pub enum BuildError {
     /// The config asks for an engine Herald does not have.
     #[error(transparent)]
     Unimplemented(#[from] Unimplemented),
+    /// The NATS client could not be set up (TLS files, URL).
+    #[error("{at}: {source}")]
+    Nats {
+        /// `broker.nats` or `engine.nats`.
+        at: String,
+        /// What went wrong.
+        source: super::EngineError,
+    },
     /// The embedded history could not be opened.
     #[error("cannot open the history database in {dir}: {source}")]
     History {
@@ -101,14 +199,17 @@ pub enum BuildError {
 }
 
 /// Builds the engine `config` asks for, or refuses one that is not implemented (naming the
-/// option). Opens the history database in `data_dir` when some namespace keeps history.
+/// option). Opens the history database in `data_dir` when some namespace keeps history on the
+/// embedded engine; starts connecting to NATS with the NATS engine (so it must be called within
+/// a Tokio runtime then).
 pub fn build(config: &Config) -> Result<Engine, BuildError> {
     if let Some(missing) = unimplemented(config).into_iter().next() {
         return Err(missing.into());
     }
-    let keeps_history = std::iter::once(&config.channel.without_namespace)
-        .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
-        .any(NamespaceOptions::history_enabled);
+    let keeps_history = keeps_history(config);
+    if let Some((at, nats)) = nats_config(config) {
+        return build_nats(config, at, nats, keeps_history);
+    }
     let history = if keeps_history {
         let history =
             EmbeddedHistory::from_config(config).map_err(|source| BuildError::History {
@@ -127,6 +228,44 @@ pub fn build(config: &Config) -> Result<Engine, BuildError> {
     })
 }
 
+/// The NATS engine: its broker and controller, with presence kept per node.
+fn build_nats(
+    config: &Config,
+    at: &str,
+    nats: &NatsConfig,
+    keeps_history: bool,
+) -> Result<Engine, BuildError> {
+    let (broker, controller) =
+        super::nats::start(nats, keeps_history).map_err(|source| BuildError::Nats {
+            at: at.to_owned(),
+            source,
+        })?;
+    let any_presence = std::iter::once(&config.channel.without_namespace)
+        .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
+        .any(|ns| ns.presence);
+    if any_presence {
+        tracing::warn!(
+            "channel presence (the namespaces' `presence` option) is per node with {at}: \
+             presence and presence_stats list the subscribers of the node that answers, not of \
+             the cluster; a shared presence manager (presence_manager) is not implemented yet"
+        );
+    }
+    if keeps_history {
+        tracing::info!(
+            "history on JetStream ({at}.jetstream): one stream per channel, \
+             {prefix}_<channel>; channel.history_meta_ttl does not apply: a stream stays until \
+             it is deleted in NATS",
+            prefix = nats.prefix
+        );
+    }
+    Ok(Engine {
+        broker,
+        presence: Arc::new(MemoryPresence::new()),
+        controller,
+        keeps_history,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +273,29 @@ mod tests {
 
     #[test]
     fn an_unimplemented_engine_is_refused_naming_its_option() {
+        let with_history = |mut config: Config| {
+            config.channel.without_namespace.history_size = 10;
+            config.channel.without_namespace.history_ttl = std::time::Duration::from_secs(60);
+            config
+        };
+        let nats_broker = || Config {
+            broker: BrokerConfig {
+                enabled: true,
+                kind: EngineType::Nats,
+                ..BrokerConfig::default()
+            },
+            ..Config::default()
+        };
+        let mut wildcards = Config {
+            engine: EngineConfig {
+                kind: EngineType::Nats,
+                ..EngineConfig::default()
+            },
+            ..Config::default()
+        };
+        wildcards.engine.nats.allow_wildcards = true;
+        let mut insecure = nats_broker();
+        insecure.broker.nats.tls.insecure_skip_verify = true;
         let cases = [
             (
                 Config {
@@ -144,16 +306,7 @@ mod tests {
                     ..Config::default()
                 },
                 "engine.type",
-            ),
-            (
-                Config {
-                    engine: EngineConfig {
-                        kind: EngineType::Nats,
-                        ..EngineConfig::default()
-                    },
-                    ..Config::default()
-                },
-                "engine.type",
+                NOT_YET,
             ),
             (
                 Config {
@@ -163,7 +316,8 @@ mod tests {
                     },
                     ..Config::default()
                 },
-                "broker.enabled",
+                "broker.type",
+                NOT_YET,
             ),
             (
                 Config {
@@ -174,13 +328,25 @@ mod tests {
                     ..Config::default()
                 },
                 "presence_manager.enabled",
+                NOT_YET,
+            ),
+            (wildcards, "engine.nats.allow_wildcards", NOT_YET),
+            (insecure, "broker.nats.tls.insecure_skip_verify", NOT_YET),
+            (
+                with_history(nats_broker()),
+                "broker.nats.jetstream.enabled",
+                "set it to true",
             ),
         ];
-        for (config, option) in cases {
+        for (config, option, says) in cases {
             let error = build(&config).unwrap_err().to_string();
             assert!(error.starts_with(&format!("{option}: ")), "{error}");
-            assert!(error.contains(NOT_YET), "{error}");
+            assert!(error.contains(says), "{error}");
         }
+        // History on JetStream is what NATS needs: nothing refused.
+        let mut jetstream = with_history(nats_broker());
+        jetstream.broker.nats.jetstream.enabled = true;
+        assert_eq!(unimplemented(&jetstream), []);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, EngineError};
 
@@ -58,7 +58,7 @@ pub struct Target {
 }
 
 /// One node's identity and load, as API `info` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Node id (a UUID, new at each start).
     pub uid: String,
@@ -81,7 +81,7 @@ pub struct NodeInfo {
 }
 
 /// CPU and memory of a node's process.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// CPU use in percent of one core, averaged since the previous `info` call (at least one
     /// second back) or since start.

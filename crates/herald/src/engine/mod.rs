@@ -3,9 +3,9 @@
 //! ([`PresenceManager`]), and how one node acts on connections of another ([`Controller`]).
 //!
 //! The node, client and API code talk to these traits only; [`build`] picks their
-//! implementations from the config, once, at start-up. An engine spanning nodes (Redis, NATS)
-//! is added by implementing the three traits and a branch in [`build`]; nothing above them
-//! changes. The embedded engine, the default, is one node: [`embedded::EmbeddedBroker`] over
+//! implementations from the config, once, at start-up. An engine spanning nodes is added by
+//! implementing the three traits and a branch in [`build`]; nothing above them changes. The
+//! [`nats`] engine is one (several nodes over NATS, history on JetStream). The embedded engine, the default, is one node: [`embedded::EmbeddedBroker`] over
 //! durable per-channel streams in SQLite under `data_dir` ([`embedded::EmbeddedHistory`]),
 //! [`MemoryPresence`] and [`LocalController`].
 //!
@@ -35,6 +35,7 @@
 //!   [`Controller`].
 
 pub mod embedded;
+pub mod nats;
 
 mod broker;
 mod build;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use broker::{Broker, BrokerEventHandler};
-pub use build::{BuildError, Engine, Unimplemented, build, unimplemented};
+pub use build::{BuildError, Engine, Unimplemented, build, nats_config, unimplemented};
 pub use controller::{
     ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo, Target,
 };

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod tls;
 
 use std::collections::VecDeque;

@@ -26,7 +26,7 @@ mod writer;
 pub use broker::EmbeddedBroker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -570,11 +570,11 @@ impl Drop for EmbeddedHistory {
 
 /// Offsets `lo < offset <= hi`, ascending or descending, at most `limit` (negative: all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Range {
-    lo: u64,
-    hi: u64,
-    reverse: bool,
-    limit: i64,
+pub(crate) struct Range {
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+    pub(crate) reverse: bool,
+    pub(crate) limit: i64,
 }
 
 /// What a disk read found.
@@ -605,15 +605,15 @@ impl DiskView {
     }
 }
 
-/// What a recovery needs, given the stream's meta.
-enum RecoverPlan {
+/// What a recovery needs, given the stream's meta (shared with the JetStream history).
+pub(crate) enum RecoverPlan {
     /// Decided without publications: recovered (with none) or not.
     Decided(bool),
     /// Recovered if every offset `since < offset <= top` is retained.
     Need(Range),
 }
 
-fn plan_recover(
+pub(crate) fn plan_recover(
     since: &StreamPosition,
     limit: usize,
     size: usize,
@@ -643,7 +643,7 @@ fn plan_recover(
 
 /// Whether `publications` are exactly the offsets of `range` (ascending), i.e. nothing in it
 /// was trimmed.
-fn complete(range: &Range, publications: &[Arc<StoredPublication>]) -> bool {
+pub(crate) fn complete(range: &Range, publications: &[Arc<StoredPublication>]) -> bool {
     publications.len() as u64 == range.hi - range.lo
         && publications
             .iter()
@@ -651,8 +651,8 @@ fn complete(range: &Range, publications: &[Arc<StoredPublication>]) -> bool {
             .all(|(i, p)| p.offset == range.lo + 1 + i as u64)
 }
 
-/// What a history read needs, given the stream's meta.
-fn plan_read(
+/// What a history read needs, given the stream's meta (shared with the JetStream history).
+pub(crate) fn plan_read(
     filter: &HistoryFilter,
     size: usize,
     epoch: &str,

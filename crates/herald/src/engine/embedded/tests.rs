@@ -382,8 +382,10 @@ async fn a_stream_in_use_does_not_expire() {
     }
 }
 
-/// §6 on one stream, answered from memory (`cached`) or from disk after a reopen.
-async fn check_recovery(h: &EmbeddedHistory, epoch: &str) {
+/// §6 on one stream `r` holding offsets 1..=10, answered from memory (`cached`) or from disk
+/// after a reopen; also run against JetStream (`engine::nats::tests`). Ends by trimming the
+/// stream to 5.
+pub(crate) async fn check_recovery(h: &dyn History, epoch: &str) {
     let o = opts(100);
     let pos = |offset| StreamPosition::new(offset, epoch);
     // Exactly what was missed, oldest first.
@@ -564,7 +566,9 @@ async fn appends_and_a_removal_in_one_commit_leave_the_cache_consistent() {
     }
 }
 
-async fn check_paging(h: &EmbeddedHistory) {
+/// Paging through stream `p` holding offsets 1..=20; also run against JetStream
+/// (`engine::nats::tests`). Ends by trimming the stream to 4.
+pub(crate) async fn check_paging(h: &dyn History) {
     let o = opts(100);
     let epoch = h.top("p", o).await.unwrap().epoch;
     let pos = |offset| Some(StreamPosition::new(offset, epoch.clone()));
