@@ -35,6 +35,7 @@
 //!   [`Controller`].
 
 pub mod embedded;
+pub mod redis;
 
 mod broker;
 mod build;
