@@ -48,12 +48,12 @@
 //! a moving head. The entry id is the offset itself, so reading "after offset N" is one
 //! `XRANGE` from `N+1`.
 
-// mod broker;
-// mod codec;
+mod broker;
+mod codec;
 mod pubsub;
 mod shards;
 mod tls;
 
-// pub use broker::RedisBroker;
+pub use broker::RedisBroker;
 pub use pubsub::{PROBE_INTERVAL, PubSubHandler, PubSubLink};
 pub use shards::{RETRY_AFTER, RedisShards, Shard, ShardConn};
