@@ -500,7 +500,9 @@ fn data_bytes(frame: &str) -> &str {
     &rest[..end]
 }
 
-async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart(engine: Engine) {
+async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart(
+    engine: Engine,
+) {
     let config = engine.config(100);
     let mut server = Server::start(config.clone()).await;
     let mut reader = server.client("ann").await;

@@ -175,8 +175,7 @@ mod tests {
 
     #[test]
     fn an_address_is_one_string_or_a_list() {
-        let one: RedisConfig =
-            serde_json::from_str(r#"{"address": "redis://a:1"}"#).unwrap();
+        let one: RedisConfig = serde_json::from_str(r#"{"address": "redis://a:1"}"#).unwrap();
         assert_eq!(one.address, ["redis://a:1"]);
         let many: RedisConfig =
             serde_json::from_str(r#"{"address": ["redis://a:1", "b:2"]}"#).unwrap();
@@ -198,7 +197,13 @@ mod tests {
             ..RedisConfig::default()
         };
         let problems = c.problems().join("\n");
-        assert!(problems.contains("engine.redis.cluster_address"), "{problems}");
-        assert!(problems.contains("engine.redis.sentinel_master_name"), "{problems}");
+        assert!(
+            problems.contains("engine.redis.cluster_address"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("engine.redis.sentinel_master_name"),
+            "{problems}"
+        );
     }
 }

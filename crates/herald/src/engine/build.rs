@@ -146,8 +146,8 @@ fn build_redis(config: &Config) -> Result<Engine, BuildError> {
             "the Redis engine must be built inside the server's runtime".into(),
         ));
     }
-    let shards = RedisShards::connect(&config.engine.redis)
-        .map_err(|e| BuildError::Redis(e.to_string()))?;
+    let shards =
+        RedisShards::connect(&config.engine.redis).map_err(|e| BuildError::Redis(e.to_string()))?;
     let keeps_history = std::iter::once(&config.channel.without_namespace)
         .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
         .any(NamespaceOptions::history_enabled);

@@ -97,6 +97,18 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
+    /// Starts one on `port`.
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: Vec::new(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
     /// Starts one with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
@@ -223,9 +235,11 @@ impl RedisCluster {
             .expect("redis-cli --cluster create");
         assert!(status.success(), "redis-cli --cluster create failed");
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !cluster.ports.iter().all(|p| {
-            cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-        }) {
+        while !cluster
+            .ports
+            .iter()
+            .all(|p| cli(*p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok")))
+        {
             assert!(Instant::now() < deadline, "the cluster did not become ok");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -291,7 +305,10 @@ impl RedisSentinel {
         )
         .is_some_and(|o| o.contains(&master.port.to_string()))
         {
-            assert!(Instant::now() < deadline, "the sentinel does not know the master");
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel does not know the master"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         RedisSentinel {

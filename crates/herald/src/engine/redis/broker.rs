@@ -186,7 +186,11 @@ impl Inner {
             .arg(if history { request.options.size } else { 0 })
             .arg(millis(request.options.ttl).max(1))
             .arg(millis(request.options.meta_ttl))
-            .arg(if request.idempotency_key.is_some() { "1" } else { "0" })
+            .arg(if request.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
             .arg(IDEMPOTENCY_WINDOW_MS)
             .arg(new_epoch())
             .arg(if history { request.version } else { 0 })
@@ -360,7 +364,10 @@ impl Inner {
             Next::Drop => {}
             Next::Reset => self.insufficient(channel, "the stream has a new epoch"),
             Next::Fill(last) => {
-                if self.fill(channel, last, publication.offset - 1, &epoch).await {
+                if self
+                    .fill(channel, last, publication.offset - 1, &epoch)
+                    .await
+                {
                     self.deliver_one(channel, &publication, delta);
                     self.set_delivered(channel, publication.offset, &epoch);
                 }

@@ -99,7 +99,8 @@ impl<'a> Fields<'a> {
     }
 
     fn text(&mut self) -> Result<String, DecodeError> {
-        String::from_utf8(self.next()?.to_vec()).map_err(|_| DecodeError("a text field not in UTF-8"))
+        String::from_utf8(self.next()?.to_vec())
+            .map_err(|_| DecodeError("a text field not in UTF-8"))
     }
 }
 
@@ -264,7 +265,10 @@ mod tests {
             b"j0:",
             b"j2:{}",
         ] {
-            assert!(decode(bad).is_err() || matches!(decode(bad), Ok(Event::Join(_))), "{bad:?}");
+            assert!(
+                decode(bad).is_err() || matches!(decode(bad), Ok(Event::Join(_))),
+                "{bad:?}"
+            );
         }
         assert!(decode_entry(&Value::Nil).is_err());
     }

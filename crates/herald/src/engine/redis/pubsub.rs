@@ -107,8 +107,11 @@ impl PubSubLink {
         self.requests
             .send(Request::Subscribe(channel, tx))
             .map_err(|_| EngineError::Unavailable("the Redis PUB/SUB link has stopped".into()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(EngineError::Unavailable("the Redis PUB/SUB link has stopped".into())))
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::Unavailable(
+                "the Redis PUB/SUB link has stopped".into(),
+            ))
+        })
     }
 
     /// Unsubscribes the link from `channel` (not waited for).
@@ -162,6 +165,10 @@ impl Task {
                         End::Lost(error) => {
                             tracing::warn!("{error}; reconnecting");
                             self.down(error);
+                            // The command connection most likely went with it (Redis
+                            // restarted, the network dropped): make it anew on next use
+                            // rather than fail one command on it first.
+                            self.shard.reset();
                         }
                     }
                 }

@@ -348,6 +348,12 @@ impl Shard {
             })
     }
 
+    /// Drops the command connection, whatever its state, so that the next call connects
+    /// anew (after the shard's PUB/SUB link was lost).
+    pub fn reset(&self) {
+        *lock(&self.slot) = None;
+    }
+
     /// Drops the command connection of `generation` after it failed, so that the next call
     /// reconnects (a connection made since is kept).
     fn broken(&self, generation: u64) {
@@ -473,7 +479,10 @@ impl Shard {
         let deadline = self.settings.connect_timeout + self.settings.io_timeout;
         let mut errors = Vec::new();
         for info in infos {
-            let client = self.settings.client(info).map_err(|e| self.unavailable(&e))?;
+            let client = self
+                .settings
+                .client(info)
+                .map_err(|e| self.unavailable(&e))?;
             match tokio::time::timeout(deadline, client.get_async_pubsub()).await {
                 Ok(Ok(pubsub)) => return Ok(pubsub),
                 Ok(Err(e)) => errors.push(e.to_string()),

@@ -71,13 +71,10 @@ impl TlsSettings {
             return None;
         }
         Some(TlsCertificates {
-            client_tls: self
-                .client
-                .as_ref()
-                .map(|(cert, key)| ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
+            client_tls: self.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
             root_cert: self.root.clone(),
         })
     }
@@ -127,7 +124,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(missing.contains("engine.redis.tls.cert_pem_file"), "{missing}");
+        assert!(
+            missing.contains("engine.redis.tls.cert_pem_file"),
+            "{missing}"
+        );
         let half = TlsSettings::from_config(&TlsConfig {
             cert_pem: "x".into(),
             ..TlsConfig::default()
