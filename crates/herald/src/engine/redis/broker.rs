@@ -39,7 +39,7 @@ const MAX_REPLAY: u64 = 1000;
 
 /// The Redis broker; cheap to share (`Arc` inside).
 pub struct RedisBroker {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -60,8 +60,8 @@ struct Tracked {
     delivered: bool,
 }
 
-struct Inner {
-    shards: Arc<RedisShards>,
+pub(super) struct Inner {
+    pub(super) shards: Arc<RedisShards>,
     /// One PUB/SUB link per shard, in shard order.
     links: Vec<PubSubLink>,
     /// The links' handlers (held here; the links hold them weakly).
@@ -69,7 +69,7 @@ struct Inner {
     handler: OnceLock<Arc<dyn BrokerEventHandler>>,
     /// Channels this node is subscribed to, with their delivery position once known.
     positions: Mutex<HashMap<String, Option<Tracked>>>,
-    publish: Script,
+    pub(super) publish: Script,
     read: Script,
 }
 
@@ -133,15 +133,15 @@ impl RedisBroker {
 }
 
 impl Inner {
-    fn stream_key(&self, channel: &str) -> String {
+    pub(super) fn stream_key(&self, channel: &str) -> String {
         format!("{}.stream.{{{channel}}}", self.shards.prefix())
     }
 
-    fn meta_key(&self, channel: &str) -> String {
+    pub(super) fn meta_key(&self, channel: &str) -> String {
         format!("{}.meta.{{{channel}}}", self.shards.prefix())
     }
 
-    fn idempotency_key(&self, channel: &str, key: &str) -> String {
+    pub(super) fn idempotency_key(&self, channel: &str, key: &str) -> String {
         format!("{}.idem.{{{channel}}}.{key}", self.shards.prefix())
     }
 

@@ -57,3 +57,6 @@ mod tls;
 pub use broker::RedisBroker;
 pub use pubsub::{PROBE_INTERVAL, PubSubHandler, PubSubLink};
 pub use shards::{RETRY_AFTER, RedisShards, Shard, ShardConn};
+
+#[cfg(test)]
+mod tests;
