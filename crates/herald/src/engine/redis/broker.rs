@@ -222,7 +222,8 @@ impl Inner {
         })
     }
 
-    /// Runs `read.lua`: the stream's position and, unless `limit` is 0, a range of it.
+    /// Runs `read.lua`: the stream's position and, unless `limit` is 0, a range of it; a
+    /// stream without meta gets one (a new epoch).
     async fn read_range(
         &self,
         channel: &str,
@@ -230,6 +231,22 @@ impl Inner {
         limit: i64,
         reverse: bool,
         options: HistoryOptions,
+    ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
+        self.read_stream(channel, since, limit, reverse, options, true)
+            .await
+    }
+
+    /// [`Inner::read_range`]; with `create` false, a stream without meta is left alone and
+    /// answered with an empty epoch (for the broker's own checks, which must not create
+    /// streams that nobody publishes to).
+    async fn read_stream(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: i64,
+        reverse: bool,
+        options: HistoryOptions,
+        create: bool,
     ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
         let mut conn = self.shards.for_key(channel).conn().await?;
         let reply: Value = self
@@ -242,6 +259,7 @@ impl Inner {
             .arg(since.map(|s| s.to_string()).unwrap_or_default())
             .arg(limit.max(-1))
             .arg(if reverse { "1" } else { "0" })
+            .arg(if create { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(channel, e))?;
@@ -400,7 +418,7 @@ impl Inner {
             meta_ttl: std::time::Duration::ZERO,
         };
         match self
-            .read_range(channel, Some(last), missed as i64, false, options)
+            .read_stream(channel, Some(last), missed as i64, false, options, false)
             .await
         {
             Ok((position, publications))
@@ -465,7 +483,10 @@ impl Inner {
                 ttl: std::time::Duration::ZERO,
                 meta_ttl: std::time::Duration::ZERO,
             };
-            match self.read_range(&channel, None, 0, false, options).await {
+            match self
+                .read_stream(&channel, None, 0, false, options, false)
+                .await
+            {
                 Ok((top, _)) if top.epoch != t.position.epoch => {
                     self.insufficient(&channel, "the stream has a new epoch");
                 }
