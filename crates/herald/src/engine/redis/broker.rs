@@ -116,6 +116,11 @@ impl RedisBroker {
         RedisBroker { inner }
     }
 
+    /// The shards it runs on (for a presence manager or controller to share its connections).
+    pub fn shards(&self) -> &Arc<RedisShards> {
+        &self.inner.shards
+    }
+
     /// `Ok` while every shard's PUB/SUB link is up; otherwise what is down, for `/health`.
     pub fn health(&self) -> Result<(), String> {
         let problems: Vec<String> = self
