@@ -206,6 +206,24 @@ async fn removal_keeps_the_position_and_positions_before_it_do_not_recover() {
     assert_eq!(after.publications[0].offset, 4);
 }
 
+/// The embedded engine's recovery and paging checks (`engine/embedded/tests.rs`), run against
+/// the Redis broker: the same answers from either engine.
+#[tokio::test]
+async fn recovery_and_paging_answer_as_the_embedded_engine_does() {
+    use crate::engine::embedded::tests::{check_paging, check_recovery};
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    for n in 1..=10 {
+        b.publish(request("r", n, opts(100))).await.unwrap();
+    }
+    let epoch = b.top("r", opts(100)).await.unwrap().epoch;
+    check_recovery(&b, &epoch).await;
+    for n in 1..=20 {
+        b.publish(request("p", n, opts(100))).await.unwrap();
+    }
+    check_paging(&b).await;
+}
+
 /// Publishes publication `n` of `channel` the way `publish.lua` does, but to a PUB/SUB
 /// channel nobody listens on: as if this node's link had dropped its message.
 async fn publish_unheard(b: &RedisBroker, channel: &str, n: u64, o: HistoryOptions) {
