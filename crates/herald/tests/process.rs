@@ -280,7 +280,7 @@ async fn a_refused_option_stops_the_server_and_names_it() {
         (
             json!({"channel": {"namespaces": [{"name": "a", "subscribe_proxy_enabled": true}]}}),
             "channel.namespaces[0].subscribe_proxy_enabled",
-            "remove it",
+            "channel.proxy.subscribe.endpoint",
         ),
     ] {
         let mut config = base_config();

@@ -117,6 +117,7 @@ impl Config {
         if self.engine.kind == crate::config::EngineType::Redis {
             problems.extend(self.engine.redis.problems());
         }
+        problems.extend(self.webhooks.problems());
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));
@@ -188,6 +189,7 @@ impl Config {
                 personal.personal_channel_namespace
             ));
         }
+        problems.extend(super::proxy::problems(self));
         problems.extend(
             crate::config::audit::audit(self)
                 .into_iter()
