@@ -113,7 +113,8 @@ fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
             format!("TLS to the sentinels is {NOT_YET}: reach them without TLS, or remove it"),
         );
     }
-    if r.tls.enabled && !r.tls.server_name.is_empty() {
+    // Whether or not `tls.enabled`: a `rediss://` address speaks TLS without it.
+    if !r.tls.server_name.is_empty() {
         a.refuse(
             format!("{at}.tls.server_name"),
             format!(
@@ -127,7 +128,7 @@ fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
         ("client_ca_pem_b64", &r.tls.client_ca_pem_b64),
         ("client_ca_pem_file", &r.tls.client_ca_pem_file),
     ] {
-        if r.tls.enabled && !value.is_empty() {
+        if !value.is_empty() {
             a.warn(
                 format!("{at}.tls.{name}"),
                 "verifies clients of a TLS server; Herald is Redis's client here: ignored",
