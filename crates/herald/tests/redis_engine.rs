@@ -420,3 +420,50 @@ async fn a_redis_down_at_start_up_is_waited_for() {
     publish(&node, "chat:d", 1).await;
     assert_eq!(next_offsets(&mut ws, 1).await, [1]);
 }
+
+#[tokio::test]
+async fn tls_to_redis_verifies_the_server_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = common::tls::TestCert::generate(dir.path(), "redis");
+    let tls_port = common::redis::free_port();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path(&cert.cert),
+        "--tls-key-file",
+        &path(&cert.key),
+        "--tls-ca-cert-file",
+        &path(&cert.ca),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let node = Server::start(node_config(json!({
+        "address": format!("rediss://localhost:{tls_port}"),
+        "tls": {"server_ca_pem_file": cert.ca},
+    })))
+    .await;
+    wait_health(&node, 200, Duration::from_secs(10)).await;
+    let mut ws = node.client("bob").await;
+    ws.subscribe_ok("chat:tls").await;
+    publish(&node, "chat:tls", 1).await;
+    assert_eq!(next_offsets(&mut ws, 1).await, [1]);
+    assert!(
+        redis
+            .cli(&["EXISTS", "herald.stream.{chat:tls}"])
+            .is_some_and(|o| o.trim() == "1")
+    );
+    // Without the CA, the server's certificate is not trusted: unhealthy, naming the shard.
+    let untrusting = Server::start(node_config(json!({
+        "address": format!("rediss://localhost:{tls_port}"),
+    })))
+    .await;
+    let body = wait_health(&untrusting, 503, STEP).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&tls_port.to_string())),
+        "{body}"
+    );
+}
