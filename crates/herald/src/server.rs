@@ -475,15 +475,7 @@ async fn route(
         && path == endpoint_path(&config.health.handler_prefix)
         && req.method() == Method::GET
     {
-        // A broker that lost its backend (NATS down) cannot publish or deliver across nodes:
-        // unhealthy, saying why, until it is back.
-        match node.broker().health() {
-            Ok(()) => json(StatusCode::OK, "{}".into()),
-            Err(why) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "error": why }).to_string(),
-            ),
-        }
+        health(&node)
     } else if config.prometheus.enabled
         && path == endpoint_path(&config.prometheus.handler_prefix)
         && req.method() == Method::GET
@@ -498,6 +490,19 @@ async fn route(
         json_error(StatusCode::NOT_FOUND, "no such endpoint")
     };
     Ok(response.map(Either::Left))
+}
+
+/// `/health`: 200 `{}` while the engine can deliver; 503 with `{"error": …}` naming what is
+/// down otherwise (a Redis engine whose PUB/SUB link is lost), so that a load balancer sends
+/// new clients elsewhere. Connected clients are kept either way.
+fn health(node: &Node) -> HttpResponse {
+    match node.broker().health() {
+        Ok(()) => json(StatusCode::OK, "{}".into()),
+        Err(problem) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": problem }).to_string(),
+        ),
+    }
 }
 
 /// Admits a new connection under `client.connection_limit` and

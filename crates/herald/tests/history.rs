@@ -9,13 +9,15 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// Which engine keeps the history: every test below runs on both (`embedded::…`, `nats::…`).
+/// Which engine keeps the history: every test below runs on each (`embedded::…`, `nats::…`, `redis::…`).
 #[derive(Clone, Copy)]
 enum Engine {
     /// SQLite under `data_dir`.
     Embedded,
     /// JetStream on a nats-server of the test's own.
     Nats,
+    /// Redis streams on a redis-server of the test's own.
+    Redis,
 }
 
 /// Where a test's history lives: its data directory, or its nats-server (which outlives the
@@ -23,6 +25,7 @@ enum Engine {
 enum Store {
     Embedded(tempfile::TempDir),
     Nats(common::nats::Nats),
+    Redis(common::redis::RedisServer),
 }
 
 impl Store {
@@ -30,6 +33,7 @@ impl Store {
         match engine {
             Engine::Embedded => Store::Embedded(tempfile::tempdir().unwrap()),
             Engine::Nats => Store::Nats(common::nats::Nats::start()),
+            Engine::Redis => Store::Redis(common::redis::RedisServer::start()),
         }
     }
 
@@ -39,6 +43,8 @@ impl Store {
             Store::Embedded(dir) => json!({"data_dir": dir.path()}),
             Store::Nats(nats) => json!({"broker": {"enabled": true, "type": "nats", "nats": {
                 "url": nats.url(), "write_timeout": "5s", "jetstream": {"enabled": true}}}}),
+            Store::Redis(redis) => json!({"engine": {"type": "redis", "redis": {
+                "address": redis.url(), "io_timeout": "2s"}}}),
         };
         merge(&mut config, store);
         config
@@ -565,6 +571,12 @@ macro_rules! on_every_engine {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(super::Engine::Nats).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::Redis).await
             })*
         }
     };

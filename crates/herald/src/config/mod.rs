@@ -16,7 +16,8 @@
 //! Durations are Go-style strings (`"25s"`, `"720h"`, `"1m30s"`, `"500ms"`), as in Centrifugo.
 //!
 //! One file per concern: the schema by section (`schema.rs` holds [`Config`]; `http.rs`,
-//! `log.rs`, `engine.rs`, `client.rs`, `channel.rs`, `proxy.rs`), file formats (`format.rs`), loading
+//! `log.rs`, `engine.rs`, `redis.rs`, `client.rs`, `channel.rs`, `proxy.rs`), file formats
+//! (`format.rs`), loading
 //! (`load.rs`), the environment overlay (`env.rs`), Go durations (`duration.rs`), validation
 //! (`validate.rs`) and its audit of unimplemented options ([`audit`]), demo mode (`demo.rs`)
 //! and `herald genconfig` (`genconfig.rs`). Everything other code uses is re-exported here, so
@@ -38,6 +39,7 @@ mod load;
 mod log;
 mod nats;
 mod proxy;
+mod redis;
 mod schema;
 mod streaming;
 #[cfg(test)]
@@ -67,6 +69,7 @@ pub use proxy::{
     ChannelProxies, ClientProxies, ProxyConfig, ProxyHttpConfig, RpcConfig, RpcNamespace,
     RpcOptions, StatusToCodeTransform, TransformDisconnect, TransformError,
 };
+pub use redis::{DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX, RedisConfig};
 pub use schema::{Config, Opaque};
 pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,

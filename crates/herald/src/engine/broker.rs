@@ -25,12 +25,11 @@ pub trait BrokerEventHandler: Send + Sync + 'static {
     fn handle_join(&self, channel: &str, info: &ClientInfo);
     /// A client unsubscribed from `channel` (on any node).
     fn handle_leave(&self, channel: &str, info: &ClientInfo);
-    /// This node missed publications of `channel` that the broker cannot deliver any more
-    /// (no longer in the stream): the node tells the channel's local subscribers that their
-    /// position is lost (insufficient state), so their SDKs resubscribe and recover or learn
-    /// that they cannot. A broker that never loses publications (the embedded one) never
-    /// calls it.
-    fn handle_gap(&self, channel: &str) {
+    /// `channel`'s publications can no longer reach this node's subscribers without a gap (a
+    /// multi-node broker missed some and cannot replay them, or the stream started a new
+    /// epoch): its subscribers here must reconnect and recover (the node disconnects them with
+    /// 3010 "insufficient state"). A single-node broker never calls it.
+    fn handle_insufficient_state(&self, channel: &str) {
         let _ = channel;
     }
 }
@@ -74,8 +73,8 @@ pub trait Broker: History {
     /// Stops delivering `channel`'s events to this node.
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
-    /// Whether the broker can serve now (`/health`); the error says why not, for the operator.
-    /// A broker within the process is always healthy.
+    /// `Ok` while the broker can deliver; otherwise what is wrong (`/health` answers 503 with
+    /// it). A broker with nothing outside the process to lose is always healthy.
     fn health(&self) -> Result<(), String> {
         Ok(())
     }

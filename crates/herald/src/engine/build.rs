@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::embedded::{EmbeddedBroker, EmbeddedHistory};
+use super::redis::{RedisBroker, RedisShards};
 use super::{Broker, Controller, LocalController, MemoryPresence, PresenceManager};
 use crate::config::{Config, EngineType, NamespaceOptions, NatsConfig};
 
@@ -50,15 +51,6 @@ const NOT_YET: &str = "not implemented in Herald yet";
 /// order.
 pub fn unimplemented(config: &Config) -> Vec<Unimplemented> {
     let mut found = Vec::new();
-    if config.engine.kind == EngineType::Redis {
-        found.push(Unimplemented {
-            option: "engine.type",
-            message: format!(
-                "\"redis\" is {NOT_YET}: remove it (or set \"memory\") to run a single node with \
-                 the embedded engine, or use \"nats\" for several nodes"
-            ),
-        });
-    }
     if config.broker.enabled && config.broker.kind != EngineType::Nats {
         found.push(Unimplemented {
             option: "broker.type",
@@ -188,6 +180,10 @@ pub enum BuildError {
         /// What went wrong.
         source: super::EngineError,
     },
+    /// The Redis engine's settings are unusable (an address or TLS file); the message names
+    /// the option.
+    #[error("{0}")]
+    Redis(String),
     /// The embedded history could not be opened.
     #[error("cannot open the history database in {dir}: {source}")]
     History {
@@ -207,6 +203,9 @@ pub fn build(config: &Config) -> Result<Engine, BuildError> {
         return Err(missing.into());
     }
     let keeps_history = keeps_history(config);
+    if config.engine.kind == EngineType::Redis {
+        return build_redis(config, keeps_history);
+    }
     if let Some((at, nats)) = nats_config(config) {
         return build_nats(config, at, nats, keeps_history);
     }
@@ -266,6 +265,28 @@ fn build_nats(
     })
 }
 
+/// The Redis engine: its broker over `engine.redis`. Connects lazily: a Redis that cannot be
+/// reached at start-up does not stop the node (as in Centrifugo); `/health` answers 503 and
+/// publishes fail with an error until it can, then delivery starts by itself.
+///
+/// Presence and the controller are still this node's own (`MemoryPresence`,
+/// `LocalController`) until the Redis presence manager and controller land.
+fn build_redis(config: &Config, keeps_history: bool) -> Result<Engine, BuildError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Redis(
+            "the Redis engine must be built inside the server's runtime".into(),
+        ));
+    }
+    let shards =
+        RedisShards::connect(&config.engine.redis).map_err(|e| BuildError::Redis(e.to_string()))?;
+    Ok(Engine {
+        broker: Arc::new(RedisBroker::new(shards)),
+        presence: Arc::new(MemoryPresence::new()),
+        controller: Arc::new(LocalController::new()),
+        keeps_history,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,17 +318,6 @@ mod tests {
         let mut insecure = nats_broker();
         insecure.broker.nats.tls.insecure_skip_verify = true;
         let cases = [
-            (
-                Config {
-                    engine: EngineConfig {
-                        kind: EngineType::Redis,
-                        ..EngineConfig::default()
-                    },
-                    ..Config::default()
-                },
-                "engine.type",
-                NOT_YET,
-            ),
             (
                 Config {
                     broker: BrokerConfig {

@@ -5,9 +5,12 @@
 //! The node, client and API code talk to these traits only; [`build`] picks their
 //! implementations from the config, once, at start-up. An engine spanning nodes is added by
 //! implementing the three traits and a branch in [`build`]; nothing above them changes. The
-//! [`nats`] engine is one (several nodes over NATS, history on JetStream). The embedded engine, the default, is one node: [`embedded::EmbeddedBroker`] over
+//! [`nats`] engine is one (several nodes over NATS, history on JetStream). The embedded engine,
+//! the default, is one node: [`embedded::EmbeddedBroker`] over
 //! durable per-channel streams in SQLite under `data_dir` ([`embedded::EmbeddedHistory`]),
-//! [`MemoryPresence`] and [`LocalController`].
+//! [`MemoryPresence`] and [`LocalController`]. The Redis engine ([`redis`], `engine.type:
+//! redis`) spans nodes: [`redis::RedisBroker`] keeps the streams in Redis and carries
+//! publications, joins and leaves between nodes over Redis PUB/SUB.
 //!
 //! # Streams, offsets and epochs
 //!
@@ -36,6 +39,7 @@
 
 pub mod embedded;
 pub mod nats;
+pub mod redis;
 
 mod broker;
 mod build;
@@ -64,6 +68,16 @@ use crate::protocol::{self, ClientInfo, Payload, Publication};
 /// A boxed, sendable future: what the engine traits return, so that they stay dyn-compatible
 /// (`Arc<dyn Broker>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A new random epoch (8 letters and digits), for a stream that starts a new life.
+pub(crate) fn new_epoch() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
 
 /// A position in a channel's stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

@@ -576,38 +576,10 @@ impl BrokerEventHandler for BrokerEvents {
         }
     }
 
-    fn handle_gap(&self, channel: &str) {
-        let Some(node) = self.0.upgrade() else {
-            return;
-        };
-        let channel = channel.to_owned();
-        // Called from the broker's delivery path, which must not wait: the unsubscriptions
-        // (presence, leave, broker release) run on their own.
-        tokio::spawn(async move { node.insufficient_state(&channel).await });
-    }
-}
-
-impl Node {
-    /// Tells every local subscriber of `channel` that its position is lost (the broker
-    /// missed publications it cannot deliver any more): unsubscribe push 2500 "insufficient
-    /// state", on which the SDKs resubscribe and recover from their last offset (or learn
-    /// that they cannot).
-    async fn insufficient_state(&self, channel: &str) {
-        let push = Push::unsubscribe(channel, protocol::Unsubscribe::INSUFFICIENT_STATE);
-        let prepared = Prepared::push(&push);
-        for client in self.hub.all_clients() {
-            if !client.is_subscribed(channel) {
-                continue;
-            }
-            // Leave first, so that no publication follows the unsubscribe push.
-            let Some(flags) = self.hub.unsubscribe(channel, &client) else {
-                continue;
-            };
-            if let Some(message) = prepared.message(client.encoding) {
-                // A closed queue means the connection is going away anyway.
-                let _ = client.outbox.push(message.clone());
-            }
-            self.left(channel, &client, flags).await;
+    fn handle_insufficient_state(&self, channel: &str) {
+        if let Some(node) = self.0.upgrade() {
+            node.hub
+                .disconnect_channel(channel, &protocol::Disconnect::INSUFFICIENT_STATE);
         }
     }
 }

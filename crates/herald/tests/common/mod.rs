@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod redis;
 pub mod tls;
 
 use std::collections::VecDeque;

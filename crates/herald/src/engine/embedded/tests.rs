@@ -10,7 +10,7 @@ use super::*;
 use crate::engine::{AppendRequest, History, HistoryFilter, HistoryOptions, StreamPosition};
 use crate::protocol::{ClientInfo, Payload, raw};
 
-fn opts(size: usize) -> HistoryOptions {
+pub(crate) fn opts(size: usize) -> HistoryOptions {
     HistoryOptions {
         size,
         ttl: Duration::from_secs(3600),
@@ -39,15 +39,15 @@ async fn append(h: &EmbeddedHistory, channel: &str, i: u64, o: HistoryOptions) -
         .unwrap()
 }
 
-fn offsets(pubs: &[Arc<StoredPublication>]) -> Vec<u64> {
+pub(crate) fn offsets(pubs: &[Arc<StoredPublication>]) -> Vec<u64> {
     pubs.iter().map(|p| p.offset).collect()
 }
 
-fn all() -> HistoryFilter {
+pub(crate) fn all() -> HistoryFilter {
     HistoryFilter::default()
 }
 
-fn filter(since: Option<StreamPosition>, limit: i64, reverse: bool) -> HistoryFilter {
+pub(crate) fn filter(since: Option<StreamPosition>, limit: i64, reverse: bool) -> HistoryFilter {
     HistoryFilter {
         since,
         limit,
@@ -383,8 +383,8 @@ async fn a_stream_in_use_does_not_expire() {
 }
 
 /// §6 on one stream `r` holding offsets 1..=10, answered from memory (`cached`) or from disk
-/// after a reopen; also run against JetStream (`engine::nats::tests`). Ends by trimming the
-/// stream to 5.
+/// after a reopen — or by another engine (the Redis and NATS engines' tests run it too). Ends by
+/// trimming the stream to 5.
 pub(crate) async fn check_recovery(h: &dyn History, epoch: &str) {
     let o = opts(100);
     let pos = |offset| StreamPosition::new(offset, epoch);
@@ -566,8 +566,8 @@ async fn appends_and_a_removal_in_one_commit_leave_the_cache_consistent() {
     }
 }
 
-/// Paging through stream `p` holding offsets 1..=20; also run against JetStream
-/// (`engine::nats::tests`). Ends by trimming the stream to 4.
+/// Paging through stream `p` holding offsets 1..=20 (the Redis and NATS engines' tests run it
+/// too). Ends by trimming the stream to 4.
 pub(crate) async fn check_paging(h: &dyn History) {
     let o = opts(100);
     let epoch = h.top("p", o).await.unwrap().epoch;

@@ -9,7 +9,7 @@
 //! [`GAP_WAIT`] for the missing ones to arrive (two nodes' publishes can cross on the way), then
 //! the missing are read from the stream; after a reconnection to NATS the task reads what the
 //! stream got meanwhile. What cannot be read any more is reported to the node
-//! ([`BrokerEventHandler::handle_gap`]), which tells the channel's subscribers to recover.
+//! ([`BrokerEventHandler::handle_insufficient_state`]), which tells the channel's subscribers to recover.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -482,7 +482,7 @@ impl ChannelReader {
                      subscribers are told to recover"
                 );
                 if let Some(handler) = self.handler() {
-                    handler.handle_gap(&self.channel);
+                    handler.handle_insufficient_state(&self.channel);
                 }
                 // Start again from what is held, or from the next publication.
                 self.order.last = self
@@ -500,7 +500,7 @@ impl ChannelReader {
                 }
                 // Cannot wait for ever with a full buffer.
                 if let Some(handler) = self.handler() {
-                    handler.handle_gap(&self.channel);
+                    handler.handle_insufficient_state(&self.channel);
                 }
                 self.order.last = self
                     .order

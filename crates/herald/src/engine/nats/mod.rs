@@ -25,8 +25,8 @@
 //! each node tracks the last offset it delivered per channel: a later one waits briefly for
 //! the missing, then fetches them from the stream, and a node that reconnected to NATS reads
 //! the streams of its channels for what it missed. What is no longer in the stream is
-//! reported to the channel's subscribers as insufficient state, so their SDKs resubscribe and
-//! recover (or learn they cannot).
+//! reported as insufficient state: the node closes the channel's local subscribers with 3010,
+//! so their SDKs reconnect and recover (or learn they cannot).
 
 mod broker;
 mod controller;

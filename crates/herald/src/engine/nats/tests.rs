@@ -206,7 +206,7 @@ impl BrokerEventHandler for Recorder {
         let line = format!("leave {channel} {}", info.client);
         self.0.lock().unwrap().push(line);
     }
-    fn handle_gap(&self, channel: &str) {
+    fn handle_insufficient_state(&self, channel: &str) {
         self.0.lock().unwrap().push(format!("gap {channel}"));
     }
 }
