@@ -35,6 +35,7 @@
 //!   [`Controller`].
 
 pub mod embedded;
+pub mod redis;
 
 mod broker;
 mod build;
@@ -51,7 +52,8 @@ use std::time::Duration;
 pub use broker::{Broker, BrokerEventHandler};
 pub use build::{BuildError, Engine, Unimplemented, build, unimplemented};
 pub use controller::{
-    ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo, Target,
+    ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo,
+    ServerSubscribe, Target,
 };
 pub use embedded::{EmbeddedBroker, EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
 pub use idempotency::RecentKeys;
