@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod tls;
 
 use std::collections::VecDeque;
