@@ -96,6 +96,69 @@ fn set(v: &Opaque) -> bool {
 
 const NOT_YET: &str = "not implemented in Herald yet";
 
+/// `engine.redis` options the Redis engine does not implement (only while `engine.type` is
+/// `redis`: Centrifugo ignores them under another engine too).
+fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
+    let at = "engine.redis";
+    if r.history_use_lists {
+        a.refuse(
+            format!("{at}.history_use_lists"),
+            "Herald keeps history in Redis streams only (they read a range by offset and in \
+             reverse); remove it",
+        );
+    }
+    if r.sentinel_tls.enabled {
+        a.refuse(
+            format!("{at}.sentinel_tls.enabled"),
+            format!("TLS to the sentinels is {NOT_YET}: reach them without TLS, or remove it"),
+        );
+    }
+    if r.tls.enabled && !r.tls.server_name.is_empty() {
+        a.refuse(
+            format!("{at}.tls.server_name"),
+            format!(
+                "{NOT_YET}: Herald verifies the host name of the address; use that name in \
+                 engine.redis.address, or remove it"
+            ),
+        );
+    }
+    for (name, value) in [
+        ("client_ca_pem", &r.tls.client_ca_pem),
+        ("client_ca_pem_b64", &r.tls.client_ca_pem_b64),
+        ("client_ca_pem_file", &r.tls.client_ca_pem_file),
+    ] {
+        if r.tls.enabled && !value.is_empty() {
+            a.warn(
+                format!("{at}.tls.{name}"),
+                "verifies clients of a TLS server; Herald is Redis's client here: ignored",
+            );
+        }
+    }
+    for (name, value) in [
+        ("client_name", &r.client_name),
+        ("sentinel_client_name", &r.sentinel_client_name),
+    ] {
+        if !value.is_empty() {
+            a.warn(
+                format!("{at}.{name}"),
+                format!("naming connections (CLIENT SETNAME) is {NOT_YET}: ignored"),
+            );
+        }
+    }
+    if r.presence_hash_field_ttl {
+        a.warn(
+            format!("{at}.presence_hash_field_ttl"),
+            format!("{NOT_YET}: presence entries expire as a whole; ignored"),
+        );
+    }
+    if r.presence_user_mapping {
+        a.warn(
+            format!("{at}.presence_user_mapping"),
+            format!("{NOT_YET}: presence stats count users from the entries; ignored"),
+        );
+    }
+}
+
 /// Every option of `config` that is set but not implemented, refused ones first in config
 /// order, then warned ones.
 pub fn audit(config: &Config) -> Vec<Finding> {
@@ -107,6 +170,9 @@ pub fn audit(config: &Config) -> Vec<Finding> {
     // `checkconfig` and start-up say the same).
     for missing in crate::engine::unimplemented(c) {
         a.refuse(missing.option, missing.message);
+    }
+    if c.engine.kind == crate::config::EngineType::Redis {
+        audit_redis(&mut a, &c.engine.redis);
     }
 
     // The HTTP server.
@@ -636,7 +702,57 @@ mod tests {
         "emulation.handler_prefix",
         "emulation.max_request_body_size",
         "engine.nats",
-        "engine.redis",
+        "engine.redis.address",
+        "engine.redis.client_name",
+        "engine.redis.cluster_address",
+        "engine.redis.connect_timeout",
+        "engine.redis.db",
+        "engine.redis.force_resp2",
+        "engine.redis.history_use_lists",
+        "engine.redis.io_timeout",
+        "engine.redis.password",
+        "engine.redis.prefix",
+        "engine.redis.presence_hash_field_ttl",
+        "engine.redis.presence_ttl",
+        "engine.redis.presence_user_mapping",
+        "engine.redis.sentinel_address",
+        "engine.redis.sentinel_client_name",
+        "engine.redis.sentinel_master_name",
+        "engine.redis.sentinel_password",
+        "engine.redis.sentinel_tls.cert_pem",
+        "engine.redis.sentinel_tls.cert_pem_b64",
+        "engine.redis.sentinel_tls.cert_pem_file",
+        "engine.redis.sentinel_tls.client_ca_pem",
+        "engine.redis.sentinel_tls.client_ca_pem_b64",
+        "engine.redis.sentinel_tls.client_ca_pem_file",
+        "engine.redis.sentinel_tls.enabled",
+        "engine.redis.sentinel_tls.insecure_skip_verify",
+        "engine.redis.sentinel_tls.key_pem",
+        "engine.redis.sentinel_tls.key_pem_b64",
+        "engine.redis.sentinel_tls.key_pem_file",
+        "engine.redis.sentinel_tls.server_ca_pem",
+        "engine.redis.sentinel_tls.server_ca_pem_b64",
+        "engine.redis.sentinel_tls.server_ca_pem_file",
+        "engine.redis.sentinel_tls.server_name",
+        "engine.redis.sentinel_user",
+        "engine.redis.tls.cert_pem",
+        "engine.redis.tls.cert_pem_b64",
+        "engine.redis.tls.cert_pem_file",
+        "engine.redis.tls.client_ca_pem",
+        "engine.redis.tls.client_ca_pem_b64",
+        "engine.redis.tls.client_ca_pem_file",
+        "engine.redis.tls.enabled",
+        "engine.redis.tls.insecure_skip_verify",
+        "engine.redis.tls.key_pem",
+        "engine.redis.tls.key_pem_b64",
+        "engine.redis.tls.key_pem_file",
+        "engine.redis.tls.server_ca_pem",
+        "engine.redis.tls.server_ca_pem_b64",
+        "engine.redis.tls.server_ca_pem_file",
+        "engine.redis.tls.server_name",
+        "engine.redis.user",
+        // "redis" (the test's value) is implemented; "nats" is refused (tested below).
+        "engine.type",
         "health.enabled",
         "health.handler_prefix",
         "history.durability",
@@ -756,6 +872,46 @@ mod tests {
             unaccounted.is_empty(),
             "options neither implemented nor audited: {unaccounted:?}"
         );
+    }
+
+    /// Under `engine.type: redis`, the `engine.redis` options the engine does not implement
+    /// are refused or warned by name (under another engine they are ignored, as in
+    /// Centrifugo, which is why [`IMPLEMENTED`] lists them all).
+    #[test]
+    fn unimplemented_redis_options_are_named_under_the_redis_engine() {
+        let c = Config::from_str_with_format(
+            r#"{"engine": {"type": "redis", "redis": {"history_use_lists": true,
+                "client_name": "x", "sentinel_tls": {"enabled": true},
+                "tls": {"enabled": true, "server_name": "r", "client_ca_pem": "x"},
+                "presence_hash_field_ttl": true, "presence_user_mapping": true}}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        let mut found: Vec<(Severity, String)> = audit(&c)
+            .into_iter()
+            .map(|f| (f.severity, f.path))
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        let r = |p: &str| (Severity::Refused, format!("engine.redis.{p}"));
+        let w = |p: &str| (Severity::Warned, format!("engine.redis.{p}"));
+        assert_eq!(
+            found,
+            [
+                w("client_name"),
+                r("history_use_lists"),
+                w("presence_hash_field_ttl"),
+                w("presence_user_mapping"),
+                r("sentinel_tls.enabled"),
+                w("tls.client_ca_pem"),
+                r("tls.server_name"),
+            ]
+        );
+        let plain = Config::from_str_with_format(
+            r#"{"engine": {"type": "redis", "redis": {"address": "redis://127.0.0.1:6379"}}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(audit(&plain), []);
     }
 
     #[test]

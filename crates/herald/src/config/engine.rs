@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Opaque;
+use super::{Opaque, RedisConfig};
 
 /// A backend for PUB/SUB, history and presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -28,8 +28,8 @@ pub struct EngineConfig {
     /// `embedded` (default), `memory`, `redis` or `nats`.
     #[serde(rename = "type")]
     pub kind: EngineType,
-    /// Redis connection settings (Centrifugo names). Kept verbatim until the Redis engine lands.
-    pub redis: Opaque,
+    /// Redis connection settings (Centrifugo names), used when `type` is `redis`.
+    pub redis: RedisConfig,
     /// Herald: NATS connection settings. Kept verbatim until the NATS engine lands.
     pub nats: Opaque,
 }

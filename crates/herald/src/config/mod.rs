@@ -16,7 +16,7 @@
 //! Durations are Go-style strings (`"25s"`, `"720h"`, `"1m30s"`, `"500ms"`), as in Centrifugo.
 //!
 //! One file per concern: the schema by section (`schema.rs` holds [`Config`]; `http.rs`,
-//! `log.rs`, `engine.rs`, `client.rs`, `channel.rs`), file formats (`format.rs`), loading
+//! `log.rs`, `engine.rs`, `redis.rs`, `client.rs`, `channel.rs`), file formats (`format.rs`), loading
 //! (`load.rs`), the environment overlay (`env.rs`), Go durations (`duration.rs`), validation
 //! (`validate.rs`) and its audit of unimplemented options ([`audit`]), demo mode (`demo.rs`)
 //! and `herald genconfig` (`genconfig.rs`). Everything other code uses is re-exported here, so
@@ -36,6 +36,7 @@ mod genconfig;
 mod http;
 mod load;
 mod log;
+mod redis;
 mod schema;
 mod streaming;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use http::{
 };
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use redis::{DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX, RedisConfig};
 pub use schema::{Config, Opaque};
 pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,

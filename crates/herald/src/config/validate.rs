@@ -114,6 +114,9 @@ impl Config {
             problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
         problems.extend(self.http_server.tls.problems());
+        if self.engine.kind == crate::config::EngineType::Redis {
+            problems.extend(self.engine.redis.problems());
+        }
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));

@@ -21,22 +21,21 @@
 //! 3 s, one per `channels` call), small, and readable with `redis-cli subscribe
 //! <prefix>.control`; payloads inside them are base64, as they may be binary.
 //!
-//! The subscription is watched: a ping on it every interval, with a deadline; when it fails or
-//! the connection drops, the node resubscribes with backoff. Commands published while a node
-//! was not subscribed are lost to it (as in Centrifugo): the API answered already.
+//! Control goes through the first shard of `engine.redis`, on a [`PubSubLink`] (kept alive,
+//! resubscribed after a reconnect, probed for liveness); the node announces itself again each
+//! time the link comes back. Commands published while a node was not subscribed are lost to it
+//! (as in Centrifugo): the API answered already.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::deadline;
+use super::{PubSubHandler, PubSubLink, RedisShards, Shard, deadline};
 use crate::engine::controller::merge_channels;
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, Controller, EngineError, NodeInfo};
 
@@ -48,12 +47,8 @@ const GONE_AFTER_INTERVALS: u32 = 3;
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// Largest `channels` answer message (bytes of channel names, roughly).
 pub const CHANNELS_CHUNK_BYTES: usize = 256 << 10;
-/// Longest wait between two attempts to resubscribe.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Opens a new PUB/SUB connection to the Redis that carries control (the first shard).
-pub type PubSubOpener =
-    Arc<dyn Fn() -> BoxFuture<'static, redis::RedisResult<redis::aio::PubSub>> + Send + Sync>;
+/// Longest wait between two attempts to subscribe to the control channels.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One control message: who sent it and what it says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,16 +86,17 @@ struct Survey {
     done: Option<oneshot::Sender<()>>,
 }
 
-/// Node-to-node control over Redis PUB/SUB (see the module documentation). `C` is a
-/// connection to the Redis that carries control, for publishing.
-pub struct RedisController<C> {
-    inner: Arc<Inner<C>>,
+/// Node-to-node control over Redis PUB/SUB (see the module documentation).
+pub struct RedisController {
+    inner: Arc<Inner>,
 }
 
-struct Inner<C> {
-    con: C,
-    open_pubsub: PubSubOpener,
+struct Inner {
+    /// The shard that carries control: the first of `engine.redis`.
+    shard: Arc<Shard>,
     prefix: String,
+    io_timeout: Duration,
+    /// Deadline of one control call (twice `io_timeout`: a connect, then the command).
     timeout: Duration,
     interval: Duration,
     handler: OnceLock<Arc<dyn ControlHandler>>,
@@ -112,10 +108,40 @@ struct Inner<C> {
     next_survey: AtomicU64,
     /// Byte budget of received commands not applied yet.
     queued: Arc<Semaphore>,
+    /// Received commands, to the task that applies them.
+    commands: OnceLock<mpsc::UnboundedSender<Queued>>,
+    /// What the PUB/SUB link hands its messages to (held here; the link holds it weakly).
+    listener: OnceLock<Arc<Listener>>,
+    /// The subscription to the control channels.
+    link: OnceLock<PubSubLink>,
     stop: CancellationToken,
 }
 
-impl<C> std::fmt::Debug for RedisController<C> {
+/// The controller as its PUB/SUB link's handler.
+struct Listener(Weak<Inner>);
+
+impl PubSubHandler for Listener {
+    fn on_message<'a>(&'a self, _channel: &'a str, payload: &'a [u8]) -> BoxFuture<'a, ()> {
+        if let Some(inner) = self.0.upgrade() {
+            inner.receive(payload);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn on_resubscribed(&self) -> BoxFuture<'_, ()> {
+        // Back after a gap (or for the first time): the others may have dropped this node.
+        if let Some(inner) = self.0.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = inner.announce().await {
+                    tracing::warn!("could not announce this node: {e}");
+                }
+            });
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl std::fmt::Debug for RedisController {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisController")
             .field("prefix", &self.inner.prefix)
@@ -123,7 +149,7 @@ impl<C> std::fmt::Debug for RedisController<C> {
     }
 }
 
-impl<C> Drop for RedisController<C> {
+impl Drop for RedisController {
     fn drop(&mut self) {
         self.inner.stop.cancel();
     }
@@ -134,36 +160,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<C> RedisController<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    /// A controller publishing on `con` and subscribing through `open_pubsub`, channels under
-    /// `prefix` (`engine.redis.prefix`), every Redis call bounded by `timeout`. It starts
-    /// working when the node installs its handler ([`Controller::set_handler`]).
-    pub fn new(
-        con: C,
-        open_pubsub: PubSubOpener,
-        prefix: impl Into<String>,
-        timeout: Duration,
-    ) -> Self {
-        RedisController::with_interval(con, open_pubsub, prefix, timeout, NODE_INFO_INTERVAL)
+impl RedisController {
+    /// A controller over the first of `shards`, channels under their prefix
+    /// (`engine.redis.prefix`). It starts working when the node installs its handler
+    /// ([`Controller::set_handler`]).
+    pub fn new(shards: &RedisShards) -> Self {
+        RedisController::with_interval(shards, NODE_INFO_INTERVAL)
     }
 
     /// As [`RedisController::new`] with another announcement interval (tests).
-    pub fn with_interval(
-        con: C,
-        open_pubsub: PubSubOpener,
-        prefix: impl Into<String>,
-        timeout: Duration,
-        interval: Duration,
-    ) -> Self {
+    pub fn with_interval(shards: &RedisShards, interval: Duration) -> Self {
         RedisController {
             inner: Arc::new(Inner {
-                con,
-                open_pubsub,
-                prefix: prefix.into(),
-                timeout,
+                shard: shards.all()[0].clone(),
+                prefix: shards.prefix().to_owned(),
+                io_timeout: shards.io_timeout(),
+                timeout: shards.io_timeout() * 2,
                 interval,
                 handler: OnceLock::new(),
                 uid: OnceLock::new(),
@@ -171,16 +183,16 @@ where
                 surveys: Mutex::new(HashMap::new()),
                 next_survey: AtomicU64::new(1),
                 queued: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
+                commands: OnceLock::new(),
+                listener: OnceLock::new(),
+                link: OnceLock::new(),
                 stop: CancellationToken::new(),
             }),
         }
     }
 }
 
-impl<C> Inner<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
+impl Inner {
     fn handler(&self) -> Result<&Arc<dyn ControlHandler>, EngineError> {
         self.handler
             .get()
@@ -207,7 +219,7 @@ where
         let bytes = serde_json::to_vec(&envelope).map_err(|e| {
             EngineError::Unavailable(format!("cannot encode a control message: {e}"))
         })?;
-        let mut con = self.con.clone();
+        let mut con = self.shard.conn().await?;
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(channel).arg(bytes);
         deadline(
@@ -230,7 +242,7 @@ where
     }
 
     /// Handles one message from either subscribed channel.
-    fn receive(self: &Arc<Self>, bytes: &[u8], commands: &mpsc::UnboundedSender<Queued>) {
+    fn receive(self: &Arc<Self>, bytes: &[u8]) {
         let envelope: Envelope = match serde_json::from_slice(bytes) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -261,7 +273,9 @@ where
                     );
                     return;
                 };
-                let _ = commands.send(Queued(command, permit));
+                if let Some(commands) = self.commands.get() {
+                    let _ = commands.send(Queued(command, permit));
+                }
             }
             Body::Channels { id, pattern } => {
                 let inner = self.clone();
@@ -326,69 +340,35 @@ where
         self.publish(self.control_channel(), Body::Node(info)).await
     }
 
-    /// Subscribes to the control channels and handles what arrives until the subscription
-    /// fails or the controller stops; `Ok` only when stopped.
-    async fn listen(
-        self: &Arc<Self>,
-        commands: &mpsc::UnboundedSender<Queued>,
-    ) -> Result<(), String> {
-        let opened = tokio::time::timeout(self.timeout, (self.open_pubsub)()).await;
-        let mut pubsub = match opened {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
-            Err(_) => return Err(format!("no connection within {:?}", self.timeout)),
-        };
+    /// Subscribes the link to the control channels, retrying while Redis is unreachable (the
+    /// link keeps them subscribed from then on, across reconnects).
+    async fn subscribe_control(self: Arc<Self>) {
         let channels = [self.control_channel(), self.node_channel(self.uid())];
-        match tokio::time::timeout(self.timeout, pubsub.subscribe(&channels)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("cannot subscribe: {e}")),
-            Err(_) => return Err(format!("no SUBSCRIBE answer within {:?}", self.timeout)),
+        let mut backoff = Duration::from_millis(50);
+        for channel in channels {
+            loop {
+                let Some(link) = self.link.get() else { return };
+                let subscribed = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    subscribed = link.subscribe(channel.clone()) => subscribed,
+                };
+                match subscribed {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(
+                        "control channel {channel}: {e}; commands from other nodes do not \
+                         reach this node until it subscribes (retrying in {backoff:?})"
+                    ),
+                }
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
-        let (mut sink, mut messages) = pubsub.split();
-        tracing::info!(channel = %channels[0], "subscribed to the control channel");
+        tracing::info!(channel = %self.control_channel(), "subscribed to the control channel");
         if let Err(e) = self.announce().await {
             tracing::warn!("could not announce this node: {e}");
-        }
-        let mut ping = tokio::time::interval(self.interval);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
-                message = messages.next() => match message {
-                    Some(message) => self.receive(message.get_payload_bytes(), commands),
-                    None => return Err("the connection was closed".into()),
-                },
-                _ = ping.tick() => {
-                    match tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(format!("ping failed: {e}")),
-                        Err(_) => return Err(format!("no ping answer within {:?}", self.timeout)),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keeps the subscription up, resubscribing with backoff.
-    async fn subscribe_forever(self: Arc<Self>, commands: mpsc::UnboundedSender<Queued>) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            match self.listen(&commands).await {
-                Ok(()) => return,
-                Err(e) => tracing::warn!(
-                    "control channel: {e}; commands from other nodes do not reach this node \
-                     until it resubscribes (retrying in {backoff:?})"
-                ),
-            }
-            if started.elapsed() > MAX_BACKOFF * 2 {
-                backoff = Duration::from_millis(100);
-            }
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -443,28 +423,36 @@ fn permit_size(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len().clamp(1, MAX_QUEUED_BYTES)).unwrap_or(u32::MAX)
 }
 
-impl<C> Controller for RedisController<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
+impl Controller for RedisController {
     fn set_handler(&self, handler: Arc<dyn ControlHandler>) {
         let uid = handler.node_info().uid;
         if self.inner.handler.set(handler).is_err() {
             tracing::warn!("controller: the handler was already set; keeping the first");
             return;
         }
-        let _ = self.inner.uid.set(uid);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let inner = &self.inner;
+        let _ = inner.uid.set(uid);
+        if tokio::runtime::Handle::try_current().is_err() {
             tracing::error!(
                 "the Redis controller was started outside the async runtime: this node will \
                  not hear from the others"
             );
             return;
-        };
+        }
         let (commands, received) = mpsc::unbounded_channel();
-        runtime.spawn(self.inner.clone().subscribe_forever(commands));
-        runtime.spawn(self.inner.clone().announce_forever());
-        runtime.spawn(self.inner.clone().apply_forever(received));
+        let _ = inner.commands.set(commands);
+        let listener = Arc::new(Listener(Arc::downgrade(inner)));
+        let link = PubSubLink::start(
+            inner.shard.clone(),
+            format!("{}.probe.{}.control", inner.prefix, inner.uid()),
+            inner.io_timeout,
+            Arc::downgrade(&listener) as Weak<dyn PubSubHandler>,
+        );
+        let _ = inner.listener.set(listener);
+        let _ = inner.link.set(link);
+        tokio::spawn(inner.clone().subscribe_control());
+        tokio::spawn(inner.clone().announce_forever());
+        tokio::spawn(inner.clone().apply_forever(received));
     }
 
     fn send(&self, command: ControlCommand) -> BoxFuture<'_, Result<(), EngineError>> {

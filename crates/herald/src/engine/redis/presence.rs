@@ -30,14 +30,13 @@
 //! left.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::ConnectionLike;
 
-use super::{client_info, deadline};
+use super::{RedisShards, ShardConn, client_info, deadline};
 use crate::engine::{BoxFuture, EngineError, MemoryPresence, PresenceManager, PresenceStats};
 use crate::protocol::ClientInfo;
 
@@ -112,47 +111,33 @@ const REFRESH_BATCH: usize = 500;
 /// Script calls in flight during a refresh (they are pipelined on the connection).
 const REFRESH_CONCURRENCY: usize = 32;
 
-/// Presence in Redis, shared by every node (see the module documentation). `C` is a
-/// connection to one Redis shard; channels are spread over `shards` by a hash of their name
-/// that every node computes the same way.
-pub struct RedisPresence<C> {
-    shards: Vec<C>,
-    prefix: String,
+/// Presence in Redis, shared by every node (see the module documentation). A channel's
+/// entries live on the shard that holds the channel ([`RedisShards::for_key`]).
+pub struct RedisPresence {
+    shards: Arc<RedisShards>,
     ttl: Duration,
     timeout: Duration,
     /// This node's own entries: what [`PresenceManager::refresh`] re-adds.
     local: MemoryPresence,
 }
 
-impl<C> std::fmt::Debug for RedisPresence<C> {
+impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPresence")
-            .field("prefix", &self.prefix)
+            .field("shards", &self.shards)
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
-impl<C> RedisPresence<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    /// Presence over `shards` (at least one), keys under `prefix` (`engine.redis.prefix`),
-    /// entries living `ttl` (`engine.redis.presence_ttl`) unless refreshed, every Redis call
-    /// bounded by `timeout`.
-    ///
-    /// # Panics
-    /// When `shards` is empty (the config layer always gives one).
-    pub fn new(
-        shards: Vec<C>,
-        prefix: impl Into<String>,
-        ttl: Duration,
-        timeout: Duration,
-    ) -> Self {
-        assert!(!shards.is_empty(), "RedisPresence needs a Redis shard");
+impl RedisPresence {
+    /// Presence over `shards`, keys under their prefix (`engine.redis.prefix`), entries living
+    /// `ttl` (`engine.redis.presence_ttl`) unless refreshed, every Redis call bounded by twice
+    /// `engine.redis.io_timeout` (a script may take two round trips: EVALSHA, then EVAL).
+    pub fn new(shards: Arc<RedisShards>, ttl: Duration) -> Self {
+        let timeout = shards.io_timeout() * 2;
         RedisPresence {
             shards,
-            prefix: prefix.into(),
             ttl,
             timeout,
             local: MemoryPresence::new(),
@@ -160,13 +145,13 @@ where
     }
 
     /// The connection of the shard that holds `channel`.
-    fn shard(&self, channel: &str) -> C {
-        self.shards[shard_index(channel, self.shards.len())].clone()
+    async fn shard(&self, channel: &str) -> Result<ShardConn, EngineError> {
+        self.shards.for_key(channel).conn().await
     }
 
     /// The channel's four keys (see the module documentation).
     fn keys(&self, channel: &str) -> [String; 4] {
-        let p = &self.prefix;
+        let p = self.shards.prefix();
         ["data", "expire", "user", "users"].map(|kind| format!("{p}.presence.{kind}.{{{channel}}}"))
     }
 
@@ -188,7 +173,7 @@ where
                 .arg(&info.user)
                 .arg(client_info::encode(info));
         }
-        let mut con = self.shard(channel);
+        let mut con = self.shard(channel).await?;
         deadline(
             self.timeout,
             "presence add",
@@ -203,7 +188,7 @@ where
             call.key(key);
         }
         call.arg(clients);
-        let mut con = self.shard(channel);
+        let mut con = self.shard(channel).await?;
         deadline(
             self.timeout,
             "presence remove",
@@ -233,23 +218,7 @@ where
     }
 }
 
-/// The shard of `channel` among `n`: FNV-1a of its name, so every node picks the same one.
-fn shard_index(channel: &str, n: usize) -> usize {
-    if n <= 1 {
-        return 0;
-    }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % n as u64) as usize
-}
-
-impl<C> PresenceManager for RedisPresence<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
+impl PresenceManager for RedisPresence {
     fn add<'a>(
         &'a self,
         channel: &'a str,
@@ -283,7 +252,7 @@ where
             for key in self.keys(channel) {
                 call.key(key);
             }
-            let mut con = self.shard(channel);
+            let mut con = self.shard(channel).await?;
             let flat: Vec<Vec<u8>> =
                 deadline(self.timeout, "presence", call.invoke_async(&mut con)).await?;
             let mut presence = HashMap::with_capacity(flat.len() / 2);
@@ -309,7 +278,7 @@ where
             for key in self.keys(channel) {
                 call.key(key);
             }
-            let mut con = self.shard(channel);
+            let mut con = self.shard(channel).await?;
             let (num_clients, num_users): (usize, usize) =
                 deadline(self.timeout, "presence stats", call.invoke_async(&mut con)).await?;
             Ok(PresenceStats {
@@ -358,16 +327,8 @@ mod tests {
         }
     }
 
-    async fn presence(
-        redis: &TestRedis,
-        ttl: Duration,
-    ) -> RedisPresence<redis::aio::ConnectionManager> {
-        RedisPresence::new(
-            vec![redis.manager().await],
-            "herald",
-            ttl,
-            Duration::from_secs(2),
-        )
+    async fn presence(redis: &TestRedis, ttl: Duration) -> RedisPresence {
+        RedisPresence::new(redis.shards(), ttl)
     }
 
     /// Two nodes share a channel's presence: entries, distinct users (anonymous ones as one
@@ -491,23 +452,9 @@ mod tests {
         let started = std::time::Instant::now();
         let error = p.add("room", info("a", "a1")).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(error.to_string().contains("redis"), "{error}");
+        assert!(error.to_string().contains("Redis"), "{error}");
         assert!(p.stats("room").await.is_err());
         // It is still this node's entry: a refresh adds it once Redis is back.
         assert!(p.local.contains("room", "a1"));
-    }
-
-    #[test]
-    fn every_node_picks_the_same_shard() {
-        assert_eq!(shard_index("news", 1), 0);
-        let picks: Vec<_> = ["a", "b", "c", "d", "e", "f"]
-            .iter()
-            .map(|c| shard_index(c, 3))
-            .collect();
-        assert_eq!(
-            picks,
-            ["a", "b", "c", "d", "e", "f"].map(|c| shard_index(c, 3))
-        );
-        assert!(picks.iter().any(|&i| i != picks[0]), "spread over shards");
     }
 }

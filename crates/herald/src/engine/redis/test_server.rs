@@ -55,6 +55,18 @@ impl TestRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The engine's connection layer on it (short timeouts, so a test of a dead Redis is
+    /// quick).
+    pub(crate) fn shards(&self) -> std::sync::Arc<super::RedisShards> {
+        let config = crate::config::RedisConfig {
+            address: vec![self.url()],
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+            ..crate::config::RedisConfig::default()
+        };
+        super::RedisShards::connect(&config).expect("the test redis address")
+    }
+
     /// A client for it.
     pub(crate) fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("redis url")

@@ -43,24 +43,10 @@ impl ControlHandler for FakeNode {
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
-type Node = (
-    RedisController<redis::aio::ConnectionManager>,
-    Arc<FakeNode>,
-);
+type Node = (RedisController, Arc<FakeNode>);
 
 async fn start(redis: &TestRedis, uid: &str, channels: &[(&str, u32)]) -> Node {
-    let client = redis.client();
-    let open: PubSubOpener = Arc::new(move || {
-        let client = client.clone();
-        Box::pin(async move { client.get_async_pubsub().await })
-    });
-    let controller = RedisController::with_interval(
-        redis.manager().await,
-        open,
-        "herald",
-        Duration::from_secs(1),
-        INTERVAL,
-    );
+    let controller = RedisController::with_interval(&redis.shards(), INTERVAL);
     let node = Arc::new(FakeNode {
         uid: uid.into(),
         commands: Mutex::new(Vec::new()),
@@ -71,7 +57,7 @@ async fn start(redis: &TestRedis, uid: &str, channels: &[(&str, u32)]) -> Node {
 }
 
 /// Waits (bounded) until `controller` lists `n` nodes.
-async fn wait_for_nodes(controller: &RedisController<redis::aio::ConnectionManager>, n: usize) {
+async fn wait_for_nodes(controller: &RedisController, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let listed = controller.nodes().await.unwrap().len();
