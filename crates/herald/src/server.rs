@@ -474,7 +474,7 @@ async fn route(
         && path == endpoint_path(&config.health.handler_prefix)
         && req.method() == Method::GET
     {
-        json(StatusCode::OK, "{}".into())
+        health(&node)
     } else if config.prometheus.enabled
         && path == endpoint_path(&config.prometheus.handler_prefix)
         && req.method() == Method::GET
@@ -489,6 +489,19 @@ async fn route(
         json_error(StatusCode::NOT_FOUND, "no such endpoint")
     };
     Ok(response.map(Either::Left))
+}
+
+/// `/health`: 200 `{}` while the engine can deliver; 503 with `{"error": …}` naming what is
+/// down otherwise (a Redis engine whose PUB/SUB link is lost), so that a load balancer sends
+/// new clients elsewhere. Connected clients are kept either way.
+fn health(node: &Node) -> HttpResponse {
+    match node.broker().health() {
+        Ok(()) => json(StatusCode::OK, "{}".into()),
+        Err(problem) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": problem }).to_string(),
+        ),
+    }
 }
 
 /// Admits a new connection under `client.connection_limit` and

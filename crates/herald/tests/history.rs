@@ -1,6 +1,9 @@
 //! Durable history through the real server: offsets and epochs on publish, the `history`
 //! command and API, exact recovery after a disconnect and after a restart, the offline inbox,
 //! ordered delivery under concurrent publishers, and idempotent publishes.
+//!
+//! Every test runs against both engines (`embedded::…` and `redis::…`, see [`both_engines!`]):
+//! history, recovery and positioning must behave the same whichever keeps the streams.
 
 mod common;
 
@@ -9,18 +12,65 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A config whose `chat` and `inbox` namespaces keep history in `data_dir`.
-fn history_config(data_dir: &std::path::Path, history_size: u64) -> Value {
-    json!({
-        "data_dir": data_dir,
-        "channel": {"namespaces": [
-            {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_client": true,
-             "allow_history_for_client": true, "history_size": history_size,
-             "history_ttl": "1h", "force_recovery": true},
-            {"name": "inbox", "allow_user_limited_channels": true, "allow_publish_for_client": true,
-             "history_size": 1000, "history_ttl": "720h", "force_recovery": true}
-        ]}
-    })
+/// The engine a test runs against, with what it needs kept alive.
+enum Engine {
+    /// The embedded engine, its history in this directory.
+    Embedded(tempfile::TempDir),
+    /// The Redis engine on this Redis.
+    Redis(common::redis::RedisServer),
+}
+
+impl Engine {
+    fn embedded() -> Engine {
+        Engine::Embedded(tempfile::tempdir().unwrap())
+    }
+
+    fn redis() -> Engine {
+        Engine::Redis(common::redis::RedisServer::start())
+    }
+
+    /// `patch` (namespaces and the like) with this engine's settings.
+    fn with(&self, mut patch: Value) -> Value {
+        let engine = match self {
+            Engine::Embedded(dir) => json!({"data_dir": dir.path()}),
+            Engine::Redis(redis) => json!({"engine": {"type": "redis", "redis": {
+                "address": redis.url(), "io_timeout": "2s"}}}),
+        };
+        merge(&mut patch, engine);
+        patch
+    }
+
+    /// A config whose `chat` and `inbox` namespaces keep history.
+    fn config(&self, history_size: u64) -> Value {
+        self.with(json!({
+            "channel": {"namespaces": [
+                {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_client": true,
+                 "allow_history_for_client": true, "history_size": history_size,
+                 "history_ttl": "1h", "force_recovery": true},
+                {"name": "inbox", "allow_user_limited_channels": true, "allow_publish_for_client": true,
+                 "history_size": 1000, "history_ttl": "720h", "force_recovery": true}
+            ]}
+        }))
+    }
+}
+
+/// Runs each named test (an `async fn(Engine)`) once per engine, as `embedded::NAME` and
+/// `redis::NAME`.
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::embedded()).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::redis()).await
+            })*
+        }
+    };
 }
 
 async fn publish(server: &Server, channel: &str, n: u64) -> Value {
@@ -40,10 +90,8 @@ fn offsets(publications: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn publish_assigns_offsets_and_history_returns_them() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn publish_assigns_offsets_and_history_returns_them(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     let first = publish(&server, "chat:1", 1).await;
     assert_eq!(first["offset"], 1, "{first}");
     let epoch = first["epoch"].as_str().unwrap().to_owned();
@@ -100,10 +148,8 @@ async fn publish_assigns_offsets_and_history_returns_them() {
     assert_eq!(reply["history"]["epoch"], epoch.as_str());
 }
 
-#[tokio::test]
-async fn a_reconnecting_client_recovers_exactly_what_it_missed() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn a_reconnecting_client_recovers_exactly_what_it_missed(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     publish(&server, "chat:r", 1).await;
     let mut ws = server.client("bob").await;
     let reply = ws.subscribe("chat:r").await;
@@ -135,10 +181,8 @@ async fn a_reconnecting_client_recovers_exactly_what_it_missed() {
     );
 }
 
-#[tokio::test]
-async fn a_gap_larger_than_the_history_is_not_recovered() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 3)).await;
+async fn a_gap_larger_than_the_history_is_not_recovered(engine: Engine) {
+    let server = Server::start(engine.config(3)).await;
     let first = publish(&server, "chat:g", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
     for n in 2..=10 {
@@ -179,10 +223,8 @@ async fn a_gap_larger_than_the_history_is_not_recovered() {
     assert_eq!(offsets(&page["publications"]), vec![9, 10]);
 }
 
-#[tokio::test]
-async fn recovery_and_offsets_survive_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let config = history_config(data.path(), 100);
+async fn recovery_and_offsets_survive_a_restart(engine: Engine) {
+    let config = engine.config(100);
     let mut server = Server::start(config.clone()).await;
     let first = publish(&server, "chat:s", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
@@ -202,10 +244,8 @@ async fn recovery_and_offsets_survive_a_restart() {
     assert_eq!(offsets(&reply["subscribe"]["publications"]), vec![2, 3]);
 }
 
-#[tokio::test]
-async fn the_offline_inbox_delivers_everything_once_in_order() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn the_offline_inbox_delivers_everything_once_in_order(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     let mut alice = server.client("alice").await;
     for n in 1..=20 {
         let reply = alice.publish("inbox:#bob", json!({"text": n})).await;
@@ -228,10 +268,8 @@ async fn the_offline_inbox_delivers_everything_once_in_order() {
     assert_eq!(sub["publications"][0]["info"]["user"], "alice");
 }
 
-#[tokio::test]
-async fn concurrent_publishers_are_delivered_in_offset_order() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 1000)).await;
+async fn concurrent_publishers_are_delivered_in_offset_order(engine: Engine) {
+    let server = Server::start(engine.config(1000)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("chat:o").await;
     let port = server.port;
@@ -264,10 +302,8 @@ async fn concurrent_publishers_are_delivered_in_offset_order() {
     assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
 }
 
-#[tokio::test]
-async fn an_idempotent_retry_is_stored_and_delivered_once() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn an_idempotent_retry_is_stored_and_delivered_once(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("chat:i").await;
     let body = json!({"channel": "chat:i", "data": {"n": 1}, "idempotency_key": "order-1"});
@@ -282,10 +318,8 @@ async fn an_idempotent_retry_is_stored_and_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn server_side_subscriptions_recover_through_connect() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn server_side_subscriptions_recover_through_connect(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     let token =
         herald::auth::sign_hs256(&json!({"sub": "carol", "channels": ["chat:srv"]}), SECRET)
             .unwrap();
@@ -313,10 +347,8 @@ async fn server_side_subscriptions_recover_through_connect() {
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 5);
 }
 
-#[tokio::test]
-async fn an_idempotent_retry_without_history_is_delivered_once() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 100)).await;
+async fn an_idempotent_retry_without_history_is_delivered_once(engine: Engine) {
+    let server = Server::start(engine.config(100)).await;
     let mut ws = server.client("bob").await;
     ws.subscribe_ok("news").await;
     let body = json!({"channel": "news", "data": {"n": 1}, "idempotency_key": "k-1"});
@@ -330,13 +362,11 @@ async fn an_idempotent_retry_without_history_is_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn reject_unrecovered_answers_112_instead_of_recovered_false() {
+async fn reject_unrecovered_answers_112_instead_of_recovered_false(engine: Engine) {
     // The SDKs' getState flow sets bit 2 of the subscribe flag (value 2): a position that
     // cannot be recovered is error 112, so that the SDK reloads its state and subscribes
     // again, instead of a subscription that silently misses publications.
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(history_config(data.path(), 3)).await;
+    let server = Server::start(engine.config(3)).await;
     let first = publish(&server, "chat:g", 1).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
     for n in 2..=10 {
@@ -370,18 +400,15 @@ async fn reject_unrecovered_answers_112_instead_of_recovered_false() {
     assert_eq!(reply["subscribe"]["recovered"], Value::Null, "{reply}");
 }
 
-#[tokio::test]
-async fn cache_recovery_mode_sends_the_latest_publication() {
+async fn cache_recovery_mode_sends_the_latest_publication(engine: Engine) {
     // force_recovery_mode "cache": a recovering subscriber gets the channel's latest
     // publication (its current state), not the stream of what it missed.
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(json!({
-        "data_dir": data.path(),
+    let server = Server::start(engine.with(json!({
         "channel": {"namespaces": [
             {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
              "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache"}
         ]}
-    }))
+    })))
     .await;
     let mut ws = server.client("bob").await;
     // An empty channel: nothing to recover, not recovered.
@@ -435,17 +462,14 @@ async fn cache_recovery_mode_sends_the_latest_publication() {
     assert_eq!(ws.next_push().await["push"]["pub"]["offset"], 6);
 }
 
-#[tokio::test]
-async fn auto_cache_recover_sends_the_latest_publication_without_being_asked() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(json!({
-        "data_dir": data.path(),
+async fn auto_cache_recover_sends_the_latest_publication_without_being_asked(engine: Engine) {
+    let server = Server::start(engine.with(json!({
         "channel": {"namespaces": [
             {"name": "state", "allow_subscribe_for_client": true, "history_size": 10,
              "history_ttl": "1h", "force_recovery": true, "force_recovery_mode": "cache",
              "auto_cache_recover": true}
         ]}
-    }))
+    })))
     .await;
     for n in 1..=3 {
         publish(&server, "state:1", n).await;
@@ -476,10 +500,10 @@ fn data_bytes(frame: &str) -> &str {
     &rest[..end]
 }
 
-#[tokio::test]
-async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let config = history_config(data.path(), 100);
+async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart(
+    engine: Engine,
+) {
+    let config = engine.config(100);
     let mut server = Server::start(config.clone()).await;
     let mut reader = server.client("ann").await;
     reader.subscribe_ok("chat:odd").await;
@@ -529,3 +553,19 @@ async fn odd_but_valid_json_comes_back_byte_identical_live_from_history_and_afte
     );
     assert_eq!(data_bytes(&recovered), ODD_JSON, "{recovered}");
 }
+
+both_engines!(
+    publish_assigns_offsets_and_history_returns_them,
+    a_reconnecting_client_recovers_exactly_what_it_missed,
+    a_gap_larger_than_the_history_is_not_recovered,
+    recovery_and_offsets_survive_a_restart,
+    the_offline_inbox_delivers_everything_once_in_order,
+    concurrent_publishers_are_delivered_in_offset_order,
+    an_idempotent_retry_is_stored_and_delivered_once,
+    server_side_subscriptions_recover_through_connect,
+    an_idempotent_retry_without_history_is_delivered_once,
+    reject_unrecovered_answers_112_instead_of_recovered_false,
+    cache_recovery_mode_sends_the_latest_publication,
+    auto_cache_recover_sends_the_latest_publication_without_being_asked,
+    odd_but_valid_json_comes_back_byte_identical_live_from_history_and_after_a_restart,
+);

@@ -25,6 +25,13 @@ pub trait BrokerEventHandler: Send + Sync + 'static {
     fn handle_join(&self, channel: &str, info: &ClientInfo);
     /// A client unsubscribed from `channel` (on any node).
     fn handle_leave(&self, channel: &str, info: &ClientInfo);
+    /// `channel`'s publications can no longer reach this node's subscribers without a gap (a
+    /// multi-node broker missed some and cannot replay them, or the stream started a new
+    /// epoch): its subscribers here must reconnect and recover (the node disconnects them with
+    /// 3010 "insufficient state"). A single-node broker never calls it.
+    fn handle_insufficient_state(&self, channel: &str) {
+        let _ = channel;
+    }
 }
 
 /// Publication fan-out between nodes plus the channels' history streams (the [`History`] half:
@@ -65,4 +72,10 @@ pub trait Broker: History {
 
     /// Stops delivering `channel`'s events to this node.
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// `Ok` while the broker can deliver; otherwise what is wrong (`/health` answers 503 with
+    /// it). A broker with nothing outside the process to lose is always healthy.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

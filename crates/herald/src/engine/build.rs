@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::embedded::{EmbeddedBroker, EmbeddedHistory};
+use super::redis::{RedisBroker, RedisController, RedisPresence, RedisShards};
 use super::{Broker, Controller, LocalController, MemoryPresence, PresenceManager};
 use crate::config::{Config, EngineType, NamespaceOptions};
 
@@ -89,6 +90,10 @@ pub enum BuildError {
     /// The config asks for an engine Herald does not have.
     #[error(transparent)]
     Unimplemented(#[from] Unimplemented),
+    /// The Redis engine's settings are unusable (an address or TLS file); the message names
+    /// the option.
+    #[error("{0}")]
+    Redis(String),
     /// The embedded history could not be opened.
     #[error("cannot open the history database in {dir}: {source}")]
     History {
@@ -106,12 +111,7 @@ pub fn build(config: &Config) -> Result<Engine, BuildError> {
         return Err(missing.into());
     }
     if config.engine.kind == EngineType::Redis {
-        // The broker over Redis lands in the next commit; until then, never run another
-        // engine than the one asked for.
-        return Err(BuildError::Unimplemented(Unimplemented {
-            option: "engine.type",
-            message: format!("\"redis\" is {NOT_YET}"),
-        }));
+        return build_redis(config);
     }
     let keeps_history = std::iter::once(&config.channel.without_namespace)
         .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
@@ -130,6 +130,33 @@ pub fn build(config: &Config) -> Result<Engine, BuildError> {
         broker: Arc::new(EmbeddedBroker::new(history)),
         presence: Arc::new(MemoryPresence::new()),
         controller: Arc::new(LocalController::new()),
+        keeps_history,
+    })
+}
+
+/// The Redis engine over `engine.redis`: its broker, presence (entries expiring after
+/// `engine.redis.presence_ttl` unless this node refreshes them) and controller (commands,
+/// node list and channels across nodes). Connects lazily: a Redis that cannot be reached at
+/// start-up does not stop the node (as in Centrifugo); `/health` answers 503 and publishes
+/// fail with an error until it can, then delivery starts by itself.
+fn build_redis(config: &Config) -> Result<Engine, BuildError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Redis(
+            "the Redis engine must be built inside the server's runtime".into(),
+        ));
+    }
+    let shards =
+        RedisShards::connect(&config.engine.redis).map_err(|e| BuildError::Redis(e.to_string()))?;
+    let keeps_history = std::iter::once(&config.channel.without_namespace)
+        .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
+        .any(NamespaceOptions::history_enabled);
+    Ok(Engine {
+        presence: Arc::new(RedisPresence::new(
+            shards.clone(),
+            config.engine.redis.presence_ttl,
+        )),
+        controller: Arc::new(RedisController::new(&shards)),
+        broker: Arc::new(RedisBroker::new(shards)),
         keeps_history,
     })
 }

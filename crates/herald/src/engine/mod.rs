@@ -66,6 +66,16 @@ use crate::protocol::{self, ClientInfo, Payload, Publication};
 /// (`Arc<dyn Broker>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A new random epoch (8 letters and digits), for a stream that starts a new life.
+pub(crate) fn new_epoch() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// A position in a channel's stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StreamPosition {

@@ -467,6 +467,38 @@ impl Hub {
         delivery
     }
 
+    /// Closes the connection of every local subscriber of `channel` (active or being set up)
+    /// with `disconnect`, through their outboxes; how many. For a channel whose stream this
+    /// node can no longer deliver without a gap: the SDKs reconnect and recover.
+    pub fn disconnect_channel(
+        &self,
+        channel: &str,
+        disconnect: &crate::protocol::Disconnect,
+    ) -> usize {
+        let shard = read(self.shard(channel));
+        let Some(subscribers) = shard.get(channel) else {
+            return 0;
+        };
+        let mut closed = 0;
+        let special = subscribers.special.iter().flat_map(|s| s.active.iter());
+        let pending = subscribers
+            .pending
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|(s, _)| s);
+        for outbox in subscribers
+            .active
+            .iter()
+            .map(|s| &s.outbox)
+            .chain(special.map(|s| &s.subscriber.outbox))
+            .chain(pending.map(|s| &s.subscriber.outbox))
+        {
+            crate::transport::request_close(outbox, disconnect);
+            closed += 1;
+        }
+        closed
+    }
+
     /// Number of local subscribers of `channel`.
     pub fn num_subscribers(&self, channel: &str) -> usize {
         read(self.shard(channel))

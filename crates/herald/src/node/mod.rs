@@ -543,6 +543,13 @@ impl BrokerEventHandler for BrokerEvents {
             node.announce(&Push::leave(channel, info.clone()));
         }
     }
+
+    fn handle_insufficient_state(&self, channel: &str) {
+        if let Some(node) = self.0.upgrade() {
+            node.hub
+                .disconnect_channel(channel, &protocol::Disconnect::INSUFFICIENT_STATE);
+        }
+    }
 }
 
 /// Per-channel async locks, sharded: a channel's broker subscription and unsubscription take

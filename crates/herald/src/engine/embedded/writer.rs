@@ -27,7 +27,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -416,15 +415,6 @@ pub(super) fn now_ms() -> i64 {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
-}
-
-/// A new random epoch.
-pub(super) fn new_epoch() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 fn sql_error(e: rusqlite::Error) -> EngineError {
@@ -830,7 +820,7 @@ impl Writer {
                             channel: channel.to_string(),
                         });
                     }
-                    Meta::new(new_epoch(), 0, 0, false)
+                    Meta::new(crate::engine::new_epoch(), 0, 0, false)
                 }
             };
             self.metas.insert(channel.to_string(), meta);

@@ -57,9 +57,9 @@
 //! a moving head. The entry id is the offset itself, so reading "after offset N" is one
 //! `XRANGE` from `N+1`.
 
-// mod broker;
+mod broker;
 pub(crate) mod client_info;
-// mod codec;
+mod codec;
 mod controller;
 mod presence;
 mod pubsub;
@@ -68,7 +68,7 @@ mod shards;
 pub(crate) mod test_server;
 mod tls;
 
-// pub use broker::RedisBroker;
+pub use broker::RedisBroker;
 pub use controller::RedisController;
 pub use presence::RedisPresence;
 pub use pubsub::{PROBE_INTERVAL, PubSubHandler, PubSubLink};

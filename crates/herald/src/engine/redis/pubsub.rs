@@ -165,6 +165,10 @@ impl Task {
                         End::Lost(error) => {
                             tracing::warn!("{error}; reconnecting");
                             self.down(error);
+                            // The command connection most likely went with it (Redis
+                            // restarted, the network dropped): make it anew on next use
+                            // rather than fail one command on it first.
+                            self.shard.reset();
                         }
                     }
                 }

@@ -348,6 +348,12 @@ impl Shard {
             })
     }
 
+    /// Drops the command connection, whatever its state, so that the next call connects
+    /// anew (after the shard's PUB/SUB link was lost).
+    pub fn reset(&self) {
+        *lock(&self.slot) = None;
+    }
+
     /// Drops the command connection of `generation` after it failed, so that the next call
     /// reconnects (a connection made since is kept).
     fn broken(&self, generation: u64) {
