@@ -48,15 +48,19 @@ def sign_hs256(claims: dict, secret: str) -> str:
 class Herald:
     """A running herald process with a temporary config."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, extra: dict | None = None, secret: str | None = None, api_key: str | None = None
+    ) -> None:
+        """`extra`'s top-level sections replace the defaults' (a cluster node's `engine`);
+        `secret` and `api_key` are shared by the nodes of one cluster."""
         if not HERALD_BIN.is_file():
             raise RuntimeError(
                 f"herald binary not found at {HERALD_BIN}: build it with "
                 "`cargo build -p herald` or set HERALD_BIN"
             )
         self.dir = Path(tempfile.mkdtemp(prefix="herald-py-"))
-        self.secret = secrets.token_hex(24)
-        self.api_key = secrets.token_hex(24)
+        self.secret = secret or secrets.token_hex(24)
+        self.api_key = api_key or secrets.token_hex(24)
         config = {
             "http_server": {"address": "127.0.0.1", "port": 0},
             "data_dir": str(self.dir / "data"),
@@ -94,6 +98,8 @@ class Herald:
                 ],
             },
         }
+        for section, value in (extra or {}).items():
+            config[section] = {**config.get(section, {}), **value}
         self.config_path = self.dir / "config.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.log: list[str] = []
@@ -144,6 +150,11 @@ class Herald:
 
     def token(self, user: str) -> str:
         return sign_hs256({"sub": user, "exp": int(time.time()) + 3600}, self.secret)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing said to anyone."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
