@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(epoch, "ep0ch");
         assert!(delta);
         assert_eq!(publication.time_ms, 1_700_000_000_000);
-        assert_eq!(&publication.data.as_bytes()[..], data);
+        assert_eq!(publication.data.as_bytes(), data);
         assert_eq!(publication.info.as_ref().unwrap().user, "u");
         assert_eq!(publication.tags, tags);
         let Event::Leave(back) = decode(&encode_join_leave(&info, true)).unwrap() else {
