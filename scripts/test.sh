@@ -90,10 +90,12 @@ python3 --version
 
 # ------------------------------------------------------------------------------------------
 section "services (Redis, NATS: installed when missing and we are root, started when not running)"
-# The engine tests to come start their own redis-server / nats-server on free ports; a fresh
-# machine gets Debian's packages here so that a missing install fails in CI, not for a user.
+# The engine tests start their own redis-server (and redis-cli to make a Redis Cluster) /
+# nats-server on free ports; a fresh machine gets Debian's packages here so that a missing
+# install fails in CI, not for a user.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

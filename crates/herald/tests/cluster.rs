@@ -295,7 +295,10 @@ async fn the_server_api_acts_on_a_user_on_another_node() {
     let subscribe = next_push_of(&mut alice, "room:api", "subscribe").await;
     assert_eq!(subscribe["data"], json!({"welcome": true}));
     assert_eq!(subscribe["recoverable"], true, "{subscribe}");
-    assert!(subscribe["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{subscribe}");
+    assert!(
+        subscribe["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{subscribe}"
+    );
     cluster.nodes[1]
         .api_ok("publish", json!({"channel": "room:api", "data": 1}))
         .await;

@@ -39,7 +39,7 @@ const MAX_REPLAY: u64 = 1000;
 
 /// The Redis broker; cheap to share (`Arc` inside).
 pub struct RedisBroker {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -60,8 +60,8 @@ struct Tracked {
     delivered: bool,
 }
 
-struct Inner {
-    shards: Arc<RedisShards>,
+pub(super) struct Inner {
+    pub(super) shards: Arc<RedisShards>,
     /// One PUB/SUB link per shard, in shard order.
     links: Vec<PubSubLink>,
     /// The links' handlers (held here; the links hold them weakly).
@@ -69,7 +69,7 @@ struct Inner {
     handler: OnceLock<Arc<dyn BrokerEventHandler>>,
     /// Channels this node is subscribed to, with their delivery position once known.
     positions: Mutex<HashMap<String, Option<Tracked>>>,
-    publish: Script,
+    pub(super) publish: Script,
     read: Script,
 }
 
@@ -116,6 +116,11 @@ impl RedisBroker {
         RedisBroker { inner }
     }
 
+    /// The shards it runs on (for a presence manager or controller to share its connections).
+    pub fn shards(&self) -> &Arc<RedisShards> {
+        &self.inner.shards
+    }
+
     /// `Ok` while every shard's PUB/SUB link is up; otherwise what is down, for `/health`.
     pub fn health(&self) -> Result<(), String> {
         let problems: Vec<String> = self
@@ -133,15 +138,15 @@ impl RedisBroker {
 }
 
 impl Inner {
-    fn stream_key(&self, channel: &str) -> String {
+    pub(super) fn stream_key(&self, channel: &str) -> String {
         format!("{}.stream.{{{channel}}}", self.shards.prefix())
     }
 
-    fn meta_key(&self, channel: &str) -> String {
+    pub(super) fn meta_key(&self, channel: &str) -> String {
         format!("{}.meta.{{{channel}}}", self.shards.prefix())
     }
 
-    fn idempotency_key(&self, channel: &str, key: &str) -> String {
+    pub(super) fn idempotency_key(&self, channel: &str, key: &str) -> String {
         format!("{}.idem.{{{channel}}}.{key}", self.shards.prefix())
     }
 
@@ -222,7 +227,8 @@ impl Inner {
         })
     }
 
-    /// Runs `read.lua`: the stream's position and, unless `limit` is 0, a range of it.
+    /// Runs `read.lua`: the stream's position and, unless `limit` is 0, a range of it; a
+    /// stream without meta gets one (a new epoch).
     async fn read_range(
         &self,
         channel: &str,
@@ -230,6 +236,22 @@ impl Inner {
         limit: i64,
         reverse: bool,
         options: HistoryOptions,
+    ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
+        self.read_stream(channel, since, limit, reverse, options, true)
+            .await
+    }
+
+    /// [`Inner::read_range`]; with `create` false, a stream without meta is left alone and
+    /// answered with an empty epoch (for the broker's own checks, which must not create
+    /// streams that nobody publishes to).
+    async fn read_stream(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: i64,
+        reverse: bool,
+        options: HistoryOptions,
+        create: bool,
     ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
         let mut conn = self.shards.for_key(channel).conn().await?;
         let reply: Value = self
@@ -242,6 +264,7 @@ impl Inner {
             .arg(since.map(|s| s.to_string()).unwrap_or_default())
             .arg(limit.max(-1))
             .arg(if reverse { "1" } else { "0" })
+            .arg(if create { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(channel, e))?;
@@ -400,7 +423,7 @@ impl Inner {
             meta_ttl: std::time::Duration::ZERO,
         };
         match self
-            .read_range(channel, Some(last), missed as i64, false, options)
+            .read_stream(channel, Some(last), missed as i64, false, options, false)
             .await
         {
             Ok((position, publications))
@@ -465,7 +488,10 @@ impl Inner {
                 ttl: std::time::Duration::ZERO,
                 meta_ttl: std::time::Duration::ZERO,
             };
-            match self.read_range(&channel, None, 0, false, options).await {
+            match self
+                .read_stream(&channel, None, 0, false, options, false)
+                .await
+            {
                 Ok((top, _)) if top.epoch != t.position.epoch => {
                     self.insufficient(&channel, "the stream has a new epoch");
                 }

@@ -95,3 +95,6 @@ pub(crate) async fn deadline<T>(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

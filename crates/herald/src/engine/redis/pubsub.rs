@@ -235,6 +235,7 @@ impl Task {
             }
         }
         let mut active: HashSet<String> = self.wanted.clone();
+        self.shard.reachable();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.up = true;
@@ -308,6 +309,10 @@ impl Task {
                             }
                         }
                         Err(error) => {
+                            // Their subscribers were answered an error: not wanted any more.
+                            for channel in &new {
+                                self.wanted.remove(channel);
+                            }
                             let error = format!("Redis PUB/SUB link to {describe}: {error}");
                             for tx in waiters {
                                 let _ = tx.send(Err(EngineError::Unavailable(error.clone())));

@@ -6,12 +6,16 @@
 -- KEYS[1] stream, KEYS[2] meta hash
 -- ARGV[1] epoch for a new stream   ARGV[2] meta ttl, ms (0: forever)   ARGV[3] history ttl, ms (0: no trim)
 -- ARGV[4] since offset ("": none)  ARGV[5] limit (-1: all, 0: none)    ARGV[6] "1": newest first
+-- ARGV[7] "0": do not create a missing meta (answer an empty epoch instead)
 --
 -- Returns {epoch, top offset, entries} (entries as XRANGE returns them).
 
 local meta = redis.call("HMGET", KEYS[2], "e", "s")
 local epoch = meta[1]
 local top = meta[2] or "0"
+if not epoch and ARGV[7] == "0" then
+  return {"", "0", {}}
+end
 if not epoch then
   epoch = ARGV[1]
   top = "0"

@@ -348,6 +348,12 @@ impl Shard {
             })
     }
 
+    /// Forgets the last failed connection attempt (the shard answered on another connection):
+    /// the next call connects at once instead of repeating the old error.
+    pub fn reachable(&self) {
+        *lock(&self.last_failure) = None;
+    }
+
     /// Drops the command connection, whatever its state, so that the next call connects
     /// anew (after the shard's PUB/SUB link was lost).
     pub fn reset(&self) {

@@ -1,0 +1,278 @@
+//! The Redis broker against a real `redis-server` (started by the integration tests' helper,
+//! `tests/common/redis.rs`): what the embedded engine's unit tests check of its streams —
+//! version suppression, TTL and size trimming, meta expiry, removal, idempotency — and what
+//! only a multi-node broker does: filling a gap in its PUB/SUB delivery from the stream, and
+//! telling the node when it cannot.
+
+#[path = "../../../tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{RedisBroker, RedisShards};
+use crate::config::RedisConfig;
+use crate::engine::{
+    AppendRequest, Broker, BrokerEventHandler, History, HistoryFilter, HistoryOptions,
+    StreamPosition,
+};
+use crate::protocol::{ClientInfo, Publication, raw};
+use redis_server::RedisServer;
+
+fn opts(size: usize) -> HistoryOptions {
+    HistoryOptions {
+        size,
+        ttl: Duration::from_secs(3600),
+        meta_ttl: Duration::from_secs(7200),
+    }
+}
+
+fn broker(redis: &RedisServer) -> RedisBroker {
+    let shards = RedisShards::connect(&RedisConfig {
+        address: vec![redis.url()],
+        ..RedisConfig::default()
+    })
+    .unwrap();
+    RedisBroker::new(shards)
+}
+
+fn request(channel: &str, n: u64, o: HistoryOptions) -> AppendRequest {
+    AppendRequest::new(channel, raw(format!(r#"{{"n":{n}}}"#)).unwrap(), o)
+}
+
+/// Records what the broker hands to the node.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl BrokerEventHandler for Recorder {
+    fn handle_publication(&self, channel: &str, publication: &Publication, _delta: bool) {
+        let line = format!("pub {channel} {}", publication.offset);
+        self.0.lock().unwrap().push(line);
+    }
+    fn handle_join(&self, channel: &str, info: &ClientInfo) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("join {channel} {}", info.client));
+    }
+    fn handle_leave(&self, channel: &str, info: &ClientInfo) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("leave {channel} {}", info.client));
+    }
+    fn handle_insufficient_state(&self, channel: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("insufficient {channel}"));
+    }
+}
+
+impl Recorder {
+    /// Waits (bounded) until `n` events were recorded; them.
+    async fn wait(&self, n: usize) -> Vec<String> {
+        for _ in 0..100 {
+            if self.0.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn ready(broker: &RedisBroker) {
+    for _ in 0..100 {
+        if broker.health().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the PUB/SUB link did not come up: {:?}", broker.health());
+}
+
+#[tokio::test]
+async fn a_stale_version_is_suppressed_without_using_an_offset() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let versioned = |n, version, epoch: &str| {
+        let mut r = request("v", n, opts(100));
+        r.version = version;
+        r.version_epoch = epoch.into();
+        r
+    };
+    let first = b.publish(versioned(1, 2, "")).await.unwrap();
+    assert_eq!((first.position.offset, first.suppressed), (1, false));
+    let stale = b.publish(versioned(2, 1, "")).await.unwrap();
+    assert_eq!((stale.position.offset, stale.suppressed), (1, true));
+    assert!(stale.publication.is_none());
+    let same = b.publish(versioned(3, 2, "")).await.unwrap();
+    assert!(same.suppressed);
+    // Another version epoch restarts the versions.
+    let other = b.publish(versioned(4, 1, "e2")).await.unwrap();
+    assert_eq!((other.position.offset, other.suppressed), (2, false));
+    let newer = b.publish(versioned(5, 3, "e2")).await.unwrap();
+    assert_eq!(newer.position.offset, 3);
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_result() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let keyed = |n| AppendRequest {
+        idempotency_key: Some("k".into()),
+        ..request("i", n, opts(100))
+    };
+    let first = b.publish(keyed(1)).await.unwrap();
+    let again = b.publish(keyed(2)).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.position, first.position);
+    let read = b
+        .read("i", HistoryFilter::default(), opts(100))
+        .await
+        .unwrap();
+    assert_eq!(read.publications.len(), 1);
+    assert_eq!(read.publications[0].data.get(), r#"{"n":1}"#);
+}
+
+#[tokio::test]
+async fn size_and_ttl_trim_and_an_idle_stream_gets_a_new_epoch() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    for n in 1..=10 {
+        b.publish(request("s", n, opts(3))).await.unwrap();
+    }
+    let read = b
+        .read("s", HistoryFilter::default(), opts(3))
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = read.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [8, 9, 10]);
+    let short = HistoryOptions {
+        size: 100,
+        ttl: Duration::from_millis(200),
+        meta_ttl: Duration::from_millis(600),
+    };
+    let epoch = b
+        .publish(request("t", 1, short))
+        .await
+        .unwrap()
+        .position
+        .epoch;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read = b.read("t", HistoryFilter::default(), short).await.unwrap();
+    assert!(read.publications.is_empty(), "expired");
+    assert_eq!(read.position, StreamPosition::new(1, epoch.clone()));
+    let gone = b
+        .recover("t", StreamPosition::new(0, epoch.clone()), 10, short)
+        .await;
+    assert!(
+        !gone.unwrap().recovered,
+        "an expired publication cannot be recovered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let top = b.top("t", short).await.unwrap();
+    assert_eq!(top.offset, 0);
+    assert_ne!(top.epoch, epoch, "the stream's meta expired: a new epoch");
+}
+
+#[tokio::test]
+async fn removal_keeps_the_position_and_positions_before_it_do_not_recover() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    for n in 1..=3 {
+        b.publish(request("r", n, opts(100))).await.unwrap();
+    }
+    let epoch = b.top("r", opts(100)).await.unwrap().epoch;
+    b.remove("r").await.unwrap();
+    assert_eq!(
+        b.top("r", opts(100)).await.unwrap(),
+        StreamPosition::new(3, epoch.clone())
+    );
+    let before = b
+        .recover("r", StreamPosition::new(1, epoch.clone()), 10, opts(100))
+        .await
+        .unwrap();
+    assert!(!before.recovered);
+    b.publish(request("r", 4, opts(100))).await.unwrap();
+    let after = b
+        .recover("r", StreamPosition::new(3, epoch.clone()), 10, opts(100))
+        .await
+        .unwrap();
+    assert!(after.recovered);
+    assert_eq!(after.publications[0].offset, 4);
+}
+
+/// Publishes publication `n` of `channel` the way `publish.lua` does, but to a PUB/SUB
+/// channel nobody listens on: as if this node's link had dropped its message.
+async fn publish_unheard(b: &RedisBroker, channel: &str, n: u64, o: HistoryOptions) {
+    let inner = &b.inner;
+    let mut conn = inner.shards.for_key(channel).conn().await.unwrap();
+    let _: Vec<String> = inner
+        .publish
+        .key(inner.stream_key(channel))
+        .key(inner.meta_key(channel))
+        .key(inner.idempotency_key(channel, ""))
+        .arg("nobody-listens")
+        .arg(format!(r#"{{"n":{n}}}"#))
+        .arg("")
+        .arg("")
+        .arg(o.size)
+        .arg(o.ttl.as_millis() as u64)
+        .arg(o.meta_ttl.as_millis() as u64)
+        .arg("0")
+        .arg(1000)
+        .arg("epoch")
+        .arg(0)
+        .arg("")
+        .arg("0")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_gap_in_delivery_is_filled_from_the_stream_in_order() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let recorder = Arc::new(Recorder::default());
+    b.set_handler(recorder.clone());
+    ready(&b).await;
+    b.subscribe("g").await.unwrap();
+    b.publish(request("g", 1, opts(100))).await.unwrap();
+    assert_eq!(recorder.wait(1).await, ["pub g 1"]);
+    publish_unheard(&b, "g", 2, opts(100)).await;
+    publish_unheard(&b, "g", 3, opts(100)).await;
+    b.publish(request("g", 4, opts(100))).await.unwrap();
+    assert_eq!(
+        recorder.wait(4).await,
+        ["pub g 1", "pub g 2", "pub g 3", "pub g 4"]
+    );
+    // Join and leave travel the same way.
+    let info = ClientInfo {
+        client: "c1".into(),
+        ..ClientInfo::default()
+    };
+    b.publish_join("g", &info).await.unwrap();
+    b.publish_leave("g", &info).await.unwrap();
+    assert_eq!(recorder.wait(6).await[4..], ["join g c1", "leave g c1"]);
+}
+
+#[tokio::test]
+async fn a_gap_that_cannot_be_filled_tells_the_node() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let recorder = Arc::new(Recorder::default());
+    b.set_handler(recorder.clone());
+    ready(&b).await;
+    b.subscribe("h").await.unwrap();
+    b.publish(request("h", 1, opts(1))).await.unwrap();
+    assert_eq!(recorder.wait(1).await, ["pub h 1"]);
+    // Offset 2 is missed and trimmed away (history_size 1) by the time 3 arrives.
+    publish_unheard(&b, "h", 2, opts(1)).await;
+    b.publish(request("h", 3, opts(1))).await.unwrap();
+    assert_eq!(recorder.wait(2).await, ["pub h 1", "insufficient h"]);
+}
