@@ -420,6 +420,26 @@ mod tests {
         assert!(keys.is_empty(), "{keys:?}");
     }
 
+    /// A Redis that lost its data (restarted empty) gets this node's entries back at the next
+    /// refresh.
+    #[tokio::test]
+    async fn a_refresh_restores_what_redis_lost() {
+        let redis = TestRedis::start();
+        let p = presence(&redis, Duration::from_secs(60)).await;
+        p.add("room", info("alice", "a1")).await.unwrap();
+        p.add("hall", info("bob", "b1")).await.unwrap();
+        let mut con = redis.manager().await;
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+        assert!(p.presence("room").await.unwrap().is_empty());
+        p.refresh().await.unwrap();
+        assert_eq!(p.presence("room").await.unwrap()["a1"].user, "alice");
+        let stats = p.stats("hall").await.unwrap();
+        assert_eq!((stats.num_clients, stats.num_users), (1, 1));
+    }
+
     /// A client that leaves while a refresh re-adds it is not resurrected by the refresh.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refresh_racing_removes_resurrects_nobody() {
