@@ -49,6 +49,10 @@ impl ControlHandler for NodeControl {
             .collect()
     }
 
+    fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.0.upgrade().map(|node| node.shutdown().clone())
+    }
+
     fn node_info(&self) -> NodeInfo {
         match self.0.upgrade() {
             Some(node) => node_info(&node),

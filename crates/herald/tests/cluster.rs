@@ -450,4 +450,16 @@ async fn a_node_killed_with_sigkill_leaves_info_and_presence_and_its_clients_rec
         || async move { node_count(added).await == 3 },
     )
     .await;
+    // A node stopped gracefully (SIGTERM) says goodbye: it leaves `info` at once, not after
+    // three missed announcements.
+    // SAFETY: kill(2) on the pid of our own child process.
+    let rc = unsafe { libc::kill(cluster.nodes[3].pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let node = &cluster.nodes[0];
+    wait_for(
+        Duration::from_secs(2),
+        "a stopped node leaves info at once",
+        || async move { node_count(node).await == 2 },
+    )
+    .await;
 }

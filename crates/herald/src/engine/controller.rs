@@ -137,6 +137,11 @@ pub trait ControlHandler: Send + Sync + 'static {
     /// This node's channels with subscribers whose name matches the glob `pattern` (empty:
     /// all; a malformed one: none), with their local subscriber counts.
     fn channels(&self, pattern: &str) -> Vec<(String, u32)>;
+    /// Cancelled when the node starts shutting down, so that a multi-node controller can tell
+    /// the others at once rather than let them notice the silence; `None`: never.
+    fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
 }
 
 /// Node-to-node control. Shared as `Arc<dyn Controller>` by the node and the server API.

@@ -9,8 +9,8 @@
 //!   bytes bounded ([`MAX_QUEUED_BYTES`]): a node that falls that far behind drops commands
 //!   and says so in its log rather than grow without bound.
 //! * **Node discovery**: every node publishes its [`NodeInfo`] every [`NODE_INFO_INTERVAL`]
-//!   (3 s, as Centrifugo) and at once when it (re)subscribes; a node not heard of for three
-//!   intervals is considered gone. [`Controller::nodes`] lists this node first, then the
+//!   (3 s, as Centrifugo) and at once when it (re)subscribes, and says goodbye when it shuts
+//!   down; a node not heard of for three intervals (one that died) is considered gone. [`Controller::nodes`] lists this node first, then the
 //!   others by name.
 //! * **Channels**: a node's channel list is sent only when asked — a `channels` survey sent to
 //!   every node, each answering on the asker's own channel with its matching channels, in
@@ -64,6 +64,8 @@ struct Envelope {
 enum Body {
     /// The sender is alive; its identity and load.
     Node(NodeInfo),
+    /// The sender is shutting down: forget it now.
+    Gone,
     /// Apply this to your connections.
     Command(ControlCommand),
     /// Send me (`from`) your channels matching `pattern`, tagged `id`.
@@ -260,6 +262,9 @@ impl Inner {
             Body::Node(info) => {
                 lock(&self.nodes).insert(envelope.from, (info, Instant::now()));
             }
+            Body::Gone => {
+                lock(&self.nodes).remove(&envelope.from);
+            }
             Body::Command(command) => {
                 let Ok(permit) = self
                     .queued
@@ -397,6 +402,20 @@ impl Inner {
         }
     }
 
+    /// Tells the others when the node shuts down, so that they drop it from their lists at
+    /// once (a node that dies without saying so is dropped after three silent intervals).
+    async fn say_goodbye(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = shutdown.cancelled() => {
+                self.stop.cancel(); // no announcement after the goodbye
+                if let Err(e) = self.publish(self.control_channel(), Body::Gone).await {
+                    tracing::warn!("could not tell the other nodes that this one stops: {e}");
+                }
+            }
+        }
+    }
+
     /// Applies received commands, in order, one at a time.
     async fn apply_forever(self: Arc<Self>, mut commands: mpsc::UnboundedReceiver<Queued>) {
         loop {
@@ -426,6 +445,7 @@ fn permit_size(bytes: &[u8]) -> u32 {
 impl Controller for RedisController {
     fn set_handler(&self, handler: Arc<dyn ControlHandler>) {
         let uid = handler.node_info().uid;
+        let shutdown = handler.shutdown_signal();
         if self.inner.handler.set(handler).is_err() {
             tracing::warn!("controller: the handler was already set; keeping the first");
             return;
@@ -453,6 +473,9 @@ impl Controller for RedisController {
         tokio::spawn(inner.clone().subscribe_control());
         tokio::spawn(inner.clone().announce_forever());
         tokio::spawn(inner.clone().apply_forever(received));
+        if let Some(shutdown) = shutdown {
+            tokio::spawn(inner.clone().say_goodbye(shutdown));
+        }
     }
 
     fn send(&self, command: ControlCommand) -> BoxFuture<'_, Result<(), EngineError>> {

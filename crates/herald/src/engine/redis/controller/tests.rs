@@ -11,6 +11,7 @@ struct FakeNode {
     uid: String,
     commands: Mutex<Vec<ControlCommand>>,
     channels: Vec<(String, u32)>,
+    shutdown: CancellationToken,
 }
 
 impl ControlHandler for FakeNode {
@@ -30,6 +31,9 @@ impl ControlHandler for FakeNode {
             num_subs: 0,
             process: ProcessInfo { cpu: 0.0, rss: 0 },
         }
+    }
+    fn shutdown_signal(&self) -> Option<CancellationToken> {
+        Some(self.shutdown.clone())
     }
     fn channels(&self, pattern: &str) -> Vec<(String, u32)> {
         let glob = crate::glob::Glob::new(pattern).unwrap();
@@ -51,6 +55,7 @@ async fn start(redis: &TestRedis, uid: &str, channels: &[(&str, u32)]) -> Node {
         uid: uid.into(),
         commands: Mutex::new(Vec::new()),
         channels: channels.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+        shutdown: CancellationToken::new(),
     });
     controller.set_handler(node.clone());
     (controller, node)
@@ -158,6 +163,14 @@ async fn nodes_come_and_go() {
             .map(|n| n.uid)
             .collect();
     assert_eq!(listed, ["a", "b"]);
+    // A node that shuts down says so: the others drop it at once, not after three intervals.
+    b.1.shutdown.cancel();
+    let stopped = Instant::now();
+    wait_for_nodes(&a.0, 1).await;
+    assert!(stopped.elapsed() < INTERVAL, "{:?}", stopped.elapsed());
+    // And it no longer announces itself.
+    tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(a.0.nodes().await.unwrap().len(), 1);
 }
 
 /// `channels` merges every node's matching channels, summing the counts; a node listed but
