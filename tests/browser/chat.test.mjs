@@ -1,6 +1,7 @@
 // The chat app and the admin UI end to end, in headless Chromium against the herald binary:
 // alice and bob chat in a room and see each other online; bob leaves, alice sends him three
-// private messages, bob comes back and finds them in order, once; the server restarts under
+// private messages (and is told, for each, that bob is offline and was notified), bob comes
+// back and finds them in order, once; the server restarts under
 // both and the conversation goes on with nothing lost or doubled; the admin UI lists both and
 // publishes into the room, and logs out (the server then refuses its session); the chat fits a
 // phone. A screenshot of each step is saved (see harness.mjs) — look at them.
@@ -100,6 +101,14 @@ test('chat and admin in a real browser', async (t) => {
       await waitForMessage(alice.page, text);
     }
     assert.equal((await messages(alice.page)).length, 3, 'alice sees her three messages once');
+    // Each found bob offline: Herald's offline_publication event, shown to the sender.
+    const offline = alice.page.locator('.notice', { hasText: 'bob is offline — notified' });
+    await offline.nth(2).waitFor({ timeout: STEP });
+    assert.equal(await offline.count(), 3, 'one offline notice per message');
+    const order = await alice.page.$$eval('[data-testid=message], .notice', (els) =>
+      els.map((el) => (el.classList.contains('notice') ? 'notice' : 'message'))
+    );
+    assert.deepEqual(order, ['message', 'notice', 'message', 'notice', 'message', 'notice'], 'each notice under its message');
     await screenshot(alice.page, 'dm-sent-while-bob-offline');
 
     bob = await openChat();
@@ -122,6 +131,10 @@ test('chat and admin in a real browser', async (t) => {
     assertNoDuplicates(got, 'bob');
     await send(bob.page, 'Back now, thanks!');
     await waitForMessage(alice.page, 'Back now, thanks!');
+    // Alice is subscribed to her inbox: bob's reply finds her online, and says nothing more.
+    await bob.page.waitForTimeout(500);
+    assert.equal(await bob.page.locator('.notice', { hasText: 'is offline' }).count(), 0, 'alice is online: no notice');
+    assert.equal(await offline.count(), 3);
     await screenshot(bob.page, 'bob-reads-dms');
   });
 

@@ -21,7 +21,7 @@ use crate::config::NamespaceOptions;
 use crate::engine::StreamPosition;
 use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{HistoryQuery, LiveConnection, Positioning, PublishOptions, ReplyRoom, unix_now};
-use crate::policy::{Credentials, Refusal, SubscribeGrant};
+use crate::policy::{ConnectContext, Credentials, Refusal, SubscribeGrant};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, Disconnect, Encoding, Error, HistoryRequest,
     HistoryResult, Method, Payload, PublishRequest, PublishResult, Push, RefreshRequest,
@@ -571,7 +571,12 @@ impl Client {
         }
         let node = self.node.clone();
         let config = &node.config().client;
-        let credentials = match node.policy().connect(&node, &request).await {
+        let context = ConnectContext {
+            transport: transport.name(),
+            encoding: self.encoding,
+            outbox: transport.outbox(),
+        };
+        let credentials = match node.policy().connect(&node, &request, context).await {
             Ok(credentials) => credentials,
             Err(Refusal::Error(error)) => return self.refuse_connect(id, error, transport),
             Err(Refusal::Disconnect(close)) => return Err(close),
@@ -581,6 +586,7 @@ impl Client {
             expires_at,
             info: conn_info,
             subscriptions: mut channels,
+            data,
         } = credentials;
         if config.user_connection_limit > 0
             && !user.is_empty()
@@ -625,10 +631,14 @@ impl Client {
             session: node.hub().session_of(&handle),
             version: VERSION.to_owned(),
             node: node.id().to_owned(),
+            data,
             ..ConnectResult::default()
         };
         transport.connected(&result.session);
-        if let Some(at) = expires_at {
+        // A connection the server refreshes (a refresh proxy) is not told that it expires: the
+        // refresher asks the policy when it does, and the client's own deadline stays unset.
+        let server_refresh = node.policy().refreshes_connections();
+        if let Some(at) = expires_at.filter(|_| !server_refresh) {
             result.expires = true;
             result.ttl = ttl(at);
         }
@@ -692,8 +702,15 @@ impl Client {
         self.handle = Some(handle.clone());
         self.state = State::Connected;
         // No longer stale-checked: pinged by the node's wheel instead, and closed when the
-        // token expires.
-        self.set_expiry(expires_at);
+        // token expires (or refreshed by the server, see above).
+        if server_refresh {
+            self.set_expiry(None);
+            if let Some(at) = expires_at {
+                crate::policy::refresher::watch_connection(&node, &handle, at);
+            }
+        } else {
+            self.set_expiry(expires_at);
+        }
         if !unidirectional {
             node.pings().add(&handle);
         }
@@ -755,7 +772,12 @@ impl Client {
             data: grant.data,
             ..SubscribeResult::default()
         };
-        if let Some(at) = grant.expires_at {
+        // A subscription the server refreshes (a sub-refresh proxy) is not told that it
+        // expires: the refresher asks the policy when it does.
+        let server_refresh = node
+            .policy()
+            .refreshes_subscriptions(&node, &request.channel);
+        if let Some(at) = grant.expires_at.filter(|_| !server_refresh) {
             result.expires = true;
             result.ttl = ttl(at);
         }
@@ -802,7 +824,13 @@ impl Client {
         // meanwhile were held back and follow it now.
         self.reply(&Reply::result(id, result));
         self.flush_replies(transport);
-        self.set_sub_expiry(channel, grant.expires_at);
+        if server_refresh {
+            if let Some(at) = grant.expires_at {
+                crate::policy::refresher::watch_subscription(&node, &handle, channel, at);
+            }
+        } else {
+            self.set_sub_expiry(channel, grant.expires_at);
+        }
         let info = subscriber_info(&handle, grant.chan_info);
         node.complete_subscription(channel, &handle, after, base_offset, info, flags)
             .await;
@@ -1085,7 +1113,10 @@ impl Client {
                     info: Some(handle.info()),
                     skip_history: grant.skip_history,
                     idempotency_key: grant.idempotency_key,
-                    ..PublishOptions::default()
+                    tags: grant.tags,
+                    delta: grant.delta,
+                    version: grant.version,
+                    version_epoch: grant.version_epoch,
                 },
             )
             .await;

@@ -30,6 +30,7 @@ pub mod time;
 pub mod tls;
 pub mod transport;
 pub mod web;
+pub mod webhooks;
 
 /// The WebSocket layer (RFC 6455 + permessage-deflate), re-exported from `herald-ws`.
 pub use herald_ws as ws;

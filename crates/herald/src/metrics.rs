@@ -22,6 +22,8 @@
 //! | `herald_api_command_duration_seconds` | histogram | `method` |
 //! | `herald_clients`, `herald_users`, `herald_channels`, `herald_subscriptions` | gauge | |
 //! | `herald_process_resident_memory_bytes` | gauge | |
+//! | `herald_webhook_events_queued` | gauge | |
+//! | `herald_webhook_events_dropped_total`, `herald_webhook_events_delivered_total`, `herald_webhook_posts_failed_total` | counter | |
 //! | `herald_build_info` | gauge (info) | `version` |
 //!
 //! The gauges are read from the [`Hub`] (and `/proc`) when the metrics are rendered, so
@@ -132,6 +134,7 @@ pub struct Metrics {
     channels: Gauge,
     subscriptions: Gauge,
     resident_memory: Gauge,
+    webhooks: crate::webhooks::QueueMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -170,6 +173,7 @@ impl Metrics {
             channels: Gauge::default(),
             subscriptions: Gauge::default(),
             resident_memory: Gauge::default(),
+            webhooks: crate::webhooks::QueueMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +252,26 @@ impl Metrics {
             metrics.resident_memory.clone(),
         );
         registry.register(
+            "webhook_events_queued",
+            "Webhook events waiting for delivery (webhooks.max_queue bounds them)",
+            metrics.webhooks.queued.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Webhook events dropped because the queue was full or could not be written",
+            metrics.webhooks.dropped.clone(),
+        );
+        registry.register(
+            "webhook_events_delivered",
+            "Webhook events the backend acknowledged (2xx)",
+            metrics.webhooks.delivered.clone(),
+        );
+        registry.register(
+            "webhook_posts_failed",
+            "Webhook POSTs that failed (no answer within webhooks.timeout, refused, not 2xx) and are retried",
+            metrics.webhooks.failed_posts.clone(),
+        );
+        registry.register(
             "build",
             "Herald version",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
@@ -256,6 +280,11 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The webhook queue's metrics (it updates them itself).
+    pub fn webhooks(&self) -> &crate::webhooks::QueueMetrics {
+        &self.webhooks
     }
 
     /// A client connection was accepted (WebSocket upgraded).

@@ -133,6 +133,7 @@ impl Server {
         tokio::spawn(async move { timers.alarms().run(timers.shutdown().clone()).await });
         let timers = node.clone();
         tokio::spawn(async move { timers.refresh_presence().await });
+        node.run_webhooks();
         // The HTTP thread keeps its connections (API calls in flight) until the clients are
         // closed below; dropping `closed` lets it end.
         let (closed, http_may_end) = tokio::sync::oneshot::channel::<()>();
@@ -629,6 +630,7 @@ async fn open_http_stream(
         return refused.map(Either::Left);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
+    let kept = kept_headers(&node, req.headers());
     let config = node.config();
     let (limit, option) = match framing {
         Framing::Lines => (
@@ -678,6 +680,9 @@ async fn open_http_stream(
     let live = LiveConnection::new(node.clone());
     drop(admitting);
     let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
+    if !kept.is_empty() {
+        node.policy().keep_headers(&outbox, kept);
+    }
     let (transport, body, stream) =
         http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
     *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
@@ -832,6 +837,16 @@ fn ws_encoding<B>(req: &Request<B>, negotiated: &ws::Negotiated) -> Encoding {
     }
 }
 
+/// The headers of the request that opens a connection that the node's policy keeps for later
+/// (a proxy's `http_headers`): none unless a proxy forwards some.
+fn kept_headers(node: &Node, headers: &http::HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
+    node.policy()
+        .wanted_headers()
+        .iter()
+        .filter_map(|name| headers.get(name).map(|v| (name.clone(), v.clone())))
+        .collect()
+}
+
 /// The WebSocket subprotocol of the Protobuf format.
 const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 
@@ -865,6 +880,7 @@ fn upgrade(
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
     let encoding = ws_encoding(&req, &negotiated);
+    let kept = kept_headers(&node, req.headers());
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Counted from the handshake on, so that shutdown waits for this connection too.
     let live = LiveConnection::new(node.clone());
@@ -875,6 +891,9 @@ fn upgrade(
             Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),
         };
         let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
+        if !kept.is_empty() {
+            node.policy().keep_headers(&outbox, kept);
+        }
         match WebSocket::from_upgraded_on(
             &ws.workers,
             upgraded,

@@ -13,7 +13,8 @@ use herald::config::Config;
 use herald::hub::ClientHandle;
 use herald::node::Node;
 use herald::policy::{
-    ConfigPolicy, Credentials, Policy, PolicyFuture, PublishGrant, Refusal, SubscribeGrant,
+    ConfigPolicy, ConnectContext, Credentials, Policy, PolicyFuture, PublishGrant, Refusal,
+    SubscribeGrant,
 };
 use herald::protocol::{self, ConnectRequest, Error, Payload, RpcRequest, RpcResult};
 use herald::server::Server as HeraldServer;
@@ -31,8 +32,9 @@ impl Policy for TestPolicy {
         &'a self,
         node: &'a Node,
         request: &'a ConnectRequest,
+        context: ConnectContext<'a>,
     ) -> PolicyFuture<'a, Result<Credentials, Refusal>> {
-        ConfigPolicy.connect(node, request)
+        ConfigPolicy.connect(node, request, context)
     }
 
     fn refresh<'a>(

@@ -227,7 +227,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         &mut config,
         json!({
             "client": {"pingg_interval": "1s", "pong_timeout": "30s", "concurrency": 8},
-            "engine": {"type": "redis"},
+            "engine": {"type": "nats"},
         }),
     );
     let (dir, path) = config_dir(&config);
@@ -247,7 +247,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("engine.type: \"redis\" is not implemented"),
+        stderr.contains("engine.type: \"nats\" is not implemented"),
         "{stderr}"
     );
     assert!(
@@ -280,7 +280,7 @@ async fn a_refused_option_stops_the_server_and_names_it() {
         (
             json!({"channel": {"namespaces": [{"name": "a", "subscribe_proxy_enabled": true}]}}),
             "channel.namespaces[0].subscribe_proxy_enabled",
-            "remove it",
+            "channel.proxy.subscribe.endpoint",
         ),
     ] {
         let mut config = base_config();
@@ -513,7 +513,7 @@ async fn demo_publish_uses_the_demo_api_key() {
 #[tokio::test]
 async fn an_unimplemented_engine_stops_the_server_naming_the_option() {
     for (patch, name) in [
-        (json!({"engine": {"type": "redis"}}), "engine.type"),
+        (json!({"engine": {"type": "nats"}}), "engine.type"),
         (json!({"broker": {"enabled": true}}), "broker.enabled"),
         (
             json!({"presence_manager": {"enabled": true}}),

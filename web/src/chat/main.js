@@ -357,6 +357,13 @@ function subscribeInbox() {
     // token); `d.from` is whatever the publisher wrote and is never trusted. Without a
     // publisher (a server API publication) there is nobody to file the message under.
     const publisher = ctx.info?.user;
+    // The server's own notice (no publisher: no client can send one) that a private message
+    // found its recipient offline; Herald's offline_publication webhook event, which a real
+    // backend would turn into a push notification to the recipient's phone.
+    if (!publisher && d.notice === 'offline') {
+      if (typeof d.user === 'string' && NAME_RE.test(d.user)) addOfflineNotice(dmConv(d.user), ctx.offset, d);
+      return;
+    }
     if (typeof d.text !== 'string' || !publisher) return;
     const mine = publisher === state.me;
     // Our own copy names its recipient; anything else belongs to the conversation with its
@@ -415,6 +422,11 @@ function addMessage(conv, msg) {
   let at = items.findIndex((i) => i.type === 'msg' && i.offset > msg.offset);
   if (at < 0) at = items.length;
   items.splice(at, 0, msg);
+  const notice = msg.mine && msg.cid && conv.noticeFor?.get(msg.cid);
+  if (notice) {
+    conv.noticeFor.delete(msg.cid);
+    items.splice(at + 1, 0, notice);
+  }
   if (conv.fresh) conv.lastRead = Math.max(conv.lastRead, msg.offset);
   if (!msg.mine && msg.offset > conv.lastRead) {
     if (conv === state.current && document.visibilityState !== 'hidden' && isConvVisible()) markRead(conv, msg.offset);
@@ -422,6 +434,22 @@ function addMessage(conv, msg) {
   }
   if (conv === state.current) renderConv();
   renderSidebar();
+}
+
+/**
+ * "bob is offline — notified", once per notice (the inbox is recovered from its start), shown
+ * under the message it is about (`cid`). The notice is usually back before our own copy of
+ * that message, so it waits for it in `conv.noticeFor`.
+ */
+function addOfflineNotice(conv, offset, d) {
+  if (conv.offsets.has(offset)) return;
+  conv.offsets.add(offset);
+  const notice = { type: 'notice', ts: Number(d.ts) || Date.now(), user: d.user, what: 'is offline — notified' };
+  const at = typeof d.cid === 'string' ? conv.items.findIndex((i) => i.type === 'msg' && i.mine && i.cid === d.cid) : -1;
+  if (at >= 0) conv.items.splice(at + 1, 0, notice);
+  else if (typeof d.cid === 'string') (conv.noticeFor ??= new Map()).set(d.cid, notice);
+  else conv.items.push(notice);
+  if (conv === state.current) renderConv();
 }
 
 function addNotice(conv, user, what) {

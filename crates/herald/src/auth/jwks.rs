@@ -585,19 +585,7 @@ impl Jwks {
 
     fn client(&self) -> Result<&HttpsClient, FetchError> {
         self.client
-            .get_or_init(|| {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(provider.clone())
-                {
-                    Ok(builder) => builder,
-                    // No system trust store (e.g. a minimal container): Mozilla's roots.
-                    Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_provider_and_webpki_roots(provider)?,
-                };
-                let connector = builder.https_or_http().enable_http1().build();
-                Ok(Client::builder(TokioExecutor::new()).build(connector))
-            })
+            .get_or_init(|| Ok(Client::builder(TokioExecutor::new()).build(https_connector()?)))
             .as_ref()
             .map_err(|e| FetchError::Tls(e.clone()))
     }
@@ -649,8 +637,25 @@ impl Jwks {
     }
 }
 
+/// The connector of Herald's outgoing HTTP clients (JWKS, backend proxies): `http` and
+/// `https` (HTTP/1.1), verified against the system's CA store, or Mozilla's roots where the
+/// system has none.
+pub(crate) fn https_connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(builder) => builder,
+        // No system trust store (e.g. a minimal container): Mozilla's roots.
+        Err(_) => {
+            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?
+        }
+    };
+    Ok(builder.https_or_http().enable_http1().build())
+}
+
 /// An error and its causes, `a: b: c` (hyper's own message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

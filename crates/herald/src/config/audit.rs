@@ -255,15 +255,26 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             format!("{NOT_YET}: clients authenticate with connection tokens; remove it"),
         );
     }
-    if enabled_inside(&cl.proxy) {
-        a.refuse(
-            "client.proxy",
-            format!(
-                "proxies are {}: clients authenticate with connection tokens; remove the enabled \
-                 proxies",
-                NOT_YET
-            ),
-        );
+    // Proxies: Herald's are HTTP ones; the gRPC options and the proxy kinds it lacks would
+    // change who may subscribe or what a channel carries.
+    for (at, p) in crate::config::proxy::all_proxies(c) {
+        audit_proxy(&mut a, &at, p);
+    }
+    for (name, v) in [
+        ("subscribe_stream", &c.channel.proxy.subscribe_stream),
+        ("map_publish", &c.channel.proxy.map_publish),
+        ("map_remove", &c.channel.proxy.map_remove),
+        ("shared_poll_refresh", &c.channel.proxy.shared_poll_refresh),
+    ] {
+        if set(v) {
+            a.refuse(
+                format!("channel.proxy.{name}"),
+                format!(
+                    "the {name} proxy is {NOT_YET} (Herald has the subscribe, publish and \
+                     sub_refresh channel proxies); remove it"
+                ),
+            );
+        }
     }
     if set(&c.consumers) {
         a.refuse(
@@ -284,25 +295,14 @@ pub fn audit(config: &Config) -> Vec<Finding> {
                 format!("{NOT_YET}: channel names would not be checked against it; remove it"),
             );
         }
-        for (name, on) in [
-            ("subscribe_proxy_enabled", o.subscribe_proxy_enabled),
-            ("publish_proxy_enabled", o.publish_proxy_enabled),
-            ("sub_refresh_proxy_enabled", o.sub_refresh_proxy_enabled),
-            (
-                "subscribe_stream_proxy_enabled",
-                o.subscribe_stream_proxy_enabled,
-            ),
-        ] {
-            if on {
-                a.refuse(
-                    format!("{at}.{name}"),
-                    format!(
-                        "proxies are {}: the namespace's allow_* options would decide instead; \
-                         remove it and set those",
-                        NOT_YET
-                    ),
-                );
-            }
+        if o.subscribe_stream_proxy_enabled {
+            a.refuse(
+                format!("{at}.subscribe_stream_proxy_enabled"),
+                format!(
+                    "the subscribe stream proxy is {NOT_YET}: the namespace's other options \
+                     would decide instead; remove it"
+                ),
+            );
         }
     }
 
@@ -451,17 +451,16 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         );
     }
     let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
-    let sections: [(&str, &Opaque, &str); 17] = [
+    let sections: [(&str, &Opaque, &str); 15] = [
         ("map_broker", &c.map_broker, NOT_YET),
         ("controller", &c.controller, NOT_YET),
         ("shared_poll", &c.shared_poll, NOT_YET),
         (
-            "rpc",
-            &c.rpc,
-            "not implemented in Herald yet; rpc calls answer 108",
+            "rpc.ping",
+            &c.rpc.ping,
+            "the built-in ping method is not implemented in Herald yet; an rpc call to it \
+             answers 108 unless a proxy takes it",
         ),
-        ("proxies", &c.proxies, NOT_YET),
-        ("channel.proxy", &c.channel.proxy, NOT_YET),
         (
             "grpc_api",
             &c.grpc_api,
@@ -531,21 +530,41 @@ fn warn_namespace(a: &mut Audit, at: &str, o: &NamespaceOptions, format_ok: &dyn
             );
         }
     }
-    for (name, value) in [
-        ("subscribe_proxy_name", &o.subscribe_proxy_name),
-        ("publish_proxy_name", &o.publish_proxy_name),
-        ("sub_refresh_proxy_name", &o.sub_refresh_proxy_name),
-        (
-            "subscribe_stream_proxy_name",
-            &o.subscribe_stream_proxy_name,
-        ),
-    ] {
-        if !value.is_empty() {
-            a.warn(
-                format!("{at}.{name}"),
-                format!("proxies are {}; ignored", NOT_YET),
-            );
-        }
+    if !o.subscribe_stream_proxy_name.is_empty() {
+        a.warn(
+            format!("{at}.subscribe_stream_proxy_name"),
+            format!("the subscribe stream proxy is {NOT_YET}; ignored"),
+        );
+    }
+}
+
+/// The refused parts of one proxy section (`at`): Centrifugo's gRPC proxies and the HTTP
+/// client's own TLS settings.
+fn audit_proxy(a: &mut Audit, at: &str, p: &crate::config::ProxyConfig) {
+    if set(&p.grpc) {
+        a.refuse(
+            format!("{at}.grpc"),
+            format!("gRPC proxies are {NOT_YET} (Herald's proxies speak HTTP); remove it"),
+        );
+    }
+    if !p.grpc_metadata.is_empty() {
+        a.refuse(
+            format!("{at}.grpc_metadata"),
+            format!(
+                "gRPC proxies and transports are {NOT_YET}, so there is no metadata to forward; \
+                 remove it (http_headers forwards HTTP headers)"
+            ),
+        );
+    }
+    if enabled_inside(&p.http.tls) {
+        a.refuse(
+            format!("{at}.http.tls"),
+            format!(
+                "a proxy's own TLS settings (client certificate, CA) are {NOT_YET}: an https \
+                 endpoint is verified against the system's CA store (SSL_CERT_FILE or \
+                 SSL_CERT_DIR can name another); remove it"
+            ),
+        );
     }
 }
 
@@ -615,6 +634,72 @@ mod tests {
     /// configuration where Herald ignores them (an engine's settings while another engine is
     /// selected, `external` without an internal port, which is refused).
     const IMPLEMENTED: &[&str] = &[
+        // Proxies (config/proxy.rs, policy/proxy).
+        "client.proxy.connect.enabled",
+        "client.proxy.connect.name",
+        "client.proxy.connect.endpoint",
+        "client.proxy.connect.timeout",
+        "client.proxy.connect.http_headers",
+        "client.proxy.connect.emulated_headers",
+        "client.proxy.connect.binary_encoding",
+        "client.proxy.connect.include_connection_meta",
+        "client.proxy.connect.http.status_to_code_transforms",
+        "client.proxy.refresh.enabled",
+        "client.proxy.refresh.name",
+        "client.proxy.refresh.endpoint",
+        "client.proxy.refresh.timeout",
+        "client.proxy.refresh.http_headers",
+        "client.proxy.refresh.emulated_headers",
+        "client.proxy.refresh.binary_encoding",
+        "client.proxy.refresh.include_connection_meta",
+        "client.proxy.refresh.http.status_to_code_transforms",
+        "channel.proxy.subscribe.enabled",
+        "channel.proxy.subscribe.name",
+        "channel.proxy.subscribe.endpoint",
+        "channel.proxy.subscribe.timeout",
+        "channel.proxy.subscribe.http_headers",
+        "channel.proxy.subscribe.emulated_headers",
+        "channel.proxy.subscribe.binary_encoding",
+        "channel.proxy.subscribe.include_connection_meta",
+        "channel.proxy.subscribe.http.status_to_code_transforms",
+        "channel.proxy.publish.enabled",
+        "channel.proxy.publish.name",
+        "channel.proxy.publish.endpoint",
+        "channel.proxy.publish.timeout",
+        "channel.proxy.publish.http_headers",
+        "channel.proxy.publish.emulated_headers",
+        "channel.proxy.publish.binary_encoding",
+        "channel.proxy.publish.include_connection_meta",
+        "channel.proxy.publish.http.status_to_code_transforms",
+        "channel.proxy.sub_refresh.enabled",
+        "channel.proxy.sub_refresh.name",
+        "channel.proxy.sub_refresh.endpoint",
+        "channel.proxy.sub_refresh.timeout",
+        "channel.proxy.sub_refresh.http_headers",
+        "channel.proxy.sub_refresh.emulated_headers",
+        "channel.proxy.sub_refresh.binary_encoding",
+        "channel.proxy.sub_refresh.include_connection_meta",
+        "channel.proxy.sub_refresh.http.status_to_code_transforms",
+        "rpc.proxy.enabled",
+        "rpc.proxy.name",
+        "rpc.proxy.endpoint",
+        "rpc.proxy.timeout",
+        "rpc.proxy.http_headers",
+        "rpc.proxy.emulated_headers",
+        "rpc.proxy.binary_encoding",
+        "rpc.proxy.include_connection_meta",
+        "rpc.proxy.http.status_to_code_transforms",
+        "channel.without_namespace.subscribe_proxy_enabled",
+        "channel.without_namespace.subscribe_proxy_name",
+        "channel.without_namespace.publish_proxy_enabled",
+        "channel.without_namespace.publish_proxy_name",
+        "channel.without_namespace.sub_refresh_proxy_enabled",
+        "channel.without_namespace.sub_refresh_proxy_name",
+        "proxies",
+        "rpc.namespaces",
+        "rpc.namespace_boundary",
+        "rpc.without_namespace.proxy_enabled",
+        "rpc.without_namespace.proxy_name",
         "admin.enabled",
         "admin.external",
         "admin.handler_prefix",
@@ -808,6 +893,18 @@ mod tests {
         "websocket.message_size_limit",
         "websocket.write_coalesce",
         "websocket.write_timeout",
+        "webhooks.enabled",
+        "webhooks.endpoint",
+        "webhooks.events",
+        "webhooks.max_batch",
+        "webhooks.max_queue",
+        "webhooks.max_queue_bytes",
+        "webhooks.offline_grace",
+        "webhooks.retry_max_backoff",
+        "webhooks.retry_min_backoff",
+        "webhooks.secret",
+        "webhooks.timeout",
+        "webhooks.vacated_grace",
         "workers",
     ];
 
@@ -928,7 +1025,7 @@ mod tests {
     fn refused_options_come_first_and_name_their_path() {
         let c = Config::from_str_with_format(
             r#"{"engine": {"type": "nats"}, "client": {"user_id_http_header": "X-User", "concurrency": 4},
-                "channel": {"namespaces": [{"name": "a", "publish_proxy_enabled": true}]}}"#,
+                "channel": {"namespaces": [{"name": "a", "subscribe_stream_proxy_enabled": true}]}}"#,
             ConfigFormat::Json,
         )
         .unwrap();
@@ -943,7 +1040,7 @@ mod tests {
                 (Severity::Refused, "client.user_id_http_header".to_string()),
                 (
                     Severity::Refused,
-                    "channel.namespaces[0].publish_proxy_enabled".to_string()
+                    "channel.namespaces[0].subscribe_stream_proxy_enabled".to_string()
                 ),
                 (Severity::Warned, "client.concurrency".to_string()),
             ]

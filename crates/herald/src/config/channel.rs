@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Opaque;
 use super::duration::go_duration;
 use super::flat::flat_options;
+use super::{ChannelProxies, Opaque};
 
 /// How a recovering subscription catches up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -98,17 +98,20 @@ flat_options! {
         channel_regex: String,
         /// Centrifugo publication data format. Accepted.
         publication_data_format: String,
-        /// Centrifugo subscribe proxy. Not implemented.
+        /// Ask a proxy whether a client may subscribe (when it has no subscription token).
         subscribe_proxy_enabled: bool,
-        /// Centrifugo subscribe proxy name.
+        /// Which proxy: `default` (`channel.proxy.subscribe`, also when empty) or a
+        /// `proxies[]` name.
         subscribe_proxy_name: String,
-        /// Centrifugo publish proxy. Not implemented.
+        /// Ask a proxy whether a client's publication goes out, and as what.
         publish_proxy_enabled: bool,
-        /// Centrifugo publish proxy name.
+        /// Which proxy: `default` (`channel.proxy.publish`, also when empty) or a `proxies[]`
+        /// name.
         publish_proxy_name: String,
-        /// Centrifugo sub-refresh proxy. Not implemented.
+        /// Ask a proxy, when a subscription expires, whether it lives on (server-side).
         sub_refresh_proxy_enabled: bool,
-        /// Centrifugo sub-refresh proxy name.
+        /// Which proxy: `default` (`channel.proxy.sub_refresh`, also when empty) or a
+        /// `proxies[]` name.
         sub_refresh_proxy_name: String,
         /// Centrifugo subscribe-stream proxy. Not implemented.
         subscribe_stream_proxy_enabled: bool,
@@ -136,8 +139,8 @@ impl NamespaceOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// Centrifugo channel proxies. Not implemented.
-    pub proxy: Opaque,
+    /// The channel proxies named `default` (subscribe, publish, sub_refresh).
+    pub proxy: ChannelProxies,
     /// Options of channels without a namespace (no `:` in the name).
     pub without_namespace: NamespaceOptions,
     /// Named namespaces (`ns:…` channels).
@@ -177,7 +180,7 @@ impl ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
-            proxy: None,
+            proxy: ChannelProxies::default(),
             without_namespace: NamespaceOptions::default(),
             namespaces: Vec::new(),
             history_meta_ttl: Duration::from_secs(720 * 3600),

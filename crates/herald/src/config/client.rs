@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Opaque;
 use super::duration::go_duration;
 use super::flat::flat_options;
+use super::{ClientProxies, Opaque};
 use crate::glob::Glob;
 
 flat_options! {
@@ -85,8 +85,8 @@ pub struct PersonalChannelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Centrifugo connect/refresh proxy. Not implemented.
-    pub proxy: Opaque,
+    /// The connect and refresh proxies.
+    pub proxy: ClientProxies,
     /// Browser origins allowed to connect (`Origin` header); `"*"` allows all. Empty = only
     /// same-origin and non-browser clients (no `Origin` header).
     pub allowed_origins: Vec<String>,
@@ -160,7 +160,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            proxy: None,
+            proxy: ClientProxies::default(),
             allowed_origins: Vec::new(),
             token: TokenConfig::default(),
             subscription_token: SubscriptionTokenConfig::default(),

@@ -173,6 +173,8 @@ pub(super) fn default_tree() -> Value {
 pub(super) fn element_template(path: &str) -> Option<Value> {
     match path {
         "channel.namespaces" => serde_json::to_value(ChannelNamespace::default()).ok(),
+        "proxies" => serde_json::to_value(super::ProxyConfig::default()).ok(),
+        "rpc.namespaces" => serde_json::to_value(super::RpcNamespace::default()).ok(),
         _ => None,
     }
 }
@@ -194,6 +196,9 @@ fn check_and_coerce(
     warnings: &mut Vec<String>,
 ) {
     match (input, template) {
+        // A map whose keys are the user's (a proxy's `http.static_headers`): its default is
+        // empty, and no key of it is an option.
+        (Value::Object(_), Value::Object(known)) if known.is_empty() => {}
         (Value::Object(map), Value::Object(known)) => {
             map.retain(|key, _| {
                 if known.contains_key(key) {

@@ -3,7 +3,7 @@
 //!
 //! Option names and nesting follow Centrifugo v6 (`http_server.port`, `client.token.hmac_secret_key`,
 //! `channel.namespaces[].history_size`, …) so that a Centrifugo config file works unchanged.
-//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`, `proxies`…)
+//! Centrifugo sections that Herald does not implement yet (`grpc_api`, `consumers`…)
 //! are accepted as opaque values; [`audit`] decides for every accepted option that
 //! Herald does not implement whether setting it is refused ([`Config::validate`]) or warned
 //! about ([`Config::warnings`]).
@@ -16,7 +16,8 @@
 //! Durations are Go-style strings (`"25s"`, `"720h"`, `"1m30s"`, `"500ms"`), as in Centrifugo.
 //!
 //! One file per concern: the schema by section (`schema.rs` holds [`Config`]; `http.rs`,
-//! `log.rs`, `engine.rs`, `redis.rs`, `client.rs`, `channel.rs`), file formats (`format.rs`), loading
+//! `log.rs`, `engine.rs`, `redis.rs`, `client.rs`, `channel.rs`, `proxy.rs`), file formats
+//! (`format.rs`), loading
 //! (`load.rs`), the environment overlay (`env.rs`), Go durations (`duration.rs`), validation
 //! (`validate.rs`) and its audit of unimplemented options ([`audit`]), demo mode (`demo.rs`)
 //! and `herald genconfig` (`genconfig.rs`). Everything other code uses is re-exported here, so
@@ -36,12 +37,14 @@ mod genconfig;
 mod http;
 mod load;
 mod log;
+mod proxy;
 mod redis;
 mod schema;
 mod streaming;
 #[cfg(test)]
 mod test_support;
 mod validate;
+mod webhooks;
 
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
 pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
@@ -60,12 +63,17 @@ pub use http::{
 };
 pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use proxy::{
+    ChannelProxies, ClientProxies, ProxyConfig, ProxyHttpConfig, RpcConfig, RpcNamespace,
+    RpcOptions, StatusToCodeTransform, TransformDisconnect, TransformError,
+};
 pub use redis::{DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX, RedisConfig};
 pub use schema::{Config, Opaque};
 pub use streaming::{
     EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
 };
 pub(crate) use validate::is_active;
+pub use webhooks::{EVENT_KINDS, WebhooksConfig};
 
 /// Prefix of the environment variables that override config options:
 /// `HERALD_CLIENT_TOKEN_HMAC_SECRET_KEY` sets `client.token.hmac_secret_key`.

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
-    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, SseConfig, UniHttpStreamConfig,
-    UniSseConfig, WebSocketConfig,
+    NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig,
+    UniHttpStreamConfig, UniSseConfig, WebSocketConfig, WebhooksConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -56,6 +56,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Herald: serve the demo chat app and enable a permissive demo namespace.
     pub demo: bool,
+    /// Herald: events POSTed to a backend (user online/offline, channel occupied/vacated,
+    /// publications for offline users).
+    pub webhooks: WebhooksConfig,
     /// Herald: threads that run client connections and server work; `0` (the default) means
     /// one per CPU core. HTTP (the API, handshakes) has a thread of its own besides these.
     /// Fewer than the cores can serve faster on a machine whose other cores are busy with
@@ -72,10 +75,10 @@ pub struct Config {
     pub controller: Opaque,
     /// Centrifugo `shared_poll`. Not implemented.
     pub shared_poll: Opaque,
-    /// Centrifugo `rpc` (RPC namespaces / proxy). Not implemented.
-    pub rpc: Opaque,
-    /// Centrifugo named `proxies`. Not implemented.
-    pub proxies: Opaque,
+    /// RPC methods answered by a backend proxy (`rpc.proxy`, `rpc.namespaces`).
+    pub rpc: RpcConfig,
+    /// Named proxies that namespaces reference by `*_proxy_name`.
+    pub proxies: Vec<ProxyConfig>,
     /// Centrifugo `grpc_api`. Not implemented.
     pub grpc_api: Opaque,
     /// Centrifugo `consumers` (Kafka, PostgreSQL outbox). Not implemented.
@@ -137,14 +140,15 @@ impl Default for Config {
             history: HistoryConfig::default(),
             data_dir: PathBuf::from("./herald-data"),
             demo: false,
+            webhooks: WebhooksConfig::default(),
             workers: 0,
             pid_file: String::new(),
             enable_unreleased_features: false,
             map_broker: None,
             controller: None,
             shared_poll: None,
-            rpc: None,
-            proxies: None,
+            rpc: RpcConfig::default(),
+            proxies: Vec::new(),
             grpc_api: None,
             consumers: None,
             sse: SseConfig::default(),

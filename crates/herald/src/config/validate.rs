@@ -128,6 +128,7 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.webhooks.problems());
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));
@@ -199,6 +200,7 @@ impl Config {
                 personal.personal_channel_namespace
             ));
         }
+        problems.extend(super::proxy::problems(self));
         problems.extend(
             crate::config::audit::audit(self)
                 .into_iter()

@@ -7,7 +7,9 @@
 //! is added by implementing the three traits and a branch in [`build`]; nothing above them
 //! changes. The embedded engine, the default, is one node: [`embedded::EmbeddedBroker`] over
 //! durable per-channel streams in SQLite under `data_dir` ([`embedded::EmbeddedHistory`]),
-//! [`MemoryPresence`] and [`LocalController`].
+//! [`MemoryPresence`] and [`LocalController`]. The Redis engine ([`redis`], `engine.type:
+//! redis`) spans nodes: [`redis::RedisBroker`] keeps the streams in Redis and carries
+//! publications, joins and leaves between nodes over Redis PUB/SUB.
 //!
 //! # Streams, offsets and epochs
 //!

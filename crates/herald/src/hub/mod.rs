@@ -54,10 +54,29 @@ pub enum Subscribed {
     Another,
 }
 
+/// Told when a named user's first connection on this node arrives and its last one goes, and
+/// when a channel gets its first local subscriber (pending or active) and loses its last one:
+/// what webhooks ([`crate::webhooks`]) turn into online/offline and occupied/vacated events.
+/// Called under the hub's lock of the user table or of the channel's shard, so the calls for
+/// one user or channel come in the order the changes happened; an observer must not call the
+/// hub back, and must return quickly (it holds up that shard).
+pub trait HubObserver: Send + Sync {
+    /// `user` (never empty: anonymous connections are nobody's) has its first connection.
+    fn user_up(&self, user: &str);
+    /// `user`'s last connection is gone.
+    fn user_down(&self, user: &str);
+    /// `channel` has its first local subscriber.
+    fn channel_up(&self, channel: &str);
+    /// `channel`'s last local subscriber is gone.
+    fn channel_down(&self, channel: &str);
+}
+
 /// The node's registry of clients, users and channel subscriptions.
 pub struct Hub {
     shards: Box<[RwLock<ChannelShard>]>,
     users: RwLock<Users>,
+    /// Told of first/last connections and subscribers, when set ([`Hub::set_observer`]).
+    observer: std::sync::OnceLock<Arc<dyn HubObserver>>,
     hasher: std::collections::hash_map::RandomState,
     /// The key of the connections' session ids (see [`crate::session`]).
     sessions: SessionKey,
@@ -109,6 +128,7 @@ impl Hub {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             users: RwLock::new(Users::default()),
+            observer: std::sync::OnceLock::new(),
             hasher: std::collections::hash_map::RandomState::new(),
             sessions: SessionKey::random(),
         }
@@ -128,9 +148,20 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
+    /// Installs the observer of first/last connections and subscribers (once; before the
+    /// node serves). Gives it back when one was set already.
+    pub fn set_observer(&self, observer: Arc<dyn HubObserver>) -> Result<(), Arc<dyn HubObserver>> {
+        self.observer.set(observer)
+    }
+
     /// Registers a connected client.
     pub fn add_client(&self, client: Arc<ClientHandle>) {
-        write(&self.users).add(&client);
+        let mut users = write(&self.users);
+        if users.add(&client)
+            && let Some(observer) = self.observer.get()
+        {
+            observer.user_up(&client.user);
+        }
     }
 
     /// Removes a client and all its subscriptions; returns the channels it was in, with the
@@ -144,7 +175,12 @@ impl Hub {
                 (channel, flags)
             })
             .collect();
-        write(&self.users).remove(client);
+        let mut users = write(&self.users);
+        if users.remove(client)
+            && let Some(observer) = self.observer.get()
+        {
+            observer.user_down(&client.user);
+        }
         channels
     }
 
@@ -234,7 +270,12 @@ impl Hub {
         let mut shard = write(self.shard(channel));
         let entry = shard.entry(name);
         let added = match entry {
-            std::collections::hash_map::Entry::Vacant(_) => Subscribed::First,
+            std::collections::hash_map::Entry::Vacant(_) => {
+                if let Some(observer) = self.observer.get() {
+                    observer.channel_up(channel);
+                }
+                Subscribed::First
+            }
             std::collections::hash_map::Entry::Occupied(_) => Subscribed::Another,
         };
         let subscribers = entry.or_default();
@@ -334,6 +375,9 @@ impl Hub {
         let flags = subscribers.remove(client).map(|s| s.flags);
         if subscribers.is_empty() {
             shard.remove(channel);
+            if let Some(observer) = self.observer.get() {
+                observer.channel_down(channel);
+            }
         }
         flags
     }

@@ -670,3 +670,56 @@ fn a_pending_subscriber_is_held_its_own_encoding() {
         [r#"counting:{"push":{"channel":"ch","pub":{"data":1,"offset":1}}}"#]
     );
 }
+
+/// Records what a [`HubObserver`] is told.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl HubObserver for Recorder {
+    fn user_up(&self, user: &str) {
+        self.0.lock().unwrap().push(format!("up {user}"));
+    }
+    fn user_down(&self, user: &str) {
+        self.0.lock().unwrap().push(format!("down {user}"));
+    }
+    fn channel_up(&self, channel: &str) {
+        self.0.lock().unwrap().push(format!("occupied {channel}"));
+    }
+    fn channel_down(&self, channel: &str) {
+        self.0.lock().unwrap().push(format!("vacated {channel}"));
+    }
+}
+
+/// The observer hears of a user's first connection and last one only (never of anonymous
+/// ones), and of a channel's first subscriber (pending or active) and last one only, however
+/// the subscription ends.
+#[test]
+fn the_observer_hears_first_and_last_only() {
+    let hub = Hub::new();
+    let recorder = Arc::new(Recorder::default());
+    assert!(hub.set_observer(recorder.clone()).is_ok());
+    let (a, b, anon) = (
+        client("a", "alice", 1 << 20),
+        client("b", "alice", 1 << 20),
+        client("c", "", 1 << 20),
+    );
+    for c in [&a, &b, &anon] {
+        hub.add_client(c.clone());
+    }
+    assert!(hub.subscribe_pending("news", &a, SubFlags::default()));
+    assert!(hub.subscribe("news", &b));
+    assert!(hub.subscribe("news", &anon));
+    hub.unsubscribe("news", &a);
+    hub.remove_client(&a);
+    hub.remove_client(&anon);
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        ["up alice", "occupied news"],
+        "b is still there"
+    );
+    hub.remove_client(&b);
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        ["up alice", "occupied news", "vacated news", "down alice"]
+    );
+}

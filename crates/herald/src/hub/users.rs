@@ -68,13 +68,15 @@ pub(super) struct Users {
 }
 
 impl Users {
-    pub(super) fn add(&mut self, client: &Arc<ClientHandle>) {
+    /// Adds a connection; true when it is the first of a named user.
+    pub(super) fn add(&mut self, client: &Arc<ClientHandle>) -> bool {
         let user = client.user.as_str();
+        let mut first = false;
         if user.is_empty() {
             // A client id is unique (a fresh UUID): replacing would only happen for a handle
             // registered twice, and then it is the same client.
             if self.anonymous.replace(ById(client.clone())).is_some() {
-                return;
+                return false;
             }
         } else if self.first.contains(user) {
             self.others
@@ -83,12 +85,16 @@ impl Users {
                 .push(client.clone());
         } else {
             self.first.insert(ByUser(client.clone()));
+            first = true;
         }
         self.count += 1;
+        first
     }
 
-    pub(super) fn remove(&mut self, client: &ClientHandle) {
+    /// Removes a connection; true when it was the last of a named user.
+    pub(super) fn remove(&mut self, client: &ClientHandle) -> bool {
         let user = client.user.as_str();
+        let mut last = false;
         let removed = if user.is_empty() {
             self.anonymous.remove(&client.id)
         } else if self
@@ -104,6 +110,8 @@ impl Users {
                     self.others.remove(user);
                 }
                 self.first.insert(ByUser(next));
+            } else {
+                last = true;
             }
             true
         } else if let Some(others) = self.others.get_mut(user) {
@@ -118,6 +126,7 @@ impl Users {
             false
         };
         self.count -= usize::from(removed);
+        last
     }
 
     /// A named user's connections, oldest first.

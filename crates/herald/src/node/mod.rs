@@ -87,6 +87,8 @@ pub struct Node {
     /// Who may connect, subscribe, publish, refresh and call RPCs, when set with
     /// [`Node::set_policy`]; unset, the configuration decides ([`ConfigPolicy`]).
     policy: std::sync::OnceLock<Box<dyn Policy>>,
+    /// Events for the backend (`webhooks`) and the demo's offline notices, when either is on.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -162,13 +164,22 @@ impl Node {
             .keeps_history
             .then(|| engine.broker.clone() as Arc<dyn History>);
         let pings = PingWheel::new(config.client.ping_interval, config.client.pong_timeout);
+        // A config that turns a backend proxy on is decided by the proxies (and by the
+        // configuration where Centrifugo does not ask them).
+        let policy = std::sync::OnceLock::new();
+        if let Some(proxies) = crate::policy::ProxyPolicy::from_config(&config)? {
+            let _ = policy.set(Box::new(proxies) as Box<dyn Policy>);
+        }
+        let metrics = Metrics::new();
+        let webhooks = crate::webhooks::Webhooks::new(&config, metrics.webhooks().clone())?;
         let node = Arc::new(Node {
             hub: Hub::new(),
             pings,
             alarms: AlarmClock::new(),
             tokens,
             subscription_tokens,
-            metrics: Metrics::new(),
+            metrics,
+            webhooks,
             id: uuid::Uuid::new_v4().to_string(),
             name,
             started: Instant::now(),
@@ -178,7 +189,7 @@ impl Node {
             presence: engine.presence,
             controller: engine.controller,
             channel_locks: ChannelLocks::new(),
-            policy: std::sync::OnceLock::new(),
+            policy,
             live_connections: AtomicUsize::new(0),
             unauthenticated: crate::http_guard::RequestGate::new(
                 config.http_server.unauthenticated_request_limit,
@@ -191,6 +202,10 @@ impl Node {
             .set_handler(Arc::new(BrokerEvents(Arc::downgrade(&node))));
         node.controller
             .set_handler(Arc::new(crate::control::NodeControl(Arc::downgrade(&node))));
+        if let Some(webhooks) = node.webhooks.as_ref().filter(|w| w.observes_hub()) {
+            // Set once, here, on a hub nobody else has seen yet.
+            let _ = node.hub.set_observer(webhooks.clone());
+        }
         Ok(node)
     }
 
@@ -263,6 +278,19 @@ impl Node {
     /// Commands to the connections of a user on any node, and the node list.
     pub fn controller(&self) -> &Arc<dyn Controller> {
         &self.controller
+    }
+
+    /// Webhooks, when `webhooks.enabled` or demo mode is on.
+    pub fn webhooks(&self) -> Option<&Arc<crate::webhooks::Webhooks>> {
+        self.webhooks.as_ref()
+    }
+
+    /// Starts the webhooks' tasks (their grace periods, the offline check, the delivery), if
+    /// any; they end when the node shuts down. Called by `Server::run`.
+    pub fn run_webhooks(self: &Arc<Self>) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.run(self);
+        }
     }
 
     /// Open client connections, connected or not yet.
@@ -495,9 +523,10 @@ impl Node {
             .map_or(&CONFIGURED, |policy| policy.as_ref())
     }
 
-    /// Replaces the configuration's policy with `policy` (a backend proxy, a test's). Once,
-    /// before the node serves: clients connected under one policy must not see another.
-    /// Gives `policy` back when one was set already.
+    /// Replaces the configuration's policy with `policy` (a test's, an embedding
+    /// application's). Once, before the node serves: clients connected under one policy must
+    /// not see another. Gives `policy` back when one was set already (also when the
+    /// configuration turned a proxy on: the node then uses [`crate::policy::ProxyPolicy`]).
     pub fn set_policy(&self, policy: Box<dyn Policy>) -> Result<(), Box<dyn Policy>> {
         self.policy.set(policy)
     }
@@ -529,6 +558,9 @@ impl BrokerEventHandler for BrokerEvents {
     fn handle_publication(&self, channel: &str, publication: &Publication, delta: bool) {
         if let Some(node) = self.0.upgrade() {
             node.deliver(channel, publication, delta);
+            if let Some(webhooks) = &node.webhooks {
+                webhooks.published(&node, channel, publication);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::{Credentials, PolicyFuture, PublishGrant, Refusal, SubscribeGrant};
+use super::{ConnectContext, Credentials, PolicyFuture, PublishGrant, Refusal, SubscribeGrant};
 use crate::auth::{SubscribeOptions, TokenError};
 use crate::config::NamespaceOptions;
 use crate::hub::ClientHandle;
@@ -22,6 +22,7 @@ impl super::Policy for ConfigPolicy {
         &'a self,
         node: &'a Node,
         request: &'a ConnectRequest,
+        _context: ConnectContext<'a>,
     ) -> PolicyFuture<'a, Result<Credentials, Refusal>> {
         Box::pin(connect(node, request))
     }
@@ -154,7 +155,7 @@ impl super::Policy for ConfigPolicy {
 
 /// `connect`: no token is an anonymous connection where the configuration allows one; a
 /// token is verified and gives the user, expiry, info and server-side subscriptions.
-async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, Refusal> {
+pub(super) async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, Refusal> {
     let config = &node.config().client;
     if request.token.is_empty() {
         // `client.insecure` (development only) lets anyone in as an anonymous user.
@@ -179,6 +180,7 @@ async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, R
                 user: claims.sub,
                 info: claims.info.map(Payload::from),
                 subscriptions: server_side_subscriptions(claims.channels, claims.subs),
+                data: None,
             })
         }
         Err(TokenError::Expired) => Err(Refusal::Error(Error::TOKEN_EXPIRED)),
@@ -191,7 +193,7 @@ async fn connect(node: &Node, request: &ConnectRequest) -> Result<Credentials, R
 
 /// `subscribe`: a subscription token grants the channel (and is the only way into a private
 /// one); without one, the namespace's options decide.
-async fn subscribe(
+pub(super) async fn subscribe(
     node: &Node,
     client: &ClientHandle,
     channel: &str,
@@ -255,7 +257,7 @@ async fn subscribe(
 
 /// The server-side subscriptions of a connection token: `channels` with namespace defaults,
 /// and `subs` with options, which win for a channel in both.
-fn server_side_subscriptions(
+pub(super) fn server_side_subscriptions(
     channels: Vec<String>,
     subs: std::collections::BTreeMap<String, SubscribeOptions>,
 ) -> Vec<(String, SubscribeOptions)> {

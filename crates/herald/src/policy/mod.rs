@@ -4,11 +4,17 @@
 //!
 //! [`ConfigPolicy`], the default, is the configuration's answer: connection and subscription
 //! tokens (JWT), the namespaces' `allow_*` options, private and user-limited channels,
-//! `client.insecure`, and RPC not available (108). A backend proxy (Centrifugo's connect,
-//! subscribe, publish, refresh, sub-refresh and RPC proxies) is another implementation, set
-//! on the node with [`Node::set_policy`](crate::node::Node::set_policy); it can fall back on
-//! [`ConfigPolicy`] where Centrifugo does (a connect with a token, a subscribe with a
-//! subscription token).
+//! `client.insecure`, and RPC not available (108). [`ProxyPolicy`] asks backend proxies
+//! (Centrifugo's connect, refresh, subscribe, publish, sub-refresh and RPC proxies, see
+//! [`proxy`]) and falls back on [`ConfigPolicy`] where Centrifugo does (a connect with a
+//! token, a subscribe with a subscription token, a namespace without a proxy); the node uses
+//! it when the configuration turns a proxy on. Another policy can be set with
+//! [`Node::set_policy`](crate::node::Node::set_policy).
+//!
+//! A policy may keep a connection's expiry, or a subscription's, itself (a refresh proxy
+//! asked by the server, not a token sent by the client): [`Policy::refreshes_connections`]
+//! and [`Policy::refreshes_subscriptions`] say so, and [`refresher`] then asks it when the
+//! time comes.
 //!
 //! The checks that are protocol rules rather than policy stay with the client and the node
 //! (a malformed command, an unknown namespace, an already subscribed channel, the channel
@@ -19,17 +25,24 @@
 //! connection's task.
 
 mod config;
+pub mod proxy;
+pub mod refresher;
 
 pub use config::ConfigPolicy;
+pub use proxy::ProxyPolicy;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::auth::{SubscribeOptions, SubscribeOverride};
 use crate::config::NamespaceOptions;
 use crate::hub::ClientHandle;
 use crate::node::Node;
-use crate::protocol::{ConnectRequest, Disconnect, Error, Payload, RpcRequest, RpcResult};
+use crate::protocol::{
+    ConnectRequest, Disconnect, Encoding, Error, Payload, RpcRequest, RpcResult,
+};
+use crate::ws::Outbox;
 
 /// The future of a policy decision that may wait (on a token's keys, on a backend).
 pub type PolicyFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,6 +80,21 @@ pub struct Credentials {
     pub info: Option<Payload>,
     /// Server-side subscriptions the connection gets, with their options.
     pub subscriptions: Vec<(String, SubscribeOptions)>,
+    /// Data for the connect reply (the connect proxy's `data`).
+    pub data: Option<Payload>,
+}
+
+/// What a policy knows of a connection at `connect` besides its request: the transport it
+/// came over, and its outbox, which identifies the connection for as long as it lives (a
+/// proxy keeps the connection's forwarded headers and `meta` by it).
+#[derive(Clone, Copy)]
+pub struct ConnectContext<'a> {
+    /// The transport's name, as Centrifugo names it (`websocket`, `sse`…).
+    pub transport: &'static str,
+    /// The encoding the client speaks.
+    pub encoding: Encoding,
+    /// The connection's outbox.
+    pub outbox: &'a Arc<Outbox>,
 }
 
 /// What the policy grants a subscription beyond the channel itself.
@@ -91,6 +119,15 @@ pub struct PublishGrant {
     pub skip_history: bool,
     /// De-duplicate the publication by this key.
     pub idempotency_key: Option<String>,
+    /// Tags of the publication (for subscribers' tags filters).
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Send it as a delta to subscribers that negotiated deltas.
+    pub delta: bool,
+    /// Version of the state it carries (0: none), and its epoch (see
+    /// [`PublishOptions`](crate::node::PublishOptions)).
+    pub version: u64,
+    /// The epoch of `version`.
+    pub version_epoch: String,
 }
 
 /// The decisions a client's commands depend on (see the module documentation). Each method
@@ -103,9 +140,13 @@ pub trait Policy: Send + Sync + 'static {
         &'a self,
         node: &'a Node,
         request: &'a ConnectRequest,
+        context: ConnectContext<'a>,
     ) -> PolicyFuture<'a, Result<Credentials, Refusal>>;
 
-    /// `refresh`: the connection's new expiry (unix seconds; `None`: never) for `token`.
+    /// `refresh`: the connection's new expiry (unix seconds; `None`: never) for `token`. When
+    /// [`Policy::refreshes_connections`], the server asks this itself when the connection
+    /// expires, with an empty token; a [`Refusal`] then ends the connection (an error as
+    /// 3005, expired).
     fn refresh<'a>(
         &'a self,
         node: &'a Node,
@@ -124,6 +165,9 @@ pub trait Policy: Send + Sync + 'static {
     ) -> PolicyFuture<'a, Result<SubscribeGrant, Refusal>>;
 
     /// `sub_refresh` of the client's subscription to `channel`: its new expiry for `token`.
+    /// When [`Policy::refreshes_subscriptions`] for the channel, the server asks this itself
+    /// when the subscription expires, with an empty token; a [`Refusal::Error`] then ends the
+    /// subscription (unsubscribe 2501).
     fn sub_refresh<'a>(
         &'a self,
         node: &'a Node,
@@ -151,6 +195,38 @@ pub trait Policy: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(Refusal::Error(
             Error::NOT_AVAILABLE,
         ))))
+    }
+
+    /// Whether connections' expiry is extended by the server asking [`Policy::refresh`]
+    /// (Centrifugo's refresh proxy) rather than by the client's `refresh` command: the
+    /// connect reply then does not tell the client that it expires.
+    fn refreshes_connections(&self) -> bool {
+        false
+    }
+
+    /// Whether subscriptions to `channel` are extended by the server asking
+    /// [`Policy::sub_refresh`] (a namespace with a sub-refresh proxy) rather than by the
+    /// client's `sub_refresh`: the subscribe reply then does not say that it expires.
+    fn refreshes_subscriptions(&self, node: &Node, channel: &str) -> bool {
+        let _ = (node, channel);
+        false
+    }
+
+    /// The headers of the HTTP request that opened a connection (the WebSocket upgrade, the
+    /// streaming request) that the policy needs later (lower-case names): the server hands
+    /// them to [`Policy::keep_headers`]. None by default.
+    fn wanted_headers(&self) -> &[http::HeaderName] {
+        &[]
+    }
+
+    /// Keeps `headers` (those of [`Policy::wanted_headers`] the request had) for the
+    /// connection whose outbox is `outbox`, before its `connect`.
+    fn keep_headers(
+        &self,
+        outbox: &Arc<Outbox>,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) {
+        let _ = (outbox, headers);
     }
 
     /// `history` of `channel`, whose namespace `options` keeps history: may the client read

@@ -403,6 +403,25 @@ impl Ws {
         Ws::from_stream(stream)
     }
 
+    /// Opens a WebSocket to `url` whose upgrade request has these extra `headers` (bounded).
+    pub async fn open_with_headers(url: &str, headers: &[(&str, &str)]) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::try_from(*name).expect("a header name"),
+                http::HeaderValue::try_from(*value).expect("a header value"),
+            );
+        }
+        let (stream, response) =
+            tokio::time::timeout(STEP, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("WebSocket handshake timed out")
+                .expect("WebSocket handshake failed");
+        assert_eq!(response.status().as_u16(), 101);
+        Ws::from_stream(stream)
+    }
+
     /// A client on a WebSocket whose handshake is done.
     fn from_stream(stream: WsStream) -> Ws {
         Ws {

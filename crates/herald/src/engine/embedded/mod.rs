@@ -26,7 +26,7 @@ mod writer;
 pub use broker::EmbeddedBroker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use super::*;
 use crate::engine::{AppendRequest, History, HistoryFilter, HistoryOptions, StreamPosition};
 use crate::protocol::{ClientInfo, Payload, raw};
 
-fn opts(size: usize) -> HistoryOptions {
+pub(crate) fn opts(size: usize) -> HistoryOptions {
     HistoryOptions {
         size,
         ttl: Duration::from_secs(3600),
@@ -39,15 +39,15 @@ async fn append(h: &EmbeddedHistory, channel: &str, i: u64, o: HistoryOptions) -
         .unwrap()
 }
 
-fn offsets(pubs: &[Arc<StoredPublication>]) -> Vec<u64> {
+pub(crate) fn offsets(pubs: &[Arc<StoredPublication>]) -> Vec<u64> {
     pubs.iter().map(|p| p.offset).collect()
 }
 
-fn all() -> HistoryFilter {
+pub(crate) fn all() -> HistoryFilter {
     HistoryFilter::default()
 }
 
-fn filter(since: Option<StreamPosition>, limit: i64, reverse: bool) -> HistoryFilter {
+pub(crate) fn filter(since: Option<StreamPosition>, limit: i64, reverse: bool) -> HistoryFilter {
     HistoryFilter {
         since,
         limit,
@@ -382,8 +382,9 @@ async fn a_stream_in_use_does_not_expire() {
     }
 }
 
-/// §6 on one stream, answered from memory (`cached`) or from disk after a reopen.
-async fn check_recovery(h: &EmbeddedHistory, epoch: &str) {
+/// §6 on one stream (publications 1..=10 in channel `r`), answered from memory (`cached`) or
+/// from disk after a reopen — or by another engine (the Redis engine's tests run it too).
+pub(crate) async fn check_recovery(h: &dyn History, epoch: &str) {
     let o = opts(100);
     let pos = |offset| StreamPosition::new(offset, epoch);
     // Exactly what was missed, oldest first.
@@ -564,7 +565,8 @@ async fn appends_and_a_removal_in_one_commit_leave_the_cache_consistent() {
     }
 }
 
-async fn check_paging(h: &EmbeddedHistory) {
+/// Paging over publications 1..=20 of channel `p` (the Redis engine's tests run it too).
+pub(crate) async fn check_paging(h: &dyn History) {
     let o = opts(100);
     let epoch = h.top("p", o).await.unwrap().epoch;
     let pos = |offset| Some(StreamPosition::new(offset, epoch.clone()));

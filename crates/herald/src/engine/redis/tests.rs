@@ -206,6 +206,24 @@ async fn removal_keeps_the_position_and_positions_before_it_do_not_recover() {
     assert_eq!(after.publications[0].offset, 4);
 }
 
+/// The embedded engine's recovery and paging checks (`engine/embedded/tests.rs`), run against
+/// the Redis broker: the same answers from either engine.
+#[tokio::test]
+async fn recovery_and_paging_answer_as_the_embedded_engine_does() {
+    use crate::engine::embedded::tests::{check_paging, check_recovery};
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    for n in 1..=10 {
+        b.publish(request("r", n, opts(100))).await.unwrap();
+    }
+    let epoch = b.top("r", opts(100)).await.unwrap().epoch;
+    check_recovery(&b, &epoch).await;
+    for n in 1..=20 {
+        b.publish(request("p", n, opts(100))).await.unwrap();
+    }
+    check_paging(&b).await;
+}
+
 /// Publishes publication `n` of `channel` the way `publish.lua` does, but to a PUB/SUB
 /// channel nobody listens on: as if this node's link had dropped its message.
 async fn publish_unheard(b: &RedisBroker, channel: &str, n: u64, o: HistoryOptions) {
@@ -275,4 +293,49 @@ async fn a_gap_that_cannot_be_filled_tells_the_node() {
     publish_unheard(&b, "h", 2, opts(1)).await;
     b.publish(request("h", 3, opts(1))).await.unwrap();
     assert_eq!(recorder.wait(2).await, ["pub h 1", "insufficient h"]);
+}
+
+/// `cmdstat_<name>:calls=N` of `INFO commandstats`.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn many_subscriptions_at_once_go_out_in_few_commands_and_last_one_out_unsubscribes() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    ready(&b).await;
+    let before = calls(&redis, "subscribe");
+    let channels: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    let results = futures_util::future::join_all(channels.iter().map(|c| b.subscribe(c))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let subscribes = calls(&redis, "subscribe") - before;
+    assert!(
+        subscribes < 30,
+        "{subscribes} SUBSCRIBE commands for 300 channels"
+    );
+    let listed = redis
+        .cli(&["PUBSUB", "CHANNELS", "herald.ch.*"])
+        .unwrap_or_default();
+    assert_eq!(listed.lines().count(), 300);
+    for c in &channels {
+        b.unsubscribe(c).await.unwrap();
+    }
+    for _ in 0..100 {
+        let left = redis
+            .cli(&["PUBSUB", "CHANNELS", "herald.ch.*"])
+            .unwrap_or_default();
+        if left.trim().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the node is still subscribed after its last subscriber left");
 }
