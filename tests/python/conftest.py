@@ -57,17 +57,19 @@ def merge(base: dict, extra: dict) -> None:
 class Herald:
     """A running herald process with a temporary config."""
 
-    def __init__(self, extra: dict | None = None) -> None:
-        """`extra` is merged over the default config (test_nats.py: the NATS broker and the
-        cluster's shared secret and API key)."""
+    def __init__(
+        self, extra: dict | None = None, secret: str | None = None, api_key: str | None = None
+    ) -> None:
+        """`extra` is merged over the default config (a cluster node's `engine` or `broker`);
+        `secret` and `api_key` are shared by the nodes of one cluster (or come in `extra`)."""
         if not HERALD_BIN.is_file():
             raise RuntimeError(
                 f"herald binary not found at {HERALD_BIN}: build it with "
                 "`cargo build -p herald` or set HERALD_BIN"
             )
         self.dir = Path(tempfile.mkdtemp(prefix="herald-py-"))
-        self.secret = secrets.token_hex(24)
-        self.api_key = secrets.token_hex(24)
+        self.secret = secret or secrets.token_hex(24)
+        self.api_key = api_key or secrets.token_hex(24)
         config = {
             "http_server": {"address": "127.0.0.1", "port": 0},
             "data_dir": str(self.dir / "data"),
@@ -158,6 +160,11 @@ class Herald:
 
     def token(self, user: str) -> str:
         return sign_hs256({"sub": user, "exp": int(time.time()) + 3600}, self.secret)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing said to anyone."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,13 +1,15 @@
 //! What this node does with a control command ([`ControlCommand`]) its engine's controller
-//! delivers — sent by the server API of this node or of another — and how it describes itself
-//! in the node list. The API validates a request and sends the command; this module finds the
-//! targeted connections among this node's own and acts on them.
+//! delivers — sent by the server API of this node or of another — how it describes itself in
+//! the node list, and which channels it has for the `channels` API. The API validates a
+//! request and sends the command; this module finds the targeted connections among this
+//! node's own and acts on them.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::api::cmd::target_clients;
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, NodeInfo, ProcessInfo, Target};
+use crate::glob::Glob;
 use crate::hub::ClientHandle;
 use crate::metrics::{process_cpu_time, process_rss_bytes};
 use crate::node::{Node, unix_now};
@@ -25,6 +27,30 @@ impl ControlHandler for NodeControl {
                 apply(&node, command).await;
             }
         })
+    }
+
+    fn channels(&self, pattern: &str) -> Vec<(String, u32)> {
+        let Some(node) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        // The asking node checked the pattern; one that does not parse here matches nothing.
+        let Ok(glob) = Glob::new(pattern) else {
+            tracing::warn!(
+                pattern,
+                "a channels request with a malformed pattern; answered empty"
+            );
+            return Vec::new();
+        };
+        node.hub()
+            .channels()
+            .into_iter()
+            .filter(|(name, _)| glob.matches(name))
+            .map(|(name, n)| (name, u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect()
+    }
+
+    fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.0.upgrade().map(|node| node.shutdown().clone())
     }
 
     fn node_info(&self) -> NodeInfo {
@@ -98,6 +124,15 @@ pub async fn apply(node: &Node, command: ControlCommand) {
                 } else {
                     client.set_expiry((expire_at > 0).then_some(expire_at));
                 }
+            }
+        }
+        ControlCommand::Subscribe(subscribe) => {
+            if let Err(e) = crate::api::cmd::subscribe::apply(node, &subscribe).await {
+                tracing::warn!(
+                    channel = %subscribe.channel,
+                    user = %subscribe.target.user,
+                    "server-side subscribe failed on this node: {}", e.message
+                );
             }
         }
     }

@@ -225,6 +225,34 @@ async fn api_commands_reach_other_nodes_and_info_lists_live_nodes() {
     let push = dave.next_push().await;
     assert_eq!(push["push"]["channel"], "room:x", "{push}");
     assert!(push["push"]["unsubscribe"].is_object(), "{push}");
+    // Subscribed by A's API on C, where dave is connected: the subscribe push reaches him, and
+    // a publication through B follows it.
+    nodes[0]
+        .api_ok(
+            "subscribe",
+            json!({"user": "dave", "channel": "room:api", "data": {"welcome": true}}),
+        )
+        .await;
+    let push = dave.next_push().await;
+    assert_eq!(push["push"]["channel"], "room:api", "{push}");
+    assert_eq!(
+        push["push"]["subscribe"]["data"],
+        json!({"welcome": true}),
+        "{push}"
+    );
+    nodes[1]
+        .api_ok("publish", json!({"channel": "room:api", "data": "hi"}))
+        .await;
+    let push = dave.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"], "hi", "{push}");
+    // `channels` on A counts the subscribers of every node: dave on C, erin on B.
+    let mut erin = nodes[1].client("erin").await;
+    erin.subscribe_ok("room:api").await;
+    let channels = nodes[0].api_ok("channels", json!({})).await;
+    assert_eq!(
+        channels["channels"]["room:api"]["num_clients"], 2,
+        "{channels}"
+    );
 
     // C killed with SIGKILL: it leaves the list after a few missed heartbeats.
     // SAFETY: kill(2) on a child process of this test.

@@ -149,13 +149,15 @@ fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
     if r.presence_hash_field_ttl {
         a.warn(
             format!("{at}.presence_hash_field_ttl"),
-            format!("{NOT_YET}: presence entries expire as a whole; ignored"),
+            "Herald's presence entries always expire one by one (a sorted set of expiries, \
+             any Redis version); nothing to turn on: ignored",
         );
     }
     if r.presence_user_mapping {
         a.warn(
             format!("{at}.presence_user_mapping"),
-            format!("{NOT_YET}: presence stats count users from the entries; ignored"),
+            "Herald always keeps a per-channel count of users beside the entries, so \
+             presence_stats never scans them; nothing to turn on: ignored",
         );
     }
 }
@@ -347,10 +349,13 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             "Herald handles a connection's commands in order, one at a time; ignored",
         );
     }
-    if cl.presence_update_interval != dc.presence_update_interval {
+    if cl.presence_update_interval != dc.presence_update_interval
+        && c.engine.kind != crate::config::EngineType::Redis
+    {
         a.warn(
             "client.presence_update_interval",
-            "the embedded engine's presence needs no refresh; ignored",
+            "the embedded engine's presence needs no refresh (the Redis engine's does); \
+             ignored",
         );
     }
     if cl.expired_sub_close_delay != dc.expired_sub_close_delay {

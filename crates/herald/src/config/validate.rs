@@ -116,6 +116,17 @@ impl Config {
         problems.extend(self.http_server.tls.problems());
         if self.engine.kind == crate::config::EngineType::Redis {
             problems.extend(self.engine.redis.problems());
+            // Each node re-adds its presence entries every presence_update_interval: a TTL not
+            // above it would drop live clients from presence between two refreshes.
+            let (ttl, every) = (self.engine.redis.presence_ttl, c.presence_update_interval);
+            if every.is_zero() || ttl <= every {
+                problems.push(format!(
+                    "engine.redis.presence_ttl ({ttl:?}) must be longer than \
+                     client.presence_update_interval ({every:?}, which must be above zero): \
+                     nodes refresh their clients' presence at that interval, and entries not \
+                     refreshed within the TTL expire (Centrifugo's defaults: 60s and 27s)"
+                ));
+            }
         }
         problems.extend(self.webhooks.problems());
 
@@ -289,6 +300,30 @@ mod tests {
             err.to_string(),
             "invalid configuration: workers must be at most 1024 (0 = one per CPU core), got 5000"
         );
+    }
+
+    #[test]
+    fn the_presence_ttl_must_outlast_the_refresh_interval() {
+        let redis = r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "3s"}},
+                        "client": {"presence_update_interval": "1s"}}"#;
+        let c = Config::load_with_env(Some(&write_temp("p.json", redis)), no_env()).unwrap();
+        assert_eq!(
+            c.engine.redis.presence_ttl,
+            std::time::Duration::from_secs(3)
+        );
+        for bad in [
+            r#"{"engine": {"type": "redis", "redis": {"presence_ttl": "20s"}}}"#,
+            r#"{"engine": {"type": "redis"}, "client": {"presence_update_interval": "0s"}}"#,
+        ] {
+            let err = Config::load_with_env(Some(&write_temp("p.json", bad)), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("engine.redis.presence_ttl"), "{err}");
+            assert!(err.contains("client.presence_update_interval"), "{err}");
+        }
+        // Without the Redis engine neither is looked at.
+        let embedded = r#"{"client": {"presence_update_interval": "0s"}}"#;
+        assert!(Config::load_with_env(Some(&write_temp("p.json", embedded)), no_env()).is_ok());
     }
 
     #[test]

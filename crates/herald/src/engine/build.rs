@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::embedded::{EmbeddedBroker, EmbeddedHistory};
-use super::redis::{RedisBroker, RedisShards};
+use super::redis::{RedisBroker, RedisController, RedisPresence, RedisShards};
 use super::{Broker, Controller, LocalController, MemoryPresence, PresenceManager};
 use crate::config::{Config, EngineType, NamespaceOptions, NatsConfig};
 
@@ -265,12 +265,11 @@ fn build_nats(
     })
 }
 
-/// The Redis engine: its broker over `engine.redis`. Connects lazily: a Redis that cannot be
-/// reached at start-up does not stop the node (as in Centrifugo); `/health` answers 503 and
-/// publishes fail with an error until it can, then delivery starts by itself.
-///
-/// Presence and the controller are still this node's own (`MemoryPresence`,
-/// `LocalController`) until the Redis presence manager and controller land.
+/// The Redis engine over `engine.redis`: its broker, presence (entries expiring after
+/// `engine.redis.presence_ttl` unless this node refreshes them) and controller (commands,
+/// node list and channels across nodes). Connects lazily: a Redis that cannot be reached at
+/// start-up does not stop the node (as in Centrifugo); `/health` answers 503 and publishes
+/// fail with an error until it can, then delivery starts by itself.
 fn build_redis(config: &Config, keeps_history: bool) -> Result<Engine, BuildError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::Redis(
@@ -280,9 +279,12 @@ fn build_redis(config: &Config, keeps_history: bool) -> Result<Engine, BuildErro
     let shards =
         RedisShards::connect(&config.engine.redis).map_err(|e| BuildError::Redis(e.to_string()))?;
     Ok(Engine {
+        presence: Arc::new(RedisPresence::new(
+            shards.clone(),
+            config.engine.redis.presence_ttl,
+        )),
+        controller: Arc::new(RedisController::new(&shards)),
         broker: Arc::new(RedisBroker::new(shards)),
-        presence: Arc::new(MemoryPresence::new()),
-        controller: Arc::new(LocalController::new()),
         keeps_history,
     })
 }

@@ -1,19 +1,29 @@
 //! [`Controller`]: commands from one node to the connections of a user wherever they are
-//! connected (API `disconnect`, `unsubscribe`, `refresh`), and the list of live nodes (API
-//! `info`, the admin UI's nodes table).
+//! connected (API `disconnect`, `subscribe`, `unsubscribe`, `refresh`), the list of live nodes
+//! (API `info`, the admin UI's nodes table) and the channels with subscribers on any node (API
+//! `channels`).
 //!
-//! A command is sent to every node — this one included — and each applies it to its own
-//! connections through the [`ControlHandler`] the node installs. The embedded
-//! [`LocalController`] has one node: it hands each command straight back to it.
+//! A command is sent to every node — this one included — and each applies it, once, to its
+//! own connections through the [`ControlHandler`] the node installs. The embedded
+//! [`LocalController`] has one node: it hands each command straight back to it; the Redis
+//! engine's ([`super::redis::RedisController`]) carries them over a PUB/SUB channel.
+//!
+//! Commands are serde types because a multi-node controller sends them between processes;
+//! payloads in them travel as base64, since they may be binary.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::redis::client_info::b64;
 use super::{BoxFuture, EngineError};
+use crate::auth::SubscribeOverride;
+use crate::protocol::{self, Payload};
 
 /// A command for the connections of one user, on whatever node they are connected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ControlCommand {
     /// Close the targeted connections with a close code and reason.
     Disconnect {
@@ -43,11 +53,37 @@ pub enum ControlCommand {
         /// New expiry, Unix seconds; 0: they no longer expire.
         expire_at: u64,
     },
+    /// Subscribe the targeted connections to a channel (a server-side subscription: API
+    /// `subscribe`), positioned and recovered as the namespace and `override_` say.
+    Subscribe(Box<ServerSubscribe>),
+}
+
+/// What API `subscribe` asks of the targeted connections, wherever they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSubscribe {
+    /// Which connections.
+    pub target: Target,
+    /// The channel (checked by the API: valid, in a configured namespace).
+    pub channel: String,
+    /// Channel info for presence and join/leave (`chan_info`).
+    #[serde(with = "b64", skip_serializing_if = "Option::is_none")]
+    pub info: Option<Payload>,
+    /// Data for the `subscribe` push.
+    #[serde(with = "b64", skip_serializing_if = "Option::is_none")]
+    pub data: Option<Payload>,
+    /// Position to recover from (see `api/cmd/subscribe.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recover_since: Option<protocol::StreamPosition>,
+    /// Channel option overrides for these subscriptions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_: Option<SubscribeOverride>,
 }
 
 /// The connections a [`ControlCommand`] applies to: a user's, narrowed to one connection id
 /// and/or one session id when those are not empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Target {
     /// The user (may be empty when `client` is given: an anonymous connection).
     pub user: String,
@@ -57,7 +93,8 @@ pub struct Target {
     pub session: String,
 }
 
-/// One node's identity and load, as API `info` lists it.
+/// One node's identity and load, as API `info` lists it (and as a node announces itself to
+/// the others).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Node id (a UUID, new at each start).
@@ -97,6 +134,14 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn handle_command(&self, command: ControlCommand) -> BoxFuture<'_, ()>;
     /// This node's identity and current load.
     fn node_info(&self) -> NodeInfo;
+    /// This node's channels with subscribers whose name matches the glob `pattern` (empty:
+    /// all; a malformed one: none), with their local subscriber counts.
+    fn channels(&self, pattern: &str) -> Vec<(String, u32)>;
+    /// Cancelled when the node starts shutting down, so that a multi-node controller can tell
+    /// the others at once rather than let them notice the silence; `None`: never.
+    fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
 }
 
 /// Node-to-node control. Shared as `Arc<dyn Controller>` by the node and the server API.
@@ -110,6 +155,22 @@ pub trait Controller: Send + Sync + 'static {
 
     /// Every live node, this one first.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, EngineError>>;
+
+    /// The channels with subscribers on any node whose name matches the glob `pattern` (which
+    /// the caller has checked), with their subscriber counts summed over the nodes. An error
+    /// when some live node does not answer in time.
+    fn channels<'a>(
+        &'a self,
+        pattern: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u32>, EngineError>>;
+}
+
+/// Adds one node's channel list into `all`, summing the counts of channels several nodes have.
+pub(crate) fn merge_channels(all: &mut BTreeMap<String, u32>, node: Vec<(String, u32)>) {
+    for (channel, n) in node {
+        let count = all.entry(channel).or_default();
+        *count = count.saturating_add(n);
+    }
 }
 
 /// The embedded engine's controller: one node, so each command goes straight back to it.
@@ -155,6 +216,18 @@ impl Controller for LocalController {
         let nodes = self.handler().map(|h| vec![h.node_info()]);
         Box::pin(std::future::ready(nodes))
     }
+
+    fn channels<'a>(
+        &'a self,
+        pattern: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u32>, EngineError>> {
+        let channels = self.handler().map(|h| {
+            let mut all = BTreeMap::new();
+            merge_channels(&mut all, h.channels(pattern));
+            all
+        });
+        Box::pin(std::future::ready(channels))
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +255,9 @@ mod tests {
                 num_subs: 0,
                 process: ProcessInfo { cpu: 0.0, rss: 0 },
             }
+        }
+        fn channels(&self, _pattern: &str) -> Vec<(String, u32)> {
+            vec![("news".into(), 2)]
         }
     }
 

@@ -56,7 +56,8 @@ use std::time::Duration;
 pub use broker::{Broker, BrokerEventHandler};
 pub use build::{BuildError, Engine, Unimplemented, build, nats_config, unimplemented};
 pub use controller::{
-    ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo, Target,
+    ControlCommand, ControlHandler, Controller, LocalController, NodeInfo, ProcessInfo,
+    ServerSubscribe, Target,
 };
 pub use embedded::{EmbeddedBroker, EmbeddedConfig, EmbeddedHistory, EmbeddedStats};
 pub use idempotency::RecentKeys;

@@ -145,14 +145,14 @@ impl MemoryPresence {
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add_now(&self, channel: &str, info: ClientInfo) {
+    pub(crate) fn add_now(&self, channel: &str, info: ClientInfo) {
         self.shard(channel)
             .entry(channel.to_owned())
             .or_default()
             .add(info);
     }
 
-    fn remove_now(&self, channel: &str, client: &str) -> Option<ClientInfo> {
+    pub(crate) fn remove_now(&self, channel: &str, client: &str) -> Option<ClientInfo> {
         let mut shard = self.shard(channel);
         let presence = shard.get_mut(channel)?;
         let removed = presence.remove(client);
@@ -167,6 +167,29 @@ impl MemoryPresence {
             .get(channel)
             .map(|p| p.clients.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether `client` has an entry in `channel`.
+    pub(crate) fn contains(&self, channel: &str, client: &str) -> bool {
+        self.shard(channel)
+            .get(channel)
+            .is_some_and(|p| p.clients.contains_key(client))
+    }
+
+    /// Every entry, by channel: what a shared store's refresh re-adds (see
+    /// [`super::redis::RedisPresence`], which keeps its own node's entries here). Taken one
+    /// shard at a time, so adds and removes in other shards go on meanwhile.
+    pub(crate) fn snapshot(&self) -> Vec<(String, Vec<ClientInfo>)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(
+                shard
+                    .iter()
+                    .map(|(channel, p)| (channel.clone(), p.clients.values().cloned().collect())),
+            );
+        }
+        all
     }
 
     fn stats_now(&self, channel: &str) -> PresenceStats {

@@ -1,5 +1,7 @@
-//! `channels`: lists the channels that have subscribers on this node, with their subscriber
-//! counts, optionally filtered by a glob pattern — for dashboards and debugging.
+//! `channels`: lists the channels that have subscribers on any node, with their subscriber
+//! counts summed over the nodes, optionally filtered by a glob pattern — for dashboards and
+//! debugging. Each node filters its own channels (through the engine's controller), so only
+//! matching names cross the network.
 //!
 //! `POST /api/channels {"pattern": "chat:*"}` →
 //! `{"result": {"channels": {"chat:1": {"num_clients": 2}}}}`.
@@ -35,24 +37,26 @@ pub struct ChannelsResult {
 /// What `channels` tells about one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ChannelInfo {
-    /// Connections subscribed to the channel on this node.
+    /// Connections subscribed to the channel, on all nodes.
     pub num_clients: u32,
 }
 
-/// Lists the channels with subscribers that match `req.pattern`.
+/// Lists the channels with subscribers that match `req.pattern`, on every node.
 ///
-/// Errors: 107 for a malformed pattern (an unclosed `[` or a trailing `\`).
-pub fn execute(node: &Node, req: ChannelsRequest) -> Result<ChannelsResult, protocol::Error> {
-    let glob = Glob::new(&req.pattern).map_err(bad_request)?;
+/// Errors: 107 for a malformed pattern (an unclosed `[` or a trailing `\`); 100 when some
+/// node does not answer.
+pub async fn execute(node: &Node, req: ChannelsRequest) -> Result<ChannelsResult, protocol::Error> {
+    Glob::new(&req.pattern).map_err(bad_request)?;
     let channels = node
-        .hub()
-        .channels()
+        .controller()
+        .channels(&req.pattern)
+        .await
+        .map_err(|e| {
+            tracing::error!("channels: {e}");
+            e.to_protocol()
+        })?
         .into_iter()
-        .filter(|(name, _)| glob.matches(name))
-        .map(|(name, n)| {
-            let num_clients = u32::try_from(n).unwrap_or(u32::MAX);
-            (name, ChannelInfo { num_clients })
-        })
+        .map(|(name, num_clients)| (name, ChannelInfo { num_clients }))
         .collect();
     Ok(ChannelsResult { channels })
 }
@@ -62,8 +66,8 @@ mod tests {
     use super::super::test_support::*;
     use super::*;
 
-    #[test]
-    fn lists_matching_channels() {
+    #[tokio::test]
+    async fn lists_matching_channels() {
         let node = node();
         let a = client(&node, "a", "alice");
         let b = client(&node, "b", "bob");
@@ -71,7 +75,7 @@ mod tests {
         node.hub().subscribe("chat:1", &b);
         node.hub().subscribe("chat:2", &a);
         node.hub().subscribe("news", &b);
-        let all = execute(&node, ChannelsRequest::default()).unwrap();
+        let all = execute(&node, ChannelsRequest::default()).await.unwrap();
         assert_eq!(all.channels.len(), 3);
         let chat = execute(
             &node,
@@ -79,6 +83,7 @@ mod tests {
                 pattern: "chat:*".into(),
             },
         )
+        .await
         .unwrap();
         assert_eq!(
             serde_json::to_string(&chat).unwrap(),
@@ -90,6 +95,7 @@ mod tests {
                 pattern: "[".into(),
             },
         )
+        .await
         .unwrap_err();
         assert_eq!(e.code, 107);
     }

@@ -125,7 +125,7 @@ impl Command {
             Command::Subscribe(req) => to_raw(&subscribe::execute(node, req).await?),
             Command::Unsubscribe(req) => to_raw(&unsubscribe::execute(node, req).await?),
             Command::Disconnect(req) => to_raw(&disconnect::execute(node, req).await?),
-            Command::Channels(req) => to_raw(&channels::execute(node, req)?),
+            Command::Channels(req) => to_raw(&channels::execute(node, req).await?),
             Command::Info(req) => to_raw(&info::execute(node, req).await?),
             Command::History(req) => to_raw(&history::execute(node, req).await?),
             Command::HistoryRemove(req) => to_raw(&history_remove::execute(node, req).await?),

@@ -2,8 +2,10 @@
 //! subscription). Each connection gets a `subscribe` push, so its SDK knows about the
 //! subscription, and from then on the channel's publications.
 //!
-//! `POST /api/subscribe {"user": "42", "channel": "news"}` → `{"result": {}}`. Only connections
-//! that are live on this node now are subscribed; a user with none is not an error.
+//! `POST /api/subscribe {"user": "42", "channel": "news"}` → `{"result": {}}`. The connections
+//! live now are subscribed, on whatever node they are: the request is checked here and sent to
+//! every node as a control command ([`ControlCommand::Subscribe`]), and each node subscribes its
+//! own connections ([`apply`]). A user with none is not an error.
 //!
 //! In a namespace with history, the subscription is positioned and recoverable as the
 //! namespace's (or the `override`'s) `force_positioning` / `force_recovery` say, as in
@@ -19,7 +21,8 @@
 //!
 //! The subscription is made by the node's subscribe operation
 //! ([`Node::subscribe_client`]), the one a client's own subscribe uses: the two cannot
-//! position or recover differently.
+//! position or recover differently. A node that cannot read the stream's position logs it
+//! (the API has answered by then: the request was valid).
 
 use std::sync::Arc;
 
@@ -27,6 +30,7 @@ use serde::Deserialize;
 
 use super::{binary_payload, check_channel, not_available, push_message, target_clients};
 use crate::auth::SubscribeOverride;
+use crate::engine::{ControlCommand, ServerSubscribe};
 use crate::hub::{ClientHandle, Selection, SubFlags};
 use crate::node::{Node, Positioning};
 use crate::protocol::{self, ClientInfo, Payload, Push, SubscribePush, nullable};
@@ -73,14 +77,11 @@ pub struct SubscribeRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SubscribeResult {}
 
-/// Subscribes the targeted connections to the channel and queues a `subscribe` push to each
-/// one that was not subscribed yet, through the node's subscribe operation (the one a
-/// client's own subscribe uses), so the subscription is positioned and recovered as the
-/// namespace says.
+/// Checks the request and has every node subscribe its targeted connections ([`apply`]),
+/// this one included, through the engine's controller.
 ///
 /// Errors: 107 for a missing user, a missing or malformed channel, or binary fields; 102 for
-/// an unknown namespace; 108 for `expire_at`; the engine's error when the stream's position
-/// cannot be read (the connections subscribed before that one stay subscribed).
+/// an unknown namespace; 108 for `expire_at`; 100 when the command cannot reach the nodes.
 pub async fn execute(
     node: &Node,
     mut req: SubscribeRequest,
@@ -98,7 +99,32 @@ pub async fn execute(
             "subscription expiry (expire_at) is not supported yet",
         ));
     }
-    let targets = target_clients(node, &req.user, &req.client, &req.session)?;
+    let command = ServerSubscribe {
+        target: super::target(req.user, req.client, req.session)?,
+        channel: req.channel,
+        info: req.info,
+        data: req.data,
+        recover_since: req.recover_since,
+        override_: req.override_,
+    };
+    super::send(node, ControlCommand::Subscribe(Box::new(command))).await?;
+    Ok(SubscribeResult {})
+}
+
+/// Subscribes this node's connections that `req` targets and queues a `subscribe` push to
+/// each one that was not subscribed yet, through the node's subscribe operation (the one a
+/// client's own subscribe uses), so the subscription is positioned and recovered as the
+/// namespace says.
+///
+/// Errors: the channel's (a node configured without its namespace), or the engine's when the
+/// stream's position cannot be read (the connections subscribed before that one stay
+/// subscribed).
+pub async fn apply(node: &Node, req: &ServerSubscribe) -> Result<(), protocol::Error> {
+    let target = &req.target;
+    let targets = target_clients(node, &target.user, &target.client, &target.session)?;
+    if targets.is_empty() {
+        return Ok(());
+    }
     // The connections could not ask for join/leave pushes: they get them when the namespace
     // sends them.
     let (_, namespace) = node.resolve_channel(&req.channel)?;
@@ -110,10 +136,10 @@ pub async fn execute(
     );
     for client in targets {
         if !client.is_subscribed(&req.channel) {
-            subscribe_one(node, &req, client, flags, &positioning).await?;
+            subscribe_one(node, req, client, flags, &positioning).await?;
         }
     }
-    Ok(SubscribeResult {})
+    Ok(())
 }
 
 /// Subscribes one connection: publications are held back while its position is read (and
@@ -121,7 +147,7 @@ pub async fn execute(
 /// publications as publication pushes, and what was held back after them.
 async fn subscribe_one(
     node: &Node,
-    req: &SubscribeRequest,
+    req: &ServerSubscribe,
     client: Arc<ClientHandle>,
     flags: SubFlags,
     positioning: &Positioning,

@@ -1,10 +1,11 @@
 //! [`NatsController`]: the NATS engine's [`Controller`]. Every node publishes its
 //! [`NodeInfo`] on `P.node` every [`HEARTBEAT`] and lists the nodes it heard from within
 //! [`GONE_AFTER`] heartbeats (so a node killed with `kill -9` drops out of `info` by itself);
-//! commands (API `disconnect`, `unsubscribe`, `refresh`) are applied here and published on
-//! `P.control` for the others.
+//! commands (API `disconnect`, `subscribe`, `unsubscribe`, `refresh`) are applied here and
+//! published on `P.control` for the others; API `channels` surveys the live nodes on
+//! `P.channels` (each answers its matching channels to the asker's inbox).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::NatsConnection;
-use crate::engine::{
-    BoxFuture, ControlCommand, ControlHandler, Controller, EngineError, NodeInfo, Target,
-};
+use crate::engine::controller::merge_channels;
+use crate::engine::{BoxFuture, ControlCommand, ControlHandler, Controller, EngineError, NodeInfo};
 
 /// How often a node publishes its [`NodeInfo`].
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -22,120 +22,34 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const GONE_AFTER: u32 = 3;
 
 /// A command as it travels between nodes, with the sender (which applied it already).
+/// JSON: commands are rare (one per API call) and small, and readable with `nats sub`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     from: String,
-    command: WireCommand,
+    command: ControlCommand,
 }
 
-/// [`ControlCommand`] on the wire.
+/// A `channels` survey (API `channels`), published on `P.channels` with a reply inbox: every
+/// other node answers with its matching channels in [`ChannelsPart`]s. Channel lists are never
+/// broadcast unasked, so a node with a million channels costs nothing until someone asks.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum WireCommand {
-    Disconnect {
-        user: String,
-        client: String,
-        session: String,
-        whitelist: Vec<String>,
-        code: u16,
-        reason: String,
-    },
-    Unsubscribe {
-        user: String,
-        client: String,
-        session: String,
-        channel: String,
-    },
-    Refresh {
-        user: String,
-        client: String,
-        session: String,
-        expired: bool,
-        expire_at: u64,
-    },
+struct ChannelsRequest {
+    from: String,
+    pattern: String,
 }
 
-impl From<ControlCommand> for WireCommand {
-    fn from(command: ControlCommand) -> Self {
-        match command {
-            ControlCommand::Disconnect {
-                target,
-                whitelist,
-                code,
-                reason,
-            } => WireCommand::Disconnect {
-                user: target.user,
-                client: target.client,
-                session: target.session,
-                whitelist,
-                code,
-                reason,
-            },
-            ControlCommand::Unsubscribe { target, channel } => WireCommand::Unsubscribe {
-                user: target.user,
-                client: target.client,
-                session: target.session,
-                channel,
-            },
-            ControlCommand::Refresh {
-                target,
-                expired,
-                expire_at,
-            } => WireCommand::Refresh {
-                user: target.user,
-                client: target.client,
-                session: target.session,
-                expired,
-                expire_at,
-            },
-        }
-    }
+/// One part of a node's answer to a [`ChannelsRequest`]; `last` ends the node's answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChannelsPart {
+    uid: String,
+    channels: Vec<(String, u32)>,
+    last: bool,
 }
 
-impl From<WireCommand> for ControlCommand {
-    fn from(command: WireCommand) -> Self {
-        let target = |user, client, session| Target {
-            user,
-            client,
-            session,
-        };
-        match command {
-            WireCommand::Disconnect {
-                user,
-                client,
-                session,
-                whitelist,
-                code,
-                reason,
-            } => ControlCommand::Disconnect {
-                target: target(user, client, session),
-                whitelist,
-                code,
-                reason,
-            },
-            WireCommand::Unsubscribe {
-                user,
-                client,
-                session,
-                channel,
-            } => ControlCommand::Unsubscribe {
-                target: target(user, client, session),
-                channel,
-            },
-            WireCommand::Refresh {
-                user,
-                client,
-                session,
-                expired,
-                expire_at,
-            } => ControlCommand::Refresh {
-                target: target(user, client, session),
-                expired,
-                expire_at,
-            },
-        }
-    }
-}
+/// Bytes of channel names per [`ChannelsPart`], well under NATS's default 1 MiB payload.
+const PART_BYTES: usize = 256 * 1024;
+/// The most answer bytes one survey accepts before it fails (a bound on the asker's memory).
+const SURVEY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The other nodes heard from, by id, with when.
 type Peers = Arc<Mutex<HashMap<String, (NodeInfo, Instant)>>>;
@@ -189,19 +103,20 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
     let client = connection.client().clone();
     // While NATS is away the client queues these and sends them once connected (and again
     // after every reconnection).
-    let (nodes, control) = match (
+    let (nodes, control, surveys) = match (
         client.subscribe(connection.node_subject()).await,
         client.subscribe(connection.control_subject()).await,
+        client.subscribe(connection.channels_subject()).await,
     ) {
-        (Ok(nodes), Ok(control)) => (nodes, control),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(nodes), Ok(control), Ok(surveys)) => (nodes, control, surveys),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::error!(
                 "nats: cannot listen to the other nodes, info and commands stay on this node: {e}"
             );
             return;
         }
     };
-    let (mut nodes, mut control) = (nodes.fuse(), control.fuse());
+    let (mut nodes, mut control, mut surveys) = (nodes.fuse(), control.fuse(), surveys.fuse());
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -238,11 +153,68 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
                 match serde_json::from_slice::<Envelope>(&message.payload) {
                     // The sender applied it to its own connections already.
                     Ok(envelope) if envelope.from == uid => {}
-                    Ok(envelope) => handler.handle_command(envelope.command.into()).await,
+                    Ok(envelope) => handler.handle_command(envelope.command).await,
                     Err(e) => tracing::warn!("nats: skipping a control message that is not Herald's: {e}"),
                 }
             }
+            Some(message) = surveys.next() => {
+                let (Some(reply), Ok(request)) = (
+                    message.reply,
+                    serde_json::from_slice::<ChannelsRequest>(&message.payload),
+                ) else {
+                    tracing::warn!("nats: skipping a channels survey that is not Herald's");
+                    continue;
+                };
+                // The asker counts its own channels itself.
+                if request.from != uid {
+                    answer_survey(&connection, &uid, reply, handler.channels(&request.pattern)).await;
+                }
+            }
             else => return,
+        }
+    }
+}
+
+/// Sends this node's `channels` to a survey's `reply` inbox in parts of at most
+/// [`PART_BYTES`], the last one marked.
+async fn answer_survey(
+    connection: &NatsConnection,
+    uid: &str,
+    reply: async_nats::Subject,
+    channels: Vec<(String, u32)>,
+) {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    for (channel, n) in channels {
+        bytes += channel.len() + 16;
+        part.push((channel, n));
+        if bytes >= PART_BYTES {
+            parts.push(std::mem::take(&mut part));
+            bytes = 0;
+        }
+    }
+    parts.push(part);
+    let count = parts.len();
+    for (i, channels) in parts.into_iter().enumerate() {
+        let part = ChannelsPart {
+            uid: uid.to_owned(),
+            channels,
+            last: i + 1 == count,
+        };
+        let Ok(body) = serde_json::to_vec(&part) else {
+            return;
+        };
+        let client = connection.client();
+        let sent = connection
+            .deadline(
+                "channels answer",
+                client.publish(reply.clone(), body.into()),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!("nats: a channels survey went unanswered: {e}");
+            return;
         }
     }
 }
@@ -267,10 +239,7 @@ impl Controller for NatsController {
             let uid = handler.node_info().uid;
             handler.handle_command(command.clone()).await;
             self.connection.ready().await?;
-            let envelope = Envelope {
-                from: uid,
-                command: command.into(),
-            };
+            let envelope = Envelope { from: uid, command };
             let body = serde_json::to_vec(&envelope)
                 .map_err(|e| EngineError::BadRequest(format!("cannot encode a command: {e}")))?;
             let client = self.connection.client();
@@ -299,11 +268,87 @@ impl Controller for NatsController {
         });
         Box::pin(std::future::ready(nodes))
     }
+
+    fn channels<'a>(
+        &'a self,
+        pattern: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, u32>, EngineError>> {
+        Box::pin(async move {
+            let handler = self.handler()?;
+            let uid = handler.node_info().uid;
+            let mut all = BTreeMap::new();
+            merge_channels(&mut all, handler.channels(pattern));
+            let gone = HEARTBEAT * GONE_AFTER;
+            let mut waiting: HashMap<String, String> = crate::sync::lock(&self.peers)
+                .iter()
+                .filter(|(_, (_, seen))| seen.elapsed() < gone)
+                .map(|(id, (info, _))| (id.clone(), info.name.clone()))
+                .collect();
+            if waiting.is_empty() {
+                return Ok(all);
+            }
+            let connection = &self.connection;
+            connection.ready().await?;
+            let client = connection.client();
+            let inbox = client.new_inbox();
+            let mut answers = connection
+                .deadline("channels survey", client.subscribe(inbox.clone()))
+                .await?;
+            let request = ChannelsRequest {
+                from: uid,
+                pattern: pattern.to_owned(),
+            };
+            let body = serde_json::to_vec(&request)
+                .map_err(|e| EngineError::BadRequest(format!("cannot encode a survey: {e}")))?;
+            connection
+                .deadline(
+                    "channels survey",
+                    client.publish_with_reply(connection.channels_subject(), inbox, body.into()),
+                )
+                .await?;
+            connection.deadline("flush", client.flush()).await?;
+            let wait = connection.timeout * 2;
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut received = 0usize;
+            while !waiting.is_empty() {
+                let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await
+                else {
+                    break;
+                };
+                received += message.payload.len();
+                if received > SURVEY_BYTES {
+                    return Err(EngineError::Unavailable(format!(
+                        "channels: the nodes' answers pass {SURVEY_BYTES} bytes; narrow the pattern"
+                    )));
+                }
+                let Ok(part) = serde_json::from_slice::<ChannelsPart>(&message.payload) else {
+                    continue;
+                };
+                if waiting.contains_key(&part.uid) {
+                    merge_channels(&mut all, part.channels);
+                    if part.last {
+                        waiting.remove(&part.uid);
+                    }
+                }
+            }
+            let _ = answers.unsubscribe().await;
+            if !waiting.is_empty() {
+                let mut missing: Vec<String> = waiting.into_values().collect();
+                missing.sort();
+                return Err(EngineError::Unavailable(format!(
+                    "channels: no complete answer within {wait:?} from node(s) {}",
+                    missing.join(", ")
+                )));
+            }
+            Ok(all)
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Target;
 
     #[test]
     fn commands_survive_the_wire() {
@@ -331,11 +376,11 @@ mod tests {
         for command in commands {
             let envelope = Envelope {
                 from: "n".into(),
-                command: command.clone().into(),
+                command: command.clone(),
             };
             let json = serde_json::to_vec(&envelope).unwrap();
             let back: Envelope = serde_json::from_slice(&json).unwrap();
-            assert_eq!(ControlCommand::from(back.command), command);
+            assert_eq!(back.command, command);
         }
     }
 }

@@ -186,6 +186,11 @@ impl NatsConnection {
         format!("{}.control", self.prefix)
     }
 
+    /// `P.channels` (API `channels` surveys).
+    fn channels_subject(&self) -> String {
+        format!("{}.channels", self.prefix)
+    }
+
     /// Runs `f` with the write deadline: a NATS that is down or slow is an error, never a hang.
     async fn deadline<T, E: std::fmt::Display>(
         &self,

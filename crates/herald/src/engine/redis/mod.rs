@@ -15,6 +15,13 @@
 //! * `broker.rs` — [`RedisBroker`], the engine's `Broker` + `History`;
 //! * `codec.rs` — how publications, joins and leaves are written into PUB/SUB messages and
 //!   stream entries;
+//! * `presence.rs` — [`RedisPresence`], the engine's `PresenceManager`: expiring entries per
+//!   channel, refreshed by the node that added them, so a crashed node's clients vanish within
+//!   `engine.redis.presence_ttl`;
+//! * `controller.rs` — [`RedisController`], the engine's `Controller`: control commands (API
+//!   `disconnect`, `subscribe`, `unsubscribe`, `refresh`) to every node over PUB/SUB, node
+//!   discovery for `info`, and the `channels` survey;
+//! * `client_info.rs` — how a `ClientInfo` is written into Redis (presence), binary-safe;
 //! * `tls.rs` — `engine.redis.tls`;
 //! * `*.lua` — the scripts (publish, read, remove), loaded with `include_str!` and run by SHA.
 //!
@@ -41,6 +48,8 @@
 //! | `P.idem.{ch}.<key>` | string | the offset of the publication that used an `idempotency_key`; 5 minutes |
 //! | PUB/SUB `P.ch.<ch>` | channel | the channel's publications, joins and leaves (see `codec.rs`) |
 //! | PUB/SUB `P.probe.<node>.<shard>` | channel | this node's liveness probes |
+//! | `P.presence.{data,expire,user,users}.{ch}` | hash, zset, hash, hash | presence (see `presence.rs`) |
+//! | PUB/SUB `P.control`, `P.control.<node>` | channel | control messages to every node, and to one (see `controller.rs`) |
 //!
 //! **Why streams, not lists.** A stream reads a range by offset in either direction
 //! (`XRANGE`/`XREVRANGE` from an entry id) and trims by length (`MAXLEN`), which is exactly
@@ -49,14 +58,43 @@
 //! `XRANGE` from `N+1`.
 
 mod broker;
+pub(crate) mod client_info;
 mod codec;
+mod controller;
+mod presence;
 mod pubsub;
 mod shards;
+#[cfg(test)]
+pub(crate) mod test_server;
 mod tls;
 
 pub use broker::RedisBroker;
+pub use controller::RedisController;
+pub use presence::RedisPresence;
 pub use pubsub::{PROBE_INTERVAL, PubSubHandler, PubSubLink};
 pub use shards::{RETRY_AFTER, RedisShards, Shard, ShardConn};
+
+use super::EngineError;
+
+/// Runs one Redis call of the presence manager or the controller with a deadline on top of the
+/// connection's own `io_timeout` (which a script's EVALSHA-then-EVAL may spend twice): a Redis
+/// that is down or slow gives a clear error, never a hang.
+pub(crate) async fn deadline<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(EngineError::Unavailable(format!(
+            "Redis {what} failed: {e}; check that Redis is up and engine.redis points to it"
+        ))),
+        Err(_) => Err(EngineError::Unavailable(format!(
+            "Redis {what}: no answer within {timeout:?}; check that Redis is up and reachable \
+             (engine.redis.io_timeout)"
+        ))),
+    }
+}
 
 #[cfg(test)]
 mod tests;
