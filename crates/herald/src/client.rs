@@ -614,7 +614,8 @@ impl Client {
                 conn_info,
                 transport.outbox().clone(),
             )
-            .with_encoding(self.encoding),
+            .with_encoding(self.encoding)
+            .with_disconnect_push(transport.disconnect_push()),
         );
         node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
@@ -637,12 +638,12 @@ impl Client {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         }
-        // A unidirectional client cannot answer pings, and the ping wheel closes a client
-        // that does not: it is not pinged (so its connect push says no ping interval).
+        // A unidirectional client is pinged (`{}`) but cannot answer: its connect push says the
+        // interval, and no pong.
         let unidirectional = transport.unidirectional();
-        if config.ping_interval > Duration::ZERO && !unidirectional {
+        if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
-            result.pong = true;
+            result.pong = !unidirectional;
         }
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply. All their recoveries
@@ -694,7 +695,9 @@ impl Client {
         // No longer stale-checked: pinged by the node's wheel instead, and closed when the
         // token expires.
         self.set_expiry(expires_at);
-        if !unidirectional {
+        if unidirectional {
+            node.pings().add_unanswering(&handle);
+        } else {
             node.pings().add(&handle);
         }
         let personal = &config.subscribe_to_user_personal_channel;

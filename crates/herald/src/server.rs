@@ -21,7 +21,10 @@ use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
 use crate::protocol::Encoding;
 use crate::transport::http_stream::{self, Framing, StreamBody};
-use crate::transport::{Emulation, Endpoint, Endpoints, Json, Protobuf, WebSocketTransport};
+use crate::transport::{
+    Emulation, Endpoint, Endpoints, Json, Protobuf, UniWebSocketTransport, WebSocketTransport,
+    uni_websocket,
+};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -43,6 +46,8 @@ struct WsSettings {
     tls: Option<crate::tls::Terminator>,
     handshake: HandshakeConfig,
     connection: Arc<ws::Config>,
+    /// The unidirectional WebSocket's handshake and connection settings.
+    uni_websocket: uni_websocket::Settings,
     /// The outbound queue budget every connection's outbox shares.
     outbox: Arc<ws::Budget>,
     /// The runtime WebSocket connections run on: the one [`Server::bind`] was called on.
@@ -360,6 +365,7 @@ fn ws_settings(node: &Node) -> WsSettings {
             node.config().client.connection_limit,
             node.config().client.connection_rate_limit,
         ),
+        uni_websocket: uni_websocket::Settings::from_config(node.config()),
         endpoints: Endpoints::from_config(node.config()),
         emulation: Arc::default(),
         admission: std::sync::Mutex::new(()),
@@ -443,7 +449,8 @@ async fn route(
     let body_timeout = config.http_server.body_read_timeout;
     let response = if let Some(endpoint) = ws.endpoints.find(path) {
         match endpoint {
-            Endpoint::WebSocket => upgrade(node, ws, req, peer),
+            Endpoint::WebSocket => upgrade(node, ws, req, peer, Flavor::Bidirectional),
+            Endpoint::UniWebSocket => upgrade_unidirectional(node, ws, req, peer),
             Endpoint::HttpStream => {
                 let framing = Framing::Lines;
                 return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
@@ -822,11 +829,53 @@ fn ws_encoding<B>(req: &Request<B>, negotiated: &ws::Negotiated) -> Encoding {
 /// The WebSocket subprotocol of the Protobuf format.
 const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 
+/// Which WebSocket a handshake opens.
+enum Flavor {
+    /// The client protocol's (`/connection/websocket`).
+    Bidirectional,
+    /// The unidirectional one (`/connection/uni_websocket`), with the connect request its URL
+    /// carried, if any.
+    Unidirectional(Option<crate::protocol::ConnectRequest>),
+}
+
+/// The unidirectional WebSocket's handshake: its `cf_connect` query parameter, when there is
+/// one, must be a connect request (400 otherwise, while an HTTP status still reaches the
+/// client); then as any WebSocket.
+fn upgrade_unidirectional(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> HttpResponse {
+    let query = req.uri().query();
+    let in_url = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("cf_connect=")));
+    let connect = if in_url {
+        let limit = node.config().uni_websocket.message_size_limit;
+        let bytes = match cf_connect(query, limit, "uni_websocket.message_size_limit") {
+            Ok(bytes) => bytes,
+            Err((status, message)) => return json_error(status, &message),
+        };
+        match uni_websocket::parse_connect(&bytes) {
+            Some(request) => Some(request),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "cf_connect is not a JSON connect request object (e.g. {\"token\":\"…\"})",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    upgrade(node, ws, req, peer, Flavor::Unidirectional(connect))
+}
+
 fn upgrade(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
     mut req: Request<Body>,
     peer: SocketAddr,
+    flavor: Flavor,
 ) -> HttpResponse {
     // Before anything else, as Centrifugo's ConnLimit middleware. Admission is serialized
     // (HTTP has several threads) and nothing is awaited between this check and the
@@ -847,7 +896,11 @@ fn upgrade(
             "origin not allowed: add it to client.allowed_origins",
         );
     }
-    let (response, negotiated) = match ws::handshake::accept(&req, &ws.handshake) {
+    let handshake = match flavor {
+        Flavor::Bidirectional => &ws.handshake,
+        Flavor::Unidirectional(_) => &ws.uni_websocket.handshake,
+    };
+    let (response, negotiated) = match ws::handshake::accept(&req, handshake) {
         Ok(accepted) => accepted,
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
@@ -862,22 +915,30 @@ fn upgrade(
             Err(e) => return tracing::debug!(%peer, "upgrade failed: {e}"),
         };
         let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
+        let connection = match flavor {
+            Flavor::Bidirectional => &ws.connection,
+            Flavor::Unidirectional(_) => &ws.uni_websocket.connection,
+        };
         match WebSocket::from_upgraded_on(
             &ws.workers,
             upgraded,
             &negotiated,
-            ws.connection.clone(),
+            connection.clone(),
             outbox,
         ) {
             // The connection gets a task of its own whose future is the `serve` future
             // itself, stored in the task's allocation: no second allocation for it, and
             // none of this task's locals kept alongside.
-            Ok(socket) => match encoding {
-                Encoding::Protobuf => {
+            Ok(socket) => match (flavor, encoding) {
+                (Flavor::Unidirectional(connect), _) => {
+                    let transport = UniWebSocketTransport::new(socket, connect, &ws.uni_websocket);
+                    ws.workers.spawn(crate::client::serve(live, transport));
+                }
+                (Flavor::Bidirectional, Encoding::Protobuf) => {
                     let transport = WebSocketTransport::<Protobuf>::new(socket);
                     ws.workers.spawn(crate::client::serve(live, transport));
                 }
-                _ => {
+                (Flavor::Bidirectional, _) => {
                     let transport = WebSocketTransport::<Json>::new(socket);
                     ws.workers.spawn(crate::client::serve(live, transport));
                 }

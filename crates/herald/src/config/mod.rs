@@ -61,7 +61,8 @@ pub use load::ConfigReport;
 pub use log::{LogConfig, LogFormat, LogLevel};
 pub use schema::{Config, Opaque};
 pub use streaming::{
-    EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
+    ConnectCodeToHttpResponse, ConnectCodeTransform, EmulationConfig, HttpResponseTransform,
+    HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig, UniWebSocketConfig,
 };
 pub(crate) use validate::is_active;
 
