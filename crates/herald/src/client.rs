@@ -382,6 +382,11 @@ impl Client {
     ) -> Result<(), Close> {
         let started = std::time::Instant::now();
         let result = self.connect(0, request, transport).await;
+        if let Err(close) = &result {
+            // Refused with a disconnect rather than an error (a connection limit): told as
+            // such. (A refusal with an error was told with the error's code.)
+            transport.connect_refused(close.code.into(), &close.reason);
+        }
         self.node.metrics().commands_in(1);
         self.node
             .metrics()
@@ -400,7 +405,16 @@ impl Client {
     ) -> Result<(), Close> {
         self.state = State::Failed;
         if transport.unidirectional() {
-            return Err(unidirectional_refusal(&error));
+            transport.connect_refused(error.code, &error.message);
+            let transforms = &self
+                .node
+                .config()
+                .client
+                .connect_code_to_unidirectional_disconnect;
+            return Err(match transforms.disconnect_for(error.code) {
+                Some(to) => Disconnect::custom(to.code, to.reason.clone()),
+                None => unidirectional_refusal(&error),
+            });
         }
         self.reply(&Reply::error(id, error));
         Ok(())

@@ -674,8 +674,42 @@ async fn open_http_stream(
     let outbox = Arc::new(Outbox::sharing(ws.outbox.clone()));
     let (transport, body, stream) =
         http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
-    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    let transforms = match framing {
+        Framing::UniLines => Some(&config.uni_http_stream.connect_code_to_http_response),
+        Framing::UniSse => Some(&config.uni_sse.connect_code_to_http_response),
+        Framing::Lines | Framing::Sse => None,
+    }
+    .filter(|transforms| transforms.enabled);
+    let outcome = transforms.map(|_| transport.await_connect());
     ws.workers.spawn(crate::client::serve(live, transport));
+    if let (Some(transforms), Some(outcome)) = (transforms, outcome) {
+        // The status waits for the connect: a refusal becomes an HTTP response. Bounded by
+        // the time a client has to connect at all.
+        let refused = match tokio::time::timeout(config.client.stale_close_delay, outcome).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err((code, message)))) => Some(transforms.response_for(code, &message)),
+            // The connection ended, or its connect took too long: nothing to say but 500.
+            Ok(Err(_)) | Err(_) => Some(transforms.response_for(0, "")),
+        };
+        if let Some((status, text)) = refused {
+            // Dropping the body ends the connection, whose client sees its stream gone.
+            drop(body);
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Some(origin) = origin {
+                response
+                    .headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+            return response.map(Either::Left);
+        }
+    }
+    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     let mut response = http_stream::response(framing, Either::Right(body));
     if let Some(origin) = origin {
         let headers = response.headers_mut();

@@ -254,13 +254,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             );
         }
     }
-    for (path, v) in [
-        ("http_server.http3", &http.http3),
-        (
-            "client.connect_code_to_unidirectional_disconnect",
-            &cl.connect_code_to_unidirectional_disconnect,
-        ),
-    ] {
+    for (path, v) in [("http_server.http3", &http.http3)] {
         if set(v) {
             a.warn(path, format!("{NOT_YET}; ignored"));
         }
@@ -625,6 +619,8 @@ mod tests {
         "client.allow_anonymous_connect_without_token",
         "client.allowed_origins",
         "client.channel_limit",
+        "client.connect_code_to_unidirectional_disconnect.enabled",
+        "client.connect_code_to_unidirectional_disconnect.transforms",
         "client.connect_include_server_time",
         "client.connection_limit",
         "client.connection_rate_limit",

@@ -43,7 +43,10 @@ mod test_support;
 mod validate;
 
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
-pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
+pub use client::{
+    ClientConfig, ConnectCodeToUnidirectionalDisconnect, DisconnectTransform,
+    PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig, UnidirectionalDisconnectTransform,
+};
 pub use demo::{DEMO_INBOX_NAMESPACE, DEMO_ROOMS_NAMESPACE};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use engine::{

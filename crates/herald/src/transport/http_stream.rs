@@ -130,6 +130,9 @@ struct Shared {
     cut: bool,
     /// The session id the connection registered with the emulation endpoint.
     session: Option<String>,
+    /// Where the connect's outcome goes while the request that opened a unidirectional stream
+    /// waits for it (`connect_code_to_http_response`): see [`HttpStreamTransport::await_connect`].
+    outcome: Option<tokio::sync::oneshot::Sender<ConnectOutcome>>,
     /// The client's task, waiting for one of the above.
     task: Option<Waker>,
 }
@@ -192,6 +195,10 @@ impl Stream {
         Ok(())
     }
 }
+
+/// How the connect of a unidirectional stream ended, for the request that waits for it: the
+/// connect push was queued, or the connect was refused with this code and message.
+pub type ConnectOutcome = Result<(), (u32, String)>;
 
 /// Opens a streaming connection whose connect command is `connect`: the transport for the
 /// client's task, and the body of the response that carries its output.
@@ -267,6 +274,25 @@ pub struct HttpStreamTransport {
     emulation: Arc<Emulation>,
 }
 
+impl HttpStreamTransport {
+    /// Makes the connect's outcome known to whoever holds the receiver: `Ok` when the connect
+    /// push is queued, the refusal's code and message when it is refused (the receiver sees
+    /// the sender dropped if the connection ends before either). For
+    /// `connect_code_to_http_response`, whose response waits for it.
+    pub fn await_connect(&self) -> tokio::sync::oneshot::Receiver<ConnectOutcome> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.stream.lock().outcome = Some(sender);
+        receiver
+    }
+
+    /// Sends the connect's outcome to the request waiting for it, if one is.
+    fn tell_outcome(&self, outcome: ConnectOutcome) {
+        if let Some(sender) = self.stream.lock().outcome.take() {
+            let _ = sender.send(outcome);
+        }
+    }
+}
+
 impl Drop for HttpStreamTransport {
     fn drop(&mut self) {
         // The connection ended: no command can reach it any more.
@@ -300,9 +326,19 @@ impl Transport for HttpStreamTransport {
 
     fn send_replies(&self, replies: FrameBuf) -> Result<(), PushError> {
         // Framed as a WebSocket frame, like every outbox item; the writer sends the payload.
-        self.stream
+        let queued = self
+            .stream
             .outbox
-            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())))
+            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())));
+        if self.framing.unidirectional() {
+            // A unidirectional client is sent nothing before its connect push.
+            self.tell_outcome(Ok(()));
+        }
+        queued
+    }
+
+    fn connect_refused(&self, code: u32, message: &str) {
+        self.tell_outcome(Err((code, message.to_owned())));
     }
 
     fn connected(&self, session: &str) {

@@ -131,6 +131,15 @@ pub trait Transport: Send + Sync + 'static {
     /// widen every idle connection's task.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>>;
 
+    /// Told by the client when it refuses a unidirectional connect, before it closes the
+    /// connection, with the refusal's code (a connect error's, such as 101, or a
+    /// disconnect's, such as 3504) and its message: a transport that answers refusals with an
+    /// HTTP status (`connect_code_to_http_response`) takes them from here. Nothing to do for
+    /// the others.
+    fn connect_refused(&self, code: u32, message: &str) {
+        let _ = (code, message);
+    }
+
     /// Whether a disconnect is also said as a `disconnect` push, queued before the close
     /// request (the unidirectional WebSocket, whose client may read its pushes only). Whoever
     /// closes the connection from outside its task does it through the client's handle, which
