@@ -452,7 +452,12 @@ async fn route(
             Endpoint::WebSocket => upgrade(node, ws, req, peer, Flavor::Bidirectional),
             Endpoint::UniWebSocket => upgrade_unidirectional(node, ws, req, peer),
             Endpoint::HttpStream => {
-                let framing = Framing::Lines;
+                // The SDKs' Protobuf builds POST their connect command as binary.
+                let framing = if is_binary(&req) {
+                    Framing::Binary
+                } else {
+                    Framing::Lines
+                };
                 return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
             }
             Endpoint::Sse => {
@@ -625,7 +630,7 @@ async fn open_http_stream(
     let origin = req.headers().get(header::ORIGIN).cloned();
     let config = node.config();
     let (limit, option) = match framing {
-        Framing::Lines => (
+        Framing::Lines | Framing::Binary => (
             config.http_stream.max_request_body_size,
             "http_stream.max_request_body_size",
         ),
@@ -677,7 +682,7 @@ async fn open_http_stream(
     let transforms = match framing {
         Framing::UniLines => Some(&config.uni_http_stream.connect_code_to_http_response),
         Framing::UniSse => Some(&config.uni_sse.connect_code_to_http_response),
-        Framing::Lines | Framing::Sse => None,
+        Framing::Lines | Framing::Binary | Framing::Sse => None,
     }
     .filter(|transforms| transforms.enabled);
     let outcome = transforms.map(|_| transport.await_connect());
@@ -756,6 +761,15 @@ fn cf_connect(
     Ok(Bytes::from(decoded.into_owned()))
 }
 
+/// Whether a request's body is Protobuf (`Content-Type: application/octet-stream`), as the
+/// SDKs' Protobuf builds send their streaming requests.
+fn is_binary(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"))
+}
+
 /// The emulation endpoint: hands a streaming connection the commands its client POSTed (see
 /// [`crate::transport::emulation`]); 204 once they are queued for it.
 async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> HttpResponse {
@@ -766,12 +780,18 @@ async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> Ht
     }
     let mut response = Response::new(Full::new(Bytes::new()));
     allow_origin(&req, &mut response);
+    let binary = is_binary(&req);
     let limit = node.config().emulation.max_request_body_size;
     let body = match read_body(&node, req, limit, "emulation.max_request_body_size").await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let status = match ws.emulation.deliver(&body) {
+    let delivered = if binary {
+        ws.emulation.deliver_protobuf(&body)
+    } else {
+        ws.emulation.deliver(&body)
+    };
+    let status = match delivered {
         Ok(()) => {
             *response.status_mut() = StatusCode::NO_CONTENT;
             return response;

@@ -24,7 +24,7 @@ mod tests;
 use std::io::{self, Write};
 
 pub use json::{JsonCodec, JsonCommands};
-pub use protobuf::{ProtobufCodec, ProtobufCommands};
+pub use protobuf::{EmulationRequest, ProtobufCodec, ProtobufCommands};
 pub use uni_json::UniJsonCodec;
 
 use super::{Command, DecodeError, Payload, Publication, Push, Reply};
