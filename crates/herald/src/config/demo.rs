@@ -119,7 +119,10 @@ mod demo_tests {
         assert!(inbox.allow_user_limited_channels && inbox.allow_publish_for_client);
         assert!(!inbox.allow_subscribe_for_client);
         assert!(c.admin.enabled && !c.admin.password.is_empty() && !c.admin.secret.is_empty());
-        assert!(c.http_stream.enabled && c.sse.enabled, "the chat's fallbacks");
+        assert!(
+            c.http_stream.enabled && c.sse.enabled,
+            "the chat's fallbacks"
+        );
         assert!(
             c.load_warnings
                 .iter()
