@@ -889,7 +889,7 @@ enum Flavor {
     Bidirectional,
     /// The unidirectional one (`/connection/uni_websocket`), with the connect request its URL
     /// carried, if any.
-    Unidirectional(Option<crate::protocol::ConnectRequest>),
+    Unidirectional(Option<Box<crate::protocol::ConnectRequest>>),
 }
 
 /// The unidirectional WebSocket's handshake: its `cf_connect` query parameter, when there is
@@ -910,7 +910,7 @@ fn upgrade_unidirectional(
             Err((status, message)) => return json_error(status, &message),
         };
         match uni_websocket::parse_connect(&bytes) {
-            Some(request) => Some(request),
+            Some(request) => Some(Box::new(request)),
             None => {
                 return json_error(
                     StatusCode::BAD_REQUEST,

@@ -107,12 +107,12 @@ impl UniWebSocketTransport {
     /// carried, if any (else its first message is).
     pub fn new(
         socket: WebSocket,
-        connect: Option<ConnectRequest>,
+        connect: Option<Box<ConnectRequest>>,
         settings: &Settings,
     ) -> UniWebSocketTransport {
         UniWebSocketTransport {
             awaiting_connect: connect.is_none(),
-            connect: connect.map(Box::new),
+            connect,
             socket,
             disconnect_push: settings.disconnect_push,
         }
