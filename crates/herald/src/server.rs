@@ -372,12 +372,47 @@ fn ws_settings(node: &Node) -> WsSettings {
     }
 }
 
-/// Serves HTTP on an accepted connection, after the TLS handshake when TLS is on.
+/// The first bytes an HTTP/2 client sends (RFC 9113 §3.4): how a plain-text connection says it
+/// speaks HTTP/2 with prior knowledge (h2c).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain-text connection opens with the HTTP/2 preface, looked at without reading
+/// it (so that an HTTP/1.1 connection's socket stays a plain `TcpStream`, which the WebSocket
+/// layer takes over after an upgrade). `None` when the client sent nothing that tells within
+/// the header read deadline (10 s, as hyper's for HTTP/1.1 headers): the connection is dropped.
+async fn speaks_h2c(stream: &TcpStream) -> Option<bool> {
+    let look = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 || !H2_PREFACE.starts_with(&buf[..n]) {
+                return false;
+            }
+            if n == buf.len() {
+                return true;
+            }
+            // A preface cut in two by the network: look again shortly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), look)
+        .await
+        .ok()
+}
+
+/// Serves HTTP on an accepted connection, after the TLS handshake when TLS is on: HTTP/2 when
+/// the client asks for it (ALPN `h2` over TLS, the preface in plain text), else HTTP/1.1.
 async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, peer: SocketAddr) {
     match &ws.tls {
-        None => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+        None => match speaks_h2c(&stream).await {
+            Some(h2) => serve_http_on(node, ws, TokioIo::new(stream), peer, h2).await,
+            None => tracing::debug!(%peer, "closed: no request within 10 s"),
+        },
         Some(tls) => match tls.accept(stream).await {
-            Ok(stream) => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+            Ok(stream) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_http_on(node, ws, TokioIo::new(stream), peer, h2).await;
+            }
             // A plain-HTTP client, a scanner or a client that does not trust the certificate:
             // nothing the server can act on.
             Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -385,8 +420,8 @@ async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, pee
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades) on a connection, plain or TLS.
-async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr)
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 (`h2`) on a connection, plain or TLS.
+async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr, h2: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -396,12 +431,24 @@ where
         let watched = watched.clone();
         service_fn(move |req| route(node.clone(), ws.clone(), req, peer, watched.clone()))
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(io, service)
-        .with_upgrades();
-    tokio::pin!(conn);
+    // Boxed: one of two connection types, once per HTTP connection.
+    let mut conn: std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>> = if h2 {
+        // No upgrades on HTTP/2 (a WebSocket handshake there is refused as any malformed
+        // one): its clients are the streaming transports, the API and the pages.
+        Box::pin(
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(io, service),
+        )
+    } else {
+        Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service)
+                .with_upgrades(),
+        )
+    };
     // The write deadline of a streaming response: hyper has none, and a peer that stops
     // reading would otherwise hold its connection (and what is buffered for it) forever.
     let mut last_progress = None;
