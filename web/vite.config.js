@@ -22,6 +22,7 @@ export default defineConfig({
   server: {
     proxy: {
       '/connection': { target, ws: true },
+      '/emulation': target,
       '/demo': target,
       '/admin/api': target,
     },

@@ -45,10 +45,11 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** A client of `user` that may use `transport` only. */
-function streamingClient(transport, user) {
+/** A client of `user` that may use `transport` only (`options` added to, or replacing, the defaults). */
+function streamingClient(transport, user, options = {}) {
   const c = new Centrifuge([{ transport, endpoint: `${herald.url}/connection/${transport}` }], {
     token: herald.token(user),
+    ...options,
     eventsource: EventSource,
     emulationEndpoint: `${herald.url}/emulation`,
     minReconnectDelay: 100,
@@ -127,6 +128,39 @@ for (const transport of ['http_stream', 'sse']) {
     await until(() => pubs.length === 3, 'the publications made while it was away');
     await sleep(200);
     assert.deepEqual(pubs, [1, 2, 3], 'each once, in order');
+    c.disconnect();
+  });
+
+  test(`${transport}: short-lived tokens are refreshed with getToken over the emulation endpoint`, async () => {
+    // Tokens that expire 2 s after they are made: the connect result says when, the SDK asks
+    // getToken before then and sends a refresh command (through /emulation); the connection
+    // lives on past several expiries and keeps receiving.
+    const user = `carol-${transport}`;
+    const shortLived = () => herald.token(user, { exp: Math.floor(Date.now() / 1000) + 2 });
+    let asked = 0;
+    const c = streamingClient(transport, user, {
+      token: shortLived(),
+      getToken: async () => {
+        asked += 1;
+        return shortLived();
+      },
+    });
+    const sub = c.newSubscription(`chat:refresh-${transport}`);
+    const pubs = [];
+    sub.on('publication', (p) => pubs.push(p.data.n));
+    const subscribed = once(sub, 'subscribed');
+    sub.subscribe();
+    c.connect();
+    await subscribed;
+    const lost = [];
+    c.on('disconnected', (ctx) => lost.push(JSON.stringify(ctx)));
+    c.on('connecting', (ctx) => lost.push(JSON.stringify(ctx)));
+    await sleep(4500);
+    assert.ok(asked >= 2, `getToken was asked ${asked} times in 4.5 s of 2 s tokens`);
+    assert.deepEqual(lost, [], 'the connection was never lost');
+    assert.equal(c.state, 'connected');
+    await herald.api('publish', { channel: `chat:refresh-${transport}`, data: { n: 1 } });
+    await until(() => pubs.length === 1, 'a publication after the first token expired');
     c.disconnect();
   });
 }

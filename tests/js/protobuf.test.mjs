@@ -1,7 +1,8 @@
 // The centrifuge SDK's Protobuf build (`centrifuge/build/protobuf`: WebSocket subprotocol
 // `centrifuge-protobuf`, binary frames) against Herald: connect, subscribe, publications from
 // the server API, a Protobuf client and a JSON client in one channel, history, presence, and
-// recovery after the server is killed and restarted.
+// recovery after the server is killed and restarted; and the same build over HTTP-streaming
+// (binary POST, varint-delimited replies, Protobuf emulation requests).
 //
 // The Protobuf build carries payloads as bytes (Uint8Array): what a JSON client publishes
 // arrives as the bytes of its JSON text, and JSON text a Protobuf client publishes arrives at
@@ -45,7 +46,11 @@ let dataDir;
 const clients = [];
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'herald-protobuf-'));
-  herald = await startHerald({ data_dir: dataDir, channel: { namespaces: [CHAT] } });
+  herald = await startHerald({
+    data_dir: dataDir,
+    channel: { namespaces: [CHAT] },
+    http_stream: { enabled: true },
+  });
 });
 after(async () => {
   for (const c of clients) c.disconnect();
@@ -182,4 +187,61 @@ test('Protobuf SDK: a server API b64data publication arrives as the exact bytes,
   const history = await sub.history({ limit: -1 });
   assert.equal(history.publications.length, 1);
   assert.deepEqual(Array.from(history.publications[0].data), Array.from(bytes));
+});
+
+test('Protobuf over HTTP-streaming: connect, subscribe, API publication, publish, history, refresh', async () => {
+  // The Protobuf build's HTTP-streaming: the connect command POSTed as application/octet-stream,
+  // the response a stream of varint-delimited Replies, later commands as Protobuf
+  // EmulationRequests to /emulation. Tokens of 2 s so that a refresh goes that way too.
+  const user = 'pat-stream';
+  const shortLived = () => herald.token(user, { exp: Math.floor(Date.now() / 1000) + 2 });
+  let asked = 0;
+  const c = new ProtobufCentrifuge(
+    [{ transport: 'http_stream', endpoint: `${herald.url}/connection/http_stream` }],
+    {
+      token: shortLived(),
+      getToken: async () => {
+        asked += 1;
+        return shortLived();
+      },
+      emulationEndpoint: `${herald.url}/emulation`,
+      minReconnectDelay: 100,
+      maxReconnectDelay: 1000,
+      timeout: 3000,
+    }
+  );
+  clients.push(c);
+  const connected = once(c, 'connected');
+  c.connect();
+  const ctx = await connected;
+  assert.equal(ctx.transport, 'http_stream');
+
+  const sub = c.newSubscription('chat:proto-stream');
+  const got = [];
+  sub.on('publication', (p) => got.push(jsonOf(p.data)));
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  await subscribed;
+
+  await herald.api('publish', { channel: 'chat:proto-stream', data: { from: 'api' } });
+  await sub.publish(bytesOf({ from: 'client' }));
+  for (let i = 0; i < 250 && got.length < 2; i++) await sleep(20);
+  assert.deepEqual(got, [{ from: 'api' }, { from: 'client' }]);
+
+  const history = await sub.history({ limit: 10 });
+  assert.deepEqual(
+    history.publications.map((p) => jsonOf(p.data)),
+    [{ from: 'api' }, { from: 'client' }]
+  );
+
+  const lost = [];
+  c.on('connecting', (ctx) => lost.push(JSON.stringify(ctx)));
+  await sleep(3500);
+  assert.ok(asked >= 1, `getToken asked ${asked} times over a 2 s token`);
+  assert.deepEqual(lost, [], 'the connection outlived its first token');
+
+  const disconnected = once(c, 'disconnected');
+  await herald.api('disconnect', { user, disconnect: { code: 4501, reason: 'bye' } });
+  const gone = await disconnected;
+  assert.equal(gone.code, 4501, JSON.stringify(gone));
 });

@@ -382,6 +382,11 @@ impl Client {
     ) -> Result<(), Close> {
         let started = std::time::Instant::now();
         let result = self.connect(0, request, transport).await;
+        if let Err(close) = &result {
+            // Refused with a disconnect rather than an error (a connection limit): told as
+            // such. (A refusal with an error was told with the error's code.)
+            transport.connect_refused(close.code.into(), &close.reason);
+        }
         self.node.metrics().commands_in(1);
         self.node
             .metrics()
@@ -400,7 +405,16 @@ impl Client {
     ) -> Result<(), Close> {
         self.state = State::Failed;
         if transport.unidirectional() {
-            return Err(unidirectional_refusal(&error));
+            transport.connect_refused(error.code, &error.message);
+            let transforms = &self
+                .node
+                .config()
+                .client
+                .connect_code_to_unidirectional_disconnect;
+            return Err(match transforms.disconnect_for(error.code) {
+                Some(to) => Disconnect::custom(to.code, to.reason.clone()),
+                None => unidirectional_refusal(&error),
+            });
         }
         self.reply(&Reply::error(id, error));
         Ok(())
@@ -620,7 +634,8 @@ impl Client {
                 conn_info,
                 transport.outbox().clone(),
             )
-            .with_encoding(self.encoding),
+            .with_encoding(self.encoding)
+            .with_disconnect_push(transport.disconnect_push()),
         );
         node.hub().add_client(handle.clone());
         let mut result = ConnectResult {
@@ -647,12 +662,12 @@ impl Client {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         }
-        // A unidirectional client cannot answer pings, and the ping wheel closes a client
-        // that does not: it is not pinged (so its connect push says no ping interval).
+        // A unidirectional client is pinged (`{}`) but cannot answer: its connect push says the
+        // interval, and no pong.
         let unidirectional = transport.unidirectional();
-        if config.ping_interval > Duration::ZERO && !unidirectional {
+        if config.ping_interval > Duration::ZERO {
             result.ping = config.ping_interval.as_secs().max(1) as u32;
-            result.pong = true;
+            result.pong = !unidirectional;
         }
         // Server-side subscriptions recover like client ones, from the positions the client
         // sends in `subs`; their publications follow the connect reply. All their recoveries
@@ -711,7 +726,9 @@ impl Client {
         } else {
             self.set_expiry(expires_at);
         }
-        if !unidirectional {
+        if unidirectional {
+            node.pings().add_unanswering(&handle);
+        } else {
             node.pings().add(&handle);
         }
         let personal = &config.subscribe_to_user_personal_channel;

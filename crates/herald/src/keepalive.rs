@@ -6,6 +6,11 @@
 //! pointer in a slot of a wheel that turns once per ping interval: each tick pings the clients
 //! of one slot and closes those of the slot pinged a pong timeout earlier that did not answer.
 //! An idle connection then holds no timer at all, and its task sleeps until it has traffic.
+//!
+//! Unidirectional clients are pinged too (`{}`, which is their ping push as much as the
+//! bidirectional clients' ping reply), so that they can tell a live connection from a dead
+//! one, but they cannot answer: they are kept in slots of their own that are never checked
+//! for pongs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -33,6 +38,9 @@ pub struct PingWheel {
     /// One list per tick of the interval. Weak: a client that went away is forgotten the next
     /// time its slot comes round, and keeps nothing of its own alive meanwhile.
     slots: Box<[Mutex<Vec<Weak<ClientHandle>>>]>,
+    /// The same for unidirectional clients, pinged with their slot but never expected to
+    /// answer.
+    unanswering: Box<[Mutex<Vec<Weak<ClientHandle>>>]>,
     /// How long one slot lasts: the ping interval divided by the number of slots.
     tick: Duration,
     /// Ticks from a ping to the check of its pong: the pong timeout, rounded up.
@@ -72,6 +80,7 @@ impl PingWheel {
         };
         PingWheel {
             slots: (0..slots).map(|_| Mutex::new(Vec::new())).collect(),
+            unanswering: (0..slots).map(|_| Mutex::new(Vec::new())).collect(),
             tick,
             pong_ticks,
             turns: AtomicUsize::new(0),
@@ -82,13 +91,23 @@ impl PingWheel {
     /// second half of the interval, so that clients connected together are not pinged
     /// together.
     pub fn add(&self, client: &Arc<ClientHandle>) {
+        self.add_to(&self.slots, client);
+    }
+
+    /// Starts pinging a newly connected unidirectional client, which cannot answer: as
+    /// [`PingWheel::add`], without the pong check.
+    pub fn add_unanswering(&self, client: &Arc<ClientHandle>) {
+        self.add_to(&self.unanswering, client);
+    }
+
+    fn add_to(&self, slots: &[Mutex<Vec<Weak<ClientHandle>>>], client: &Arc<ClientHandle>) {
         if self.tick.is_zero() {
             return;
         }
-        let n = self.slots.len();
+        let n = slots.len();
         let next = self.turns.load(Ordering::Relaxed);
         let slot = (next + rand::rng().random_range(n / 2..n)) % n;
-        lock(&self.slots[slot]).push(Arc::downgrade(client));
+        lock(&slots[slot]).push(Arc::downgrade(client));
     }
 
     /// Turns the wheel every tick until `shutdown` is cancelled.
@@ -133,12 +152,21 @@ impl PingWheel {
             // A closed connection (or one whose full queue just closed it) is forgotten.
             client.outbox.push(PING.clone()).is_ok()
         });
+        lock(&self.unanswering[turn % n]).retain(|client| {
+            client
+                .upgrade()
+                .is_some_and(|client| client.outbox.push(PING.clone()).is_ok())
+        });
     }
 
     /// Clients in the wheel, counting those gone and not yet forgotten (for tests).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots.iter().map(|slot| lock(slot).len()).sum()
+        self.slots
+            .iter()
+            .chain(self.unanswering.iter())
+            .map(|slot| lock(slot).len())
+            .sum()
     }
 }
 
@@ -204,6 +232,27 @@ mod tests {
         }
         wheel.tick();
         assert_eq!(drained(&a), (0, Some(Disconnect::NO_PONG.code)));
+    }
+
+    #[test]
+    fn a_unidirectional_client_is_pinged_and_never_closed_for_no_pong() {
+        let wheel = PingWheel::new(Duration::from_secs(2), Duration::from_millis(600));
+        let a = client("a");
+        wheel.add_unanswering(&a);
+        let mut pings = 0;
+        for _ in 0..24 {
+            wheel.tick();
+            let (pinged, close) = drained(&a);
+            assert_eq!(close, None, "nothing waits for its pong");
+            pings += pinged;
+        }
+        assert_eq!(pings, 3, "once per interval");
+        assert!(!a.pong_overdue());
+        drop(a);
+        for _ in 0..8 {
+            wheel.tick();
+        }
+        assert_eq!(wheel.len(), 0, "forgotten once gone");
     }
 
     #[test]

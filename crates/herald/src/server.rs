@@ -21,7 +21,10 @@ use crate::http_guard::{AcceptBackoff, AcceptLog, TimedBody};
 use crate::node::{LiveConnection, Node};
 use crate::protocol::Encoding;
 use crate::transport::http_stream::{self, Framing, StreamBody};
-use crate::transport::{Emulation, Endpoint, Endpoints, Json, Protobuf, WebSocketTransport};
+use crate::transport::{
+    Emulation, Endpoint, Endpoints, Json, Protobuf, UniWebSocketTransport, WebSocketTransport,
+    uni_websocket,
+};
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
@@ -43,6 +46,8 @@ struct WsSettings {
     tls: Option<crate::tls::Terminator>,
     handshake: HandshakeConfig,
     connection: Arc<ws::Config>,
+    /// The unidirectional WebSocket's handshake and connection settings.
+    uni_websocket: uni_websocket::Settings,
     /// The outbound queue budget every connection's outbox shares.
     outbox: Arc<ws::Budget>,
     /// The runtime WebSocket connections run on: the one [`Server::bind`] was called on.
@@ -361,18 +366,54 @@ fn ws_settings(node: &Node) -> WsSettings {
             node.config().client.connection_limit,
             node.config().client.connection_rate_limit,
         ),
+        uni_websocket: uni_websocket::Settings::from_config(node.config()),
         endpoints: Endpoints::from_config(node.config()),
         emulation: Arc::default(),
         admission: std::sync::Mutex::new(()),
     }
 }
 
-/// Serves HTTP on an accepted connection, after the TLS handshake when TLS is on.
+/// The first bytes an HTTP/2 client sends (RFC 9113 §3.4): how a plain-text connection says it
+/// speaks HTTP/2 with prior knowledge (h2c).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain-text connection opens with the HTTP/2 preface, looked at without reading
+/// it (so that an HTTP/1.1 connection's socket stays a plain `TcpStream`, which the WebSocket
+/// layer takes over after an upgrade). `None` when the client sent nothing that tells within
+/// the header read deadline (10 s, as hyper's for HTTP/1.1 headers): the connection is dropped.
+async fn speaks_h2c(stream: &TcpStream) -> Option<bool> {
+    let look = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 || !H2_PREFACE.starts_with(&buf[..n]) {
+                return false;
+            }
+            if n == buf.len() {
+                return true;
+            }
+            // A preface cut in two by the network: look again shortly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), look)
+        .await
+        .ok()
+}
+
+/// Serves HTTP on an accepted connection, after the TLS handshake when TLS is on: HTTP/2 when
+/// the client asks for it (ALPN `h2` over TLS, the preface in plain text), else HTTP/1.1.
 async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, peer: SocketAddr) {
     match &ws.tls {
-        None => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+        None => match speaks_h2c(&stream).await {
+            Some(h2) => serve_http_on(node, ws, TokioIo::new(stream), peer, h2).await,
+            None => tracing::debug!(%peer, "closed: no request within 10 s"),
+        },
         Some(tls) => match tls.accept(stream).await {
-            Ok(stream) => serve_http_on(node, ws, TokioIo::new(stream), peer).await,
+            Ok(stream) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_http_on(node, ws, TokioIo::new(stream), peer, h2).await;
+            }
             // A plain-HTTP client, a scanner or a client that does not trust the certificate:
             // nothing the server can act on.
             Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -380,8 +421,8 @@ async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, pee
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades) on a connection, plain or TLS.
-async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr)
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 (`h2`) on a connection, plain or TLS.
+async fn serve_http_on<I>(node: Arc<Node>, ws: Arc<WsSettings>, io: I, peer: SocketAddr, h2: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -391,12 +432,24 @@ where
         let watched = watched.clone();
         service_fn(move |req| route(node.clone(), ws.clone(), req, peer, watched.clone()))
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(io, service)
-        .with_upgrades();
-    tokio::pin!(conn);
+    // Boxed: one of two connection types, once per HTTP connection.
+    let mut conn: std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>> = if h2 {
+        // No upgrades on HTTP/2 (a WebSocket handshake there is refused as any malformed
+        // one): its clients are the streaming transports, the API and the pages.
+        Box::pin(
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(io, service),
+        )
+    } else {
+        Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service)
+                .with_upgrades(),
+        )
+    };
     // The write deadline of a streaming response: hyper has none, and a peer that stops
     // reading would otherwise hold its connection (and what is buffered for it) forever.
     let mut last_progress = None;
@@ -444,9 +497,15 @@ async fn route(
     let body_timeout = config.http_server.body_read_timeout;
     let response = if let Some(endpoint) = ws.endpoints.find(path) {
         match endpoint {
-            Endpoint::WebSocket => upgrade(node, ws, req, peer),
+            Endpoint::WebSocket => upgrade(node, ws, req, peer, Flavor::Bidirectional),
+            Endpoint::UniWebSocket => upgrade_unidirectional(node, ws, req, peer),
             Endpoint::HttpStream => {
-                let framing = Framing::Lines;
+                // The SDKs' Protobuf builds POST their connect command as binary.
+                let framing = if is_binary(&req) {
+                    Framing::Binary
+                } else {
+                    Framing::Lines
+                };
                 return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
             }
             Endpoint::Sse => {
@@ -633,7 +692,7 @@ async fn open_http_stream(
     let kept = kept_headers(&node, req.headers());
     let config = node.config();
     let (limit, option) = match framing {
-        Framing::Lines => (
+        Framing::Lines | Framing::Binary => (
             config.http_stream.max_request_body_size,
             "http_stream.max_request_body_size",
         ),
@@ -685,8 +744,42 @@ async fn open_http_stream(
     }
     let (transport, body, stream) =
         http_stream::open_watched(framing, connect, outbox, ws.emulation.clone());
-    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    let transforms = match framing {
+        Framing::UniLines => Some(&config.uni_http_stream.connect_code_to_http_response),
+        Framing::UniSse => Some(&config.uni_sse.connect_code_to_http_response),
+        Framing::Lines | Framing::Binary | Framing::Sse => None,
+    }
+    .filter(|transforms| transforms.enabled);
+    let outcome = transforms.map(|_| transport.await_connect());
     ws.workers.spawn(crate::client::serve(live, transport));
+    if let (Some(transforms), Some(outcome)) = (transforms, outcome) {
+        // The status waits for the connect: a refusal becomes an HTTP response. Bounded by
+        // the time a client has to connect at all.
+        let refused = match tokio::time::timeout(config.client.stale_close_delay, outcome).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err((code, message)))) => Some(transforms.response_for(code, &message)),
+            // The connection ended, or its connect took too long: nothing to say but 500.
+            Ok(Err(_)) | Err(_) => Some(transforms.response_for(0, "")),
+        };
+        if let Some((status, text)) = refused {
+            // Dropping the body ends the connection, whose client sees its stream gone.
+            drop(body);
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Some(origin) = origin {
+                response
+                    .headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+            return response.map(Either::Left);
+        }
+    }
+    *watched.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     let mut response = http_stream::response(framing, Either::Right(body));
     if let Some(origin) = origin {
         let headers = response.headers_mut();
@@ -733,6 +826,15 @@ fn cf_connect(
     Ok(Bytes::from(decoded.into_owned()))
 }
 
+/// Whether a request's body is Protobuf (`Content-Type: application/octet-stream`), as the
+/// SDKs' Protobuf builds send their streaming requests.
+fn is_binary(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"))
+}
+
 /// The emulation endpoint: hands a streaming connection the commands its client POSTed (see
 /// [`crate::transport::emulation`]); 204 once they are queued for it.
 async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> HttpResponse {
@@ -743,12 +845,18 @@ async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> Ht
     }
     let mut response = Response::new(Full::new(Bytes::new()));
     allow_origin(&req, &mut response);
+    let binary = is_binary(&req);
     let limit = node.config().emulation.max_request_body_size;
     let body = match read_body(&node, req, limit, "emulation.max_request_body_size").await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let status = match ws.emulation.deliver(&body) {
+    let delivered = if binary {
+        ws.emulation.deliver_protobuf(&body)
+    } else {
+        ws.emulation.deliver(&body)
+    };
+    let status = match delivered {
         Ok(()) => {
             *response.status_mut() = StatusCode::NO_CONTENT;
             return response;
@@ -850,11 +958,53 @@ fn kept_headers(node: &Node, headers: &http::HeaderMap) -> Vec<(http::HeaderName
 /// The WebSocket subprotocol of the Protobuf format.
 const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 
+/// Which WebSocket a handshake opens.
+enum Flavor {
+    /// The client protocol's (`/connection/websocket`).
+    Bidirectional,
+    /// The unidirectional one (`/connection/uni_websocket`), with the connect request its URL
+    /// carried, if any.
+    Unidirectional(Option<Box<crate::protocol::ConnectRequest>>),
+}
+
+/// The unidirectional WebSocket's handshake: its `cf_connect` query parameter, when there is
+/// one, must be a connect request (400 otherwise, while an HTTP status still reaches the
+/// client); then as any WebSocket.
+fn upgrade_unidirectional(
+    node: Arc<Node>,
+    ws: Arc<WsSettings>,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> HttpResponse {
+    let query = req.uri().query();
+    let in_url = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("cf_connect=")));
+    let connect = if in_url {
+        let limit = node.config().uni_websocket.message_size_limit;
+        let bytes = match cf_connect(query, limit, "uni_websocket.message_size_limit") {
+            Ok(bytes) => bytes,
+            Err((status, message)) => return json_error(status, &message),
+        };
+        match uni_websocket::parse_connect(&bytes) {
+            Some(request) => Some(Box::new(request)),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "cf_connect is not a JSON connect request object (e.g. {\"token\":\"…\"})",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    upgrade(node, ws, req, peer, Flavor::Unidirectional(connect))
+}
+
 fn upgrade(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
     mut req: Request<Body>,
     peer: SocketAddr,
+    flavor: Flavor,
 ) -> HttpResponse {
     // Before anything else, as Centrifugo's ConnLimit middleware. Admission is serialized
     // (HTTP has several threads) and nothing is awaited between this check and the
@@ -875,7 +1025,11 @@ fn upgrade(
             "origin not allowed: add it to client.allowed_origins",
         );
     }
-    let (response, negotiated) = match ws::handshake::accept(&req, &ws.handshake) {
+    let handshake = match flavor {
+        Flavor::Bidirectional => &ws.handshake,
+        Flavor::Unidirectional(_) => &ws.uni_websocket.handshake,
+    };
+    let (response, negotiated) = match ws::handshake::accept(&req, handshake) {
         Ok(accepted) => accepted,
         Err(e) => return e.to_response().map(|body| Full::new(Bytes::from(body))),
     };
@@ -894,22 +1048,30 @@ fn upgrade(
         if !kept.is_empty() {
             node.policy().keep_headers(&outbox, kept);
         }
+        let connection = match flavor {
+            Flavor::Bidirectional => &ws.connection,
+            Flavor::Unidirectional(_) => &ws.uni_websocket.connection,
+        };
         match WebSocket::from_upgraded_on(
             &ws.workers,
             upgraded,
             &negotiated,
-            ws.connection.clone(),
+            connection.clone(),
             outbox,
         ) {
             // The connection gets a task of its own whose future is the `serve` future
             // itself, stored in the task's allocation: no second allocation for it, and
             // none of this task's locals kept alongside.
-            Ok(socket) => match encoding {
-                Encoding::Protobuf => {
+            Ok(socket) => match (flavor, encoding) {
+                (Flavor::Unidirectional(connect), _) => {
+                    let transport = UniWebSocketTransport::new(socket, connect, &ws.uni_websocket);
+                    ws.workers.spawn(crate::client::serve(live, transport));
+                }
+                (Flavor::Bidirectional, Encoding::Protobuf) => {
                     let transport = WebSocketTransport::<Protobuf>::new(socket);
                     ws.workers.spawn(crate::client::serve(live, transport));
                 }
-                _ => {
+                (Flavor::Bidirectional, _) => {
                     let transport = WebSocketTransport::<Json>::new(socket);
                     ws.workers.spawn(crate::client::serve(live, transport));
                 }

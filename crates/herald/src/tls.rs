@@ -199,8 +199,10 @@ impl Terminator {
             .map_err(TlsError::Setup)?
             .with_no_client_auth()
             .with_cert_resolver(certs.clone());
-        // hyper serves HTTP/1.1 only (WebSocket upgrades need it).
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 for the streaming transports and the API; HTTP/1.1 for WebSocket upgrades (a
+        // browser opens its WebSocket on an HTTP/1.1 connection of its own when the server
+        // does not offer WebSockets over HTTP/2).
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Terminator {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             certs,

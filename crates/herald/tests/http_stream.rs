@@ -539,3 +539,123 @@ async fn a_uni_sse_stream_is_served_from_cf_connect_and_a_bad_token_is_a_disconn
     assert_eq!(last["disconnect"]["code"], 3500, "{last}");
     assert_eq!(refused.next_event().await, None, "the stream ends");
 }
+
+/// The GET of a unidirectional SSE stream with `cf_connect` (URL-encoded).
+async fn open_uni_sse(port: u16, connect: &Value) -> (Stream, String) {
+    let encoded: String = connect
+        .to_string()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let socket = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /connection/uni_sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    Stream::request(socket, &request).await
+}
+
+/// `uni_sse.connect_code_to_http_response`: the response waits for the connect; a refusal
+/// whose code has a transform is that status (and its body, or the refusal's message), one
+/// without is 500; an accepted connect is the 200 stream as ever. Whole bodies, so read with
+/// the plain HTTP helper.
+#[tokio::test]
+async fn connect_code_to_http_response_answers_refusals_with_a_status() {
+    let server = Server::start(json!({
+        "uni_sse": {"enabled": true, "connect_code_to_http_response": {"enabled": true, "transforms": [
+            {"code": 3500, "to": {"status_code": 401}},
+            {"code": 109, "to": {"status_code": 403, "body": "expired: sign in again"}}
+        ]}},
+        "uni_http_stream": {"enabled": true, "connect_code_to_http_response": {"enabled": true}}
+    }))
+    .await;
+    let get = |connect: Value| {
+        let port = server.port;
+        async move {
+            let query: String = connect
+                .to_string()
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect();
+            http(
+                port,
+                "GET",
+                &format!("/connection/uni_sse?cf_connect={query}"),
+                &[],
+                None,
+            )
+            .await
+        }
+    };
+    let refused = get(json!({"token": "not a token"})).await;
+    // A token that does not verify is refused with the disconnect 3500 (as in Centrifugo),
+    // its reason the body.
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.text(), "invalid token");
+    let expired = get(json!({"token": token_exp("erin", unix_now() - 10)})).await;
+    assert_eq!(expired.status, 403, "{}", expired.text());
+    assert_eq!(expired.text(), "expired: sign in again");
+
+    // No transform on uni_http_stream: 500, as Centrifugo answers.
+    let refused = http(
+        server.port,
+        "POST",
+        "/connection/uni_http_stream",
+        &[("Content-Type", "application/json")],
+        Some(b"{\"token\":\"not a token\"}"),
+    )
+    .await;
+    assert_eq!(refused.status, 500, "{}", refused.text());
+    assert_eq!(refused.text(), "Internal Server Error");
+
+    // Accepted: the stream, its connect push first.
+    let (mut stream, head) = open_uni_sse(server.port, &json!({"token": token("erin")})).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let connect = stream.next_event().await.expect("the connect push");
+    assert!(connect["connect"]["client"].is_string(), "{connect}");
+}
+
+/// `client.connect_code_to_unidirectional_disconnect`: a refused connect's error code becomes
+/// the configured disconnect instead of the built-in one (109 token expired → 3005).
+#[tokio::test]
+async fn connect_code_to_unidirectional_disconnect_chooses_the_disconnect() {
+    let server = Server::start(json!({
+        "uni_sse": {"enabled": true},
+        "client": {"connect_code_to_unidirectional_disconnect": {"enabled": true, "transforms": [
+            {"code": 109, "to": {"code": 4901, "reason": "sign in again"}}
+        ]}}
+    }))
+    .await;
+    let expired = token_exp("gus", unix_now() - 10);
+    let (mut refused, _) = open_uni_sse(server.port, &json!({"token": expired})).await;
+    let last = refused.next_event().await.expect("the disconnect push");
+    assert_eq!(
+        last["disconnect"],
+        json!({"code": 4901, "reason": "sign in again"}),
+        "{last}"
+    );
+    assert_eq!(refused.next_event().await, None, "the stream ends");
+}
+
+/// A unidirectional stream is pinged with `{}` every ping interval (its connect push says the
+/// interval, and no pong), and is not closed for not answering.
+#[tokio::test]
+async fn a_uni_stream_is_pinged_and_stays_open() {
+    let server = Server::start(json!({
+        "uni_sse": {"enabled": true},
+        "client": {"ping_interval": "1s", "pong_timeout": "500ms"}
+    }))
+    .await;
+    let (mut stream, _) = open_uni_sse(server.port, &json!({"token": token("gus")})).await;
+    let connect = stream.next_event().await.expect("the connect push");
+    assert_eq!(connect["connect"]["ping"], 1, "{connect}");
+    assert!(connect["connect"].get("pong").is_none(), "{connect}");
+    for _ in 0..3 {
+        assert_eq!(stream.next_event().await, Some(json!({})), "a ping");
+    }
+}

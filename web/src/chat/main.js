@@ -32,6 +32,16 @@ const COLLAPSE_CHARS = 700;
 const COLLAPSE_LINES = 12;
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+/**
+ * The transports the SDK tries in order: the WebSocket, and where a proxy or firewall lets no
+ * WebSocket through, HTTP-streaming and then SSE (`--demo` serves both, and `/emulation` for
+ * their commands).
+ */
+const TRANSPORTS = [
+  { transport: 'websocket', endpoint: wsUrl },
+  { transport: 'http_stream', endpoint: `${location.origin}/connection/http_stream` },
+  { transport: 'sse', endpoint: `${location.origin}/connection/sse` },
+];
 const root = document.getElementById('app');
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +183,8 @@ function startChat(name) {
   state.dms.clear();
   state.subs.clear();
 
-  const client = new Centrifuge(wsUrl, {
+  const client = new Centrifuge(TRANSPORTS, {
+    emulationEndpoint: `${location.origin}/emulation`,
     getToken: () => fetchToken(name),
     minReconnectDelay: 300,
     maxReconnectDelay: 5000,

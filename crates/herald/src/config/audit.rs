@@ -323,13 +323,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             );
         }
     }
-    for (path, v) in [
-        ("http_server.http3", &http.http3),
-        (
-            "client.connect_code_to_unidirectional_disconnect",
-            &cl.connect_code_to_unidirectional_disconnect,
-        ),
-    ] {
+    for (path, v) in [("http_server.http3", &http.http3)] {
         if set(v) {
             a.warn(path, format!("{NOT_YET}; ignored"));
         }
@@ -432,6 +426,40 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             );
         }
     }
+    let uni = &c.uni_websocket;
+    let duni = &defaults.uni_websocket;
+    for (name, on) in [
+        (
+            "read_buffer_size",
+            uni.read_buffer_size != duni.read_buffer_size,
+        ),
+        (
+            "write_buffer_size",
+            uni.write_buffer_size != duni.write_buffer_size,
+        ),
+        ("use_write_buffer_pool", uni.use_write_buffer_pool),
+    ] {
+        if on {
+            a.warn(
+                format!("uni_websocket.{name}"),
+                "Herald sizes its WebSocket buffers itself; ignored",
+            );
+        }
+    }
+    if uni.join_push_messages {
+        a.warn(
+            "uni_websocket.join_push_messages",
+            "Herald sends each push in a frame of its own, many frames per system call (a client \
+             that splits joined frames reads them alike); ignored",
+        );
+    }
+    if uni.disable_closing_handshake {
+        a.warn(
+            "uni_websocket.disable_closing_handshake",
+            "Herald always ends a WebSocket with a close frame (with the disconnect's code and \
+             reason); ignored",
+        );
+    }
     let p = &c.prometheus;
     for (name, on) in [
         ("instrument_http_handlers", p.instrument_http_handlers),
@@ -452,7 +480,7 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         );
     }
     let transports = "not implemented in Herald yet; clients must use the WebSocket endpoint";
-    let sections: [(&str, &Opaque, &str); 15] = [
+    let sections: [(&str, &Opaque, &str); 14] = [
         ("map_broker", &c.map_broker, NOT_YET),
         ("controller", &c.controller, NOT_YET),
         ("shared_poll", &c.shared_poll, NOT_YET),
@@ -468,7 +496,6 @@ pub fn audit(config: &Config) -> Vec<Finding> {
             "not implemented in Herald yet; use the HTTP API",
         ),
         ("webtransport", &c.webtransport, transports),
-        ("uni_websocket", &c.uni_websocket, transports),
         ("uni_grpc", &c.uni_grpc, transports),
         ("swagger", &c.swagger, NOT_YET),
         ("debug", &c.debug, NOT_YET),
@@ -773,6 +800,8 @@ mod tests {
         "client.allow_anonymous_connect_without_token",
         "client.allowed_origins",
         "client.channel_limit",
+        "client.connect_code_to_unidirectional_disconnect.enabled",
+        "client.connect_code_to_unidirectional_disconnect.transforms",
         "client.connect_include_server_time",
         "client.connection_limit",
         "client.connection_rate_limit",
@@ -922,12 +951,25 @@ mod tests {
         "sse.enabled",
         "sse.handler_prefix",
         "sse.max_request_body_size",
+        "uni_http_stream.connect_code_to_http_response.enabled",
+        "uni_http_stream.connect_code_to_http_response.transforms",
         "uni_http_stream.enabled",
         "uni_http_stream.handler_prefix",
         "uni_http_stream.max_request_body_size",
+        "uni_sse.connect_code_to_http_response.enabled",
+        "uni_sse.connect_code_to_http_response.transforms",
         "uni_sse.enabled",
         "uni_sse.handler_prefix",
         "uni_sse.max_request_body_size",
+        "uni_websocket.compression",
+        "uni_websocket.compression_level",
+        "uni_websocket.compression_min_size",
+        "uni_websocket.decompressed_message_size_limit",
+        "uni_websocket.disable_disconnect_push",
+        "uni_websocket.enabled",
+        "uni_websocket.handler_prefix",
+        "uni_websocket.message_size_limit",
+        "uni_websocket.write_timeout",
         "usage_stats",
         "websocket.compression",
         "websocket.compression_level",

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ClientProxies;
 use super::duration::go_duration;
 use super::flat::flat_options;
-use super::{ClientProxies, Opaque};
 use crate::glob::Glob;
 
 flat_options! {
@@ -153,8 +153,75 @@ pub struct ClientConfig {
     pub insecure: bool,
     /// Server-side subscription to the user's personal channel.
     pub subscribe_to_user_personal_channel: PersonalChannelConfig,
-    /// Centrifugo unidirectional disconnect-code mapping. Not implemented.
-    pub connect_code_to_unidirectional_disconnect: Opaque,
+    /// The disconnect a unidirectional client is sent for a connect refused with an error.
+    pub connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect,
+}
+
+/// `client.connect_code_to_unidirectional_disconnect`: a unidirectional client reads no error
+/// replies, so a connect refused with an error is said as a disconnect; these transforms choose
+/// which (the built-in mapping otherwise: 101 → 3500, 109 → 3005, …, see docs/protocol.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectCodeToUnidirectionalDisconnect {
+    /// Turn the transforms on.
+    pub enabled: bool,
+    /// Error code → disconnect; the first match wins.
+    pub transforms: Vec<UnidirectionalDisconnectTransform>,
+}
+
+/// One entry of [`ConnectCodeToUnidirectionalDisconnect::transforms`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnidirectionalDisconnectTransform {
+    /// The connect error code (101 unauthorized, 109 token expired…).
+    pub code: u32,
+    /// The disconnect it becomes.
+    pub to: DisconnectTransform,
+}
+
+/// A disconnect's code and reason, as configured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DisconnectTransform {
+    /// The disconnect code (3000–4999; 3500–3999 and 4500–4999 tell the client not to
+    /// reconnect).
+    pub code: u16,
+    /// The reason (ASCII, at most 123 bytes: it also goes into a WebSocket close frame).
+    pub reason: String,
+}
+
+impl ConnectCodeToUnidirectionalDisconnect {
+    /// The configured disconnect for a connect refused with error `code`, when enabled.
+    pub fn disconnect_for(&self, code: u32) -> Option<&DisconnectTransform> {
+        if !self.enabled {
+            return None;
+        }
+        self.transforms
+            .iter()
+            .find(|t| t.code == code)
+            .map(|t| &t.to)
+    }
+
+    /// What is wrong with the transforms, each problem naming its option.
+    pub(super) fn problems(&self, problems: &mut Vec<String>) {
+        let at = "client.connect_code_to_unidirectional_disconnect.transforms";
+        for (i, t) in self.transforms.iter().enumerate() {
+            if t.code == 0 {
+                problems.push(format!("{at}[{i}].code must be set"));
+            }
+            if !(3000..=4999).contains(&t.to.code) {
+                problems.push(format!(
+                    "{at}[{i}].to.code must be a disconnect code (3000-4999), got {}",
+                    t.to.code
+                ));
+            }
+            if !t.to.reason.is_ascii() || t.to.reason.len() > 123 {
+                problems.push(format!(
+                    "{at}[{i}].to.reason must be ASCII and at most 123 bytes"
+                ));
+            }
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -187,7 +254,8 @@ impl Default for ClientConfig {
             user_id_http_header: String::new(),
             insecure: false,
             subscribe_to_user_personal_channel: PersonalChannelConfig::default(),
-            connect_code_to_unidirectional_disconnect: None,
+            connect_code_to_unidirectional_disconnect:
+                ConnectCodeToUnidirectionalDisconnect::default(),
         }
     }
 }

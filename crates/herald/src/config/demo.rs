@@ -19,6 +19,8 @@ impl Config {
     ///   and join/leave;
     /// * namespace `inbox` (unless configured): user-limited channels (`inbox:#bob` is bob's),
     ///   any signed-in user may publish into any inbox; durable history with forced recovery;
+    /// * HTTP-streaming and SSE (with their emulation endpoint), always: the chat falls back to
+    ///   them where no WebSocket gets through;
     /// * the admin UI, always (a demo shows its admin, even from a `herald genconfig` config,
     ///   which writes `admin.enabled: false`): with the configured password, else the one from
     ///   the demo's secrets file (`crate::demo_secrets`, filled in before this by
@@ -62,6 +64,9 @@ impl Config {
                 },
             });
         }
+        // The chat falls back to these where no WebSocket gets through.
+        self.http_stream.enabled = true;
+        self.sse.enabled = true;
         if self.client.recovery_max_publication_limit < 1000 {
             self.client.recovery_max_publication_limit = 1000;
         }
@@ -114,6 +119,10 @@ mod demo_tests {
         assert!(inbox.allow_user_limited_channels && inbox.allow_publish_for_client);
         assert!(!inbox.allow_subscribe_for_client);
         assert!(c.admin.enabled && !c.admin.password.is_empty() && !c.admin.secret.is_empty());
+        assert!(
+            c.http_stream.enabled && c.sse.enabled,
+            "the chat's fallbacks"
+        );
         assert!(
             c.load_warnings
                 .iter()

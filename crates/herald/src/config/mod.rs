@@ -48,7 +48,10 @@ mod validate;
 mod webhooks;
 
 pub use channel::{ChannelConfig, ChannelNamespace, NamespaceOptions, RecoveryMode};
-pub use client::{ClientConfig, PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig};
+pub use client::{
+    ClientConfig, ConnectCodeToUnidirectionalDisconnect, DisconnectTransform,
+    PersonalChannelConfig, SubscriptionTokenConfig, TokenConfig, UnidirectionalDisconnectTransform,
+};
 pub use demo::{DEMO_INBOX_NAMESPACE, DEMO_ROOMS_NAMESPACE};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use engine::{
@@ -72,7 +75,8 @@ pub use proxy::{
 pub use redis::{DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX, RedisConfig};
 pub use schema::{Config, Opaque};
 pub use streaming::{
-    EmulationConfig, HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig,
+    ConnectCodeToHttpResponse, ConnectCodeTransform, EmulationConfig, HttpResponseTransform,
+    HttpStreamConfig, SseConfig, UniHttpStreamConfig, UniSseConfig, UniWebSocketConfig,
 };
 pub(crate) use validate::is_active;
 pub use webhooks::{EVENT_KINDS, WebhooksConfig};

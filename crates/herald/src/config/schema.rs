@@ -10,7 +10,7 @@ use super::{
     AdminConfig, BrokerConfig, ChannelConfig, ClientConfig, EmulationConfig, EngineConfig,
     HealthConfig, HistoryConfig, HttpApiConfig, HttpServerConfig, HttpStreamConfig, LogConfig,
     NamespaceOptions, PresenceManagerConfig, PrometheusConfig, ProxyConfig, RpcConfig, SseConfig,
-    UniHttpStreamConfig, UniSseConfig, WebSocketConfig, WebhooksConfig,
+    UniHttpStreamConfig, UniSseConfig, UniWebSocketConfig, WebSocketConfig, WebhooksConfig,
 };
 
 /// A Centrifugo section that Herald accepts (so Centrifugo configs load) but does not implement
@@ -93,8 +93,8 @@ pub struct Config {
     pub uni_sse: UniSseConfig,
     /// The unidirectional HTTP-streaming transport.
     pub uni_http_stream: UniHttpStreamConfig,
-    /// Centrifugo unidirectional WebSocket transport. Not implemented yet.
-    pub uni_websocket: Opaque,
+    /// The unidirectional WebSocket transport.
+    pub uni_websocket: UniWebSocketConfig,
     /// Centrifugo unidirectional gRPC transport. Not implemented.
     pub uni_grpc: Opaque,
     /// The endpoint of the streaming transports' commands.
@@ -156,7 +156,7 @@ impl Default for Config {
             webtransport: None,
             uni_sse: UniSseConfig::default(),
             uni_http_stream: UniHttpStreamConfig::default(),
-            uni_websocket: None,
+            uni_websocket: UniWebSocketConfig::default(),
             uni_grpc: None,
             emulation: EmulationConfig::default(),
             swagger: None,

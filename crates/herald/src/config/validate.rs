@@ -72,6 +72,9 @@ impl Config {
                 problems.push(format!("{name} must start with \"/\", got \"{prefix}\""));
             }
         }
+        super::streaming::problems(self, &mut problems);
+        c.connect_code_to_unidirectional_disconnect
+            .problems(&mut problems);
         if !self.admin.handler_prefix.is_empty() && !self.admin.handler_prefix.starts_with('/') {
             problems.push(format!(
                 "admin.handler_prefix must be empty or start with \"/\", got \"{}\"",

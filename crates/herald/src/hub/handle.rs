@@ -37,6 +37,9 @@ pub struct ClientHandle {
     pub(super) pong_due: AtomicBool,
     /// The encoding the client speaks: which of a publication's encoded messages it gets.
     pub encoding: Encoding,
+    /// Its transport also says a disconnect as a push before closing
+    /// ([`crate::transport::Transport::disconnect_push`]): in what would be padding.
+    pub(super) disconnect_push: bool,
 }
 
 /// [`ClientHandle::expiry`] value meaning "the connection no longer expires".
@@ -56,7 +59,11 @@ impl ClientHandle {
     /// already queued; false if it was closing already. Its transport says it its way (see
     /// [`crate::transport`]).
     pub fn disconnect(&self, disconnect: &crate::protocol::Disconnect) -> bool {
-        crate::transport::request_close(&self.outbox, disconnect)
+        if self.disconnect_push {
+            crate::transport::request_close_with_push(&self.outbox, self.encoding, disconnect)
+        } else {
+            crate::transport::request_close(&self.outbox, disconnect)
+        }
     }
 
     /// A handle for a newly connected client.
@@ -75,12 +82,20 @@ impl ClientHandle {
             expiry: AtomicU64::new(0),
             pong_due: AtomicBool::new(false),
             encoding: Encoding::Json,
+            disconnect_push: false,
         }
     }
 
     /// The handle speaking `encoding` (JSON unless set).
     pub fn with_encoding(mut self, encoding: Encoding) -> Self {
         self.encoding = encoding;
+        self
+    }
+
+    /// The handle of a client whose transport says a disconnect as a push too
+    /// ([`crate::transport::Transport::disconnect_push`]).
+    pub fn with_disconnect_push(mut self, disconnect_push: bool) -> Self {
+        self.disconnect_push = disconnect_push;
         self
     }
 

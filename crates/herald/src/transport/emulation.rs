@@ -3,7 +3,9 @@
 //!
 //! An HTTP stream carries output only: the SDK sends each batch of commands as a separate POST
 //! of `{"session": …, "node": …, "data": "<commands>"}` (JSON; `data` is the newline-delimited
-//! commands as a string), naming the connection by the `session` id its connect reply gave.
+//! commands as a string; the Protobuf builds POST an `EmulationRequest` message instead, whose
+//! `data` is the varint-delimited commands), naming the connection by the `session` id its
+//! connect reply gave.
 //! The connection's transport registered that session here when the client connected
 //! ([`super::Transport::connected`]); the request's commands are handed to it and the
 //! connection's own task processes them, in order, as if they had come over its stream. The
@@ -91,11 +93,24 @@ impl Emulation {
     /// Hands the commands of the emulation request `body` (JSON) to the connection it names.
     pub fn deliver(&self, body: &[u8]) -> Result<(), Refused> {
         let request: Request = serde_json::from_slice(body).map_err(|_| Refused::BadRequest)?;
+        self.deliver_to(&request.session, Bytes::from(request.data))
+    }
+
+    /// Hands the commands of the Protobuf emulation request `body` (an `EmulationRequest`,
+    /// whose `data` is the varint-delimited commands, as the SDKs' Protobuf builds send it) to
+    /// the connection it names.
+    pub fn deliver_protobuf(&self, body: &[u8]) -> Result<(), Refused> {
+        let request = <crate::protocol::codec::EmulationRequest as prost::Message>::decode(body)
+            .map_err(|_| Refused::BadRequest)?;
+        self.deliver_to(&request.session, request.data)
+    }
+
+    fn deliver_to(&self, session: &str, commands: Bytes) -> Result<(), Refused> {
         let stream = self
             .lock()
-            .get(&request.session)
+            .get(session)
             .and_then(Weak::upgrade)
             .ok_or(Refused::NoSession)?;
-        stream.deliver(Bytes::from(request.data), MAX_WAITING)
+        stream.deliver(commands, MAX_WAITING)
     }
 }

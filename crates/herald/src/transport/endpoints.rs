@@ -27,6 +27,9 @@ pub enum Endpoint {
     UniHttpStream,
     /// Unidirectional SSE (`uni_sse.handler_prefix`, default `/connection/uni_sse`).
     UniSse,
+    /// The unidirectional WebSocket (`uni_websocket.handler_prefix`, default
+    /// `/connection/uni_websocket`), served by [`super::UniWebSocketTransport`].
+    UniWebSocket,
     /// Where the streaming transports' clients POST their commands
     /// (`emulation.handler_prefix`, default `/emulation`; see [`super::emulation`]). Not a
     /// transport of its own, but the other half of the streaming ones.
@@ -42,6 +45,7 @@ impl Endpoint {
             Endpoint::Sse => super::http_stream::SSE_NAME,
             Endpoint::UniHttpStream => super::http_stream::UNI_NAME,
             Endpoint::UniSse => super::http_stream::UNI_SSE_NAME,
+            Endpoint::UniWebSocket => super::uni_websocket::NAME,
             Endpoint::Emulation => "emulation",
         }
     }
@@ -83,6 +87,12 @@ impl Endpoints {
             endpoints.register(
                 endpoint_path(&config.uni_sse.handler_prefix),
                 Endpoint::UniSse,
+            );
+        }
+        if config.uni_websocket.enabled {
+            endpoints.register(
+                endpoint_path(&config.uni_websocket.handler_prefix),
+                Endpoint::UniWebSocket,
             );
         }
         if config.http_stream.enabled || config.sse.enabled {
@@ -163,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn the_unidirectional_streams_are_served_when_enabled_without_the_emulation_endpoint() {
+    fn the_unidirectional_transports_are_served_when_enabled_without_the_emulation_endpoint() {
         let mut config = Config::default();
         assert_eq!(
             Endpoints::from_config(&config).find("/connection/uni_http_stream"),
@@ -171,7 +181,12 @@ mod tests {
         );
         config.uni_http_stream.enabled = true;
         config.uni_sse.enabled = true;
+        config.uni_websocket.enabled = true;
         let endpoints = Endpoints::from_config(&config);
+        assert_eq!(
+            endpoints.find("/connection/uni_websocket"),
+            Some(Endpoint::UniWebSocket)
+        );
         assert_eq!(
             endpoints.find("/connection/uni_http_stream"),
             Some(Endpoint::UniHttpStream)

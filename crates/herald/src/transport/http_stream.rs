@@ -82,6 +82,10 @@ const SSE_END: Bytes = Bytes::from_static(b"\n\n");
 pub enum Framing {
     /// Newline-delimited JSON (`/connection/http_stream`).
     Lines,
+    /// Protobuf (`/connection/http_stream` POSTed as `application/octet-stream`, what the SDKs'
+    /// Protobuf builds send): the varint-length-prefixed replies and pushes one after the
+    /// other, as they are in a WebSocket binary message.
+    Binary,
     /// Server-sent events, one `data:` event per JSON message (`/connection/sse`).
     Sse,
     /// Newline-delimited bare pushes (`/connection/uni_http_stream`).
@@ -94,6 +98,14 @@ impl Framing {
     /// Whether messages are SSE events.
     pub fn sse(self) -> bool {
         matches!(self, Framing::Sse | Framing::UniSse)
+    }
+
+    /// The encoding of the stream's messages.
+    pub fn encoding(self) -> Encoding {
+        match self {
+            Framing::Binary => Encoding::Protobuf,
+            _ => Encoding::Json,
+        }
     }
 
     /// Whether the stream is unidirectional: its request carries the connect request and the
@@ -130,6 +142,9 @@ struct Shared {
     cut: bool,
     /// The session id the connection registered with the emulation endpoint.
     session: Option<String>,
+    /// Where the connect's outcome goes while the request that opened a unidirectional stream
+    /// waits for it (`connect_code_to_http_response`): see [`HttpStreamTransport::await_connect`].
+    outcome: Option<tokio::sync::oneshot::Sender<ConnectOutcome>>,
     /// The client's task, waiting for one of the above.
     task: Option<Waker>,
 }
@@ -193,6 +208,10 @@ impl Stream {
     }
 }
 
+/// How the connect of a unidirectional stream ended, for the request that waits for it: the
+/// connect push was queued, or the connect was refused with this code and message.
+pub type ConnectOutcome = Result<(), (u32, String)>;
+
 /// Opens a streaming connection whose connect command is `connect`: the transport for the
 /// client's task, and the body of the response that carries its output.
 pub fn open(
@@ -241,10 +260,10 @@ pub fn open_watched(
 pub fn response<B>(framing: Framing, body: B) -> Response<B> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    let content_type = if framing.sse() {
-        "text/event-stream; charset=utf-8"
-    } else {
-        "application/json"
+    let content_type = match framing {
+        Framing::Sse | Framing::UniSse => "text/event-stream; charset=utf-8",
+        Framing::Binary => "application/octet-stream",
+        Framing::Lines | Framing::UniLines => "application/json",
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
@@ -267,6 +286,25 @@ pub struct HttpStreamTransport {
     emulation: Arc<Emulation>,
 }
 
+impl HttpStreamTransport {
+    /// Makes the connect's outcome known to whoever holds the receiver: `Ok` when the connect
+    /// push is queued, the refusal's code and message when it is refused (the receiver sees
+    /// the sender dropped if the connection ends before either). For
+    /// `connect_code_to_http_response`, whose response waits for it.
+    pub fn await_connect(&self) -> tokio::sync::oneshot::Receiver<ConnectOutcome> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.stream.lock().outcome = Some(sender);
+        receiver
+    }
+
+    /// Sends the connect's outcome to the request waiting for it, if one is.
+    fn tell_outcome(&self, outcome: ConnectOutcome) {
+        if let Some(sender) = self.stream.lock().outcome.take() {
+            let _ = sender.send(outcome);
+        }
+    }
+}
+
 impl Drop for HttpStreamTransport {
     fn drop(&mut self) {
         // The connection ended: no command can reach it any more.
@@ -279,7 +317,7 @@ impl Drop for HttpStreamTransport {
 impl Transport for HttpStreamTransport {
     fn name(&self) -> &'static str {
         match self.framing {
-            Framing::Lines => NAME,
+            Framing::Lines | Framing::Binary => NAME,
             Framing::Sse => SSE_NAME,
             Framing::UniLines => UNI_NAME,
             Framing::UniSse => UNI_SSE_NAME,
@@ -287,7 +325,7 @@ impl Transport for HttpStreamTransport {
     }
 
     fn protocol(&self) -> Encoding {
-        Encoding::Json
+        self.framing.encoding()
     }
 
     fn unidirectional(&self) -> bool {
@@ -300,9 +338,19 @@ impl Transport for HttpStreamTransport {
 
     fn send_replies(&self, replies: FrameBuf) -> Result<(), PushError> {
         // Framed as a WebSocket frame, like every outbox item; the writer sends the payload.
-        self.stream
+        let queued = self
+            .stream
             .outbox
-            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())))
+            .push_frame(replies.finish(crate::prepared::opcode(self.protocol())));
+        if self.framing.unidirectional() {
+            // A unidirectional client is sent nothing before its connect push.
+            self.tell_outcome(Ok(()));
+        }
+        queued
+    }
+
+    fn connect_refused(&self, code: u32, message: &str) {
+        self.tell_outcome(Err((code, message.to_owned())));
     }
 
     fn connected(&self, session: &str) {
@@ -350,7 +398,7 @@ impl Transport for HttpStreamTransport {
 
     fn message_size_limit(&self, config: &Config) -> (&'static str, usize) {
         match self.framing {
-            Framing::Lines => (
+            Framing::Lines | Framing::Binary => (
                 "http_stream.max_request_body_size",
                 config.http_stream.max_request_body_size,
             ),
@@ -391,6 +439,11 @@ pub struct StreamBody {
 impl StreamBody {
     /// Queues the pieces of one message (one or more JSON lines) as the stream frames it.
     fn frame_message(&mut self, mut message: Bytes) {
+        if self.framing == Framing::Binary {
+            // Delimited already: each message is its own length prefix and bytes.
+            self.pieces.push_back(message);
+            return;
+        }
         if self.framing == Framing::Lines {
             self.pieces.push_back(message);
             self.pieces.push_back(NEWLINE);
@@ -461,15 +514,15 @@ fn bare_push(message: Bytes) -> Bytes {
     message
 }
 
-/// A `disconnect` push, as the stream's last message.
-fn disconnect_push(code: CloseCode, reason: &str) -> Bytes {
+/// A `disconnect` push in `encoding`, as the stream's last message.
+fn disconnect_push(encoding: Encoding, code: CloseCode, reason: &str) -> Bytes {
     let push = Reply::push(Push::disconnect(Disconnect::custom(
         code.0,
         reason.to_owned(),
     )));
     let mut out = Vec::new();
     // Writing to a Vec cannot fail, and a disconnect push always encodes.
-    if crate::protocol::encode_reply(&push, &mut out).is_err() {
+    if encoding.append_reply(&push, true, &mut out).is_err() {
         out.clear();
     }
     Bytes::from(out)
@@ -540,7 +593,11 @@ impl StreamBody {
                     this.queue.clear();
                 }
                 this.stream.lock().closed_with = Some(close.code.0);
-                this.last = Some(disconnect_push(close.code, &close.reason));
+                this.last = Some(disconnect_push(
+                    this.framing.encoding(),
+                    close.code,
+                    &close.reason,
+                ));
                 this.done = true;
             }
         }

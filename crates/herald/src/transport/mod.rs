@@ -27,6 +27,7 @@
 pub mod emulation;
 pub mod endpoints;
 pub mod http_stream;
+pub mod uni_websocket;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -35,12 +36,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::protocol::{ConnectRequest, Disconnect, Encoding};
+use crate::protocol::{ConnectRequest, Disconnect, Encoding, Push};
 use crate::ws::{Budget, CloseCode, FrameBuf, Outbox, PushError};
 
 pub use emulation::Emulation;
 pub use endpoints::{Endpoint, Endpoints};
 pub use http_stream::HttpStreamTransport;
+pub use uni_websocket::UniWebSocketTransport;
 pub use websocket::{Format, Json, Protobuf, WebSocketTransport};
 
 /// What a transport hands its client.
@@ -129,11 +131,32 @@ pub trait Transport: Send + Sync + 'static {
     /// widen every idle connection's task.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, Failure>>;
 
+    /// Told by the client when it refuses a unidirectional connect, before it closes the
+    /// connection, with the refusal's code (a connect error's, such as 101, or a
+    /// disconnect's, such as 3504) and its message: a transport that answers refusals with an
+    /// HTTP status (`connect_code_to_http_response`) takes them from here. Nothing to do for
+    /// the others.
+    fn connect_refused(&self, code: u32, message: &str) {
+        let _ = (code, message);
+    }
+
+    /// Whether a disconnect is also said as a `disconnect` push, queued before the close
+    /// request (the unidirectional WebSocket, whose client may read its pushes only). Whoever
+    /// closes the connection from outside its task does it through the client's handle, which
+    /// keeps this answer ([`crate::hub::ClientHandle::disconnect`]).
+    fn disconnect_push(&self) -> bool {
+        false
+    }
+
     /// Ends the connection with `disconnect`, after what is already queued: the transport
     /// says it its way (a WebSocket close frame, a streaming transport's `disconnect` push and
     /// end of stream), then [`Transport::poll_recv`] reports the end.
     fn close(&self, disconnect: &Disconnect) {
-        request_close(self.outbox(), disconnect);
+        if self.disconnect_push() {
+            request_close_with_push(self.outbox(), self.protocol(), disconnect);
+        } else {
+            request_close(self.outbox(), disconnect);
+        }
     }
 
     /// The close code the connection ended with, for the metrics: the peer's, if it said one,
@@ -161,6 +184,24 @@ pub fn outbox_budget(max_bytes: usize) -> Budget {
 /// connection's transport writes its way (see the module documentation).
 pub fn request_close(outbox: &Outbox, disconnect: &Disconnect) -> bool {
     outbox.close(CloseCode(disconnect.code), &disconnect.reason)
+}
+
+/// [`request_close`], after queueing `disconnect` as a push in `encoding` (for the transports
+/// whose [`Transport::disconnect_push`] is true).
+pub fn request_close_with_push(
+    outbox: &Outbox,
+    encoding: Encoding,
+    disconnect: &Disconnect,
+) -> bool {
+    if !outbox.is_closed() {
+        let push = Push::disconnect(disconnect.clone());
+        // A push that does not fit the queue closes the connection as a slow consumer, which
+        // is then what it learns; one that cannot be encoded was logged.
+        if let Ok(message) = crate::prepared::push_message(encoding, &push) {
+            let _ = outbox.push(message);
+        }
+    }
+    request_close(outbox, disconnect)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 mod json;
 mod protobuf;
+mod uni_json;
 
 #[cfg(test)]
 pub(crate) mod counting;
@@ -23,7 +24,8 @@ mod tests;
 use std::io::{self, Write};
 
 pub use json::{JsonCodec, JsonCommands};
-pub use protobuf::{ProtobufCodec, ProtobufCommands};
+pub use protobuf::{EmulationRequest, ProtobufCodec, ProtobufCommands};
+pub use uni_json::UniJsonCodec;
 
 use super::{Command, DecodeError, Payload, Publication, Push, Reply};
 
@@ -78,10 +80,12 @@ pub enum Encoding {
     Json = 0,
     /// The Protobuf format ([`ProtobufCodec`]).
     Protobuf = 1,
+    /// JSON for unidirectional clients: bare pushes ([`UniJsonCodec`]).
+    UniJson = 2,
     /// Test only: JSON that counts its publication encodes, to prove fan-out encodes once per
     /// encoding ([`counting::CountingCodec`]).
     #[cfg(test)]
-    Counting = 2,
+    Counting = 3,
 }
 
 /// Runs `$body` with `$codec` bound to the codec of `$encoding`: the one place that maps an
@@ -97,6 +101,10 @@ macro_rules! with_codec {
                 let $codec = &ProtobufCodec;
                 $body
             }
+            Encoding::UniJson => {
+                let $codec = &UniJsonCodec;
+                $body
+            }
             #[cfg(test)]
             Encoding::Counting => {
                 let $codec = &counting::CountingCodec;
@@ -109,10 +117,10 @@ macro_rules! with_codec {
 impl Encoding {
     /// How many encodings there are: the size of a once-per-encoding cache.
     #[cfg(not(test))]
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
     /// How many encodings there are: the size of a once-per-encoding cache.
     #[cfg(test)]
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     /// The encoding's index in a once-per-encoding cache (`0..COUNT`).
     #[inline]
@@ -130,6 +138,7 @@ impl Encoding {
         match self {
             Encoding::Json => Commands::Json(JsonCodec.decode_commands(message)),
             Encoding::Protobuf => Commands::Protobuf(ProtobufCodec.decode_commands(message)),
+            Encoding::UniJson => Commands::Json(UniJsonCodec.decode_commands(message)),
             #[cfg(test)]
             Encoding::Counting => Commands::Json(JsonCodec.decode_commands(message)),
         }
@@ -170,6 +179,7 @@ impl Encoding {
         [
             Encoding::Json,
             Encoding::Protobuf,
+            Encoding::UniJson,
             #[cfg(test)]
             Encoding::Counting,
         ]

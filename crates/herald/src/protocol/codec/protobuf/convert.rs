@@ -55,7 +55,8 @@ pub(super) fn command(c: pb::Command) -> Command {
             version: r.version,
             headers: r.headers,
             flag: r.flag,
-            ..ConnectRequest::default()
+            dict: r.dict,
+            profile: r.profile,
         }),
         subscribe: c.subscribe.map(subscribe_request),
         unsubscribe: c
@@ -227,7 +228,6 @@ pub(super) fn push(p: &Push) -> pb::Push {
     }
 }
 
-/// `flag` has no field in the Protobuf `ConnectResult` of the SDKs: it is not sent.
 fn connect_result(c: &ConnectResult) -> pb::ConnectResult {
     pb::ConnectResult {
         client: c.client.clone(),
@@ -241,6 +241,7 @@ fn connect_result(c: &ConnectResult) -> pb::ConnectResult {
         session: c.session.clone(),
         node: c.node.clone(),
         time: c.time,
+        flag: c.flag,
     }
 }
 
@@ -314,6 +315,8 @@ pub(crate) fn command_to_pb(c: &Command) -> pb::Command {
             version: r.version.clone(),
             headers: r.headers.clone(),
             flag: r.flag,
+            dict: r.dict.clone(),
+            profile: r.profile.clone(),
         }),
         subscribe: c.subscribe.as_ref().map(subscribe_request_to_pb),
         unsubscribe: c.unsubscribe.as_ref().map(|r| pb::UnsubscribeRequest {
@@ -411,7 +414,7 @@ pub(crate) fn reply_from_pb(r: pb::Reply) -> Reply {
             session: c.session,
             node: c.node,
             time: c.time,
-            flag: 0,
+            flag: c.flag,
         }),
         subscribe: r.subscribe.map(subscribe_result_from_pb),
         unsubscribe: r.unsubscribe.map(|_| UnsubscribeResult {}),
@@ -490,6 +493,7 @@ fn push_from_pb(p: pb::Push) -> Push {
             session: c.session,
             node: c.node,
             time: c.time,
+            // The connect push has no `flag` field.
             flag: 0,
         }),
         disconnect: p.disconnect.map(|d| DisconnectPush {

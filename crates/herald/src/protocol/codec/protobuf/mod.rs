@@ -28,6 +28,10 @@ pub(crate) mod pb {
     include!(concat!(env!("OUT_DIR"), "/herald.client.rs"));
 }
 
+/// A Protobuf emulation request (see `transport::emulation`): generated from the schema with
+/// the protocol's messages, though it is the emulation endpoint's body, not a protocol message.
+pub use pb::EmulationRequest;
+
 /// The Protobuf codec.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProtobufCodec;

@@ -88,7 +88,8 @@ fn every_command() -> Vec<Command> {
                 version: "5.0".into(),
                 headers: HashMap::from([("Cookie".into(), "a=b".into())]),
                 flag: 1,
-                ..ConnectRequest::default()
+                dict: "d1".into(),
+                profile: "chat".into(),
             })
         }),
         with(2, |c| c.subscribe = Some(subscribe_request())),
@@ -214,7 +215,14 @@ fn every_reply() -> Vec<Reply> {
     vec![
         Reply::ping(),
         Reply::error(1, Error::new(103, "permission denied")),
-        Reply::result(2, connect.clone()),
+        // The result carries `flag`; the connect push has no such field.
+        Reply::result(
+            2,
+            ConnectResult {
+                flag: 3,
+                ..connect.clone()
+            },
+        ),
         Reply::result(3, subscribe_result()),
         Reply::result(4, UnsubscribeResult {}),
         Reply::result(5, PublishResult {}),
