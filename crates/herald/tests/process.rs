@@ -227,7 +227,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         &mut config,
         json!({
             "client": {"pingg_interval": "1s", "pong_timeout": "30s", "concurrency": 8},
-            "engine": {"type": "nats"},
+            "presence_manager": {"enabled": true},
         }),
     );
     let (dir, path) = config_dir(&config);
@@ -247,7 +247,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("engine.type: \"nats\" is not implemented"),
+        stderr.contains("presence_manager.enabled: a separate presence manager not implemented"),
         "{stderr}"
     );
     assert!(

@@ -199,7 +199,17 @@ async fn reads_and_writes_that_meet_damage_log_the_cause_the_file_and_the_channe
         .json();
     assert_eq!(history["error"]["code"], 100, "{history}");
 
-    let stderr = server.stderr();
+    // Both log lines may follow the replies they explain.
+    server
+        .wait_for_stderr(|l| {
+            l.contains("ERROR") && l.contains("write failed") && l.contains("inbox:1")
+        })
+        .await;
+    let stderr = server
+        .wait_for_stderr(|l| {
+            l.contains("ERROR") && l.contains("cannot read") && l.contains("inbox:2")
+        })
+        .await;
     let file = db.display().to_string();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
     let logged = |what: &str, channel: &str| {

@@ -225,6 +225,20 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits (up to [`STEP`]) until stderr has a line for which `wanted` holds: a log line is
+    /// written by the server's logging thread, possibly after the reply that it explains.
+    /// Returns all of stderr either way (the caller's assertion says what was missing).
+    pub async fn wait_for_stderr(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let stderr = self.stderr();
+            if stderr.lines().any(&wanted) || Instant::now() >= deadline {
+                return stderr;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
