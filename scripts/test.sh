@@ -111,22 +111,25 @@ if command -v redis-server >/dev/null 2>&1; then
     echo "redis: already running on 127.0.0.1:6379"
   else
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
-    wait_for_port 6379 10 && echo "redis: started on 127.0.0.1:6379" || echo "redis: did not start (not needed yet)"
+    wait_for_port 6379 10 && echo "redis: started on 127.0.0.1:6379" || echo "redis: did not start on 6379 (the tests start their own; this one only serves the README examples)"
   fi
 else
-  echo "redis: not installed (not needed yet)"
+  echo "!!!! FAILED: redis-server is not installed; the Redis engine tests need it (apt-get install redis-server redis-tools)" >&2
+  FAILED+=("redis-server")
 fi
-if [ -x /usr/sbin/nats-server ]; then
+NATS_SERVER="$(command -v nats-server || echo /usr/sbin/nats-server)"
+if [ -x "$NATS_SERVER" ]; then
   if listening 4222; then
     echo "nats: already running on 127.0.0.1:4222"
   else
     mkdir -p /var/lib/nats-server 2>/dev/null || true
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    start-stop-daemon --start --oknodo --background --exec "$NATS_SERVER" -- \
       -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
-    wait_for_port 4222 10 && echo "nats: started on 127.0.0.1:4222" || echo "nats: did not start (not needed yet)"
+    wait_for_port 4222 10 && echo "nats: started on 127.0.0.1:4222" || echo "nats: did not start on 4222 (the tests start their own; this one only serves the README examples)"
   fi
 else
-  echo "nats: not installed (not needed yet)"
+  echo "!!!! FAILED: nats-server is not installed; the NATS engine tests need it (apt-get install nats-server)" >&2
+  FAILED+=("nats-server")
 fi
 
 # ------------------------------------------------------------------------------------------
