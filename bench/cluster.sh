@@ -19,7 +19,10 @@
 #            IDLE_SUBS idle clients: the difference is the marginal cost).
 #
 # Environment knobs: ROUNDS=3 DURATION=8 SCENARIOS="1000x1000 10000x100" MODEL=fast
+#   PUBLISHERS (fan-out publisher connections, each one request in flight; default: the
+#   bench's, sized for a 2 ms publish, too few when a publish through Redis takes longer)
 #   PUBLISH_DURATION=8 RECOVER_SUBS=15000 RECOVER_MESSAGES=100 IDLE_SUBS=15000
+#   RECOVER_ARGS (more herald-bench recover options, e.g. "--reconnect-concurrency 1000")
 #   WORK=bench/out/cluster (raw output) HERALD_BIN / BENCH_BIN (prebuilt binaries; otherwise
 #   both are built in release mode).
 #
@@ -43,6 +46,8 @@ PUBLISH_DURATION=${PUBLISH_DURATION:-8}
 RECOVER_SUBS=${RECOVER_SUBS:-15000}
 RECOVER_MESSAGES=${RECOVER_MESSAGES:-100}
 IDLE_SUBS=${IDLE_SUBS:-15000}
+PUBLISHERS=${PUBLISHERS:-}
+read -r -a RECOVER_EXTRA <<<"${RECOVER_ARGS:-}"
 WORK=${WORK:-bench/out/cluster}
 NODES=3
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
@@ -205,9 +210,12 @@ if want fanout; then
             for kind in $order; do
                 if [ "$kind" = redis3 ]; then start_cluster bench/config-redis.json; else start_embedded; fi
                 mapfile -t url_args < <(urls)
-                        execute "$name-$kind" fanout "${url_args[@]}" --procs "$NODES" --api "$(api)" \
-                    --hmac-secret "$SECRET" --api-key "$API_KEY" --server-pid "${NODE_PIDS[0]}" --subs "$subs" --rate "$rate" \
-                    --duration "$DURATION" --payload-size 64 --client-model "$MODEL" --publish-via api
+                extra=()
+                [ -n "$PUBLISHERS" ] && extra=(--publishers "$PUBLISHERS")
+                execute "$name-$kind" fanout "${url_args[@]}" --procs "$NODES" --api "$(api)" \
+                    --hmac-secret "$SECRET" --api-key "$API_KEY" --server-pid "${NODE_PIDS[0]}" \
+                    --subs "$subs" --rate "$rate" --duration "$DURATION" --payload-size 64 \
+                    --client-model "$MODEL" --publish-via api "${extra[@]}"
                 stop_all
                 sleep 1
             done
@@ -238,7 +246,7 @@ if want recover; then
         mapfile -t url_args < <(urls)
         execute "recover-$RECOVER_SUBS-x$RECOVER_MESSAGES-redis3" recover "${url_args[@]}" --procs "$NODES" \
             --api "$(api)" --hmac-secret "$SECRET" --api-key "$API_KEY" --server-pid "${NODE_PIDS[0]}" --channel bench:recover \
-            --subs "$RECOVER_SUBS" --messages "$RECOVER_MESSAGES"
+            --subs "$RECOVER_SUBS" --messages "$RECOVER_MESSAGES" "${RECOVER_EXTRA[@]}"
         stop_all
         sleep 1
     done
