@@ -127,7 +127,7 @@ start_node() {
     port=$(free_port)
     dir=$(mktemp -d "$TMP/run.node.XXXXXX")
     # The configs name an unreachable Redis: only this script's own Redis is ever used.
-    env ${REDIS_PORT:+HERALD_ENGINE_REDIS_ADDRESS="redis://127.0.0.1:$REDIS_PORT"} \
+    env -u HERALD_BIN ${REDIS_PORT:+HERALD_ENGINE_REDIS_ADDRESS="redis://127.0.0.1:$REDIS_PORT"} \
         "$HERALD" -c "$config" --port "$port" --data-dir "$dir" >>"$WORK/server.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
