@@ -77,9 +77,11 @@ enum Cmd {
 /// Options every scenario has.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// WebSocket endpoint.
+    /// WebSocket endpoint. Give it several times to spread the connections over several
+    /// nodes (e.g. Herald nodes sharing a Redis engine): worker process i connects to the
+    /// (i mod N)-th URL, and --procs defaults to at least one worker per URL.
     #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
-    pub url: String,
+    pub url: Vec<String>,
     /// Connection token used by every client.
     #[arg(long, env = "HERALD_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -127,6 +129,14 @@ pub struct Common {
     /// connection and task per subscriber, one message at a time, serde parsing).
     #[arg(long, value_enum, default_value_t = ClientModel::Fast)]
     pub client_model: ClientModel,
+}
+
+impl Common {
+    /// The first `--url`: the node whose port identifies the server process, and the one a
+    /// client publisher connects to.
+    pub fn first_url(&self) -> &str {
+        self.url.first().map_or("", String::as_str)
+    }
 }
 
 /// The subscribers' client implementation (see `typical.rs` for why there are two).

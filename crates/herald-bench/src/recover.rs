@@ -741,7 +741,7 @@ pub async fn recover(a: RecoverArgs) -> Result<(), String> {
     let mut p = scenario::prepare(c, true, 0, run_secs)?;
     // Every client connects twice; the closed first connections linger in TIME_WAIT.
     if c.source_ips.trim() == "auto" {
-        p.sources = scenario::parse_sources("auto", &Target::parse(&c.url)?, c.subs * 2)?;
+        p.sources = scenario::parse_sources("auto", &Target::parse(c.first_url())?, c.subs * 2)?;
     }
     let reconnect_concurrency = a.reconnect_concurrency.div_ceil(p.procs);
     for s in &mut p.specs {

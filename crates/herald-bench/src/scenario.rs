@@ -48,14 +48,28 @@ pub(crate) fn prepare(
     if c.connect_timeout <= 0.0 || c.connect_timeout > 600.0 {
         return Err("--connect-timeout must be in (0, 600] seconds".into());
     }
-    let target = Target::parse(&c.url)?;
+    if c.url.is_empty() || c.url.len() > c.subs {
+        return Err("--url must be given 1..=--subs times".into());
+    }
+    for url in &c.url {
+        Target::parse(url)?;
+    }
+    let target = Target::parse(c.first_url())?;
     let nofile =
         sys::raise_nofile_limit().map_err(|e| format!("cannot raise the open-file limit: {e}"))?;
     let procs = c
         .procs
-        .unwrap_or(c.subs.div_ceil(PER_PROC))
+        .unwrap_or(c.subs.div_ceil(PER_PROC).max(c.url.len()))
         .clamp(1, 256)
         .min(c.subs);
+    if procs < c.url.len() {
+        return Err(format!(
+            "{} URLs need at least as many worker processes (each worker connects to one \
+             URL); use --procs {} or more",
+            c.url.len(),
+            c.url.len()
+        ));
+    }
     let per_proc = c.subs.div_ceil(procs);
     if per_proc as u64 + FD_MARGIN > nofile {
         return Err(format!(
@@ -94,7 +108,8 @@ pub(crate) fn prepare(
         let count = c.subs / procs + usize::from(index < c.subs % procs);
         specs.push(WorkerSpec {
             index,
-            url: c.url.clone(),
+            // Round-robin over the nodes, one URL per worker.
+            url: c.url[index % c.url.len()].clone(),
             first,
             count,
             auth: auth.clone(),
@@ -444,7 +459,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
                 HttpPublisher::new(api.clone()).with_fields(&extra_fields),
             )),
             None => Publisher::Client(Box::new(
-                ClientPublisher::connect(&c.url, &p.auth, i).await?,
+                ClientPublisher::connect(c.first_url(), &p.auth, i).await?,
             )),
         });
     }
@@ -939,7 +954,7 @@ mod tests {
     #[test]
     fn splits_connections_over_workers() {
         let c = Common {
-            url: "ws://127.0.0.1:1/connection/websocket".into(),
+            url: vec!["ws://127.0.0.1:1/connection/websocket".into()],
             token: None,
             hmac_secret: Some("s".into()),
             channel: "bench".into(),
@@ -961,5 +976,30 @@ mod tests {
         let firsts: Vec<usize> = p.specs.iter().map(|s| s.first).collect();
         assert_eq!(firsts, vec![0, 3334, 6668]);
         assert!(p.specs.iter().all(|s| s.concurrency == 34));
+
+        // Several URLs: one worker per URL by default, the URLs round-robin over the workers.
+        let nodes: Vec<String> = (1..=3)
+            .map(|n| format!("ws://127.0.0.1:{n}/connection/websocket"))
+            .collect();
+        let multi = Common {
+            url: nodes.clone(),
+            procs: None,
+            subs: 1000,
+            ..c.clone()
+        };
+        let p = prepare(&multi, true, 1, 1.0).unwrap();
+        let urls: Vec<&str> = p.specs.iter().map(|s| s.url.as_str()).collect();
+        assert_eq!(urls, nodes.iter().map(String::as_str).collect::<Vec<_>>());
+        let six = Common {
+            procs: Some(6),
+            ..multi.clone()
+        };
+        let p = prepare(&six, true, 1, 1.0).unwrap();
+        assert_eq!(p.specs[4].url, nodes[1]);
+        let too_few = Common {
+            procs: Some(2),
+            ..multi
+        };
+        assert!(prepare(&too_few, true, 1, 1.0).is_err());
     }
 }
