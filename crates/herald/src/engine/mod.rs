@@ -363,6 +363,18 @@ pub trait History: Send + Sync + 'static {
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
+/// Runs a [`History`] call on `storage`, or answers its error: how a broker whose history may
+/// be absent (no namespace keeps any) forwards its [`History`] half.
+pub(crate) fn on_history<'a, H: History, T: Send + 'a>(
+    storage: Result<&'a H, EngineError>,
+    call: impl FnOnce(&'a H) -> BoxFuture<'a, Result<T, EngineError>>,
+) -> BoxFuture<'a, Result<T, EngineError>> {
+    match storage {
+        Ok(history) => call(history),
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
 /// The delivery hook of [`EmbeddedHistory::set_delivery`]: channel, publication, and whether its
 /// publish asked for delta compression ([`AppendRequest::delta`]). It runs on the engine's
 /// own thread, so it must be quick and must not block (queue, don't write).

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::EmbeddedHistory;
+use crate::engine::on_history;
 use crate::engine::{
     AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
     HistoryFilter, HistoryOptions, HistoryResult, RecentKeys, Recovery, StreamPosition,
@@ -104,10 +105,7 @@ impl History for EmbeddedBroker {
         filter: HistoryFilter,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.read(channel, filter, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| h.read(channel, filter, options))
     }
 
     fn top<'a>(
@@ -115,10 +113,7 @@ impl History for EmbeddedBroker {
         channel: &'a str,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.top(channel, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| h.top(channel, options))
     }
 
     fn recover<'a>(
@@ -128,17 +123,13 @@ impl History for EmbeddedBroker {
         limit: usize,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<Recovery, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.recover(channel, since, limit, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| {
+            h.recover(channel, since, limit, options)
+        })
     }
 
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        match self.storage() {
-            Ok(history) => History::remove(history, channel),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| History::remove(h, channel))
     }
 }
 

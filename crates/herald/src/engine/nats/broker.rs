@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::wire::{self, Kind, Meta};
 use super::{JetStreamHistory, NatsConnection};
+use crate::engine::on_history;
 use crate::engine::{
     AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
     HistoryFilter, HistoryOptions, HistoryResult, RecentKeys, Recovery, StreamPosition,
@@ -117,10 +118,7 @@ impl History for NatsBroker {
         filter: HistoryFilter,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.read(channel, filter, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| h.read(channel, filter, options))
     }
 
     fn top<'a>(
@@ -128,10 +126,7 @@ impl History for NatsBroker {
         channel: &'a str,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.top(channel, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| h.top(channel, options))
     }
 
     fn recover<'a>(
@@ -141,17 +136,13 @@ impl History for NatsBroker {
         limit: usize,
         options: HistoryOptions,
     ) -> BoxFuture<'a, Result<Recovery, EngineError>> {
-        match self.storage() {
-            Ok(history) => history.recover(channel, since, limit, options),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| {
+            h.recover(channel, since, limit, options)
+        })
     }
 
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        match self.storage() {
-            Ok(history) => History::remove(history, channel),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        on_history(self.storage(), |h| History::remove(h, channel))
     }
 }
 
