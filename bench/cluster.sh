@@ -20,7 +20,7 @@
 #   idle     server memory per connection of one Redis-engine node (IDLE_SUBS / 5 and
 #            IDLE_SUBS idle clients: the difference is the marginal cost).
 #
-# Environment knobs: ROUNDS=3 DURATION=8 SCENARIOS="1000x1000 10000x100" MODEL=fast
+# Environment knobs: ROUNDS=3 FIRST_ROUND=1 DURATION=8 SCENARIOS="1000x1000 10000x100" MODEL=fast
 #   KINDS="redis3 embedded" (fan-out: redis3, nats3 and/or embedded; rotated every round)
 #   PUBLISH_KINDS="redis3" (publish: redis3 and/or nats3, history in Redis or in JetStream)
 #   PUBLISHERS (fan-out publisher connections, each one request in flight; default: the
@@ -45,6 +45,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
+# The first round's number: orders rotate with it, so that runs split over several invocations
+# (one locked run each) still alternate.
+FIRST_ROUND=${FIRST_ROUND:-1}
 DURATION=${DURATION:-8}
 SCENARIOS=${SCENARIOS:-1000x1000 10000x100}
 MODEL=${MODEL:-fast}
@@ -235,7 +238,7 @@ EOF
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 if want fanout; then
     read -r -a kinds <<<"$KINDS"
-    for round in $(seq 1 "$ROUNDS"); do
+    for round in $(seq "$FIRST_ROUND" $((FIRST_ROUND + ROUNDS - 1))); do
         # Rotate the kinds by one each round, so that none always runs first.
         shift_by=$(((round - 1) % ${#kinds[@]}))
         order="${kinds[*]:shift_by} ${kinds[*]:0:shift_by}"
@@ -271,7 +274,7 @@ if want publish; then
         *) echo "cluster.sh: unknown kind $1 in PUBLISH_KINDS" >&2; exit 1 ;;
         esac
     }
-    for round in $(seq 1 "$ROUNDS"); do
+    for round in $(seq "$FIRST_ROUND" $((FIRST_ROUND + ROUNDS - 1))); do
         for kind in $PUBLISH_KINDS; do
             for c in 64 1024; do
                 start_history_cluster "$kind"
@@ -291,7 +294,7 @@ if want publish; then
     done
 fi
 if want recover; then
-    for round in $(seq 1 "$ROUNDS"); do
+    for round in $(seq "$FIRST_ROUND" $((FIRST_ROUND + ROUNDS - 1))); do
         start_cluster bench/config-redis-history.json
         mapfile -t url_args < <(urls)
         execute "recover-$RECOVER_SUBS-x$RECOVER_MESSAGES-redis3" recover "${url_args[@]}" --procs "$NODES" \

@@ -23,8 +23,8 @@
 #             time from the bench's end (N clients gone at once) to the last event delivered
 #             ("drain": N user_offline events through the queue and the backend).
 #
-# Environment knobs: ROUNDS=3 CONNECT_SUBS=10000 CONNECT_CONCURRENCY=200 PUBLISH_SUBS=1000
-#   PUBLISH_RATE=1000 DURATION=8 WEBHOOK_SUBS=10000 WORK=bench/out/proxy
+# Environment knobs: ROUNDS=3 FIRST_ROUND=1 CONNECT_SUBS=10000 CONNECT_CONCURRENCY=200 PUBLISH_SUBS=1000
+#   PUBLISH_RATE=1000 PUBLISHERS=32 DURATION=8 WEBHOOK_SUBS=10000 WORK=bench/out/proxy
 #   HERALD_BIN / BENCH_BIN (prebuilt binaries; otherwise both are built in release mode).
 #
 # Traffic goes to 127.0.0.1 only; every run is bounded in time; every process started here
@@ -36,11 +36,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 ROUNDS=${ROUNDS:-3}
+# The first round's number: orders rotate with it, so that runs split over several invocations
+# (one locked run each) still alternate.
+FIRST_ROUND=${FIRST_ROUND:-1}
 SETS=${SETS:-connect publish webhooks}
 CONNECT_SUBS=${CONNECT_SUBS:-10000}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-200}
 PUBLISH_SUBS=${PUBLISH_SUBS:-1000}
 PUBLISH_RATE=${PUBLISH_RATE:-1000}
+# Publisher connections, each with one publish in flight: enough for the rate when a publish
+# waits for the proxy's round trip.
+PUBLISHERS=${PUBLISHERS:-32}
 DURATION=${DURATION:-8}
 WEBHOOK_SUBS=${WEBHOOK_SUBS:-10000}
 WORK=${WORK:-bench/out/proxy}
@@ -159,7 +165,7 @@ execute() {
 
 start_backend
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-for round in $(seq 1 "$ROUNDS"); do
+for round in $(seq "$FIRST_ROUND" $((FIRST_ROUND + ROUNDS - 1))); do
     if want connect; then
         order="jwt proxy"
         [ $((round % 2)) -eq 0 ] && order="proxy jwt"
@@ -183,7 +189,7 @@ for round in $(seq 1 "$ROUNDS"); do
             execute "publish-$kind" fanout --url "$(url)" --hmac-secret "$SECRET" \
                 --api "http://127.0.0.1:$NODE_PORT/api" --api-key "$API_KEY" --server-pid "$NODE_PID" \
                 --channel "$channel" --subs "$PUBLISH_SUBS" --rate "$PUBLISH_RATE" \
-                --duration "$DURATION" --payload-size 64 --publish-via client
+                --duration "$DURATION" --payload-size 64 --publish-via client --publishers "$PUBLISHERS"
             stop_node
             sleep 1
         done
