@@ -21,7 +21,7 @@
 #            IDLE_SUBS idle clients: the difference is the marginal cost).
 #
 # Environment knobs: ROUNDS=3 FIRST_ROUND=1 DURATION=8 SCENARIOS="1000x1000 10000x100" MODEL=fast
-#   KINDS="redis3 embedded" (fan-out: redis3, nats3 and/or embedded; rotated every round)
+#   KINDS="redis3 embedded" (fan-out: redis3, nats3 and/or embedded; rotated every round) NODES=3
 #   PUBLISH_KINDS="redis3" (publish: redis3 and/or nats3, history in Redis or in JetStream)
 #   PUBLISHERS (fan-out publisher connections, each one request in flight; default: the
 #   bench's, sized for a 2 ms publish, too few when a publish through Redis takes longer)
@@ -59,7 +59,7 @@ IDLE_SUBS=${IDLE_SUBS:-15000}
 PUBLISHERS=${PUBLISHERS:-}
 read -r -a RECOVER_EXTRA <<<"${RECOVER_ARGS:-}"
 WORK=${WORK:-bench/out/cluster}
-NODES=3
+NODES=${NODES:-3} # nodes of a cluster run (redis3, nats3 keep their names whatever it is)
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 REDIS_CLI=${REDIS_CLI:-redis-cli}
 NATS_SERVER=${NATS_SERVER:-nats-server}
