@@ -414,3 +414,156 @@ async fn engine_type_nats_and_broker_type_nats_are_one_engine() {
         broker.stderr()
     );
 }
+
+/// The users present in `channel`, as `node` answers `presence` (sorted).
+async fn present_users(node: &Server, channel: &str) -> Vec<String> {
+    let result = node.api_ok("presence", json!({"channel": channel})).await;
+    let mut users: Vec<String> = result["presence"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|info| info["user"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    users.sort();
+    users
+}
+
+/// The next join or leave push (`kind`) in `channel`, skipping other pushes: its user.
+async fn next_user_push(ws: &mut Ws, channel: &str, kind: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let push = ws
+            .next_push_within(left)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} in {channel} within 10 s"));
+        if push["push"]["channel"] == channel && push["push"].get(kind).is_some() {
+            return push["push"][kind]["info"]["user"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    }
+}
+
+/// NATS carries publications, join/leave and control; a Redis presence manager
+/// (`presence_manager.type: "redis"`, Centrifugo's names) holds presence for all three nodes,
+/// and a node killed with SIGKILL takes its clients out of it within `presence_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_presence_manager_shares_presence_across_nats_nodes_and_forgets_a_killed_one() {
+    let nats = Nats::start();
+    let redis = common::redis::RedisServer::start();
+    let ttl = Duration::from_secs(3);
+    let mut config = node_config(&nats);
+    merge(
+        &mut config,
+        json!({
+            "presence_manager": {"enabled": true, "type": "redis",
+                                 "redis": {"address": redis.url(), "prefix": "pm",
+                                           "presence_ttl": "3s"}},
+            "client": {"presence_update_interval": "1s"},
+            "channel": {"namespaces": [
+                {"name": "room", "allow_subscribe_for_client": true, "presence": true,
+                 "join_leave": true, "force_push_join_leave": true,
+                 "allow_presence_for_subscriber": true}
+            ]}
+        }),
+    );
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Server::start(config.clone()).await);
+    }
+    for node in &nodes {
+        wait_until(
+            || async { node.get("/health").await.status == 200 },
+            "healthy",
+        )
+        .await;
+        assert!(!node.stderr().contains("is per node"), "{}", node.stderr());
+    }
+    let mut alice = nodes[0].client("alice").await;
+    alice.subscribe_ok("room:1").await;
+    let mut bob = nodes[1].client("bob").await;
+    bob.subscribe_ok("room:1").await;
+    let mut carol = nodes[2].client("carol").await;
+    carol.subscribe_ok("room:1").await;
+
+    // Joins cross the nodes through NATS.
+    assert_eq!(next_user_push(&mut alice, "room:1", "join").await, "alice");
+    assert_eq!(next_user_push(&mut alice, "room:1", "join").await, "bob");
+    assert_eq!(next_user_push(&mut alice, "room:1", "join").await, "carol");
+
+    // Every node answers with the whole cluster's presence, held in Redis.
+    for node in &nodes {
+        assert_eq!(
+            present_users(node, "room:1").await,
+            ["alice", "bob", "carol"]
+        );
+        let stats = node
+            .api_ok("presence_stats", json!({"channel": "room:1"}))
+            .await;
+        assert_eq!(stats["num_clients"], 3, "{stats}");
+        assert_eq!(stats["num_users"], 3, "{stats}");
+    }
+    // A client's own presence call is answered from Redis too.
+    let reply = bob.call(json!({"presence": {"channel": "room:1"}})).await;
+    assert_eq!(
+        reply["presence"]["presence"].as_object().map(|m| m.len()),
+        Some(3),
+        "{reply}"
+    );
+    assert!(
+        redis
+            .cli(&["KEYS", "pm.presence.*"])
+            .is_some_and(|k| k.contains("room:1"))
+    );
+
+    // Bob unsubscribes: alice on another node sees him leave, and presence forgets him.
+    let reply = bob
+        .call(json!({"unsubscribe": {"channel": "room:1"}}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    assert_eq!(next_user_push(&mut alice, "room:1", "leave").await, "bob");
+    assert_eq!(present_users(&nodes[2], "room:1").await, ["alice", "carol"]);
+
+    // Entries outlive several TTLs while their nodes refresh them.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(present_users(&nodes[1], "room:1").await, ["alice", "carol"]);
+
+    // Carol's node killed with SIGKILL: nobody removes her entry, it expires.
+    // SAFETY: kill(2) on the pid of our own child process.
+    let rc = unsafe { libc::kill(nodes[2].pid() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    let killed = Instant::now();
+    nodes[2]
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("killed");
+    drop(carol);
+    let a = &nodes[0];
+    wait_until(
+        || async { present_users(a, "room:1").await == ["alice"] },
+        "carol out of presence",
+    )
+    .await;
+    let gone = killed.elapsed();
+    // Within the TTL of its last refresh, plus slack for a loaded machine.
+    assert!(gone <= ttl + Duration::from_secs(3), "{gone:?}");
+    let stats = nodes[1]
+        .api_ok("presence_stats", json!({"channel": "room:1"}))
+        .await;
+    assert_eq!(stats["num_clients"], 1, "{stats}");
+    assert_eq!(stats["num_users"], 1, "{stats}");
+    // NATS still delivers between the survivors.
+    assert_eq!(
+        nodes[1]
+            .api_ok("publish", json!({"channel": "room:1", "data": {"n": 1}}))
+            .await
+            .get("offset"),
+        None
+    );
+    let push = alice.next_push().await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}), "{push}");
+}

@@ -97,15 +97,22 @@ fn set(v: &Opaque) -> bool {
 const NOT_YET: &str = "not implemented in Herald yet";
 
 /// `engine.redis` options the Redis engine does not implement (only while `engine.type` is
-/// `redis`: Centrifugo ignores them under another engine too).
-fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
-    let at = "engine.redis";
+/// `redis`: Centrifugo ignores them under another engine too), or the same under `at` =
+/// `presence_manager.redis` for a Redis presence manager (which keeps no history).
+fn audit_redis(a: &mut Audit, at: &str, r: &crate::config::RedisConfig) {
     if r.history_use_lists {
-        a.refuse(
-            format!("{at}.history_use_lists"),
-            "Herald keeps history in Redis streams only (they read a range by offset and in \
-             reverse); remove it",
-        );
+        if at == "engine.redis" {
+            a.refuse(
+                format!("{at}.history_use_lists"),
+                "Herald keeps history in Redis streams only (they read a range by offset and \
+                 in reverse); remove it",
+            );
+        } else {
+            a.warn(
+                format!("{at}.history_use_lists"),
+                "a presence manager keeps no history: ignored",
+            );
+        }
     }
     if r.sentinel_tls.enabled {
         a.refuse(
@@ -119,7 +126,7 @@ fn audit_redis(a: &mut Audit, r: &crate::config::RedisConfig) {
             format!("{at}.tls.server_name"),
             format!(
                 "{NOT_YET}: Herald verifies the host name of the address; use that name in \
-                 engine.redis.address, or remove it"
+                 {at}.address, or remove it"
             ),
         );
     }
@@ -175,7 +182,10 @@ pub fn audit(config: &Config) -> Vec<Finding> {
         a.refuse(missing.option, missing.message);
     }
     if c.engine.kind == crate::config::EngineType::Redis {
-        audit_redis(&mut a, &c.engine.redis);
+        audit_redis(&mut a, "engine.redis", &c.engine.redis);
+    }
+    if c.presence_manager.uses_redis() {
+        audit_redis(&mut a, "presence_manager.redis", &c.presence_manager.redis);
     }
 
     // The HTTP server.
@@ -944,7 +954,56 @@ mod tests {
         "log.format",
         "log.level",
         "pid_file",
-        "presence_manager.redis",
+        "presence_manager.enabled",
+        "presence_manager.redis.address",
+        "presence_manager.redis.client_name",
+        "presence_manager.redis.cluster_address",
+        "presence_manager.redis.connect_timeout",
+        "presence_manager.redis.db",
+        "presence_manager.redis.force_resp2",
+        "presence_manager.redis.history_use_lists",
+        "presence_manager.redis.io_timeout",
+        "presence_manager.redis.password",
+        "presence_manager.redis.prefix",
+        "presence_manager.redis.presence_hash_field_ttl",
+        "presence_manager.redis.presence_ttl",
+        "presence_manager.redis.presence_user_mapping",
+        "presence_manager.redis.sentinel_address",
+        "presence_manager.redis.sentinel_client_name",
+        "presence_manager.redis.sentinel_master_name",
+        "presence_manager.redis.sentinel_password",
+        "presence_manager.redis.sentinel_tls.cert_pem",
+        "presence_manager.redis.sentinel_tls.cert_pem_b64",
+        "presence_manager.redis.sentinel_tls.cert_pem_file",
+        "presence_manager.redis.sentinel_tls.client_ca_pem",
+        "presence_manager.redis.sentinel_tls.client_ca_pem_b64",
+        "presence_manager.redis.sentinel_tls.client_ca_pem_file",
+        "presence_manager.redis.sentinel_tls.enabled",
+        "presence_manager.redis.sentinel_tls.insecure_skip_verify",
+        "presence_manager.redis.sentinel_tls.key_pem",
+        "presence_manager.redis.sentinel_tls.key_pem_b64",
+        "presence_manager.redis.sentinel_tls.key_pem_file",
+        "presence_manager.redis.sentinel_tls.server_ca_pem",
+        "presence_manager.redis.sentinel_tls.server_ca_pem_b64",
+        "presence_manager.redis.sentinel_tls.server_ca_pem_file",
+        "presence_manager.redis.sentinel_tls.server_name",
+        "presence_manager.redis.sentinel_user",
+        "presence_manager.redis.tls.cert_pem",
+        "presence_manager.redis.tls.cert_pem_b64",
+        "presence_manager.redis.tls.cert_pem_file",
+        "presence_manager.redis.tls.client_ca_pem",
+        "presence_manager.redis.tls.client_ca_pem_b64",
+        "presence_manager.redis.tls.client_ca_pem_file",
+        "presence_manager.redis.tls.enabled",
+        "presence_manager.redis.tls.insecure_skip_verify",
+        "presence_manager.redis.tls.key_pem",
+        "presence_manager.redis.tls.key_pem_b64",
+        "presence_manager.redis.tls.key_pem_file",
+        "presence_manager.redis.tls.server_ca_pem",
+        "presence_manager.redis.tls.server_ca_pem_b64",
+        "presence_manager.redis.tls.server_ca_pem_file",
+        "presence_manager.redis.tls.server_name",
+        "presence_manager.redis.user",
         "presence_manager.type",
         "prometheus.enabled",
         "prometheus.handler_prefix",
@@ -1060,6 +1119,35 @@ mod tests {
         assert!(
             unaccounted.is_empty(),
             "options neither implemented nor audited: {unaccounted:?}"
+        );
+    }
+
+    /// A Redis presence manager's unimplemented options are named under its own section;
+    /// history options mean nothing there and are only warned about.
+    #[test]
+    fn a_redis_presence_managers_options_are_named_under_it() {
+        let c = Config::from_str_with_format(
+            r#"{"presence_manager": {"enabled": true, "type": "redis", "redis": {
+                "history_use_lists": true, "tls": {"server_name": "r"}}}}"#,
+            ConfigFormat::Json,
+        )
+        .unwrap();
+        let found: Vec<(Severity, String)> = audit(&c)
+            .into_iter()
+            .map(|f| (f.severity, f.path))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    Severity::Refused,
+                    "presence_manager.redis.tls.server_name".into()
+                ),
+                (
+                    Severity::Warned,
+                    "presence_manager.redis.history_use_lists".into()
+                ),
+            ]
         );
     }
 

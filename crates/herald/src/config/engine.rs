@@ -53,17 +53,29 @@ pub struct BrokerConfig {
     pub redisnats: Opaque,
 }
 
-/// `presence_manager`: Centrifugo's separate presence backend.
+/// `presence_manager`: Centrifugo's separate presence backend, so that presence can live in
+/// Redis while another broker (NATS) carries publications: with `type: "redis"` every node
+/// keeps its clients' presence in the Redis of `presence_manager.redis`, with expiring
+/// entries, as the Redis engine does.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceManagerConfig {
     /// Use this presence manager instead of the engine's.
     pub enabled: bool,
-    /// Presence manager type.
+    /// Presence manager type: `redis` (shared by the nodes), or `memory`/`embedded` (each
+    /// node its own). `nats` is refused: NATS keeps no presence.
     #[serde(rename = "type")]
     pub kind: EngineType,
-    /// Redis settings (verbatim).
-    pub redis: Opaque,
+    /// Where the Redis presence manager connects, with `engine.redis`'s options (only the
+    /// connection options, `prefix` and `presence_ttl` matter here).
+    pub redis: RedisConfig,
+}
+
+impl PresenceManagerConfig {
+    /// Whether presence lives in Redis through this section (`enabled` with `type: "redis"`).
+    pub fn uses_redis(&self) -> bool {
+        self.enabled && self.kind == EngineType::Redis
+    }
 }
 
 /// How hard the embedded engine pushes history writes to disk before acknowledging a publish.

@@ -106,10 +106,10 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// What is wrong with these settings as a whole, each message naming the options (checked
-    /// when `engine.type` is `redis`).
-    pub(crate) fn problems(&self) -> Vec<String> {
-        let at = "engine.redis";
+    /// What is wrong with these settings as a whole, each message naming the options under
+    /// `at` (`engine.redis` when `engine.type` is `redis`, `presence_manager.redis` for a Redis
+    /// presence manager).
+    pub(crate) fn problems(&self, at: &str) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.cluster_address.is_empty() && !self.sentinel_address.is_empty() {
             problems.push(format!(
@@ -186,7 +186,7 @@ mod tests {
         let d = RedisConfig::default();
         assert_eq!(d.prefix, "herald");
         assert_eq!(d.io_timeout, Duration::from_secs(4));
-        assert!(d.problems().is_empty());
+        assert!(d.problems("engine.redis").is_empty());
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
             sentinel_address: vec!["b:2".into()],
             ..RedisConfig::default()
         };
-        let problems = c.problems().join("\n");
+        let problems = c.problems("engine.redis").join("\n");
         assert!(
             problems.contains("engine.redis.cluster_address"),
             "{problems}"

@@ -117,14 +117,21 @@ impl Config {
             problems.push("channel.history_meta_ttl must be greater than zero".to_string());
         }
         problems.extend(self.http_server.tls.problems());
+        let mut redis_sections = Vec::new();
         if self.engine.kind == crate::config::EngineType::Redis {
-            problems.extend(self.engine.redis.problems());
+            redis_sections.push(("engine.redis", &self.engine.redis));
+        }
+        if self.presence_manager.uses_redis() {
+            redis_sections.push(("presence_manager.redis", &self.presence_manager.redis));
+        }
+        for (at, redis) in redis_sections {
+            problems.extend(redis.problems(at));
             // Each node re-adds its presence entries every presence_update_interval: a TTL not
             // above it would drop live clients from presence between two refreshes.
-            let (ttl, every) = (self.engine.redis.presence_ttl, c.presence_update_interval);
+            let (ttl, every) = (redis.presence_ttl, c.presence_update_interval);
             if every.is_zero() || ttl <= every {
                 problems.push(format!(
-                    "engine.redis.presence_ttl ({ttl:?}) must be longer than \
+                    "{at}.presence_ttl ({ttl:?}) must be longer than \
                      client.presence_update_interval ({every:?}, which must be above zero): \
                      nodes refresh their clients' presence at that interval, and entries not \
                      refreshed within the TTL expire (Centrifugo's defaults: 60s and 27s)"
@@ -324,6 +331,13 @@ mod tests {
             assert!(err.contains("engine.redis.presence_ttl"), "{err}");
             assert!(err.contains("client.presence_update_interval"), "{err}");
         }
+        // The same for a Redis presence manager, named where it is.
+        let bad = r#"{"presence_manager": {"enabled": true, "type": "redis",
+                                           "redis": {"presence_ttl": "20s"}}}"#;
+        let err = Config::load_with_env(Some(&write_temp("p.json", bad)), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presence_manager.redis.presence_ttl"), "{err}");
         // Without the Redis engine neither is looked at.
         let embedded = r#"{"client": {"presence_update_interval": "0s"}}"#;
         assert!(Config::load_with_env(Some(&write_temp("p.json", embedded)), no_env()).is_ok());

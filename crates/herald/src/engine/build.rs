@@ -1,5 +1,6 @@
 //! [`build`]: the one place the engine is chosen from the config (`engine.type`, `broker`,
-//! `presence_manager`), and [`unimplemented`], the one place that says which choices Herald
+//! `presence_manager`: a Redis presence manager replaces any engine's presence, so a NATS
+//! broker can share presence through Redis), and [`unimplemented`], the one place that says which choices Herald
 //! cannot run yet — used by [`build`] at start-up and by the config audit (`checkconfig`), so
 //! both give the same message.
 //!
@@ -64,13 +65,13 @@ pub fn unimplemented(config: &Config) -> Vec<Unimplemented> {
     if let Some((at, nats)) = nats_config(config) {
         found.extend(nats_unimplemented(config, at, nats));
     }
-    if config.presence_manager.enabled {
+    if config.presence_manager.enabled && config.presence_manager.kind == EngineType::Nats {
         found.push(Unimplemented {
-            option: "presence_manager.enabled",
-            message: format!(
-                "a separate presence manager {NOT_YET}: remove the presence_manager section to \
-                 use the engine's (with NATS: each node's own)"
-            ),
+            option: "presence_manager.type",
+            message: "NATS keeps no presence: set it to \"redis\" (presence shared by the nodes \
+                      in presence_manager.redis), or remove the presence_manager section to use \
+                      the engine's"
+                .into(),
         });
     }
     found
@@ -219,15 +220,20 @@ pub fn build(config: &Config) -> Result<Engine, BuildError> {
     } else {
         None
     };
+    let presence = match presence_manager(config)? {
+        Some(presence) => presence,
+        None => Arc::new(MemoryPresence::new()),
+    };
     Ok(Engine {
         broker: Arc::new(EmbeddedBroker::new(history)),
-        presence: Arc::new(MemoryPresence::new()),
+        presence,
         controller: Arc::new(LocalController::new()),
         keeps_history,
     })
 }
 
-/// The NATS engine: its broker and controller, with presence kept per node.
+/// The NATS engine: its broker and controller, with presence in the Redis of
+/// `presence_manager.redis` when one is configured, else kept per node.
 fn build_nats(
     config: &Config,
     at: &str,
@@ -242,13 +248,20 @@ fn build_nats(
     let any_presence = std::iter::once(&config.channel.without_namespace)
         .chain(config.channel.namespaces.iter().map(|ns| &ns.options))
         .any(|ns| ns.presence);
-    if any_presence {
-        tracing::warn!(
-            "channel presence (the namespaces' `presence` option) is per node with {at}: \
-             presence and presence_stats list the subscribers of the node that answers, not of \
-             the cluster; a shared presence manager (presence_manager) is not implemented yet"
-        );
-    }
+    let presence = match presence_manager(config)? {
+        Some(presence) => presence,
+        None => {
+            if any_presence {
+                tracing::warn!(
+                    "channel presence (the namespaces' `presence` option) is per node with \
+                     {at}: presence and presence_stats list the subscribers of the node that \
+                     answers, not of the cluster; set presence_manager (enabled, type \
+                     \"redis\", redis.address) to share it through Redis"
+                );
+            }
+            Arc::new(MemoryPresence::new())
+        }
+    };
     if keeps_history {
         tracing::info!(
             "history on JetStream ({at}.jetstream): one stream per channel, \
@@ -259,10 +272,40 @@ fn build_nats(
     }
     Ok(Engine {
         broker,
-        presence: Arc::new(MemoryPresence::new()),
+        presence,
         controller,
         keeps_history,
     })
+}
+
+/// The presence manager `presence_manager` configures apart from the engine, if it is
+/// enabled: Redis (entries expiring after `presence_manager.redis.presence_ttl` unless this node
+/// refreshes them, so a crashed node's clients leave by themselves), or this node's memory
+/// (`memory`/`embedded`). Connects lazily, as the Redis engine does.
+fn presence_manager(config: &Config) -> Result<Option<Arc<dyn PresenceManager>>, BuildError> {
+    let pm = &config.presence_manager;
+    if !pm.enabled {
+        return Ok(None);
+    }
+    if !pm.uses_redis() {
+        return Ok(Some(Arc::new(MemoryPresence::new())));
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Redis(
+            "a Redis presence manager must be built inside the server's runtime".into(),
+        ));
+    }
+    // The shards' messages name `engine.redis`, their usual home: name this section instead.
+    let shards = RedisShards::connect(&pm.redis).map_err(|e| {
+        BuildError::Redis(
+            e.to_string()
+                .replace("engine.redis", "presence_manager.redis"),
+        )
+    })?;
+    Ok(Some(Arc::new(RedisPresence::new(
+        shards,
+        pm.redis.presence_ttl,
+    ))))
 }
 
 /// The Redis engine over `engine.redis`: its broker, presence (entries expiring after
@@ -278,11 +321,15 @@ fn build_redis(config: &Config, keeps_history: bool) -> Result<Engine, BuildErro
     }
     let shards =
         RedisShards::connect(&config.engine.redis).map_err(|e| BuildError::Redis(e.to_string()))?;
-    Ok(Engine {
-        presence: Arc::new(RedisPresence::new(
+    let presence = match presence_manager(config)? {
+        Some(presence) => presence,
+        None => Arc::new(RedisPresence::new(
             shards.clone(),
             config.engine.redis.presence_ttl,
         )),
+    };
+    Ok(Engine {
+        presence,
         controller: Arc::new(RedisController::new(&shards)),
         broker: Arc::new(RedisBroker::new(shards)),
         keeps_history,
@@ -335,12 +382,13 @@ mod tests {
                 Config {
                     presence_manager: PresenceManagerConfig {
                         enabled: true,
+                        kind: EngineType::Nats,
                         ..PresenceManagerConfig::default()
                     },
                     ..Config::default()
                 },
-                "presence_manager.enabled",
-                NOT_YET,
+                "presence_manager.type",
+                "NATS keeps no presence",
             ),
             (wildcards, "engine.nats.allow_wildcards", NOT_YET),
             (insecure, "broker.nats.tls.insecure_skip_verify", NOT_YET),
@@ -359,6 +407,61 @@ mod tests {
         let mut jetstream = with_history(nats_broker());
         jetstream.broker.nats.jetstream.enabled = true;
         assert_eq!(unimplemented(&jetstream), []);
+    }
+
+    /// `presence_manager` with `type: "redis"` gives any engine (here the NATS broker and the
+    /// embedded one) Redis's expiring presence; `memory` keeps it in the node. Nothing
+    /// connects yet, so no server is needed.
+    #[tokio::test]
+    async fn a_redis_presence_manager_replaces_the_engines_presence() {
+        let redis_presence = || PresenceManagerConfig {
+            enabled: true,
+            kind: EngineType::Redis,
+            redis: crate::config::RedisConfig {
+                address: vec!["redis://127.0.0.1:1".into()],
+                presence_ttl: std::time::Duration::from_secs(7),
+                ..crate::config::RedisConfig::default()
+            },
+        };
+        let nats = Config {
+            broker: BrokerConfig {
+                enabled: true,
+                kind: EngineType::Nats,
+                ..BrokerConfig::default()
+            },
+            presence_manager: redis_presence(),
+            ..Config::default()
+        };
+        assert_eq!(unimplemented(&nats), []);
+        let engine = build(&nats).unwrap();
+        assert_eq!(
+            engine.presence.ttl(),
+            Some(std::time::Duration::from_secs(7))
+        );
+        let embedded = Config {
+            presence_manager: redis_presence(),
+            ..Config::default()
+        };
+        assert!(build(&embedded).unwrap().presence.ttl().is_some());
+        let memory = Config {
+            presence_manager: PresenceManagerConfig {
+                enabled: true,
+                kind: EngineType::Memory,
+                ..PresenceManagerConfig::default()
+            },
+            ..nats
+        };
+        assert!(build(&memory).unwrap().presence.ttl().is_none());
+        // A bad address is named where it is.
+        let mut bad = redis_presence();
+        bad.redis.address = vec!["http://x".into()];
+        let error = build(&Config {
+            presence_manager: bad,
+            ..Config::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("presence_manager.redis"), "{error}");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The NATS engine: several Herald nodes share one NATS (`broker.type: "nats"` or
 //! `engine.type: "nats"`). Core NATS carries publications, joins, leaves and node control;
 //! JetStream keeps channel history (`broker.nats.jetstream.enabled`), so a cluster with exact
-//! recovery and positioning runs on NATS alone. Presence stays per node ([`super::MemoryPresence`]).
+//! recovery and positioning runs on NATS alone. Presence stays per node ([`super::MemoryPresence`])
+//! unless a Redis presence manager (`presence_manager.type: "redis"`) shares it (`super::build`).
 //!
 //! # Subjects and streams (`P` = `broker.nats.prefix`, `T` = [`channel_token`] of the channel)
 //!
