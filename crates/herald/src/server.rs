@@ -552,10 +552,15 @@ async fn route(
 }
 
 /// `/health`: 200 `{}` while the engine can deliver; 503 with `{"error": …}` naming what is
-/// down otherwise (a Redis engine whose PUB/SUB link is lost), so that a load balancer sends
-/// new clients elsewhere. Connected clients are kept either way.
+/// down otherwise (a Redis engine whose PUB/SUB link is lost, a presence manager whose Redis
+/// fails), so that a load balancer sends new clients elsewhere. Connected clients are kept
+/// either way.
 fn health(node: &Node) -> HttpResponse {
-    match node.broker().health() {
+    match node
+        .broker()
+        .health()
+        .and_then(|()| node.presence().health())
+    {
         Ok(()) => json(StatusCode::OK, "{}".into()),
         Err(problem) => json(
             StatusCode::SERVICE_UNAVAILABLE,

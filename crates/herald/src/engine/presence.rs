@@ -71,6 +71,12 @@ pub trait PresenceManager: Send + Sync + 'static {
         None
     }
 
+    /// `Ok` while presence works; otherwise what is wrong (`/health` answers 503 with it).
+    /// Presence held in this process has nothing outside it to lose.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Extends the life of every entry this node added and has not removed, so that a shared
     /// store expires only the entries of nodes that stopped refreshing (crashed). Nothing to do
     /// for a store without [`Self::ttl`].

@@ -30,7 +30,7 @@
 //! left.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -39,6 +39,7 @@ use redis::Script;
 use super::{RedisShards, ShardConn, client_info, deadline};
 use crate::engine::{BoxFuture, EngineError, MemoryPresence, PresenceManager, PresenceStats};
 use crate::protocol::ClientInfo;
+use crate::sync::lock;
 
 /// Drops the expired entries of a channel; shared by every script (prepended to each).
 /// KEYS: data, expire, user, users. Defines `now` (ms, Redis's clock) and `drop(client)`.
@@ -119,6 +120,9 @@ pub struct RedisPresence {
     timeout: Duration,
     /// This node's own entries: what [`PresenceManager::refresh`] re-adds.
     local: MemoryPresence,
+    /// The error of the last Redis call, cleared by the next that succeeds: what `/health`
+    /// reports (a node whose presence writes fail must not look healthy to a load balancer).
+    failing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -141,7 +145,18 @@ impl RedisPresence {
             ttl,
             timeout,
             local: MemoryPresence::new(),
+            failing: Mutex::new(None),
         }
+    }
+
+    /// Records how a Redis call ended, for [`PresenceManager::health`], and passes it on.
+    fn noted<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        let mut failing = lock(&self.failing);
+        match &result {
+            Ok(_) => *failing = None,
+            Err(e) => *failing = Some(e.to_string()),
+        }
+        result
     }
 
     /// The connection of the shard that holds `channel`.
@@ -173,13 +188,16 @@ impl RedisPresence {
                 .arg(&info.user)
                 .arg(client_info::encode(info));
         }
-        let mut con = self.shard(channel).await?;
-        deadline(
-            self.timeout,
-            "presence add",
-            call.invoke_async::<()>(&mut con),
-        )
-        .await
+        let result = async {
+            let mut con = self.shard(channel).await?;
+            deadline(
+                self.timeout,
+                "presence add",
+                call.invoke_async::<()>(&mut con),
+            )
+            .await
+        };
+        self.noted(result.await)
     }
 
     async fn remove_remote(&self, channel: &str, clients: &[&str]) -> Result<(), EngineError> {
@@ -188,13 +206,16 @@ impl RedisPresence {
             call.key(key);
         }
         call.arg(clients);
-        let mut con = self.shard(channel).await?;
-        deadline(
-            self.timeout,
-            "presence remove",
-            call.invoke_async::<()>(&mut con),
-        )
-        .await
+        let result = async {
+            let mut con = self.shard(channel).await?;
+            deadline(
+                self.timeout,
+                "presence remove",
+                call.invoke_async::<()>(&mut con),
+            )
+            .await
+        };
+        self.noted(result.await)
     }
 
     /// Re-adds one channel's entries, then removes again any that left meanwhile.
@@ -252,9 +273,13 @@ impl PresenceManager for RedisPresence {
             for key in self.keys(channel) {
                 call.key(key);
             }
-            let mut con = self.shard(channel).await?;
-            let flat: Vec<Vec<u8>> =
-                deadline(self.timeout, "presence", call.invoke_async(&mut con)).await?;
+            let flat: Vec<Vec<u8>> = self.noted(
+                async {
+                    let mut con = self.shard(channel).await?;
+                    deadline(self.timeout, "presence", call.invoke_async(&mut con)).await
+                }
+                .await,
+            )?;
             let mut presence = HashMap::with_capacity(flat.len() / 2);
             for pair in flat.chunks_exact(2) {
                 match client_info::decode(&pair[1]) {
@@ -278,9 +303,13 @@ impl PresenceManager for RedisPresence {
             for key in self.keys(channel) {
                 call.key(key);
             }
-            let mut con = self.shard(channel).await?;
-            let (num_clients, num_users): (usize, usize) =
-                deadline(self.timeout, "presence stats", call.invoke_async(&mut con)).await?;
+            let (num_clients, num_users): (usize, usize) = self.noted(
+                async {
+                    let mut con = self.shard(channel).await?;
+                    deadline(self.timeout, "presence stats", call.invoke_async(&mut con)).await
+                }
+                .await,
+            )?;
             Ok(PresenceStats {
                 num_clients,
                 num_users,
@@ -290,6 +319,16 @@ impl PresenceManager for RedisPresence {
 
     fn ttl(&self) -> Option<Duration> {
         Some(self.ttl)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match lock(&self.failing).as_deref() {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "presence in Redis is failing ({e}); healthy again at the next presence call \
+                 that succeeds"
+            )),
+        }
     }
 
     fn refresh(&self) -> BoxFuture<'_, Result<(), EngineError>> {
@@ -468,6 +507,8 @@ mod tests {
     async fn a_dead_redis_is_an_error_not_a_hang() {
         let redis = TestRedis::start();
         let p = presence(&redis, Duration::from_secs(60)).await;
+        p.add("room", info("b", "b1")).await.unwrap();
+        assert_eq!(p.health(), Ok(()));
         drop(redis);
         let started = std::time::Instant::now();
         let error = p.add("room", info("a", "a1")).await.unwrap_err();
@@ -476,5 +517,13 @@ mod tests {
         assert!(p.stats("room").await.is_err());
         // It is still this node's entry: a refresh adds it once Redis is back.
         assert!(p.local.contains("room", "a1"));
+        // `/health` says so until a call succeeds again.
+        let unhealthy = p.health().unwrap_err();
+        assert!(
+            unhealthy.contains("presence in Redis is failing"),
+            "{unhealthy}"
+        );
+        p.noted(Ok::<(), EngineError>(())).unwrap();
+        assert_eq!(p.health(), Ok(()));
     }
 }
