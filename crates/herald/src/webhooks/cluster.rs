@@ -279,3 +279,52 @@ pub fn problems(config: &Config) -> Vec<String> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// Loads `json` as a config file; the validation error's text, if any.
+    fn load(json: serde_json::Value) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        Config::load_with_env(Some(&path), Vec::new()).map_err(|e| e.to_string())
+    }
+
+    /// Start-up refuses webhooks with NATS, and offline_publication on Redis for a namespace
+    /// of user-limited channels without presence, naming the option; the same on the embedded
+    /// engine, or with presence on, starts.
+    #[test]
+    fn webhooks_that_would_be_wrong_across_nodes_are_refused_naming_the_option() {
+        let hooks = serde_json::json!({
+            "enabled": true, "endpoint": "http://127.0.0.1:9/h", "secret": "s"
+        });
+        let dm = |presence: bool| {
+            serde_json::json!({"namespaces": [{
+                "name": "dm", "allow_user_limited_channels": true, "presence": presence
+            }]})
+        };
+        let error = load(serde_json::json!({
+            "engine": {"type": "nats"}, "webhooks": hooks
+        }))
+        .unwrap_err();
+        assert!(error.contains("webhooks.enabled: "), "{error}");
+        assert!(error.contains("NATS"), "{error}");
+        let redis = |channel| {
+            serde_json::json!({
+                "engine": {"type": "redis"}, "webhooks": hooks, "channel": channel
+            })
+        };
+        let error = load(redis(dm(false))).unwrap_err();
+        assert!(
+            error.contains("channel.namespaces[0].presence (\"dm\")"),
+            "{error}"
+        );
+        assert!(load(redis(dm(true))).is_ok());
+        let mut without = redis(dm(false));
+        without["webhooks"]["events"] = serde_json::json!(["user_online", "user_offline"]);
+        assert!(load(without).is_ok());
+        assert!(load(serde_json::json!({"webhooks": hooks, "channel": dm(false)})).is_ok());
+    }
+}
