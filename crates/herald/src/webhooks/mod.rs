@@ -285,7 +285,7 @@ impl Webhooks {
     /// node (in a cluster, a user-limited channel): the publisher then builds the publication.
     pub fn wants_published_here(&self, node: &Node, channel: &str) -> bool {
         self.cluster.is_some()
-            && self.offline_publications
+            && (self.offline_publications || self.demo)
             && node.resolve_channel(channel).is_ok_and(|(parsed, ns)| {
                 parsed.is_user_limited() && ns.allow_user_limited_channels
             })
