@@ -709,3 +709,49 @@ async fn across_nodes_queued_events_survive_a_killed_node_and_arrive_once_in_ord
     assert_eq!(events.len(), 20);
     drop(alice);
 }
+
+/// On a Redis Cluster (the webhooks' keys share one slot): a channel with subscribers on two
+/// nodes is occupied once and vacated only when its last subscriber on every node is gone;
+/// a user on both nodes is online once and offline once.
+#[tokio::test]
+async fn across_nodes_on_a_redis_cluster_occupied_and_vacated_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let backend = Backend::start(HOOK_SECRET, &record, 0);
+    let redis = common::redis::RedisCluster::start();
+    let mut config = cluster_config(&backend.endpoint(), "", json!({"offline_grace": "500ms"}));
+    config["engine"]["redis"]["address"] = json!([]);
+    config["engine"]["redis"]["cluster_address"] = json!(redis.urls());
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let mut on_a = a.client("alice").await;
+    on_a.subscribe_ok("news").await;
+    wait_recorded(&record, STEP, |e| e.len() >= 2).await;
+    let mut on_b = b.client("alice").await;
+    on_b.subscribe_ok("news").await;
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Users and channels are in order each, not with each other.
+    let mut both = summary(&recorded(&record));
+    both.sort();
+    assert_eq!(both, ["channel_occupied news", "user_online alice"]);
+    let reply = on_b.call(json!({"unsubscribe": {"channel": "news"}})).await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    wait_recorded(&record, STEP, |e| e.len() >= 3).await;
+    drop(on_b);
+    wait_recorded(&record, STEP, |e| e.len() >= 4).await;
+    // Time for a duplicate, if one were (wrongly) sent.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let events = recorded(&record);
+    assert_eq!(
+        user_events(&events),
+        ["user_online alice", "user_offline alice"]
+    );
+    let channel: Vec<String> = summary(&events)
+        .into_iter()
+        .filter(|e| e.starts_with("channel_"))
+        .collect();
+    assert_eq!(channel, ["channel_occupied news", "channel_vacated news"]);
+    assert_eq!(events.len(), 4);
+    assert_once_each(&events);
+}
