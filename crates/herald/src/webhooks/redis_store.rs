@@ -399,6 +399,9 @@ impl RedisStore {
     /// Emits the down events that are due (any node may call it: each key goes down once).
     pub async fn sweep(&self, subject: Subject, send: bool) -> Result<Emitted, EngineError> {
         let mut total = Emitted::default();
+        // Most sweeps find nothing due: the first call carries few ids (one is made per key it
+        // may look at), the next ones a full batch.
+        let mut size = 16;
         // Bounded: a backlog larger than this waits for the next sweep.
         for _ in 0..20 {
             let mut call = SWEEP.prepare_invoke();
@@ -411,16 +414,17 @@ impl RedisStore {
                 .arg(subject.name())
                 .arg(self.max_queue)
                 .arg(self.max_bytes);
-            for _ in 0..BATCH {
+            for _ in 0..size {
                 call.arg(uuid::Uuid::new_v4().to_string());
             }
             let (emitted, dropped, looked): (u64, u64, usize) =
                 self.invoke("webhooks sweep", call).await?;
             total.emitted += emitted;
             total.dropped += dropped;
-            if looked < BATCH {
+            if looked < size {
                 break;
             }
+            size = BATCH;
         }
         Ok(self.count(total))
     }
@@ -600,6 +604,24 @@ mod tests {
                 "channel_vacated news"
             ][..events.len() - 2]
         );
+    }
+
+    /// One sweep takes down every due key, beyond its first small call.
+    #[tokio::test]
+    async fn one_sweep_takes_down_a_backlog() {
+        let redis = TestRedis::start();
+        let a = store(&redis, Duration::from_secs(60), 10_000);
+        let users: Vec<String> = (0..600).map(|i| format!("u{i}")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        assert_eq!(
+            a.up(Subject::User, &users, true).await.unwrap().emitted,
+            600
+        );
+        a.down(Subject::User, &users, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(a.sweep(Subject::User, true).await.unwrap().emitted, 600);
+        assert_eq!(a.sweep(Subject::User, true).await.unwrap().emitted, 0);
+        assert_eq!(a.len().await.unwrap(), 1200);
     }
 
     /// The queue is bounded (the state still changes), delivered events leave it, and only
