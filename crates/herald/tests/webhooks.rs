@@ -409,13 +409,17 @@ async fn a_wrong_secret_is_detected_by_the_backend() {
         lines.iter().all(|l| l["rejected"] == "signature"),
         "{lines:?}"
     );
-    assert!(
-        server
-            .metric("herald_webhook_posts_failed_total")
-            .await
-            .unwrap()
-            >= 2.0
-    );
+    // The backend records a rejection before it answers: Herald counts it a moment later.
+    let deadline = Instant::now() + STEP;
+    while server
+        .metric("herald_webhook_posts_failed_total")
+        .await
+        .unwrap_or(0.0)
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "failed POSTs not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         server.metric("herald_webhook_events_queued").await,
         Some(1.0)
@@ -511,4 +515,243 @@ async fn reconnect_storm_throughput() {
         2 * users,
         users as f64 / drained.as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across nodes: two or three Herald processes on the Redis engine over their own redis-server.
+
+/// A node on the Redis engine at `redis` with webhooks to `endpoint`: presence entries live
+/// `presence_ttl` 3 s (refreshed every second), `offline_grace` 2 s, and a `dm` namespace of
+/// user-limited channels with history and presence (offline_publication needs it in a
+/// cluster).
+fn cluster_config(endpoint: &str, redis: &str, webhooks: Value) -> Value {
+    let mut hooks = json!({
+        "enabled": true,
+        "endpoint": endpoint,
+        "secret": HOOK_SECRET,
+        "timeout": "2s",
+        "offline_grace": "2s",
+        "retry_min_backoff": "100ms",
+        "retry_max_backoff": "1s",
+    });
+    common::merge(&mut hooks, webhooks);
+    json!({
+        "engine": {"type": "redis", "redis": {
+            "address": redis, "presence_ttl": "3s", "io_timeout": "1s",
+            "connect_timeout": "500ms"
+        }},
+        "client": {"presence_update_interval": "1s"},
+        "webhooks": hooks,
+        "channel": {"namespaces": [{
+            "name": "dm",
+            "allow_user_limited_channels": true,
+            "allow_publish_for_client": true,
+            "presence": true,
+            "history_size": 1000,
+            "history_ttl": "300s"
+        }]}
+    })
+}
+
+/// `kill -9` of a node.
+async fn kill_9(server: &mut Server) {
+    // SAFETY: kill(2) on the pid of our own child process.
+    assert_eq!(
+        unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    server.wait_exit(STEP).await.expect("herald died");
+}
+
+/// The user events recorded, as `type user`.
+fn user_events(events: &[Value]) -> Vec<String> {
+    summary(events)
+        .into_iter()
+        .filter(|e| e.starts_with("user_"))
+        .collect()
+}
+
+/// Every event's id is unique (each was delivered once).
+fn assert_once_each(events: &[Value]) {
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids.len(), events.len(), "an event came twice: {events:#?}");
+}
+
+/// Two nodes: a user's first connection on any node is announced once; moving to the other
+/// node (and back, within the grace period) makes no event; offline comes once the last
+/// connection on every node has been gone for the grace period. Then `kill -9` of a node:
+/// its user goes offline once its presence expires (presence_ttl), and its channel is vacated.
+#[tokio::test]
+async fn across_nodes_online_offline_without_flapping_and_a_crashed_nodes_users_go_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let backend = Backend::start(HOOK_SECRET, &record, 0);
+    let redis = common::redis::RedisServer::start();
+    let config = cluster_config(&backend.endpoint(), &redis.url(), json!({}));
+    let a = Server::start(config.clone()).await;
+    let mut b = Server::start(config).await;
+
+    let on_a = a.client("alice").await;
+    wait_recorded(&record, STEP, |e| user_events(e) == ["user_online alice"]).await;
+    // Moves to b: connected there, then gone from a.
+    let on_b = b.client("alice").await;
+    drop(on_a);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Leaves b and comes back on a within the grace period.
+    drop(on_b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let on_a = a.client("alice").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(user_events(&recorded(&record)), ["user_online alice"]);
+    // Gone everywhere for longer than the grace period: offline, once.
+    let gone = Instant::now();
+    drop(on_a);
+    let events = wait_recorded(&record, Duration::from_secs(8), |e| {
+        user_events(e).len() >= 2
+    })
+    .await;
+    assert!(
+        gone.elapsed() >= Duration::from_millis(1900),
+        "offline came before the grace period"
+    );
+    assert_eq!(
+        user_events(&events),
+        ["user_online alice", "user_offline alice"]
+    );
+
+    // bob on b, subscribed to a channel; b crashes.
+    let mut bob = b.client("bob").await;
+    bob.subscribe_ok("news").await;
+    wait_recorded(&record, STEP, |e| {
+        summary(e).contains(&"channel_occupied news".to_owned()) && user_events(e).len() == 3
+    })
+    .await;
+    // A refresh of b's entries happened (every second): they now expire up to 3 s after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let crashed = Instant::now();
+    kill_9(&mut b).await;
+    let events = wait_recorded(&record, Duration::from_secs(10), |e| {
+        user_events(e).len() >= 4 && summary(e).contains(&"channel_vacated news".to_owned())
+    })
+    .await;
+    assert!(
+        crashed.elapsed() >= Duration::from_millis(1000),
+        "offline before the crashed node's presence could expire"
+    );
+    assert_eq!(
+        user_events(&events),
+        [
+            "user_online alice",
+            "user_offline alice",
+            "user_online bob",
+            "user_offline bob"
+        ]
+    );
+    // Time for a duplicate, if one were (wrongly) sent.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let events = recorded(&record);
+    assert_eq!(events.len(), 6, "{:?}", summary(&events));
+    assert_once_each(&events);
+    drop(bob);
+}
+
+/// The cluster's queue is in Redis: events made while the backend is down survive `kill -9` of
+/// the node that made them, and another node delivers them, in order, once each, when the
+/// backend is back (after refusing three batches). An offline publication is decided once, by
+/// the publishing node, and not for a user subscribed on another node.
+#[tokio::test]
+async fn across_nodes_queued_events_survive_a_killed_node_and_arrive_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let mut backend = Backend::start(HOOK_SECRET, &record, 0);
+    let port = backend.port;
+    backend.stop();
+    let redis = common::redis::RedisServer::start();
+    let config = cluster_config(
+        &backend.endpoint(),
+        &redis.url(),
+        json!({"events": ["offline_publication"], "max_batch": 7}),
+    );
+    let mut a = Server::start(config.clone()).await;
+    let b = Server::start(config.clone()).await;
+    let c = Server::start(config).await;
+    // alice is subscribed to her channel on c: publications there are not offline for her.
+    let mut alice = c.client("alice").await;
+    alice.subscribe_ok("dm:#alice").await;
+    // Presence is written right after the subscribe reply; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 1..=20u64 {
+        a.api_ok("publish", json!({"channel": "dm:#carol", "data": {"n": i}}))
+            .await;
+        a.api_ok("publish", json!({"channel": "dm:#alice", "data": {"n": i}}))
+            .await;
+    }
+    // 20 offline_publication events wait in Redis (the gauge shows the cluster's queue).
+    let deadline = Instant::now() + STEP;
+    while b.metric("herald_webhook_events_queued").await != Some(20.0) {
+        assert!(
+            Instant::now() < deadline,
+            "events not queued: {:?}",
+            b.metric("herald_webhook_events_queued").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill_9(&mut a).await;
+    let backend = Backend::start(HOOK_SECRET, &record, port);
+    backend.fail_next(3).await;
+    wait_recorded(&record, Duration::from_secs(20), |e| e.len() >= 20).await;
+    // Time for a duplicate, if one were (wrongly) sent.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let events = recorded(&record);
+    assert_eq!(offsets(&events), (1..=20).collect::<Vec<_>>());
+    assert!(events.iter().all(|e| e["user"] == "carol"), "{events:#?}");
+    assert_once_each(&events);
+    assert_eq!(events.len(), 20);
+    drop(alice);
+}
+
+/// On a Redis Cluster (the webhooks' keys share one slot): a channel with subscribers on two
+/// nodes is occupied once and vacated only when its last subscriber on every node is gone;
+/// a user on both nodes is online once and offline once.
+#[tokio::test]
+async fn across_nodes_on_a_redis_cluster_occupied_and_vacated_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("events.jsonl");
+    let backend = Backend::start(HOOK_SECRET, &record, 0);
+    let redis = common::redis::RedisCluster::start();
+    let mut config = cluster_config(&backend.endpoint(), "", json!({"offline_grace": "500ms"}));
+    config["engine"]["redis"]["address"] = json!([]);
+    config["engine"]["redis"]["cluster_address"] = json!(redis.urls());
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let mut on_a = a.client("alice").await;
+    on_a.subscribe_ok("news").await;
+    wait_recorded(&record, STEP, |e| e.len() >= 2).await;
+    let mut on_b = b.client("alice").await;
+    on_b.subscribe_ok("news").await;
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Users and channels are in order each, not with each other.
+    let mut both = summary(&recorded(&record));
+    both.sort();
+    assert_eq!(both, ["channel_occupied news", "user_online alice"]);
+    let reply = on_b.call(json!({"unsubscribe": {"channel": "news"}})).await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    wait_recorded(&record, STEP, |e| e.len() >= 3).await;
+    drop(on_b);
+    wait_recorded(&record, STEP, |e| e.len() >= 4).await;
+    // Time for a duplicate, if one were (wrongly) sent.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let events = recorded(&record);
+    assert_eq!(
+        user_events(&events),
+        ["user_online alice", "user_offline alice"]
+    );
+    let channel: Vec<String> = summary(&events)
+        .into_iter()
+        .filter(|e| e.starts_with("channel_"))
+        .collect();
+    assert_eq!(channel, ["channel_occupied news", "channel_vacated news"]);
+    assert_eq!(events.len(), 4);
+    assert_once_each(&events);
 }

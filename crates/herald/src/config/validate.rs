@@ -139,6 +139,7 @@ impl Config {
             }
         }
         problems.extend(self.webhooks.problems());
+        problems.extend(crate::webhooks::cluster_problems(self));
 
         if let Err(e) = crate::auth::TokenVerifier::new(&c.token) {
             problems.push(format!("client.token: {e}"));

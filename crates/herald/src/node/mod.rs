@@ -337,6 +337,12 @@ impl Node {
     ) -> Result<Published, protocol::Error> {
         let (_, namespace) = self.resolve_channel(channel)?;
         let keep = self.history.is_some() && namespace.history_enabled() && !options.skip_history;
+        // In a cluster, the publishing node looks for offline users (webhooks/cluster.rs).
+        let hook = self
+            .webhooks
+            .as_ref()
+            .filter(|w| w.wants_published_here(self, channel))
+            .map(|w| (w, data.clone(), options.info.clone(), options.tags.clone()));
         let request = AppendRequest {
             channel: channel.to_owned(),
             data,
@@ -356,6 +362,19 @@ impl Node {
             tracing::error!(channel, "publish failed: {e}");
             e.to_protocol()
         })?;
+        if let Some((webhooks, data, info, tags)) = hook
+            && !published.duplicate
+            && !published.suppressed
+        {
+            let publication = Publication {
+                data: Some(data),
+                info,
+                offset: published.position.offset,
+                tags,
+                ..Publication::default()
+            };
+            webhooks.published_here(self, channel, &publication);
+        }
         Ok(Published {
             offset: published.position.offset,
             epoch: published.position.epoch,

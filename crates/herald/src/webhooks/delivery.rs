@@ -29,7 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::Queue;
+use super::outbox::Outbox;
 use crate::auth::jwks::error_chain;
 use crate::config::WebhooksConfig;
 
@@ -97,37 +97,36 @@ impl Delivery {
         })
     }
 
-    /// Delivers until `stop`: waits for events, POSTs a batch, drops it from the queue on 2xx,
-    /// retries it after a growing wait otherwise.
-    pub async fn run(self, queue: Arc<Queue>, stop: CancellationToken) {
+    /// Delivers until `stop`: waits for a batch (and, in a cluster, for this node's turn),
+    /// POSTs it, drops it from the queue on 2xx, retries it after a growing wait otherwise.
+    pub async fn run(self, outbox: Arc<dyn Outbox>, stop: CancellationToken) {
         let mut backoff = self.min_backoff;
         let mut failing_since: Option<std::time::Instant> = None;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = queue.wait() => {}
-            }
-            let batch = queue.front(self.max_batch);
-            if batch.is_empty() {
+            let batch = tokio::select! {
+                () = stop.cancelled() => break,
+                batch = outbox.next(self.max_batch, self.timeout) => batch,
+            };
+            if batch.bodies.is_empty() {
                 continue;
             }
             let mut body =
-                Vec::with_capacity(16 + batch.iter().map(|s| s.body.len() + 1).sum::<usize>());
+                Vec::with_capacity(16 + batch.bodies.iter().map(|b| b.len() + 1).sum::<usize>());
             body.extend_from_slice(b"{\"events\":[");
-            for (i, stored) in batch.iter().enumerate() {
+            for (i, event) in batch.bodies.iter().enumerate() {
                 if i > 0 {
                     body.push(b',');
                 }
-                body.extend_from_slice(&stored.body);
+                body.extend_from_slice(event);
             }
             body.extend_from_slice(b"]}");
             let result = tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
                 result = self.post(Bytes::from(body)) => result,
             };
             match result {
                 Ok(()) => {
-                    queue.delivered(batch.len());
+                    outbox.delivered(batch).await;
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
                             "webhooks: {} accepts events again (after {}s)",
@@ -138,27 +137,28 @@ impl Delivery {
                     backoff = self.min_backoff;
                 }
                 Err(e) => {
-                    queue.metrics().failed_posts.inc();
+                    outbox.metrics().failed_posts.inc();
                     if failing_since.is_none() {
                         failing_since = Some(std::time::Instant::now());
                         tracing::warn!(
                             "webhooks: POST to {} failed: {e}; {} events wait and are retried \
                              (every {:?} at most) until it answers 2xx",
                             self.endpoint,
-                            queue.len(),
+                            outbox.waiting(),
                             self.max_backoff
                         );
                     } else {
                         tracing::debug!("webhooks: POST to {} failed again: {e}", self.endpoint);
                     }
                     tokio::select! {
-                        () = stop.cancelled() => return,
+                        () = stop.cancelled() => break,
                         () = tokio::time::sleep(jitter(backoff)) => {}
                     }
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
             }
         }
+        outbox.stopped().await;
     }
 
     async fn post(&self, body: Bytes) -> Result<(), PostError> {

@@ -1,7 +1,8 @@
 //! [`Liveness`]: the one question webhooks ask that spans nodes — is this user connected, is
 //! this channel occupied, is this user subscribed to this channel, *anywhere*. On one node the
-//! hub answers ([`LocalLiveness`]); a cluster engine implements it over its shared presence so
-//! that a user who moved to another node is not reported offline.
+//! hub answers ([`LocalLiveness`]); on the Redis engine, [`super::cluster::ClusterLiveness`]
+//! answers over the shared presence, so that a user subscribed on another node gets no
+//! `offline_publication`.
 
 use std::sync::Weak;
 

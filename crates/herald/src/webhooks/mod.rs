@@ -17,23 +17,33 @@
 //!                               Delivery task: signed POSTs, retried with back-off
 //! ```
 //!
-//! **Single node.** "Is this user connected / subscribed, is this channel occupied" is asked of
-//! a [`Liveness`]; today that is this node's hub ([`LocalLiveness`]). The first/last reports
-//! come from this node's hub too, so with several nodes each node would report its own users;
-//! a cluster engine implements [`Liveness`] over its shared presence, and the events then
-//! move to the node that sees a user's first connection anywhere (see docs/architecture.md).
+//! **One node** (the embedded engine): "is this user connected / subscribed, is this channel
+//! occupied" is asked of this node's hub ([`LocalLiveness`]), and the queue is `webhooks.db`.
+//!
+//! **A cluster on the Redis engine**: the first/last reports go to the shared state in Redis
+//! ([`cluster::ClusterTracker`] → [`redis_store::RedisStore`]), whose atomic scripts decide
+//! each event once for the cluster and append it to a stream in Redis, the cluster's queue,
+//! which one node at a time delivers ([`outbox::RedisOutbox`]). A crashed node's entries
+//! expire after `engine.redis.presence_ttl`, and its users go offline then. An
+//! `offline_publication` is decided by the node that published ([`Webhooks::published_here`]),
+//! asking the channel's shared presence ([`cluster::ClusterLiveness`]). With NATS, webhooks
+//! are refused at start-up ([`cluster::problems`]). See docs/architecture.md.
 //!
 //! In demo mode ([`crate::config::Config::demo`]) the resolver also tells the sender of a
 //! private message in the demo chat that its recipient is offline ([`demo`]), whether or not
 //! webhooks are enabled.
 
+mod cluster;
 mod delivery;
 mod demo;
 mod event;
 mod liveness;
+mod outbox;
 mod queue;
+mod redis_store;
 mod tracker;
 
+pub use cluster::problems as cluster_problems;
 pub use delivery::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 pub use event::{Event, Kind, PublicationPart};
 pub use liveness::{Liveness, LocalLiveness};
@@ -44,13 +54,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, EngineType};
 use crate::hub::HubObserver;
 use crate::node::Node;
 use crate::protocol::Publication;
 use crate::sync::lock;
+use cluster::{ClusterLiveness, ClusterTracker};
 use delivery::Delivery;
+use outbox::{Outbox, RedisOutbox};
 use queue::{Budget, Queue, UpChange, UpKind};
+use redis_store::{RedisStore, Subject};
 use tracker::Tracker;
 
 /// A publication into a user-limited channel, on its way to the resolver.
@@ -61,9 +74,23 @@ struct Candidate {
     bytes: usize,
 }
 
+/// The webhooks of a node in a Redis-engine cluster: the shared state and queue, and this
+/// node's trackers writing into it.
+struct Cluster {
+    store: Arc<RedisStore>,
+    outbox: Arc<RedisOutbox>,
+    users: Option<Arc<ClusterTracker>>,
+    channels: Option<Arc<ClusterTracker>>,
+    /// Every `client.presence_update_interval`, the trackers re-add this node's entries.
+    refresh_every: std::time::Duration,
+}
+
 /// A node's webhooks: the trackers, the queue, and the tasks [`Webhooks::run`] starts.
 pub struct Webhooks {
+    /// The local queue (one node).
     queue: Option<Arc<Queue>>,
+    /// The cluster's state and queue (Redis engine); the local queue and trackers are unused.
+    cluster: Option<Cluster>,
     users: Option<Arc<Tracker>>,
     channels: Option<Arc<Tracker>>,
     /// `offline_publication` is sent.
@@ -111,7 +138,12 @@ impl Webhooks {
         if !w.enabled && !config.demo {
             return Ok(None);
         }
-        let (queue, users, channels) = if w.enabled {
+        let cluster = if w.enabled && config.engine.kind == EngineType::Redis {
+            Some(Self::cluster(config, metrics.clone())?)
+        } else {
+            None
+        };
+        let (queue, users, channels) = if w.enabled && cluster.is_none() {
             let (queue, up) = Queue::open(
                 &config.data_dir,
                 Budget::new(w.max_queue, w.max_queue_bytes),
@@ -171,6 +203,7 @@ impl Webhooks {
         let (candidates, resolver_input) = mpsc::unbounded_channel();
         Ok(Some(Arc::new(Webhooks {
             queue,
+            cluster,
             users,
             channels,
             offline_publications: w.sends(Kind::OfflinePublication.as_str()),
@@ -182,20 +215,92 @@ impl Webhooks {
         })))
     }
 
-    /// Whether the hub's first/last reports are wanted ([`Hub::set_observer`](crate::hub::Hub::set_observer)).
-    pub fn observes_hub(&self) -> bool {
-        self.users.is_some() || self.channels.is_some()
+    /// The cluster half of [`Webhooks::new`]: the store in Redis (its own connections to
+    /// `engine.redis`) and the trackers writing to it.
+    fn cluster(config: &Config, metrics: QueueMetrics) -> Result<Cluster, String> {
+        let w = &config.webhooks;
+        let redis = &config.engine.redis;
+        let shards = crate::engine::redis::RedisShards::connect(redis)
+            .map_err(|e| format!("webhooks (their queue in Redis): {e}"))?;
+        let store = Arc::new(RedisStore::new(
+            shards,
+            redis.presence_ttl,
+            w.max_queue,
+            w.max_queue_bytes,
+            metrics,
+        ));
+        let tracker = |subject, grace, up: Kind, down: Kind| {
+            let (up, down) = (w.sends(up.as_str()), w.sends(down.as_str()));
+            (up || down)
+                .then(|| Arc::new(ClusterTracker::new(subject, grace, up, down, store.clone())))
+        };
+        Ok(Cluster {
+            users: tracker(
+                Subject::User,
+                w.offline_grace,
+                Kind::UserOnline,
+                Kind::UserOffline,
+            ),
+            channels: tracker(
+                Subject::Channel,
+                w.vacated_grace,
+                Kind::ChannelOccupied,
+                Kind::ChannelVacated,
+            ),
+            outbox: Arc::new(RedisOutbox::new(store.clone())),
+            store,
+            refresh_every: config.client.presence_update_interval,
+        })
     }
 
-    /// Events waiting for delivery (0 without a queue).
+    /// Whether the hub's first/last reports are wanted ([`Hub::set_observer`](crate::hub::Hub::set_observer)).
+    pub fn observes_hub(&self) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.users.is_some() || cluster.channels.is_some(),
+            None => self.users.is_some() || self.channels.is_some(),
+        }
+    }
+
+    /// Events waiting for delivery (0 without a queue; in a cluster, the cluster's queue as
+    /// last read).
     pub fn queued(&self) -> usize {
-        self.queue.as_ref().map_or(0, |q| q.len())
+        match &self.cluster {
+            Some(cluster) => cluster.outbox.waiting(),
+            None => self.queue.as_ref().map_or(0, |q| q.len()),
+        }
     }
 
     /// A publication was delivered in `channel` (called by the node's broker handler, in
     /// offset order): if the channel is user-limited, hands it to the resolver, which finds
-    /// the users it names who have no subscription to it. Never waits.
+    /// the users it names who have no subscription to it. Never waits. In a cluster this is
+    /// [`Webhooks::published_here`]'s job instead (the handler runs on every node with a
+    /// subscriber, and on none without).
     pub fn published(&self, node: &Node, channel: &str, publication: &Publication) {
+        if self.cluster.is_none() {
+            self.candidate(node, channel, publication);
+        }
+    }
+
+    /// Whether [`Webhooks::published_here`] wants the publications of `channel` made by this
+    /// node (in a cluster, a user-limited channel): the publisher then builds the publication.
+    pub fn wants_published_here(&self, node: &Node, channel: &str) -> bool {
+        self.cluster.is_some()
+            && (self.offline_publications || self.demo)
+            && node.resolve_channel(channel).is_ok_and(|(parsed, ns)| {
+                parsed.is_user_limited() && ns.allow_user_limited_channels
+            })
+    }
+
+    /// A publication this node published (`Node::publish`, once per publication in the
+    /// cluster): in a cluster, it is checked for offline users here.
+    pub fn published_here(&self, node: &Node, channel: &str, publication: &Publication) {
+        if self.cluster.is_some() {
+            self.candidate(node, channel, publication);
+        }
+    }
+
+    /// Hands a publication of a user-limited channel to the resolver. Never waits.
+    fn candidate(&self, node: &Node, channel: &str, publication: &Publication) {
         if !self.offline_publications && !self.demo {
             return;
         }
@@ -209,6 +314,9 @@ impl Webhooks {
         if !self.candidate_budget.reserve(bytes) {
             if let Some(queue) = &self.queue {
                 queue.metrics().dropped.inc();
+            }
+            if let Some(cluster) = &self.cluster {
+                cluster.store.metrics().dropped.inc();
             }
             tracing::error!(
                 channel,
@@ -231,15 +339,29 @@ impl Webhooks {
     /// calls do nothing); they end when the node shuts down.
     pub fn run(self: &Arc<Self>, node: &Arc<Node>) {
         let stop = node.shutdown().clone();
-        let liveness: Arc<dyn Liveness> = Arc::new(LocalLiveness(Arc::downgrade(node)));
+        let liveness: Arc<dyn Liveness> = if self.cluster.is_some() {
+            Arc::new(ClusterLiveness(Arc::downgrade(node)))
+        } else {
+            Arc::new(LocalLiveness(Arc::downgrade(node)))
+        };
         let Some(input) = lock(&self.resolver_input).take() else {
             return;
         };
         for tracker in [&self.users, &self.channels].into_iter().flatten() {
             tokio::spawn(tracker.clone().run(liveness.clone(), stop.clone()));
         }
-        if let (Some(delivery), Some(queue)) = (lock(&self.delivery).take(), &self.queue) {
-            tokio::spawn(delivery.run(queue.clone(), stop.clone()));
+        if let Some(cluster) = &self.cluster {
+            for tracker in [&cluster.users, &cluster.channels].into_iter().flatten() {
+                tokio::spawn(tracker.clone().run(cluster.refresh_every, stop.clone()));
+            }
+        }
+        let outbox: Option<Arc<dyn Outbox>> = match (&self.cluster, &self.queue) {
+            (Some(cluster), _) => Some(cluster.outbox.clone()),
+            (None, Some(queue)) => Some(queue.clone()),
+            (None, None) => None,
+        };
+        if let (Some(delivery), Some(outbox)) = (lock(&self.delivery).take(), outbox) {
+            tokio::spawn(delivery.run(outbox, stop.clone()));
         }
         let this = self.clone();
         let node = Arc::downgrade(node);
@@ -285,9 +407,7 @@ impl Webhooks {
             _ => String::new(),
         };
         for user in offline {
-            if self.offline_publications
-                && let Some(queue) = &self.queue
-            {
+            if self.offline_publications {
                 let event = Event {
                     kind: Kind::OfflinePublication,
                     user: Some(user),
@@ -300,7 +420,7 @@ impl Webhooks {
                         tags: &publication.tags,
                     }),
                 };
-                queue.push(Some(event.to_json()), None);
+                self.push(event.to_json()).await;
             }
             if self.demo {
                 demo::notify_sender(node, parsed.namespace, user, publication).await;
@@ -309,27 +429,61 @@ impl Webhooks {
     }
 }
 
+impl Webhooks {
+    /// Queues one event made by the resolver: in the local queue, or the cluster's.
+    async fn push(&self, body: Vec<u8>) {
+        if let Some(cluster) = &self.cluster {
+            match cluster.store.push(&body).await {
+                Ok(true) => cluster.outbox.appended(),
+                Ok(false) => {}
+                Err(e) => {
+                    cluster.store.metrics().dropped.inc();
+                    tracing::error!("webhooks: cannot queue an event in Redis ({e}); it is lost");
+                }
+            }
+        } else if let Some(queue) = &self.queue {
+            queue.push(Some(body), None);
+        }
+    }
+}
+
 impl HubObserver for Webhooks {
     fn user_up(&self, user: &str) {
-        if let Some(users) = &self.users {
+        if let Some(cluster) = &self.cluster {
+            if let Some(users) = &cluster.users {
+                users.up(user);
+            }
+        } else if let Some(users) = &self.users {
             users.up(user);
         }
     }
 
     fn user_down(&self, user: &str) {
-        if let Some(users) = &self.users {
+        if let Some(cluster) = &self.cluster {
+            if let Some(users) = &cluster.users {
+                users.down(user);
+            }
+        } else if let Some(users) = &self.users {
             users.down(user);
         }
     }
 
     fn channel_up(&self, channel: &str) {
-        if let Some(channels) = &self.channels {
+        if let Some(cluster) = &self.cluster {
+            if let Some(channels) = &cluster.channels {
+                channels.up(channel);
+            }
+        } else if let Some(channels) = &self.channels {
             channels.up(channel);
         }
     }
 
     fn channel_down(&self, channel: &str) {
-        if let Some(channels) = &self.channels {
+        if let Some(cluster) = &self.cluster {
+            if let Some(channels) = &cluster.channels {
+                channels.down(channel);
+            }
+        } else if let Some(channels) = &self.channels {
             channels.down(channel);
         }
     }

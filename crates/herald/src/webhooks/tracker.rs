@@ -4,8 +4,9 @@
 //!
 //! A key is `Up` once announced; its last connection going makes it `Leaving` with a deadline.
 //! Coming back before the deadline makes it `Up` again, silently. At the deadline the
-//! [`Liveness`] is asked whether the key is up anywhere (on this node that is the hub; across
-//! nodes, what the cluster engine says): only if not is the "down" event queued. Every grace is
+//! [`Liveness`] is asked whether the key is up anywhere (this node's hub): only if not is the
+//! "down" event queued. This is the single-node tracker; across nodes (Redis engine),
+//! [`super::cluster::ClusterTracker`] does the same over the shared state in Redis. Every grace is
 //! the same length, so deadlines come in the order they were set and one FIFO holds them all;
 //! one task serves it ([`Tracker::run`]).
 
