@@ -154,6 +154,11 @@ mod tests {
             EmulationOutcome::NoSession
         );
         // A request over what is left of the budget is refused until bytes are freed.
+        assert!(
+            waiting.start(MAX_FORWARDED_BYTES).is_none(),
+            "200 bytes are in flight"
+        );
+        drop((first, second));
         let big = waiting.start(MAX_FORWARDED_BYTES).unwrap();
         assert!(waiting.start(1).is_none());
         drop(big);
