@@ -442,6 +442,33 @@ async fn a_manual_sentinel_failover_is_followed_while_the_old_master_still_answe
     }
 }
 
+/// After a failover that lost writes, the new master's stream is behind what a node already
+/// delivered, in the same epoch: its subscribers are told (3010), never left with offsets that
+/// will be given again. (Simulated: the last two publications are removed from the stream
+/// and its meta, then the node's PUB/SUB connection is cut so that it reconnects and checks.)
+#[tokio::test]
+async fn a_stream_found_behind_what_was_delivered_tells_subscribers() {
+    let redis = RedisServer::start();
+    let config = node_config(json!({"address": redis.url()}));
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let mut ws = b.client("bob").await;
+    ws.subscribe_ok("chat:r").await;
+    for n in 1..=3 {
+        publish(&a, "chat:r", n).await;
+    }
+    assert_eq!(next_offsets(&mut ws, 3).await, [1, 2, 3]);
+    redis
+        .cli(&["XDEL", "herald.stream.{chat:r}", "2-0", "3-0"])
+        .unwrap();
+    redis
+        .cli(&["HSET", "herald.meta.{chat:r}", "s", "1"])
+        .unwrap();
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+    let (code, _) = ws.expect_close_within(Duration::from_secs(10)).await;
+    assert_eq!(code, 3010, "the subscriber is told its position is lost");
+}
+
 #[tokio::test]
 async fn redis_paused_while_publishing_fails_publishes_reports_unhealthy_and_loses_nothing() {
     let redis = RedisServer::start();
