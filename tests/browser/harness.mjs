@@ -23,9 +23,13 @@ export const ADMIN_PASSWORD = 'browser-test-password';
 
 export { sleep };
 
-/** A herald process in demo mode with the admin UI, restartable on the same port and data. */
+/**
+ * A herald process in demo mode with the admin UI, restartable on the same port and data.
+ * `extra` is merged over its config, top-level key by key: several nodes of one deployment
+ * share their secrets and engine that way (see `sharedSecrets`).
+ */
 export class Herald extends HeraldProcess {
-  constructor() {
+  constructor(extra = {}) {
     super(
       HERALD_BIN,
       (dir) => ({
@@ -33,9 +37,8 @@ export class Herald extends HeraldProcess {
         log: { level: 'info' },
         data_dir: join(dir, 'data'),
         demo: true,
-        client: { token: { hmac_secret_key: randomBytes(24).toString('hex') } },
-        http_api: { key: randomBytes(24).toString('hex') },
-        admin: { enabled: true, password: ADMIN_PASSWORD, secret: randomBytes(24).toString('hex') },
+        ...sharedSecrets(),
+        ...extra,
       }),
       'herald-browser-'
     );
@@ -50,6 +53,15 @@ export class Herald extends HeraldProcess {
     }
     return this;
   }
+}
+
+/** Fresh secrets (token key, API key, admin UI), as config keys: give the same to every node. */
+export function sharedSecrets() {
+  return {
+    client: { token: { hmac_secret_key: randomBytes(24).toString('hex') } },
+    http_api: { key: randomBytes(24).toString('hex') },
+    admin: { enabled: true, password: ADMIN_PASSWORD, secret: randomBytes(24).toString('hex') },
+  };
 }
 
 /** Launches headless Chromium. */

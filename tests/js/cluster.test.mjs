@@ -4,6 +4,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { Centrifuge } from 'centrifuge';
+import { EventSource } from 'eventsource';
+
 import { once, sleep, withTimeout } from './herald.mjs';
 import { startCluster } from './cluster.mjs';
 
@@ -11,6 +14,8 @@ let cluster;
 const clients = [];
 before(async () => {
   cluster = await startCluster(3, {
+    http_stream: { enabled: true },
+    sse: { enabled: true },
     channel: {
       without_namespace: { allow_subscribe_for_client: true, allow_publish_for_client: true },
       namespaces: [
@@ -19,6 +24,7 @@ before(async () => {
           allow_subscribe_for_client: true,
           allow_publish_for_subscriber: true,
           allow_presence_for_subscriber: true,
+          allow_history_for_subscriber: true,
           presence: true,
           join_leave: true,
           force_push_join_leave: true,
@@ -108,6 +114,45 @@ test('the server API on one node acts on a user connected to another', async () 
 
   const info = await n1.api('info', {});
   assert.equal(info.result.nodes.length, 3);
+});
+
+test("a streaming session on one node is driven through another node's emulation endpoint", async () => {
+  const [n1, n2] = cluster.nodes;
+  for (const transport of ['http_stream', 'sse']) {
+    // The stream is on node 1; every command the SDK sends goes to node 2's /emulation,
+    // which forwards it to node 1 (as behind a load balancer without sticky sessions).
+    const client = new Centrifuge([{ transport, endpoint: `${n1.url}/connection/${transport}` }], {
+      token: n1.token('erin'),
+      eventsource: EventSource,
+      emulationEndpoint: `${n2.url}/emulation`,
+      minReconnectDelay: 100,
+      maxReconnectDelay: 1000,
+      timeout: 3000,
+    });
+    clients.push(client);
+    const connected = once(client, 'connected');
+    client.connect();
+    assert.equal((await connected).transport, transport);
+    const channel = `room:emulated-${transport}`;
+    const { sub } = await subscribed(client, channel);
+    const got = [];
+    sub.on('publication', (p) => got.push(p.data.n));
+    // Publishes sent one after the other are processed in that order.
+    for (let n = 1; n <= 5; n++) await sub.publish({ n });
+    await withTimeout(
+      (async () => {
+        while (got.length < 5) await sleep(20);
+      })(),
+      5000,
+      `the publications over ${transport}`
+    );
+    assert.deepEqual(got, [1, 2, 3, 4, 5]);
+    const presence = await sub.presence();
+    assert.deepEqual(Object.values(presence.clients).map((c) => c.user), ['erin']);
+    const history = await sub.history({ limit: -1 });
+    assert.deepEqual(history.publications.map((p) => p.data.n), [1, 2, 3, 4, 5]);
+    client.disconnect();
+  }
 });
 
 test('a client of a node killed with SIGKILL recovers on another node', async () => {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::api::cmd::target_clients;
+use crate::engine::emulation::EmulationOutcome;
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, NodeInfo, ProcessInfo, Target};
 use crate::glob::Glob;
 use crate::hub::ClientHandle;
@@ -51,6 +52,13 @@ impl ControlHandler for NodeControl {
 
     fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
         self.0.upgrade().map(|node| node.shutdown().clone())
+    }
+
+    fn emulate(&self, session: &str, commands: bytes::Bytes) -> EmulationOutcome {
+        match self.0.upgrade() {
+            Some(node) => node.emulation().deliver_forwarded(session, commands),
+            None => EmulationOutcome::NoSession,
+        }
     }
 
     fn node_info(&self) -> NodeInfo {

@@ -368,7 +368,7 @@ fn ws_settings(node: &Node) -> WsSettings {
         ),
         uni_websocket: uni_websocket::Settings::from_config(node.config()),
         endpoints: Endpoints::from_config(node.config()),
-        emulation: Arc::default(),
+        emulation: node.emulation().clone(),
         admission: std::sync::Mutex::new(()),
     }
 }
@@ -856,10 +856,13 @@ async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> Ht
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let delivered = if binary {
-        ws.emulation.deliver_protobuf(&body)
-    } else {
-        ws.emulation.deliver(&body)
+    let delivered = match Emulation::parse(&body, binary) {
+        Err(refused) => Err(refused),
+        // The session is this node's, or the client does not say whose.
+        Ok(request) if request.node.is_empty() || request.node == node.id() => {
+            ws.emulation.deliver_to(&request.session, request.data)
+        }
+        Ok(request) => crate::transport::emulation::forward(&node, request).await,
     };
     let status = match delivered {
         Ok(()) => {
@@ -869,6 +872,9 @@ async fn emulate(node: Arc<Node>, ws: Arc<WsSettings>, req: Request<Body>) -> Ht
         Err(e @ crate::transport::emulation::Refused::BadRequest) => (StatusCode::BAD_REQUEST, e),
         Err(e @ crate::transport::emulation::Refused::NoSession) => (StatusCode::NOT_FOUND, e),
         Err(e @ crate::transport::emulation::Refused::Busy) => (StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e @ crate::transport::emulation::Refused::Unreachable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e)
+        }
     };
     let mut refused = json_error(status.0, &status.1.to_string());
     for (name, value) in response.headers() {

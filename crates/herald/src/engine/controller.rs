@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::emulation::EmulationOutcome;
 use super::redis::client_info::b64;
 use super::{BoxFuture, EngineError};
 use crate::auth::SubscribeOverride;
@@ -142,6 +143,12 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn shutdown_signal(&self) -> Option<tokio_util::sync::CancellationToken> {
         None
     }
+    /// Hands `commands`, forwarded by another node's emulation endpoint, to this node's
+    /// streaming connection with session id `session` (see [`super::emulation`]).
+    fn emulate(&self, session: &str, commands: bytes::Bytes) -> EmulationOutcome {
+        let _ = (session, commands);
+        EmulationOutcome::NoSession
+    }
 }
 
 /// Node-to-node control. Shared as `Arc<dyn Controller>` by the node and the server API.
@@ -163,6 +170,20 @@ pub trait Controller: Send + Sync + 'static {
         &'a self,
         pattern: &'a str,
     ) -> BoxFuture<'a, Result<BTreeMap<String, u32>, EngineError>>;
+
+    /// Forwards a streaming connection's commands to node `node`, which owns session
+    /// `session` (see [`super::emulation`]), and resolves with its answer; an error when it
+    /// does not answer within the engine's deadline. With one node there is no other node:
+    /// no such session.
+    fn emulate<'a>(
+        &'a self,
+        node: &'a str,
+        session: &'a str,
+        commands: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<EmulationOutcome, EngineError>> {
+        let _ = (node, session, commands);
+        Box::pin(std::future::ready(Ok(EmulationOutcome::NoSession)))
+    }
 }
 
 /// Adds one node's channel list into `all`, summing the counts of channels several nodes have.

@@ -44,6 +44,7 @@ pub mod redis;
 mod broker;
 mod build;
 mod controller;
+pub mod emulation;
 mod idempotency;
 mod presence;
 

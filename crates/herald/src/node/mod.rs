@@ -89,6 +89,9 @@ pub struct Node {
     policy: std::sync::OnceLock<Box<dyn Policy>>,
     /// Events for the backend (`webhooks`) and the demo's offline notices, when either is on.
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// This node's streaming connections by session, for the emulation endpoint — its own
+    /// requests and those other nodes forward through the controller.
+    emulation: Arc<crate::transport::Emulation>,
 }
 
 impl std::fmt::Debug for Node {
@@ -191,6 +194,7 @@ impl Node {
             channel_locks: ChannelLocks::new(),
             policy,
             live_connections: AtomicUsize::new(0),
+            emulation: Arc::default(),
             unauthenticated: crate::http_guard::RequestGate::new(
                 config.http_server.unauthenticated_request_limit,
             ),
@@ -273,6 +277,11 @@ impl Node {
     /// Publications, join/leave and history: the engine's broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// This node's streaming connections by session (the emulation endpoint's registry).
+    pub fn emulation(&self) -> &Arc<crate::transport::Emulation> {
+        &self.emulation
     }
 
     /// Commands to the connections of a user on any node, and the node list.

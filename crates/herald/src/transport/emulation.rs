@@ -11,8 +11,21 @@
 //! connection's own task processes them, in order, as if they had come over its stream. The
 //! replies go out on the stream, so the POST is answered with 204 at once.
 //!
-//! Sessions are looked up on this node only: with one node that is all there is. Routing a
-//! request to the node that owns the session (the `node` field) waits for a multi-node engine.
+//! **Several nodes.** The connect reply also names the node (`node`), and the SDK sends it
+//! with every request. A request that reaches another node than the session's (a load
+//! balancer without sticky sessions) is forwarded by the endpoint to that node through the
+//! engine's controller (`engine::Controller::emulate`: the Redis engine's control channels,
+//! NATS request/reply), which hands it to the connection there ([`Emulation::deliver_to`]) and
+//! answers; the endpoint answers the client once the owner did, within the engine's deadline.
+//! Requests forwarded one after the other are queued on the connection in that order. A
+//! forwarding node holds at most `engine::emulation::MAX_FORWARDED_BYTES` of requests waiting
+//! for their answers (more is answered 503), each at most `emulation.max_request_body_size`.
+//!
+//! Answers: 204 once the commands are queued on the connection (wherever it is); 400 for a
+//! body that is not an emulation request; 404 when no connection has the session (it ended,
+//! or its node is gone) — Centrifugo answers 204 there and drops the commands, Herald says so,
+//! which no SDK reads but a hand-written client may; 503 when the connection (or this node's
+//! forwarding) has too much waiting, or the owning node did not answer in time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -21,6 +34,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http_stream::Stream;
+use crate::engine::emulation::EmulationOutcome;
 
 /// Default path of the emulation endpoint (Centrifugo's).
 pub const PATH: &str = "/emulation";
@@ -41,12 +55,22 @@ pub struct Emulation {
 #[derive(Debug, Deserialize)]
 struct Request {
     session: String,
-    /// The node that owns the session: ignored on a single node.
+    /// The node that owns the session.
     #[serde(default)]
-    #[allow(dead_code)]
     node: String,
     /// The commands, newline-delimited JSON, as a string.
     data: String,
+}
+
+/// An emulation request, read from its body (JSON or Protobuf).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// The connection's session id.
+    pub session: String,
+    /// The node that owns it (empty if the client did not say).
+    pub node: String,
+    /// The commands, as the connection reads them.
+    pub data: Bytes,
 }
 
 /// Why an emulation request was not delivered, with what to tell the client.
@@ -61,6 +85,24 @@ pub enum Refused {
     /// The connection has too many commands waiting.
     #[error("too many commands waiting for this connection: retry later")]
     Busy,
+    /// The node that owns the session could not be reached (or did not answer in time).
+    #[error("the node of this session cannot be reached: {0}")]
+    Unreachable(String),
+}
+
+/// Forwards `request` to the node that owns its session, through the engine's controller,
+/// and says what became of it there.
+pub async fn forward(node: &crate::node::Node, request: Parsed) -> Result<(), Refused> {
+    let outcome = node
+        .controller()
+        .emulate(&request.node, &request.session, request.data)
+        .await
+        .map_err(|e| Refused::Unreachable(e.to_string()))?;
+    match outcome {
+        EmulationOutcome::Delivered => Ok(()),
+        EmulationOutcome::NoSession => Err(Refused::NoSession),
+        EmulationOutcome::Busy => Err(Refused::Busy),
+    }
 }
 
 impl Emulation {
@@ -90,22 +132,45 @@ impl Emulation {
         self.len() == 0
     }
 
-    /// Hands the commands of the emulation request `body` (JSON) to the connection it names.
+    /// Hands the commands of the emulation request `body` (JSON) to the connection it names,
+    /// on this node.
     pub fn deliver(&self, body: &[u8]) -> Result<(), Refused> {
-        let request: Request = serde_json::from_slice(body).map_err(|_| Refused::BadRequest)?;
-        self.deliver_to(&request.session, Bytes::from(request.data))
-    }
-
-    /// Hands the commands of the Protobuf emulation request `body` (an `EmulationRequest`,
-    /// whose `data` is the varint-delimited commands, as the SDKs' Protobuf builds send it) to
-    /// the connection it names.
-    pub fn deliver_protobuf(&self, body: &[u8]) -> Result<(), Refused> {
-        let request = <crate::protocol::codec::EmulationRequest as prost::Message>::decode(body)
-            .map_err(|_| Refused::BadRequest)?;
+        let request = Emulation::parse(body, false)?;
         self.deliver_to(&request.session, request.data)
     }
 
-    fn deliver_to(&self, session: &str, commands: Bytes) -> Result<(), Refused> {
+    /// Reads an emulation request: JSON, or (`binary`) the Protobuf `EmulationRequest` the
+    /// SDKs' Protobuf builds send, whose `data` is the varint-delimited commands.
+    pub fn parse(body: &[u8], binary: bool) -> Result<Parsed, Refused> {
+        if binary {
+            let request =
+                <crate::protocol::codec::EmulationRequest as prost::Message>::decode(body)
+                    .map_err(|_| Refused::BadRequest)?;
+            return Ok(Parsed {
+                session: request.session,
+                node: request.node,
+                data: request.data,
+            });
+        }
+        let request: Request = serde_json::from_slice(body).map_err(|_| Refused::BadRequest)?;
+        Ok(Parsed {
+            session: request.session,
+            node: request.node,
+            data: Bytes::from(request.data),
+        })
+    }
+
+    /// What became of commands another node forwarded to this one's connection `session`.
+    pub fn deliver_forwarded(&self, session: &str, commands: Bytes) -> EmulationOutcome {
+        match self.deliver_to(session, commands) {
+            Ok(()) => EmulationOutcome::Delivered,
+            Err(Refused::Busy) => EmulationOutcome::Busy,
+            Err(_) => EmulationOutcome::NoSession,
+        }
+    }
+
+    /// Hands `commands` to this node's connection whose session id is `session`.
+    pub fn deliver_to(&self, session: &str, commands: Bytes) -> Result<(), Refused> {
         let stream = self
             .lock()
             .get(session)

@@ -8,6 +8,7 @@
 
 pub mod nats;
 pub mod redis;
+pub mod streaming;
 pub mod tls;
 
 use std::collections::VecDeque;

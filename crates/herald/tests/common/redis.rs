@@ -325,3 +325,93 @@ impl Drop for RedisSentinel {
         kill(&mut self.child);
     }
 }
+
+/// A master, one replica of it and one sentinel watching them (quorum 1, the master taken
+/// for down after 1 s): what a Sentinel failover needs. Both servers keep nothing on disk.
+pub struct SentinelGroup {
+    /// The master at start.
+    pub master: RedisServer,
+    /// Its replica, which a failover promotes.
+    pub replica: RedisServer,
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl SentinelGroup {
+    /// Starts the master, the replica (waiting until it is in sync) and the sentinel, and
+    /// waits until the sentinel knows both.
+    pub fn start() -> SentinelGroup {
+        let master = RedisServer::start();
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !replica
+            .cli(&["INFO", "replication"])
+            .is_some_and(|i| i.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf: PathBuf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                dir.path().display(),
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut child = spawn(
+            &[conf.display().to_string(), "--sentinel".to_string()],
+            dir.path(),
+        );
+        wait_ready(port, &mut child);
+        let group = SentinelGroup {
+            master,
+            replica,
+            sentinel_port: port,
+            _dir: dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !group
+            .sentinel(&["SENTINEL", "replicas", SENTINEL_MASTER])
+            .is_some_and(|o| o.contains(&group.replica.port.to_string()))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not find the replica"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        group
+    }
+
+    /// `redis-cli` against the sentinel.
+    pub fn sentinel(&self, args: &[&str]) -> Option<String> {
+        cli(self.sentinel_port, args)
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn named_master_port(&self) -> Option<u16> {
+        self.sentinel(&["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER])?
+            .lines()
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}

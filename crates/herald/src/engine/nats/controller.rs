@@ -3,7 +3,9 @@
 //! [`GONE_AFTER`] heartbeats (so a node killed with `kill -9` drops out of `info` by itself);
 //! commands (API `disconnect`, `subscribe`, `unsubscribe`, `refresh`) are applied here and
 //! published on `P.control` for the others; API `channels` surveys the live nodes on
-//! `P.channels` (each answers its matching channels to the asker's inbox).
+//! `P.channels` (each answers its matching channels to the asker's inbox); an emulation
+//! request for a streaming connection on another node is a NATS request to that node's
+//! `P.emulation.<uid>`, answered with what became of it (see `engine/emulation.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NatsConnection;
 use crate::engine::controller::merge_channels;
+use crate::engine::emulation::{EmulationOutcome, Forwarded};
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, Controller, EngineError, NodeInfo};
 
 /// How often a node publishes its [`NodeInfo`].
@@ -103,13 +106,16 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
     let client = connection.client().clone();
     // While NATS is away the client queues these and sends them once connected (and again
     // after every reconnection).
-    let (nodes, control, surveys) = match (
+    let (nodes, control, surveys, emulations) = match (
         client.subscribe(connection.node_subject()).await,
         client.subscribe(connection.control_subject()).await,
         client.subscribe(connection.channels_subject()).await,
+        client.subscribe(emulation_subject(&connection, &uid)).await,
     ) {
-        (Ok(nodes), Ok(control), Ok(surveys)) => (nodes, control, surveys),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        (Ok(nodes), Ok(control), Ok(surveys), Ok(emulations)) => {
+            (nodes, control, surveys, emulations)
+        }
+        (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             tracing::error!(
                 "nats: cannot listen to the other nodes, info and commands stay on this node: {e}"
             );
@@ -117,6 +123,7 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
         }
     };
     let (mut nodes, mut control, mut surveys) = (nodes.fuse(), control.fuse(), surveys.fuse());
+    let mut emulations = emulations.fuse();
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -170,9 +177,32 @@ async fn run(connection: NatsConnection, handler: Arc<dyn ControlHandler>, peers
                     answer_survey(&connection, &uid, reply, handler.channels(&request.pattern)).await;
                 }
             }
+            // Handed to the connection here, in the order they arrive; answered at once.
+            Some(message) = emulations.next() => {
+                let (Some(reply), Ok(request)) = (
+                    message.reply,
+                    serde_json::from_slice::<Forwarded>(&message.payload),
+                ) else {
+                    tracing::warn!("nats: skipping an emulation request that is not Herald's");
+                    continue;
+                };
+                let outcome = handler.emulate(&request.session, request.data.into());
+                let Ok(body) = serde_json::to_vec(&outcome) else { continue };
+                let sent = connection
+                    .deadline("emulation answer", client.publish(reply, body.into()))
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!("nats: an emulation request went unanswered: {e}");
+                }
+            }
             else => return,
         }
     }
+}
+
+/// `P.emulation.<uid>`: where node `uid` takes emulation requests for its connections.
+fn emulation_subject(connection: &NatsConnection, uid: &str) -> String {
+    format!("{}.emulation.{uid}", connection.prefix)
 }
 
 /// Sends this node's `channels` to a survey's `reply` inbox in parts of at most
@@ -341,6 +371,45 @@ impl Controller for NatsController {
                 )));
             }
             Ok(all)
+        })
+    }
+
+    fn emulate<'a>(
+        &'a self,
+        node: &'a str,
+        session: &'a str,
+        commands: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<EmulationOutcome, EngineError>> {
+        Box::pin(async move {
+            let gone = HEARTBEAT * GONE_AFTER;
+            let live = crate::sync::lock(&self.peers)
+                .get(node)
+                .is_some_and(|(_, seen)| seen.elapsed() < gone);
+            if !live {
+                // A node not heard of is gone, and its connections with it.
+                return Ok(EmulationOutcome::NoSession);
+            }
+            let request = Forwarded {
+                session: session.to_owned(),
+                data: commands.to_vec(),
+            };
+            let body = serde_json::to_vec(&request)
+                .map_err(|e| EngineError::BadRequest(format!("cannot encode a request: {e}")))?;
+            let connection = &self.connection;
+            connection.ready().await?;
+            let answer = connection
+                .deadline(
+                    "emulation request",
+                    connection
+                        .client()
+                        .request(emulation_subject(connection, node), body.into()),
+                )
+                .await?;
+            serde_json::from_slice(&answer.payload).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "node {node} answered an emulation request oddly: {e}"
+                ))
+            })
         })
     }
 }

@@ -499,6 +499,12 @@ impl Inner {
                     self.fill(&channel, t.position.offset, top.offset, &top.epoch)
                         .await;
                 }
+                // Behind what was delivered here in the same epoch: the writes after the top
+                // were lost (a failover to a replica that had not received them), and their
+                // offsets will be given again.
+                Ok((top, _)) if top.offset < t.position.offset && t.delivered => {
+                    self.insufficient(&channel, "its stream lost publications delivered here");
+                }
                 Ok(_) => {}
                 Err(e) => self.insufficient(&channel, &format!("its stream cannot be read ({e})")),
             }

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PubSubHandler, PubSubLink, RedisShards, Shard, deadline};
 use crate::engine::controller::merge_channels;
+use crate::engine::emulation::{EmulationOutcome, Forwarded, Waiting};
 use crate::engine::{BoxFuture, ControlCommand, ControlHandler, Controller, EngineError, NodeInfo};
 
 /// How often a node announces itself (Centrifugo's interval).
@@ -76,6 +77,10 @@ enum Body {
         channels: Vec<(String, u32)>,
         last: bool,
     },
+    /// Hand these commands to your streaming connection (see `controller/emulation.rs`).
+    Emulate { id: u64, request: Forwarded },
+    /// What became of the emulation request `id`.
+    EmulateReply { id: u64, outcome: EmulationOutcome },
 }
 
 /// A `channels` survey this node is waiting on.
@@ -117,6 +122,8 @@ struct Inner {
     /// The subscription to the control channels.
     link: OnceLock<PubSubLink>,
     stop: CancellationToken,
+    /// Emulation requests forwarded to other nodes, waiting for their answers.
+    emulations: Waiting,
 }
 
 /// The controller as its PUB/SUB link's handler.
@@ -189,6 +196,7 @@ impl RedisController {
                 listener: OnceLock::new(),
                 link: OnceLock::new(),
                 stop: CancellationToken::new(),
+                emulations: Waiting::default(),
             }),
         }
     }
@@ -303,6 +311,8 @@ impl Inner {
                     }
                 }
             }
+            Body::Emulate { id, request } => self.emulate_here(envelope.from, id, request),
+            Body::EmulateReply { id, outcome } => self.emulations.answer(id, outcome),
         }
     }
 
@@ -560,7 +570,17 @@ impl Controller for RedisController {
             Ok(all)
         })
     }
+
+    fn emulate<'a>(
+        &'a self,
+        node: &'a str,
+        session: &'a str,
+        commands: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<EmulationOutcome, EngineError>> {
+        Box::pin(self.inner.forward_emulation(node, session, commands))
+    }
 }
 
+mod emulation;
 #[cfg(test)]
 mod tests;

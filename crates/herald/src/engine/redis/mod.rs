@@ -9,6 +9,9 @@
 //!   one Sentinel-managed master) and [`Shard`], with its command connection
 //!   ([`Shard::conn`], a cloneable [`ShardConn`] implementing `redis::aio::ConnectionLike`)
 //!   and fresh PUB/SUB connections ([`Shard::pubsub`]);
+//! * `shards/sentinel.rs` — following a Sentinel-managed master through a failover: the
+//!   sentinels are asked every second which master they name, and a move drops the shard's
+//!   connections, which reconnect to the new master;
 //! * `pubsub.rs` — [`PubSubLink`]: a kept-alive PUB/SUB connection to one shard, batching
 //!   SUBSCRIBE/UNSUBSCRIBE, resubscribing after a reconnect and probing its own liveness,
 //!   handing messages to a [`PubSubHandler`];

@@ -8,6 +8,8 @@
 //! [`PROBE_INTERVAL`], on its command connection to a PUB/SUB channel of its own that the link
 //! is subscribed to; if nothing at all (probe or message) arrives for `io_timeout` (at least
 //! two probes' worth), the link is dropped and made again.
+//! On a Sentinel-managed master, the link is also dropped and made again (to the new master)
+//! as soon as the sentinels name another master ([`Shard::master_changes`]).
 //!
 //! **After a reconnect** the handler's [`PubSubHandler::on_resubscribed`] runs before any
 //! message received on the new connection is handed over, so that an engine can repair what
@@ -225,6 +227,12 @@ impl Task {
             End::Lost(format!("Redis PUB/SUB link to {describe}: {what}: {e}"))
         };
         let timeout = self.dead_after;
+        // A Sentinel-managed master that moves ends this connection (see `shards/sentinel.rs`);
+        // a move before now was followed by the connection just made.
+        let mut master = self.shard.master_changes();
+        if let Some(master) = &mut master {
+            master.borrow_and_update();
+        }
         let mut everything: Vec<String> = vec![self.probe_channel.clone()];
         everything.extend(self.wanted.iter().cloned());
         for chunk in everything.chunks(BATCH) {
@@ -321,6 +329,9 @@ impl Task {
                         }
                     }
                 }
+                _ = master_moved(&mut master) => {
+                    return lost("the sentinels name another master", &"following it");
+                }
                 _ = ticker.tick() => {
                     let silent = last_seen.elapsed();
                     if silent >= self.dead_after {
@@ -352,4 +363,14 @@ impl Task {
             }
         });
     }
+}
+
+/// Resolves when the sentinels name another master (never for other shards).
+async fn master_moved(master: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(master) = master
+        && master.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }

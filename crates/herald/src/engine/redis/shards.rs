@@ -112,6 +112,7 @@ impl RedisShards {
                         connecting: tokio::sync::Mutex::new(()),
                         generation: AtomicU64::new(0),
                         last_failure: StdMutex::new(None),
+                        following: sentinel::Following::default(),
                     })
                 })
                 .collect(),
@@ -258,6 +259,8 @@ pub struct Shard {
     generation: AtomicU64,
     /// The last failed connection attempt and its error (see [`RETRY_AFTER`]).
     last_failure: StdMutex<Option<(Instant, String)>>,
+    /// For a Sentinel-managed master: how this node follows it through failovers.
+    following: sentinel::Following,
 }
 
 impl std::fmt::Debug for Shard {
@@ -426,36 +429,15 @@ impl Shard {
         }
     }
 
-    /// Asks the sentinels, in order, where the master is; the first that answers wins.
+    /// Asks the sentinels where the master is (see `sentinel.rs`), and remembers the answer.
     async fn resolve_master(&self) -> Result<ConnectionInfo, String> {
-        let Target::Sentinel { sentinels, master } = &self.target else {
-            return Err("not a Sentinel shard".into());
-        };
-        let mut errors = Vec::new();
-        for sentinel in sentinels {
-            let asked = async {
-                let mut conn = self.open_single(sentinel.clone()).await?;
-                let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(master)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                answer.ok_or_else(|| format!("it knows no master named {master:?}"))
-            };
-            match asked.await {
-                Ok((host, port)) => {
-                    let template = self.master_template();
-                    return self
-                        .settings
-                        .info("engine.redis.sentinel_address", &format!("{host}:{port}"))
-                        .map(|i| i.set_redis_settings(template))
-                        .map_err(|e| e.to_string());
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        Err(format!("no sentinel answered: {}", errors.join("; ")))
+        let (host, port) = self.ask_sentinels().await?;
+        self.connecting_to(&host, port);
+        let template = self.master_template();
+        self.settings
+            .info("engine.redis.sentinel_address", &format!("{host}:{port}"))
+            .map(|i| i.set_redis_settings(template))
+            .map_err(|e| e.to_string())
     }
 
     /// The master's credentials and database (from `engine.redis.user`, `password`, `db`).
@@ -519,8 +501,14 @@ pub struct ShardConn {
 
 impl ShardConn {
     fn check<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        // READONLY: the server became a replica (a Sentinel failover demoted it) while this
+        // connection lived; the next call asks the sentinels for the master again.
         if let Err(e) = &result
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.code() == Some("READONLY")
+                || e.to_string().contains("READONLY"))
         {
             self.shard.broken(self.generation);
         }
@@ -561,6 +549,8 @@ impl ConnectionLike for ShardConn {
         }
     }
 }
+
+mod sentinel;
 
 /// Locks a mutex whose holder cannot leave it inconsistent (plain assignments).
 fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
