@@ -328,9 +328,9 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
 /// connections under (see [`herald_ws::Pacer`]). A loopback `sendmsg` costs ~6.6 µs of kernel
 /// time (bench/RESULTS.md, issue 25: 83 % of the server's samples at 111,000 writes/s), so
 /// this is about a third of a core's time in writes, leaving the rest for the messages
-/// themselves, the API and, on a machine shared with them, the readers. Below it (e.g. up to
-/// 1,000 busy connections on two workers with the default 5 ms coalescing) pacing changes
-/// nothing.
+/// themselves, the API and, on a machine shared with them, the readers. Up to 250 busy
+/// connections per worker (with the default 5 ms coalescing) pacing changes nothing; 1,000 on
+/// two workers are held 10 ms, 10,000 the cap.
 const WRITES_PER_WORKER: u64 = 50_000;
 
 /// The longest hold write pacing may impose on a busy connection's output: the latency a
