@@ -14,6 +14,10 @@
 # to it through a client connection (VIA_BEFORE=client or VIA_AFTER=client): its HTTP API
 # shares the runtime with the connections and falls far behind the asked rate under fan-out.
 #
+# BENCH_ARGS: more herald-bench fanout flags for every run (e.g. "--procs 2").
+# ENV_BEFORE / ENV_AFTER: extra environment of that build's server, e.g.
+# ENV_AFTER="HERALD_WORKERS=1" to compare two settings of one binary.
+#
 # Run it on a machine with nothing else busy: server and bench share the cores.
 set -euo pipefail
 
@@ -27,6 +31,9 @@ SCENARIOS=${SCENARIOS:-1000x1000 1000x5000 10000x100}
 MODELS=${MODELS:-fast tungstenite}
 VIA_BEFORE=${VIA_BEFORE:-api}
 VIA_AFTER=${VIA_AFTER:-api}
+ENV_BEFORE=${ENV_BEFORE:-}
+ENV_AFTER=${ENV_AFTER:-}
+BENCH_ARGS=${BENCH_ARGS:-}
 PORT=${PORT:-8123}
 SECRET=herald-bench-secret-not-for-production
 API_KEY=herald-bench-api-key
@@ -36,15 +43,17 @@ cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-# run BUILD SUBS RATE MODEL VIA: one fan-out run against a fresh server; prints its JSON result line.
+# run BUILD SUBS RATE MODEL VIA ENV: one fan-out run against a fresh server; prints its JSON
+# result line.
 run() {
-    "$1" -c "$ROOT/bench/config.json" --port "$PORT" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086 # ENV is a list of NAME=value words
+    env $6 "$1" -c "$ROOT/bench/config.json" --port "$PORT" >/dev/null 2>&1 &
     SERVER_PID=$!
     sleep 0.7
     "$BENCH" fanout --url "ws://127.0.0.1:$PORT/connection/websocket" \
         --api "http://127.0.0.1:$PORT/api" --api-key "$API_KEY" --hmac-secret "$SECRET" \
         --server-pid "$SERVER_PID" --subs "$2" --rate "$3" --duration "$DURATION" \
-        --payload-size 64 --client-model "$4" --publish-via "$5" 2>/dev/null | grep '^{' || true
+        --payload-size 64 --client-model "$4" --publish-via "$5" $BENCH_ARGS 2>/dev/null | grep '^{' || true
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
@@ -54,9 +63,9 @@ for round in $(seq 1 "$ROUNDS"); do
     for scenario in $SCENARIOS; do
         for model in $MODELS; do
             for build in before after; do
-                bin=$BEFORE via=$VIA_BEFORE
-                [ "$build" = after ] && bin=$AFTER via=$VIA_AFTER
-                line=$(run "$bin" "${scenario%x*}" "${scenario#*x}" "$model" "$via")
+                bin=$BEFORE via=$VIA_BEFORE envs=$ENV_BEFORE
+                [ "$build" = after ] && bin=$AFTER via=$VIA_AFTER envs=$ENV_AFTER
+                line=$(run "$bin" "${scenario%x*}" "${scenario#*x}" "$model" "$via" "$envs")
                 echo "$round $scenario/$model $build $line" >>"$OUT"
                 python3 - "$round" "$scenario/$model" "$build" "$line" <<'EOF'
 import json, sys
@@ -65,7 +74,7 @@ try:
     j = json.loads(line)
 except ValueError:
     print(f"round {r} {s} {b}: no result"); sys.exit()
-print(f"round {r} {s:>21} {b:6} published/s {j['publish_rate']:8.1f}  deliveries/s {j['deliveries_per_s']/1e6:5.2f} M"
+print(f"round {r} {s:>21} {b:6} published/s {j['publish_rate']:8.1f} late {j.get('late', '?')}  deliveries/s {j['deliveries_per_s']/1e6:5.2f} M"
       f"  loss {j['lost']}  p50 {j['p50_ms']:7.2f}  p99 {j['p99_ms']:7.2f} ms"
       f"  server CPU {(j['server_cpu_pct'] or 0):5.1f} %  bench CPU {j['bench_cpu_pct']:5.1f} %")
 EOF
@@ -85,10 +94,11 @@ for raw in open(sys.argv[1]):
         runs.setdefault((s, b), []).append(json.loads(line))
     except ValueError:
         pass
-print("  %21s %-6s %8s %8s %11s  %s" % ("scenario/model", "build", "p50 ms", "p99 ms", "published/s", "p99 of each run"))
+print("  %21s %-6s %8s %8s %11s %6s  %s" % ("scenario/model", "build", "p50 ms", "p99 ms", "published/s", "late", "p99 of each run"))
 for (s, b), js in sorted(runs.items()):
     med = lambda k: statistics.median(j[k] for j in js)
     each = " / ".join("%.1f" % j["p99_ms"] for j in js)
-    print("  %21s %-6s %8.2f %8.2f %11.1f  (%s)" % (s, b, med("p50_ms"), med("p99_ms"), med("publish_rate"), each))
+    late = sum(j.get("late", 0) or 0 for j in js)
+    print("  %21s %-6s %8.2f %8.2f %11.1f %6d  (%s)" % (s, b, med("p50_ms"), med("p99_ms"), med("publish_rate"), late, each))
 EOF
 rm -f "$OUT"

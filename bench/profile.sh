@@ -8,9 +8,9 @@
 #   SERVER=target/release/examples/broadcast_reference MODEL=tungstenite SUBS=10000 RATE=100 bench/profile.sh
 #
 # Knobs: SERVER (binary taking -c/--port), MODEL=tungstenite|fast, SUBS=10000, RATE=100,
-# DURATION=10, PORT=8125, OUT=bench/out/profile-<server>-<model>-<subs>x<rate>, PERF_FREQ=499.
+# DURATION=10, VIA=api|client (how the bench publishes), PORT=8125, OUT=bench/out/profile-<server>-<model>-<subs>x<rate>, PERF_FREQ=499.
 # Writes OUT.perf.data, OUT.report.txt (flat profile, then callers of the top symbols),
-# OUT.threads.txt and OUT.json (the bench's result line). Traffic goes to 127.0.0.1 only; the
+# OUT.threads.txt, OUT.syscalls.txt (system calls while publishing) and OUT.json (the bench's result line). Traffic goes to 127.0.0.1 only; the
 # run and the recording are bounded in time.
 set -euo pipefail
 
@@ -23,6 +23,8 @@ RATE=${RATE:-100}
 DURATION=${DURATION:-10}
 PORT=${PORT:-8125}
 PERF_FREQ=${PERF_FREQ:-499}
+# api, or client for the minimal broadcast server (its API falls behind under fan-out).
+VIA=${VIA:-api}
 NAME=$(basename "$SERVER")
 OUT=${OUT:-$ROOT/bench/out/profile-$NAME-$MODEL-${SUBS}x$RATE}
 SECRET=herald-bench-secret-not-for-production
@@ -57,7 +59,7 @@ thread_cpu() {
 "$BENCH" fanout --url "ws://127.0.0.1:$PORT/connection/websocket" \
     --api "http://127.0.0.1:$PORT/api" --api-key "$API_KEY" --hmac-secret "$SECRET" \
     --server-pid "$SERVER_PID" --subs "$SUBS" --rate "$RATE" --duration "$DURATION" \
-    --payload-size 64 --client-model "$MODEL" --label "$NAME-$MODEL" \
+    --payload-size 64 --client-model "$MODEL" --label "$NAME-$MODEL" --publish-via "$VIA" \
     2> >(while IFS= read -r line; do
         echo "$line" >&2
         case $line in
@@ -65,6 +67,12 @@ thread_cpu() {
             thread_cpu >"$OUT.threads.before"
             timeout "$((DURATION + 2))" perf record -F "$PERF_FREQ" -g -p "$SERVER_PID" \
                 -o "$OUT.perf.data" >/dev/null 2>&1 &
+            # System calls of the publishing time: how many writes (and wake-ups) a delivery
+            # costs the server.
+            timeout --signal=INT "$DURATION" perf stat -p "$SERVER_PID" -o "$OUT.syscalls.txt" \
+                -e syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write \
+                -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex \
+                -e context-switches >/dev/null 2>&1 &
             ;;
         "published "*)
             thread_cpu >"$OUT.threads.after"
@@ -91,4 +99,6 @@ echo "== $OUT.report.txt"
 head -40 "$OUT.report.txt"
 echo "== threads"
 cat "$OUT.threads.txt"
+echo "== system calls while publishing ($DURATION s)"
+grep -E 'syscalls|context' "$OUT.syscalls.txt" 2>/dev/null || true
 cat "$OUT.json"

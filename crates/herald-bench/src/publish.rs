@@ -30,7 +30,7 @@ use crate::stats::{self, Tally};
 use crate::sys::{self, now_ns};
 
 /// An open-loop send later than this after its due time counts as late.
-const LATE_NS: u64 = 2_000_000;
+pub const LATE_NS: u64 = 2_000_000;
 
 /// How much to publish and when to stop.
 #[derive(Debug, Clone, PartialEq)]

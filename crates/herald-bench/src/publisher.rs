@@ -400,6 +400,9 @@ impl Publisher {
     }
 }
 
+/// A send later than this after its due time counts as late (as in the `publish` scenario).
+pub const LATE_NS: u64 = crate::publish::LATE_NS;
+
 /// Shared publisher counters.
 #[derive(Default)]
 pub struct PubCounters {
@@ -411,6 +414,13 @@ pub struct PubCounters {
     pub first_ns: AtomicU64,
     /// Monotonic ns of the last acknowledged send.
     pub last_ns: AtomicU64,
+    /// Publications sent more than [`LATE_NS`] after their due time: the publisher (or the
+    /// server's previous answer) fell behind the asked rate. A fan-out result is only
+    /// comparable at the asked rate: a late publication also carries a later `ts`, so its
+    /// subscribers' latency hides the wait (coordinated omission).
+    pub late: AtomicU64,
+    /// The most a publication was sent after its due time, ns.
+    pub max_late_ns: AtomicU64,
     /// Failure reasons.
     pub errors: stats::Tally,
 }
@@ -453,6 +463,11 @@ pub async fn run_one(
             tokio::time::sleep(Duration::from_nanos(due - now)).await;
         }
         let ts = now_ns();
+        let behind = ts.saturating_sub(due);
+        if behind > LATE_NS {
+            counters.late.fetch_add(1, Relaxed);
+        }
+        counters.max_late_ns.fetch_max(behind, Relaxed);
         counters.first_ns.fetch_min(ts, Relaxed);
         proto::bench_data(&mut data, ts, n + 1, plan.payload_size);
         match p.publish(&plan.channel_json, &data).await {

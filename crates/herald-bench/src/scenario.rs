@@ -521,6 +521,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
     let pressure = sys::cpu_pressure();
     let ok = counters.ok.load(Relaxed);
     let failed = counters.failed.load(Relaxed);
+    let late = counters.late.load(Relaxed);
+    let max_late_ns = counters.max_late_ns.load(Relaxed);
     // With a tags filter only the matching subscribers are sent the publications.
     let receiving = if a.tags_filter.is_some() {
         ready.receiving.saturating_sub(ready.closed)
@@ -584,8 +586,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         c.subs, subscribed, c.client_model, mode_note(&a, receiving), a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
     ));
     out.line(format!(
-        "published {ok}/{total} ({failed} failed) at {:.1} msg/s; publish round trip p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        ok as f64 / publish_secs.max(1e-9), rtt_s.p50_ms, rtt_s.p99_ms, rtt_s.max_ms
+        "published {ok}/{total} ({failed} failed) at {:.1} msg/s, {late} sent more than {} ms late (at most {:.1} ms); publish round trip p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ok as f64 / publish_secs.max(1e-9), crate::publisher::LATE_NS / 1_000_000, max_late_ns as f64 / 1e6, rtt_s.p50_ms, rtt_s.p99_ms, rtt_s.max_ms
     ));
     out.line(format!(
         "received {received} of {expected} expected (missing {lost} = {:.4}% after waiting {drain_secs:.1} s), {:.0} deliveries/s, {} out of order, {} disconnects",
@@ -656,6 +658,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "published": ok,
         "publish_errors": failed,
         "publish_rate": r3(ok as f64 / publish_secs.max(1e-9)),
+        "late": late,
+        "max_late_ms": r3(max_late_ns as f64 / 1e6),
         "publish_rtt_p50_ms": r3(rtt_s.p50_ms),
         "publish_rtt_p99_ms": r3(rtt_s.p99_ms),
         "publish_rtt_max_ms": r3(rtt_s.max_ms),

@@ -25,6 +25,7 @@ use crate::handshake::Negotiated;
 use crate::instant::PackedInstant;
 use crate::message::{Incoming, Message};
 use crate::outbox::{Outbox, Outgoing, Queue, Waiting};
+use crate::pacer::Pacer;
 use crate::tls::Tls;
 
 /// Size of the per-thread read buffer.
@@ -63,6 +64,10 @@ pub struct Config {
     /// per interval, many frames per system call, instead of once per message. The first
     /// message after a quiet period is written at once. Zero writes every wake-up at once.
     pub write_coalesce: Duration,
+    /// Write pacing, shared by the server's connections: while many of them write, the hold
+    /// of write coalescing grows so that their writes together stay within a budget (see
+    /// [`Pacer`]). Only with a non-zero `write_coalesce`.
+    pub pacer: Option<Arc<Pacer>>,
 }
 
 impl Default for Config {
@@ -74,6 +79,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(3),
             deliver_pongs: false,
             write_coalesce: Duration::from_millis(5),
+            pacer: None,
         }
     }
 }
@@ -626,9 +632,17 @@ impl WebSocket {
         if !self.flags.get(Flags::HOLDING) {
             return None;
         }
-        self.last_write
-            .get()
-            .map(|at| at + self.config.write_coalesce)
+        self.last_write.get().map(|at| at + self.hold_interval())
+    }
+
+    /// How long a busy connection holds its output now: `write_coalesce`, stretched by the
+    /// pacer while many connections write (zero when coalescing is off).
+    fn hold_interval(&self) -> Duration {
+        let min = self.config.write_coalesce;
+        match &self.config.pacer {
+            Some(pacer) if !min.is_zero() => pacer.hold(min),
+            _ => min,
+        }
     }
 
     /// Drops queued items that have not started to be written.
@@ -756,7 +770,7 @@ impl WebSocket {
     /// the connection waits for its outbox again, and the next message after the quiet
     /// period is written at once.
     fn holding(&mut self) -> bool {
-        let interval = self.config.write_coalesce;
+        let interval = self.hold_interval();
         // Input waiting for output to move (see `input_paused`) must not wait for a hold too,
         // nor encrypted bytes a TLS connection still holds.
         let tls_waiting = || {
@@ -903,7 +917,11 @@ impl WebSocket {
                 Ok(n) => {
                     self.unstall();
                     if !self.config.write_coalesce.is_zero() {
-                        self.last_write = Instant::now().into();
+                        let now = Instant::now();
+                        if let Some(pacer) = &self.config.pacer {
+                            pacer.wrote(self.last_write.get(), now);
+                        }
+                        self.last_write = now.into();
                     }
                     self.advance(n);
                 }

@@ -25,6 +25,7 @@ pub mod handshake;
 pub mod instant;
 pub mod message;
 pub mod outbox;
+pub mod pacer;
 mod tls;
 
 pub use connection::{Config, WebSocket};
@@ -36,3 +37,4 @@ pub use handshake::{HandshakeConfig, HandshakeError, Negotiated};
 pub use instant::PackedInstant;
 pub use message::{Incoming, Message};
 pub use outbox::{Budget, CloseRequest, Outbox, Outgoing, PushError, Queue};
+pub use pacer::Pacer;

@@ -543,6 +543,55 @@ async fn write_coalescing_holds_a_burst_after_a_write_and_never_the_first_messag
     server.abort();
 }
 
+/// Write pacing: once the connections that write are more than the pacer's budget allows at
+/// the configured coalescing, a busy connection holds its output longer (here one writer
+/// against a budget of two writes a second: the hold grows from 20 ms to the 250 ms cap).
+#[tokio::test]
+async fn write_pacing_stretches_the_hold_when_writers_exceed_the_budget() {
+    let pacer = Arc::new(herald_ws::Pacer::new(2, Duration::from_millis(250)));
+    let config = Config {
+        write_coalesce: Duration::from_millis(20),
+        pacer: Some(pacer.clone()),
+        ..Config::default()
+    };
+    let (mut client, mut ws) = pair(config, None).await;
+    let outbox = ws.outbox().clone();
+    let server = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+    publish(&outbox, "first");
+    assert_eq!(
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        pacer.hold(Duration::from_millis(20)),
+        Duration::from_millis(20)
+    );
+    // The next write, a counting period (250 ms) later, ends the period that counted one
+    // writer: 1 writer / 2 writes per s = 500 ms, capped at 250 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&outbox, "second");
+    assert_eq!(
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("second")
+    );
+    assert_eq!(
+        pacer.hold(Duration::from_millis(20)),
+        Duration::from_millis(250)
+    );
+    // A message right after that write waits for the paced hold, not the 20 ms one.
+    publish(&outbox, "paced");
+    assert_eq!(
+        text_within(&mut client, Duration::from_millis(150)).await,
+        None,
+        "held past write_coalesce while paced"
+    );
+    assert_eq!(
+        text_within(&mut client, LIMIT).await.as_deref(),
+        Some("paced")
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn without_write_coalescing_every_message_goes_out_at_once() {
     let config = Config {

@@ -324,8 +324,36 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
     Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
+/// Write system calls per second per worker thread that write pacing keeps all WebSocket
+/// connections under (see [`herald_ws::Pacer`]). A loopback `sendmsg` costs ~6.6 µs of kernel
+/// time (bench/RESULTS.md, issue 25: 83 % of the server's samples at 111,000 writes/s), so
+/// this is about a third of a core's time in writes, leaving the rest for the messages
+/// themselves, the API and, on a machine shared with them, the readers. Up to 250 busy
+/// connections per worker (with the default 5 ms coalescing) pacing changes nothing; 1,000 on
+/// two workers are held 10 ms, 10,000 the cap.
+const WRITES_PER_WORKER: u64 = 50_000;
+
+/// The longest hold write pacing may impose on a busy connection's output: the latency a
+/// subscriber may be given so that a saturated server keeps up.
+const MAX_PACED_HOLD: Duration = Duration::from_millis(100);
+
+/// The write pacer every WebSocket connection of this server shares (both transports), or
+/// none when write coalescing is off.
+fn ws_pacer(node: &Node) -> Option<Arc<herald_ws::Pacer>> {
+    if node.config().websocket.write_coalesce.is_zero() {
+        return None;
+    }
+    // As many threads as run the connections (`workers`, default one per core).
+    let workers = http_threads(node) as u64;
+    Some(Arc::new(herald_ws::Pacer::new(
+        WRITES_PER_WORKER.saturating_mul(workers),
+        MAX_PACED_HOLD,
+    )))
+}
+
 fn ws_settings(node: &Node) -> WsSettings {
     let websocket = &node.config().websocket;
+    let pacer = ws_pacer(node);
     let message_limit = websocket.message_size_limit.max(1024);
     let decompressed_limit = if websocket.decompressed_message_size_limit > 0 {
         websocket.decompressed_message_size_limit
@@ -356,6 +384,7 @@ fn ws_settings(node: &Node) -> WsSettings {
             },
             write_timeout: websocket.write_timeout.max(Duration::from_millis(100)),
             write_coalesce: websocket.write_coalesce,
+            pacer: pacer.clone(),
             ..ws::Config::default()
         }),
         outbox: Arc::new(crate::transport::outbox_budget(
@@ -366,7 +395,7 @@ fn ws_settings(node: &Node) -> WsSettings {
             node.config().client.connection_limit,
             node.config().client.connection_rate_limit,
         ),
-        uni_websocket: uni_websocket::Settings::from_config(node.config()),
+        uni_websocket: uni_websocket::Settings::from_config(node.config(), pacer),
         endpoints: Endpoints::from_config(node.config()),
         emulation: node.emulation().clone(),
         admission: std::sync::Mutex::new(()),

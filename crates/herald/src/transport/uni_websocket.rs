@@ -49,8 +49,8 @@ pub struct Settings {
 
 impl Settings {
     /// The settings `config` gives (write coalescing as `websocket.write_coalesce`, Herald's
-    /// own option, which applies to every WebSocket).
-    pub fn from_config(config: &Config) -> Settings {
+    /// own option, which applies to every WebSocket, paced by the server's one `pacer`).
+    pub fn from_config(config: &Config, pacer: Option<Arc<herald_ws::Pacer>>) -> Settings {
         let uni: &UniWebSocketConfig = &config.uni_websocket;
         let message_limit = uni.message_size_limit.max(1024);
         let decompressed_limit = match uni.decompressed_message_size_limit {
@@ -76,6 +76,7 @@ impl Settings {
                 },
                 write_timeout: uni.write_timeout.max(std::time::Duration::from_millis(100)),
                 write_coalesce: config.websocket.write_coalesce,
+                pacer,
                 ..ws::Config::default()
             }),
             disconnect_push: !uni.disable_disconnect_push,
