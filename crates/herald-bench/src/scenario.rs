@@ -831,6 +831,8 @@ pub async fn idle(a: IdleArgs) -> Result<(), String> {
     report::json_line(&crate::fields! {
         "scenario": "idle",
         "label": c.label,
+        "transport": format!("{:?}", c.transport).to_lowercase(),
+        "protobuf_share": p.specs.first().map(|s| s.protobuf_share),
         "subs": c.subs,
         "connected": ready.connected,
         "connect_failed": m.progress.failed,
