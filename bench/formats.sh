@@ -8,14 +8,15 @@
 #   and half/half subscribers (`--protobuf-share 0.5`, alternate connections) in one channel.
 # * sse: fan-out 1k × 1k over WebSocket, SSE and HTTP-streaming (JSON).
 # * idle: IDLE_SUBS (10,000) idle subscribed clients over WebSocket JSON, WebSocket Protobuf,
-#   SSE and HTTP-streaming: server RSS per connection.
+#   SSE and HTTP-streaming: server RSS per connection (idle-streams: SSE and HTTP-streaming
+#   only, e.g. for HERALD=<an older build>).
 #
 # Each bench command runs under `flock $LOCK` (a machine-wide benchmark lock, when the file
 # exists). JSON result lines go to $OUT/results.jsonl; `herald-bench table` makes Markdown of
 # them. Client model: `fast` (MODEL=tungstenite for the typical client; WebSocket only).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT=${ROOT:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"}
 HERALD=${HERALD:-$ROOT/target/release/herald}
 BENCH=${BENCH:-$ROOT/target/release/herald-bench}
 SETS=${SETS:-protobuf sse idle}
@@ -34,6 +35,13 @@ cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
+SUMMARY='
+import json, sys
+j = json.loads(sys.stdin.read())
+print("%28s: %5.2f M/s  loss %d  p50 %7.2f  p99 %7.2f ms  server CPU %5.1f %%  bench CPU %5.1f %%  load %s" % (
+    j["label"], j["deliveries_per_s"] / 1e6, j["lost"], j["p50_ms"], j["p99_ms"],
+    j["server_cpu_pct"] or 0, j["bench_cpu_pct"], j["loadavg"]))
+'
 locked() { if [ -e "$LOCK" ]; then flock "$LOCK" "$@"; else "$@"; fi; }
 
 start() {
@@ -64,10 +72,7 @@ fanout() {
         --payload-size 64 --client-model "$MODEL" --label "$1" 2>"$OUT/$1.err" \
         | tee -a "$OUT/$1.txt" | grep '^{' >>"$OUT/results.jsonl" || true
     stop
-    tail -n 1 "$OUT/results.jsonl" | python3 -c '
-import json, sys
-j = json.loads(sys.stdin.read())
-print(f"{j[\"label\"]:>28}: {j[\"deliveries_per_s\"]/1e6:5.2f} M/s  loss {j[\"lost\"]}  p50 {j[\"p50_ms\"]:7.2f}  p99 {j[\"p99_ms\"]:7.2f} ms  server CPU {(j[\"server_cpu_pct\"] or 0):5.1f} %  bench CPU {j[\"bench_cpu_pct\"]:5.1f} %  load {j[\"loadavg\"]}")'
+    tail -n 1 "$OUT/results.jsonl" | python3 -c "$SUMMARY" || true
 }
 # idle LABEL TRANSPORT SHARE
 idle() {
@@ -77,7 +82,7 @@ idle() {
         --label "$1" 2>"$OUT/$1.err" \
         | tee -a "$OUT/$1.txt" | grep '^{' >>"$OUT/results.jsonl" || true
     stop
-    grep -h "server memory per connection" "$OUT/$1.txt" | tail -n 1 | sed "s/^/$1: /"
+    grep -h "server memory per connection" "$OUT/$1.txt" | tail -n 1 | sed "s/^/$1: /" || true
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -99,6 +104,10 @@ for round in $(seq 1 "$ROUNDS"); do
             idle)
                 idle "idle-websocket-json" websocket 0
                 idle "idle-websocket-protobuf" websocket 1
+                idle "idle-sse" sse 0
+                idle "idle-http-stream" http-stream 0
+                ;;
+            idle-streams)
                 idle "idle-sse" sse 0
                 idle "idle-http-stream" http-stream 0
                 ;;

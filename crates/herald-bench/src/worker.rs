@@ -37,7 +37,7 @@ pub struct FastConn {
 
 enum FastIo {
     Ws(WsClient),
-    Stream(StreamClient),
+    Stream(Box<StreamClient>),
 }
 
 /// What the reply readers need of a connection: its format, its next message, a way to send
@@ -530,11 +530,11 @@ async fn setup(
         }
         // The stream's request carries the connect command.
         Some(kind) => FastConn {
-            io: FastIo::Stream(
+            io: FastIo::Stream(Box::new(
                 StreamClient::connect(kind, target, source, spec.read_buf, connect_json.as_bytes())
                     .await
                     .map_err(|e| format!("{kind:?}: {e}"))?,
-            ),
+            )),
             format,
         },
     };
