@@ -143,6 +143,8 @@ pub(super) async fn serve(
         Either::Right(body) => {
             let watched = watched.lock().unwrap_or_else(|e| e.into_inner()).take();
             let head = head(&parts, None);
+            // Not kept for the stream's life: the head is all that is needed of it.
+            drop(parts);
             write_stream(&mut stream, head, body, watched, write_timeout).await;
         }
     }
