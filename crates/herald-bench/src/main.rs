@@ -16,6 +16,7 @@
 //! Connections live in worker processes (`--procs`), each a re-execution of this binary with
 //! the hidden `worker` subcommand, so more sockets can be held than one process may open.
 
+mod pb;
 mod proto;
 mod publish;
 mod publisher;
@@ -23,6 +24,7 @@ mod recover;
 mod report;
 mod scenario;
 mod stats;
+mod stream;
 mod sys;
 mod token;
 mod typical;
@@ -129,6 +131,19 @@ pub struct Common {
     /// connection and task per subscriber, one message at a time, serde parsing).
     #[arg(long, value_enum, default_value_t = ClientModel::Fast)]
     pub client_model: ClientModel,
+    /// The subscribers' wire format: `json`, or `protobuf` (WebSocket subprotocol
+    /// `centrifuge-protobuf`, binary frames of varint-delimited messages).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// This fraction (0..1) of the connections speak Protobuf and the rest JSON, spread evenly
+    /// over the connection numbers, in one channel (overrides --format).
+    #[arg(long, value_name = "FRACTION")]
+    pub protobuf_share: Option<f64>,
+    /// The subscribers' transport: `websocket`, or the SDKs' fallbacks `http-stream` (POST
+    /// `--url http://…/connection/http_stream`) and `sse` (GET `--url http://…/connection/sse`),
+    /// whose later commands go to the server's `/emulation` endpoint (`fast` model, JSON).
+    #[arg(long, value_enum, default_value_t = TransportKind::Websocket)]
+    pub transport: TransportKind,
 }
 
 impl Common {
@@ -152,6 +167,34 @@ pub enum ClientModel {
     /// A typical client: tokio-tungstenite with its default configuration, one task per
     /// connection taking one message at a time, every line parsed with serde.
     Tungstenite,
+}
+
+/// A connection's wire format (`--format`, `--protobuf-share`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The JSON format (`centrifuge-json`, text frames of newline-delimited JSON).
+    #[default]
+    Json,
+    /// The Protobuf format (`centrifuge-protobuf`; see `pb.rs`).
+    Protobuf,
+}
+
+/// The subscribers' transport (`--transport`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// A WebSocket (`ws.rs`, or tokio-tungstenite for the `tungstenite` model).
+    #[default]
+    Websocket,
+    /// HTTP-streaming with the emulation endpoint (`stream.rs`).
+    HttpStream,
+    /// Server-sent events with the emulation endpoint (`stream.rs`).
+    Sse,
 }
 
 /// How the publisher publishes.

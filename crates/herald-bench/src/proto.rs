@@ -57,7 +57,11 @@ pub fn lines(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
                     text
                 }
             };
-            let line = trim(line);
+            let mut line = trim(line);
+            // An SSE event's field (`data: <json>`): the JSON is the line.
+            if let Some(data) = line.strip_prefix(b"data:") {
+                line = trim(data);
+            }
             if !line.is_empty() {
                 return Some(line);
             }

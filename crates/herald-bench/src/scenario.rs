@@ -48,6 +48,17 @@ pub(crate) fn prepare(
     if c.connect_timeout <= 0.0 || c.connect_timeout > 600.0 {
         return Err("--connect-timeout must be in (0, 600] seconds".into());
     }
+    if c.protobuf_share.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+        return Err("--protobuf-share must be a fraction in [0, 1]".into());
+    }
+    let protobuf_share = p_share(c);
+    if c.transport != crate::TransportKind::Websocket
+        && (protobuf_share > 0.0 || c.client_model != ClientModel::Fast)
+    {
+        return Err(
+            "--transport http-stream and sse are written for the fast client model and JSON".into(),
+        );
+    }
     if c.url.is_empty() || c.url.len() > c.subs {
         return Err("--url must be given 1..=--subs times".into());
     }
@@ -127,6 +138,8 @@ pub(crate) fn prepare(
             client_model: c.client_model,
             delta: false,
             tags_filter: None,
+            protobuf_share,
+            transport: c.transport,
         });
         first += count;
     }
@@ -396,6 +409,9 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if features && p_share(c) > 0.0 {
+        return Err("--delta and --tags-filter are measured with JSON subscribers only".into());
+    }
     if a.delta && a.tags_filter.is_some() {
         return Err(
             "use --delta or --tags-filter, not both: a filtered subscriber's delta \
@@ -582,8 +598,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
 
     let mut out = report::Human::new();
     out.line(format!(
-        "fanout: {} subscribers ({} subscribed, {:?} client model{}), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
-        c.subs, subscribed, c.client_model, mode_note(&a, receiving), a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
+        "fanout: {} subscribers ({} subscribed, {:?} client model, {:?}, Protobuf share {}{}), {} msg/s for {} s, {} B data, {} worker(s) × {} thread(s), {} publisher(s) via {:?}",
+        c.subs, subscribed, c.client_model, c.transport, p.specs.first().map_or(0.0, |s| s.protobuf_share), mode_note(&a, receiving), a.rate, a.duration, a.payload_size, p.procs, p.threads, publishers, a.publish_via
     ));
     out.line(format!(
         "published {ok}/{total} ({failed} failed) at {:.1} msg/s, {late} sent more than {} ms late (at most {:.1} ms); publish round trip p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -641,6 +657,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "scenario": "fanout",
         "label": c.label,
         "client_model": format!("{:?}", c.client_model).to_lowercase(),
+        "transport": format!("{:?}", c.transport).to_lowercase(),
+        "protobuf_share": p.specs.first().map(|s| s.protobuf_share),
         "mode": mode(&a),
         "subs": c.subs,
         "subscribed": subscribed,
@@ -695,6 +713,14 @@ pub async fn fanout(a: FanoutArgs) -> Result<(), String> {
         "closes": m.closes,
     });
     Ok(())
+}
+
+/// The fraction of Protobuf connections asked for (`--protobuf-share`, else `--format`).
+fn p_share(c: &Common) -> f64 {
+    c.protobuf_share.unwrap_or(match c.format {
+        crate::Format::Json => 0.0,
+        crate::Format::Protobuf => 1.0,
+    })
 }
 
 /// The fan-out mode's name in results: `plain`, `delta` or `tags-<fraction>`.
@@ -809,6 +835,8 @@ pub async fn idle(a: IdleArgs) -> Result<(), String> {
     report::json_line(&crate::fields! {
         "scenario": "idle",
         "label": c.label,
+        "transport": format!("{:?}", c.transport).to_lowercase(),
+        "protobuf_share": p.specs.first().map(|s| s.protobuf_share),
         "subs": c.subs,
         "connected": ready.connected,
         "connect_failed": m.progress.failed,
@@ -973,6 +1001,9 @@ mod tests {
             plot: None,
             label: None,
             client_model: crate::ClientModel::Fast,
+            format: crate::Format::Json,
+            protobuf_share: None,
+            transport: crate::TransportKind::Websocket,
         };
         let p = prepare(&c, true, 1, 1.0).unwrap();
         let counts: Vec<usize> = p.specs.iter().map(|s| s.count).collect();

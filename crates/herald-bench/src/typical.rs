@@ -28,12 +28,15 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
+use crate::Format;
 use crate::stats;
 use crate::sys::now_ns;
 use crate::worker::WorkerSpec;
@@ -115,10 +118,54 @@ pub async fn setup(
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
     let url = format!("ws://{}{}", target.host, target.path);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("websocket request: {e}"))?;
+    let protobuf = spec.format_of(g) == Format::Protobuf;
+    if protobuf {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            crate::pb::SUBPROTOCOL.parse().map_err(|e| format!("{e}"))?,
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| format!("websocket: {e}"))?;
     let t1 = now_ns();
+    if protobuf {
+        // The Protobuf format: binary commands built with the generated types; a typical
+        // client of it has no channel-feature options here (refused by `fanout`).
+        ws.send(Message::binary(crate::pb::connect_command(
+            1,
+            spec.auth.token_for(g),
+        )))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+        wait_reply(&mut ws, 1)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let t2 = now_ns();
+        if spec.subscribe {
+            ws.send(Message::binary(crate::pb::subscribe_command(
+                2,
+                &spec.channel,
+            )))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+            wait_reply(&mut ws, 2)
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+        }
+        let t3 = now_ns();
+        stats::with_local(|l| {
+            stats::record_ns(&mut l.handshake, t1 - t0);
+            stats::record_ns(&mut l.connect, t2 - t1);
+            if spec.subscribe {
+                stats::record_ns(&mut l.subscribe, t3 - t2);
+            }
+        });
+        return Ok(ws);
+    }
     let connect = match spec.auth.token_for(g) {
         Some(t) => serde_json::json!({"id": 1, "connect": {"token": t, "name": "herald-bench"}}),
         None => serde_json::json!({"id": 1, "connect": {"name": "herald-bench"}}),
@@ -168,11 +215,37 @@ async fn send(ws: &mut Conn, text: String) -> Result<(), String> {
         .map_err(|e| format!("send: {e}"))
 }
 
-/// Reads until the reply to command `id`, answering pings (`{}`) on the way.
+/// Reads until the reply to command `id`, answering pings (`{}`, or in Protobuf the empty
+/// Reply) on the way.
 async fn wait_reply(ws: &mut Conn, id: u32) -> Result<(), String> {
     loop {
         let text = match ws.next().await {
             Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => {
+                let mut pings = 0;
+                let mut result = None;
+                for m in crate::pb::messages(&b) {
+                    let m = m.ok_or("malformed Protobuf frame")?;
+                    let reply = crate::pb::pbt::Reply::decode(m).map_err(|e| e.to_string())?;
+                    if reply.id == id {
+                        result = Some(match reply.error {
+                            Some(e) => Err(format!("error {} {}", e.code, e.message)),
+                            None => Ok(()),
+                        });
+                    } else if m.is_empty() {
+                        pings += 1;
+                    }
+                }
+                for _ in 0..pings {
+                    ws.send(Message::binary(crate::pb::PONG))
+                        .await
+                        .map_err(|e| format!("send: {e}"))?;
+                }
+                match result {
+                    Some(r) => return r,
+                    None => continue,
+                }
+            }
             Some(Ok(Message::Close(c))) => return Err(format!("closed {c:?}")),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.to_string()),
@@ -256,20 +329,41 @@ impl Receiver {
         } else {
             serde_json::from_str(p.data.get()).map_err(|e| Bad::Parse(e.to_string()))?
         };
+        self.record(data.ts, data.seq);
+        Ok(true)
+    }
+
+    /// Handles one Protobuf Reply (after its length prefix), decoded into the generated types
+    /// as a client library does: `Ok(true)` for a publication, `ping` counted for a ping.
+    fn protobuf(&mut self, msg: &[u8], ping: &mut u32) -> Result<bool, Bad> {
+        if msg.is_empty() {
+            *ping += 1;
+            return Ok(false);
+        }
+        match crate::pb::decode_publication(msg).map_err(|e| Bad::Parse(e.to_string()))? {
+            Some((ts, seq)) => {
+                self.record(ts, seq);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Records the delivery of publication `seq` sent at `ts`.
+    fn record(&mut self, ts: u64, seq: u64) {
         let at = now_ns();
         let n = self.last_seq.len() as u64;
         stats::with_local(|l| {
-            stats::record_ns(&mut l.delivery, at.saturating_sub(data.ts));
+            stats::record_ns(&mut l.delivery, at.saturating_sub(ts));
             l.received += 1;
             l.last_recv_ns = l.last_recv_ns.max(at);
-            let last = &mut self.last_seq[(data.seq.saturating_sub(1) % n) as usize];
-            if data.seq <= *last {
+            let last = &mut self.last_seq[(seq.saturating_sub(1) % n) as usize];
+            if seq <= *last {
                 l.out_of_order += 1;
             } else {
-                *last = data.seq;
+                *last = seq;
             }
         });
-        Ok(true)
     }
 }
 
@@ -279,6 +373,24 @@ pub async fn read_loop(mut ws: Conn, delta: bool, publishers: usize) -> String {
     loop {
         let text = match ws.next().await {
             Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => {
+                let mut pings = 0;
+                for m in crate::pb::messages(&b) {
+                    let Some(m) = m else {
+                        return "error: malformed Protobuf frame".into();
+                    };
+                    if let Err(e) = rx.protobuf(m, &mut pings) {
+                        return format!("error: {e:?}");
+                    }
+                }
+                stats::with_local(|l| l.pings += u64::from(pings));
+                for _ in 0..pings {
+                    if let Err(e) = ws.send(Message::binary(crate::pb::PONG)).await {
+                        return format!("error answering ping: {e}");
+                    }
+                }
+                continue;
+            }
             Some(Ok(Message::Close(c))) => {
                 return match c {
                     Some(c) => format!("closed {} {}", u16::from(c.code), c.reason),

@@ -20,12 +20,83 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::ClientModel;
 use crate::proto::{self, Line};
 use crate::stats::{self, Tally};
+use crate::stream::{Kind, StreamClient};
 use crate::sys::now_ns;
 use crate::token;
 use crate::ws::{Message, Target, WsClient};
+use crate::{ClientModel, Format, TransportKind};
+
+/// A connection of the `fast` client model, whatever its transport and format: what the
+/// set-up and the read loop drive.
+pub struct FastConn {
+    io: FastIo,
+    format: Format,
+}
+
+enum FastIo {
+    Ws(WsClient),
+    Stream(Box<StreamClient>),
+}
+
+/// What the reply readers need of a connection: its format, its next message, a way to send
+/// it a command.
+pub(crate) trait Wire {
+    /// The connection's wire format.
+    fn format(&self) -> Format;
+    /// The next complete message (a frame, or a batch of complete lines of a stream).
+    async fn next_message(&mut self) -> std::io::Result<Message<'_>>;
+    /// Sends one message of commands (already encoded in the connection's format).
+    async fn send_command(&mut self, command: &[u8]) -> std::io::Result<()>;
+    /// Answers a server ping.
+    async fn pong(&mut self) -> std::io::Result<()> {
+        match self.format() {
+            Format::Json => self.send_command(b"{}").await,
+            Format::Protobuf => self.send_command(crate::pb::PONG).await,
+        }
+    }
+}
+
+impl Wire for WsClient {
+    fn format(&self) -> Format {
+        Format::Json
+    }
+    async fn next_message(&mut self) -> std::io::Result<Message<'_>> {
+        self.read_message().await
+    }
+    async fn send_command(&mut self, command: &[u8]) -> std::io::Result<()> {
+        self.send_text(command).await
+    }
+}
+
+impl Wire for FastConn {
+    fn format(&self) -> Format {
+        self.format
+    }
+    async fn next_message(&mut self) -> std::io::Result<Message<'_>> {
+        match &mut self.io {
+            FastIo::Ws(ws) => ws.read_message().await,
+            FastIo::Stream(s) => s.read_message().await,
+        }
+    }
+    async fn send_command(&mut self, command: &[u8]) -> std::io::Result<()> {
+        match (&mut self.io, self.format) {
+            (FastIo::Ws(ws), Format::Json) => ws.send_text(command).await,
+            (FastIo::Ws(ws), Format::Protobuf) => ws.send_binary(command).await,
+            (FastIo::Stream(s), _) => s.send_commands(command).await,
+        }
+    }
+}
+
+/// Calls `f` with each reply of one message, classified, in `format`.
+pub fn each_line<'a>(format: Format, payload: &'a [u8], mut f: impl FnMut(Line<'a>)) {
+    match format {
+        Format::Json => proto::lines(payload).for_each(|line| f(proto::classify(line))),
+        Format::Protobuf => crate::pb::messages(payload)
+            .for_each(|m| f(m.map_or(Line::Unknown, crate::pb::classify))),
+    }
+}
 
 /// How clients authenticate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +180,23 @@ pub struct WorkerSpec {
     /// model).
     #[serde(default)]
     pub tags_filter: Option<f64>,
+    /// This fraction of the connections speak Protobuf (spread evenly), the rest JSON.
+    #[serde(default)]
+    pub protobuf_share: f64,
+    /// The connections' transport.
+    #[serde(default)]
+    pub transport: crate::TransportKind,
+}
+
+impl WorkerSpec {
+    /// The wire format of connection `g`.
+    pub fn format_of(&self, g: usize) -> Format {
+        if crate::typical::filter_matches(g, self.protobuf_share) {
+            Format::Protobuf
+        } else {
+            Format::Json
+        }
+    }
 }
 
 /// A progress report.
@@ -405,7 +493,7 @@ async fn conn_task(
 
 /// A set-up connection of either client model.
 enum Conn {
-    Fast(WsClient),
+    Fast(FastConn),
     Typical(Box<crate::typical::Conn>),
 }
 
@@ -414,31 +502,71 @@ async fn setup(
     spec: &WorkerSpec,
     target: &Target,
     source: Option<IpAddr>,
-) -> Result<WsClient, String> {
+) -> Result<FastConn, String> {
     let t0 = now_ns();
     let seed = (g as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ t0;
-    let mut ws = WsClient::connect(target, source, spec.read_buf, seed)
-        .await
-        .map_err(|e| format!("websocket: {e}"))?;
-    let t1 = now_ns();
-    let connect = match spec.auth.token_for(g) {
+    let format = spec.format_of(g);
+    let token = spec.auth.token_for(g);
+    let connect_json = match &token {
         Some(t) => serde_json::json!({"id": 1, "connect": {"token": t, "name": "herald-bench"}}),
         None => serde_json::json!({"id": 1, "connect": {"name": "herald-bench"}}),
+    }
+    .to_string();
+    let stream_kind = match spec.transport {
+        TransportKind::Websocket => None,
+        TransportKind::HttpStream => Some(Kind::HttpStream),
+        TransportKind::Sse => Some(Kind::Sse),
     };
-    ws.send_text(connect.to_string().as_bytes())
-        .await
-        .map_err(|e| format!("send connect: {e}"))?;
-    wait_reply(&mut ws, 1)
+    let mut conn = match stream_kind {
+        None => {
+            let subprotocol = (format == Format::Protobuf).then_some(crate::pb::SUBPROTOCOL);
+            let ws = WsClient::connect_with(target, source, spec.read_buf, seed, subprotocol)
+                .await
+                .map_err(|e| format!("websocket: {e}"))?;
+            FastConn {
+                io: FastIo::Ws(ws),
+                format,
+            }
+        }
+        // The stream's request carries the connect command.
+        Some(kind) => FastConn {
+            io: FastIo::Stream(Box::new(
+                StreamClient::connect(kind, target, source, spec.read_buf, connect_json.as_bytes())
+                    .await
+                    .map_err(|e| format!("{kind:?}: {e}"))?,
+            )),
+            format,
+        },
+    };
+    let t1 = now_ns();
+    if stream_kind.is_none() {
+        let connect = match format {
+            Format::Json => connect_json.into_bytes(),
+            Format::Protobuf => crate::pb::connect_command(1, token),
+        };
+        conn.send_command(&connect)
+            .await
+            .map_err(|e| format!("send connect: {e}"))?;
+    }
+    let (reply, _) = wait_reply_raw(&mut conn, 1)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    if let FastIo::Stream(s) = &mut conn.io {
+        s.set_session(&reply)?;
+    }
     let t2 = now_ns();
     let mut t3 = t2;
     if spec.subscribe {
-        let sub = serde_json::json!({"id": 2, "subscribe": {"channel": spec.channel}});
-        ws.send_text(sub.to_string().as_bytes())
+        let sub = match format {
+            Format::Json => serde_json::json!({"id": 2, "subscribe": {"channel": spec.channel}})
+                .to_string()
+                .into_bytes(),
+            Format::Protobuf => crate::pb::subscribe_command(2, &spec.channel),
+        };
+        conn.send_command(&sub)
             .await
             .map_err(|e| format!("send subscribe: {e}"))?;
-        wait_reply(&mut ws, 2)
+        wait_reply(&mut conn, 2)
             .await
             .map_err(|e| format!("subscribe: {e}"))?;
         t3 = now_ns();
@@ -450,46 +578,45 @@ async fn setup(
             stats::record_ns(&mut l.subscribe, t3 - t2);
         }
     });
-    Ok(ws)
+    Ok(conn)
 }
 
 /// Reads until the reply to command `id`; answers pings on the way.
-pub async fn wait_reply(ws: &mut WsClient, id: u32) -> Result<(), String> {
+pub async fn wait_reply(ws: &mut impl Wire, id: u32) -> Result<(), String> {
     wait_reply_raw(ws, id).await.map(|_| ())
 }
 
 /// Reads until the reply to command `id`; answers pings on the way. Returns the reply line and
 /// the monotonic ns of the socket read that completed it; an error reply is an `Err` with the
 /// line.
-pub async fn wait_reply_raw(ws: &mut WsClient, id: u32) -> Result<(Vec<u8>, u64), String> {
+pub async fn wait_reply_raw(ws: &mut impl Wire, id: u32) -> Result<(Vec<u8>, u64), String> {
+    let format = ws.format();
     loop {
         let mut pings = 0;
         let mut result = None;
-        match ws.read_message().await.map_err(|e| e.to_string())? {
+        match ws.next_message().await.map_err(|e| e.to_string())? {
             Message::Text(p, stamp) => {
                 let at = stamp.read_ns;
-                for line in proto::lines(p) {
-                    match proto::classify(line) {
-                        Line::Reply {
-                            id: rid,
-                            error,
-                            raw,
-                        } if rid == id => {
-                            result = Some(if error {
-                                Err(String::from_utf8_lossy(raw).into_owned())
-                            } else {
-                                Ok((raw.to_vec(), at))
-                            });
-                        }
-                        Line::Ping => pings += 1,
-                        _ => {}
+                each_line(format, p, |line| match line {
+                    Line::Reply {
+                        id: rid,
+                        error,
+                        raw,
+                    } if rid == id => {
+                        result = Some(match (error, format) {
+                            (true, Format::Json) => Err(String::from_utf8_lossy(raw).into_owned()),
+                            (true, Format::Protobuf) => Err(crate::pb::describe_error(raw)),
+                            (false, _) => Ok((raw.to_vec(), at)),
+                        });
                     }
-                }
+                    Line::Ping => pings += 1,
+                    _ => {}
+                });
             }
             Message::Close(code, reason) => return Err(format!("closed {code} {reason}")),
         }
         for _ in 0..pings {
-            ws.send_text(b"{}").await.map_err(|e| e.to_string())?;
+            ws.pong().await.map_err(|e| e.to_string())?;
         }
         if let Some(r) = result {
             return r;
@@ -498,34 +625,33 @@ pub async fn wait_reply_raw(ws: &mut WsClient, id: u32) -> Result<(Vec<u8>, u64)
 }
 
 /// Receives until the connection ends; returns why it ended.
-async fn read_loop(mut ws: WsClient, publishers: usize) -> String {
+async fn read_loop(mut ws: FastConn, publishers: usize) -> String {
+    let format = ws.format();
     // Last seq seen from each publisher (each publisher sends one publication at a time, so
     // its publications must arrive in order).
     let mut last_seq = vec![0u64; publishers.clamp(1, 64)].into_boxed_slice();
     let n = last_seq.len() as u64;
     loop {
         let mut pings = 0u64;
-        match ws.read_message().await {
+        match ws.next_message().await {
             Ok(Message::Text(p, at)) => {
                 stats::with_local(|l| {
-                    for line in proto::lines(p) {
-                        match proto::classify(line) {
-                            Line::Pub { ts, seq } => {
-                                stats::record_ns(&mut l.delivery, at.read_ns.saturating_sub(ts));
-                                stats::record_ns(&mut l.arrival, at.arrival_ns.saturating_sub(ts));
-                                l.received += 1;
-                                l.last_recv_ns = l.last_recv_ns.max(at.read_ns);
-                                let last = &mut last_seq[(seq.saturating_sub(1) % n) as usize];
-                                if seq <= *last {
-                                    l.out_of_order += 1;
-                                } else {
-                                    *last = seq;
-                                }
+                    each_line(format, p, |line| match line {
+                        Line::Pub { ts, seq } => {
+                            stats::record_ns(&mut l.delivery, at.read_ns.saturating_sub(ts));
+                            stats::record_ns(&mut l.arrival, at.arrival_ns.saturating_sub(ts));
+                            l.received += 1;
+                            l.last_recv_ns = l.last_recv_ns.max(at.read_ns);
+                            let last = &mut last_seq[(seq.saturating_sub(1) % n) as usize];
+                            if seq <= *last {
+                                l.out_of_order += 1;
+                            } else {
+                                *last = seq;
                             }
-                            Line::Ping => pings += 1,
-                            _ => {}
                         }
-                    }
+                        Line::Ping => pings += 1,
+                        _ => {}
+                    });
                     l.pings += pings;
                 });
             }
@@ -533,7 +659,7 @@ async fn read_loop(mut ws: WsClient, publishers: usize) -> String {
             Err(e) => return format!("error: {e}"),
         }
         for _ in 0..pings {
-            if let Err(e) = ws.send_text(b"{}").await {
+            if let Err(e) = ws.pong().await {
                 return format!("error answering ping: {e}");
             }
         }

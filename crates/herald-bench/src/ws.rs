@@ -130,7 +130,7 @@ pub struct Stamp {
 impl Stamp {
     /// A read that returns now, of bytes the kernel received at `arrival` (never after now;
     /// unknown: now).
-    fn read_now(arrival: Option<u64>) -> Stamp {
+    pub(crate) fn read_now(arrival: Option<u64>) -> Stamp {
         let read_ns = crate::sys::now_ns();
         Stamp {
             read_ns,
@@ -167,11 +167,13 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `ws://host:port/path` (no TLS: the bench measures the server, not a TLS stack).
+    /// Parses `ws://host:port/path` (or `http://…`, for the HTTP-streaming and SSE
+    /// transports; no TLS: the bench measures the server, not a TLS stack).
     pub fn parse(url: &str) -> Result<Target, String> {
         let rest = url
             .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| format!("{url}: only ws:// and http:// URLs are supported"))?;
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -225,6 +227,18 @@ impl WsClient {
         read_buf: usize,
         seed: u64,
     ) -> io::Result<WsClient> {
+        WsClient::connect_with(target, source, read_buf, seed, None).await
+    }
+
+    /// [`WsClient::connect`], asking for `subprotocol` (`centrifuge-protobuf` selects the
+    /// Protobuf format); the server must accept it.
+    pub async fn connect_with(
+        target: &Target,
+        source: Option<IpAddr>,
+        read_buf: usize,
+        seed: u64,
+        subprotocol: Option<&str>,
+    ) -> io::Result<WsClient> {
         let stream = tcp_connect(target.addr, source).await?;
         let mut rng = seed | 1;
         let mut key = [0u8; 16];
@@ -242,18 +256,21 @@ impl WsClient {
             rng,
             last_read: Stamp::default(),
         };
+        let protocol = subprotocol
+            .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+            .unwrap_or_default();
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\
              User-Agent: herald-bench\r\n\r\n",
             target.path, target.host
         );
         client.stream.write_all(req.as_bytes()).await?;
-        client.read_upgrade_response(&key).await?;
+        client.read_upgrade_response(&key, subprotocol).await?;
         Ok(client)
     }
 
-    async fn read_upgrade_response(&mut self, key: &str) -> io::Result<()> {
+    async fn read_upgrade_response(&mut self, key: &str, protocol: Option<&str>) -> io::Result<()> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
@@ -281,6 +298,18 @@ impl WsClient {
                     }) {
                         return Err(bad("server negotiated an extension that was not offered"));
                     }
+                    if let Some(protocol) = protocol {
+                        let chosen = resp
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+                            .map(|h| h.value);
+                        if chosen != Some(protocol.as_bytes()) {
+                            return Err(bad(&format!(
+                                "server did not accept subprotocol {protocol}"
+                            )));
+                        }
+                    }
                     self.start = n;
                     return Ok(());
                 }
@@ -302,6 +331,11 @@ impl WsClient {
     /// Sends one text message (masked).
     pub async fn send_text(&mut self, payload: &[u8]) -> io::Result<()> {
         self.send_frame(1, payload).await
+    }
+
+    /// Sends one binary message (masked).
+    pub async fn send_binary(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_frame(2, payload).await
     }
 
     async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {

@@ -27,6 +27,8 @@ use crate::transport::{
 };
 use crate::ws::{self, DeflateConfig, HandshakeConfig, Limits, Outbox, WebSocket};
 
+mod http1_stream;
+
 /// Path of the bidirectional WebSocket endpoint (Centrifugo's).
 pub const WEBSOCKET_PATH: &str = "/connection/websocket";
 
@@ -402,6 +404,24 @@ fn ws_settings(node: &Node) -> WsSettings {
     }
 }
 
+/// A request body the streaming endpoints can read: hyper's, or the one the lean HTTP/1.1
+/// path of [`http1_stream`] read itself.
+trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// The first bytes an HTTP/2 client sends (RFC 9113 §3.4): how a plain-text connection says it
 /// speaks HTTP/2 with prior knowledge (h2c).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -435,6 +455,13 @@ async fn speaks_h2c(stream: &TcpStream) -> Option<bool> {
 async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, peer: SocketAddr) {
     match &ws.tls {
         None => match speaks_h2c(&stream).await {
+            Some(false) => match http1_stream::opens_stream(&stream, &ws.endpoints).await {
+                // A stream's whole life outside hyper, whose buffers would stay with it. Not
+                // boxed: measured, a boxed future cost an idle stream 1.3 KiB more (9.2 against
+                // 7.9 KiB at 10,000, bench/RESULTS.md) than its state inline in the task.
+                Some(opening) => http1_stream::serve(node, ws, stream, peer, opening).await,
+                None => serve_http_on(node, ws, TokioIo::new(stream), peer, false).await,
+            },
             Some(h2) => serve_http_on(node, ws, TokioIo::new(stream), peer, h2).await,
             None => tracing::debug!(%peer, "closed: no request within 10 s"),
         },
@@ -528,25 +555,8 @@ async fn route(
         match endpoint {
             Endpoint::WebSocket => upgrade(node, ws, req, peer, Flavor::Bidirectional),
             Endpoint::UniWebSocket => upgrade_unidirectional(node, ws, req, peer),
-            Endpoint::HttpStream => {
-                // The SDKs' Protobuf builds POST their connect command as binary.
-                let framing = if is_binary(&req) {
-                    Framing::Binary
-                } else {
-                    Framing::Lines
-                };
-                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
-            }
-            Endpoint::Sse => {
-                let framing = Framing::Sse;
-                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
-            }
-            Endpoint::UniHttpStream => {
-                let framing = Framing::UniLines;
-                return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
-            }
-            Endpoint::UniSse => {
-                let framing = Framing::UniSse;
+            Endpoint::HttpStream | Endpoint::Sse | Endpoint::UniHttpStream | Endpoint::UniSse => {
+                let framing = stream_framing(endpoint, &req).unwrap_or(Framing::Lines);
                 return Ok(open_http_stream(node, ws, req, peer, &watched, framing).await);
             }
             Endpoint::Emulation => emulate(node, ws, req).await,
@@ -618,7 +628,7 @@ fn admit(node: &Node, ws: &WsSettings, peer: SocketAddr, what: &str) -> Option<H
 
 /// The CORS headers of a response to a browser page from an allowed origin (the streaming
 /// endpoints are fetched cross-origin, unlike a WebSocket, which CORS does not cover).
-fn allow_origin<B>(req: &Request<Body>, response: &mut Response<B>) {
+fn allow_origin<Q, B>(req: &Request<Q>, response: &mut Response<B>) {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return;
     };
@@ -632,7 +642,7 @@ fn allow_origin<B>(req: &Request<Body>, response: &mut Response<B>) {
 
 /// The answer to a CORS preflight (`OPTIONS`) of a streaming endpoint, whose origin was
 /// allowed: the methods and the headers the page asked for.
-fn preflight(req: &Request<Body>) -> HttpResponse {
+fn preflight<B>(req: &Request<B>) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     allow_origin(req, &mut response);
@@ -653,9 +663,9 @@ fn preflight(req: &Request<Body>) -> HttpResponse {
 
 /// Reads a request's whole body, at most `limit` bytes (`option` names the limit, for the
 /// advice) and within the body read deadline; the error response otherwise.
-async fn read_body(
+async fn read_body<B: RequestBody>(
     node: &Node,
-    req: Request<Body>,
+    req: Request<B>,
     limit: usize,
     option: &str,
 ) -> Result<Bytes, HttpResponse> {
@@ -680,9 +690,9 @@ async fn read_body(
 
 /// The checks every streaming request passes first: the method, the origin (answering a
 /// CORS preflight); the response to send instead, if any.
-fn streaming_request_refused(
+fn streaming_request_refused<B>(
     node: &Node,
-    req: &Request<Body>,
+    req: &Request<B>,
     peer: SocketAddr,
     get_too: bool,
 ) -> Option<HttpResponse> {
@@ -710,10 +720,10 @@ fn streaming_request_refused(
 /// query parameter) is the connect command (the connect request, unidirectional), the
 /// response streams the connection's output (see
 /// [`crate::transport::http_stream`]).
-async fn open_http_stream(
+async fn open_http_stream<B: RequestBody>(
     node: Arc<Node>,
     ws: Arc<WsSettings>,
-    req: Request<Body>,
+    req: Request<B>,
     peer: SocketAddr,
     watched: &Watched,
     framing: Framing,
@@ -725,24 +735,7 @@ async fn open_http_stream(
     let origin = req.headers().get(header::ORIGIN).cloned();
     let kept = kept_headers(&node, req.headers());
     let config = node.config();
-    let (limit, option) = match framing {
-        Framing::Lines | Framing::Binary => (
-            config.http_stream.max_request_body_size,
-            "http_stream.max_request_body_size",
-        ),
-        Framing::Sse => (
-            config.sse.max_request_body_size,
-            "sse.max_request_body_size",
-        ),
-        Framing::UniLines => (
-            config.uni_http_stream.max_request_body_size,
-            "uni_http_stream.max_request_body_size",
-        ),
-        Framing::UniSse => (
-            config.uni_sse.max_request_body_size,
-            "uni_sse.max_request_body_size",
-        ),
-    };
+    let (option, limit) = http_stream::body_limit(config, framing);
     let connect = if req.method() == Method::GET {
         match cf_connect(req.uri().query(), limit, option) {
             Ok(connect) => connect,
@@ -860,9 +853,22 @@ fn cf_connect(
     Ok(Bytes::from(decoded.into_owned()))
 }
 
+/// The framing of the stream a request to `endpoint` opens, if it opens one.
+fn stream_framing<B>(endpoint: Endpoint, req: &Request<B>) -> Option<Framing> {
+    Some(match endpoint {
+        // The SDKs' Protobuf builds POST their connect command as binary.
+        Endpoint::HttpStream if is_binary(req) => Framing::Binary,
+        Endpoint::HttpStream => Framing::Lines,
+        Endpoint::Sse => Framing::Sse,
+        Endpoint::UniHttpStream => Framing::UniLines,
+        Endpoint::UniSse => Framing::UniSse,
+        Endpoint::WebSocket | Endpoint::UniWebSocket | Endpoint::Emulation => return None,
+    })
+}
+
 /// Whether a request's body is Protobuf (`Content-Type: application/octet-stream`), as the
 /// SDKs' Protobuf builds send their streaming requests.
-fn is_binary(req: &Request<Body>) -> bool {
+fn is_binary<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -946,7 +952,7 @@ pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
 
 /// Whether a browser page from `origin` may connect (`client.allowed_origins`; when empty, only
 /// pages served by the same host, as in Centrifugo).
-fn origin_allowed(node: &Node, req: &Request<Body>) -> bool {
+fn origin_allowed<B>(node: &Node, req: &Request<B>) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true; // not a browser
     };

@@ -659,3 +659,58 @@ async fn a_uni_stream_is_pinged_and_stays_open() {
         assert_eq!(stream.next_event().await, Some(json!({})), "a ping");
     }
 }
+
+/// A stream whose request arrives whole is served by the lean HTTP/1.1 path (no buffers held
+/// while idle; its response has no `date` header, which hyper adds); one whose head arrives in
+/// two pieces is left to hyper. Both carry the same stream: connect reply, publication,
+/// disconnect push, end.
+#[tokio::test]
+async fn a_stream_is_served_the_same_whether_its_head_arrives_whole_or_split() {
+    let server = Server::start(json!({"sse": {"enabled": true}})).await;
+    for (user, split) in [("dave", false), ("erin", true)] {
+        let connect = json!({"id": 1, "connect": {"token": token(user)}}).to_string();
+        let encoded: String = connect
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let mut socket = TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Accept: text/event-stream\r\n\r\n"
+        );
+        let rest = if split {
+            let (first, rest) = request.split_at(40);
+            socket.write_all(first.as_bytes()).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rest
+        } else {
+            request.as_str()
+        };
+        let (mut stream, head) = Stream::request(socket, rest).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert_eq!(
+            head.contains("date:"),
+            split,
+            "served by hyper: {split}; {head}"
+        );
+        let connect = stream.next_event().await.expect("the connect reply");
+        assert!(connect["connect"]["session"].is_string(), "{connect}");
+        server
+            .api_ok(
+                "disconnect",
+                json!({"user": user, "disconnect": {"code": 4501, "reason": "bye"}}),
+            )
+            .await;
+        let last = stream.next_event().await.expect("the disconnect push");
+        assert_eq!(last["push"]["disconnect"]["code"], 4501, "{last}");
+        assert_eq!(stream.next_event().await, None, "the stream ends");
+    }
+}

@@ -397,24 +397,30 @@ impl Transport for HttpStreamTransport {
     }
 
     fn message_size_limit(&self, config: &Config) -> (&'static str, usize) {
-        match self.framing {
-            Framing::Lines | Framing::Binary => (
-                "http_stream.max_request_body_size",
-                config.http_stream.max_request_body_size,
-            ),
-            Framing::Sse => (
-                "sse.max_request_body_size",
-                config.sse.max_request_body_size,
-            ),
-            Framing::UniLines => (
-                "uni_http_stream.max_request_body_size",
-                config.uni_http_stream.max_request_body_size,
-            ),
-            Framing::UniSse => (
-                "uni_sse.max_request_body_size",
-                config.uni_sse.max_request_body_size,
-            ),
-        }
+        body_limit(config, self.framing)
+    }
+}
+
+/// The largest request (connect command, or connect request) a stream of `framing` accepts,
+/// and the option that sets it.
+pub fn body_limit(config: &Config, framing: Framing) -> (&'static str, usize) {
+    match framing {
+        Framing::Lines | Framing::Binary => (
+            "http_stream.max_request_body_size",
+            config.http_stream.max_request_body_size,
+        ),
+        Framing::Sse => (
+            "sse.max_request_body_size",
+            config.sse.max_request_body_size,
+        ),
+        Framing::UniLines => (
+            "uni_http_stream.max_request_body_size",
+            config.uni_http_stream.max_request_body_size,
+        ),
+        Framing::UniSse => (
+            "uni_sse.max_request_body_size",
+            config.uni_sse.max_request_body_size,
+        ),
     }
 }
 

@@ -68,25 +68,47 @@ impl Codec for ProtobufCodec {
         )
     }
 
-    /// Converts the publication once (its strings copied, its payloads shared) and encodes
-    /// it: called once per publication for all the channel's Protobuf subscribers.
+    /// Converts the publication once (its payloads shared, not copied) and encodes it: called
+    /// once per publication for all the channel's Protobuf subscribers, so it is the fan-out's
+    /// whole Protobuf cost. The Publication message is prost's; the two wrappers around it
+    /// (`Reply{push}` and `Push{channel, pub}`) are written with prost's field primitives
+    /// rather than built as messages, which would copy the channel into a `String` per
+    /// publication; and it is encoded into a per-thread buffer that is reused, not a new one
+    /// each time. Together that makes a publication as cheap to encode as in JSON
+    /// (`examples/encode_cost.rs`); `tests.rs` checks the bytes are prost's own.
     fn encode_publication_push<W: Write + ?Sized>(
         &self,
         channel: &str,
         publication: &Publication,
         w: &mut W,
     ) -> io::Result<()> {
-        write_delimited(
-            &pb::Reply {
-                push: Some(pb::Push {
-                    channel: channel.to_owned(),
-                    r#pub: Some(convert::publication(publication)),
-                    ..pb::Push::default()
-                }),
-                ..pb::Reply::default()
-            },
-            w,
-        )
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let publication = convert::publication(publication);
+        let pub_len = publication.encoded_len();
+        // Push{channel = 2, pub = 4}.
+        // proto3 leaves an empty string out.
+        let channel_len = if channel.is_empty() {
+            0
+        } else {
+            key_len(2) + encoded_len_varint(channel.len() as u64) + channel.len()
+        };
+        let push_len = channel_len + key_len(4) + encoded_len_varint(pub_len as u64) + pub_len;
+        // Reply{push = 4}.
+        let reply_len = key_len(4) + encoded_len_varint(push_len as u64) + push_len;
+        with_scratch(|buf| {
+            encode_varint(reply_len as u64, buf);
+            encode_key(4, WireType::LengthDelimited, buf);
+            encode_varint(push_len as u64, buf);
+            if !channel.is_empty() {
+                encode_key(2, WireType::LengthDelimited, buf);
+                encode_varint(channel.len() as u64, buf);
+                buf.extend_from_slice(channel.as_bytes());
+            }
+            encode_key(4, WireType::LengthDelimited, buf);
+            encode_varint(pub_len as u64, buf);
+            publication.encode_raw(buf);
+            w.write_all(buf)
+        })
     }
 
     /// A binary format carries delta-subscription data as the bytes themselves.
@@ -131,6 +153,26 @@ fn next_message<'a>(rest: &mut &'a [u8], index: usize) -> Result<&'a [u8], Decod
     let (body, next) = rest.split_at(len);
     *rest = next;
     Ok(body)
+}
+
+/// Runs `f` with this thread's empty encode buffer: reused from one publication to the next
+/// (a fan-out thread encodes many), freed when a large publication left it over 64 KiB.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let out = f(&mut buf);
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            out
+        }
+        // Only re-entered if `f` encoded again (it does not): a buffer of its own then.
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// Writes `message` with its varint length prefix. Encoded into a buffer of the exact size

@@ -636,6 +636,32 @@ mod properties {
             );
         }
 
+        /// The fan-out encoder writes the wrappers with prost's primitives: its bytes are
+        /// exactly prost's encoding of the whole `Reply{push{channel, pub}}` message, the
+        /// empty channel (left out by proto3) included.
+        #[test]
+        fn the_publication_push_is_prosts_own_encoding(channel in ".{0,16}", publication in publication()) {
+            let mut fast = Vec::new();
+            Encoding::Protobuf
+                .encode_publication_push(&channel, &publication, &mut fast)
+                .unwrap();
+            let message = pb::Reply {
+                push: Some(pb::Push {
+                    channel: channel.clone(),
+                    r#pub: Some(convert::publication(&publication)),
+                    ..pb::Push::default()
+                }),
+                ..pb::Reply::default()
+            };
+            // Equal up to the order of the tags map, which prost writes in its HashMap's order:
+            // decoded, the two are the same message.
+            if publication.tags.len() <= 1 {
+                prop_assert_eq!(&fast, &message.encode_length_delimited_to_vec());
+            }
+            let decoded = pb::Reply::decode_length_delimited(&fast[..]).unwrap();
+            prop_assert_eq!(decoded, message);
+        }
+
         #[test]
         fn any_commands_round_trip(commands in proptest::collection::vec(command(), 1..5)) {
             let decoded: Vec<Command> = Encoding::Protobuf
