@@ -227,7 +227,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         &mut config,
         json!({
             "client": {"pingg_interval": "1s", "pong_timeout": "30s", "concurrency": 8},
-            "presence_manager": {"enabled": true},
+            "presence_manager": {"enabled": true, "type": "nats"},
         }),
     );
     let (dir, path) = config_dir(&config);
@@ -247,7 +247,7 @@ async fn checkconfig_reports_every_problem_in_one_run() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("presence_manager.enabled: a separate presence manager not implemented"),
+        stderr.contains("presence_manager.type: NATS keeps no presence"),
         "{stderr}"
     );
     assert!(
@@ -512,11 +512,16 @@ async fn demo_publish_uses_the_demo_api_key() {
 /// embedded engine instead would silently leave other nodes without its publications.
 #[tokio::test]
 async fn an_unimplemented_engine_stops_the_server_naming_the_option() {
-    for (patch, name) in [
-        (json!({"broker": {"enabled": true}}), "broker.type"),
+    for (patch, name, says) in [
         (
-            json!({"presence_manager": {"enabled": true}}),
-            "presence_manager.enabled",
+            json!({"broker": {"enabled": true}}),
+            "broker.type",
+            "not implemented",
+        ),
+        (
+            json!({"presence_manager": {"enabled": true, "type": "nats"}}),
+            "presence_manager.type",
+            "NATS keeps no presence",
         ),
     ] {
         let mut config = base_config();
@@ -529,7 +534,7 @@ async fn an_unimplemented_engine_stops_the_server_naming_the_option() {
             "{name}: started; stderr:\n{stderr}"
         );
         assert!(
-            stderr.contains(&format!("{name}: ")) && stderr.contains("not implemented"),
+            stderr.contains(&format!("{name}: ")) && stderr.contains(says),
             "{name} not named:\n{stderr}"
         );
         assert!(!stderr.contains("listening on"), "{stderr}");
