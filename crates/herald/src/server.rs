@@ -148,7 +148,7 @@ impl Server {
         let http = {
             let node = node.clone();
             std::thread::Builder::new()
-                .name("herald-http".into())
+                .name(HTTP_THREAD.into())
                 .spawn(move || serve_http_thread(node, ws, listener, http_may_end))
                 .map_err(context("cannot start the HTTP thread"))?
         };
@@ -175,6 +175,10 @@ impl Server {
     }
 }
 
+/// The name of the threads that serve HTTP (and so the server API): engines that keep a
+/// connection per runtime tell them apart by it (see `engine::redis::Lane::Http`).
+pub const HTTP_THREAD: &str = "herald-http";
+
 /// The `herald-http` thread: accepts connections and serves HTTP on them until shutdown,
 /// then keeps the open ones until `may_end` resolves (or its sender is dropped). If it cannot
 /// set up, it stops the node and says why.
@@ -189,7 +193,7 @@ fn serve_http_thread(
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads).thread_name("herald-http");
+        b.worker_threads(threads).thread_name(HTTP_THREAD);
         b
     };
     let served = builder

@@ -19,10 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use redis::{Script, Value};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::codec::{self, Event};
 use super::pubsub::{PubSubHandler, PubSubLink};
-use super::shards::RedisShards;
+use super::shards::{Lane, RedisShards};
 use crate::engine::{
     AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
     HistoryFilter, HistoryOptions, HistoryResult, Recovery, StoredPublication, StreamPosition,
@@ -36,6 +37,21 @@ const IDEMPOTENCY_WINDOW_MS: u64 = 300_000;
 /// At most this many missed publications are replayed into a channel to close a gap; more
 /// (or any that were trimmed) and its subscribers are told to recover instead.
 const MAX_REPLAY: u64 = 1000;
+
+/// Stream reads one node has in flight on one shard at most; more wait (within the deadline)
+/// and gather identical reads meanwhile (see [`ReadKey`]).
+const READS_IN_FLIGHT: usize = 32;
+
+/// What makes two stream reads the same read: channel, since, limit, reverse, the history
+/// options (size, ttl ms, meta ttl ms) and whether a missing meta is created. A read joins an
+/// identical one that has not been sent to Redis yet and gets its answer: 15,000 clients
+/// recovering one channel from the same offset cost one `read.lua`, not 15,000. Only a read
+/// not yet sent is joined, so the answer is never older than the joiner's own call, as if it
+/// had sent its own read a moment later.
+type ReadKey = (String, Option<u64>, i64, bool, usize, u64, u64, bool);
+
+/// A stream read's answer: the stream's position and the publications read.
+type ReadReply = Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError>;
 
 /// The Redis broker; cheap to share (`Arc` inside).
 pub struct RedisBroker {
@@ -71,6 +87,12 @@ pub(super) struct Inner {
     positions: Mutex<HashMap<String, Option<Tracked>>>,
     pub(super) publish: Script,
     read: Script,
+    /// Itself, for the tasks that send coalesced reads.
+    me: Weak<Inner>,
+    /// Reads waiting to be sent, with everyone waiting for each (see [`ReadKey`]).
+    pending_reads: Mutex<HashMap<ReadKey, Vec<oneshot::Sender<ReadReply>>>>,
+    /// Per shard, the reads allowed in flight ([`READS_IN_FLIGHT`]).
+    read_permits: Vec<Arc<Semaphore>>,
 }
 
 impl RedisBroker {
@@ -111,6 +133,11 @@ impl RedisBroker {
                 positions: Mutex::new(HashMap::new()),
                 publish: Script::new(include_str!("publish.lua")),
                 read: Script::new(include_str!("read.lua")),
+                me: weak.clone(),
+                pending_reads: Mutex::new(HashMap::new()),
+                read_permits: (0..shards.all().len())
+                    .map(|_| Arc::new(Semaphore::new(READS_IN_FLIGHT)))
+                    .collect(),
             }
         });
         RedisBroker { inner }
@@ -252,8 +279,89 @@ impl Inner {
         reverse: bool,
         options: HistoryOptions,
         create: bool,
-    ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
-        let mut conn = self.shards.for_key(channel).conn().await?;
+    ) -> ReadReply {
+        let key: ReadKey = (
+            channel.to_string(),
+            since,
+            limit.max(-1),
+            reverse,
+            options.size,
+            millis(options.ttl),
+            millis(options.meta_ttl),
+            create,
+        );
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut pending = self.pending_reads.lock().unwrap_or_else(|e| e.into_inner());
+            match pending.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                    waiting.get_mut().push(tx);
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(vec![tx]);
+                    true
+                }
+            }
+        };
+        let deadline = self.shards.io_timeout();
+        if first && let Some(inner) = self.me.upgrade() {
+            // Its own task: a caller that goes away (its client disconnected) must not take
+            // the others' read with it.
+            let permits = self.read_permits[self.shards.for_key(channel).index()].clone();
+            tokio::spawn(async move {
+                let permit = tokio::time::timeout(deadline, permits.acquire_owned()).await;
+                let waiting = inner
+                    .pending_reads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key)
+                    .unwrap_or_default();
+                let reply = match permit {
+                    Ok(Ok(_permit)) => {
+                        let (channel, since, limit, reverse, _, _, _, create) = &key;
+                        inner
+                            .read_now(channel, *since, *limit, *reverse, options, *create)
+                            .await
+                    }
+                    _ => Err(EngineError::Unavailable(format!(
+                        "Redis ({}): {READS_IN_FLIGHT} history reads in flight for \
+                         {deadline:?}; try again",
+                        inner.shards.for_key(&key.0).describe()
+                    ))),
+                };
+                for waiter in waiting {
+                    let _ = waiter.send(reply.clone());
+                }
+            });
+        }
+        // Waiting for a permit, then the read (whose EVALSHA-then-EVAL may take the
+        // connection's deadline twice).
+        match tokio::time::timeout(deadline * 3, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(EngineError::Unavailable(
+                "Redis: the history read was abandoned".into(),
+            )),
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "Redis ({}): no answer to a history read within {:?}",
+                self.shards.for_key(channel).describe(),
+                deadline * 3
+            ))),
+        }
+    }
+
+    /// Sends one `read.lua` (see [`Inner::read_stream`], which coalesces them), on the shard's
+    /// read lane.
+    async fn read_now(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: i64,
+        reverse: bool,
+        options: HistoryOptions,
+        create: bool,
+    ) -> ReadReply {
+        let mut conn = self.shards.for_key(channel).lane(Lane::Reads).await?;
         let reply: Value = self
             .read
             .key(self.stream_key(channel))

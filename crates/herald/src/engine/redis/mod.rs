@@ -75,7 +75,7 @@ pub use broker::RedisBroker;
 pub use controller::RedisController;
 pub use presence::RedisPresence;
 pub use pubsub::{PROBE_INTERVAL, PubSubHandler, PubSubLink};
-pub use shards::{RETRY_AFTER, RedisShards, Shard, ShardConn};
+pub use shards::{Lane, RETRY_AFTER, RedisShards, Shard, ShardConn};
 
 use super::EngineError;
 

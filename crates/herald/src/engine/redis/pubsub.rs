@@ -11,19 +11,31 @@
 //! On a Sentinel-managed master, the link is also dropped and made again (to the new master)
 //! as soon as the sentinels name another master ([`Shard::master_changes`]).
 //!
+//! **A slow handler.** Messages are taken off the connection as they come, into a queue
+//! bounded in bytes ([`MAX_BACKLOG`]), and handed to the handler one at a time from it, so the
+//! liveness check keeps running while the handler is busy (repairing a gap from a stream).
+//! redis-rs's own queue between the socket and this link is unbounded, but it is drained at
+//! once, whatever the handler does; what waits is this link's queue. When that would pass its
+//! bound, the link is dropped (and with it everything queued on it) and made again, as Redis
+//! itself drops a PUB/SUB client whose output buffer passes `client-output-buffer-limit`: a
+//! slow node never grows without limit, and what it lost is repaired after the reconnect like
+//! any other outage (see below).
+//!
 //! **After a reconnect** the handler's [`PubSubHandler::on_resubscribed`] runs before any
 //! message received on the new connection is handed over, so that an engine can repair what
 //! was missed while the link was down (the broker compares each positioned channel's top with
 //! the last offset it delivered) before it delivers newer messages.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::shards::Shard;
+use super::shards::{Lane, Shard};
 use crate::engine::{BoxFuture, EngineError};
 
 /// How often an idle link is probed.
@@ -31,6 +43,14 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command when many are (re)subscribed at once.
 const BATCH: usize = 512;
+
+/// The bytes of messages a link holds for a handler that has not taken them yet (payload and
+/// channel name, plus [`MESSAGE_OVERHEAD`] each); one more and the link is dropped and made
+/// again. 32 MiB, Redis's own default hard limit for a PUB/SUB client's output buffer.
+pub const MAX_BACKLOG: usize = 32 << 20;
+
+/// What a queued message costs besides its payload and channel name (its `Msg`, the queue).
+const MESSAGE_OVERHEAD: usize = 128;
 
 /// What a link hands its messages to (the broker, a controller). Calls are made in the order
 /// the messages arrived, one at a time, from the link's task.
@@ -79,6 +99,18 @@ impl PubSubLink {
         io_timeout: Duration,
         handler: Weak<dyn PubSubHandler>,
     ) -> PubSubLink {
+        Self::start_with_backlog(shard, probe_channel, io_timeout, handler, MAX_BACKLOG)
+    }
+
+    /// [`PubSubLink::start`] with another bound than [`MAX_BACKLOG`] on what waits for the
+    /// handler (for tests).
+    pub fn start_with_backlog(
+        shard: Arc<Shard>,
+        probe_channel: String,
+        io_timeout: Duration,
+        handler: Weak<dyn PubSubHandler>,
+        max_backlog: usize,
+    ) -> PubSubLink {
         let (requests, receiver) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(LinkState {
             up: false,
@@ -93,6 +125,7 @@ impl PubSubLink {
             requests: receiver,
             wanted: HashSet::new(),
             state: state.clone(),
+            max_backlog,
         };
         tokio::spawn(task.run());
         PubSubLink {
@@ -145,7 +178,12 @@ struct Task {
     /// The channels the owner wants; resubscribed after every reconnect.
     wanted: HashSet<String>,
     state: Arc<Mutex<LinkState>>,
+    /// The bound on queued messages' bytes ([`MAX_BACKLOG`]).
+    max_backlog: usize,
 }
+
+/// The handler at work on one message; resolves to the bytes it took in the queue.
+type Handling = Pin<Box<dyn Future<Output = usize> + Send>>;
 
 /// Why a connection's loop ended.
 enum End {
@@ -259,24 +297,60 @@ impl Task {
         let mut last_seen = Instant::now();
         let mut ticker = tokio::time::interval(PROBE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        // Messages taken off the connection, waiting for the handler; their bytes (the one
+        // being handled included).
+        let mut queue: VecDeque<(redis::Msg, usize)> = VecDeque::new();
+        let mut queued = 0usize;
+        let mut handling: Option<Handling> = None;
+        let end = loop {
+            if handling.is_none()
+                && let Some((message, size)) = queue.pop_front()
+            {
+                let Some(handler) = self.handler.upgrade() else {
+                    break End::Stopped;
+                };
+                handling = Some(Box::pin(async move {
+                    handler
+                        .on_message(message.get_channel_name(), message.get_payload_bytes())
+                        .await;
+                    size
+                }));
+            }
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        return lost("connection closed", &"by Redis or the network");
+                        break lost("connection closed", &"by Redis or the network");
                     };
                     last_seen = Instant::now();
                     let channel = message.get_channel_name();
                     if channel == self.probe_channel {
                         continue;
                     }
-                    let Some(handler) = self.handler.upgrade() else {
-                        return End::Stopped;
-                    };
-                    handler.on_message(channel, message.get_payload_bytes()).await;
+                    let size = channel.len() + message.get_payload_bytes().len() + MESSAGE_OVERHEAD;
+                    if queued + size > self.max_backlog {
+                        break lost(
+                            "the handler fell behind",
+                            &format!(
+                                "{queued} bytes of messages wait for it, the bound is {}; \
+                                 what waited is dropped and repaired after the reconnect",
+                                self.max_backlog
+                            ),
+                        );
+                    }
+                    queued += size;
+                    queue.push_back((message, size));
+                }
+                size = async {
+                    match handling.as_mut() {
+                        Some(handled) => handled.await,
+                        None => std::future::pending().await,
+                    }
+                }, if handling.is_some() => {
+                    handling = None;
+                    queued -= size;
                 }
                 request = self.requests.recv() => {
-                    let Some(first) = request else { return End::Stopped };
+                    let Some(first) = request else { break End::Stopped };
                     let mut waiters = Vec::new();
                     let mut next = Some(first);
                     // Everything already queued goes out in the same commands.
@@ -325,7 +399,7 @@ impl Task {
                             for tx in waiters {
                                 let _ = tx.send(Err(EngineError::Unavailable(error.clone())));
                             }
-                            return End::Lost(error);
+                            break End::Lost(error);
                         }
                     }
                 }
@@ -335,7 +409,7 @@ impl Task {
                 _ = ticker.tick() => {
                     let silent = last_seen.elapsed();
                     if silent >= self.dead_after {
-                        return lost(
+                        break lost(
                             "silent",
                             &format!("no probe came back for {silent:?}"),
                         );
@@ -345,7 +419,20 @@ impl Task {
                     }
                 }
             }
+        };
+        // The connection (and redis-rs's queue on it) goes first; what waited in this link's
+        // queue is dropped. The message being handled is let finish (it may be repairing a
+        // gap): a handler is never cut off half-way.
+        drop(stream);
+        drop(sink);
+        drop(queue);
+        if let End::Lost(error) = &end {
+            self.down(error.clone());
         }
+        if let Some(handled) = handling {
+            handled.await;
+        }
+        end
     }
 
     /// Publishes a probe to this link's own channel, on the command connection (not awaited:
@@ -354,7 +441,7 @@ impl Task {
         let shard = self.shard.clone();
         let channel = self.probe_channel.clone();
         tokio::spawn(async move {
-            if let Ok(mut conn) = shard.conn().await {
+            if let Ok(mut conn) = shard.lane(Lane::Probe).await {
                 let _: Result<i64, _> = redis::cmd("PUBLISH")
                     .arg(&channel)
                     .arg("")

@@ -108,8 +108,7 @@ impl RedisShards {
                         index,
                         target,
                         settings: settings.clone(),
-                        slot: StdMutex::new(None),
-                        connecting: tokio::sync::Mutex::new(()),
+                        lanes: Default::default(),
                         generation: AtomicU64::new(0),
                         last_failure: StdMutex::new(None),
                         following: sentinel::Following::default(),
@@ -247,15 +246,42 @@ enum Target {
     Cluster(Vec<ConnectionInfo>),
 }
 
-/// One shard: a Redis deployment and this node's command connection to it.
+/// What a command connection of a shard is for. Each lane is a connection of its own, so that
+/// a flood on one (15,000 recovering clients' history reads) cannot hold the others' commands
+/// past their deadline: above all not the PUB/SUB link's liveness probe, whose lateness would
+/// tear the link down, nor publishes and control messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Publishes, presence, control: everything not below.
+    Commands = 0,
+    /// History reads (`history`, recovery, a subscriber's top, gap repair).
+    Reads = 1,
+    /// The PUB/SUB links' liveness probes.
+    Probe = 2,
+    /// What [`Lane::Commands`] carries when called from the server API's runtime (the
+    /// `herald-http` threads, see `server::HTTP_THREAD`). A connection's driver task runs on
+    /// the runtime that made it; the API's publishes on a connection driven by the clients'
+    /// runtime waited for its reply behind every subscriber's writes there (publish round
+    /// trip p50 100–150 ms at 10,000 subscribers × 100 msg/s) and crossed runtimes twice.
+    Http = 3,
+}
+
+/// One lane's connection, with its generation (see [`Shard::broken`]).
+#[derive(Default)]
+struct LaneSlot {
+    slot: StdMutex<Option<(u64, Link)>>,
+    /// Held while connecting, so that concurrent callers wait for one attempt.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One shard: a Redis deployment and this node's command connections to it (one per [`Lane`]).
 pub struct Shard {
     index: usize,
     target: Target,
     settings: Settings,
-    /// The command connection, with its generation (see [`Shard::broken`]).
-    slot: StdMutex<Option<(u64, Link)>>,
-    /// Held while connecting, so that concurrent callers wait for one attempt.
-    connecting: tokio::sync::Mutex<()>,
+    /// The connections, indexed by [`Lane`].
+    lanes: [LaneSlot; 4],
+    /// Numbers connections across lanes, so that a generation names one connection.
     generation: AtomicU64,
     /// The last failed connection attempt and its error (see [`RETRY_AFTER`]).
     last_failure: StdMutex<Option<(Instant, String)>>,
@@ -312,12 +338,19 @@ impl Shard {
     /// `io_timeout`. Connects on first use (bounded by `connect_timeout`); a connection that
     /// failed is replaced on the next call.
     pub async fn conn(self: &Arc<Self>) -> Result<ShardConn, EngineError> {
-        if let Some(conn) = self.current() {
+        let on_http = std::thread::current().name() == Some(crate::server::HTTP_THREAD);
+        self.lane(if on_http { Lane::Http } else { Lane::Commands })
+            .await
+    }
+
+    /// The connection of `lane`, as [`Shard::conn`] is the one of [`Lane::Commands`].
+    pub async fn lane(self: &Arc<Self>, lane: Lane) -> Result<ShardConn, EngineError> {
+        if let Some(conn) = self.current(lane) {
             return Ok(conn);
         }
-        let _connecting = self.connecting.lock().await;
+        let _connecting = self.lanes[lane as usize].connecting.lock().await;
         // Made by another caller while this one waited.
-        if let Some(conn) = self.current() {
+        if let Some(conn) = self.current(lane) {
             return Ok(conn);
         }
         if let Some((at, error)) = lock(&self.last_failure).as_ref()
@@ -328,9 +361,9 @@ impl Shard {
         match self.open().await {
             Ok(link) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                *lock(&self.slot) = Some((generation, link));
+                *lock(&self.lanes[lane as usize].slot) = Some((generation, link));
                 *lock(&self.last_failure) = None;
-                self.current()
+                self.current(lane)
                     .ok_or_else(|| EngineError::Unavailable("connection lost".into()))
             }
             Err(error) => {
@@ -341,8 +374,8 @@ impl Shard {
         }
     }
 
-    fn current(self: &Arc<Self>) -> Option<ShardConn> {
-        lock(&self.slot)
+    fn current(self: &Arc<Self>, lane: Lane) -> Option<ShardConn> {
+        lock(&self.lanes[lane as usize].slot)
             .as_ref()
             .map(|(generation, link)| ShardConn {
                 link: link.clone(),
@@ -357,18 +390,22 @@ impl Shard {
         *lock(&self.last_failure) = None;
     }
 
-    /// Drops the command connection, whatever its state, so that the next call connects
+    /// Drops every command connection, whatever its state, so that the next call connects
     /// anew (after the shard's PUB/SUB link was lost).
     pub fn reset(&self) {
-        *lock(&self.slot) = None;
+        for lane in &self.lanes {
+            *lock(&lane.slot) = None;
+        }
     }
 
     /// Drops the command connection of `generation` after it failed, so that the next call
     /// reconnects (a connection made since is kept).
     fn broken(&self, generation: u64) {
-        let mut slot = lock(&self.slot);
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
+        for lane in &self.lanes {
+            let mut slot = lock(&lane.slot);
+            if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *slot = None;
+            }
         }
     }
 

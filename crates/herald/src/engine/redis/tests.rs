@@ -339,3 +339,159 @@ async fn many_subscriptions_at_once_go_out_in_few_commands_and_last_one_out_unsu
     }
     panic!("the node is still subscribed after its last subscriber left");
 }
+
+/// A PUB/SUB handler stuck on its first message until released; counts what it was handed and
+/// how often the link (re)connected.
+#[derive(Default)]
+struct Stuck {
+    release: tokio::sync::Notify,
+    released: std::sync::atomic::AtomicBool,
+    handled: std::sync::atomic::AtomicUsize,
+    connected: std::sync::atomic::AtomicUsize,
+}
+
+impl super::PubSubHandler for Stuck {
+    fn on_message<'a>(
+        &'a self,
+        _channel: &'a str,
+        _payload: &'a [u8],
+    ) -> crate::engine::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.handled.fetch_add(1, SeqCst);
+            if !self.released.load(SeqCst) {
+                self.release.notified().await;
+            }
+        })
+    }
+    fn on_resubscribed(&self) -> crate::engine::BoxFuture<'_, ()> {
+        self.connected
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_falls_behind_gets_its_link_cut_at_the_byte_bound_not_more_memory() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let shards = RedisShards::connect(&RedisConfig {
+        address: vec![redis.url()],
+        ..RedisConfig::default()
+    })
+    .unwrap();
+    let shard = shards.all()[0].clone();
+    let stuck = Arc::new(Stuck::default());
+    let weak: std::sync::Weak<dyn super::PubSubHandler> =
+        Arc::downgrade(&(stuck.clone() as Arc<dyn super::PubSubHandler>));
+    // Room for ~16 messages of 1 KiB.
+    let link = super::PubSubLink::start_with_backlog(
+        shard.clone(),
+        "t.probe".into(),
+        Duration::from_secs(4),
+        weak,
+        16 * (1024 + 200),
+    );
+    link.subscribe("t.ch".into()).await.unwrap();
+    assert_eq!(stuck.connected.load(SeqCst), 1);
+    let mut conn = shard.conn().await.unwrap();
+    let payload = "x".repeat(1024);
+    for _ in 0..200 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("t.ch")
+            .arg(&payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // The handler still sits on the first message: the link stops holding more than its
+    // bound and is made again (its handler told, as after any outage)...
+    for _ in 0..200 {
+        if stuck.connected.load(SeqCst) >= 2 || link.health().is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        link.health().is_err() || stuck.connected.load(SeqCst) >= 2,
+        "the link kept everything for a stuck handler"
+    );
+    // ...once the message in hand is done: the 199 that waited (or what passed the bound) are
+    // dropped, never handed over.
+    stuck.released.store(true, SeqCst);
+    stuck.release.notify_one();
+    for _ in 0..200 {
+        if stuck.connected.load(SeqCst) >= 2 && link.health().is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stuck.connected.load(SeqCst), 2, "{:?}", link.health());
+    let handled = stuck.handled.load(SeqCst);
+    assert_eq!(handled, 1, "queued messages were handed over after the cut");
+    // The new connection delivers again, to the same subscriptions.
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("t.ch")
+        .arg("after")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if stuck.handled.load(SeqCst) > handled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing was delivered after the link was made again");
+}
+
+#[tokio::test]
+async fn many_identical_recoveries_at_once_cost_a_few_reads() {
+    let redis = RedisServer::start();
+    let b = Arc::new(broker(&redis));
+    ready(&b).await;
+    for n in 1..=20 {
+        b.publish(request("storm", n, opts(100))).await.unwrap();
+    }
+    let top = b.top("storm", opts(100)).await.unwrap();
+    let since = StreamPosition::new(10, top.epoch.clone());
+    let before = calls(&redis, "evalsha") + calls(&redis, "eval");
+    let recoveries = futures_util::future::join_all((0..2000).map(|_| {
+        let b = b.clone();
+        let since = since.clone();
+        async move { b.recover("storm", since, 100, opts(100)).await }
+    }))
+    .await;
+    let reads = calls(&redis, "evalsha") + calls(&redis, "eval") - before;
+    for r in &recoveries {
+        let r = r.as_ref().unwrap();
+        assert!(r.recovered);
+        let offsets: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (11..=20).collect::<Vec<_>>());
+        assert_eq!(r.position, top);
+    }
+    assert!(reads <= 40, "{reads} reads for 2,000 identical recoveries");
+    // A read that starts after a publication sees it (a joined read is never older than the
+    // call that joined it).
+    b.publish(request("storm", 21, opts(100))).await.unwrap();
+    let r = b.recover("storm", since, 100, opts(100)).await.unwrap();
+    assert_eq!(r.publications.len(), 11);
+}
+
+#[tokio::test]
+async fn the_liveness_probe_has_a_connection_of_its_own() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    ready(&b).await;
+    b.publish(request("p", 1, opts(10))).await.unwrap();
+    let _ = b.top("p", opts(10)).await.unwrap();
+    // Let a probe go out (the link is idle).
+    tokio::time::sleep(super::PROBE_INTERVAL * 2).await;
+    // Publishes, reads, probes and PUB/SUB: four connections of this node.
+    let clients = redis.cli(&["CLIENT", "LIST"]).unwrap_or_default();
+    let connections = clients
+        .lines()
+        .filter(|l| !l.contains("cmd=client"))
+        .count();
+    assert_eq!(connections, 4, "{clients}");
+}
