@@ -26,7 +26,7 @@ IDLE_SUBS=${IDLE_SUBS:-10000}
 HOLD=${HOLD:-10}
 MODEL=${MODEL:-fast}
 PORT=${PORT:-8124}
-LOCK=${LOCK:-/work/tasks/bench.lock}
+LOCK=${LOCK:-}
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-formats.XXXXXX")}
 SECRET=herald-bench-secret-not-for-production
 API_KEY=herald-bench-api-key
@@ -42,7 +42,7 @@ print("%28s: %5.2f M/s  loss %d  p50 %7.2f  p99 %7.2f ms  server CPU %5.1f %%  b
     j["label"], j["deliveries_per_s"] / 1e6, j["lost"], j["p50_ms"], j["p99_ms"],
     j["server_cpu_pct"] or 0, j["bench_cpu_pct"], j["loadavg"]))
 '
-locked() { if [ -e "$LOCK" ]; then flock "$LOCK" "$@"; else "$@"; fi; }
+locked() { if [ -n "$LOCK" ] && [ -e "$LOCK" ]; then flock "$LOCK" "$@"; else "$@"; fi; }
 
 start() {
     HERALD_HTTP_STREAM_ENABLED=true HERALD_SSE_ENABLED=true \
