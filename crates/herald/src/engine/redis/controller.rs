@@ -131,7 +131,9 @@ struct Listener(Weak<Inner>);
 
 impl PubSubHandler for Listener {
     fn on_message<'a>(&'a self, _channel: &'a str, payload: &'a [u8]) -> BoxFuture<'a, ()> {
-        if let Some(inner) = self.0.upgrade() {
+        // A stopped controller's tasks may hold it a little longer: it answers nothing then,
+        // as the node it stood for is gone.
+        if let Some(inner) = self.0.upgrade().filter(|inner| !inner.stop.is_cancelled()) {
             inner.receive(payload);
         }
         Box::pin(std::future::ready(()))
@@ -139,7 +141,7 @@ impl PubSubHandler for Listener {
 
     fn on_resubscribed(&self) -> BoxFuture<'_, ()> {
         // Back after a gap (or for the first time): the others may have dropped this node.
-        if let Some(inner) = self.0.upgrade() {
+        if let Some(inner) = self.0.upgrade().filter(|inner| !inner.stop.is_cancelled()) {
             tokio::spawn(async move {
                 if let Err(e) = inner.announce().await {
                     tracing::warn!("could not announce this node: {e}");
