@@ -1229,6 +1229,14 @@ mod tests {
         );
     }
 
+    /// A stream's task is its only one once the HTTP layer handed its writer over (boxed,
+    /// so a pointer here): it stays within the same 256 bytes as a WebSocket's.
+    #[test]
+    fn a_streams_serve_future_keeps_the_task_within_256_bytes() {
+        let size = size_of_output(serve::<crate::transport::HttpStreamTransport>);
+        assert!(size <= 152, "the serve future is {size} bytes");
+    }
+
     /// The client's share of the serve future's 152 bytes (see the test above).
     #[test]
     fn a_client_takes_at_most_40_bytes() {

@@ -460,9 +460,8 @@ async fn serve_http(node: Arc<Node>, ws: Arc<WsSettings>, stream: TcpStream, pee
     match &ws.tls {
         None => match speaks_h2c(&stream).await {
             Some(false) => match http1_stream::opens_stream(&stream, &ws.endpoints).await {
-                // A stream's whole life outside hyper, whose buffers would stay with it. Not
-                // boxed: measured, a boxed future cost an idle stream 1.3 KiB more (9.2 against
-                // 7.9 KiB at 10,000, bench/RESULTS.md) than its state inline in the task.
+                // A stream outside hyper, whose buffers would stay with it: its request is
+                // read here, then its client's task writes it and this task ends.
                 Some(opening) => http1_stream::serve(node, ws, stream, peer, opening).await,
                 None => serve_http_on(node, ws, TokioIo::new(stream), peer, false).await,
             },

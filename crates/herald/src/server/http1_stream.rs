@@ -7,9 +7,10 @@
 //! WebSocket connection costs under 1 KiB (it leaves hyper at its upgrade). hyper has no
 //! option to shrink either, so a connection whose first request opens a stream is served here
 //! from the start: its request is parsed from a short-lived buffer, the response head written
-//! once, and each batch of the stream's output written as one chunk
-//! (`Transfer-Encoding: chunked`) from a buffer freed after the write. Idle, the connection
-//! holds no buffer at all.
+//! once, and then the socket goes to the client's own task, which writes each batch of the
+//! stream's output as one chunk (`Transfer-Encoding: chunked`) from a buffer freed after the
+//! write ([`ChunkedWriter`]), and this task ends. Idle, the connection holds no buffer at all,
+//! and is one task (its client's), as a WebSocket connection is.
 //!
 //! Only the plain case comes here, decided by looking at the request without reading it
 //! ([`opens_stream`]): an HTTP/1.1 GET or POST of a streaming endpoint whose whole head has
@@ -18,20 +19,18 @@
 //! hyper as before, with the same handler ([`super::open_http_stream`]). The connection
 //! carries that one stream and closes after it, as the SDKs open a new connection per stream.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::{HttpResponse, Node, Watched, WsSettings, json_error, stream_framing};
-use crate::transport::http_stream::{self, Framing, StreamBody};
+use crate::transport::chunked::ChunkedWriter;
+use crate::transport::http_stream::{self, Framing};
 use crate::transport::{Endpoint, Endpoints};
 
 /// The largest request head looked at; a longer one is left to hyper.
@@ -39,12 +38,6 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// The most headers a request served here may have (more: hyper serves it).
 const MAX_HEADERS: usize = 64;
-
-/// The largest batch of output written as one chunk.
-const MAX_BATCH: usize = 256 * 1024;
-
-/// Room for a chunk-size line (`ffffffff\r\n`) in front of a batch.
-const CHUNK_ROOM: usize = 10;
 
 /// A request that opens a stream, as [`opens_stream`] parsed it: its head (without a body),
 /// how many bytes of the connection the head takes, its `Content-Length` and its framing.
@@ -129,6 +122,7 @@ pub(super) async fn serve(
         Err(None) => return,
     };
     let watched = Watched::default();
+    let workers = ws.workers.clone();
     let routed = super::open_http_stream(node, ws, req, peer, &watched, framing).await;
     let (parts, body) = routed.into_parts();
     match body {
@@ -145,7 +139,23 @@ pub(super) async fn serve(
             let head = head(&parts, None);
             // Not kept for the stream's life: the head is all that is needed of it.
             drop(parts);
-            write_stream(&mut stream, head, body, watched, write_timeout).await;
+            let writer = match ChunkedWriter::new(stream, &workers, head, body, write_timeout) {
+                Ok(writer) => Box::new(writer),
+                // The socket failed already; dropping the body ends the stream.
+                Err(e) => return tracing::debug!(%peer, "stream closed before its head: {e}"),
+            };
+            // From here the client's task writes the stream, and this task ends: an idle
+            // stream is one task, as a WebSocket is.
+            let mut writer = match watched {
+                Some(stream) => match stream.hand_over(writer) {
+                    Ok(()) => return,
+                    Err(writer) => writer,
+                },
+                None => writer,
+            };
+            // The client's task ended already (it could not connect): what it queued, such as
+            // its disconnect push, is written from here.
+            let _ = std::future::poll_fn(|cx| writer.poll_write(cx)).await;
         }
     }
 }
@@ -223,110 +233,4 @@ async fn write_full(stream: &mut TcpStream, response: HttpResponse, write_timeou
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// Writes the stream's head, then its output as it comes, one chunk per batch, until the
-/// stream ends (then the last chunk) or the peer goes away. A write that misses
-/// `write_timeout` ends the connection as a write timeout, as the hyper path's watch does.
-async fn write_stream(
-    stream: &mut TcpStream,
-    head: Vec<u8>,
-    mut body: StreamBody,
-    watched: Option<Arc<http_stream::Stream>>,
-    write_timeout: Duration,
-) {
-    let cut = || {
-        if let Some(watched) = &watched {
-            watched.cut();
-        }
-    };
-    if !write_within(stream, &head, write_timeout).await {
-        cut();
-        return;
-    }
-    drop(head);
-    loop {
-        let batch = tokio::select! {
-            batch = next_batch(&mut body) => batch,
-            // The client never sends more on this connection: readable means it closed (or
-            // reset); anything it does send is dropped.
-            () = peer_closed(stream) => return,
-        };
-        let (mut out, ended) = batch;
-        if !out.is_empty() {
-            let len = out.len() - CHUNK_ROOM;
-            let size = format!("{len:x}\r\n");
-            let start = CHUNK_ROOM - size.len();
-            out[start..CHUNK_ROOM].copy_from_slice(size.as_bytes());
-            out.extend_from_slice(b"\r\n");
-            if ended {
-                out.extend_from_slice(b"0\r\n\r\n");
-            }
-            if !write_within(stream, &out[start..], write_timeout).await {
-                cut();
-                return;
-            }
-        } else if ended {
-            let _ = write_within(stream, b"0\r\n\r\n", write_timeout).await;
-        }
-        if ended {
-            let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
-            return;
-        }
-    }
-}
-
-/// Whether `bytes` were written within `limit`.
-async fn write_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(limit, stream.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
-}
-
-/// Waits until the peer closes its side (or the connection fails).
-async fn peer_closed(stream: &TcpStream) {
-    let mut scratch = [0u8; 64];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// The next batch of the stream's output: what the body has ready once it has something
-/// (up to [`MAX_BATCH`]), after [`CHUNK_ROOM`] bytes of room for the chunk-size line, and
-/// whether the body ended. The buffer is made per batch, so an idle stream holds none.
-async fn next_batch(body: &mut StreamBody) -> (Vec<u8>, bool) {
-    let mut out: Vec<u8> = Vec::new();
-    let ended = std::future::poll_fn(|cx| {
-        loop {
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        if out.is_empty() {
-                            out.reserve(CHUNK_ROOM + data.len() + 64);
-                            out.resize(CHUNK_ROOM, 0);
-                        }
-                        out.extend_from_slice(&data);
-                    }
-                    if out.len() >= MAX_BATCH {
-                        return Poll::Ready(false);
-                    }
-                }
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => return Poll::Ready(true),
-                Poll::Pending if out.is_empty() => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(false),
-            }
-        }
-    })
-    .await;
-    (out, ended)
 }

@@ -6,15 +6,19 @@
 //! commands come as separate POSTs to the emulation endpoint ([`super::emulation`]), which
 //! hands them to the connection by its session id.
 //!
-//! Two tasks share a connection. The response's body ([`StreamBody`]) is polled by the HTTP
-//! connection that carries it: it is the connection's writer, draining the outbox as the
+//! The response's body ([`StreamBody`]) is the connection's writer, draining the outbox as the
 //! WebSocket's writer does (what it took and has not handed to the HTTP connection stays
 //! counted against the outbox's budget, so a client that stops reading is closed with 3008).
-//! The client's own task ([`crate::client::serve`]) waits in [`HttpStreamTransport`] for
-//! commands (the connect command, then the emulation endpoint's) and for the wake-ups the
-//! outbox passes on. A close request is written as a `disconnect` push and then the stream
-//! ends, where a WebSocket would send a close frame; when the stream ends for any reason (the
-//! client went away too), the client's task learns it and the connection ends.
+//! Who polls it depends on the HTTP connection. Over plain HTTP/1.1 (the usual case), the HTTP
+//! layer hands the socket, the response head and the body to the client's own task
+//! ([`Stream::hand_over`], [`super::chunked`]), which then writes the stream itself in
+//! [`HttpStreamTransport`]'s `poll_recv`, as a WebSocket's task does: one task per stream.
+//! Over TLS or HTTP/2, hyper's connection task polls the body, and the client's task
+//! ([`crate::client::serve`]) only waits in [`HttpStreamTransport`] for commands and for the
+//! wake-ups the outbox passes on. Either way the client's commands are the connect command,
+//! then the emulation endpoint's. A close request is written as a `disconnect` push and then
+//! the stream ends, where a WebSocket would send a close frame; when the stream ends for any
+//! reason (the client went away too), the client's task learns it and the connection ends.
 //!
 //! The same transport serves the unidirectional streams (`/connection/uni_http_stream`,
 //! `/connection/uni_sse`; [`Framing::UniLines`], [`Framing::UniSse`]): the request carries a
@@ -32,6 +36,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use hyper::body::Frame;
 
+use super::chunked::ChunkedWriter;
 use super::emulation::{Emulation, Refused};
 use super::{Failure, Inbound, Transport};
 use crate::config::Config;
@@ -145,6 +150,11 @@ struct Shared {
     /// Where the connect's outcome goes while the request that opened a unidirectional stream
     /// waits for it (`connect_code_to_http_response`): see [`HttpStreamTransport::await_connect`].
     outcome: Option<tokio::sync::oneshot::Sender<ConnectOutcome>>,
+    /// The stream's socket and body, handed over by the HTTP layer for the client's task to
+    /// write ([`Stream::hand_over`]), until that task takes them.
+    handed_over: Option<Box<ChunkedWriter>>,
+    /// The client's task is gone (its transport dropped): nobody would take a hand-over.
+    transport_gone: bool,
     /// The client's task, waiting for one of the above.
     task: Option<Waker>,
 }
@@ -185,6 +195,24 @@ impl Stream {
             state.ended = true;
             state.cut = true;
         });
+    }
+
+    /// Hands the stream's writer (its socket, response head and body) to the client's task,
+    /// which writes the stream from then on; given back when that task has ended already, for
+    /// the caller to write what it left.
+    pub fn hand_over(&self, writer: Box<ChunkedWriter>) -> Result<(), Box<ChunkedWriter>> {
+        let task = {
+            let mut state = self.lock();
+            if state.transport_gone {
+                return Err(writer);
+            }
+            state.handed_over = Some(writer);
+            state.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+        Ok(())
     }
 
     /// Queues commands from the emulation endpoint for the client's task; refused when
@@ -244,12 +272,14 @@ pub fn open_watched(
         pieces: VecDeque::new(),
         last: None,
         done: false,
+        last_batch: 0,
     };
     let transport = HttpStreamTransport {
         stream: stream.clone(),
         framing,
         connect: Some(connect),
         emulation,
+        writer: None,
     };
     (transport, body, stream)
 }
@@ -284,6 +314,9 @@ pub struct HttpStreamTransport {
     /// The connect command from the request's body, until the client takes it.
     connect: Option<Bytes>,
     emulation: Arc<Emulation>,
+    /// The stream's writer, once the HTTP layer handed it over (plain HTTP/1.1): boxed, so an
+    /// idle connection's task pays a pointer for it.
+    writer: Option<Box<ChunkedWriter>>,
 }
 
 impl HttpStreamTransport {
@@ -307,8 +340,15 @@ impl HttpStreamTransport {
 
 impl Drop for HttpStreamTransport {
     fn drop(&mut self) {
-        // The connection ended: no command can reach it any more.
-        if let Some(session) = self.stream.lock().session.take() {
+        // The connection ended: no command can reach it any more, and no writer either.
+        let (session, handed_over) = {
+            let mut state = self.stream.lock();
+            state.transport_gone = true;
+            (state.session.take(), state.handed_over.take())
+        };
+        // Dropped out of the lock: dropping a body tells the stream it ended, which locks.
+        drop(handed_over);
+        if let Some(session) = session {
             self.emulation.unregister(&session);
         }
     }
@@ -369,24 +409,47 @@ impl Transport for HttpStreamTransport {
                 Err(e) => Err(Failure::Other(Box::new(e))),
             });
         }
-        let mut state = self.stream.lock();
-        if let Some(commands) = state.commands.pop_front() {
-            return Poll::Ready(Ok(Some(Inbound::Commands(commands))));
+        loop {
+            // Written before commands are looked at, as a WebSocket's task does: replies and
+            // pushes queued since the last poll go out first.
+            if let Some(writer) = &mut self.writer {
+                match writer.poll_write(cx) {
+                    Poll::Pending => {}
+                    // Over (the last chunk written, or the peer gone): dropping the body
+                    // marks the stream ended.
+                    Poll::Ready(Ok(())) => self.writer = None,
+                    Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
+                }
+            }
+            let mut state = self.stream.lock();
+            if let Some(writer) = state.handed_over.take() {
+                drop(state);
+                self.writer = Some(writer);
+                continue;
+            }
+            if let Some(commands) = state.commands.pop_front() {
+                if state.commands.is_empty() {
+                    // Commands come a POST at a time, seldom: no buffer kept between them.
+                    state.commands = VecDeque::new();
+                }
+                return Poll::Ready(Ok(Some(Inbound::Commands(commands))));
+            }
+            if std::mem::take(&mut state.woken) {
+                return Poll::Ready(Ok(Some(Inbound::Wake)));
+            }
+            if state.cut {
+                return Poll::Ready(Err(Failure::WriteTimeout));
+            }
+            // A writer of its own still writing the stream's end is waited for.
+            if state.ended && self.writer.is_none() {
+                return Poll::Ready(Ok(None));
+            }
+            match &mut state.task {
+                Some(task) if task.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
         }
-        if std::mem::take(&mut state.woken) {
-            return Poll::Ready(Ok(Some(Inbound::Wake)));
-        }
-        if state.cut {
-            return Poll::Ready(Err(Failure::WriteTimeout));
-        }
-        if state.ended {
-            return Poll::Ready(Ok(None));
-        }
-        match &mut state.task {
-            Some(task) if task.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 
     fn ended_with(&self) -> u16 {
@@ -440,6 +503,8 @@ pub struct StreamBody {
     last: Option<Bytes>,
     /// The close request was taken: the stream ends after `queue` and `last`.
     done: bool,
+    /// How many messages the last drain of the outbox took.
+    last_batch: usize,
 }
 
 impl StreamBody {
@@ -586,10 +651,18 @@ impl StreamBody {
             }
             let outbox = &this.stream.outbox;
             if !outbox.poll_pending(cx) {
+                // Idle until the outbox has more. A stream that took only a message or two
+                // keeps no buffers (its next message allocates them again), as a WebSocket
+                // does: idle streams hold none, while a busy one keeps its own.
+                if this.last_batch <= 2 {
+                    this.queue.release();
+                    this.pieces = VecDeque::new();
+                }
                 return Poll::Pending;
             }
             let settle = std::mem::take(&mut this.settle);
             let (close, notified) = outbox.drain_for_writer(&mut this.queue, settle);
+            this.last_batch = this.queue.len();
             if notified {
                 this.stream.tell_task(|state| state.woken = true);
             }

@@ -24,6 +24,7 @@
 //!
 //! [`ClientHandle::disconnect`]: crate::hub::ClientHandle::disconnect
 
+pub mod chunked;
 pub mod emulation;
 pub mod endpoints;
 pub mod http_stream;
