@@ -13,6 +13,21 @@ use memchr::memmem;
 static BENCH_DATA: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(br#""data":{"ts":"#));
 
+/// The start of the bench's data object itself, as a Protobuf client receives it: the JSON
+/// bytes of `data` inside the binary push.
+static BENCH_DATA_BYTES: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(br#"{"ts":"#));
+
+/// `ts` and `seq` of the bench's data object found in `bytes` exactly as [`bench_data`]
+/// writes it (`{"ts":N,"seq":M,…`): one search and two numbers, the Protobuf reader's fast
+/// path as [`bench_publication`] is the JSON one's.
+pub fn bench_numbers(bytes: &[u8]) -> Option<(u64, u64)> {
+    let at = BENCH_DATA_BYTES.find(bytes)? + BENCH_DATA_BYTES.needle().len();
+    let (ts, rest) = leading_number(&bytes[at..])?;
+    let (seq, _) = leading_number(rest.strip_prefix(br#","seq":"#)?)?;
+    Some((ts, seq))
+}
+
 /// What one reply line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'a> {
