@@ -245,3 +245,36 @@ test('Protobuf over HTTP-streaming: connect, subscribe, API publication, publish
   const gone = await disconnected;
   assert.equal(gone.code, 4501, JSON.stringify(gone));
 });
+
+test('Protobuf SDK: server pings arrive as Protobuf and its pongs keep it connected', async () => {
+  // Pings every second, a pong due within half a second: a ping the SDK cannot read (or a
+  // pong the server cannot) ends the connection within a few of them.
+  const pinging = await startHerald({
+    data_dir: join(dataDir, 'pings'),
+    client: { ping_interval: '1s', pong_timeout: '500ms' },
+  });
+  const c = new ProtobufCentrifuge(pinging.wsUrl, {
+    websocket: WebSocket,
+    token: pinging.token('pinged'),
+    minReconnectDelay: 100,
+    maxReconnectDelay: 1000,
+    timeout: 3000,
+  });
+  const troubles = [];
+  // A closed transport makes the SDK reconnect ('connecting'), not disconnect.
+  c.on('connecting', (ctx) => troubles.push(`connecting ${ctx.code} ${ctx.reason}`));
+  c.on('disconnected', (ctx) => troubles.push(`disconnected ${ctx.code} ${ctx.reason}`));
+  c.on('error', (ctx) => troubles.push(`error ${ctx.error?.message}`));
+  try {
+    const connected = once(c, 'connected');
+    c.connect();
+    await connected;
+    troubles.length = 0; // the first 'connecting', of the connect itself
+    await sleep(4000);
+    assert.deepEqual(troubles, [], 'no reconnect, no disconnect and no error across four pings');
+    assert.equal(c.state, 'connected');
+  } finally {
+    c.disconnect();
+    await pinging.close();
+  }
+});

@@ -348,6 +348,7 @@ impl Client {
         for command in self.encoding.decode_commands(&data) {
             count += 1;
             let Ok(command) = command else {
+                tracing::debug!("bad request: a command that does not decode");
                 result = Err(Disconnect::BAD_REQUEST);
                 break;
             };
@@ -498,7 +499,13 @@ impl Client {
             return match method {
                 Method::Send => Err(Disconnect::NOT_AVAILABLE),
                 _ if self.handle.as_ref().is_some_and(|h| h.pong_received()) => Ok(()),
-                _ => Err(Disconnect::BAD_REQUEST),
+                _ => {
+                    tracing::debug!(
+                        ?method,
+                        "bad request: a command without an id that is not the pong of a ping"
+                    );
+                    Err(Disconnect::BAD_REQUEST)
+                }
             };
         }
         let id = command.id;

@@ -19,13 +19,27 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::hub::ClientHandle;
-use crate::protocol::{self, Disconnect};
+use crate::protocol::{self, Disconnect, Encoding};
 use crate::sync::lock;
 use crate::ws::{Message, OpCode};
 
-/// The server ping, an empty reply, encoded once for every client.
+/// The server ping, an empty reply, encoded once for every JSON client: `{}` in a text frame.
 static PING: LazyLock<Arc<Message>> =
     LazyLock::new(|| Arc::new(Message::new(OpCode::Text, protocol::PING_REPLY)));
+
+/// The server ping of every Protobuf client: the empty message, its length prefix (0) alone,
+/// in a binary frame. A Protobuf client sent the JSON ping would read `{` as a length prefix,
+/// and an SDK answer it with a pong that is not a Protobuf command.
+static PROTOBUF_PING: LazyLock<Arc<Message>> =
+    LazyLock::new(|| Arc::new(Message::new(OpCode::Binary, &[0])));
+
+/// The ping of a client speaking `encoding`.
+fn ping_for(encoding: Encoding) -> Arc<Message> {
+    match encoding {
+        Encoding::Protobuf => PROTOBUF_PING.clone(),
+        _ => PING.clone(),
+    }
+}
 
 /// About how long one slot of the wheel lasts: how late a ping or a pong check may be.
 const TARGET_TICK: Duration = Duration::from_millis(250);
@@ -150,12 +164,12 @@ impl PingWheel {
             // Marked before it is queued: a pong that comes back at once finds the mark.
             client.ping_sent();
             // A closed connection (or one whose full queue just closed it) is forgotten.
-            client.outbox.push(PING.clone()).is_ok()
+            client.outbox.push(ping_for(client.encoding)).is_ok()
         });
         lock(&self.unanswering[turn % n]).retain(|client| {
             client
                 .upgrade()
-                .is_some_and(|client| client.outbox.push(PING.clone()).is_ok())
+                .is_some_and(|client| client.outbox.push(ping_for(client.encoding)).is_ok())
         });
     }
 
@@ -212,6 +226,44 @@ mod tests {
         assert!((4..8).contains(&pinged_at[0]), "{pinged_at:?}");
         assert_eq!(pinged_at[1] - pinged_at[0], 8);
         assert_eq!(pinged_at[2] - pinged_at[1], 8);
+    }
+
+    /// Each client is pinged in its own encoding: `{}` as text for JSON, the empty message
+    /// (`0`, its length prefix) as binary for Protobuf, the same bytes a reply of
+    /// `Reply::ping()` encodes to in each.
+    #[test]
+    fn a_protobuf_client_is_pinged_with_the_empty_protobuf_message() {
+        let wheel = PingWheel::new(Duration::from_secs(2), Duration::from_millis(600));
+        let outbox = Arc::new(Outbox::new(1 << 20, CloseCode(3008), "slow"));
+        let pb = Arc::new(
+            ClientHandle::new("p".into(), "u".into(), None, outbox)
+                .with_encoding(Encoding::Protobuf),
+        );
+        let json = client("j");
+        wheel.add(&pb);
+        wheel.add(&json);
+        for _ in 0..8 {
+            wheel.tick();
+        }
+        for (client, encoding) in [(&pb, Encoding::Protobuf), (&json, Encoding::Json)] {
+            let mut queue = std::collections::VecDeque::new();
+            let _ = client.outbox.drain_into(&mut queue);
+            assert_eq!(queue.len(), 1, "{encoding:?}: pinged once");
+            let frame = match &queue[0] {
+                crate::ws::Outgoing::Shared(message) => message.frame().clone(),
+                crate::ws::Outgoing::Frame(frame) => frame.clone(),
+            };
+            let mut expected = Vec::new();
+            encoding
+                .append_reply(&protocol::Reply::ping(), true, &mut expected)
+                .expect("a ping encodes");
+            assert_eq!(frame.payload(), &expected[..], "{encoding:?}");
+            assert_eq!(
+                frame.as_bytes()[0] & 0x0f,
+                crate::prepared::opcode(encoding) as u8,
+                "{encoding:?}: the frame type"
+            );
+        }
     }
 
     #[test]
