@@ -457,3 +457,37 @@ async fn api_b64data_reaches_a_protobuf_client_as_bytes() {
         .collect();
     assert_eq!(data, expected);
 }
+
+/// Server pings reach a Protobuf client as the empty Protobuf message (its length prefix, 0)
+/// in a binary frame, not as JSON's `{}` in a text frame, and its pong (the empty command)
+/// keeps it connected past the pong timeout: the next ping comes, not a 3012 close.
+#[tokio::test]
+async fn a_protobuf_client_is_pinged_in_protobuf_and_its_pongs_keep_it_connected() {
+    let server = Server::start(json!({
+        "client": {"ping_interval": "1s", "pong_timeout": "900ms"}
+    }))
+    .await;
+    let mut pb = PbClient::open(&server).await;
+    let reply = pb
+        .call(command(1, |c| {
+            c.connect = Some(ConnectRequest {
+                token: token("alice"),
+                ..ConnectRequest::default()
+            })
+        }))
+        .await;
+    assert!(reply.error.is_none(), "{reply:?}");
+    for n in 0..3 {
+        let (opcode, payload) = tokio::time::timeout(STEP, pb.raw.read_frame())
+            .await
+            .expect("a ping in time")
+            .expect("a frame");
+        assert_eq!(
+            (opcode, payload.as_slice()),
+            (2, &[0u8][..]),
+            "ping {n}: {}",
+            String::from_utf8_lossy(&payload)
+        );
+        pb.raw.send_frame(2, &[0]).await;
+    }
+}
