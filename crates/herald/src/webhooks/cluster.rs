@@ -5,16 +5,15 @@
 //! configurations whose events would be silently wrong across nodes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Liveness;
 use super::redis_store::{RedisStore, Subject};
+use super::{Liveness, LocalLiveness};
 use crate::config::{Config, EngineType};
 use crate::engine::BoxFuture;
-use crate::node::Node;
 use crate::sync::lock;
 
 /// How often every node looks for down events that are due (a grace period that passed, a
@@ -187,39 +186,26 @@ impl ClusterTracker {
 /// "Is this user subscribed to this channel" for the cluster: this node's hub, then the
 /// engine's shared presence of the channel (which [`problems`] makes sure the namespaces of
 /// user-limited channels keep).
-pub struct ClusterLiveness(pub Weak<Node>);
+pub struct ClusterLiveness(pub LocalLiveness);
 
 impl Liveness for ClusterLiveness {
     fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, bool> {
-        // Not asked in a cluster: the store decides online/offline.
-        let answer = self
-            .0
-            .upgrade()
-            .is_none_or(|node| !node.hub().user_clients(user).is_empty());
-        Box::pin(std::future::ready(answer))
+        // Not asked in a cluster (the store decides online/offline): this node's answer.
+        self.0.user_connected(user)
     }
 
     fn channel_occupied<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, bool> {
-        let answer = self
-            .0
-            .upgrade()
-            .is_none_or(|node| node.hub().num_subscribers(channel) > 0);
-        Box::pin(std::future::ready(answer))
+        self.0.channel_occupied(channel)
     }
 
     fn user_subscribed<'a>(&'a self, user: &'a str, channel: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let Some(node) = self.0.upgrade() else {
-                return true;
-            };
-            let here = node
-                .hub()
-                .user_clients(user)
-                .iter()
-                .any(|client| client.is_subscribed(channel));
-            if here {
+            if self.0.user_subscribed(user, channel).await {
                 return true;
             }
+            let Some(node) = self.0.0.upgrade() else {
+                return true;
+            };
             match node.presence().presence(channel).await {
                 Ok(present) => present.values().any(|info| info.user == user),
                 Err(e) => {

@@ -340,7 +340,7 @@ impl Webhooks {
     pub fn run(self: &Arc<Self>, node: &Arc<Node>) {
         let stop = node.shutdown().clone();
         let liveness: Arc<dyn Liveness> = if self.cluster.is_some() {
-            Arc::new(ClusterLiveness(Arc::downgrade(node)))
+            Arc::new(ClusterLiveness(LocalLiveness(Arc::downgrade(node))))
         } else {
             Arc::new(LocalLiveness(Arc::downgrade(node)))
         };
