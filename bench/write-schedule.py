@@ -7,7 +7,8 @@ Run it as root while a single-channel fan-out (`herald-bench fanout`, API publis
 steady state. It records two system calls of the server for `--seconds`, with perf's syscall
 tracepoints (no change to the server, little overhead):
 
-  * `sendmsg` on the worker threads: every write to a WebSocket connection, with its fd;
+  * `sendmsg` (or `sendto`, as tokio writes) on the worker threads: every write to a
+    WebSocket connection, with its fd;
   * `writev` on the `herald-http` thread: every HTTP answer, here the answers to the
     publisher's `/api/publish` calls. The server answers after the publication is queued for
     every subscriber, so each answer marks when a publication was ready to be written.
@@ -47,6 +48,7 @@ def record(pid, seconds, data):
     cmd = [
         "perf", "record", "-q", "-o", data,
         "-e", "syscalls:sys_enter_sendmsg",
+        "-e", "syscalls:sys_enter_sendto",
         "-e", "syscalls:sys_enter_writev",
         "-p", str(pid), "--", "sleep", str(seconds),
     ]
@@ -93,7 +95,7 @@ class Schedule:
         for comm, tid, time, event, fd in events:
             if event.endswith("sys_enter_writev") and comm == "herald-http":
                 answers.append(time)
-            elif event.endswith("sys_enter_sendmsg"):
+            elif event.endswith(("sys_enter_sendmsg", "sys_enter_sendto")):
                 writes[fd].append(time)
                 self.per_thread[f"{comm}-{tid}"] += 1
         self.connections = len(writes)
@@ -113,6 +115,12 @@ class Schedule:
                 if i < len(times):
                     self.waits.append((times[i] - answered) * 1e3)
         self.waits.sort()
+        # How evenly the writes are spread in time: writes per 10 ms, over the whole window.
+        every = sorted(t for times in writes.values() for t in times)
+        self.per_10ms = []
+        if every:
+            buckets = collections.Counter(int((t - every[0]) * 100) for t in every)
+            self.per_10ms = sorted(buckets.get(b, 0) for b in range(max(buckets) + 1))
 
 
 def main():
@@ -134,6 +142,10 @@ def main():
     for thread, count in sorted(schedule.per_thread.items()):
         print(f"  {thread}: {count / args.seconds:,.0f}/s")
     print(f"gap between writes to one connection (ms): {percentiles(schedule.gaps)}")
+    spread = schedule.per_10ms
+    if spread:
+        print(f"writes per 10 ms (how bursty): mean {sum(spread) / len(spread):,.0f}  "
+              f"{percentiles(spread, (0.1, 0.5, 0.9))}")
     print(f"{schedule.answers} publications answered; from the answer to each connection's "
           f"next write (ms): {percentiles(schedule.waits)}")
 

@@ -11,7 +11,13 @@
 //! reported side by side (`bench/run.sh`, `bench/compare.sh`).
 //!
 //! Latency is the time between the send timestamp in the payload (`ts`, `CLOCK_MONOTONIC`) and
-//! the moment the task handles the publication; there is no kernel receive timestamp here.
+//! the moment the task handles the publication. The socket reads also take the kernel's
+//! receive timestamp (`recvmsg` with `SO_TIMESTAMPNS` instead of `read`: the same system call
+//! cost, see [`Stamped`]), so the report splits each delivery into the time until the bytes
+//! were in the client's socket (`arrival`: the server's share) and the time they waited there
+//! for the client task (the client's own backlog). The arrival stamp is that of the last
+//! segment of the read that completed the frame: for a message read from an earlier segment
+//! it is slightly late, never early.
 //!
 //! It also carries the channel-feature modes of `fanout` (they need a client that reads
 //! publications as a client library does):
@@ -25,7 +31,9 @@
 //!   publisher sets, the others on a value it never sets.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use prost::Message as _;
@@ -53,7 +61,63 @@ pub const TAG_VALUE: &str = "on";
 pub static DELTAS: AtomicU64 = AtomicU64::new(0);
 
 /// One typical client's connection.
-pub type Conn = WebSocketStream<TcpStream>;
+pub type Conn = WebSocketStream<Stamped>;
+
+/// A client's TCP stream whose reads keep the kernel's receive time of the last segment read
+/// (the socket has `SO_TIMESTAMPNS` on): tokio-tungstenite reads through it exactly as through
+/// a `TcpStream`, one `recvmsg` where it would make one `read`.
+pub struct Stamped {
+    stream: TcpStream,
+    /// When the kernel received the last segment of the last read (monotonic ns).
+    last_arrival: Option<u64>,
+}
+
+impl tokio::io::AsyncRead for Stamped {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::os::fd::AsRawFd as _;
+        let this = self.get_mut();
+        loop {
+            std::task::ready!(this.stream.poll_read_ready(cx))?;
+            let fd = this.stream.as_raw_fd();
+            let free = buf.initialize_unfilled();
+            match this.stream.try_io(tokio::io::Interest::READABLE, || {
+                crate::sys::recv_stamped(fd, free)
+            }) {
+                Ok((n, stamp)) => {
+                    if stamp.is_some() {
+                        this.last_arrival = stamp;
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stamped {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
 
 /// Whether subscriber `g`'s filter matches the publications when a fraction `f` of the
 /// subscribers should receive them: spread evenly, `floor(n × f)` of the first `n` match.
@@ -113,10 +177,19 @@ pub async fn setup(
             .bind((ip, 0).into())
             .map_err(|e| format!("bind {ip}: {e}"))?;
     }
+    {
+        use std::os::fd::AsRawFd as _;
+        crate::sys::enable_receive_timestamps(socket.as_raw_fd())
+            .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    }
     let stream = socket
         .connect(target.addr)
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
+    let stream = Stamped {
+        stream,
+        last_arrival: None,
+    };
     let url = format!("ws://{}{}", target.host, target.path);
     let mut request = url
         .into_client_request()
@@ -285,6 +358,8 @@ enum Bad {
 /// A subscriber's receiving state: the last payload (the base of the next delta) and the
 /// last `seq` of each publisher.
 pub struct Receiver {
+    /// When the bytes of the message being handled came in (kernel receive time), if known.
+    arrival_ns: Option<u64>,
     delta: bool,
     base: Vec<u8>,
     last_seq: Box<[u64]>,
@@ -294,6 +369,7 @@ impl Receiver {
     /// A receiver expecting fossil deltas when `delta` is set.
     pub fn new(delta: bool, publishers: usize) -> Receiver {
         Receiver {
+            arrival_ns: None,
             delta,
             base: Vec::new(),
             last_seq: vec![0u64; publishers.clamp(1, 64)].into_boxed_slice(),
@@ -353,8 +429,12 @@ impl Receiver {
     fn record(&mut self, ts: u64, seq: u64) {
         let at = now_ns();
         let n = self.last_seq.len() as u64;
+        let arrival = self.arrival_ns.map(|a| a.min(at));
         stats::with_local(|l| {
             stats::record_ns(&mut l.delivery, at.saturating_sub(ts));
+            if let Some(arrival) = arrival {
+                stats::record_ns(&mut l.arrival, arrival.saturating_sub(ts));
+            }
             l.received += 1;
             l.last_recv_ns = l.last_recv_ns.max(at);
             let last = &mut self.last_seq[(seq.saturating_sub(1) % n) as usize];
@@ -371,7 +451,9 @@ impl Receiver {
 pub async fn read_loop(mut ws: Conn, delta: bool, publishers: usize) -> String {
     let mut rx = Receiver::new(delta, publishers);
     loop {
-        let text = match ws.next().await {
+        let next = ws.next().await;
+        rx.arrival_ns = ws.get_ref().last_arrival;
+        let text = match next {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
                 let mut pings = 0;
@@ -419,6 +501,52 @@ pub async fn read_loop(mut ws: Conn, delta: bool, publishers: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads through [`Stamped`] carry the kernel's receive time of the bytes: after the
+    /// write, no later than the read.
+    #[tokio::test]
+    async fn stamped_reads_take_the_kernels_receive_time() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        {
+            use std::os::fd::AsRawFd as _;
+            crate::sys::enable_receive_timestamps(socket.as_raw_fd()).unwrap();
+        }
+        let stream = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut client = Stamped {
+            stream,
+            last_arrival: None,
+        };
+        // The kernel turns receive timestamps on machine-wide a moment after the first socket
+        // asks (a deferred static key): the first bytes may come unstamped.
+        server.write_all(b"warm").await.unwrap();
+        let mut warm = [0u8; 4];
+        client.read_exact(&mut warm).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let before = now_ns();
+        server.write_all(b"hello").await.unwrap();
+        // The bytes wait in the socket a while before they are read.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut buf = [0u8; 16];
+        let n = client.read(&mut buf).await.unwrap();
+        let after = now_ns();
+        assert_eq!(&buf[..n], b"hello");
+        let arrival = client.last_arrival.expect("a receive timestamp");
+        assert!(
+            arrival >= before,
+            "arrived {arrival} before the write at {before}"
+        );
+        assert!(
+            after - arrival >= 15_000_000,
+            "the stamp is the arrival, not the read: {} ms before the read",
+            (after - arrival) as f64 / 1e6
+        );
+    }
 
     fn matching(n: usize, f: f64) -> usize {
         (0..n).filter(|&g| filter_matches(g, f)).count()
