@@ -76,7 +76,8 @@ except ValueError:
     print(f"round {r} {s} {b}: no result"); sys.exit()
 print(f"round {r} {s:>21} {b:6} published/s {j['publish_rate']:8.1f} late {j.get('late', '?')}  deliveries/s {j['deliveries_per_s']/1e6:5.2f} M"
       f"  loss {j['lost']}  p50 {j['p50_ms']:7.2f}  p99 {j['p99_ms']:7.2f} ms"
-      f"  server CPU {(j['server_cpu_pct'] or 0):5.1f} %  bench CPU {j['bench_cpu_pct']:5.1f} %")
+      f"  server CPU {(j['server_cpu_pct'] or 0):5.1f} %  bench CPU {j['bench_cpu_pct']:5.1f} %"
+      + (f"  arrival p50 {j['arrival_p50_ms']:7.2f}  p99 {j['arrival_p99_ms']:7.2f} ms" if j.get('arrival_p99_ms') is not None else ""))
 EOF
             done
         done
