@@ -330,19 +330,6 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<TcpListener> {
     Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
-/// Write system calls per second per worker thread that write pacing keeps all WebSocket
-/// connections under (see [`herald_ws::Pacer`]). A loopback `sendmsg` costs ~6.6 µs of kernel
-/// time (bench/RESULTS.md, issue 25: 83 % of the server's samples at 111,000 writes/s), so
-/// this is about a third of a core's time in writes, leaving the rest for the messages
-/// themselves, the API and, on a machine shared with them, the readers. Up to 250 busy
-/// connections per worker (with the default 5 ms coalescing) pacing changes nothing; 1,000 on
-/// two workers are held 10 ms, 10,000 the cap.
-const WRITES_PER_WORKER: u64 = 50_000;
-
-/// The longest hold write pacing may impose on a busy connection's output: the latency a
-/// subscriber may be given so that a saturated server keeps up.
-const MAX_PACED_HOLD: Duration = Duration::from_millis(100);
-
 /// The write pacer every WebSocket connection of this server shares (both transports), or
 /// none when write coalescing is off.
 fn ws_pacer(node: &Node) -> Option<Arc<herald_ws::Pacer>> {
@@ -351,9 +338,13 @@ fn ws_pacer(node: &Node) -> Option<Arc<herald_ws::Pacer>> {
     }
     // As many threads as run the connections (`workers`, default one per core).
     let workers = http_threads(node) as u64;
+    // `websocket.write_budget` is per worker: a loopback `sendmsg` costs ~6.6 µs of kernel
+    // time (bench/RESULTS.md, issue 25: 83 % of the server's samples at 111,000 writes/s), so
+    // the default 50,000 is about a third of each worker's time in writes.
+    let websocket = &node.config().websocket;
     Some(Arc::new(herald_ws::Pacer::new(
-        WRITES_PER_WORKER.saturating_mul(workers),
-        MAX_PACED_HOLD,
+        websocket.write_budget.saturating_mul(workers),
+        websocket.write_max_hold,
     )))
 }
 
@@ -1160,6 +1151,36 @@ mod tests {
             std::io::Error::last_os_error()
         );
         info.tcpi_sacked
+    }
+
+    /// `websocket.write_budget` and `write_max_hold` are what the connections' pacer paces by:
+    /// the same busy connections are held longer under a smaller budget, never longer than the
+    /// configured hold.
+    #[tokio::test]
+    async fn the_pacer_follows_the_write_budget_and_max_hold() {
+        let hold_with = |budget: u64, max_hold_ms: u64| {
+            let mut config = crate::config::Config {
+                workers: 1,
+                ..Default::default()
+            };
+            config.websocket.write_budget = budget;
+            config.websocket.write_max_hold = Duration::from_millis(max_hold_ms);
+            let node = Node::new(config).expect("test node");
+            let pacer = ws_pacer(&node).expect("pacing is on with write_coalesce");
+            // 1,000 connections write in one counting period; the next period's first
+            // write computes the hold.
+            let t0 = tokio::time::Instant::now() + Duration::from_millis(1);
+            for _ in 0..1_000 {
+                pacer.wrote(None, t0);
+            }
+            pacer.wrote(None, t0 + Duration::from_millis(300));
+            pacer.hold(Duration::from_millis(5))
+        };
+        // The default budget: 1,000 writers / 50,000 per s = 20 ms.
+        assert_eq!(hold_with(50_000, 100), Duration::from_millis(20));
+        // A tenth of it: 200 ms, held to the configured most.
+        assert_eq!(hold_with(5_000, 150), Duration::from_millis(150));
+        assert_eq!(hold_with(10_000, 200), Duration::from_millis(100));
     }
 
     /// Protobuf by the agreed subprotocol or by either query parameter Centrifugo accepts;

@@ -218,6 +218,17 @@ pub struct WebSocketConfig {
     /// 1,000 subscribers × 1,000 msg/s (bench/RESULTS.md).
     #[serde(with = "go_duration")]
     pub write_coalesce: Duration,
+    /// Herald: write pacing's budget, in writes per second per worker thread. While more
+    /// connections are busy than `write_budget × write_coalesce` per worker, each one's wait
+    /// grows so that all of them together stay near this many writes a second (see
+    /// `herald_ws::Pacer`). Default 50,000: about a third of a core's time in loopback
+    /// `sendmsg`. Lower it on a machine the server shares with busy processes (such as its
+    /// clients): fewer, fuller writes cost everyone less CPU, for a longer wait.
+    pub write_budget: u64,
+    /// Herald: the longest wait write pacing may give a busy connection. Default 100ms; at
+    /// most 200ms.
+    #[serde(with = "go_duration")]
+    pub write_max_hold: Duration,
 }
 
 impl Default for WebSocketConfig {
@@ -235,6 +246,8 @@ impl Default for WebSocketConfig {
             message_size_limit: 65_536,
             decompressed_message_size_limit: 0,
             write_coalesce: Duration::from_millis(5),
+            write_budget: 50_000,
+            write_max_hold: Duration::from_millis(100),
         }
     }
 }

@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use super::{Config, ConfigError, MAX_WORKERS, NamespaceOptions, RecoveryMode, format_duration};
 
+/// The longest `websocket.write_max_hold`: write pacing counts the busy connections over 250 ms
+/// periods, and one held longer than a period would go uncounted.
+const MAX_WRITE_HOLD: Duration = Duration::from_millis(200);
+
 impl Config {
     /// Checks that the options make sense together and that no option is set that Herald would
     /// ignore to the user's harm (the "refused" ones of [`crate::config::audit`]). Every message
@@ -54,6 +58,21 @@ impl Config {
             problems.push(format!(
                 "workers must be at most {MAX_WORKERS} (0 = one per CPU core), got {}",
                 self.workers
+            ));
+        }
+        if self.websocket.write_budget == 0 {
+            problems.push(
+                "websocket.write_budget must be greater than zero (to turn write pacing off, \
+                 set websocket.write_coalesce: 0s)"
+                    .to_string(),
+            );
+        }
+        let hold = self.websocket.write_max_hold;
+        if hold.is_zero() || hold > MAX_WRITE_HOLD {
+            problems.push(format!(
+                "websocket.write_max_hold must be greater than zero and at most {}, got {}",
+                format_duration(MAX_WRITE_HOLD),
+                format_duration(hold)
             ));
         }
         if self.websocket.compression_level > 9 {
@@ -409,6 +428,18 @@ mod tests {
             (
                 r#"{"channel": {"namespaces": [{"name": "a"}, {"name": "a"}]}}"#,
                 "used twice",
+            ),
+            (
+                r#"{"websocket": {"write_budget": 0}}"#,
+                "websocket.write_budget must be greater than zero",
+            ),
+            (
+                r#"{"websocket": {"write_max_hold": "250ms"}}"#,
+                "websocket.write_max_hold must be greater than zero and at most 200ms",
+            ),
+            (
+                r#"{"websocket": {"write_max_hold": "0s"}}"#,
+                "websocket.write_max_hold",
             ),
             (
                 r#"{"channel": {"namespaces": [{"name": "a b"}]}}"#,
