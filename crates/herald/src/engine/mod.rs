@@ -364,13 +364,56 @@ pub trait History: Send + Sync + 'static {
     fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 }
 
-/// Runs a [`History`] call on `storage`, or answers its error: how a broker whose history may
-/// be absent (no namespace keeps any) forwards its [`History`] half.
-pub(crate) fn on_history<'a, H: History, T: Send + 'a>(
-    storage: Result<&'a H, EngineError>,
+/// A broker whose [`History`] half is a store of its own (the embedded SQLite history,
+/// JetStream), which may be absent (no namespace keeps any, or it failed to open): every
+/// [`History`] call goes to the store, or answers the error [`StoredHistory::store`] gives.
+pub(crate) trait StoredHistory: Send + Sync + 'static {
+    /// The store's type.
+    type Store: History;
+
+    /// The store, or why there is none.
+    fn store(&self) -> Result<&Self::Store, EngineError>;
+}
+
+impl<B: StoredHistory> History for B {
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        filter: HistoryFilter,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
+        on_store(self.store(), |h| h.read(channel, filter, options))
+    }
+
+    fn top<'a>(
+        &'a self,
+        channel: &'a str,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
+        on_store(self.store(), |h| h.top(channel, options))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        since: StreamPosition,
+        limit: usize,
+        options: HistoryOptions,
+    ) -> BoxFuture<'a, Result<Recovery, EngineError>> {
+        on_store(self.store(), |h| h.recover(channel, since, limit, options))
+    }
+
+    fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        on_store(self.store(), |h| History::remove(h, channel))
+    }
+}
+
+/// Runs a [`History`] call on `store`, or answers its error.
+fn on_store<'a, H: History, T: Send + 'a>(
+    store: Result<&'a H, EngineError>,
     call: impl FnOnce(&'a H) -> BoxFuture<'a, Result<T, EngineError>>,
 ) -> BoxFuture<'a, Result<T, EngineError>> {
-    match storage {
+    match store {
         Ok(history) => call(history),
         Err(e) => Box::pin(std::future::ready(Err(e))),
     }

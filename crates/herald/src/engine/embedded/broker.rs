@@ -9,10 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::EmbeddedHistory;
-use crate::engine::on_history;
 use crate::engine::{
-    AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
-    HistoryFilter, HistoryOptions, HistoryResult, RecentKeys, Recovery, StreamPosition,
+    AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, RecentKeys,
+    StoredHistory, StreamPosition,
 };
 use crate::protocol::{ClientInfo, Publication};
 
@@ -98,38 +97,11 @@ impl EmbeddedBroker {
     }
 }
 
-impl History for EmbeddedBroker {
-    fn read<'a>(
-        &'a self,
-        channel: &'a str,
-        filter: HistoryFilter,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
-        on_history(self.storage(), |h| h.read(channel, filter, options))
-    }
+impl StoredHistory for EmbeddedBroker {
+    type Store = EmbeddedHistory;
 
-    fn top<'a>(
-        &'a self,
-        channel: &'a str,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
-        on_history(self.storage(), |h| h.top(channel, options))
-    }
-
-    fn recover<'a>(
-        &'a self,
-        channel: &'a str,
-        since: StreamPosition,
-        limit: usize,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<Recovery, EngineError>> {
-        on_history(self.storage(), |h| {
-            h.recover(channel, since, limit, options)
-        })
-    }
-
-    fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        on_history(self.storage(), |h| History::remove(h, channel))
+    fn store(&self) -> Result<&EmbeddedHistory, EngineError> {
+        self.storage()
     }
 }
 
@@ -185,7 +157,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    use crate::engine::StoredPublication;
+    use crate::engine::{History, HistoryFilter, HistoryOptions, StoredPublication};
     use crate::protocol::raw;
 
     /// Records what the broker hands to the node, as "pub <channel> <offset> <data>",

@@ -21,10 +21,9 @@ use tokio::time::Instant;
 
 use super::wire::{self, Kind, Meta};
 use super::{JetStreamHistory, NatsConnection};
-use crate::engine::on_history;
 use crate::engine::{
-    AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
-    HistoryFilter, HistoryOptions, HistoryResult, RecentKeys, Recovery, StreamPosition,
+    AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, RecentKeys,
+    StoredHistory, StreamPosition,
 };
 use crate::protocol::{ClientInfo, Payload, Publication};
 
@@ -111,38 +110,11 @@ impl NatsBroker {
     }
 }
 
-impl History for NatsBroker {
-    fn read<'a>(
-        &'a self,
-        channel: &'a str,
-        filter: HistoryFilter,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<HistoryResult, EngineError>> {
-        on_history(self.storage(), |h| h.read(channel, filter, options))
-    }
+impl StoredHistory for NatsBroker {
+    type Store = JetStreamHistory;
 
-    fn top<'a>(
-        &'a self,
-        channel: &'a str,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, EngineError>> {
-        on_history(self.storage(), |h| h.top(channel, options))
-    }
-
-    fn recover<'a>(
-        &'a self,
-        channel: &'a str,
-        since: StreamPosition,
-        limit: usize,
-        options: HistoryOptions,
-    ) -> BoxFuture<'a, Result<Recovery, EngineError>> {
-        on_history(self.storage(), |h| {
-            h.recover(channel, since, limit, options)
-        })
-    }
-
-    fn remove<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        on_history(self.storage(), |h| History::remove(h, channel))
+    fn store(&self) -> Result<&JetStreamHistory, EngineError> {
+        self.storage()
     }
 }
 
