@@ -6,129 +6,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::streaming::{self, Kind, Stream, sse_get};
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// One streaming connection, read line by line from its chunked response.
-struct Stream {
-    reader: BufReader<TcpStream>,
-    /// Body bytes read and not yet split into lines.
-    pending: Vec<u8>,
-    ended: bool,
-}
-
-impl Stream {
-    /// POSTs `connect` to `/connection/http_stream`; the response's status and headers.
-    async fn open(port: u16, connect: &Value) -> (Stream, String) {
-        let socket = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        Stream::open_on(socket, port, connect).await
-    }
-
-    async fn open_on(socket: TcpStream, port: u16, connect: &Value) -> (Stream, String) {
-        let body = connect.to_string();
-        let request = format!(
-            "POST /connection/http_stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        Stream::request(socket, &request).await
-    }
-
-    /// Sends `request` and reads the response's head.
-    async fn request(mut socket: TcpStream, request: &str) -> (Stream, String) {
-        socket.write_all(request.as_bytes()).await.expect("write");
-        let mut reader = BufReader::new(socket);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            tokio::time::timeout(STEP, reader.read_line(&mut line))
-                .await
-                .expect("response head in time")
-                .expect("read");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let stream = Stream {
-            reader,
-            pending: Vec::new(),
-            ended: false,
-        };
-        (stream, head.to_ascii_lowercase())
-    }
-
-    /// The next message on the stream, `None` at its end.
-    async fn next(&mut self) -> Option<Value> {
-        let line = self.next_line().await?;
-        Some(serde_json::from_str(&line).expect("a JSON line"))
-    }
-
-    /// The next message of an SSE stream (the data of its next event), `None` at its end.
-    async fn next_event(&mut self) -> Option<Value> {
-        loop {
-            let line = self.next_line().await?;
-            if line.is_empty() {
-                continue;
-            }
-            let data = line.strip_prefix("data: ").expect("a data: field");
-            return Some(serde_json::from_str(data).expect("JSON data"));
-        }
-    }
-
-    /// The next line of the body, without its newline; `None` at its end.
-    async fn next_line(&mut self) -> Option<String> {
-        loop {
-            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=at).collect();
-                return Some(String::from_utf8(line[..at].to_vec()).expect("UTF-8"));
-            }
-            if self.ended {
-                return None;
-            }
-            // One chunk: its size in hex, CRLF, the bytes, CRLF.
-            let mut size = String::new();
-            tokio::time::timeout(STEP, self.reader.read_line(&mut size))
-                .await
-                .expect("a chunk in time")
-                .expect("read");
-            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-            let mut chunk = vec![0; size + 2];
-            self.reader.read_exact(&mut chunk).await.expect("chunk");
-            if size == 0 {
-                self.ended = true;
-            }
-            self.pending.extend_from_slice(&chunk[..size]);
-        }
-    }
-
-    /// The next message that is not a ping or a publication ahead of it.
-    async fn next_where(&mut self, what: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let message = self.next().await.expect("the stream ended early");
-            if what(&message) {
-                return message;
-            }
-        }
-    }
-}
 
 /// POSTs commands for the connection of `session` to the emulation endpoint.
 async fn emulate(port: u16, session: &str, commands: &[Value]) -> HttpResponse {
-    let data: Vec<String> = commands.iter().map(Value::to_string).collect();
-    let body = json!({"session": session, "node": "", "data": data.join("\n")}).to_string();
-    http(
-        port,
-        "POST",
-        "/emulation",
-        &[("Content-Type", "application/json")],
-        Some(body.as_bytes()),
-    )
-    .await
+    streaming::emulate(port, session, "", commands).await
 }
 
 fn enabled() -> Value {
@@ -141,6 +27,7 @@ fn enabled() -> Value {
 async fn a_streaming_connection_is_served_and_ends_with_a_disconnect_push() {
     let server = Server::start(enabled()).await;
     let (mut stream, head) = Stream::open(
+        Kind::HttpStream,
         server.port,
         &json!({"id": 1, "connect": {"token": token("alice")}}),
     )
@@ -231,6 +118,7 @@ async fn a_stream_nobody_reads_is_cut_off() {
         .await
         .expect("connect");
     let (mut stream, _) = Stream::open_on(
+        Kind::HttpStream,
         socket,
         server.port,
         &json!({"id": 1, "connect": {"token": token("slow")}}),
@@ -283,25 +171,11 @@ async fn a_stream_nobody_reads_is_cut_off() {
 #[tokio::test]
 async fn an_sse_connection_is_served_from_cf_connect_and_ends_with_a_disconnect_push() {
     let server = Server::start(json!({"sse": {"enabled": true}})).await;
-    let connect = json!({"id": 1, "connect": {"token": token("carol")}}).to_string();
-    let encoded: String = connect
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let socket = TcpStream::connect(("127.0.0.1", server.port))
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Accept: text/event-stream\r\n\r\n"
-    );
-    let (mut stream, head) = Stream::request(socket, &request).await;
+    let connect = json!({"id": 1, "connect": {"token": token("carol")}});
+    let (mut stream, head) = Stream::open(Kind::Sse, server.port, &connect).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-type: text/event-stream"), "{head}");
-    let connect = stream.next_event().await.expect("the connect reply");
+    let connect = stream.next().await.expect("the connect reply");
     assert_eq!(connect["id"], 1, "{connect}");
     assert!(connect["connect"]["session"].is_string(), "{connect}");
     server
@@ -310,9 +184,9 @@ async fn an_sse_connection_is_served_from_cf_connect_and_ends_with_a_disconnect_
             json!({"user": "carol", "disconnect": {"code": 4501, "reason": "bye"}}),
         )
         .await;
-    let last = stream.next_event().await.expect("the disconnect push");
+    let last = stream.next().await.expect("the disconnect push");
     assert_eq!(last["push"]["disconnect"]["code"], 4501, "{last}");
-    assert_eq!(stream.next_event().await, None, "the stream ends");
+    assert_eq!(stream.next().await, None, "the stream ends");
 }
 
 /// The streaming endpoints check `client.allowed_origins` and answer CORS preflights for
@@ -390,6 +264,7 @@ async fn pings_go_out_on_the_stream_and_pongs_come_through_emulation() {
     }))
     .await;
     let (mut stream, _) = Stream::open(
+        Kind::HttpStream,
         server.port,
         &json!({"id": 1, "connect": {"token": token("dave")}}),
     )
@@ -430,7 +305,7 @@ async fn a_uni_http_stream_gets_bare_pushes_and_ends_with_a_disconnect_push() {
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let (mut stream, head) = Stream::request(socket, &request).await;
+    let (mut stream, head) = Stream::request(Kind::HttpStream, socket, &request).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     let connect = stream.next().await.expect("the connect push");
     assert!(connect["connect"]["client"].is_string(), "{connect}");
@@ -478,33 +353,10 @@ async fn a_uni_http_stream_gets_bare_pushes_and_ends_with_a_disconnect_push() {
 #[tokio::test]
 async fn a_uni_sse_stream_is_served_from_cf_connect_and_a_bad_token_is_a_disconnect() {
     let server = Server::start(json!({"uni_sse": {"enabled": true}})).await;
-    let open = |connect: Value| {
-        let port = server.port;
-        async move {
-            let encoded: String = connect
-                .to_string()
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            let socket = TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect");
-            let request = format!(
-                "GET /connection/uni_sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                 Accept: text/event-stream\r\n\r\n"
-            );
-            Stream::request(socket, &request).await
-        }
-    };
-    let (mut stream, head) = open(json!({"token": token("erin")})).await;
+    let (mut stream, head) = open_uni_sse(server.port, &json!({"token": token("erin")})).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-type: text/event-stream"), "{head}");
-    let connect = stream.next_event().await.expect("the connect push");
+    let connect = stream.next().await.expect("the connect push");
     assert!(connect["connect"]["client"].is_string(), "{connect}");
     server
         .api_ok("subscribe", json!({"user": "erin", "channel": "news"}))
@@ -513,7 +365,7 @@ async fn a_uni_sse_stream_is_served_from_cf_connect_and_a_bad_token_is_a_disconn
         .api_ok("publish", json!({"channel": "news", "data": {"n": 3}}))
         .await;
     let publication = loop {
-        let event = stream.next_event().await.expect("the publication");
+        let event = stream.next().await.expect("the publication");
         if event.get("pub").is_some() {
             break event;
         }
@@ -526,38 +378,26 @@ async fn a_uni_sse_stream_is_served_from_cf_connect_and_a_bad_token_is_a_disconn
         )
         .await;
     let last = loop {
-        let event = stream.next_event().await.expect("the disconnect push");
+        let event = stream.next().await.expect("the disconnect push");
         if event.get("disconnect").is_some() {
             break event;
         }
     };
     assert_eq!(last["disconnect"]["code"], 4503, "{last}");
-    assert_eq!(stream.next_event().await, None, "the stream ends");
+    assert_eq!(stream.next().await, None, "the stream ends");
 
-    let (mut refused, _) = open(json!({"token": "not a token"})).await;
-    let last = refused.next_event().await.expect("the disconnect push");
+    let (mut refused, _) = open_uni_sse(server.port, &json!({"token": "not a token"})).await;
+    let last = refused.next().await.expect("the disconnect push");
     assert_eq!(last["disconnect"]["code"], 3500, "{last}");
-    assert_eq!(refused.next_event().await, None, "the stream ends");
+    assert_eq!(refused.next().await, None, "the stream ends");
 }
 
 /// The GET of a unidirectional SSE stream with `cf_connect` (URL-encoded).
 async fn open_uni_sse(port: u16, connect: &Value) -> (Stream, String) {
-    let encoded: String = connect
-        .to_string()
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
     let socket = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let request = format!(
-        "GET /connection/uni_sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Accept: text/event-stream\r\n\r\n"
-    );
-    Stream::request(socket, &request).await
+    Stream::request(Kind::Sse, socket, &sse_get("/connection/uni_sse", connect)).await
 }
 
 /// `uni_sse.connect_code_to_http_response`: the response waits for the connect; a refusal
@@ -616,7 +456,7 @@ async fn connect_code_to_http_response_answers_refusals_with_a_status() {
     // Accepted: the stream, its connect push first.
     let (mut stream, head) = open_uni_sse(server.port, &json!({"token": token("erin")})).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    let connect = stream.next_event().await.expect("the connect push");
+    let connect = stream.next().await.expect("the connect push");
     assert!(connect["connect"]["client"].is_string(), "{connect}");
 }
 
@@ -633,13 +473,13 @@ async fn connect_code_to_unidirectional_disconnect_chooses_the_disconnect() {
     .await;
     let expired = token_exp("gus", unix_now() - 10);
     let (mut refused, _) = open_uni_sse(server.port, &json!({"token": expired})).await;
-    let last = refused.next_event().await.expect("the disconnect push");
+    let last = refused.next().await.expect("the disconnect push");
     assert_eq!(
         last["disconnect"],
         json!({"code": 4901, "reason": "sign in again"}),
         "{last}"
     );
-    assert_eq!(refused.next_event().await, None, "the stream ends");
+    assert_eq!(refused.next().await, None, "the stream ends");
 }
 
 /// A unidirectional stream is pinged with `{}` every ping interval (its connect push says the
@@ -652,11 +492,11 @@ async fn a_uni_stream_is_pinged_and_stays_open() {
     }))
     .await;
     let (mut stream, _) = open_uni_sse(server.port, &json!({"token": token("gus")})).await;
-    let connect = stream.next_event().await.expect("the connect push");
+    let connect = stream.next().await.expect("the connect push");
     assert_eq!(connect["connect"]["ping"], 1, "{connect}");
     assert!(connect["connect"].get("pong").is_none(), "{connect}");
     for _ in 0..3 {
-        assert_eq!(stream.next_event().await, Some(json!({})), "a ping");
+        assert_eq!(stream.next().await, Some(json!({})), "a ping");
     }
 }
 
@@ -668,23 +508,11 @@ async fn a_uni_stream_is_pinged_and_stays_open() {
 async fn a_stream_is_served_the_same_whether_its_head_arrives_whole_or_split() {
     let server = Server::start(json!({"sse": {"enabled": true}})).await;
     for (user, split) in [("dave", false), ("erin", true)] {
-        let connect = json!({"id": 1, "connect": {"token": token(user)}}).to_string();
-        let encoded: String = connect
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let connect = json!({"id": 1, "connect": {"token": token(user)}});
         let mut socket = TcpStream::connect(("127.0.0.1", server.port))
             .await
             .expect("connect");
-        let request = format!(
-            "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-             Accept: text/event-stream\r\n\r\n"
-        );
+        let request = sse_get("/connection/sse", &connect);
         let rest = if split {
             let (first, rest) = request.split_at(40);
             socket.write_all(first.as_bytes()).await.expect("write");
@@ -693,7 +521,7 @@ async fn a_stream_is_served_the_same_whether_its_head_arrives_whole_or_split() {
         } else {
             request.as_str()
         };
-        let (mut stream, head) = Stream::request(socket, rest).await;
+        let (mut stream, head) = Stream::request(Kind::Sse, socket, rest).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
         assert_eq!(
@@ -701,7 +529,7 @@ async fn a_stream_is_served_the_same_whether_its_head_arrives_whole_or_split() {
             split,
             "served by hyper: {split}; {head}"
         );
-        let connect = stream.next_event().await.expect("the connect reply");
+        let connect = stream.next().await.expect("the connect reply");
         assert!(connect["connect"]["session"].is_string(), "{connect}");
         server
             .api_ok(
@@ -709,8 +537,8 @@ async fn a_stream_is_served_the_same_whether_its_head_arrives_whole_or_split() {
                 json!({"user": user, "disconnect": {"code": 4501, "reason": "bye"}}),
             )
             .await;
-        let last = stream.next_event().await.expect("the disconnect push");
+        let last = stream.next().await.expect("the disconnect push");
         assert_eq!(last["push"]["disconnect"]["code"], 4501, "{last}");
-        assert_eq!(stream.next_event().await, None, "the stream ends");
+        assert_eq!(stream.next().await, None, "the stream ends");
     }
 }

@@ -30,32 +30,37 @@ impl Stream {
     /// Opens a connection of `kind` on `port` with the `connect` command; the stream and the
     /// response's head (lower case).
     pub async fn open(kind: Kind, port: u16, connect: &Value) -> (Stream, String) {
-        let body = connect.to_string();
-        let request = match kind {
-            Kind::HttpStream => format!(
-                "POST /connection/http_stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-            Kind::Sse => {
-                let encoded: String = body
-                    .bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect();
-                format!(
-                    "GET /connection/sse?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                     Accept: text/event-stream\r\n\r\n"
-                )
-            }
-        };
-        let mut socket = TcpStream::connect(("127.0.0.1", port))
+        let socket = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
+        Stream::open_on(kind, socket, port, connect).await
+    }
+
+    /// [`Stream::open`] on a socket the test connected itself (e.g. with a small receive
+    /// buffer).
+    pub async fn open_on(
+        kind: Kind,
+        socket: TcpStream,
+        port: u16,
+        connect: &Value,
+    ) -> (Stream, String) {
+        let request = match kind {
+            Kind::HttpStream => {
+                let body = connect.to_string();
+                format!(
+                    "POST /connection/http_stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            Kind::Sse => sse_get("/connection/sse", connect),
+        };
+        Stream::request(kind, socket, &request).await
+    }
+
+    /// Sends `request` (whole, or the rest of one the test began) on `socket` and reads the
+    /// response's head; the body is then read as `kind` says.
+    pub async fn request(kind: Kind, mut socket: TcpStream, request: &str) -> (Stream, String) {
         socket.write_all(request.as_bytes()).await.expect("write");
         let mut reader = BufReader::new(socket);
         let mut head = String::new();
@@ -127,6 +132,23 @@ impl Stream {
             self.pending.extend_from_slice(&chunk[..size]);
         }
     }
+}
+
+/// The GET request of an SSE stream at `path` (`/connection/sse`, `/connection/uni_sse`) with
+/// `connect` URL-encoded in `cf_connect`, as an `EventSource` sends it.
+pub fn sse_get(path: &str, connect: &Value) -> String {
+    let encoded: String = connect
+        .to_string()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!(
+        "GET {path}?cf_connect={encoded} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    )
 }
 
 /// POSTs `commands` for the connection of `session` (on node `node`) to the emulation
