@@ -68,22 +68,16 @@ PUBLISH_KINDS=${PUBLISH_KINDS:-redis3}
 want() { case " $SETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 short() { if [ $(($1 % 1000)) -eq 0 ]; then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
 
-SECRET=$(sed -n 's/.*"hmac_secret_key": *"\([^"]*\)".*/\1/p' bench/config.json)
-API_KEY=$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' bench/config.json)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_credentials bench/config.json
 for f in bench/config-redis.json bench/config-redis-history.json bench/config-nats.json \
     bench/config-nats-history.json; do
     grep -q "\"$SECRET\"" "$f" && grep -q "\"$API_KEY\"" "$f" ||
         { echo "cluster.sh: $f must have the secret and API key of bench/config.json" >&2; exit 1; }
 done
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ -z "${HERALD_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
-    echo "== building (release)" >&2
-    cargo build --release -p herald --bin herald >&2
-    cargo build --release -p herald-bench >&2
-fi
-HERALD=${HERALD_BIN:-$TARGET_DIR/release/herald}
-BENCH=${BENCH_BIN:-$TARGET_DIR/release/herald-bench}
+bench_binaries
 
 # Every node and worker holds one descriptor per connection (at most ~19,900 per process here).
 ulimit -n "$(ulimit -Hn)"

@@ -53,18 +53,12 @@ WORK=${WORK:-bench/out/proxy}
 NODE=${NODE:-node}
 want() { case " $SETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-SECRET=$(sed -n 's/.*"hmac_secret_key": *"\([^"]*\)".*/\1/p' bench/config.json)
-API_KEY=$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' bench/config.json)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_credentials bench/config.json
 WEBHOOK_SECRET=$(sed -n 's/.*"secret": *"\([^"]*\)".*/\1/p' bench/config-webhooks.json)
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ -z "${HERALD_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
-    echo "== building (release)" >&2
-    cargo build --release -p herald --bin herald >&2
-    cargo build --release -p herald-bench >&2
-fi
-HERALD=${HERALD_BIN:-$TARGET_DIR/release/herald}
-BENCH=${BENCH_BIN:-$TARGET_DIR/release/herald-bench}
+bench_binaries
 
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$WORK"

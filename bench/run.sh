@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs Herald's standard benchmarks with herald-bench and writes bench/RESULTS.md.
+# Runs Herald's standard benchmarks with herald-bench and writes their tables to
+# bench/out/results.md (not in git; bench/RESULTS.md is the kept record, to which a run's
+# tables are copied with the context they need).
 #
 #   bench/run.sh              # the standard set (~12 minutes)
 #   QUICK=1 bench/run.sh      # one small run of each kind (smoke test, ~1 minute)
@@ -14,7 +16,7 @@
 #   PORT=8000         first port tried for the server (the next free one is used)
 #   HERALD_WORKERS    passed on to the server like any HERALD_* option: its worker threads
 #                     (default one per core; the machine table says which was used)
-#   OUT=bench/RESULTS.md
+#   OUT=bench/out/results.md
 #   QUIET_IDLE=0      if > 0: before each run wait (at most QUIET_WAIT=300 s) until the CPUs
 #                     were at least this many percent idle over 2 s (for shared machines)
 #   SETS="fanout features history"  which sets to run: fanout (fanout with both client
@@ -38,7 +40,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CONFIG=bench/config.json
 HISTORY_CONFIG=bench/config-history.json
-OUT=${OUT:-bench/RESULTS.md}
+OUT=${OUT:-bench/out/results.md}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 IDLE_SUBS=${IDLE_SUBS:-15000}
@@ -56,26 +58,19 @@ CLIENT_MODELS=${CLIENT_MODELS:-fast tungstenite}
 short() { if [ $(($1 % 1000)) -eq 0 ]; then echo "$(($1 / 1000))k"; else echo "$1"; fi; }
 want() { case " $SETS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WORK=${WORK:-bench/out}
-mkdir -p "$WORK"
+mkdir -p "$WORK" "$(dirname "$OUT")"
 RESULTS="$WORK/results.jsonl"
 COMMANDS="$WORK/commands.txt"
 : >"$RESULTS"
 : >"$COMMANDS"
 
-SECRET=$(sed -n 's/.*"hmac_secret_key": *"\([^"]*\)".*/\1/p' "$CONFIG")
-API_KEY=$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' "$CONFIG")
-[ -n "$SECRET" ] && [ -n "$API_KEY" ] || { echo "run.sh: cannot read the secret and API key from $CONFIG" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_credentials "$CONFIG"
 
 # HERALD_BIN / BENCH_BIN: run prebuilt binaries (e.g. a saved baseline, for a side-by-side
 # comparison) instead of building; CARGO_TARGET_DIR is honoured.
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-if [ -z "${HERALD_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
-    echo "== building (release)" >&2
-    cargo build --release -p herald -p herald-bench >&2
-fi
-HERALD=${HERALD_BIN:-$TARGET_DIR/release/herald}
-BENCH=${BENCH_BIN:-$TARGET_DIR/release/herald-bench}
+bench_binaries
 
 # The server and each worker hold one descriptor per connection.
 ulimit -n "$(ulimit -Hn)"
