@@ -34,7 +34,7 @@ use redis::Script;
 use redis::cluster_routing::Slot;
 use tokio::sync::oneshot;
 
-use super::shards::{Lane, RedisShards, Shard};
+use super::shards::{Lane, RedisShards, Shard, ShardConn};
 use crate::engine::{BoxFuture, EngineError};
 
 /// Publications in one call at most.
@@ -214,9 +214,25 @@ impl Queue {
         })
     }
 
-    /// One `publish.lua` call for `items`; every one of them is answered.
-    async fn send(&self, items: Vec<Waiting>) {
-        match self.call(&items).await {
+    /// One `publish.lua` call for `items`; every one of them is answered, but those whose
+    /// publisher gave up before the call could go, which are dropped unsent.
+    async fn send(&self, mut items: Vec<Waiting>) {
+        let conn = match self.shard.lane(self.lane).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                for item in items {
+                    let _ = item.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        // Connecting may have taken long (a Sentinel failover): a publisher that gave up
+        // meanwhile was told it failed, so its publication must not be made now.
+        items.retain(|item| !item.reply.is_closed());
+        if items.is_empty() {
+            return;
+        }
+        match self.call(conn, &items).await {
             Ok(replies) => {
                 for (item, reply) in items.into_iter().zip(replies) {
                     let _ = item.reply.send(reply);
@@ -231,11 +247,14 @@ impl Queue {
     }
 
     /// Runs the script over `items`: one answer per item, or the failure of the whole call.
-    async fn call(&self, items: &[Waiting]) -> Result<Vec<Reply>, EngineError> {
+    async fn call(
+        &self,
+        mut conn: ShardConn,
+        items: &[Waiting],
+    ) -> Result<Vec<Reply>, EngineError> {
         let failed = |e: &dyn std::fmt::Display| {
             EngineError::Unavailable(format!("Redis ({}): {e}", self.shard.describe()))
         };
-        let mut conn = self.shard.lane(self.lane).await?;
         let mut invocation = self.script.prepare_invoke();
         for Waiting { job, .. } in items {
             for key in &job.keys {
