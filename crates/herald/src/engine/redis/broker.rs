@@ -3,7 +3,8 @@
 //! * **Publish** runs `publish.lua` on the channel's shard: idempotency key, version
 //!   suppression, the next offset, `XADD` with `MAXLEN` and the `PUBLISH` to the channel's
 //!   PUB/SUB channel happen in one script, so every node receives a channel's publications in
-//!   offset order. The publisher is answered once Redis ran the script; its own node's
+//!   offset order. Publishes that queue while a call is in flight share the next call
+//!   ([`PublishBatcher`]). The publisher is answered once Redis ran the script; its own node's
 //!   subscribers get the publication from PUB/SUB like every other node's.
 //! * **Reads** (`history`, top, recovery) run `read.lua`: the stream's meta and the range in one
 //!   snapshot, with publications older than `history_ttl` trimmed first.
@@ -18,10 +19,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use redis::{Script, Value};
+use redis::{Script, ToRedisArgs, Value};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::codec::{self, Event};
+use super::publish_batch::{ARGS_PER, Job, PublishBatcher};
 use super::pubsub::{PubSubHandler, PubSubLink};
 use super::shards::{Lane, RedisShards};
 use crate::engine::{
@@ -85,7 +87,8 @@ pub(super) struct Inner {
     handler: OnceLock<Arc<dyn BrokerEventHandler>>,
     /// Channels this node is subscribed to, with their delivery position once known.
     positions: Mutex<HashMap<String, Option<Tracked>>>,
-    pub(super) publish: Script,
+    /// Sends publishes (`publish.lua`), batched per shard.
+    batches: PublishBatcher,
     read: Script,
     /// Itself, for the tasks that send coalesced reads.
     me: Weak<Inner>,
@@ -131,7 +134,10 @@ impl RedisBroker {
                 _events: events,
                 handler: OnceLock::new(),
                 positions: Mutex::new(HashMap::new()),
-                publish: Script::new(include_str!("publish.lua")),
+                batches: PublishBatcher::new(
+                    shards.clone(),
+                    Script::new(include_str!("publish.lua")),
+                ),
                 read: Script::new(include_str!("read.lua")),
                 me: weak.clone(),
                 pending_reads: Mutex::new(HashMap::new()),
@@ -202,41 +208,45 @@ impl Inner {
     async fn publish(&self, request: AppendRequest) -> Result<AppendResult, EngineError> {
         let channel = request.channel.as_str();
         let history = request.options.enabled();
-        let mut conn = self.shards.for_key(channel).conn().await?;
         let info = codec::encode_info(request.info.as_ref());
         let tags = codec::encode_tags(&request.tags);
         let key = request.idempotency_key.as_deref().unwrap_or("");
-        let reply: Vec<String> = self
-            .publish
-            .key(self.stream_key(channel))
-            .key(self.meta_key(channel))
-            .key(self.idempotency_key(channel, key))
-            .arg(self.pubsub_channel(channel))
-            .arg(request.data.as_bytes())
-            .arg(info)
-            .arg(tags)
-            .arg(if history { request.options.size } else { 0 })
-            .arg(millis(request.options.ttl).max(1))
-            .arg(millis(request.options.meta_ttl))
-            .arg(if request.idempotency_key.is_some() {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(IDEMPOTENCY_WINDOW_MS)
-            .arg(new_epoch())
-            .arg(if history { request.version } else { 0 })
-            .arg(&request.version_epoch)
-            .arg(if request.delta { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.failed(channel, e))?;
-        let [status, offset, epoch, time_ms] = reply.as_slice() else {
-            return Err(EngineError::Unavailable(format!(
-                "Redis: unexpected answer to publish: {reply:?}"
-            )));
+        let bytes = request.data.len() + info.len() + tags.len();
+        // `publish.lua`'s arguments of one publication, in its order.
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(ARGS_PER);
+        self.pubsub_channel(channel).write_redis_args(&mut args);
+        request.data.as_bytes().write_redis_args(&mut args);
+        info.write_redis_args(&mut args);
+        tags.write_redis_args(&mut args);
+        (if history { request.options.size } else { 0 }).write_redis_args(&mut args);
+        millis(request.options.ttl)
+            .max(1)
+            .write_redis_args(&mut args);
+        millis(request.options.meta_ttl).write_redis_args(&mut args);
+        (if request.idempotency_key.is_some() {
+            "1"
+        } else {
+            "0"
+        })
+        .write_redis_args(&mut args);
+        IDEMPOTENCY_WINDOW_MS.write_redis_args(&mut args);
+        new_epoch().write_redis_args(&mut args);
+        (if history { request.version } else { 0 }).write_redis_args(&mut args);
+        request.version_epoch.write_redis_args(&mut args);
+        (if request.delta { "1" } else { "0" }).write_redis_args(&mut args);
+        debug_assert_eq!(args.len(), ARGS_PER, "one argument each");
+        let job = Job {
+            channel: channel.to_string(),
+            keys: [
+                self.stream_key(channel),
+                self.meta_key(channel),
+                self.idempotency_key(channel, key),
+            ],
+            args,
+            bytes,
         };
-        let position = StreamPosition::new(offset.parse().unwrap_or(0), epoch.clone());
+        let [status, offset, epoch, time_ms] = self.batches.publish(job).await?;
+        let position = StreamPosition::new(offset.parse().unwrap_or(0), epoch);
         let publication = (status == "ok" && history).then(|| {
             Arc::new(StoredPublication {
                 offset: position.offset,

@@ -16,6 +16,8 @@
 //!   SUBSCRIBE/UNSUBSCRIBE, resubscribing after a reconnect and probing its own liveness,
 //!   handing messages to a [`PubSubHandler`];
 //! * `broker.rs` — [`RedisBroker`], the engine's `Broker` + `History`;
+//! * `publish_batch.rs` — `PublishBatcher`: the publishes that queue on a shard while its
+//!   previous `publish.lua` call is in flight go together in the next call;
 //! * `codec.rs` — how publications, joins and leaves are written into PUB/SUB messages and
 //!   stream entries;
 //! * `presence.rs` — [`RedisPresence`], the engine's `PresenceManager`: expiring entries per
@@ -65,6 +67,7 @@ pub(crate) mod client_info;
 mod codec;
 mod controller;
 mod presence;
+mod publish_batch;
 mod pubsub;
 mod shards;
 #[cfg(test)]

@@ -338,9 +338,14 @@ impl Shard {
     /// `io_timeout`. Connects on first use (bounded by `connect_timeout`); a connection that
     /// failed is replaced on the next call.
     pub async fn conn(self: &Arc<Self>) -> Result<ShardConn, EngineError> {
+        self.lane(self.command_lane()).await
+    }
+
+    /// The lane [`Shard::conn`] uses from the calling thread: [`Lane::Http`] on the server
+    /// API's runtime, [`Lane::Commands`] elsewhere.
+    pub fn command_lane(&self) -> Lane {
         let on_http = std::thread::current().name() == Some(crate::server::HTTP_THREAD);
-        self.lane(if on_http { Lane::Http } else { Lane::Commands })
-            .await
+        if on_http { Lane::Http } else { Lane::Commands }
     }
 
     /// The connection of `lane`, as [`Shard::conn`] is the one of [`Lane::Commands`].

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::{RedisBroker, RedisShards};
 use crate::config::RedisConfig;
 use crate::engine::{
-    AppendRequest, Broker, BrokerEventHandler, History, HistoryFilter, HistoryOptions,
-    StreamPosition,
+    AppendRequest, AppendResult, BoxFuture, Broker, BrokerEventHandler, EngineError, History,
+    HistoryFilter, HistoryOptions, StreamPosition,
 };
 use crate::protocol::{ClientInfo, Publication, raw};
 use redis_server::RedisServer;
@@ -229,8 +229,7 @@ async fn recovery_and_paging_answer_as_the_embedded_engine_does() {
 async fn publish_unheard(b: &RedisBroker, channel: &str, n: u64, o: HistoryOptions) {
     let inner = &b.inner;
     let mut conn = inner.shards.for_key(channel).conn().await.unwrap();
-    let _: Vec<String> = inner
-        .publish
+    let _: Vec<Vec<String>> = redis::Script::new(include_str!("publish.lua"))
         .key(inner.stream_key(channel))
         .key(inner.meta_key(channel))
         .key(inner.idempotency_key(channel, ""))
@@ -494,4 +493,253 @@ async fn the_liveness_probe_has_a_connection_of_its_own() {
         .filter(|l| !l.contains("cmd=client"))
         .count();
     assert_eq!(connections, 4, "{clients}");
+}
+
+/// `evalsha` + `eval` calls so far (the publish and read scripts).
+fn script_calls(redis: &RedisServer) -> u64 {
+    calls(redis, "evalsha") + calls(redis, "eval")
+}
+
+/// The publication numbers (`{"n":N}`) of a channel's history, in offset order, and whether
+/// the offsets run 1, 2, 3, ….
+async fn history_numbers(b: &RedisBroker, channel: &str) -> (Vec<u64>, bool) {
+    let read = b
+        .read(
+            channel,
+            HistoryFilter {
+                limit: -1,
+                ..HistoryFilter::default()
+            },
+            opts(1000),
+        )
+        .await
+        .unwrap();
+    let contiguous = read
+        .publications
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.offset == i as u64 + 1);
+    let numbers = read
+        .publications
+        .iter()
+        .map(|p| {
+            let value: serde_json::Value = serde_json::from_str(p.data.get()).unwrap();
+            value["n"].as_u64().unwrap()
+        })
+        .collect();
+    (numbers, contiguous)
+}
+
+#[tokio::test]
+async fn concurrent_publishes_share_calls_and_keep_each_channels_order() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let recorder = Arc::new(Recorder::default());
+    b.set_handler(recorder.clone());
+    ready(&b).await;
+    let channels: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    for channel in &channels {
+        b.subscribe(channel).await.unwrap();
+    }
+    let per_channel = 40u64;
+    // Submitted in this order (join_all polls them in order): round-robin over the channels,
+    // so every call in flight has the next publications of every channel waiting behind it.
+    let requests: Vec<(String, u64)> = (1..=per_channel)
+        .flat_map(|n| channels.iter().map(move |c| (c.clone(), n)))
+        .collect();
+    let before = script_calls(&redis);
+    let results = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|(c, n)| b.publish(request(c, *n, opts(1000)))),
+    )
+    .await;
+    let calls = script_calls(&redis) - before;
+    for ((channel, n), result) in requests.iter().zip(&results) {
+        let result = result.as_ref().unwrap();
+        assert_eq!(
+            result.position.offset, *n,
+            "{channel}: offsets in submission order"
+        );
+        assert_eq!(result.publication.as_ref().unwrap().offset, *n);
+    }
+    assert!(
+        calls <= requests.len() as u64 / 4,
+        "{calls} script calls for {} publishes",
+        requests.len()
+    );
+    for channel in &channels {
+        let (numbers, contiguous) = history_numbers(&b, channel).await;
+        assert!(contiguous, "{channel}");
+        assert_eq!(numbers, (1..=per_channel).collect::<Vec<_>>(), "{channel}");
+    }
+    // Every publication reached this node's subscribers, in order per channel.
+    let delivered = recorder.wait(requests.len()).await;
+    assert_eq!(delivered.len(), requests.len());
+    for channel in &channels {
+        let offsets: Vec<u64> = delivered
+            .iter()
+            .filter_map(|line| line.strip_prefix(&format!("pub {channel} ")))
+            .map(|o| o.parse().unwrap())
+            .collect();
+        assert_eq!(offsets, (1..=per_channel).collect::<Vec<_>>(), "{channel}");
+    }
+    assert!(!delivered.iter().any(|l| l.starts_with("insufficient")));
+}
+
+/// Publishes that go out alone at once and keep every call in flight busy, so that what is
+/// published next waits and goes in one call. The script is loaded first (a first call is
+/// answered NOSCRIPT and sent again, which `INFO commandstats` counts).
+async fn fill_calls_in_flight(
+    b: &RedisBroker,
+) -> Vec<BoxFuture<'_, Result<AppendResult, EngineError>>> {
+    b.publish(request("warm", 1, opts(10))).await.unwrap();
+    (0..super::publish_batch::CALLS_IN_FLIGHT)
+        .map(|i| b.publish(request(&format!("busy{i}"), 1, opts(10))))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_repeated_in_one_call_answers_the_first() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    let keyed = |n| AppendRequest {
+        idempotency_key: Some("k".into()),
+        ..request("i", n, opts(100))
+    };
+    let mut publishes = fill_calls_in_flight(&b).await;
+    let first = publishes.len();
+    publishes.push(b.publish(keyed(1)));
+    publishes.push(b.publish(request("i", 2, opts(100))));
+    publishes.push(b.publish(keyed(3)));
+    let before = script_calls(&redis);
+    let results = futures_util::future::join_all(publishes).await;
+    assert_eq!(
+        script_calls(&redis) - before,
+        first as u64 + 1,
+        "the three publications of \"i\" went in one call"
+    );
+    let [keyed_1, plain, keyed_3] = [&results[first], &results[first + 1], &results[first + 2]]
+        .map(|r| r.as_ref().unwrap().clone());
+    assert!(!keyed_1.duplicate);
+    assert_eq!(keyed_1.position.offset, 1);
+    assert_eq!(plain.position.offset, 2);
+    assert!(keyed_3.duplicate, "the same key: the first's result");
+    assert_eq!(keyed_3.position, keyed_1.position);
+    assert!(keyed_3.publication.is_none());
+    assert_eq!(history_numbers(&b, "i").await, (vec![1, 2], true));
+}
+
+#[tokio::test]
+async fn a_publication_that_fails_in_a_call_fails_alone() {
+    let redis = RedisServer::start();
+    let b = broker(&redis);
+    // "bad"'s meta is a string: the script's HMGET on it fails with WRONGTYPE.
+    redis
+        .cli(&["SET", "herald.meta.{bad}", "not a hash"])
+        .unwrap();
+    let mut publishes = fill_calls_in_flight(&b).await;
+    let first = publishes.len();
+    publishes.push(b.publish(request("good", 1, opts(100))));
+    publishes.push(b.publish(request("bad", 2, opts(100))));
+    publishes.push(b.publish(request("other", 3, opts(100))));
+    publishes.push(b.publish(request("good", 4, opts(100))));
+    let before = script_calls(&redis);
+    let results = futures_util::future::join_all(publishes).await;
+    assert_eq!(
+        script_calls(&redis) - before,
+        first as u64 + 1,
+        "the four went in one call"
+    );
+    let offsets: Vec<Option<u64>> = results[first..]
+        .iter()
+        .map(|r| r.as_ref().ok().map(|r| r.position.offset))
+        .collect();
+    assert_eq!(offsets, [Some(1), None, Some(1), Some(2)]);
+    let error = results[first + 1].as_ref().unwrap_err().to_string();
+    assert!(error.contains("WRONGTYPE"), "{error}");
+    assert!(error.contains("Redis (shard 0 at"), "{error}");
+    assert_eq!(history_numbers(&b, "good").await, (vec![1, 4], true));
+    assert_eq!(history_numbers(&b, "other").await, (vec![3], true));
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "herald.stream.{bad}"])
+            .unwrap()
+            .trim(),
+        "0",
+        "nothing of the failed publication was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_fails_as_a_whole_fails_each_publication_in_it_clearly() {
+    let mut redis = RedisServer::start();
+    let b = broker(&redis);
+    b.publish(request("w", 1, opts(10))).await.unwrap();
+    redis.stop();
+    let results = futures_util::future::join_all(
+        (0..20).map(|i| b.publish(request(&format!("w{}", i % 3), i, opts(10)))),
+    )
+    .await;
+    for r in results {
+        match r {
+            Err(EngineError::Unavailable(e)) => {
+                assert!(e.contains("Redis") && e.contains(&redis.url()[8..]), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn publishes_batched_on_a_redis_cluster_carry_one_slot_per_call() {
+    let cluster = redis_server::RedisCluster::start();
+    let b = RedisBroker::new(
+        RedisShards::connect(&RedisConfig {
+            cluster_address: cluster.urls(),
+            ..RedisConfig::default()
+        })
+        .unwrap(),
+    );
+    // Channels in many slots (and on all three masters).
+    let channels: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let per_channel = 10u64;
+    let requests: Vec<(String, u64)> = (1..=per_channel)
+        .flat_map(|n| channels.iter().map(move |c| (c.clone(), n)))
+        .collect();
+    let results = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|(c, n)| b.publish(request(c, *n, opts(100)))),
+    )
+    .await;
+    for ((channel, n), result) in requests.iter().zip(&results) {
+        let result = result.as_ref().unwrap_or_else(|e| panic!("{channel}: {e}"));
+        assert_eq!(result.position.offset, *n, "{channel}");
+    }
+    for channel in &channels {
+        let (numbers, contiguous) = history_numbers(&b, channel).await;
+        assert!(contiguous, "{channel}");
+        assert_eq!(numbers, (1..=per_channel).collect::<Vec<_>>(), "{channel}");
+    }
+    // Fewer calls than publications: they were batched (by slot).
+    let calls: u64 = cluster
+        .ports
+        .iter()
+        .map(|p| {
+            redis_server::cli(*p, &["INFO", "commandstats"])
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        calls < requests.len() as u64 + channels.len() as u64,
+        "{calls} calls for {} publishes and {} reads",
+        requests.len(),
+        channels.len()
+    );
 }
