@@ -48,6 +48,15 @@ pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
 /// pipeline on the connection; what comes meanwhile waits and goes in the next call.
 pub(super) const CALLS_IN_FLIGHT: usize = 4;
 
+/// Bytes of publications one queue holds waiting at most (what they will send, and their
+/// bookkeeping): a Redis that takes calls but answers slowly must not let publishes pile up in
+/// the node without bound. A publish beyond it fails at once (Redis is not keeping up).
+pub(super) const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// What a waiting publication costs besides its keys and arguments (its entry, its reply
+/// channel, the argument vectors), counted against [`MAX_QUEUED_BYTES`].
+const WAITING_OVERHEAD: usize = 256;
+
 /// Keys per publication in `publish.lua` (stream, meta, idempotency key).
 const KEYS_PER: usize = 3;
 
@@ -74,6 +83,17 @@ pub(super) struct Job {
 struct Waiting {
     job: Job,
     reply: oneshot::Sender<Reply>,
+    /// What it counts against [`MAX_QUEUED_BYTES`] while it waits.
+    cost: usize,
+}
+
+impl Job {
+    /// What the job holds, in bytes (see [`Waiting::cost`]).
+    fn cost(&self) -> usize {
+        let keys: usize = self.keys.iter().map(String::len).sum();
+        let args: usize = self.args.iter().map(Vec::len).sum();
+        keys + args + WAITING_OVERHEAD
+    }
 }
 
 /// One channel's waiting publications.
@@ -93,6 +113,9 @@ struct State {
     ready: VecDeque<String>,
     /// Calls in flight.
     in_flight: usize,
+    /// What the waiting publications cost (see [`Waiting::cost`]), at most
+    /// [`MAX_QUEUED_BYTES`].
+    queued_bytes: usize,
 }
 
 /// The publications of one call.
@@ -156,7 +179,14 @@ impl PublishBatcher {
         let batch = {
             let mut state = queue.lock();
             let slot = queue.cluster.then(|| Slot::for_key(&job.keys[0]));
-            state.push(job, tx, slot);
+            if !state.push(job, tx, slot) {
+                return Err(EngineError::Unavailable(format!(
+                    "Redis ({}): {} MiB of publishes already wait for it (it is not keeping \
+                     up); publish again later",
+                    queue.shard.describe(),
+                    MAX_QUEUED_BYTES >> 20
+                )));
+            }
             state.take(queue.cluster)
         };
         if let Some(batch) = batch {
@@ -313,8 +343,18 @@ impl Drop for InFlight<'_> {
 }
 
 impl State {
-    /// Queues a publication behind its channel's.
-    fn push(&mut self, job: Job, reply: oneshot::Sender<Reply>, slot: Option<Slot>) {
+    /// Queues a publication behind its channel's; false (and nothing queued) when the queue
+    /// holds [`MAX_QUEUED_BYTES`] already, even without the publications whose publishers
+    /// went away.
+    fn push(&mut self, job: Job, reply: oneshot::Sender<Reply>, slot: Option<Slot>) -> bool {
+        let cost = job.cost();
+        if self.queued_bytes + cost > MAX_QUEUED_BYTES {
+            self.drop_abandoned();
+            if self.queued_bytes + cost > MAX_QUEUED_BYTES {
+                return false;
+            }
+        }
+        self.queued_bytes += cost;
         let channel = job.channel.clone();
         let queue = self
             .channels
@@ -324,11 +364,30 @@ impl State {
                 busy: false,
                 slot,
             });
-        queue.waiting.push_back(Waiting { job, reply });
+        queue.waiting.push_back(Waiting { job, reply, cost });
         // Not busy with others already waiting: it is in `ready` already.
         if !queue.busy && queue.waiting.len() == 1 {
             self.ready.push_back(channel);
         }
+        true
+    }
+
+    /// Forgets the waiting publications whose publishers went away (they are never sent), and
+    /// the channels that are left with none and no call in flight.
+    fn drop_abandoned(&mut self) {
+        let queued = &mut self.queued_bytes;
+        self.channels.retain(|_, queue| {
+            queue.waiting.retain(|w| {
+                let wanted = !w.reply.is_closed();
+                if !wanted {
+                    *queued -= w.cost;
+                }
+                wanted
+            });
+            queue.busy || !queue.waiting.is_empty()
+        });
+        let channels = &self.channels;
+        self.ready.retain(|channel| channels.contains_key(channel));
     }
 
     /// The next call, if one may go ([`CALLS_IN_FLIGHT`]) and publications are ready: the
@@ -366,6 +425,7 @@ impl State {
             while let Some(next) = queue.waiting.front() {
                 if next.reply.is_closed() {
                     // Its publisher went away before it was sent: never sent.
+                    self.queued_bytes -= next.cost;
                     queue.waiting.pop_front();
                     continue;
                 }
@@ -376,6 +436,7 @@ impl State {
                     break;
                 }
                 bytes += next.job.bytes;
+                self.queued_bytes -= next.cost;
                 if let Some(item) = queue.waiting.pop_front() {
                     batch.items.push(item);
                 }
@@ -569,6 +630,48 @@ mod tests {
         );
         assert_eq!(Slot::for_key("foo"), Slot::new(12182).unwrap());
         assert_eq!(Slot::for_key("bar"), Slot::new(5061).unwrap());
+    }
+
+    /// Publications waiting on a queue hold at most `MAX_QUEUED_BYTES`: beyond, a publish is
+    /// refused, until what waits is sent or its publishers go away.
+    #[test]
+    fn waiting_publications_are_bounded_in_bytes() {
+        let mut state = State::default();
+        let per = job("a", 0).cost() + 1_000_000;
+        let fit = MAX_QUEUED_BYTES / per;
+        let mut kept = Vec::new();
+        let mut refused = 0;
+        for _ in 0..fit + 5 {
+            let (tx, rx) = oneshot::channel();
+            let mut j = job("a", 1_000_000);
+            j.args.push(vec![0; 1_000_000]);
+            if state.push(j, tx, None) {
+                kept.push(rx);
+            } else {
+                refused += 1;
+            }
+        }
+        assert_eq!(kept.len(), fit, "as many as fit");
+        assert_eq!(refused, 5);
+        assert!(
+            state.queued_bytes <= MAX_QUEUED_BYTES,
+            "{}",
+            state.queued_bytes
+        );
+        // Their publishers gone, they make room (and are never sent).
+        kept.clear();
+        let (tx, _b) = oneshot::channel();
+        let mut j = job("b", 1_000_000);
+        j.args.push(vec![0; 1_000_000]);
+        assert!(state.push(j, tx, None), "room made by the abandoned ones");
+        assert_eq!(state.queued_bytes, per);
+        let batch = state.take(false).expect("b's call");
+        assert_eq!(names(&batch), ["b"]);
+        assert_eq!(state.queued_bytes, 0);
+        assert!(
+            state.take(false).is_none(),
+            "nothing of `a` is left to send"
+        );
     }
 
     #[test]
