@@ -102,7 +102,7 @@ impl StreamPosition {
 
 /// Retention of one channel's history: from the namespace's `history_size`, `history_ttl` and
 /// `history_meta_ttl` (see [`HistoryOptions::for_namespace`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HistoryOptions {
     /// How many publications the stream keeps (the newest).
     pub size: usize,

@@ -41,16 +41,43 @@ const IDEMPOTENCY_WINDOW_MS: u64 = 300_000;
 const MAX_REPLAY: u64 = 1000;
 
 /// Stream reads one node has in flight on one shard at most; more wait (within the deadline)
-/// and gather identical reads meanwhile (see [`ReadKey`]).
+/// and gather identical reads meanwhile (see [`ReadRequest`]).
 const READS_IN_FLIGHT: usize = 32;
 
-/// What makes two stream reads the same read: channel, since, limit, reverse, the history
-/// options (size, ttl ms, meta ttl ms) and whether a missing meta is created. A read joins an
-/// identical one that has not been sent to Redis yet and gets its answer: 15,000 clients
-/// recovering one channel from the same offset cost one `read.lua`, not 15,000. Only a read
-/// not yet sent is joined, so the answer is never older than the joiner's own call, as if it
-/// had sent its own read a moment later.
-type ReadKey = (String, Option<u64>, i64, bool, usize, u64, u64, bool);
+/// One `read.lua` call: what to read from a channel's stream and how the stream is kept.
+///
+/// Two equal requests are the same read: a read joins an identical one that has not been sent
+/// to Redis yet and gets its answer, so 15,000 clients recovering one channel from the same
+/// offset cost one `read.lua`, not 15,000. Only a read not yet sent is joined, so the answer
+/// is never older than the joiner's own call, as if it had sent its own read a moment later.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ReadRequest {
+    channel: String,
+    /// Read after this offset (`None`: from the start, or from the end when `reverse`).
+    since: Option<u64>,
+    /// At most this many publications; 0 reads only the position, -1 everything.
+    limit: i64,
+    reverse: bool,
+    /// The channel's retention (size, ttl, meta ttl), applied to what is read.
+    options: HistoryOptions,
+    /// Whether a stream without meta gets one (a new epoch). The broker's own checks set it
+    /// false: they must not create streams that nobody publishes to.
+    create: bool,
+}
+
+impl ReadRequest {
+    /// A read for the broker's own checks: no retention applied, nothing created.
+    fn check(channel: &str, since: Option<u64>, limit: i64) -> ReadRequest {
+        ReadRequest {
+            channel: channel.to_owned(),
+            since,
+            limit,
+            reverse: false,
+            options: HistoryOptions::default(),
+            create: false,
+        }
+    }
+}
 
 /// A stream read's answer: the stream's position and the publications read.
 type ReadReply = Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError>;
@@ -92,8 +119,8 @@ pub(super) struct Inner {
     read: Script,
     /// Itself, for the tasks that send coalesced reads.
     me: Weak<Inner>,
-    /// Reads waiting to be sent, with everyone waiting for each (see [`ReadKey`]).
-    pending_reads: Mutex<HashMap<ReadKey, Vec<oneshot::Sender<ReadReply>>>>,
+    /// Reads waiting to be sent, with everyone waiting for each (see [`ReadRequest`]).
+    pending_reads: Mutex<HashMap<ReadRequest, Vec<oneshot::Sender<ReadReply>>>>,
     /// Per shard, the reads allowed in flight ([`READS_IN_FLIGHT`]).
     read_permits: Vec<Arc<Semaphore>>,
 }
@@ -273,37 +300,25 @@ impl Inner {
         limit: i64,
         reverse: bool,
         options: HistoryOptions,
-    ) -> Result<(StreamPosition, Vec<Arc<StoredPublication>>), EngineError> {
-        self.read_stream(channel, since, limit, reverse, options, true)
-            .await
+    ) -> ReadReply {
+        self.read_stream(ReadRequest {
+            channel: channel.to_owned(),
+            since,
+            limit: limit.max(-1),
+            reverse,
+            options,
+            create: true,
+        })
+        .await
     }
 
-    /// [`Inner::read_range`]; with `create` false, a stream without meta is left alone and
-    /// answered with an empty epoch (for the broker's own checks, which must not create
-    /// streams that nobody publishes to).
-    async fn read_stream(
-        &self,
-        channel: &str,
-        since: Option<u64>,
-        limit: i64,
-        reverse: bool,
-        options: HistoryOptions,
-        create: bool,
-    ) -> ReadReply {
-        let key: ReadKey = (
-            channel.to_string(),
-            since,
-            limit.max(-1),
-            reverse,
-            options.size,
-            millis(options.ttl),
-            millis(options.meta_ttl),
-            create,
-        );
+    /// Sends `request` (or joins an identical one not sent yet, see [`ReadRequest`]), at most
+    /// [`READS_IN_FLIGHT`] per shard at once.
+    async fn read_stream(&self, request: ReadRequest) -> ReadReply {
         let (tx, rx) = oneshot::channel();
         let first = {
             let mut pending = self.pending_reads.lock().unwrap_or_else(|e| e.into_inner());
-            match pending.entry(key.clone()) {
+            match pending.entry(request.clone()) {
                 std::collections::hash_map::Entry::Occupied(mut waiting) => {
                     waiting.get_mut().push(tx);
                     false
@@ -315,29 +330,25 @@ impl Inner {
             }
         };
         let deadline = self.shards.io_timeout();
+        let shard = self.shards.for_key(&request.channel);
         if first && let Some(inner) = self.me.upgrade() {
             // Its own task: a caller that goes away (its client disconnected) must not take
             // the others' read with it.
-            let permits = self.read_permits[self.shards.for_key(channel).index()].clone();
+            let permits = self.read_permits[shard.index()].clone();
             tokio::spawn(async move {
                 let permit = tokio::time::timeout(deadline, permits.acquire_owned()).await;
                 let waiting = inner
                     .pending_reads
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key)
+                    .remove(&request)
                     .unwrap_or_default();
                 let reply = match permit {
-                    Ok(Ok(_permit)) => {
-                        let (channel, since, limit, reverse, _, _, _, create) = &key;
-                        inner
-                            .read_now(channel, *since, *limit, *reverse, options, *create)
-                            .await
-                    }
+                    Ok(Ok(_permit)) => inner.read_now(&request).await,
                     _ => Err(EngineError::Unavailable(format!(
                         "Redis ({}): {READS_IN_FLIGHT} history reads in flight for \
                          {deadline:?}; try again",
-                        inner.shards.for_key(&key.0).describe()
+                        inner.shards.for_key(&request.channel).describe()
                     ))),
                 };
                 for waiter in waiting {
@@ -354,7 +365,7 @@ impl Inner {
             )),
             Err(_) => Err(EngineError::Unavailable(format!(
                 "Redis ({}): no answer to a history read within {:?}",
-                self.shards.for_key(channel).describe(),
+                shard.describe(),
                 deadline * 3
             ))),
         }
@@ -362,15 +373,15 @@ impl Inner {
 
     /// Sends one `read.lua` (see [`Inner::read_stream`], which coalesces them), on the shard's
     /// read lane.
-    async fn read_now(
-        &self,
-        channel: &str,
-        since: Option<u64>,
-        limit: i64,
-        reverse: bool,
-        options: HistoryOptions,
-        create: bool,
-    ) -> ReadReply {
+    async fn read_now(&self, request: &ReadRequest) -> ReadReply {
+        let ReadRequest {
+            channel,
+            since,
+            limit,
+            reverse,
+            options,
+            create,
+        } = request;
         let mut conn = self.shards.for_key(channel).lane(Lane::Reads).await?;
         let reply: Value = self
             .read
@@ -380,9 +391,9 @@ impl Inner {
             .arg(millis(options.meta_ttl))
             .arg(millis(options.ttl))
             .arg(since.map(|s| s.to_string()).unwrap_or_default())
-            .arg(limit.max(-1))
-            .arg(if reverse { "1" } else { "0" })
-            .arg(if create { "1" } else { "0" })
+            .arg(*limit)
+            .arg(if *reverse { "1" } else { "0" })
+            .arg(if *create { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(channel, e))?;
@@ -535,13 +546,8 @@ impl Inner {
             self.insufficient(channel, &format!("{missed} publications were missed"));
             return false;
         }
-        let options = HistoryOptions {
-            size: 0,
-            ttl: std::time::Duration::ZERO,
-            meta_ttl: std::time::Duration::ZERO,
-        };
         match self
-            .read_stream(channel, Some(last), missed as i64, false, options, false)
+            .read_stream(ReadRequest::check(channel, Some(last), missed as i64))
             .await
         {
             Ok((position, publications))
@@ -601,13 +607,8 @@ impl Inner {
                 .collect()
         };
         for (channel, t) in tracked {
-            let options = HistoryOptions {
-                size: 0,
-                ttl: std::time::Duration::ZERO,
-                meta_ttl: std::time::Duration::ZERO,
-            };
             match self
-                .read_stream(&channel, None, 0, false, options, false)
+                .read_stream(ReadRequest::check(&channel, None, 0))
                 .await
             {
                 Ok((top, _)) if top.epoch != t.position.epoch => {
