@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod contention;
 pub mod decoder;
 pub mod deflate;
 pub mod error;

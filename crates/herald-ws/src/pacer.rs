@@ -22,8 +22,15 @@
 //! connections, a shorter hold; below `budget × write_coalesce` writers, the configured
 //! coalescing applies unchanged. Nothing is locked: one atomic add per connection per period,
 //! and a relaxed load per hold.
+//!
+//! While the cores are over committed, the budget shrinks: at the end of each period the
+//! thread that starts the next one samples how long it waited for a core
+//! ([`crate::contention`]). Over [`CONTENDED`] of its runnable time, the budget in force drops
+//! by [`STEP`] (down to [`MIN_SHARE`] of the configured one); under [`UNCONTENDED`] it grows
+//! back. A server with cores of its own never waits that long and keeps its full budget.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,6 +39,28 @@ use tokio::time::Instant;
 /// (so a busy connection, held that long, writes at least once in every period and is
 /// counted), short enough to follow a change of load within a fraction of a second.
 const PERIOD: Duration = Duration::from_millis(250);
+
+/// The budget in force, in thousandths of the configured one, when nothing contends.
+const FULL: u32 = 1000;
+
+/// The least share of the configured budget that contention can leave (thousandths): at 40 %,
+/// holds are at most 2.5 times as long as the budget alone would make them (and never longer
+/// than `max_hold`).
+const MIN_SHARE: u32 = 400;
+
+/// How much of the configured budget (thousandths) one period of contention takes away, or
+/// one uncontended period gives back: from full to the least share in 2.5 s.
+const STEP: u32 = 60;
+
+/// The share of a thread's runnable time spent waiting for a core above which the budget
+/// shrinks. Measured at 10,000 × 100/s on two cores (bench/RESULTS.md, issue 25): 0.45–0.60
+/// with co-located typical clients (whose wake-ups are what fewer writes spare), 0.30–0.45
+/// with light ones. A server whose threads have the cores to themselves waits far less.
+const CONTENDED: f64 = 0.45;
+
+/// The share of waiting below which the budget grows back. Between the two, it stays: the
+/// samples of one period are noisy (±0.1), and a budget that followed every one would swing.
+const UNCONTENDED: f64 = 0.35;
 
 /// The shared state of write pacing: one per server, shared by every connection's
 /// [`Config`](crate::Config).
@@ -47,6 +76,12 @@ pub struct Pacer {
     period_start: AtomicU64,
     /// The hold computed at the end of the last period, ns.
     hold_ns: AtomicU64,
+    /// The share of `budget` in force, thousandths: below [`FULL`] while the cores are
+    /// contended.
+    share: AtomicU32,
+    /// Samples the contention of the calling thread ([`crate::contention::sample`]; the tests
+    /// put in their own).
+    sample: fn() -> Option<f64>,
     base: Instant,
 }
 
@@ -60,6 +95,8 @@ impl Pacer {
             writers: AtomicU32::new(0),
             period_start: AtomicU64::new(0),
             hold_ns: AtomicU64::new(0),
+            share: AtomicU32::new(FULL),
+            sample: crate::contention::sample,
             base: Instant::now(),
         }
     }
@@ -82,15 +119,11 @@ impl Pacer {
                 .is_ok()
         {
             // This write is the first of the new period.
-            let writers = u64::from(self.writers.swap(1, Relaxed));
+            let writers = self.writers.swap(1, Relaxed);
             // After a quiet spell the count covers more than one period: it says nothing of
             // the current load, so pacing starts over.
-            let hold = if elapsed < 2 * duration_ns(PERIOD) {
-                (writers.saturating_mul(1_000_000_000) / self.budget).min(self.max_hold_ns)
-            } else {
-                0
-            };
-            self.hold_ns.store(hold, Relaxed);
+            let fresh = elapsed < 2 * duration_ns(PERIOD);
+            self.roll(writers, fresh, (self.sample)());
             return;
         }
         if previous.is_none_or(|at| self.ns(at) < start) {
@@ -98,8 +131,47 @@ impl Pacer {
         }
     }
 
+    /// Ends a period in which `writers` connections wrote: the share of the budget follows
+    /// `contention`, and the hold follows both. `fresh` is false after a quiet spell, when
+    /// pacing starts over.
+    fn roll(&self, writers: u32, fresh: bool, contention: Option<f64>) {
+        let share = if fresh {
+            next_share(self.share.load(Relaxed), contention)
+        } else {
+            FULL
+        };
+        let before = self.share.swap(share, Relaxed);
+        if share != before {
+            tracing::debug!(
+                share_pct = share / 10,
+                waited = contention.unwrap_or_default(),
+                "write pacing: the budget in force follows the threads' waits for a core"
+            );
+        }
+        let hold = if fresh {
+            // writers / (budget × share / FULL) seconds, in ns; u128 so that no factor can
+            // overflow.
+            let ns = u128::from(writers) * 1_000_000_000 * u128::from(FULL)
+                / (u128::from(self.budget) * u128::from(share));
+            u64::try_from(ns).unwrap_or(u64::MAX).min(self.max_hold_ns)
+        } else {
+            0
+        };
+        self.hold_ns.store(hold, Relaxed);
+    }
+
     fn ns(&self, at: Instant) -> u64 {
         duration_ns(at.saturating_duration_since(self.base))
+    }
+}
+
+/// The share of the budget (thousandths) for the next period, from the current one and the
+/// contention just sampled (`None`: too little to say, unchanged).
+fn next_share(share: u32, contention: Option<f64>) -> u32 {
+    match contention {
+        Some(c) if c > CONTENDED => share.saturating_sub(STEP).max(MIN_SHARE),
+        Some(c) if c < UNCONTENDED => (share + STEP).min(FULL),
+        _ => share,
     }
 }
 
@@ -111,6 +183,15 @@ fn duration_ns(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// A pacer whose threads never wait for a core, whatever the machine running the tests
+    /// is doing.
+    fn uncontended(writes_per_second: u64, max_hold: Duration) -> Pacer {
+        Pacer {
+            sample: || None,
+            ..Pacer::new(writes_per_second, max_hold)
+        }
+    }
+
     /// Each of `n` connections writes once at `at`, its first write (or the first after an
     /// earlier period).
     fn all_write(p: &Pacer, n: usize, at: Instant) {
@@ -121,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_hold_grows_with_the_number_of_writers_up_to_the_cap() {
-        let p = Pacer::new(100_000, Duration::from_millis(100));
+        let p = uncontended(100_000, Duration::from_millis(100));
         let t0 = p.base + Duration::from_millis(1);
         let min = Duration::from_millis(5);
         assert_eq!(p.hold(min), min, "no writers counted yet");
@@ -143,9 +224,48 @@ mod tests {
         assert_eq!(p.hold(min), min);
     }
 
+    /// Sustained contention shrinks the budget step by step, so holds grow up to
+    /// `max_hold`; once the waits end, the budget and the holds come back.
+    #[test]
+    fn contention_lengthens_the_hold_until_it_ends() {
+        let p = Pacer::new(100_000, Duration::from_millis(200));
+        // 10,000 writers against 100,000 writes/s: 100 ms.
+        p.roll(10_000, true, None);
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(100));
+        // Waits between the two thresholds change nothing.
+        p.roll(10_000, true, Some(0.40));
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(100));
+        // One contended period: 94 % of the budget, 106.4 ms.
+        p.roll(10_000, true, Some(0.55));
+        assert_eq!(p.hold(Duration::ZERO).as_micros(), 106_382);
+        // Sustained: down to 40 % of the budget (250 ms), capped at 200 ms.
+        for _ in 0..20 {
+            p.roll(10_000, true, Some(0.55));
+        }
+        assert_eq!(p.share.load(Relaxed), MIN_SHARE);
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(200));
+        // A period without enough time to say keeps it.
+        p.roll(10_000, true, None);
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(200));
+        // The waits end: back to the full budget in 10 periods.
+        for _ in 0..10 {
+            p.roll(10_000, true, Some(0.1));
+        }
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(100));
+        // Contention with few writers only stretches their (short) holds in proportion.
+        for _ in 0..20 {
+            p.roll(1_000, true, Some(0.9));
+        }
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(25));
+        // A quiet spell starts over at the full budget.
+        p.roll(1_000, false, Some(0.9));
+        p.roll(1_000, true, None);
+        assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(10));
+    }
+
     #[test]
     fn a_quiet_spell_resets_the_hold() {
-        let p = Pacer::new(10_000, Duration::from_millis(100));
+        let p = uncontended(10_000, Duration::from_millis(100));
         let t0 = p.base + Duration::from_millis(1);
         all_write(&p, 500, t0);
         all_write(&p, 1, t0 + PERIOD);

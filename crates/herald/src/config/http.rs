@@ -222,10 +222,11 @@ pub struct WebSocketConfig {
     /// connections are busy than `write_budget × write_coalesce` per worker, each one's wait
     /// grows so that all of them together stay near this many writes a second (see
     /// `herald_ws::Pacer`). Default 50,000: about a third of a core's time in loopback
-    /// `sendmsg`. Lower it on a machine the server shares with busy processes (such as its
-    /// clients): fewer, fuller writes cost everyone less CPU, for a longer wait.
+    /// `sendmsg`. While the server's threads wait for a core (the machine is over committed)
+    /// the budget in force shrinks on its own, to as little as 40 % of this; lower it further
+    /// by hand on a machine the server shares with busy processes.
     pub write_budget: u64,
-    /// Herald: the longest wait write pacing may give a busy connection. Default 100ms; at
+    /// Herald: the longest wait write pacing may give a busy connection. Default 200ms; at
     /// most 200ms.
     #[serde(with = "go_duration")]
     pub write_max_hold: Duration,
@@ -247,7 +248,7 @@ impl Default for WebSocketConfig {
             decompressed_message_size_limit: 0,
             write_coalesce: Duration::from_millis(5),
             write_budget: 50_000,
-            write_max_hold: Duration::from_millis(100),
+            write_max_hold: Duration::from_millis(200),
         }
     }
 }
