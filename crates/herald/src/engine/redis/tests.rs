@@ -93,6 +93,15 @@ async fn ready(broker: &RedisBroker) {
     panic!("the PUB/SUB link did not come up: {:?}", broker.health());
 }
 
+/// A broker whose PUB/SUB link is up, handing what it hears to the returned recorder.
+async fn listening(redis: &RedisServer) -> (RedisBroker, Arc<Recorder>) {
+    let b = broker(redis);
+    let recorder = Arc::new(Recorder::default());
+    b.set_handler(recorder.clone());
+    ready(&b).await;
+    (b, recorder)
+}
+
 #[tokio::test]
 async fn a_stale_version_is_suppressed_without_using_an_offset() {
     let redis = RedisServer::start();
@@ -254,10 +263,7 @@ async fn publish_unheard(b: &RedisBroker, channel: &str, n: u64, o: HistoryOptio
 #[tokio::test]
 async fn a_gap_in_delivery_is_filled_from_the_stream_in_order() {
     let redis = RedisServer::start();
-    let b = broker(&redis);
-    let recorder = Arc::new(Recorder::default());
-    b.set_handler(recorder.clone());
-    ready(&b).await;
+    let (b, recorder) = listening(&redis).await;
     b.subscribe("g").await.unwrap();
     b.publish(request("g", 1, opts(100))).await.unwrap();
     assert_eq!(recorder.wait(1).await, ["pub g 1"]);
@@ -281,10 +287,7 @@ async fn a_gap_in_delivery_is_filled_from_the_stream_in_order() {
 #[tokio::test]
 async fn a_gap_that_cannot_be_filled_tells_the_node() {
     let redis = RedisServer::start();
-    let b = broker(&redis);
-    let recorder = Arc::new(Recorder::default());
-    b.set_handler(recorder.clone());
-    ready(&b).await;
+    let (b, recorder) = listening(&redis).await;
     b.subscribe("h").await.unwrap();
     b.publish(request("h", 1, opts(1))).await.unwrap();
     assert_eq!(recorder.wait(1).await, ["pub h 1"]);
@@ -533,10 +536,7 @@ async fn history_numbers(b: &RedisBroker, channel: &str) -> (Vec<u64>, bool) {
 #[tokio::test]
 async fn concurrent_publishes_share_calls_and_keep_each_channels_order() {
     let redis = RedisServer::start();
-    let b = broker(&redis);
-    let recorder = Arc::new(Recorder::default());
-    b.set_handler(recorder.clone());
-    ready(&b).await;
+    let (b, recorder) = listening(&redis).await;
     let channels: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
     for channel in &channels {
         b.subscribe(channel).await.unwrap();
