@@ -89,6 +89,17 @@ impl Pacer {
     /// Pacing to at most `writes_per_second` writes a second over all connections, holding
     /// a connection's output at most `max_hold` (clamped to the counting period, 250 ms).
     pub fn new(writes_per_second: u64, max_hold: Duration) -> Pacer {
+        Pacer::with_contention(writes_per_second, max_hold, crate::contention::sample)
+    }
+
+    /// [`Pacer::new`], with `sample` telling how contended the calling thread is (0 to 1, or
+    /// `None` to leave the budget as it is) instead of [`crate::contention::sample`]: for
+    /// tests, and for platforms whose contention is measured another way.
+    pub fn with_contention(
+        writes_per_second: u64,
+        max_hold: Duration,
+        sample: fn() -> Option<f64>,
+    ) -> Pacer {
         Pacer {
             budget: writes_per_second.max(1),
             max_hold_ns: duration_ns(max_hold.min(PERIOD)),
@@ -96,7 +107,7 @@ impl Pacer {
             period_start: AtomicU64::new(0),
             hold_ns: AtomicU64::new(0),
             share: AtomicU32::new(FULL),
-            sample: crate::contention::sample,
+            sample,
             base: Instant::now(),
         }
     }
@@ -105,6 +116,12 @@ impl Pacer {
     /// longer while many connections write.
     pub fn hold(&self, min: Duration) -> Duration {
         min.max(Duration::from_nanos(self.hold_ns.load(Relaxed)))
+    }
+
+    /// The share of the configured budget in force, 0.4 to 1: below 1 while the cores are
+    /// contended (see the module's doc).
+    pub fn budget_share(&self) -> f64 {
+        f64::from(self.share.load(Relaxed)) / f64::from(FULL)
     }
 
     /// Records a write made `now` by a connection whose previous write was at `previous`.
@@ -186,10 +203,7 @@ mod tests {
     /// A pacer whose threads never wait for a core, whatever the machine running the tests
     /// is doing.
     fn uncontended(writes_per_second: u64, max_hold: Duration) -> Pacer {
-        Pacer {
-            sample: || None,
-            ..Pacer::new(writes_per_second, max_hold)
-        }
+        Pacer::with_contention(writes_per_second, max_hold, || None)
     }
 
     /// Each of `n` connections writes once at `at`, its first write (or the first after an
@@ -242,7 +256,7 @@ mod tests {
         for _ in 0..20 {
             p.roll(10_000, true, Some(0.55));
         }
-        assert_eq!(p.share.load(Relaxed), MIN_SHARE);
+        assert_eq!(p.budget_share(), 0.4);
         assert_eq!(p.hold(Duration::ZERO), Duration::from_millis(200));
         // A period without enough time to say keeps it.
         p.roll(10_000, true, None);

@@ -22,6 +22,7 @@
 //! | `herald_api_command_duration_seconds` | histogram | `method` |
 //! | `herald_clients`, `herald_users`, `herald_channels`, `herald_subscriptions` | gauge | |
 //! | `herald_process_resident_memory_bytes` | gauge | |
+//! | `herald_websocket_write_budget_share` | gauge | |
 //! | `herald_webhook_events_queued` | gauge | |
 //! | `herald_webhook_events_dropped_total`, `herald_webhook_events_delivered_total`, `herald_webhook_posts_failed_total` | counter | |
 //! | `herald_build_info` | gauge (info) | `version` |
@@ -134,6 +135,10 @@ pub struct Metrics {
     channels: Gauge,
     subscriptions: Gauge,
     resident_memory: Gauge,
+    /// The share of `websocket.write_budget` write pacing keeps in force (below 1 while the
+    /// cores are contended), read from the pacer given to [`Metrics::watch_pacer`].
+    write_budget_share: Gauge<f64, AtomicU64>,
+    pacer: std::sync::OnceLock<Arc<herald_ws::Pacer>>,
     webhooks: crate::webhooks::QueueMetrics,
 }
 
@@ -173,6 +178,8 @@ impl Metrics {
             channels: Gauge::default(),
             subscriptions: Gauge::default(),
             resident_memory: Gauge::default(),
+            write_budget_share: Gauge::default(),
+            pacer: std::sync::OnceLock::new(),
             webhooks: crate::webhooks::QueueMetrics::default(),
             registry: Registry::default(),
         };
@@ -250,6 +257,12 @@ impl Metrics {
             "process_resident_memory_bytes",
             "Resident memory of the process",
             metrics.resident_memory.clone(),
+        );
+        registry.register(
+            "websocket_write_budget_share",
+            "Share of websocket.write_budget that write pacing keeps in force: 1, or less while \
+             the server's threads wait for a core",
+            metrics.write_budget_share.clone(),
         );
         registry.register(
             "webhook_events_queued",
@@ -338,6 +351,12 @@ impl Metrics {
         self.api_duration.get(method).observe(elapsed);
     }
 
+    /// Reads `herald_websocket_write_budget_share` from `pacer` from now on (the server's one
+    /// pacer; a second call is ignored).
+    pub fn watch_pacer(&self, pacer: Arc<herald_ws::Pacer>) {
+        let _ = self.pacer.set(pacer);
+    }
+
     /// The Prometheus text exposition, with gauges read from the hub.
     pub fn render(&self, hub: &Hub) -> String {
         self.clients.set(gauge_value(hub.num_clients()));
@@ -346,6 +365,9 @@ impl Metrics {
         self.subscriptions.set(gauge_value(hub.num_subscriptions()));
         self.resident_memory
             .set(process_rss_bytes().map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)));
+        // Without pacing (write_coalesce 0s) nothing shrinks the budget.
+        self.write_budget_share
+            .set(self.pacer.get().map_or(1.0, |p| p.budget_share()));
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail; an encoder error would only cut the output short.
         if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
@@ -645,6 +667,32 @@ mod tests {
         let text = m.render(&hub);
         assert_eq!(sample(&text, "herald_subscriptions"), Some("0"));
         assert_eq!(sample(&text, "herald_clients"), Some("0"));
+    }
+
+    /// `herald_websocket_write_budget_share` is 1 without pacing, then what the server's pacer
+    /// keeps in force: here three contended periods take 6 % each.
+    #[test]
+    fn the_write_budget_share_is_the_pacers() {
+        let m = Metrics::new();
+        let hub = Hub::new();
+        assert_eq!(
+            sample(&m.render(&hub), "herald_websocket_write_budget_share"),
+            Some("1.0")
+        );
+        let pacer = Arc::new(herald_ws::Pacer::with_contention(
+            1_000,
+            Duration::from_millis(200),
+            || Some(0.9),
+        ));
+        m.watch_pacer(pacer.clone());
+        let t0 = tokio::time::Instant::now();
+        for period in 1..=3 {
+            pacer.wrote(None, t0 + Duration::from_millis(300 * period));
+        }
+        assert_eq!(
+            sample(&m.render(&hub), "herald_websocket_write_budget_share"),
+            Some("0.82")
+        );
     }
 
     #[test]

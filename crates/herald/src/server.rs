@@ -351,6 +351,9 @@ fn ws_pacer(node: &Node) -> Option<Arc<herald_ws::Pacer>> {
 fn ws_settings(node: &Node) -> WsSettings {
     let websocket = &node.config().websocket;
     let pacer = ws_pacer(node);
+    if let Some(pacer) = &pacer {
+        node.metrics().watch_pacer(pacer.clone());
+    }
     let message_limit = websocket.message_size_limit.max(1024);
     let decompressed_limit = if websocket.decompressed_message_size_limit > 0 {
         websocket.decompressed_message_size_limit
