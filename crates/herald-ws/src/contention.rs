@@ -2,8 +2,8 @@
 //!
 //! Why: write pacing ([`crate::Pacer`]) trades latency for fewer write system calls. Whether
 //! that trade pays depends on who else wants the machine's cores. On a server of its own, each
-//! write costs only the server's time and the budget alone decides. When the cores are over
-//! committed — the server's readers share its machine, or the server is over loaded — every
+//! write costs only the server's time and the budget alone decides. When the cores are
+//! overcommitted — the server's readers share its machine, or the server is overloaded — every
 //! write also wakes a reader that has to wait for a core, and fewer, fuller writes lower
 //! everyone's latency (bench/RESULTS.md, issue 25: at 10,000 × 100/s with co-located typical
 //! clients on two cores, a p99 of 278 ms instead of 898).

@@ -23,14 +23,14 @@
 //! coalescing applies unchanged. Nothing is locked: one atomic add per connection per period,
 //! and a relaxed load per hold.
 //!
-//! While the cores are over committed, the budget shrinks: at the end of each period the
+//! While the cores are overcommitted, the budget shrinks: at the end of each period the
 //! thread that starts the next one samples how long it waited for a core
 //! ([`crate::contention`]). Over [`CONTENDED`] of its runnable time, the budget in force drops
 //! by [`STEP`] (down to [`MIN_SHARE`] of the configured one); under [`UNCONTENDED`] it grows
-//! back. A server with cores of its own never waits that long and keeps its full budget.
+//! back. A server whose threads have the cores to themselves rarely waits that long, and keeps
+//! its full budget.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-
 use std::time::Duration;
 
 use tokio::time::Instant;

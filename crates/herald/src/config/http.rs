@@ -222,7 +222,7 @@ pub struct WebSocketConfig {
     /// connections are busy than `write_budget × write_coalesce` per worker, each one's wait
     /// grows so that all of them together stay near this many writes a second (see
     /// `herald_ws::Pacer`). Default 50,000: about a third of a core's time in loopback
-    /// `sendmsg`. While the server's threads wait for a core (the machine is over committed)
+    /// `sendmsg`. While the server's threads wait for a core (the machine is overcommitted)
     /// the budget in force shrinks on its own, to as little as 40 % of this; lower it further
     /// by hand on a machine the server shares with busy processes.
     pub write_budget: u64,
